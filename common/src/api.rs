@@ -1,0 +1,179 @@
+//! Worker ⇄ server wire protocol (JSON over HTTP under `/api/v1/`, bearer worker token).
+//!
+//! Every call a worker makes about a run carries the attempt number it was given at claim time.
+//! The server rejects calls from an attempt that is no longer current (409 Conflict), which fences
+//! off a worker whose lease expired and whose job was handed to someone else.
+
+use crate::jobs::{JobConfig, RunStatus};
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// `POST /api/v1/workers/register`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterWorker {
+    pub name: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// Free-form facts about the worker (libtorch version, CUDA, threads).
+    #[serde(default)]
+    pub info: serde_json::Value,
+    pub protocol_version: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerRegistered {
+    pub worker_id: i64,
+    /// How often the worker must heartbeat a running job, in seconds.
+    pub heartbeat_interval_s: f64,
+}
+
+/// `POST /api/v1/jobs/claim`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    pub worker_id: i64,
+}
+
+/// Where a job finds its dataset. Workers on the server's machine read the files directly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetLocation {
+    pub dataset_id: i64,
+    pub name: String,
+    /// COCO JSON of the whole dataset as stored by the server.
+    pub annotations_path: String,
+    /// Folder that image `file_name`s are relative to.
+    pub image_root: String,
+}
+
+/// The answer to a successful claim: everything a worker needs to run the job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub run_id: i64,
+    pub attempt: i32,
+    pub name: String,
+    pub config: JobConfig,
+    #[serde(default)]
+    pub dataset: Option<DatasetLocation>,
+    /// Name of the artifact to resume from, if an earlier attempt left a checkpoint.
+    #[serde(default)]
+    pub resume_artifact: Option<String>,
+    pub lease_seconds: f64,
+}
+
+/// `POST /api/v1/runs/{id}/heartbeat`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub worker_id: i64,
+    pub attempt: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// The user asked to cancel: stop at the next safe point and report `cancelled`.
+    pub cancel_requested: bool,
+    pub lease_seconds: f64,
+}
+
+/// One point of a metric series. `(run, key, step)` identifies it: sending it twice stores it once,
+/// and a later value for the same step replaces the earlier one (a resumed run re-logs steps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    pub key: String,
+    pub step: i64,
+    pub value: f64,
+    /// Seconds since the Unix epoch when the value was measured.
+    pub wall_time: f64,
+}
+
+/// `POST /api/v1/runs/{id}/metrics`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsBatch {
+    pub attempt: i32,
+    pub points: Vec<MetricPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Per-attempt sequence number; `(run, attempt, seq)` makes re-sent lines idempotent.
+    pub seq: i64,
+    pub wall_time: f64,
+    pub level: String,
+    pub text: String,
+}
+
+/// `POST /api/v1/runs/{id}/logs`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogBatch {
+    pub attempt: i32,
+    pub lines: Vec<LogLine>,
+}
+
+/// `POST /api/v1/runs/{id}/status`: the final word of an attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    pub attempt: i32,
+    pub status: RunStatus,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// JSON error body of every `/api/v1/` failure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// Artifact names are single path components of safe characters: they become file names in the
+/// server's artifact store. Returns the reason a name is refused.
+pub fn check_artifact_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err("artifact name must be 1 to 128 characters".into());
+    }
+    if name.starts_with('.') {
+        return Err("artifact name must not start with '.'".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!("artifact name contains the character {c:?}; allowed are A-Z a-z 0-9 . _ -"));
+    }
+    Ok(())
+}
+
+/// One event of a job, as written to `events.jsonl` by `trainer run` and as sent over HTTP by a
+/// worker. The job emits these through one sink and never knows which.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum JobEvent {
+    Metrics { points: Vec<MetricPoint> },
+    Log { line: LogLine },
+    Artifact { name: String, bytes: u64 },
+    Status { status: RunStatus, error: Option<String> },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_names_reject_traversal_and_odd_characters() {
+        for bad in ["", "..", "../x", "a/b", ".hidden", "a\\b", "x y", "nul\0"] {
+            assert!(check_artifact_name(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["model.safetensors", "ckpt-000100.pt", "metrics_v2.json"] {
+            assert!(check_artifact_name(good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn job_events_are_tagged_json() {
+        let e = JobEvent::Status {
+            status: RunStatus::Succeeded,
+            error: None,
+        };
+        let s = serde_json::to_string(&e).unwrap();
+        assert!(s.contains(r#""event":"status""#));
+        assert_eq!(serde_json::from_str::<JobEvent>(&s).unwrap(), e);
+    }
+}

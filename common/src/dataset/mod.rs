@@ -1,0 +1,67 @@
+//! Dataset formats: COCO JSON and Pascal VOC, loaded into one in-memory COCO form and validated.
+//!
+//! Boxes are COCO `[x, y, w, h]` in pixels here, at the format edge; the trainer converts to xyxy.
+//! Loading never stops at the first problem: it collects every problem into a
+//! [`ValidationReport`] (first few of each kind, with counts) so a user can fix a file in one go.
+
+mod coco;
+mod report;
+mod voc;
+
+pub use coco::load_coco;
+pub use report::{ProblemKind, ValidationReport};
+pub use voc::load_voc;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CocoImage {
+    pub id: i64,
+    /// Relative to the dataset's image root; never absolute, never containing `..`.
+    pub file_name: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CocoAnnotation {
+    pub id: i64,
+    pub image_id: i64,
+    pub category_id: i64,
+    /// `[x, y, w, h]` in pixels.
+    pub bbox: [f64; 4],
+    #[serde(default)]
+    pub area: f64,
+    #[serde(default)]
+    pub iscrowd: u8,
+    /// Polygons (`[[x1, y1, x2, y2, ...], ...]`) or RLE, kept as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CocoCategory {
+    pub id: i64,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supercategory: Option<String>,
+}
+
+/// A whole dataset in COCO form, validated.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CocoDataset {
+    pub images: Vec<CocoImage>,
+    pub annotations: Vec<CocoAnnotation>,
+    pub categories: Vec<CocoCategory>,
+}
+
+/// Why a dataset could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    /// The files were read but their content has problems; nothing should be stored.
+    #[error("the dataset has problems:\n{0}")]
+    Invalid(ValidationReport),
+    /// A path the user gave does not exist or cannot be read.
+    #[error("{path}: {message}")]
+    Path { path: String, message: String },
+}

@@ -1,0 +1,243 @@
+//! Run kinds, statuses and job configs. One config type per job kind; adding a kind adds a
+//! variant here, an entry point in the trainer and a section on the run page.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Lifecycle of a run. Stored as lower-case text in Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// A terminal status never changes again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kinds of job a worker can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// Forward + backward of a detection backbone on the worker's device, to compare workers.
+    Benchmark,
+}
+
+impl RunKind {
+    pub const ALL: [RunKind; 1] = [RunKind::Benchmark];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Benchmark => "benchmark",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunKind> {
+        RunKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for RunKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a config was rejected; names the field and the problem.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid config: {field}: {problem}")]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+fn config_error(field: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// The full, resolved config of a run: every default is filled in before it is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum JobConfig {
+    Benchmark(BenchmarkConfig),
+}
+
+impl JobConfig {
+    pub fn kind(&self) -> RunKind {
+        match self {
+            JobConfig::Benchmark(_) => RunKind::Benchmark,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            JobConfig::Benchmark(c) => c.validate(),
+        }
+    }
+
+    /// The dataset this job reads, if any (for filtering runs by dataset).
+    pub fn dataset_id(&self) -> Option<i64> {
+        match self {
+            JobConfig::Benchmark(_) => None,
+        }
+    }
+}
+
+/// Backbones the benchmark can time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchmarkBackbone {
+    Resnet18,
+    Resnet50,
+}
+
+impl BenchmarkBackbone {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BenchmarkBackbone::Resnet18 => "resnet18",
+            BenchmarkBackbone::Resnet50 => "resnet50",
+        }
+    }
+}
+
+/// Worker benchmark: `steps` timed forward + backward passes after `warmup_steps` untimed ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchmarkConfig {
+    #[serde(default = "BenchmarkConfig::default_backbone")]
+    pub backbone: BenchmarkBackbone,
+    #[serde(default = "BenchmarkConfig::default_batch_size")]
+    pub batch_size: u32,
+    /// Square input side in pixels.
+    #[serde(default = "BenchmarkConfig::default_resolution")]
+    pub resolution: u32,
+    #[serde(default = "BenchmarkConfig::default_steps")]
+    pub steps: u32,
+    #[serde(default = "BenchmarkConfig::default_warmup_steps")]
+    pub warmup_steps: u32,
+}
+
+impl Default for BenchmarkConfig {
+    fn default() -> Self {
+        BenchmarkConfig {
+            backbone: Self::default_backbone(),
+            batch_size: Self::default_batch_size(),
+            resolution: Self::default_resolution(),
+            steps: Self::default_steps(),
+            warmup_steps: Self::default_warmup_steps(),
+        }
+    }
+}
+
+impl BenchmarkConfig {
+    fn default_backbone() -> BenchmarkBackbone {
+        BenchmarkBackbone::Resnet18
+    }
+    fn default_batch_size() -> u32 {
+        2
+    }
+    fn default_resolution() -> u32 {
+        224
+    }
+    fn default_steps() -> u32 {
+        20
+    }
+    fn default_warmup_steps() -> u32 {
+        1
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=256).contains(&self.batch_size) {
+            return Err(config_error("batch_size", "must be between 1 and 256"));
+        }
+        if !(32..=2048).contains(&self.resolution) || self.resolution % 32 != 0 {
+            return Err(config_error(
+                "resolution",
+                "must be a multiple of 32 between 32 and 2048",
+            ));
+        }
+        if !(1..=100_000).contains(&self.steps) {
+            return Err(config_error("steps", "must be between 1 and 100000"));
+        }
+        if self.warmup_steps > 1000 {
+            return Err(config_error("warmup_steps", "must be at most 1000"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn benchmark_defaults_fill_in_and_round_trip() {
+        let cfg: JobConfig = serde_json::from_str(r#"{"kind":"benchmark","steps":3}"#).unwrap();
+        let JobConfig::Benchmark(b) = &cfg;
+        assert_eq!(b.steps, 3);
+        assert_eq!(b.batch_size, BenchmarkConfig::default().batch_size);
+        let back: JobConfig = serde_json::from_value(serde_json::to_value(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_rejected_with_the_field_named() {
+        assert!(serde_json::from_str::<JobConfig>(r#"{"kind":"benchmark","stepz":3}"#).is_err());
+        let cfg = BenchmarkConfig {
+            resolution: 100,
+            ..Default::default()
+        };
+        let err = cfg.validate().unwrap_err();
+        assert_eq!(err.field, "resolution");
+    }
+
+    #[test]
+    fn status_strings_round_trip() {
+        for s in RunStatus::ALL {
+            assert_eq!(RunStatus::parse(s.as_str()), Some(s));
+        }
+        assert!(RunStatus::Cancelled.is_terminal());
+        assert!(!RunStatus::Running.is_terminal());
+    }
+}

@@ -1,0 +1,11 @@
+//! Types both sides of the platform must agree on.
+//!
+//! - [`api`]: the worker ⇄ server wire protocol under `/api/v1/` (versioned by [`api::PROTOCOL_VERSION`]).
+//! - [`jobs`]: run kinds, statuses and the typed config of each job kind.
+//! - [`dataset`]: COCO / Pascal VOC loading with validation reports.
+//! - [`series`]: downsampling of metric series for plots.
+
+pub mod api;
+pub mod dataset;
+pub mod jobs;
+pub mod series;

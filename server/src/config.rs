@@ -1,0 +1,56 @@
+use clap::Parser;
+use std::path::PathBuf;
+
+/// AlignDet Studio server.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "aligndet-server", version)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[arg(long, env = "ALIGNDET_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Where the embedded Postgres, artifacts and uploaded datasets live.
+    #[arg(long, env = "ALIGNDET_DATA", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+    /// Use this Postgres instead of the embedded cluster.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Token workers must present; default: read or create <data-dir>/worker-token.
+    #[arg(long, env = "ALIGNDET_WORKER_TOKEN")]
+    pub worker_token: Option<String>,
+    /// Import the demo datasets (NEON tiles, synthetic) from the setup cache if missing.
+    #[arg(long)]
+    pub demo: bool,
+    /// Folder holding demo/neon and demo/synthetic (written by scripts/setup.sh).
+    #[arg(long, env = "ALIGNDET_CACHE", default_value_os_t = default_cache_dir())]
+    pub cache_dir: PathBuf,
+    /// Folders server-side imports may read from (besides the data dir's imports/ and the cache).
+    #[arg(long = "import-root")]
+    pub import_roots: Vec<PathBuf>,
+    /// A job's lease: a worker that misses heartbeats this long loses the job.
+    #[arg(long, default_value_t = 30.0)]
+    pub lease_seconds: f64,
+    /// How often workers heartbeat.
+    #[arg(long, default_value_t = 5.0)]
+    pub heartbeat_seconds: f64,
+    /// How many claims a run gets before an expired lease fails it.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: i32,
+    /// Largest dataset upload, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub upload_limit_mib: u64,
+    /// Largest artifact upload, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub artifact_limit_mib: u64,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+fn default_data_dir() -> PathBuf {
+    home().join(".local/share/aligndet-studio")
+}
+
+fn default_cache_dir() -> PathBuf {
+    home().join(".cache/aligndet-studio")
+}

@@ -1,0 +1,233 @@
+use aligndet_common::dataset::CocoDataset;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DatasetRow {
+    pub id: i64,
+    pub name: String,
+    pub format: String,
+    pub source: String,
+    pub image_root: String,
+    pub annotations_path: String,
+    pub num_images: i32,
+    pub num_annotations: i32,
+    pub splits: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub struct NewDataset<'a> {
+    pub name: &'a str,
+    pub format: &'a str,
+    pub source: &'a str,
+    pub image_root: &'a str,
+    pub annotations_path: &'a str,
+    pub splits: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CategoryCount {
+    pub id: i64,
+    pub name: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ImageRow {
+    pub id: i64,
+    pub file_name: String,
+    pub width: i32,
+    pub height: i32,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BoxRow {
+    pub id: i64,
+    pub image_id: i64,
+    pub category_id: i64,
+    pub x: f64,
+    pub y: f64,
+    pub w: f64,
+    pub h: f64,
+    pub iscrowd: bool,
+}
+
+pub async fn name_taken(pool: &PgPool, name: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM datasets WHERE name = $1)")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+}
+
+/// Insert a validated dataset and all its rows in the caller's transaction (all or nothing).
+/// `annotations_path` may contain `{id}`, replaced by the new dataset id.
+pub async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    new: &NewDataset<'_>,
+    data: &CocoDataset,
+) -> sqlx::Result<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO datasets (name, format, source, image_root, annotations_path, num_images, num_annotations, splits)
+         VALUES ($1, $2, $3, $4, '', $5, $6, $7) RETURNING id",
+    )
+    .bind(new.name)
+    .bind(new.format)
+    .bind(new.source)
+    .bind(new.image_root)
+    .bind(data.images.len() as i32)
+    .bind(data.annotations.len() as i32)
+    .bind(&new.splits)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE datasets SET annotations_path = $2 WHERE id = $1")
+        .bind(id)
+        .bind(new.annotations_path.replace("{id}", &id.to_string()))
+        .execute(&mut **tx)
+        .await?;
+
+    let (cat_ids, cat_names): (Vec<i64>, Vec<String>) = data
+        .categories
+        .iter()
+        .map(|c| (c.id, c.name.clone()))
+        .unzip();
+    sqlx::query(
+        "INSERT INTO categories (dataset_id, id, name) SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[])",
+    )
+    .bind(id)
+    .bind(&cat_ids)
+    .bind(&cat_names)
+    .execute(&mut **tx)
+    .await?;
+
+    // Chunked so one statement's arrays stay moderate on very large datasets.
+    for chunk in data.images.chunks(20_000) {
+        let ids: Vec<i64> = chunk.iter().map(|i| i.id).collect();
+        let names: Vec<String> = chunk.iter().map(|i| i.file_name.clone()).collect();
+        let widths: Vec<i32> = chunk.iter().map(|i| i.width as i32).collect();
+        let heights: Vec<i32> = chunk.iter().map(|i| i.height as i32).collect();
+        sqlx::query(
+            "INSERT INTO images (dataset_id, id, file_name, width, height)
+             SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::INT[], $5::INT[])",
+        )
+        .bind(id)
+        .bind(&ids)
+        .bind(&names)
+        .bind(&widths)
+        .bind(&heights)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for chunk in data.annotations.chunks(20_000) {
+        let col = |f: fn(&aligndet_common::dataset::CocoAnnotation) -> f64| -> Vec<f64> {
+            chunk.iter().map(f).collect()
+        };
+        let ids: Vec<i64> = chunk.iter().map(|a| a.id).collect();
+        let image_ids: Vec<i64> = chunk.iter().map(|a| a.image_id).collect();
+        let cat_ids: Vec<i64> = chunk.iter().map(|a| a.category_id).collect();
+        let crowd: Vec<bool> = chunk.iter().map(|a| a.iscrowd != 0).collect();
+        sqlx::query(
+            "INSERT INTO annotations (dataset_id, id, image_id, category_id, x, y, w, h, area, iscrowd)
+             SELECT $1, * FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::FLOAT8[], $6::FLOAT8[],
+                                      $7::FLOAT8[], $8::FLOAT8[], $9::FLOAT8[], $10::BOOL[])",
+        )
+        .bind(id)
+        .bind(&ids)
+        .bind(&image_ids)
+        .bind(&cat_ids)
+        .bind(col(|a| a.bbox[0]))
+        .bind(col(|a| a.bbox[1]))
+        .bind(col(|a| a.bbox[2]))
+        .bind(col(|a| a.bbox[3]))
+        .bind(col(|a| a.area))
+        .bind(&crowd)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(id)
+}
+
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<DatasetRow>> {
+    sqlx::query_as("SELECT * FROM datasets ORDER BY id")
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<DatasetRow>> {
+    sqlx::query_as("SELECT * FROM datasets WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn get_by_name(pool: &PgPool, name: &str) -> sqlx::Result<Option<DatasetRow>> {
+    sqlx::query_as("SELECT * FROM datasets WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn category_counts(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Vec<CategoryCount>> {
+    sqlx::query_as(
+        "SELECT c.id, c.name, COUNT(a.id) AS count
+         FROM categories c LEFT JOIN annotations a ON a.dataset_id = c.dataset_id AND a.category_id = c.id
+         WHERE c.dataset_id = $1 GROUP BY c.id, c.name ORDER BY c.id",
+    )
+    .bind(dataset_id)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn images_page(
+    pool: &PgPool,
+    dataset_id: i64,
+    offset: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<ImageRow>> {
+    sqlx::query_as(
+        "SELECT id, file_name, width, height FROM images WHERE dataset_id = $1 ORDER BY id OFFSET $2 LIMIT $3",
+    )
+    .bind(dataset_id)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn image(pool: &PgPool, dataset_id: i64, image_id: i64) -> sqlx::Result<Option<ImageRow>> {
+    sqlx::query_as("SELECT id, file_name, width, height FROM images WHERE dataset_id = $1 AND id = $2")
+        .bind(dataset_id)
+        .bind(image_id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn boxes_for_images(
+    pool: &PgPool,
+    dataset_id: i64,
+    image_ids: &[i64],
+) -> sqlx::Result<Vec<BoxRow>> {
+    sqlx::query_as(
+        "SELECT id, image_id, category_id, x, y, w, h, iscrowd FROM annotations
+         WHERE dataset_id = $1 AND image_id = ANY($2) ORDER BY id",
+    )
+    .bind(dataset_id)
+    .bind(image_ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// sqrt(w·h) of every box, for the size histogram.
+pub async fn box_sizes(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Vec<f64>> {
+    sqlx::query_scalar("SELECT sqrt(GREATEST(w * h, 0)) FROM annotations WHERE dataset_id = $1")
+        .bind(dataset_id)
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn counts(pool: &PgPool) -> sqlx::Result<(i64, i64, i64)> {
+    sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM datasets), (SELECT COUNT(*) FROM images), (SELECT COUNT(*) FROM annotations)",
+    )
+    .fetch_one(pool)
+    .await
+}

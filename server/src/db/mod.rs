@@ -1,0 +1,25 @@
+//! All SQL lives here, one module per table group. Routes call these functions and never write
+//! SQL themselves; the queue's lease logic lives in `crate::queue`.
+
+pub mod datasets;
+pub mod runs;
+pub mod workers;
+
+use sqlx::PgPool;
+
+/// Tell listeners (run pages) that something about a run changed.
+pub async fn notify_run_changed<'e, E>(executor: E, run_id: i64) -> sqlx::Result<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    sqlx::query("SELECT pg_notify('run_changed', $1)")
+        .bind(run_id.to_string())
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!("../migrations").run(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,340 @@
+use aligndet_common::api::{LogLine, MetricPoint};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: i64,
+    pub kind: String,
+    pub name: String,
+    pub config: serde_json::Value,
+    pub status: String,
+    pub dataset_id: Option<i64>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub worker_id: Option<i64>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub cancel_requested: bool,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub attempt: i32,
+    pub worker_id: Option<i64>,
+    pub worker_name: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ArtifactRow {
+    pub name: String,
+    pub bytes: i64,
+    pub attempt: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ParentRow {
+    pub parent_id: i64,
+    pub role: String,
+    pub name: String,
+}
+
+pub struct NewRun<'a> {
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub config: serde_json::Value,
+    pub dataset_id: Option<i64>,
+    pub max_attempts: i32,
+    /// (parent run id, role), e.g. a fine-tune's pre-training.
+    pub parents: Vec<(i64, String)>,
+}
+
+/// Store a run and enqueue it in one transaction.
+pub async fn create(pool: &PgPool, new: &NewRun<'_>) -> sqlx::Result<i64> {
+    let mut tx = pool.begin().await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (kind, name, config, status, dataset_id, max_attempts)
+         VALUES ($1, $2, $3, 'queued', $4, $5) RETURNING id",
+    )
+    .bind(new.kind)
+    .bind(new.name)
+    .bind(&new.config)
+    .bind(new.dataset_id)
+    .bind(new.max_attempts)
+    .fetch_one(&mut *tx)
+    .await?;
+    for (parent, role) in &new.parents {
+        sqlx::query("INSERT INTO run_parents (run_id, parent_id, role) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(parent)
+            .bind(role)
+            .execute(&mut *tx)
+            .await?;
+    }
+    super::notify_run_changed(&mut *tx, id).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Filters and sort order of the runs table.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub kind: Option<String>,
+    pub status: Option<String>,
+    pub dataset_id: Option<i64>,
+    pub sort: RunSort,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunSort {
+    #[default]
+    Newest,
+    Oldest,
+    Name,
+    Status,
+}
+
+impl RunSort {
+    pub fn parse(s: &str) -> Option<RunSort> {
+        Some(match s {
+            "newest" => RunSort::Newest,
+            "oldest" => RunSort::Oldest,
+            "name" => RunSort::Name,
+            "status" => RunSort::Status,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunSort::Newest => "newest",
+            RunSort::Oldest => "oldest",
+            RunSort::Name => "name",
+            RunSort::Status => "status",
+        }
+    }
+    fn order_by(self) -> &'static str {
+        // Fixed strings only: the user picks among these, never writes SQL.
+        match self {
+            RunSort::Newest => "id DESC",
+            RunSort::Oldest => "id ASC",
+            RunSort::Name => "name ASC, id DESC",
+            RunSort::Status => "status ASC, id DESC",
+        }
+    }
+}
+
+pub async fn list(pool: &PgPool, f: &RunFilter) -> sqlx::Result<Vec<RunRow>> {
+    let sql = format!(
+        "SELECT * FROM runs
+         WHERE ($1::TEXT IS NULL OR kind = $1) AND ($2::TEXT IS NULL OR status = $2)
+           AND ($3::BIGINT IS NULL OR dataset_id = $3)
+         ORDER BY {} LIMIT 500",
+        f.sort.order_by()
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&f.kind)
+        .bind(&f.status)
+        .bind(f.dataset_id)
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<RunRow>> {
+    sqlx::query_as("SELECT * FROM runs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn attempts(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<AttemptRow>> {
+    sqlx::query_as(
+        "SELECT a.attempt, a.worker_id, w.name AS worker_name, a.started_at, a.ended_at, a.outcome, a.note
+         FROM run_attempts a LEFT JOIN workers w ON w.id = a.worker_id
+         WHERE a.run_id = $1 ORDER BY a.attempt",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn parents(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<ParentRow>> {
+    sqlx::query_as(
+        "SELECT p.parent_id, p.role, r.name FROM run_parents p JOIN runs r ON r.id = p.parent_id
+         WHERE p.run_id = $1 ORDER BY p.parent_id",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Cancel: a queued run is cancelled at once; a running one is flagged and its worker, told on
+/// its next heartbeat, stops and reports `cancelled`. Returns the run's new status.
+pub async fn request_cancel(pool: &PgPool, run_id: i64) -> sqlx::Result<Option<String>> {
+    let mut tx = pool.begin().await?;
+    let status: Option<String> = sqlx::query_scalar(
+        "UPDATE runs SET
+            status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+            finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END,
+            cancel_requested = (status = 'running') OR cancel_requested,
+            updated_at = now()
+         WHERE id = $1 RETURNING status",
+    )
+    .bind(run_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if status.is_some() {
+        super::notify_run_changed(&mut *tx, run_id).await?;
+    }
+    tx.commit().await?;
+    Ok(status)
+}
+
+/// Store metric points; a point sent twice is stored once, and a re-sent step takes the new value.
+pub async fn insert_metrics(
+    pool: &PgPool,
+    run_id: i64,
+    attempt: i32,
+    points: &[MetricPoint],
+) -> sqlx::Result<()> {
+    // Within one statement a key may appear only once for ON CONFLICT DO UPDATE: keep the last.
+    let mut dedup: std::collections::HashMap<(&str, i64), &MetricPoint> = Default::default();
+    for p in points {
+        dedup.insert((p.key.as_str(), p.step), p);
+    }
+    let keys: Vec<&str> = dedup.values().map(|p| p.key.as_str()).collect();
+    let steps: Vec<i64> = dedup.values().map(|p| p.step).collect();
+    let values: Vec<f64> = dedup.values().map(|p| p.value).collect();
+    let walls: Vec<f64> = dedup.values().map(|p| p.wall_time).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO metrics (run_id, key, step, value, wall_time, attempt)
+         SELECT $1, k, s, v, w, $6 FROM UNNEST($2::TEXT[], $3::BIGINT[], $4::FLOAT8[], $5::FLOAT8[]) AS t(k, s, v, w)
+         ON CONFLICT (run_id, key, step) DO UPDATE
+           SET value = EXCLUDED.value, wall_time = EXCLUDED.wall_time, attempt = EXCLUDED.attempt",
+    )
+    .bind(run_id)
+    .bind(&keys)
+    .bind(&steps)
+    .bind(&values)
+    .bind(&walls)
+    .bind(attempt)
+    .execute(&mut *tx)
+    .await?;
+    super::notify_run_changed(&mut *tx, run_id).await?;
+    tx.commit().await
+}
+
+pub async fn insert_logs(
+    pool: &PgPool,
+    run_id: i64,
+    attempt: i32,
+    lines: &[LogLine],
+) -> sqlx::Result<()> {
+    let seqs: Vec<i64> = lines.iter().map(|l| l.seq).collect();
+    let walls: Vec<f64> = lines.iter().map(|l| l.wall_time).collect();
+    let levels: Vec<&str> = lines.iter().map(|l| l.level.as_str()).collect();
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO run_logs (run_id, attempt, seq, wall_time, level, text)
+         SELECT $1, $2, * FROM UNNEST($3::BIGINT[], $4::FLOAT8[], $5::TEXT[], $6::TEXT[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(run_id)
+    .bind(attempt)
+    .bind(&seqs)
+    .bind(&walls)
+    .bind(&levels)
+    .bind(&texts)
+    .execute(&mut *tx)
+    .await?;
+    super::notify_run_changed(&mut *tx, run_id).await?;
+    tx.commit().await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LogRow {
+    pub attempt: i32,
+    pub seq: i64,
+    pub wall_time: f64,
+    pub level: String,
+    pub text: String,
+}
+
+pub async fn log_tail(pool: &PgPool, run_id: i64, n: i64) -> sqlx::Result<Vec<LogRow>> {
+    let mut rows: Vec<LogRow> = sqlx::query_as(
+        "SELECT attempt, seq, wall_time, level, text FROM run_logs WHERE run_id = $1
+         ORDER BY attempt DESC, seq DESC LIMIT $2",
+    )
+    .bind(run_id)
+    .bind(n)
+    .fetch_all(pool)
+    .await?;
+    rows.reverse();
+    Ok(rows)
+}
+
+pub async fn metric_keys(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as("SELECT key, COUNT(*) FROM metrics WHERE run_id = $1 GROUP BY key ORDER BY key")
+        .bind(run_id)
+        .fetch_all(pool)
+        .await
+}
+
+/// (step, value) pairs of one series in step order.
+pub async fn metric_series(pool: &PgPool, run_id: i64, key: &str) -> sqlx::Result<Vec<(i64, f64)>> {
+    sqlx::query_as("SELECT step, value FROM metrics WHERE run_id = $1 AND key = $2 ORDER BY step")
+        .bind(run_id)
+        .bind(key)
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn metric_count(pool: &PgPool, run_id: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM metrics WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(pool)
+        .await
+}
+
+pub async fn upsert_artifact(
+    pool: &PgPool,
+    run_id: i64,
+    name: &str,
+    bytes: i64,
+    attempt: i32,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO artifacts (run_id, name, bytes, attempt) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (run_id, name) DO UPDATE SET bytes = EXCLUDED.bytes, attempt = EXCLUDED.attempt, created_at = now()",
+    )
+    .bind(run_id)
+    .bind(name)
+    .bind(bytes)
+    .bind(attempt)
+    .execute(pool)
+    .await?;
+    super::notify_run_changed(pool, run_id).await
+}
+
+pub async fn artifacts(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<ArtifactRow>> {
+    sqlx::query_as("SELECT name, bytes, attempt, created_at FROM artifacts WHERE run_id = $1 ORDER BY name")
+        .bind(run_id)
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn status_counts(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")
+        .fetch_all(pool)
+        .await
+}

@@ -1,0 +1,47 @@
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WorkerRow {
+    pub id: i64,
+    pub name: String,
+    pub device: String,
+    pub info: serde_json::Value,
+    pub registered_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+impl WorkerRow {
+    /// A worker that called in within the last 30 s counts as connected.
+    pub fn is_connected(&self) -> bool {
+        Utc::now() - self.last_seen_at < chrono::Duration::seconds(30)
+    }
+}
+
+pub async fn register(
+    pool: &PgPool,
+    name: &str,
+    device: &str,
+    info: &serde_json::Value,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar("INSERT INTO workers (name, device, info) VALUES ($1, $2, $3) RETURNING id")
+        .bind(name)
+        .bind(device)
+        .bind(info)
+        .fetch_one(pool)
+        .await
+}
+
+pub async fn touch(pool: &PgPool, worker_id: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query("UPDATE workers SET last_seen_at = now() WHERE id = $1")
+        .bind(worker_id)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<WorkerRow>> {
+    sqlx::query_as("SELECT * FROM workers ORDER BY last_seen_at DESC LIMIT 100")
+        .fetch_all(pool)
+        .await
+}

@@ -1,0 +1,96 @@
+//! Error types at the HTTP edge: HTML error pages for the UI, JSON for `/api/v1/`.
+
+use aligndet_common::api::ApiError as ApiErrorBody;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+/// An error shown to a person: a status and a message (HTML-escaped when rendered).
+#[derive(Debug)]
+pub struct PageError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl PageError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> PageError {
+        PageError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn not_found(what: impl Into<String>) -> PageError {
+        PageError::new(StatusCode::NOT_FOUND, what)
+    }
+    pub fn bad_request(what: impl Into<String>) -> PageError {
+        PageError::new(StatusCode::BAD_REQUEST, what)
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for PageError {
+    fn from(e: E) -> Self {
+        let e = e.into();
+        tracing::error!("{e:#}");
+        PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Error</title>\
+             <link rel=\"stylesheet\" href=\"/static/style.css\"></head><body><main>\
+             <h1>{} {}</h1><pre class=\"error\">{}</pre><p><a href=\"/\">Home</a></p></main></body></html>",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            crate::security::escape_html(&self.message)
+        );
+        (self.status, Html(body)).into_response()
+    }
+}
+
+/// An error answered to a worker or script as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!("database: {e}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("database error: {e}"))
+    }
+}
+
+impl From<crate::queue::QueueError> for ApiError {
+    fn from(e: crate::queue::QueueError) -> Self {
+        use crate::queue::QueueError;
+        match e {
+            QueueError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            QueueError::NotCurrent { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            QueueError::Db(db) => db.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ApiErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}

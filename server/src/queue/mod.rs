@@ -1,0 +1,217 @@
+//! The job queue: runs in Postgres, claimed with `FOR UPDATE SKIP LOCKED`, held under a lease.
+//!
+//! - claim: the oldest queued run goes to the worker; attempts += 1; a `run_attempts` row opens.
+//! - heartbeat: extends the lease of the current attempt; answers whether a cancel was asked.
+//! - every other call of a worker about a run is checked against the current attempt, so a worker
+//!   whose lease expired (and whose job went to someone else) is fenced off with 409.
+//! - reap: an expired lease puts the run back in the queue, or fails it once `max_attempts` is
+//!   used up; the attempt row records why.
+
+use crate::db;
+use aligndet_common::jobs::RunStatus;
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedRun {
+    pub id: i64,
+    pub name: String,
+    pub config: serde_json::Value,
+    pub dataset_id: Option<i64>,
+    pub attempts: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("run {0} not found")]
+    NotFound(i64),
+    /// The caller's attempt is not the run's current running attempt.
+    #[error("run {run_id}: attempt {attempt} is not current (run is {status}, at attempt {current})")]
+    NotCurrent {
+        run_id: i64,
+        attempt: i32,
+        status: String,
+        current: i32,
+    },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+pub async fn claim(pool: &PgPool, worker_id: i64, lease_seconds: f64) -> Result<Option<ClaimedRun>, QueueError> {
+    let mut tx = pool.begin().await?;
+    let claimed: Option<ClaimedRun> = sqlx::query_as(
+        "UPDATE runs SET status = 'running', attempts = attempts + 1, worker_id = $1,
+                lease_expires_at = now() + make_interval(secs => $2), cancel_requested = false,
+                started_at = COALESCE(started_at, now()), updated_at = now(), error = NULL
+         WHERE id = (SELECT id FROM runs WHERE status = 'queued' ORDER BY id
+                     FOR UPDATE SKIP LOCKED LIMIT 1)
+         RETURNING id, name, config, dataset_id, attempts",
+    )
+    .bind(worker_id)
+    .bind(lease_seconds)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(run) = &claimed {
+        sqlx::query("INSERT INTO run_attempts (run_id, attempt, worker_id) VALUES ($1, $2, $3)")
+            .bind(run.id)
+            .bind(run.attempts)
+            .bind(worker_id)
+            .execute(&mut *tx)
+            .await?;
+        db::notify_run_changed(&mut *tx, run.id).await?;
+    }
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// Extend the lease; returns whether the user asked to cancel.
+pub async fn heartbeat(
+    pool: &PgPool,
+    run_id: i64,
+    worker_id: i64,
+    attempt: i32,
+    lease_seconds: f64,
+) -> Result<bool, QueueError> {
+    let cancel: Option<bool> = sqlx::query_scalar(
+        "UPDATE runs SET lease_expires_at = now() + make_interval(secs => $4), updated_at = now()
+         WHERE id = $1 AND worker_id = $2 AND attempts = $3 AND status = 'running'
+         RETURNING cancel_requested",
+    )
+    .bind(run_id)
+    .bind(worker_id)
+    .bind(attempt)
+    .bind(lease_seconds)
+    .fetch_optional(pool)
+    .await?;
+    match cancel {
+        Some(c) => Ok(c),
+        None => Err(not_current(pool, run_id, attempt).await),
+    }
+}
+
+/// Fail unless `attempt` is the run's current running attempt.
+pub async fn check_current(pool: &PgPool, run_id: i64, attempt: i32) -> Result<(), QueueError> {
+    let ok: Option<bool> = sqlx::query_scalar(
+        "SELECT status = 'running' AND attempts = $2 FROM runs WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(attempt)
+    .fetch_optional(pool)
+    .await?;
+    match ok {
+        Some(true) => Ok(()),
+        Some(false) => Err(not_current(pool, run_id, attempt).await),
+        None => Err(QueueError::NotFound(run_id)),
+    }
+}
+
+async fn not_current(pool: &PgPool, run_id: i64, attempt: i32) -> QueueError {
+    match sqlx::query_as::<_, (String, i32)>("SELECT status, attempts FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await
+    {
+        Ok(Some((status, current))) => QueueError::NotCurrent {
+            run_id,
+            attempt,
+            status,
+            current,
+        },
+        Ok(None) => QueueError::NotFound(run_id),
+        Err(e) => QueueError::Db(e),
+    }
+}
+
+/// The worker's final word on its attempt.
+pub async fn finish(
+    pool: &PgPool,
+    run_id: i64,
+    attempt: i32,
+    status: RunStatus,
+    error: Option<&str>,
+) -> Result<(), QueueError> {
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE runs SET status = $3, error = $4, finished_at = now(), lease_expires_at = NULL, updated_at = now()
+         WHERE id = $1 AND attempts = $2 AND status = 'running'",
+    )
+    .bind(run_id)
+    .bind(attempt)
+    .bind(status.as_str())
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() != 1 {
+        drop(tx);
+        return Err(not_current(pool, run_id, attempt).await);
+    }
+    sqlx::query(
+        "UPDATE run_attempts SET ended_at = now(), outcome = $3, note = $4 WHERE run_id = $1 AND attempt = $2",
+    )
+    .bind(run_id)
+    .bind(attempt)
+    .bind(status.as_str())
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    db::notify_run_changed(&mut *tx, run_id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Requeue (or fail) every running run whose lease expired. Returns the runs touched.
+pub async fn reap_expired_leases(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
+    let mut tx = pool.begin().await?;
+    let expired: Vec<(i64, i32, i32, Option<i64>, bool)> = sqlx::query_as(
+        "SELECT id, attempts, max_attempts, worker_id, cancel_requested FROM runs
+         WHERE status = 'running' AND lease_expires_at < now()
+         FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for (id, attempt, max_attempts, worker_id, cancel_requested) in &expired {
+        let (new_status, note, error) = if *cancel_requested {
+            (
+                "cancelled",
+                "lease expired after a cancel request; the worker is gone".to_string(),
+                None,
+            )
+        } else if attempt < max_attempts {
+            (
+                "queued",
+                format!(
+                    "lease expired: worker #{} stopped heartbeating; run re-queued",
+                    worker_id.unwrap_or(0)
+                ),
+                None,
+            )
+        } else {
+            let msg = format!(
+                "lease expired on attempt {attempt} of {max_attempts}: worker #{} stopped heartbeating; no attempts left",
+                worker_id.unwrap_or(0)
+            );
+            ("failed", msg.clone(), Some(msg))
+        };
+        sqlx::query(
+            "UPDATE runs SET status = $2, worker_id = NULL, lease_expires_at = NULL, updated_at = now(),
+                    error = $3, finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(new_status)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE run_attempts SET ended_at = now(), outcome = 'lease_expired', note = $3
+             WHERE run_id = $1 AND attempt = $2",
+        )
+        .bind(id)
+        .bind(attempt)
+        .bind(&note)
+        .execute(&mut *tx)
+        .await?;
+        db::notify_run_changed(&mut *tx, *id).await?;
+    }
+    tx.commit().await?;
+    Ok(expired.into_iter().map(|r| r.0).collect())
+}

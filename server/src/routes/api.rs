@@ -1,0 +1,271 @@
+//! `/api/v1/`: the worker protocol (see `aligndet_common::api`) plus run creation for scripts.
+//! Every route here requires the worker token (see `security::require_worker_token`).
+
+use crate::db;
+use crate::error::ApiError;
+use crate::queue;
+use crate::state::AppState;
+use aligndet_common::api::*;
+use aligndet_common::jobs::{JobConfig, RunStatus};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/workers/register", post(register))
+        .route("/jobs/claim", post(claim))
+        .route("/runs", post(create_run))
+        .route("/runs/{id}", get(run_summary))
+        .route("/runs/{id}/heartbeat", post(heartbeat))
+        .route("/runs/{id}/metrics", post(metrics))
+        .route("/runs/{id}/logs", post(logs))
+        .route("/runs/{id}/status", post(status))
+        .route("/runs/{id}/cancel", post(cancel))
+}
+
+async fn register(State(s): State<AppState>, Json(req): Json<RegisterWorker>) -> Result<Json<WorkerRegistered>, ApiError> {
+    if req.protocol_version != PROTOCOL_VERSION {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("protocol version {} not supported; this server speaks {PROTOCOL_VERSION}", req.protocol_version),
+        ));
+    }
+    if req.name.is_empty() || req.name.len() > 200 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "worker name must be 1 to 200 characters"));
+    }
+    let id = db::workers::register(&s.pool, &req.name, &req.device, &req.info).await?;
+    tracing::info!("worker #{id} {:?} registered ({})", req.name, req.device);
+    Ok(Json(WorkerRegistered {
+        worker_id: id,
+        heartbeat_interval_s: s.cfg.heartbeat_seconds,
+    }))
+}
+
+async fn claim(State(s): State<AppState>, Json(req): Json<ClaimRequest>) -> Result<Response, ApiError> {
+    if !db::workers::touch(&s.pool, req.worker_id).await? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("unknown worker #{}; register first", req.worker_id)));
+    }
+    let Some(run) = queue::claim(&s.pool, req.worker_id, s.cfg.lease_seconds).await? else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let config: JobConfig = serde_json::from_value(run.config.clone()).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("run {} has an unreadable config: {e}", run.id))
+    })?;
+    let dataset = match run.dataset_id {
+        Some(id) => db::datasets::get(&s.pool, id).await?.map(|d| DatasetLocation {
+            dataset_id: d.id,
+            name: d.name,
+            annotations_path: d.annotations_path,
+            image_root: d.image_root,
+        }),
+        None => None,
+    };
+    let spec = JobSpec {
+        run_id: run.id,
+        attempt: run.attempts,
+        name: run.name,
+        config,
+        dataset,
+        resume_artifact: None,
+        lease_seconds: s.cfg.lease_seconds,
+    };
+    tracing::info!("run #{} attempt {} claimed by worker #{}", spec.run_id, spec.attempt, req.worker_id);
+    Ok(Json(spec).into_response())
+}
+
+async fn heartbeat(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Json(hb): Json<Heartbeat>,
+) -> Result<Json<HeartbeatReply>, ApiError> {
+    db::workers::touch(&s.pool, hb.worker_id).await?;
+    let cancel = queue::heartbeat(&s.pool, id, hb.worker_id, hb.attempt, s.cfg.lease_seconds).await?;
+    Ok(Json(HeartbeatReply {
+        cancel_requested: cancel,
+        lease_seconds: s.cfg.lease_seconds,
+    }))
+}
+
+async fn metrics(State(s): State<AppState>, Path(id): Path<i64>, Json(batch): Json<MetricsBatch>) -> Result<Json<serde_json::Value>, ApiError> {
+    queue::check_current(&s.pool, id, batch.attempt).await?;
+    for p in &batch.points {
+        let safe = p.key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-'));
+        if p.key.is_empty() || p.key.len() > 200 || !safe {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("metric key {:?}: use 1 to 200 of A-Z a-z 0-9 _ . / -", p.key),
+            ));
+        }
+    }
+    // JSON cannot carry NaN/inf, so every value here is finite.
+    db::runs::insert_metrics(&s.pool, id, batch.attempt, &batch.points).await?;
+    Ok(Json(serde_json::json!({ "stored": batch.points.len() })))
+}
+
+async fn logs(State(s): State<AppState>, Path(id): Path<i64>, Json(batch): Json<LogBatch>) -> Result<Json<serde_json::Value>, ApiError> {
+    queue::check_current(&s.pool, id, batch.attempt).await?;
+    db::runs::insert_logs(&s.pool, id, batch.attempt, &batch.lines).await?;
+    Ok(Json(serde_json::json!({ "stored": batch.lines.len() })))
+}
+
+async fn status(State(s): State<AppState>, Path(id): Path<i64>, Json(update): Json<StatusUpdate>) -> Result<Json<serde_json::Value>, ApiError> {
+    if !update.status.is_terminal() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "a worker reports only succeeded, failed or cancelled"));
+    }
+    queue::finish(&s.pool, id, update.attempt, update.status, update.error.as_deref()).await?;
+    tracing::info!("run #{id} attempt {}: {}", update.attempt, update.status);
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+pub struct AttemptQuery {
+    attempt: i32,
+}
+
+/// Routed separately (no body limit of the JSON routes; the artifact limit is applied here).
+pub async fn upload_artifact_route(
+    s: State<AppState>,
+    p: Path<(i64, String)>,
+    q: Query<AttemptQuery>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    upload_artifact(s, p, q, body).await
+}
+
+/// Stream the body to a temporary file, then move it into place: a failed upload leaves nothing.
+async fn upload_artifact(
+    State(s): State<AppState>,
+    Path((id, name)): Path<(i64, String)>,
+    Query(q): Query<AttemptQuery>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_artifact_name(&name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    queue::check_current(&s.pool, id, q.attempt).await?;
+    let dir = s.artifacts_dir(id);
+    tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
+    let tmp = dir.join(format!(".upload-{}", crate::security::random_token()));
+    let limit = s.cfg.artifact_limit_mib * 1024 * 1024;
+    let result: Result<u64, ApiError> = async {
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(internal)?;
+        let mut stream = body.into_data_stream();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}")))?;
+            total += chunk.len() as u64;
+            if total > limit {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("artifact larger than {} MiB", s.cfg.artifact_limit_mib),
+                ));
+            }
+            file.write_all(&chunk).await.map_err(internal)?;
+        }
+        file.flush().await.map_err(internal)?;
+        tokio::fs::rename(&tmp, dir.join(&name)).await.map_err(internal)?;
+        Ok(total)
+    }
+    .await;
+    let bytes = match result {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
+    db::runs::upsert_artifact(&s.pool, id, &name, bytes as i64, q.attempt).await?;
+    Ok(Json(serde_json::json!({ "bytes": bytes })))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// `POST /api/v1/runs`: queue a run from a config (what the UI form does, for scripts).
+#[derive(Deserialize)]
+pub struct CreateRun {
+    pub name: String,
+    pub config: serde_json::Value,
+    #[serde(default)]
+    pub max_attempts: Option<i32>,
+    #[serde(default)]
+    pub parents: Vec<i64>,
+}
+
+/// Validate a config into its typed, fully resolved form and queue the run.
+pub async fn queue_run(
+    s: &AppState,
+    name: &str,
+    config: serde_json::Value,
+    max_attempts: Option<i32>,
+    parents: &[i64],
+) -> Result<i64, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(|c| c.is_control()) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "run name must be 1 to 200 printable characters"));
+    }
+    let config: JobConfig = serde_json::from_value(config)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid config: {e}")))?;
+    config.validate().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let max_attempts = max_attempts.unwrap_or(s.cfg.max_attempts);
+    if !(1..=20).contains(&max_attempts) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "max_attempts must be between 1 and 20"));
+    }
+    let resolved = serde_json::to_value(&config).map_err(internal)?;
+    let id = db::runs::create(
+        &s.pool,
+        &db::runs::NewRun {
+            kind: config.kind().as_str(),
+            name,
+            config: resolved,
+            dataset_id: config.dataset_id(),
+            max_attempts,
+            parents: parents.iter().map(|p| (*p, "parent".to_string())).collect(),
+        },
+    )
+    .await?;
+    Ok(id)
+}
+
+async fn create_run(State(s): State<AppState>, Json(req): Json<CreateRun>) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = queue_run(&s, &req.name, req.config, req.max_attempts, &req.parents).await?;
+    Ok(Json(serde_json::json!({ "id": id })))
+}
+
+async fn cancel(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Json<serde_json::Value>, ApiError> {
+    match db::runs::request_cancel(&s.pool, id).await? {
+        Some(status) => Ok(Json(serde_json::json!({ "status": status }))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("run {id} not found"))),
+    }
+}
+
+/// Run state for scripts and tests.
+async fn run_summary(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Json<serde_json::Value>, ApiError> {
+    let run = db::runs::get(&s.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("run {id} not found")))?;
+    let attempts = db::runs::attempts(&s.pool, id).await?;
+    let metric_points = db::runs::metric_count(&s.pool, id).await?;
+    let keys = db::runs::metric_keys(&s.pool, id).await?;
+    Ok(Json(serde_json::json!({
+        "id": run.id,
+        "kind": run.kind,
+        "name": run.name,
+        "status": RunStatus::parse(&run.status),
+        "attempts": run.attempts,
+        "worker_id": run.worker_id,
+        "error": run.error,
+        "cancel_requested": run.cancel_requested,
+        "metric_points": metric_points,
+        "metric_keys": keys.into_iter().map(|(k, n)| serde_json::json!({"key": k, "points": n})).collect::<Vec<_>>(),
+        "attempt_history": attempts.into_iter().map(|a| serde_json::json!({
+            "attempt": a.attempt, "worker_id": a.worker_id, "outcome": a.outcome, "note": a.note,
+        })).collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,243 @@
+//! Dataset pages: list and import (server paths, zip upload), the image browser, images.
+
+use crate::db;
+use crate::db::datasets::{BoxRow, CategoryCount, DatasetRow, ImageRow};
+use crate::error::PageError;
+use crate::import::{self, Format, ImportError, ServerPathImport};
+use crate::plots;
+use crate::routes::render;
+use crate::security::{self, CsrfToken};
+use crate::state::AppState;
+use askama::Template;
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use std::collections::HashMap;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Template)]
+#[template(path = "datasets.html")]
+struct DatasetsPage {
+    datasets: Vec<DatasetRow>,
+    csrf: String,
+    import_roots: Vec<String>,
+    upload_limit_mib: u64,
+    error: Option<ImportError>,
+}
+
+async fn list_page(s: &AppState, csrf: String, error: Option<ImportError>) -> Result<Response, PageError> {
+    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let page = DatasetsPage {
+        datasets: db::datasets::list(&s.pool).await?,
+        csrf,
+        import_roots: security::import_roots(s).iter().map(|p| p.display().to_string()).collect(),
+        upload_limit_mib: s.cfg.upload_limit_mib,
+        error,
+    };
+    Ok((status, render(&page)).into_response())
+}
+
+pub async fn list(State(s): State<AppState>, Extension(csrf): Extension<CsrfToken>) -> Result<Response, PageError> {
+    list_page(&s, csrf.0, None).await
+}
+
+#[derive(Deserialize)]
+pub struct ImportForm {
+    name: String,
+    format: String,
+    annotations: String,
+    #[serde(default)]
+    images: String,
+}
+
+pub async fn import_from_server(
+    State(s): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    axum::Form(form): axum::Form<ImportForm>,
+) -> Result<Response, PageError> {
+    let Some(format) = Format::parse(&form.format) else {
+        return Err(PageError::bad_request(format!("unknown format {:?}; use coco or voc", form.format)));
+    };
+    let req = ServerPathImport {
+        name: form.name,
+        format,
+        annotations: form.annotations,
+        images: form.images,
+    };
+    match import::import_server_paths(&s, req).await {
+        Ok(id) => Ok(Redirect::to(&format!("/datasets/{id}")).into_response()),
+        Err(e) => list_page(&s, csrf.0, Some(e)).await,
+    }
+}
+
+/// Multipart: `name` then `file`. The file streams to disk with the size limit enforced as it goes.
+pub async fn upload(
+    State(s): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    mut multipart: Multipart,
+) -> Result<Response, PageError> {
+    let limit = s.cfg.upload_limit_mib * 1024 * 1024;
+    let mut name: Option<String> = None;
+    let mut saved: Option<(std::path::PathBuf, String)> = None;
+    let tmp_dir = s.data_dir.join("uploads");
+    tokio::fs::create_dir_all(&tmp_dir).await?;
+    let fail = |msg: String| ImportError { message: msg, report: None };
+    let outcome: Result<(), ImportError> = async {
+        while let Some(mut field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| fail(format!("the upload could not be read: {e}")))?
+        {
+            match field.name() {
+                Some("name") => {
+                    name = Some(field.text().await.map_err(|e| fail(format!("reading name: {e}")))?);
+                }
+                Some("file") => {
+                    let original = field.file_name().unwrap_or("upload.zip").to_string();
+                    let path = tmp_dir.join(format!("{}.zip", security::random_token()));
+                    let mut f = tokio::fs::File::create(&path).await.map_err(|e| fail(e.to_string()))?;
+                    saved = Some((path, original));
+                    let mut total = 0u64;
+                    while let Some(chunk) = field
+                        .chunk()
+                        .await
+                        .map_err(|e| fail(format!("the upload was interrupted or too large: {e}")))?
+                    {
+                        total += chunk.len() as u64;
+                        if total > limit {
+                            return Err(fail(format!("the upload is larger than the limit of {} MiB", s.cfg.upload_limit_mib)));
+                        }
+                        f.write_all(&chunk).await.map_err(|e| fail(e.to_string()))?;
+                    }
+                    f.flush().await.map_err(|e| fail(e.to_string()))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let result = match (outcome, name, saved.clone()) {
+        (Err(e), _, _) => Err(e),
+        (Ok(()), Some(name), Some((path, original))) => import::import_upload(&s, &name, &original, path).await,
+        (Ok(()), _, _) => Err(fail("the form needs a name and a zip file".to_string())),
+    };
+    if let Some((path, _)) = saved {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    match result {
+        Ok(id) => Ok(Redirect::to(&format!("/datasets/{id}")).into_response()),
+        Err(e) => list_page(&s, csrf.0, Some(e)).await,
+    }
+}
+
+pub struct ImageWithBoxes {
+    pub image: ImageRow,
+    pub boxes: Vec<BoxRow>,
+}
+
+#[derive(Template)]
+#[template(path = "dataset.html")]
+struct DatasetPage {
+    dataset: DatasetRow,
+    categories: Vec<CategoryCount>,
+    images: Vec<ImageWithBoxes>,
+    page: i64,
+    pages: i64,
+    has_splits: bool,
+    names: HashMap<i64, String>,
+}
+
+impl DatasetPage {
+    /// A stable, distinct colour per category id (golden-angle hues).
+    fn color(&self, category_id: &i64) -> String {
+        let hue = (*category_id as f64 * 137.508).rem_euclid(360.0);
+        format!("hsl({hue:.0}, 85%, 50%)")
+    }
+    fn category_name(&self, category_id: &i64) -> String {
+        self.names.get(category_id).cloned().unwrap_or_else(|| category_id.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    page: i64,
+}
+
+const IMAGES_PER_PAGE: i64 = 24;
+
+pub async fn show(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, PageError> {
+    let dataset = db::datasets::get(&s.pool, id)
+        .await?
+        .ok_or_else(|| PageError::not_found(format!("dataset {id} not found")))?;
+    let pages = ((dataset.num_images as i64 + IMAGES_PER_PAGE - 1) / IMAGES_PER_PAGE).max(1);
+    let page = q.page.clamp(0, pages - 1);
+    let rows = db::datasets::images_page(&s.pool, id, page * IMAGES_PER_PAGE, IMAGES_PER_PAGE).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut by_image: HashMap<i64, Vec<BoxRow>> = HashMap::new();
+    for b in db::datasets::boxes_for_images(&s.pool, id, &ids).await? {
+        by_image.entry(b.image_id).or_default().push(b);
+    }
+    let images = rows
+        .into_iter()
+        .map(|image| ImageWithBoxes {
+            boxes: by_image.remove(&image.id).unwrap_or_default(),
+            image,
+        })
+        .collect();
+    let categories = db::datasets::category_counts(&s.pool, id).await?;
+    let names = categories.iter().map(|c| (c.id, c.name.clone())).collect();
+    Ok(render(&DatasetPage {
+        has_splits: dataset.splits.is_some(),
+        dataset,
+        categories,
+        images,
+        page,
+        pages,
+        names,
+    }))
+}
+
+pub async fn histogram(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Response, PageError> {
+    if db::datasets::get(&s.pool, id).await?.is_none() {
+        return Err(PageError::not_found(format!("dataset {id} not found")));
+    }
+    let sizes = db::datasets::box_sizes(&s.pool, id).await?;
+    let svg = plots::histogram("Box size (sqrt of area)", "pixels", &sizes, 40);
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
+/// Serve one image file. The file name was validated at import; we still resolve it under the
+/// dataset's root and refuse anything that escapes it.
+pub async fn image_file(State(s): State<AppState>, Path((id, image_id)): Path<(i64, i64)>) -> Result<Response, PageError> {
+    let dataset = db::datasets::get(&s.pool, id)
+        .await?
+        .ok_or_else(|| PageError::not_found(format!("dataset {id} not found")))?;
+    let image = db::datasets::image(&s.pool, id, image_id)
+        .await?
+        .ok_or_else(|| PageError::not_found(format!("image {image_id} not in dataset {id}")))?;
+    let root = std::path::Path::new(&dataset.image_root)
+        .canonicalize()
+        .map_err(|e| PageError::not_found(format!("image folder unavailable: {e}")))?;
+    let path = security::safe_join(&root, &image.file_name)
+        .ok_or_else(|| PageError::not_found(format!("image file {:?} not found", image.file_name)))?;
+    let mime = match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("bmp") => "image/bmp",
+        Some("tif" | "tiff") => "image/tiff",
+        Some("webp") => "image/webp",
+        _ => "application/octet-stream",
+    };
+    // Dataset images are small (tiles, COCO-sized photos): reading them whole is simplest.
+    let bytes = tokio::fs::read(&path).await?;
+    Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "max-age=3600")], Body::from(bytes)).into_response())
+}

@@ -1,0 +1,82 @@
+//! The HTTP surface: pages (one module per area) and the worker API.
+
+pub mod api;
+pub mod datasets;
+pub mod pages;
+pub mod runs;
+
+use crate::security;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use axum::middleware;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+/// Render an askama template into an HTML response (a render failure becomes a 500 page).
+pub fn render(t: &impl askama::Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => crate::error::PageError::from(anyhow::anyhow!("template: {e}")).into_response(),
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let upload_limit = (state.cfg.upload_limit_mib * 1024 * 1024) as usize;
+    let api = api::router()
+        .route_layer(middleware::from_fn_with_state(state.clone(), security::require_worker_token))
+        .layer(DefaultBodyLimit::max(64 * 1024 * 1024));
+    let api = api.merge(
+        Router::new()
+            .route("/runs/{id}/artifacts/{name}", axum::routing::put(api::upload_artifact_route))
+            .route_layer(middleware::from_fn_with_state(state.clone(), security::require_worker_token))
+            .layer(DefaultBodyLimit::disable()),
+    );
+
+    let pages = Router::new()
+        .route("/", get(pages::home))
+        .route("/workers", get(pages::workers))
+        .route("/datasets", get(datasets::list))
+        .route("/datasets/import", post(datasets::import_from_server))
+        .route(
+            "/datasets/upload",
+            post(datasets::upload).layer(DefaultBodyLimit::max(upload_limit + 1024 * 1024)),
+        )
+        .route("/datasets/{id}", get(datasets::show))
+        .route("/datasets/{id}/histogram.svg", get(datasets::histogram))
+        .route("/datasets/{id}/images/{image_id}", get(datasets::image_file))
+        .route("/runs", get(runs::list).post(runs::create))
+        .route("/runs/new", get(runs::new_form))
+        .route("/runs/{id}", get(runs::show))
+        .route("/runs/{id}/live", get(runs::live_fragment))
+        .route("/runs/{id}/events", get(runs::events))
+        .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/artifacts/{name}", get(runs::download_artifact))
+        .layer(middleware::from_fn(security::csrf_protect))
+        .layer(DefaultBodyLimit::max(1024 * 1024));
+
+    Router::new()
+        .merge(pages)
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok" }))
+        .nest_service("/static", ServeDir::new(static_dir()))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .with_state(state)
+}
+
+/// `static/` at the workspace root (beside `templates/`), wherever the binary is started from.
+fn static_dir() -> std::path::PathBuf {
+    std::env::var_os("ALIGNDET_STATIC")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../static"))
+}

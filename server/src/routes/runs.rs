@@ -1,0 +1,249 @@
+//! Run pages: the runs table, the new-run form, a run's page with live curves, cancel, artifacts.
+
+use crate::db;
+use crate::db::datasets::DatasetRow;
+use crate::db::runs::{ArtifactRow, AttemptRow, LogRow, ParentRow, RunFilter, RunRow, RunSort};
+use crate::error::PageError;
+use crate::plots;
+use crate::routes::{api, render};
+use crate::security::CsrfToken;
+use crate::state::AppState;
+use aligndet_common::jobs::{RunKind, RunStatus};
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+use std::convert::Infallible;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+#[derive(Template)]
+#[template(path = "runs.html")]
+struct RunsPage {
+    runs: Vec<RunRow>,
+    datasets: Vec<DatasetRow>,
+    kinds: Vec<String>,
+    statuses: Vec<String>,
+    sorts: Vec<String>,
+    filter_kind: String,
+    filter_status: String,
+    filter_dataset: String,
+    sort: String,
+}
+
+#[derive(Deserialize, Default)]
+pub struct RunsQuery {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    dataset: String,
+    #[serde(default)]
+    sort: String,
+}
+
+pub async fn list(State(s): State<AppState>, Query(q): Query<RunsQuery>) -> Result<Response, PageError> {
+    // Unknown filter values are ignored rather than trusted: only known kinds/statuses reach SQL.
+    let filter = RunFilter {
+        kind: RunKind::parse(&q.kind).map(|k| k.as_str().to_string()),
+        status: RunStatus::parse(&q.status).map(|k| k.as_str().to_string()),
+        dataset_id: q.dataset.parse().ok(),
+        sort: RunSort::parse(&q.sort).unwrap_or_default(),
+    };
+    Ok(render(&RunsPage {
+        runs: db::runs::list(&s.pool, &filter).await?,
+        datasets: db::datasets::list(&s.pool).await?,
+        kinds: RunKind::ALL.iter().map(|k| k.as_str().to_string()).collect(),
+        statuses: RunStatus::ALL.iter().map(|k| k.as_str().to_string()).collect(),
+        sorts: [RunSort::Newest, RunSort::Oldest, RunSort::Name, RunSort::Status]
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect(),
+        filter_kind: filter.kind.clone().unwrap_or_default(),
+        filter_status: filter.status.clone().unwrap_or_default(),
+        filter_dataset: filter.dataset_id.map(|d| d.to_string()).unwrap_or_default(),
+        sort: filter.sort.as_str().to_string(),
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "new_run.html")]
+struct NewRunPage {
+    csrf: String,
+    error: Option<String>,
+}
+
+pub async fn new_form(Extension(csrf): Extension<CsrfToken>) -> Response {
+    render(&NewRunPage { csrf: csrf.0, error: None })
+}
+
+/// The new-run form, posted as url-encoded fields. Numbers arrive as strings; the typed config
+/// (with its validation) decides what is acceptable.
+pub async fn create(
+    State(s): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    axum::Form(form): axum::Form<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_string());
+    let result = (|| {
+        let kind = field("kind").unwrap_or_default();
+        let mut config = serde_json::Map::new();
+        config.insert("kind".into(), kind.clone().into());
+        match RunKind::parse(&kind) {
+            Some(RunKind::Benchmark) => {
+                if let Some(b) = field("backbone") {
+                    config.insert("backbone".into(), b.into());
+                }
+                for key in ["batch_size", "resolution", "steps", "warmup_steps"] {
+                    if let Some(v) = field(key).filter(|v| !v.is_empty()) {
+                        let n: u32 = v.parse().map_err(|_| format!("{key}: {v:?} is not a whole number"))?;
+                        config.insert(key.into(), n.into());
+                    }
+                }
+            }
+            None => return Err(format!("unknown run kind {kind:?}")),
+        }
+        Ok((field("name").unwrap_or_default(), serde_json::Value::Object(config)))
+    })();
+    let outcome = match result {
+        Ok((name, config)) => api::queue_run(&s, &name, config, None, &[]).await.map_err(|e| e.message),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(id) => Ok(Redirect::to(&format!("/runs/{id}")).into_response()),
+        Err(e) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            render(&NewRunPage {
+                csrf: csrf.0,
+                error: Some(e),
+            }),
+        )
+            .into_response()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "run_live.html")]
+struct RunLive {
+    run: RunRow,
+    terminal: bool,
+    attempts: Vec<AttemptRow>,
+    logs: Vec<LogRow>,
+    charts: Vec<(String, String)>,
+    summaries: Vec<(String, f64)>,
+}
+
+async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
+    let id = run.id;
+    let mut charts = Vec::new();
+    let mut summaries = Vec::new();
+    for (key, n) in db::runs::metric_keys(&s.pool, id).await? {
+        let series = db::runs::metric_series(&s.pool, id, &key).await?;
+        if n <= 1 {
+            if let Some((_, v)) = series.first() {
+                summaries.push((key, *v));
+            }
+            continue;
+        }
+        let pts: Vec<(f64, f64)> = series.iter().map(|&(x, y)| (x as f64, y)).collect();
+        let svg = plots::line_chart(&key, "step", &[(key.clone(), pts)]);
+        charts.push((key, svg));
+    }
+    let page = RunLive {
+        terminal: RunStatus::parse(&run.status).is_some_and(|st| st.is_terminal()),
+        attempts: db::runs::attempts(&s.pool, id).await?,
+        logs: db::runs::log_tail(&s.pool, id, 200).await?,
+        charts,
+        summaries,
+        run,
+    };
+    page.render().map_err(|e| PageError::from(anyhow::anyhow!("template: {e}")))
+}
+
+#[derive(Template)]
+#[template(path = "run.html")]
+struct RunPage {
+    run: RunRow,
+    terminal: bool,
+    csrf: String,
+    live: String,
+    config_pretty: String,
+    artifacts: Vec<ArtifactRow>,
+    parents: Vec<ParentRow>,
+}
+
+async fn get_run(s: &AppState, id: i64) -> Result<RunRow, PageError> {
+    db::runs::get(&s.pool, id)
+        .await?
+        .ok_or_else(|| PageError::not_found(format!("run {id} not found")))
+}
+
+pub async fn show(
+    State(s): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
+    let run = get_run(&s, id).await?;
+    let live = live_html(&s, run.clone()).await?;
+    Ok(render(&RunPage {
+        terminal: RunStatus::parse(&run.status).is_some_and(|st| st.is_terminal()),
+        config_pretty: serde_json::to_string_pretty(&run.config)?,
+        artifacts: db::runs::artifacts(&s.pool, id).await?,
+        parents: db::runs::parents(&s.pool, id).await?,
+        csrf: csrf.0,
+        live,
+        run,
+    }))
+}
+
+pub async fn live_fragment(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Response, PageError> {
+    let run = get_run(&s, id).await?;
+    Ok(Html(live_html(&s, run).await?).into_response())
+}
+
+/// Server-sent events: one `changed` event whenever the run's data changes (Postgres NOTIFY).
+pub async fn events(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
+    get_run(&s, id).await?;
+    let stream = BroadcastStream::new(s.run_changed.subscribe()).filter_map(move |msg| match msg {
+        Ok(run_id) if run_id == id => Some(Ok(Event::default().event("changed").data(id.to_string()))),
+        // Lagged: we missed notifications, so tell the page to refresh anyway.
+        Err(_) => Some(Ok(Event::default().event("changed").data(id.to_string()))),
+        _ => None,
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+pub async fn cancel(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Response, PageError> {
+    db::runs::request_cancel(&s.pool, id)
+        .await?
+        .ok_or_else(|| PageError::not_found(format!("run {id} not found")))?;
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+}
+
+pub async fn download_artifact(
+    State(s): State<AppState>,
+    Path((id, name)): Path<(i64, String)>,
+) -> Result<Response, PageError> {
+    aligndet_common::api::check_artifact_name(&name).map_err(PageError::bad_request)?;
+    let known = db::runs::artifacts(&s.pool, id).await?.into_iter().any(|a| a.name == name);
+    if !known {
+        return Err(PageError::not_found(format!("run {id} has no artifact {name:?}")));
+    }
+    let bytes = tokio::fs::read(s.artifacts_dir(id).join(&name)).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        bytes,
+    )
+        .into_response())
+}

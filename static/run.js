@@ -1,0 +1,26 @@
+// Live run page: the server sends a `changed` event whenever the run's metrics, logs or status
+// change; we re-fetch the live fragment (status, curves, attempts, log tail), at most ~3 times a second.
+(function () {
+  const live = document.getElementById('live');
+  if (!live) return;
+  const runId = live.dataset.run;
+  let pending = false;
+  let lastFetch = 0;
+  async function refresh() {
+    pending = false;
+    lastFetch = Date.now();
+    try {
+      const resp = await fetch(`/runs/${runId}/live`, { headers: { 'Accept': 'text/html' } });
+      if (resp.ok) live.innerHTML = await resp.text();
+    } catch (e) { /* server restarting: the next event or the timer retries */ }
+  }
+  function schedule() {
+    if (pending) return;
+    pending = true;
+    setTimeout(refresh, Math.max(0, 300 - (Date.now() - lastFetch)));
+  }
+  const source = new EventSource(`/runs/${runId}/events`);
+  source.addEventListener('changed', schedule);
+  // A slow fallback in case events are blocked by a proxy.
+  setInterval(schedule, 10000);
+})();

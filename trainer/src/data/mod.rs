@@ -1,0 +1,4 @@
+//! Dataset generation and preparation.
+
+pub mod synthetic;
+pub mod tiling;

@@ -1,0 +1,138 @@
+//! `trainer run SPEC.json --out DIR`: one job without a server.
+//!
+//! Writes the same events a worker would send, as JSON lines in DIR/events.jsonl, and artifacts
+//! into DIR/artifacts/. SPEC.json is either a full job spec or just a job config.
+
+use super::sink::now_seconds;
+use super::{EventSink, JobContext, JobOutcome, StopFlag, parse_device, run_job};
+use aligndet_common::api::{JobEvent, JobSpec, LogLine, MetricPoint, check_artifact_name};
+use aligndet_common::jobs::{JobConfig, RunStatus};
+use anyhow::Context;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Job spec or job config (JSON).
+    pub spec: PathBuf,
+    /// Output folder (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Appends events to DIR/events.jsonl, flushing after each so a crash loses nothing written.
+pub struct FileSink {
+    events: BufWriter<File>,
+    artifacts_dir: PathBuf,
+    next_log_seq: i64,
+}
+
+impl FileSink {
+    pub fn create(out: &Path) -> anyhow::Result<FileSink> {
+        let artifacts_dir = out.join("artifacts");
+        std::fs::create_dir_all(&artifacts_dir)
+            .with_context(|| format!("creating {}", artifacts_dir.display()))?;
+        let path = out.join("events.jsonl");
+        let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(FileSink {
+            events: BufWriter::new(file),
+            artifacts_dir,
+            next_log_seq: 0,
+        })
+    }
+
+    pub fn write_event(&mut self, event: &JobEvent) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.events, event)?;
+        self.events.write_all(b"\n")?;
+        self.events.flush()?;
+        Ok(())
+    }
+}
+
+impl EventSink for FileSink {
+    fn metrics(&mut self, points: Vec<MetricPoint>) {
+        if let Err(e) = self.write_event(&JobEvent::Metrics { points }) {
+            eprintln!("cannot write metrics event: {e:#}");
+        }
+    }
+
+    fn log(&mut self, level: &str, text: String) {
+        eprintln!("[{level}] {text}");
+        let line = LogLine {
+            seq: self.next_log_seq,
+            wall_time: now_seconds(),
+            level: level.to_string(),
+            text,
+        };
+        self.next_log_seq += 1;
+        if let Err(e) = self.write_event(&JobEvent::Log { line }) {
+            eprintln!("cannot write log event: {e:#}");
+        }
+    }
+
+    fn artifact(&mut self, name: &str, path: &Path) -> anyhow::Result<()> {
+        check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
+        let dest = self.artifacts_dir.join(name);
+        let bytes = std::fs::copy(path, &dest)
+            .with_context(|| format!("copying {} to {}", path.display(), dest.display()))?;
+        self.write_event(&JobEvent::Artifact {
+            name: name.to_string(),
+            bytes,
+        })
+    }
+}
+
+/// Read SPEC.json as a job spec, or as a bare job config wrapped into a local spec.
+pub fn read_spec(path: &Path) -> anyhow::Result<JobSpec> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let spec = if value.get("config").is_some() {
+        serde_json::from_value::<JobSpec>(value)
+            .with_context(|| format!("{} is not a valid job spec", path.display()))?
+    } else {
+        let config: JobConfig = serde_json::from_value(value)
+            .with_context(|| format!("{} is not a valid job config", path.display()))?;
+        JobSpec {
+            run_id: 0,
+            attempt: 1,
+            name: "local".to_string(),
+            config,
+            dataset: None,
+            resume_artifact: None,
+            lease_seconds: 0.0,
+        }
+    };
+    spec.config.validate()?;
+    Ok(spec)
+}
+
+pub fn run_local(args: RunArgs) -> anyhow::Result<()> {
+    let spec = read_spec(&args.spec)?;
+    let device = parse_device(&args.device)?;
+    let mut sink = FileSink::create(&args.out)?;
+    let work_dir = args.out.join("work");
+    std::fs::create_dir_all(&work_dir)?;
+    let result = {
+        let mut ctx = JobContext {
+            spec: &spec,
+            device,
+            sink: &mut sink,
+            work_dir,
+            stop: StopFlag::default(),
+        };
+        run_job(&mut ctx)
+    };
+    let (status, error) = match &result {
+        Ok(JobOutcome::Succeeded) => (RunStatus::Succeeded, None),
+        Ok(JobOutcome::Stopped) => (RunStatus::Cancelled, None),
+        Err(e) => (RunStatus::Failed, Some(format!("{e:#}"))),
+    };
+    sink.write_event(&JobEvent::Status { status, error })?;
+    result.map(|_| ())
+}

@@ -1,0 +1,71 @@
+//! Job kinds: one entry point per kind, all reporting through one [`EventSink`].
+//!
+//! A job never knows whether its events go to a server (worker mode) or to JSON-lines files
+//! (`trainer run`); it only calls the sink and checks [`JobContext::should_stop`] at safe points.
+
+pub mod benchmark;
+pub mod local;
+pub mod sink;
+
+use aligndet_common::api::JobSpec;
+use aligndet_common::jobs::JobConfig;
+use std::path::PathBuf;
+
+pub use local::{RunArgs, run_local};
+pub use sink::{EventSink, StopFlag};
+
+/// How a job ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    Succeeded,
+    /// Stopped early at the user's request (or because the worker lost the job's lease).
+    Stopped,
+}
+
+/// Everything a job entry point gets.
+pub struct JobContext<'a> {
+    pub spec: &'a JobSpec,
+    pub device: tch::Device,
+    pub sink: &'a mut dyn EventSink,
+    /// Scratch folder for this attempt (checkpoints, artifacts before upload).
+    pub work_dir: PathBuf,
+    pub stop: StopFlag,
+}
+
+impl JobContext<'_> {
+    pub fn should_stop(&self) -> bool {
+        self.stop.is_set()
+    }
+
+    pub fn log(&mut self, text: impl Into<String>) {
+        self.sink.log("info", text.into());
+    }
+}
+
+/// Dispatch a job to its kind's entry point.
+pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
+    match &ctx.spec.config {
+        JobConfig::Benchmark(cfg) => benchmark::run(ctx, &cfg.clone()),
+    }
+}
+
+/// Parse a device name given on the command line.
+pub fn parse_device(name: &str) -> anyhow::Result<tch::Device> {
+    match name {
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" => Ok(tch::Device::Cuda(0)),
+        other => {
+            let idx = other
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("unknown device {other:?}: use cpu, cuda or cuda:N")
+                })?;
+            let available = tch::Cuda::device_count() as usize;
+            if idx >= available {
+                anyhow::bail!("device {other} requested but {available} CUDA device(s) are visible");
+            }
+            Ok(tch::Device::Cuda(idx))
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The one interface jobs report through, and the shared stop flag.
+
+use aligndet_common::api::MetricPoint;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where a job's events go. Implementations must not block the job for long: they buffer.
+pub trait EventSink: Send {
+    fn metrics(&mut self, points: Vec<MetricPoint>);
+    fn log(&mut self, level: &str, text: String);
+    /// Publish the file at `path` as an artifact named `name` (checked by
+    /// `aligndet_common::api::check_artifact_name`).
+    fn artifact(&mut self, name: &str, path: &Path) -> anyhow::Result<()>;
+
+    /// Convenience: one metric point measured now.
+    fn metric(&mut self, key: &str, step: i64, value: f64) {
+        self.metrics(vec![MetricPoint {
+            key: key.to_string(),
+            step,
+            value,
+            wall_time: now_seconds(),
+        }]);
+    }
+}
+
+/// Set by the worker when the user cancels or the lease is lost; jobs poll it at safe points.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,13 @@
+//! AlignDet Studio trainer library. One folder per concern:
+//! - [`data`]: dataset generation and preparation (synthetic scenes, tiling).
+//! - [`proposals`]: Felzenszwalb segmentation, selective search, the AlignDet/SoCo filter, recall.
+//! - [`eval`]: COCO bbox evaluation.
+//! - [`jobs`]: one entry point per job kind, and the event sink they report through.
+//! - [`worker`]: the HTTP client that claims jobs, heartbeats and buffers events.
+
+pub mod data;
+pub mod doctor;
+pub mod eval;
+pub mod jobs;
+pub mod proposals;
+pub mod worker;

@@ -1,0 +1,44 @@
+//! `trainer`: the compute side of AlignDet Studio. The CLI stays thin: each subcommand hands
+//! its parsed arguments to the module that owns the work.
+
+use clap::{Parser, Subcommand};
+
+use aligndet_trainer::{data, doctor, eval, jobs, proposals, worker};
+
+#[derive(Parser)]
+#[command(name = "trainer", version, about = "AlignDet Studio trainer and worker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the libtorch version, CUDA availability, device count and thread count.
+    Doctor,
+    /// Claim and run jobs from a server until stopped.
+    Worker(worker::WorkerArgs),
+    /// Run one job spec without a server; events go to DIR/events.jsonl, artifacts to DIR/artifacts.
+    Run(jobs::RunArgs),
+    /// COCO bbox evaluation with pycocotools' semantics.
+    Eval(eval::cli::EvalArgs),
+    /// Selective-search pseudo-boxes for one image or a whole COCO dataset.
+    Proposals(proposals::cli::ProposalsArgs),
+    /// Generate the seeded synthetic multi-object dataset (COCO boxes and polygon masks).
+    Synth(data::synthetic::SynthArgs),
+    /// Cut a Pascal VOC dataset into non-overlapping square tiles, written as COCO.
+    TileVoc(data::tiling::TileArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Doctor => doctor::print_report(),
+        Command::Worker(args) => worker::run_worker(args),
+        Command::Run(args) => jobs::run_local(args),
+        Command::Eval(args) => eval::cli::main(args),
+        Command::Proposals(args) => proposals::cli::main(args),
+        Command::Synth(args) => data::synthetic::main(args),
+        Command::TileVoc(args) => data::tiling::main(args),
+    }
+}

@@ -1,0 +1,3 @@
+//! Selective-search pseudo-boxes (owned by issue 3's work; see `cli` for the command).
+
+pub mod cli;

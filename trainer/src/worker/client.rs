@@ -1,0 +1,137 @@
+//! Typed HTTP client for the server's `/api/v1/` worker API.
+
+use aligndet_common::api::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::time::Duration;
+
+/// How a call failed, which decides what the worker does next.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiCallError {
+    /// Network trouble or a 5xx: keep the data and try again later.
+    #[error("server unreachable or failing: {0}")]
+    Transient(String),
+    /// 409: this attempt is no longer the run's current one (lease expired, job re-queued).
+    #[error("the server says this attempt is no longer current: {0}")]
+    Conflict(String),
+    /// Any other refusal (bad token, bad request): retrying will not help.
+    #[error("the server refused the request: {0}")]
+    Refused(String),
+}
+
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: &str) -> anyhow::Result<ApiClient> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1/{}", self.base, path)
+    }
+
+    fn handle<R: DeserializeOwned>(
+        resp: reqwest::Result<reqwest::blocking::Response>,
+    ) -> Result<Option<R>, ApiCallError> {
+        let resp = resp.map_err(|e| ApiCallError::Transient(e.to_string()))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let body = resp
+            .text()
+            .map_err(|e| ApiCallError::Transient(e.to_string()))?;
+        if status.is_success() {
+            return serde_json::from_str(&body)
+                .map(Some)
+                .map_err(|e| ApiCallError::Refused(format!("unexpected reply {body:?}: {e}")));
+        }
+        let message = serde_json::from_str::<ApiError>(&body)
+            .map(|e| e.error)
+            .unwrap_or(body);
+        let message = format!("{status}: {message}");
+        Err(if status == reqwest::StatusCode::CONFLICT {
+            ApiCallError::Conflict(message)
+        } else if status.is_server_error() {
+            ApiCallError::Transient(message)
+        } else {
+            ApiCallError::Refused(message)
+        })
+    }
+
+    fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Option<R>, ApiCallError> {
+        Self::handle(
+            self.http
+                .post(self.url(path))
+                .bearer_auth(&self.token)
+                .json(body)
+                .send(),
+        )
+    }
+
+    pub fn register(&self, req: &RegisterWorker) -> Result<WorkerRegistered, ApiCallError> {
+        self.post("workers/register", req)?
+            .ok_or_else(|| ApiCallError::Refused("empty reply to register".into()))
+    }
+
+    /// `None` when no job is waiting.
+    pub fn claim(&self, worker_id: i64) -> Result<Option<JobSpec>, ApiCallError> {
+        self.post("jobs/claim", &ClaimRequest { worker_id })
+    }
+
+    pub fn heartbeat(&self, run_id: i64, hb: &Heartbeat) -> Result<HeartbeatReply, ApiCallError> {
+        self.post(&format!("runs/{run_id}/heartbeat"), hb)?
+            .ok_or_else(|| ApiCallError::Refused("empty reply to heartbeat".into()))
+    }
+
+    pub fn metrics(&self, run_id: i64, batch: &MetricsBatch) -> Result<(), ApiCallError> {
+        self.post::<_, serde_json::Value>(&format!("runs/{run_id}/metrics"), batch)
+            .map(|_| ())
+    }
+
+    pub fn logs(&self, run_id: i64, batch: &LogBatch) -> Result<(), ApiCallError> {
+        self.post::<_, serde_json::Value>(&format!("runs/{run_id}/logs"), batch)
+            .map(|_| ())
+    }
+
+    pub fn status(&self, run_id: i64, update: &StatusUpdate) -> Result<(), ApiCallError> {
+        self.post::<_, serde_json::Value>(&format!("runs/{run_id}/status"), update)
+            .map(|_| ())
+    }
+
+    pub fn artifact(
+        &self,
+        run_id: i64,
+        attempt: i32,
+        name: &str,
+        file: &Path,
+    ) -> Result<(), ApiCallError> {
+        let bytes = std::fs::read(file)
+            .map_err(|e| ApiCallError::Refused(format!("reading {}: {e}", file.display())))?;
+        Self::handle::<serde_json::Value>(
+            self.http
+                .put(self.url(&format!("runs/{run_id}/artifacts/{name}?attempt={attempt}")))
+                .bearer_auth(&self.token)
+                .body(bytes)
+                .send(),
+        )
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,224 @@
+//! `trainer worker`: register with a server, then claim and run jobs until stopped.
+//!
+//! Per job, three threads cooperate: the job itself (this thread), a heartbeat thread that extends
+//! the lease and hears about cancellation, and the outbox sender that delivers events. The final
+//! status is sent only after every event before it was delivered.
+
+pub mod client;
+pub mod outbox;
+
+use crate::doctor::environment_report;
+use crate::jobs::{JobContext, JobOutcome, StopFlag, parse_device, run_job};
+use aligndet_common::api::{
+    Heartbeat, JobSpec, PROTOCOL_VERSION, RegisterWorker, StatusUpdate, WorkerRegistered,
+};
+use aligndet_common::jobs::RunStatus;
+use client::{ApiCallError, ApiClient};
+use outbox::{HttpSink, Outbox, retry_transient};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// Server base URL, e.g. http://127.0.0.1:8080
+    #[arg(long)]
+    pub server: String,
+    /// Worker token (the server prints it at start; also read from ALIGNDET_WORKER_TOKEN).
+    #[arg(long, env = "ALIGNDET_WORKER_TOKEN")]
+    pub token: String,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Name shown in the UI (default: host name and process id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds between claim attempts while idle.
+    #[arg(long, default_value_t = 1.0)]
+    pub poll_interval: f64,
+    /// Scratch folder for job work directories.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Exit after this many jobs (for scripts and tests); run forever when absent.
+    #[arg(long)]
+    pub max_jobs: Option<u64>,
+}
+
+pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let device = parse_device(&args.device)?;
+    let client = ApiClient::new(&args.server, &args.token)?;
+    let name = args.name.clone().unwrap_or_else(default_worker_name);
+    let work_root = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("aligndet-worker-{}", std::process::id())));
+    let registration = register_with_retry(&client, &name, &args.device)?;
+    eprintln!(
+        "worker {name} registered as #{} on {}",
+        registration.worker_id, args.server
+    );
+    let mut jobs_done = 0u64;
+    loop {
+        if args.max_jobs.is_some_and(|m| jobs_done >= m) {
+            return Ok(());
+        }
+        match client.claim(registration.worker_id) {
+            Ok(Some(spec)) => {
+                run_claimed_job(&client, &registration, &spec, device, &work_root);
+                jobs_done += 1;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_secs_f64(args.poll_interval)),
+            Err(ApiCallError::Refused(msg)) => anyhow::bail!("the server refused this worker: {msg}"),
+            Err(e) => {
+                eprintln!("claim failed ({e}); retrying");
+                std::thread::sleep(Duration::from_secs_f64(args.poll_interval.max(1.0)));
+            }
+        }
+    }
+}
+
+fn default_worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "worker".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+fn register_with_retry(
+    client: &ApiClient,
+    name: &str,
+    device: &str,
+) -> anyhow::Result<WorkerRegistered> {
+    let request = RegisterWorker {
+        name: name.to_string(),
+        device: device.to_string(),
+        info: serde_json::to_value(environment_report())?,
+        protocol_version: PROTOCOL_VERSION,
+    };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match client.register(&request) {
+            Ok(r) => return Ok(r),
+            Err(ApiCallError::Transient(msg)) => {
+                eprintln!("server not reachable yet ({msg}); retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => anyhow::bail!("registration failed: {e}"),
+        }
+    }
+}
+
+fn run_claimed_job(
+    client: &ApiClient,
+    registration: &WorkerRegistered,
+    spec: &JobSpec,
+    device: tch::Device,
+    work_root: &std::path::Path,
+) {
+    eprintln!(
+        "running run #{} attempt {} ({})",
+        spec.run_id,
+        spec.attempt,
+        spec.config.kind()
+    );
+    let stop = StopFlag::default();
+    let cancel_requested = Arc::new(AtomicBool::new(false));
+    let job_done = Arc::new(AtomicBool::new(false));
+    let outbox = Outbox::new();
+    let work_dir = work_root.join(format!("run-{}-attempt-{}", spec.run_id, spec.attempt));
+
+    let outcome = std::thread::scope(|scope| {
+        // Heartbeats: extend the lease, hear about cancellation, notice a lost lease.
+        scope.spawn(|| {
+            let interval = Duration::from_secs_f64(registration.heartbeat_interval_s.max(0.2));
+            let beat = Heartbeat {
+                worker_id: registration.worker_id,
+                attempt: spec.attempt,
+            };
+            while !job_done.load(Ordering::SeqCst) {
+                match client.heartbeat(spec.run_id, &beat) {
+                    Ok(reply) if reply.cancel_requested => {
+                        cancel_requested.store(true, Ordering::SeqCst);
+                        stop.set();
+                    }
+                    Ok(_) => {}
+                    Err(ApiCallError::Conflict(msg)) | Err(ApiCallError::Refused(msg)) => {
+                        eprintln!("run #{}: lease lost ({msg}); stopping", spec.run_id);
+                        outbox.mark_lost();
+                        stop.set();
+                        return;
+                    }
+                    Err(ApiCallError::Transient(_)) => {}
+                }
+                // Sleep in small slices so the thread ends soon after the job.
+                let mut slept = Duration::ZERO;
+                while slept < interval && !job_done.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    slept += Duration::from_millis(50);
+                }
+            }
+        });
+        let sender = scope.spawn(|| outbox.run_sender(client, spec.run_id, spec.attempt, &stop));
+
+        let mut sink = HttpSink::new(outbox.clone(), work_dir.join("outbox"));
+        let result = std::fs::create_dir_all(&work_dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|_| {
+                let mut ctx = JobContext {
+                    spec,
+                    device,
+                    sink: &mut sink,
+                    work_dir: work_dir.clone(),
+                    stop: stop.clone(),
+                };
+                // A panic in a job must fail the run, not kill the worker.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut ctx)))
+                    .unwrap_or_else(|panic| {
+                        let msg = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "unknown panic".to_string());
+                        Err(anyhow::anyhow!("the job panicked: {msg}"))
+                    })
+            });
+        outbox.close();
+        let _ = sender.join();
+        let outcome = if outbox.is_lost() {
+            None
+        } else {
+            let (status, error) = match &result {
+                Ok(JobOutcome::Succeeded) => (RunStatus::Succeeded, None),
+                Ok(JobOutcome::Stopped) if cancel_requested.load(Ordering::SeqCst) => {
+                    (RunStatus::Cancelled, None)
+                }
+                Ok(JobOutcome::Stopped) => (
+                    RunStatus::Failed,
+                    Some("the job stopped without a cancel request".to_string()),
+                ),
+                Err(e) => (RunStatus::Failed, Some(format!("{e:#}"))),
+            };
+            let update = StatusUpdate {
+                attempt: spec.attempt,
+                status,
+                error,
+            };
+            match retry_transient(&outbox, || client.status(spec.run_id, &update)) {
+                Ok(()) => Some(status),
+                Err(e) => {
+                    eprintln!("run #{}: final status not accepted: {e}", spec.run_id);
+                    None
+                }
+            }
+        };
+        job_done.store(true, Ordering::SeqCst);
+        outcome
+    });
+    let _ = std::fs::remove_dir_all(&work_dir);
+    match outcome {
+        Some(status) => eprintln!("run #{} attempt {}: {status}", spec.run_id, spec.attempt),
+        None => eprintln!("run #{} attempt {}: abandoned", spec.run_id, spec.attempt),
+    }
+}
