@@ -1,0 +1,429 @@
+//! Test harness for the integration tests in `tests/`: real Postgres databases, real server and
+//! worker processes (the binaries cargo built), a real headless Chromium through chromedriver.
+//!
+//! Postgres: `ALIGNDET_TEST_PG` (default `postgres://postgres@127.0.0.1:5432/postgres`) is used to
+//! create one fresh database per test, dropped afterwards.
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Folder holding the built binaries (`target/debug`), found from the test executable's path.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug
+    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} not built: run `cargo build --workspace` first", p.display());
+    p
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A unique temporary folder, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "aligndet-test-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p.canonicalize().expect("canonical temp dir"))
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("ALIGNDET_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .output()
+        .context("running psql")?;
+    if !out.status.success() {
+        bail!("psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A fresh database on the test Postgres, dropped on drop.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn create() -> TestDb {
+        let name = format!(
+            "aligndet_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        psql(&admin_url(), &format!("CREATE DATABASE {name}")).expect("create test database");
+        let base = admin_url();
+        let url = match base.rfind('/') {
+            Some(i) => format!("{}/{name}", &base[..i]),
+            None => panic!("bad ALIGNDET_TEST_PG"),
+        };
+        TestDb { name, url }
+    }
+
+    /// Run one SQL statement and return its text output.
+    pub fn query(&self, sql: &str) -> String {
+        psql(&self.url, sql).expect("query")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = psql(&admin_url(), &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+/// Server options for a test.
+pub struct ServerOptions {
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub lease_seconds: f64,
+    pub heartbeat_seconds: f64,
+    pub max_attempts: i32,
+    pub upload_limit_mib: u64,
+    pub import_roots: Vec<PathBuf>,
+    pub demo_cache: Option<PathBuf>,
+    pub token: String,
+}
+
+impl ServerOptions {
+    pub fn new(db: &TestDb, data_dir: &Path) -> ServerOptions {
+        ServerOptions {
+            database_url: Some(db.url.clone()),
+            data_dir: data_dir.to_path_buf(),
+            lease_seconds: 30.0,
+            heartbeat_seconds: 1.0,
+            max_attempts: 3,
+            upload_limit_mib: 64,
+            import_roots: vec![],
+            demo_cache: None,
+            token: "test-token-0123456789".into(),
+        }
+    }
+}
+
+/// A running `aligndet-server`, killed on drop.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub token: String,
+    pub http: reqwest::blocking::Client,
+}
+
+impl Server {
+    pub fn start(opts: &ServerOptions) -> Server {
+        let mut cmd = Command::new(bin("aligndet-server"));
+        cmd.arg("--bind")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&opts.data_dir)
+            .arg("--worker-token")
+            .arg(&opts.token)
+            .arg("--lease-seconds")
+            .arg(opts.lease_seconds.to_string())
+            .arg("--heartbeat-seconds")
+            .arg(opts.heartbeat_seconds.to_string())
+            .arg("--max-attempts")
+            .arg(opts.max_attempts.to_string())
+            .arg("--upload-limit-mib")
+            .arg(opts.upload_limit_mib.to_string())
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(url) = &opts.database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        for r in &opts.import_roots {
+            cmd.arg("--import-root").arg(r);
+        }
+        match &opts.demo_cache {
+            Some(c) => {
+                cmd.arg("--demo").arg("--cache-dir").arg(c);
+            }
+            None => {
+                cmd.arg("--cache-dir").arg(opts.data_dir.join("no-cache"));
+            }
+        }
+        let mut child = cmd.spawn().expect("start server");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(u) = line.strip_prefix("listening on ") {
+                        break u.trim().to_string();
+                    }
+                }
+                _ => panic!("server exited before listening"),
+            }
+            assert!(Instant::now() < deadline, "server did not start");
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            url,
+            token: opts.token.clone(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// Stop with SIGTERM (graceful) and wait.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn api_post(&self, path: &str, body: &Value) -> reqwest::blocking::Response {
+        self.http
+            .post(format!("{}/api/v1/{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .expect("api request")
+    }
+
+    pub fn api_get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}/api/v1/{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .expect("api request");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().expect("json")
+    }
+
+    pub fn create_run(&self, name: &str, config: Value) -> i64 {
+        let r = self.api_post("runs", &serde_json::json!({ "name": name, "config": config }));
+        let status = r.status();
+        let body: Value = r.json().expect("json");
+        assert!(status.is_success(), "create run: {status} {body}");
+        body["id"].as_i64().expect("run id")
+    }
+
+    pub fn run(&self, id: i64) -> Value {
+        self.api_get(&format!("runs/{id}"))
+    }
+
+    /// Poll until `pred` holds for the run, or panic after `timeout`.
+    pub fn wait_run(&self, id: i64, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.run(id);
+            if pred(&r) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for run {id} to be {what}: {r}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        self.http.get(format!("{}{path}", self.url)).send().expect("GET")
+    }
+
+    /// A browser-like session: the CSRF cookie and token from a page, then same-origin posts.
+    pub fn browser_session(&self) -> UiSession<'_> {
+        let resp = self.get("/datasets");
+        let cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("aligndet_csrf="))
+            .and_then(|v| v.split(';').next())
+            .expect("csrf cookie")
+            .to_string();
+        let token = cookie.trim_start_matches("aligndet_csrf=").to_string();
+        UiSession { server: self, cookie, token }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct UiSession<'a> {
+    server: &'a Server,
+    pub cookie: String,
+    pub token: String,
+}
+
+impl UiSession<'_> {
+    /// POST a url-encoded form as our own page would (cookie, token field, Origin).
+    pub fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::blocking::Response {
+        let mut all: Vec<(&str, &str)> = fields.to_vec();
+        all.push(("csrf_token", &self.token));
+        self.server
+            .http
+            .post(format!("{}{path}", self.server.url))
+            .header("cookie", &self.cookie)
+            .header("origin", &self.server.url)
+            .form(&all)
+            .send()
+            .expect("POST form")
+    }
+
+    pub fn upload_zip(&self, name: &str, file_name: &str, bytes: Vec<u8>) -> reqwest::blocking::Response {
+        let form = reqwest::blocking::multipart::Form::new()
+            .text("name", name.to_string())
+            .part(
+                "file",
+                reqwest::blocking::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
+            );
+        self.server
+            .http
+            .post(format!("{}/datasets/upload?csrf_token={}", self.server.url, self.token))
+            .header("cookie", &self.cookie)
+            .header("origin", &self.server.url)
+            .multipart(form)
+            .send()
+            .expect("upload")
+    }
+}
+
+/// A running `trainer worker`, killed on drop.
+pub struct Worker {
+    pub child: Child,
+}
+
+impl Worker {
+    pub fn start(server: &Server, name: &str) -> Worker {
+        let child = Command::new(bin("trainer"))
+            .args(["worker", "--server", &server.url, "--token", &server.token, "--name", name])
+            .args(["--poll-interval", "0.2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start worker");
+        Worker { child }
+    }
+
+    /// SIGKILL: the worker gets no chance to say goodbye (a crash or a pulled plug).
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
+
+/// Write a small valid COCO dataset (PNG images with coloured rectangles) into `dir`;
+/// returns (annotations.json path, images dir).
+pub fn write_small_coco(dir: &Path, n_images: u32) -> (PathBuf, PathBuf) {
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).expect("mkdir images");
+    let mut imgs = vec![];
+    let mut anns = vec![];
+    let mut ann_id = 1;
+    for i in 0..n_images {
+        let (w, h) = (64u32, 48u32);
+        let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([30, 30, 30]));
+        for y in 10..30 {
+            for x in (5 + i)..(25 + i) {
+                img.put_pixel(x, y, image::Rgb([200, 40, 40]));
+            }
+        }
+        let file = format!("img_{i}.png");
+        img.save(images.join(&file)).expect("save png");
+        imgs.push(serde_json::json!({"id": i + 1, "file_name": file, "width": w, "height": h}));
+        anns.push(serde_json::json!({"id": ann_id, "image_id": i + 1, "category_id": 1 + (i % 2),
+            "bbox": [5 + i, 10, 20, 20], "area": 400, "iscrowd": 0}));
+        ann_id += 1;
+    }
+    let coco = serde_json::json!({
+        "images": imgs,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "red box"}, {"id": 2, "name": "<b>bold</b> & co"}],
+    });
+    let ann = dir.join("annotations.json");
+    std::fs::write(&ann, serde_json::to_vec_pretty(&coco).expect("json")).expect("write json");
+    (ann, images)
+}
+
+/// Zip a folder (entries relative to it).
+pub fn zip_dir(dir: &Path) -> Vec<u8> {
+    use std::io::Write;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(dir).expect("rel").to_string_lossy().into_owned();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    z.start_file(rel, opts).expect("zip entry");
+                    z.write_all(&std::fs::read(&p).expect("read")).expect("zip write");
+                }
+            }
+        }
+        z.finish().expect("zip finish");
+    }
+    buf.into_inner()
+}
+
+/// Names of the entries in a folder (to check nothing half-written is left).
+pub fn list_dir(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
