@@ -13,7 +13,11 @@ struct ChromeDriver {
 
 impl ChromeDriver {
     fn start() -> ChromeDriver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -25,7 +29,11 @@ impl ChromeDriver {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        ChromeDriver { child, port, _profile: TempDir::new("chrome") }
+        ChromeDriver {
+            child,
+            port,
+            _profile: TempDir::new("chrome"),
+        }
     }
 
     async fn client(&self) -> fantoccini::Client {
@@ -84,52 +92,124 @@ async fn import_browse_boxes_then_benchmark_with_live_curve() {
 
     // Import a dataset through the form.
     c.goto(&format!("{}/datasets", server.url)).await.unwrap();
-    c.find(Locator::Css("form[action='/datasets/import'] input[name=name]")).await.unwrap().send_keys("browser set").await.unwrap();
-    c.find(Locator::Css("form[action='/datasets/import'] input[name=annotations]")).await.unwrap()
-        .send_keys(&ann.display().to_string()).await.unwrap();
-    c.find(Locator::Css("form[action='/datasets/import'] input[name=images]")).await.unwrap()
-        .send_keys(&images.display().to_string()).await.unwrap();
-    c.find(Locator::Css("form[action='/datasets/import'] button")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(
+        "form[action='/datasets/import'] input[name=name]",
+    ))
+    .await
+    .unwrap()
+    .send_keys("browser set")
+    .await
+    .unwrap();
+    c.find(Locator::Css(
+        "form[action='/datasets/import'] input[name=annotations]",
+    ))
+    .await
+    .unwrap()
+    .send_keys(&ann.display().to_string())
+    .await
+    .unwrap();
+    c.find(Locator::Css(
+        "form[action='/datasets/import'] input[name=images]",
+    ))
+    .await
+    .unwrap()
+    .send_keys(&images.display().to_string())
+    .await
+    .unwrap();
+    c.find(Locator::Css("form[action='/datasets/import'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 
     // The dataset page: one SVG overlay per image with its boxes; class toggles hide them.
     wait_for("the dataset page", Duration::from_secs(30), || async {
-        c.current_url().await.map(|u| u.path().starts_with("/datasets/") && u.path() != "/datasets/import").unwrap_or(false)
+        c.current_url()
+            .await
+            .map(|u| u.path().starts_with("/datasets/") && u.path() != "/datasets/import")
+            .unwrap_or(false)
     })
     .await;
-    let boxes = c.find_all(Locator::Css("#image-grid svg.overlay rect.box")).await.unwrap();
+    let boxes = c
+        .find_all(Locator::Css("#image-grid svg.overlay rect.box"))
+        .await
+        .unwrap();
     assert_eq!(boxes.len(), 6, "one box per image drawn");
-    let overlays = c.find_all(Locator::Css("#image-grid svg.overlay")).await.unwrap();
+    let overlays = c
+        .find_all(Locator::Css("#image-grid svg.overlay"))
+        .await
+        .unwrap();
     assert_eq!(overlays.len(), 6);
     // The hostile category name is shown as text, not markup.
-    let table = c.find(Locator::Css("#class-counts")).await.unwrap().text().await.unwrap();
+    let table = c
+        .find(Locator::Css("#class-counts"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(table.contains("<b>bold</b> & co"), "{table}");
-    c.find(Locator::Css(".class-toggle[data-cat='1']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(".class-toggle[data-cat='1']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let hidden = c.find_all(Locator::Css("rect.box.hide-box")).await.unwrap();
     assert_eq!(hidden.len(), 3, "class 1 boxes hidden");
 
     // Start a worker benchmark from the UI and watch its curve appear live.
     c.goto(&format!("{}/runs/new", server.url)).await.unwrap();
-    let steps = c.find(Locator::Css("#benchmark-form input[name=steps]")).await.unwrap();
+    let steps = c
+        .find(Locator::Css("#benchmark-form input[name=steps]"))
+        .await
+        .unwrap();
     steps.clear().await.unwrap();
     steps.send_keys("6").await.unwrap();
-    let res = c.find(Locator::Css("#benchmark-form input[name=resolution]")).await.unwrap();
+    let res = c
+        .find(Locator::Css("#benchmark-form input[name=resolution]"))
+        .await
+        .unwrap();
     res.clear().await.unwrap();
     res.send_keys("64").await.unwrap();
-    c.find(Locator::Id("start-benchmark")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("start-benchmark"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_for("the run page", Duration::from_secs(30), || async {
-        c.current_url().await.map(|u| u.path().starts_with("/runs/") && u.path() != "/runs/new").unwrap_or(false)
+        c.current_url()
+            .await
+            .map(|u| u.path().starts_with("/runs/") && u.path() != "/runs/new")
+            .unwrap_or(false)
     })
     .await;
-    wait_for("a live curve and success", Duration::from_secs(180), || async {
-        let charts = c.find_all(Locator::Css("#charts .chart svg")).await.map(|v| v.len()).unwrap_or(0);
-        let status = match c.find(Locator::Id("run-status")).await {
-            Ok(e) => e.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        charts >= 1 && status == "succeeded"
-    })
+    wait_for(
+        "a live curve and success",
+        Duration::from_secs(180),
+        || async {
+            let charts = c
+                .find_all(Locator::Css("#charts .chart svg"))
+                .await
+                .map(|v| v.len())
+                .unwrap_or(0);
+            let status = match c.find(Locator::Id("run-status")).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            charts >= 1 && status == "succeeded"
+        },
+    )
     .await;
-    let key = c.find(Locator::Css("#charts .chart")).await.unwrap().attr("data-key").await.unwrap();
+    let key = c
+        .find(Locator::Css("#charts .chart"))
+        .await
+        .unwrap()
+        .attr("data-key")
+        .await
+        .unwrap();
     assert!(key.is_some());
     c.close().await.unwrap();
 }

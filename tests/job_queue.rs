@@ -21,7 +21,9 @@ fn benchmark_job_is_claimed_run_and_its_metrics_stored() {
     let run = server.create_run("bench", bench(4));
     assert_eq!(status(&server.run(run)), "queued");
     let _w = Worker::start(&server, "w1");
-    let r = server.wait_run(run, Duration::from_secs(120), "succeeded", |r| status(r) == "succeeded");
+    let r = server.wait_run(run, Duration::from_secs(120), "succeeded", |r| {
+        status(r) == "succeeded"
+    });
     assert_eq!(r["attempts"], 1);
     let keys: HashSet<String> = r["metric_keys"]
         .as_array()
@@ -34,10 +36,18 @@ fn benchmark_job_is_claimed_run_and_its_metrics_stored() {
     }
     // 3 per-step series of 4 points + 2 summaries, each stored once.
     assert_eq!(r["metric_points"], 3 * 4 + 2);
-    assert_eq!(db.query(&format!("SELECT count(*) FROM metrics WHERE run_id = {run} AND key = 'step_time_s'")), "4");
+    assert_eq!(
+        db.query(&format!(
+            "SELECT count(*) FROM metrics WHERE run_id = {run} AND key = 'step_time_s'"
+        )),
+        "4"
+    );
     // The run page draws its curves.
     let page = server.get(&format!("/runs/{run}")).text().unwrap();
-    assert!(page.contains("<svg") && page.contains("step_time_s"), "no curve on the run page");
+    assert!(
+        page.contains("<svg") && page.contains("step_time_s"),
+        "no curve on the run page"
+    );
 }
 
 #[test]
@@ -45,10 +55,19 @@ fn bad_configs_and_missing_tokens_are_refused() {
     let db = TestDb::create();
     let dir = TempDir::new("refuse");
     let server = Server::start(&ServerOptions::new(&db, dir.path()));
-    let r = server.api_post("runs", &json!({"name": "x", "config": {"kind": "benchmark", "resolution": 100}}));
+    let r = server.api_post(
+        "runs",
+        &json!({"name": "x", "config": {"kind": "benchmark", "resolution": 100}}),
+    );
     assert_eq!(r.status(), 400);
-    assert!(r.text().unwrap().contains("resolution"), "error names the field");
-    let r = server.api_post("runs", &json!({"name": "x", "config": {"kind": "no_such_kind"}}));
+    assert!(
+        r.text().unwrap().contains("resolution"),
+        "error names the field"
+    );
+    let r = server.api_post(
+        "runs",
+        &json!({"name": "x", "config": {"kind": "no_such_kind"}}),
+    );
     assert_eq!(r.status(), 400);
     let r = server
         .http
@@ -76,11 +95,17 @@ fn a_metrics_batch_sent_twice_is_stored_once() {
     let server = Server::start(&ServerOptions::new(&db, dir.path()));
     let run = server.create_run("idem", bench(1));
     let reg: Value = server
-        .api_post("workers/register", &json!({"name": "proto", "device": "cpu", "info": {}, "protocol_version": 1}))
+        .api_post(
+            "workers/register",
+            &json!({"name": "proto", "device": "cpu", "info": {}, "protocol_version": 1}),
+        )
         .json()
         .unwrap();
     let wid = reg["worker_id"].as_i64().unwrap();
-    let spec: Value = server.api_post("jobs/claim", &json!({"worker_id": wid})).json().unwrap();
+    let spec: Value = server
+        .api_post("jobs/claim", &json!({"worker_id": wid}))
+        .json()
+        .unwrap();
     assert_eq!(spec["run_id"], run);
     let attempt = spec["attempt"].as_i64().unwrap();
     let batch = json!({"attempt": attempt, "points": [
@@ -92,11 +117,26 @@ fn a_metrics_batch_sent_twice_is_stored_once() {
         let r = server.api_post(&format!("runs/{run}/metrics"), &batch);
         assert!(r.status().is_success(), "{}", r.status());
     }
-    assert_eq!(db.query(&format!("SELECT count(*) FROM metrics WHERE run_id = {run}")), "3");
+    assert_eq!(
+        db.query(&format!(
+            "SELECT count(*) FROM metrics WHERE run_id = {run}"
+        )),
+        "3"
+    );
     // A stale attempt is fenced off.
     let stale = json!({"attempt": attempt + 1, "points": [{"key": "loss", "step": 9, "value": 1.0, "wall_time": 3.0}]});
-    assert_eq!(server.api_post(&format!("runs/{run}/metrics"), &stale).status(), 409);
-    assert_eq!(db.query(&format!("SELECT count(*) FROM metrics WHERE run_id = {run}")), "3");
+    assert_eq!(
+        server
+            .api_post(&format!("runs/{run}/metrics"), &stale)
+            .status(),
+        409
+    );
+    assert_eq!(
+        db.query(&format!(
+            "SELECT count(*) FROM metrics WHERE run_id = {run}"
+        )),
+        "3"
+    );
 }
 
 #[test]
@@ -106,7 +146,9 @@ fn two_workers_never_run_the_same_job() {
     let server = Server::start(&ServerOptions::new(&db, dir.path()));
     // Racing claims over the protocol: every run is handed out once.
     let n_runs = 30;
-    let runs: Vec<i64> = (0..n_runs).map(|i| server.create_run(&format!("r{i}"), bench(1))).collect();
+    let runs: Vec<i64> = (0..n_runs)
+        .map(|i| server.create_run(&format!("r{i}"), bench(1)))
+        .collect();
     let wids: Vec<i64> = (0..2)
         .map(|i| {
             let reg: Value = server
@@ -134,18 +176,29 @@ fn two_workers_never_run_the_same_job() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     let unique: HashSet<i64> = claimed.iter().copied().collect();
-    assert_eq!(claimed.len(), n_runs, "each run claimed exactly once: {claimed:?}");
+    assert_eq!(
+        claimed.len(),
+        n_runs,
+        "each run claimed exactly once: {claimed:?}"
+    );
     assert_eq!(unique, runs.iter().copied().collect());
 
     // And real worker processes: every run executed by exactly one worker, once.
-    let more: Vec<i64> = (0..4).map(|i| server.create_run(&format!("p{i}"), bench(2))).collect();
+    let more: Vec<i64> = (0..4)
+        .map(|i| server.create_run(&format!("p{i}"), bench(2)))
+        .collect();
     let _a = Worker::start(&server, "a");
     let _b = Worker::start(&server, "b");
     for id in &more {
-        let r = server.wait_run(*id, Duration::from_secs(180), "succeeded", |r| status(r) == "succeeded");
+        let r = server.wait_run(*id, Duration::from_secs(180), "succeeded", |r| {
+            status(r) == "succeeded"
+        });
         assert_eq!(r["attempts"], 1, "run {id} ran more than once: {r}");
     }
     let dup = db.query("SELECT count(*) FROM (SELECT run_id FROM run_attempts GROUP BY run_id HAVING count(*) > 1) d");
@@ -167,17 +220,29 @@ fn a_killed_workers_job_is_rerun_by_another_after_its_lease_expires() {
     });
     first.kill_hard();
     // The lease expires and the run goes back to the queue with the reason recorded.
-    let r = server.wait_run(run, Duration::from_secs(30), "re-queued", |r| status(r) == "queued");
+    let r = server.wait_run(run, Duration::from_secs(30), "re-queued", |r| {
+        status(r) == "queued"
+    });
     let note = r["attempt_history"][0]["note"].as_str().unwrap_or("");
     assert_eq!(r["attempt_history"][0]["outcome"], "lease_expired");
     assert!(note.contains("lease expired"), "{note}");
     let _second = Worker::start(&server, "rescuer");
-    let r = server.wait_run(run, Duration::from_secs(180), "succeeded", |r| status(r) == "succeeded");
+    let r = server.wait_run(run, Duration::from_secs(180), "succeeded", |r| {
+        status(r) == "succeeded"
+    });
     assert_eq!(r["attempts"], 2);
     assert_eq!(r["attempt_history"][1]["outcome"], "succeeded");
-    assert_ne!(r["attempt_history"][0]["worker_id"], r["attempt_history"][1]["worker_id"]);
+    assert_ne!(
+        r["attempt_history"][0]["worker_id"],
+        r["attempt_history"][1]["worker_id"]
+    );
     // Steps re-logged by the second attempt replaced the first attempt's points.
-    assert_eq!(db.query(&format!("SELECT count(*) FROM metrics WHERE run_id = {run} AND key = 'step_time_s'")), "60");
+    assert_eq!(
+        db.query(&format!(
+            "SELECT count(*) FROM metrics WHERE run_id = {run} AND key = 'step_time_s'"
+        )),
+        "60"
+    );
 }
 
 #[test]
@@ -194,11 +259,15 @@ fn cancel_stops_a_running_job_and_the_worker_carries_on() {
     });
     let r = server.api_post(&format!("runs/{run}/cancel"), &json!({}));
     assert!(r.status().is_success());
-    let r = server.wait_run(run, Duration::from_secs(30), "cancelled", |r| status(r) == "cancelled");
+    let r = server.wait_run(run, Duration::from_secs(30), "cancelled", |r| {
+        status(r) == "cancelled"
+    });
     assert_eq!(r["attempt_history"][0]["outcome"], "cancelled");
     // Cancelling a queued run needs no worker, and the same worker takes the next job.
     let next = server.create_run("after", bench(2));
-    server.wait_run(next, Duration::from_secs(120), "succeeded", |r| status(r) == "succeeded");
+    server.wait_run(next, Duration::from_secs(120), "succeeded", |r| {
+        status(r) == "succeeded"
+    });
     let _blocker = server.create_run("blocker", bench(100_000));
     let queued = server.create_run("queued", bench(1));
     server.api_post(&format!("runs/{queued}/cancel"), &json!({}));

@@ -136,7 +136,9 @@ pub fn check_artifact_name(name: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!("artifact name contains the character {c:?}; allowed are A-Z a-z 0-9 . _ -"));
+        return Err(format!(
+            "artifact name contains the character {c:?}; allowed are A-Z a-z 0-9 . _ -"
+        ));
     }
     Ok(())
 }
@@ -146,10 +148,20 @@ pub fn check_artifact_name(name: &str) -> Result<(), String> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum JobEvent {
-    Metrics { points: Vec<MetricPoint> },
-    Log { line: LogLine },
-    Artifact { name: String, bytes: u64 },
-    Status { status: RunStatus, error: Option<String> },
+    Metrics {
+        points: Vec<MetricPoint>,
+    },
+    Log {
+        line: LogLine,
+    },
+    Artifact {
+        name: String,
+        bytes: u64,
+    },
+    Status {
+        status: RunStatus,
+        error: Option<String>,
+    },
 }
 
 #[cfg(test)]

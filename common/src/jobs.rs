@@ -191,7 +191,7 @@ impl BenchmarkConfig {
         if !(1..=256).contains(&self.batch_size) {
             return Err(config_error("batch_size", "must be between 1 and 256"));
         }
-        if !(32..=2048).contains(&self.resolution) || self.resolution % 32 != 0 {
+        if !(32..=2048).contains(&self.resolution) || !self.resolution.is_multiple_of(32) {
             return Err(config_error(
                 "resolution",
                 "must be a multiple of 32 between 32 and 2048",

@@ -10,13 +10,19 @@ pub const SYNTHETIC_NAME: &str = "Synthetic shapes";
 pub async fn import_demo_datasets(state: &AppState) -> anyhow::Result<()> {
     let demo = state.cfg.cache_dir.join("demo");
     for (name, folder) in [(NEON_NAME, "neon"), (SYNTHETIC_NAME, "synthetic")] {
-        if db::datasets::get_by_name(&state.pool, name).await?.is_some() {
+        if db::datasets::get_by_name(&state.pool, name)
+            .await?
+            .is_some()
+        {
             continue;
         }
         let dir = demo.join(folder);
         let ann = dir.join("annotations.json");
         if !ann.exists() {
-            tracing::warn!("demo dataset {name:?} not found at {} (run scripts/setup.sh)", ann.display());
+            tracing::warn!(
+                "demo dataset {name:?} not found at {} (run scripts/setup.sh)",
+                ann.display()
+            );
             continue;
         }
         let req = ServerPathImport {

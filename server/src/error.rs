@@ -68,7 +68,10 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         tracing::error!("database: {e}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("database error: {e}"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("database error: {e}"),
+        )
     }
 }
 

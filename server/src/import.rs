@@ -78,10 +78,14 @@ impl std::fmt::Display for ImportError {
 pub fn check_name(name: &str) -> Result<String, ImportError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(ImportError::msg("the dataset name must be 1 to 100 characters"));
+        return Err(ImportError::msg(
+            "the dataset name must be 1 to 100 characters",
+        ));
     }
     if name.chars().any(|c| c.is_control()) {
-        return Err(ImportError::msg("the dataset name must not contain control characters"));
+        return Err(ImportError::msg(
+            "the dataset name must not contain control characters",
+        ));
     }
     Ok(name.to_string())
 }
@@ -96,26 +100,49 @@ pub struct ServerPathImport {
     pub images: String,
 }
 
-pub async fn import_server_paths(state: &AppState, req: ServerPathImport) -> Result<i64, ImportError> {
+pub async fn import_server_paths(
+    state: &AppState,
+    req: ServerPathImport,
+) -> Result<i64, ImportError> {
     let name = check_name(&req.name)?;
-    let annotations = security::allowed_server_path(state, &req.annotations).map_err(ImportError::msg)?;
+    let annotations =
+        security::allowed_server_path(state, &req.annotations).map_err(ImportError::msg)?;
     let images = match req.format {
-        Format::Coco => Some(security::allowed_server_path(state, &req.images).map_err(ImportError::msg)?),
+        Format::Coco => {
+            Some(security::allowed_server_path(state, &req.images).map_err(ImportError::msg)?)
+        }
         Format::Voc => None,
     };
     let format = req.format;
-    let (data, image_root) = tokio::task::spawn_blocking(move || load(format, &annotations, images.as_deref()))
-        .await
-        .map_err(|e| ImportError::msg(format!("import task failed: {e}")))??;
+    let (data, image_root) =
+        tokio::task::spawn_blocking(move || load(format, &annotations, images.as_deref()))
+            .await
+            .map_err(|e| ImportError::msg(format!("import task failed: {e}")))??;
     let splits = read_splits_beside(&req.annotations);
-    store(state, &name, format, &req.annotations, &image_root, &data, splits).await
+    store(
+        state,
+        &name,
+        format,
+        &req.annotations,
+        &image_root,
+        &data,
+        splits,
+    )
+    .await
 }
 
-fn load(format: Format, annotations: &Path, images: Option<&Path>) -> Result<(CocoDataset, PathBuf), ImportError> {
+fn load(
+    format: Format,
+    annotations: &Path,
+    images: Option<&Path>,
+) -> Result<(CocoDataset, PathBuf), ImportError> {
     match format {
         Format::Coco => {
             let images = images.ok_or_else(|| ImportError::msg("no image folder given"))?;
-            Ok((dataset::load_coco(annotations, images)?, images.to_path_buf()))
+            Ok((
+                dataset::load_coco(annotations, images)?,
+                images.to_path_buf(),
+            ))
         }
         Format::Voc => Ok(dataset::load_voc(annotations)?),
     }
@@ -140,14 +167,20 @@ async fn store(
     splits: Option<serde_json::Value>,
 ) -> Result<i64, ImportError> {
     if db::datasets::name_taken(&state.pool, name).await? {
-        return Err(ImportError::msg(format!("a dataset named {name:?} already exists")));
+        return Err(ImportError::msg(format!(
+            "a dataset named {name:?} already exists"
+        )));
     }
-    let folder = state.datasets_dir().join(format!("ann-{}", security::random_token()));
-    std::fs::create_dir_all(&folder).map_err(|e| ImportError::msg(format!("creating {}: {e}", folder.display())))?;
+    let folder = state
+        .datasets_dir()
+        .join(format!("ann-{}", security::random_token()));
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| ImportError::msg(format!("creating {}: {e}", folder.display())))?;
     let result = async {
         let ann_path = folder.join("annotations.json");
         let json = serde_json::to_vec(data).map_err(|e| ImportError::msg(e.to_string()))?;
-        std::fs::write(&ann_path, json).map_err(|e| ImportError::msg(format!("writing annotations: {e}")))?;
+        std::fs::write(&ann_path, json)
+            .map_err(|e| ImportError::msg(format!("writing annotations: {e}")))?;
         let mut tx = state.pool.begin().await?;
         let id = db::datasets::insert(
             &mut tx,
@@ -184,7 +217,9 @@ pub async fn import_upload(
     zip_path: PathBuf,
 ) -> Result<i64, ImportError> {
     let name = check_name(name)?;
-    let dest = state.datasets_dir().join(format!("upload-{}", security::random_token()));
+    let dest = state
+        .datasets_dir()
+        .join(format!("upload-{}", security::random_token()));
     let max_unpacked = state.cfg.upload_limit_mib * 4 * 1024 * 1024;
     let dest2 = dest.clone();
     let extracted = tokio::task::spawn_blocking(move || {
@@ -221,7 +256,8 @@ pub async fn import_upload(
 }
 
 fn extract_zip(zip_path: &Path, dest: &Path, max_unpacked: u64) -> Result<(), ImportError> {
-    let file = std::fs::File::open(zip_path).map_err(|e| ImportError::msg(format!("reading the upload: {e}")))?;
+    let file = std::fs::File::open(zip_path)
+        .map_err(|e| ImportError::msg(format!("reading the upload: {e}")))?;
     let mut archive = zip::ZipArchive::new(file)
         .map_err(|e| ImportError::msg(format!("the upload is not a valid zip file: {e}")))?;
     if archive.len() > MAX_ZIP_ENTRIES {
@@ -231,7 +267,9 @@ fn extract_zip(zip_path: &Path, dest: &Path, max_unpacked: u64) -> Result<(), Im
         )));
     }
     std::fs::create_dir_all(dest).map_err(|e| ImportError::msg(e.to_string()))?;
-    let dest = dest.canonicalize().map_err(|e| ImportError::msg(e.to_string()))?;
+    let dest = dest
+        .canonicalize()
+        .map_err(|e| ImportError::msg(e.to_string()))?;
     let mut total: u64 = 0;
     for i in 0..archive.len() {
         let mut entry = archive
@@ -245,7 +283,10 @@ fn extract_zip(zip_path: &Path, dest: &Path, max_unpacked: u64) -> Result<(), Im
             )));
         };
         if entry.is_symlink() {
-            return Err(ImportError::msg(format!("zip entry {:?} is a symbolic link; not accepted", entry.name())));
+            return Err(ImportError::msg(format!(
+                "zip entry {:?} is a symbolic link; not accepted",
+                entry.name()
+            )));
         }
         let out = dest.join(&rel);
         if entry.is_dir() {
@@ -277,7 +318,11 @@ fn detect_layout(root: &Path) -> Result<(Format, PathBuf, Option<PathBuf>), Impo
     let mut candidates = vec![root.to_path_buf()];
     // Zips often wrap everything in one top folder.
     if let Ok(rd) = std::fs::read_dir(root) {
-        let dirs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        let dirs: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
         if dirs.len() == 1 {
             candidates.push(dirs[0].clone());
         }
@@ -291,19 +336,31 @@ fn detect_layout(root: &Path) -> Result<(Format, PathBuf, Option<PathBuf>), Impo
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json") && p.file_name().is_some_and(|n| n != "splits.json"))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && p.file_name().is_some_and(|n| n != "splits.json")
+            })
             .collect();
         let pick = jsons
             .iter()
             .find(|p| p.file_name().is_some_and(|n| n == "annotations.json"))
             .or_else(|| {
-                jsons
-                    .iter()
-                    .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("instances")))
+                jsons.iter().find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("instances"))
+                })
             })
-            .or(if jsons.len() == 1 { jsons.first() } else { None });
+            .or(if jsons.len() == 1 {
+                jsons.first()
+            } else {
+                None
+            });
         if let Some(ann) = pick {
-            let images = if dir.join("images").is_dir() { dir.join("images") } else { dir.clone() };
+            let images = if dir.join("images").is_dir() {
+                dir.join("images")
+            } else {
+                dir.clone()
+            };
             return Ok((Format::Coco, ann.clone(), Some(images)));
         }
     }

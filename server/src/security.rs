@@ -58,7 +58,9 @@ pub async fn require_worker_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(t) if constant_time_eq(t.as_bytes(), state.worker_token.as_bytes()) => next.run(req).await,
+        Some(t) if constant_time_eq(t.as_bytes(), state.worker_token.as_bytes()) => {
+            next.run(req).await
+        }
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid worker token").into_response(),
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -121,8 +123,11 @@ pub async fn csrf_protect(req: Request, next: Next) -> Response {
     let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let body = if unsafe_method {
         let reject = |why: &str| {
-            crate::error::PageError::new(StatusCode::FORBIDDEN, format!("cross-site request refused: {why}"))
-                .into_response()
+            crate::error::PageError::new(
+                StatusCode::FORBIDDEN,
+                format!("cross-site request refused: {why}"),
+            )
+            .into_response()
         };
         if !same_origin(&parts.headers) {
             return reject("the request does not come from this site (Origin/Referer)");
@@ -148,7 +153,11 @@ pub async fn csrf_protect(req: Request, next: Next) -> Response {
             };
             let field = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
                 .ok()
-                .and_then(|kv| kv.into_iter().find(|(k, _)| k == CSRF_FIELD).map(|(_, v)| v));
+                .and_then(|kv| {
+                    kv.into_iter()
+                        .find(|(k, _)| k == CSRF_FIELD)
+                        .map(|(_, v)| v)
+                });
             (field, Body::from(bytes))
         } else {
             (from_query, body)
@@ -162,12 +171,12 @@ pub async fn csrf_protect(req: Request, next: Next) -> Response {
     };
 
     let mut resp = next.run(Request::from_parts(parts, body)).await;
-    if existing.is_none() {
-        if let Ok(v) = HeaderValue::from_str(&format!(
+    if existing.is_none()
+        && let Ok(v) = HeaderValue::from_str(&format!(
             "{CSRF_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
-        )) {
-            resp.headers_mut().append(header::SET_COOKIE, v);
-        }
+        ))
+    {
+        resp.headers_mut().append(header::SET_COOKIE, v);
     }
     resp
 }
@@ -233,9 +242,15 @@ pub fn allowed_server_path(state: &AppState, raw: &str) -> Result<PathBuf, Strin
 }
 
 pub fn import_roots(state: &AppState) -> Vec<PathBuf> {
-    let mut roots = vec![state.data_dir.join("imports"), state.cfg.cache_dir.join("demo")];
+    let mut roots = vec![
+        state.data_dir.join("imports"),
+        state.cfg.cache_dir.join("demo"),
+    ];
     roots.extend(state.cfg.import_roots.iter().cloned());
-    roots.into_iter().filter_map(|r| r.canonicalize().ok()).collect()
+    roots
+        .into_iter()
+        .filter_map(|r| r.canonicalize().ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -253,7 +268,10 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(escape_html("<script>'&\""), "&lt;script&gt;&#39;&amp;&quot;");
+        assert_eq!(
+            escape_html("<script>'&\""),
+            "&lt;script&gt;&#39;&amp;&quot;"
+        );
     }
 
     #[test]

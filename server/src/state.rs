@@ -18,7 +18,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, cfg: ServerConfig, data_dir: PathBuf, worker_token: String) -> AppState {
+    pub fn new(
+        pool: PgPool,
+        cfg: ServerConfig,
+        data_dir: PathBuf,
+        worker_token: String,
+    ) -> AppState {
         let (run_changed, _) = broadcast::channel(1024);
         AppState {
             pool,

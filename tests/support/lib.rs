@@ -16,12 +16,19 @@ use std::time::{Duration, Instant};
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/<test> → target/debug
-    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        p.display()
+    );
     p
 }
 
@@ -57,7 +64,8 @@ impl Drop for TempDir {
 }
 
 fn admin_url() -> String {
-    std::env::var("ALIGNDET_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("ALIGNDET_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
@@ -101,7 +109,10 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let _ = psql(&admin_url(), &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        let _ = psql(
+            &admin_url(),
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
     }
 }
 
@@ -207,7 +218,10 @@ impl Server {
 
     /// Stop with SIGTERM (graceful) and wait.
     pub fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -240,7 +254,10 @@ impl Server {
     }
 
     pub fn create_run(&self, name: &str, config: Value) -> i64 {
-        let r = self.api_post("runs", &serde_json::json!({ "name": name, "config": config }));
+        let r = self.api_post(
+            "runs",
+            &serde_json::json!({ "name": name, "config": config }),
+        );
         let status = r.status();
         let body: Value = r.json().expect("json");
         assert!(status.is_success(), "create run: {status} {body}");
@@ -252,20 +269,32 @@ impl Server {
     }
 
     /// Poll until `pred` holds for the run, or panic after `timeout`.
-    pub fn wait_run(&self, id: i64, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_run(
+        &self,
+        id: i64,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let r = self.run(id);
             if pred(&r) {
                 return r;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for run {id} to be {what}: {r}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for run {id} to be {what}: {r}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
-        self.http.get(format!("{}{path}", self.url)).send().expect("GET")
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .expect("GET")
     }
 
     /// A browser-like session: the CSRF cookie and token from a page, then same-origin posts.
@@ -281,7 +310,11 @@ impl Server {
             .expect("csrf cookie")
             .to_string();
         let token = cookie.trim_start_matches("aligndet_csrf=").to_string();
-        UiSession { server: self, cookie, token }
+        UiSession {
+            server: self,
+            cookie,
+            token,
+        }
     }
 }
 
@@ -313,7 +346,12 @@ impl UiSession<'_> {
             .expect("POST form")
     }
 
-    pub fn upload_zip(&self, name: &str, file_name: &str, bytes: Vec<u8>) -> reqwest::blocking::Response {
+    pub fn upload_zip(
+        &self,
+        name: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> reqwest::blocking::Response {
         let form = reqwest::blocking::multipart::Form::new()
             .text("name", name.to_string())
             .part(
@@ -322,7 +360,10 @@ impl UiSession<'_> {
             );
         self.server
             .http
-            .post(format!("{}/datasets/upload?csrf_token={}", self.server.url, self.token))
+            .post(format!(
+                "{}/datasets/upload?csrf_token={}",
+                self.server.url, self.token
+            ))
             .header("cookie", &self.cookie)
             .header("origin", &self.server.url)
             .multipart(form)
@@ -339,7 +380,15 @@ pub struct Worker {
 impl Worker {
     pub fn start(server: &Server, name: &str) -> Worker {
         let child = Command::new(bin("trainer"))
-            .args(["worker", "--server", &server.url, "--token", &server.token, "--name", name])
+            .args([
+                "worker",
+                "--server",
+                &server.url,
+                "--token",
+                &server.token,
+                "--name",
+                name,
+            ])
             .args(["--poll-interval", "0.2"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -368,7 +417,6 @@ pub fn write_small_coco(dir: &Path, n_images: u32) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(&images).expect("mkdir images");
     let mut imgs = vec![];
     let mut anns = vec![];
-    let mut ann_id = 1;
     for i in 0..n_images {
         let (w, h) = (64u32, 48u32);
         let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([30, 30, 30]));
@@ -380,9 +428,10 @@ pub fn write_small_coco(dir: &Path, n_images: u32) -> (PathBuf, PathBuf) {
         let file = format!("img_{i}.png");
         img.save(images.join(&file)).expect("save png");
         imgs.push(serde_json::json!({"id": i + 1, "file_name": file, "width": w, "height": h}));
-        anns.push(serde_json::json!({"id": ann_id, "image_id": i + 1, "category_id": 1 + (i % 2),
-            "bbox": [5 + i, 10, 20, 20], "area": 400, "iscrowd": 0}));
-        ann_id += 1;
+        anns.push(
+            serde_json::json!({"id": i + 1, "image_id": i + 1, "category_id": 1 + (i % 2),
+            "bbox": [5 + i, 10, 20, 20], "area": 400, "iscrowd": 0}),
+        );
     }
     let coco = serde_json::json!({
         "images": imgs,
@@ -405,12 +454,17 @@ pub fn zip_dir(dir: &Path) -> Vec<u8> {
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).expect("read dir").flatten() {
                 let p = e.path();
-                let rel = p.strip_prefix(dir).expect("rel").to_string_lossy().into_owned();
+                let rel = p
+                    .strip_prefix(dir)
+                    .expect("rel")
+                    .to_string_lossy()
+                    .into_owned();
                 if p.is_dir() {
                     stack.push(p);
                 } else {
                     z.start_file(rel, opts).expect("zip entry");
-                    z.write_all(&std::fs::read(&p).expect("read")).expect("zip write");
+                    z.write_all(&std::fs::read(&p).expect("read"))
+                        .expect("zip write");
                 }
             }
         }
@@ -422,7 +476,11 @@ pub fn zip_dir(dir: &Path) -> Vec<u8> {
 /// Names of the entries in a folder (to check nothing half-written is left).
 pub fn list_dir(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

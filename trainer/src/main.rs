@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use aligndet_trainer::{data, doctor, eval, jobs, proposals, worker};
 
 #[derive(Parser)]
-#[command(name = "trainer", version, about = "AlignDet Studio trainer and worker")]
+#[command(
+    name = "trainer",
+    version,
+    about = "AlignDet Studio trainer and worker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

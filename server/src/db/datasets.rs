@@ -193,12 +193,18 @@ pub async fn images_page(
     .await
 }
 
-pub async fn image(pool: &PgPool, dataset_id: i64, image_id: i64) -> sqlx::Result<Option<ImageRow>> {
-    sqlx::query_as("SELECT id, file_name, width, height FROM images WHERE dataset_id = $1 AND id = $2")
-        .bind(dataset_id)
-        .bind(image_id)
-        .fetch_optional(pool)
-        .await
+pub async fn image(
+    pool: &PgPool,
+    dataset_id: i64,
+    image_id: i64,
+) -> sqlx::Result<Option<ImageRow>> {
+    sqlx::query_as(
+        "SELECT id, file_name, width, height FROM images WHERE dataset_id = $1 AND id = $2",
+    )
+    .bind(dataset_id)
+    .bind(image_id)
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn boxes_for_images(

@@ -327,10 +327,12 @@ pub async fn upsert_artifact(
 }
 
 pub async fn artifacts(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<ArtifactRow>> {
-    sqlx::query_as("SELECT name, bytes, attempt, created_at FROM artifacts WHERE run_id = $1 ORDER BY name")
-        .bind(run_id)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(
+        "SELECT name, bytes, attempt, created_at FROM artifacts WHERE run_id = $1 ORDER BY name",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn status_counts(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {

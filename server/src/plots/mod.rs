@@ -41,8 +41,15 @@ where
     let reduced: Vec<(String, Vec<(f64, f64)>)> = series
         .iter()
         .map(|(n, pts)| {
-            let finite: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-            (n.clone(), downsample_keep_extremes(&finite, MAX_POINTS_PER_LINE))
+            let finite: Vec<(f64, f64)> = pts
+                .iter()
+                .copied()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .collect();
+            (
+                n.clone(),
+                downsample_keep_extremes(&finite, MAX_POINTS_PER_LINE),
+            )
         })
         .collect();
     let all = reduced.iter().flat_map(|(_, p)| p.iter());
@@ -77,7 +84,9 @@ where
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
     }
     if reduced.len() > 1 {
         chart
@@ -113,7 +122,12 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE)?;
-    let max = values.iter().copied().filter(|v| v.is_finite()).fold(0.0f64, f64::max).max(1.0);
+    let max = values
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1.0);
     let width = max / bins as f64;
     let mut counts = vec![0u32; bins];
     for v in values.iter().filter(|v| v.is_finite()) {
@@ -127,7 +141,11 @@ where
         .x_label_area_size(30)
         .y_label_area_size(48)
         .build_cartesian_2d(0.0..max, 0u32..(top + top / 10 + 1))?;
-    chart.configure_mesh().x_desc(x_label).y_desc("boxes").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc("boxes")
+        .draw()?;
     chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
         let x0 = i as f64 * width;
         Rectangle::new([(x0, 0), (x0 + width, c)], COLORS[0].filled())
@@ -139,8 +157,21 @@ where
 mod tests {
     #[test]
     fn charts_render_svg_with_data() {
-        let s = super::line_chart("loss", "step", &[("loss".into(), (0..5000).map(|i| (i as f64, 1.0 / (1.0 + i as f64))).collect())]);
-        assert!(s.starts_with("<svg") && s.contains("polyline"), "{}", &s[..200.min(s.len())]);
+        let s = super::line_chart(
+            "loss",
+            "step",
+            &[(
+                "loss".into(),
+                (0..5000)
+                    .map(|i| (i as f64, 1.0 / (1.0 + i as f64)))
+                    .collect(),
+            )],
+        );
+        assert!(
+            s.starts_with("<svg") && s.contains("polyline"),
+            "{}",
+            &s[..200.min(s.len())]
+        );
         let h = super::histogram("sizes", "px", &[1.0, 2.0, 30.0], 10);
         assert!(h.contains("<rect"));
     }

@@ -115,7 +115,14 @@ impl EmbeddedPostgres {
     pub fn stop(&self) {
         let _ = self
             .command("pg_ctl")
-            .args(["-D", &self.data.to_string_lossy(), "-m", "fast", "-w", "stop"])
+            .args([
+                "-D",
+                &self.data.to_string_lossy(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ])
             .output();
     }
 

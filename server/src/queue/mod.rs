@@ -25,7 +25,9 @@ pub enum QueueError {
     #[error("run {0} not found")]
     NotFound(i64),
     /// The caller's attempt is not the run's current running attempt.
-    #[error("run {run_id}: attempt {attempt} is not current (run is {status}, at attempt {current})")]
+    #[error(
+        "run {run_id}: attempt {attempt} is not current (run is {status}, at attempt {current})"
+    )]
     NotCurrent {
         run_id: i64,
         attempt: i32,
@@ -36,7 +38,11 @@ pub enum QueueError {
     Db(#[from] sqlx::Error),
 }
 
-pub async fn claim(pool: &PgPool, worker_id: i64, lease_seconds: f64) -> Result<Option<ClaimedRun>, QueueError> {
+pub async fn claim(
+    pool: &PgPool,
+    worker_id: i64,
+    lease_seconds: f64,
+) -> Result<Option<ClaimedRun>, QueueError> {
     let mut tx = pool.begin().await?;
     let claimed: Option<ClaimedRun> = sqlx::query_as(
         "UPDATE runs SET status = 'running', attempts = attempts + 1, worker_id = $1,
@@ -90,13 +96,12 @@ pub async fn heartbeat(
 
 /// Fail unless `attempt` is the run's current running attempt.
 pub async fn check_current(pool: &PgPool, run_id: i64, attempt: i32) -> Result<(), QueueError> {
-    let ok: Option<bool> = sqlx::query_scalar(
-        "SELECT status = 'running' AND attempts = $2 FROM runs WHERE id = $1",
-    )
-    .bind(run_id)
-    .bind(attempt)
-    .fetch_optional(pool)
-    .await?;
+    let ok: Option<bool> =
+        sqlx::query_scalar("SELECT status = 'running' AND attempts = $2 FROM runs WHERE id = $1")
+            .bind(run_id)
+            .bind(attempt)
+            .fetch_optional(pool)
+            .await?;
     match ok {
         Some(true) => Ok(()),
         Some(false) => Err(not_current(pool, run_id, attempt).await),

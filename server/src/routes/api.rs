@@ -30,15 +30,24 @@ pub fn router() -> Router<AppState> {
         .route("/runs/{id}/cancel", post(cancel))
 }
 
-async fn register(State(s): State<AppState>, Json(req): Json<RegisterWorker>) -> Result<Json<WorkerRegistered>, ApiError> {
+async fn register(
+    State(s): State<AppState>,
+    Json(req): Json<RegisterWorker>,
+) -> Result<Json<WorkerRegistered>, ApiError> {
     if req.protocol_version != PROTOCOL_VERSION {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("protocol version {} not supported; this server speaks {PROTOCOL_VERSION}", req.protocol_version),
+            format!(
+                "protocol version {} not supported; this server speaks {PROTOCOL_VERSION}",
+                req.protocol_version
+            ),
         ));
     }
     if req.name.is_empty() || req.name.len() > 200 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "worker name must be 1 to 200 characters"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "worker name must be 1 to 200 characters",
+        ));
     }
     let id = db::workers::register(&s.pool, &req.name, &req.device, &req.info).await?;
     tracing::info!("worker #{id} {:?} registered ({})", req.name, req.device);
@@ -48,23 +57,34 @@ async fn register(State(s): State<AppState>, Json(req): Json<RegisterWorker>) ->
     }))
 }
 
-async fn claim(State(s): State<AppState>, Json(req): Json<ClaimRequest>) -> Result<Response, ApiError> {
+async fn claim(
+    State(s): State<AppState>,
+    Json(req): Json<ClaimRequest>,
+) -> Result<Response, ApiError> {
     if !db::workers::touch(&s.pool, req.worker_id).await? {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("unknown worker #{}; register first", req.worker_id)));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("unknown worker #{}; register first", req.worker_id),
+        ));
     }
     let Some(run) = queue::claim(&s.pool, req.worker_id, s.cfg.lease_seconds).await? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let config: JobConfig = serde_json::from_value(run.config.clone()).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("run {} has an unreadable config: {e}", run.id))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("run {} has an unreadable config: {e}", run.id),
+        )
     })?;
     let dataset = match run.dataset_id {
-        Some(id) => db::datasets::get(&s.pool, id).await?.map(|d| DatasetLocation {
-            dataset_id: d.id,
-            name: d.name,
-            annotations_path: d.annotations_path,
-            image_root: d.image_root,
-        }),
+        Some(id) => db::datasets::get(&s.pool, id)
+            .await?
+            .map(|d| DatasetLocation {
+                dataset_id: d.id,
+                name: d.name,
+                annotations_path: d.annotations_path,
+                image_root: d.image_root,
+            }),
         None => None,
     };
     let spec = JobSpec {
@@ -76,7 +96,12 @@ async fn claim(State(s): State<AppState>, Json(req): Json<ClaimRequest>) -> Resu
         resume_artifact: None,
         lease_seconds: s.cfg.lease_seconds,
     };
-    tracing::info!("run #{} attempt {} claimed by worker #{}", spec.run_id, spec.attempt, req.worker_id);
+    tracing::info!(
+        "run #{} attempt {} claimed by worker #{}",
+        spec.run_id,
+        spec.attempt,
+        req.worker_id
+    );
     Ok(Json(spec).into_response())
 }
 
@@ -86,21 +111,32 @@ async fn heartbeat(
     Json(hb): Json<Heartbeat>,
 ) -> Result<Json<HeartbeatReply>, ApiError> {
     db::workers::touch(&s.pool, hb.worker_id).await?;
-    let cancel = queue::heartbeat(&s.pool, id, hb.worker_id, hb.attempt, s.cfg.lease_seconds).await?;
+    let cancel =
+        queue::heartbeat(&s.pool, id, hb.worker_id, hb.attempt, s.cfg.lease_seconds).await?;
     Ok(Json(HeartbeatReply {
         cancel_requested: cancel,
         lease_seconds: s.cfg.lease_seconds,
     }))
 }
 
-async fn metrics(State(s): State<AppState>, Path(id): Path<i64>, Json(batch): Json<MetricsBatch>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn metrics(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Json(batch): Json<MetricsBatch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     queue::check_current(&s.pool, id, batch.attempt).await?;
     for p in &batch.points {
-        let safe = p.key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-'));
+        let safe = p
+            .key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-'));
         if p.key.is_empty() || p.key.len() > 200 || !safe {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                format!("metric key {:?}: use 1 to 200 of A-Z a-z 0-9 _ . / -", p.key),
+                format!(
+                    "metric key {:?}: use 1 to 200 of A-Z a-z 0-9 _ . / -",
+                    p.key
+                ),
             ));
         }
     }
@@ -109,17 +145,35 @@ async fn metrics(State(s): State<AppState>, Path(id): Path<i64>, Json(batch): Js
     Ok(Json(serde_json::json!({ "stored": batch.points.len() })))
 }
 
-async fn logs(State(s): State<AppState>, Path(id): Path<i64>, Json(batch): Json<LogBatch>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn logs(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Json(batch): Json<LogBatch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     queue::check_current(&s.pool, id, batch.attempt).await?;
     db::runs::insert_logs(&s.pool, id, batch.attempt, &batch.lines).await?;
     Ok(Json(serde_json::json!({ "stored": batch.lines.len() })))
 }
 
-async fn status(State(s): State<AppState>, Path(id): Path<i64>, Json(update): Json<StatusUpdate>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn status(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Json(update): Json<StatusUpdate>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     if !update.status.is_terminal() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "a worker reports only succeeded, failed or cancelled"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a worker reports only succeeded, failed or cancelled",
+        ));
     }
-    queue::finish(&s.pool, id, update.attempt, update.status, update.error.as_deref()).await?;
+    queue::finish(
+        &s.pool,
+        id,
+        update.attempt,
+        update.status,
+        update.error.as_deref(),
+    )
+    .await?;
     tracing::info!("run #{id} attempt {}: {}", update.attempt, update.status);
     Ok(Json(serde_json::json!({ "ok": true })))
 }
@@ -157,7 +211,9 @@ async fn upload_artifact(
         let mut stream = body.into_data_stream();
         let mut total = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}"))
+            })?;
             total += chunk.len() as u64;
             if total > limit {
                 return Err(ApiError::new(
@@ -168,7 +224,9 @@ async fn upload_artifact(
             file.write_all(&chunk).await.map_err(internal)?;
         }
         file.flush().await.map_err(internal)?;
-        tokio::fs::rename(&tmp, dir.join(&name)).await.map_err(internal)?;
+        tokio::fs::rename(&tmp, dir.join(&name))
+            .await
+            .map_err(internal)?;
         Ok(total)
     }
     .await;
@@ -208,14 +266,22 @@ pub async fn queue_run(
 ) -> Result<i64, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(|c| c.is_control()) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "run name must be 1 to 200 printable characters"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "run name must be 1 to 200 printable characters",
+        ));
     }
     let config: JobConfig = serde_json::from_value(config)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid config: {e}")))?;
-    config.validate().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    config
+        .validate()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let max_attempts = max_attempts.unwrap_or(s.cfg.max_attempts);
     if !(1..=20).contains(&max_attempts) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "max_attempts must be between 1 and 20"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "max_attempts must be between 1 and 20",
+        ));
     }
     let resolved = serde_json::to_value(&config).map_err(internal)?;
     let id = db::runs::create(
@@ -233,20 +299,32 @@ pub async fn queue_run(
     Ok(id)
 }
 
-async fn create_run(State(s): State<AppState>, Json(req): Json<CreateRun>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn create_run(
+    State(s): State<AppState>,
+    Json(req): Json<CreateRun>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let id = queue_run(&s, &req.name, req.config, req.max_attempts, &req.parents).await?;
     Ok(Json(serde_json::json!({ "id": id })))
 }
 
-async fn cancel(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn cancel(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     match db::runs::request_cancel(&s.pool, id).await? {
         Some(status) => Ok(Json(serde_json::json!({ "status": status }))),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("run {id} not found"))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("run {id} not found"),
+        )),
     }
 }
 
 /// Run state for scripts and tests.
-async fn run_summary(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn run_summary(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let run = db::runs::get(&s.pool, id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("run {id} not found")))?;

@@ -28,19 +28,33 @@ struct DatasetsPage {
     error: Option<ImportError>,
 }
 
-async fn list_page(s: &AppState, csrf: String, error: Option<ImportError>) -> Result<Response, PageError> {
-    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+async fn list_page(
+    s: &AppState,
+    csrf: String,
+    error: Option<ImportError>,
+) -> Result<Response, PageError> {
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
     let page = DatasetsPage {
         datasets: db::datasets::list(&s.pool).await?,
         csrf,
-        import_roots: security::import_roots(s).iter().map(|p| p.display().to_string()).collect(),
+        import_roots: security::import_roots(s)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
         upload_limit_mib: s.cfg.upload_limit_mib,
         error,
     };
     Ok((status, render(&page)).into_response())
 }
 
-pub async fn list(State(s): State<AppState>, Extension(csrf): Extension<CsrfToken>) -> Result<Response, PageError> {
+pub async fn list(
+    State(s): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+) -> Result<Response, PageError> {
     list_page(&s, csrf.0, None).await
 }
 
@@ -59,7 +73,10 @@ pub async fn import_from_server(
     axum::Form(form): axum::Form<ImportForm>,
 ) -> Result<Response, PageError> {
     let Some(format) = Format::parse(&form.format) else {
-        return Err(PageError::bad_request(format!("unknown format {:?}; use coco or voc", form.format)));
+        return Err(PageError::bad_request(format!(
+            "unknown format {:?}; use coco or voc",
+            form.format
+        )));
     };
     let req = ServerPathImport {
         name: form.name,
@@ -84,7 +101,10 @@ pub async fn upload(
     let mut saved: Option<(std::path::PathBuf, String)> = None;
     let tmp_dir = s.data_dir.join("uploads");
     tokio::fs::create_dir_all(&tmp_dir).await?;
-    let fail = |msg: String| ImportError { message: msg, report: None };
+    let fail = |msg: String| ImportError {
+        message: msg,
+        report: None,
+    };
     let outcome: Result<(), ImportError> = async {
         while let Some(mut field) = multipart
             .next_field()
@@ -93,22 +113,30 @@ pub async fn upload(
         {
             match field.name() {
                 Some("name") => {
-                    name = Some(field.text().await.map_err(|e| fail(format!("reading name: {e}")))?);
+                    name = Some(
+                        field
+                            .text()
+                            .await
+                            .map_err(|e| fail(format!("reading name: {e}")))?,
+                    );
                 }
                 Some("file") => {
                     let original = field.file_name().unwrap_or("upload.zip").to_string();
                     let path = tmp_dir.join(format!("{}.zip", security::random_token()));
-                    let mut f = tokio::fs::File::create(&path).await.map_err(|e| fail(e.to_string()))?;
+                    let mut f = tokio::fs::File::create(&path)
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
                     saved = Some((path, original));
                     let mut total = 0u64;
-                    while let Some(chunk) = field
-                        .chunk()
-                        .await
-                        .map_err(|e| fail(format!("the upload was interrupted or too large: {e}")))?
-                    {
+                    while let Some(chunk) = field.chunk().await.map_err(|e| {
+                        fail(format!("the upload was interrupted or too large: {e}"))
+                    })? {
                         total += chunk.len() as u64;
                         if total > limit {
-                            return Err(fail(format!("the upload is larger than the limit of {} MiB", s.cfg.upload_limit_mib)));
+                            return Err(fail(format!(
+                                "the upload is larger than the limit of {} MiB",
+                                s.cfg.upload_limit_mib
+                            )));
                         }
                         f.write_all(&chunk).await.map_err(|e| fail(e.to_string()))?;
                     }
@@ -122,7 +150,9 @@ pub async fn upload(
     .await;
     let result = match (outcome, name, saved.clone()) {
         (Err(e), _, _) => Err(e),
-        (Ok(()), Some(name), Some((path, original))) => import::import_upload(&s, &name, &original, path).await,
+        (Ok(()), Some(name), Some((path, original))) => {
+            import::import_upload(&s, &name, &original, path).await
+        }
         (Ok(()), _, _) => Err(fail("the form needs a name and a zip file".to_string())),
     };
     if let Some((path, _)) = saved {
@@ -158,7 +188,10 @@ impl DatasetPage {
         format!("hsl({hue:.0}, 85%, 50%)")
     }
     fn category_name(&self, category_id: &i64) -> String {
-        self.names.get(category_id).cloned().unwrap_or_else(|| category_id.to_string())
+        self.names
+            .get(category_id)
+            .cloned()
+            .unwrap_or_else(|| category_id.to_string())
     }
 }
 
@@ -180,7 +213,8 @@ pub async fn show(
         .ok_or_else(|| PageError::not_found(format!("dataset {id} not found")))?;
     let pages = ((dataset.num_images as i64 + IMAGES_PER_PAGE - 1) / IMAGES_PER_PAGE).max(1);
     let page = q.page.clamp(0, pages - 1);
-    let rows = db::datasets::images_page(&s.pool, id, page * IMAGES_PER_PAGE, IMAGES_PER_PAGE).await?;
+    let rows =
+        db::datasets::images_page(&s.pool, id, page * IMAGES_PER_PAGE, IMAGES_PER_PAGE).await?;
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let mut by_image: HashMap<i64, Vec<BoxRow>> = HashMap::new();
     for b in db::datasets::boxes_for_images(&s.pool, id, &ids).await? {
@@ -206,7 +240,10 @@ pub async fn show(
     }))
 }
 
-pub async fn histogram(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Response, PageError> {
+pub async fn histogram(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
     if db::datasets::get(&s.pool, id).await?.is_none() {
         return Err(PageError::not_found(format!("dataset {id} not found")));
     }
@@ -217,7 +254,10 @@ pub async fn histogram(State(s): State<AppState>, Path(id): Path<i64>) -> Result
 
 /// Serve one image file. The file name was validated at import; we still resolve it under the
 /// dataset's root and refuse anything that escapes it.
-pub async fn image_file(State(s): State<AppState>, Path((id, image_id)): Path<(i64, i64)>) -> Result<Response, PageError> {
+pub async fn image_file(
+    State(s): State<AppState>,
+    Path((id, image_id)): Path<(i64, i64)>,
+) -> Result<Response, PageError> {
     let dataset = db::datasets::get(&s.pool, id)
         .await?
         .ok_or_else(|| PageError::not_found(format!("dataset {id} not found")))?;
@@ -227,9 +267,15 @@ pub async fn image_file(State(s): State<AppState>, Path((id, image_id)): Path<(i
     let root = std::path::Path::new(&dataset.image_root)
         .canonicalize()
         .map_err(|e| PageError::not_found(format!("image folder unavailable: {e}")))?;
-    let path = security::safe_join(&root, &image.file_name)
-        .ok_or_else(|| PageError::not_found(format!("image file {:?} not found", image.file_name)))?;
-    let mime = match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+    let path = security::safe_join(&root, &image.file_name).ok_or_else(|| {
+        PageError::not_found(format!("image file {:?} not found", image.file_name))
+    })?;
+    let mime = match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("png") => "image/png",
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("bmp") => "image/bmp",
@@ -239,5 +285,12 @@ pub async fn image_file(State(s): State<AppState>, Path((id, image_id)): Path<(i
     };
     // Dataset images are small (tiles, COCO-sized photos): reading them whole is simplest.
     let bytes = tokio::fs::read(&path).await?;
-    Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "max-age=3600")], Body::from(bytes)).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        Body::from(bytes),
+    )
+        .into_response())
 }

@@ -27,12 +27,21 @@ pub fn render(t: &impl askama::Template) -> Response {
 pub fn router(state: AppState) -> Router {
     let upload_limit = (state.cfg.upload_limit_mib * 1024 * 1024) as usize;
     let api = api::router()
-        .route_layer(middleware::from_fn_with_state(state.clone(), security::require_worker_token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::require_worker_token,
+        ))
         .layer(DefaultBodyLimit::max(64 * 1024 * 1024));
     let api = api.merge(
         Router::new()
-            .route("/runs/{id}/artifacts/{name}", axum::routing::put(api::upload_artifact_route))
-            .route_layer(middleware::from_fn_with_state(state.clone(), security::require_worker_token))
+            .route(
+                "/runs/{id}/artifacts/{name}",
+                axum::routing::put(api::upload_artifact_route),
+            )
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                security::require_worker_token,
+            ))
             .layer(DefaultBodyLimit::disable()),
     );
 
@@ -47,7 +56,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/datasets/{id}", get(datasets::show))
         .route("/datasets/{id}/histogram.svg", get(datasets::histogram))
-        .route("/datasets/{id}/images/{image_id}", get(datasets::image_file))
+        .route(
+            "/datasets/{id}/images/{image_id}",
+            get(datasets::image_file),
+        )
         .route("/runs", get(runs::list).post(runs::create))
         .route("/runs/new", get(runs::new_form))
         .route("/runs/{id}", get(runs::show))

@@ -47,7 +47,10 @@ pub struct RunsQuery {
     sort: String,
 }
 
-pub async fn list(State(s): State<AppState>, Query(q): Query<RunsQuery>) -> Result<Response, PageError> {
+pub async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Response, PageError> {
     // Unknown filter values are ignored rather than trusted: only known kinds/statuses reach SQL.
     let filter = RunFilter {
         kind: RunKind::parse(&q.kind).map(|k| k.as_str().to_string()),
@@ -58,12 +61,23 @@ pub async fn list(State(s): State<AppState>, Query(q): Query<RunsQuery>) -> Resu
     Ok(render(&RunsPage {
         runs: db::runs::list(&s.pool, &filter).await?,
         datasets: db::datasets::list(&s.pool).await?,
-        kinds: RunKind::ALL.iter().map(|k| k.as_str().to_string()).collect(),
-        statuses: RunStatus::ALL.iter().map(|k| k.as_str().to_string()).collect(),
-        sorts: [RunSort::Newest, RunSort::Oldest, RunSort::Name, RunSort::Status]
+        kinds: RunKind::ALL
             .iter()
             .map(|k| k.as_str().to_string())
             .collect(),
+        statuses: RunStatus::ALL
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect(),
+        sorts: [
+            RunSort::Newest,
+            RunSort::Oldest,
+            RunSort::Name,
+            RunSort::Status,
+        ]
+        .iter()
+        .map(|k| k.as_str().to_string())
+        .collect(),
         filter_kind: filter.kind.clone().unwrap_or_default(),
         filter_status: filter.status.clone().unwrap_or_default(),
         filter_dataset: filter.dataset_id.map(|d| d.to_string()).unwrap_or_default(),
@@ -79,7 +93,10 @@ struct NewRunPage {
 }
 
 pub async fn new_form(Extension(csrf): Extension<CsrfToken>) -> Response {
-    render(&NewRunPage { csrf: csrf.0, error: None })
+    render(&NewRunPage {
+        csrf: csrf.0,
+        error: None,
+    })
 }
 
 /// The new-run form, posted as url-encoded fields. Numbers arrive as strings; the typed config
@@ -89,7 +106,11 @@ pub async fn create(
     Extension(csrf): Extension<CsrfToken>,
     axum::Form(form): axum::Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_string());
+    let field = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_string())
+    };
     let result = (|| {
         let kind = field("kind").unwrap_or_default();
         let mut config = serde_json::Map::new();
@@ -101,17 +122,24 @@ pub async fn create(
                 }
                 for key in ["batch_size", "resolution", "steps", "warmup_steps"] {
                     if let Some(v) = field(key).filter(|v| !v.is_empty()) {
-                        let n: u32 = v.parse().map_err(|_| format!("{key}: {v:?} is not a whole number"))?;
+                        let n: u32 = v
+                            .parse()
+                            .map_err(|_| format!("{key}: {v:?} is not a whole number"))?;
                         config.insert(key.into(), n.into());
                     }
                 }
             }
             None => return Err(format!("unknown run kind {kind:?}")),
         }
-        Ok((field("name").unwrap_or_default(), serde_json::Value::Object(config)))
+        Ok((
+            field("name").unwrap_or_default(),
+            serde_json::Value::Object(config),
+        ))
     })();
     let outcome = match result {
-        Ok((name, config)) => api::queue_run(&s, &name, config, None, &[]).await.map_err(|e| e.message),
+        Ok((name, config)) => api::queue_run(&s, &name, config, None, &[])
+            .await
+            .map_err(|e| e.message),
         Err(e) => Err(e),
     };
     match outcome {
@@ -162,7 +190,8 @@ async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
         summaries,
         run,
     };
-    page.render().map_err(|e| PageError::from(anyhow::anyhow!("template: {e}")))
+    page.render()
+        .map_err(|e| PageError::from(anyhow::anyhow!("template: {e}")))
 }
 
 #[derive(Template)]
@@ -201,7 +230,10 @@ pub async fn show(
     }))
 }
 
-pub async fn live_fragment(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Response, PageError> {
+pub async fn live_fragment(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
     let run = get_run(&s, id).await?;
     Ok(Html(live_html(&s, run).await?).into_response())
 }
@@ -213,7 +245,9 @@ pub async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
     get_run(&s, id).await?;
     let stream = BroadcastStream::new(s.run_changed.subscribe()).filter_map(move |msg| match msg {
-        Ok(run_id) if run_id == id => Some(Ok(Event::default().event("changed").data(id.to_string()))),
+        Ok(run_id) if run_id == id => {
+            Some(Ok(Event::default().event("changed").data(id.to_string())))
+        }
         // Lagged: we missed notifications, so tell the page to refresh anyway.
         Err(_) => Some(Ok(Event::default().event("changed").data(id.to_string()))),
         _ => None,
@@ -233,15 +267,23 @@ pub async fn download_artifact(
     Path((id, name)): Path<(i64, String)>,
 ) -> Result<Response, PageError> {
     aligndet_common::api::check_artifact_name(&name).map_err(PageError::bad_request)?;
-    let known = db::runs::artifacts(&s.pool, id).await?.into_iter().any(|a| a.name == name);
+    let known = db::runs::artifacts(&s.pool, id)
+        .await?
+        .into_iter()
+        .any(|a| a.name == name);
     if !known {
-        return Err(PageError::not_found(format!("run {id} has no artifact {name:?}")));
+        return Err(PageError::not_found(format!(
+            "run {id} has no artifact {name:?}"
+        )));
     }
     let bytes = tokio::fs::read(s.artifacts_dir(id).join(&name)).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
         ],
         bytes,
     )

@@ -63,7 +63,9 @@ pub fn parse_device(name: &str) -> anyhow::Result<tch::Device> {
                 })?;
             let available = tch::Cuda::device_count() as usize;
             if idx >= available {
-                anyhow::bail!("device {other} requested but {available} CUDA device(s) are visible");
+                anyhow::bail!(
+                    "device {other} requested but {available} CUDA device(s) are visible"
+                );
             }
             Ok(tch::Device::Cuda(idx))
         }

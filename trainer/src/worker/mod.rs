@@ -49,10 +49,9 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
     let client = ApiClient::new(&args.server, &args.token)?;
     let name = args.name.clone().unwrap_or_else(default_worker_name);
-    let work_root = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("aligndet-worker-{}", std::process::id())));
+    let work_root = args.work_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("aligndet-worker-{}", std::process::id()))
+    });
     let registration = register_with_retry(&client, &name, &args.device)?;
     eprintln!(
         "worker {name} registered as #{} on {}",
@@ -69,7 +68,9 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
                 jobs_done += 1;
             }
             Ok(None) => std::thread::sleep(Duration::from_secs_f64(args.poll_interval)),
-            Err(ApiCallError::Refused(msg)) => anyhow::bail!("the server refused this worker: {msg}"),
+            Err(ApiCallError::Refused(msg)) => {
+                anyhow::bail!("the server refused this worker: {msg}")
+            }
             Err(e) => {
                 eprintln!("claim failed ({e}); retrying");
                 std::thread::sleep(Duration::from_secs_f64(args.poll_interval.max(1.0)));

@@ -221,7 +221,9 @@ impl EventSink for HttpSink {
         check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
         // Snapshot the file now: the job may overwrite it before the upload happens.
         std::fs::create_dir_all(&self.staging_dir)?;
-        let staged = self.staging_dir.join(format!("{}-{name}", self.next_artifact_seq));
+        let staged = self
+            .staging_dir
+            .join(format!("{}-{name}", self.next_artifact_seq));
         self.next_artifact_seq += 1;
         std::fs::copy(path, &staged)?;
         self.outbox.push(Pending::Artifact {
