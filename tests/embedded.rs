@@ -34,6 +34,7 @@ fn embedded_postgres_demo_datasets_worker_and_restart() {
         import_roots: vec![],
         demo_cache: Some(cache),
         token: "embedded-token-123456".into(),
+        bind: "127.0.0.1:0".into(),
     };
     let server = Server::start(&opts);
     assert!(

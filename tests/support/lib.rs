@@ -127,6 +127,8 @@ pub struct ServerOptions {
     pub import_roots: Vec<PathBuf>,
     pub demo_cache: Option<PathBuf>,
     pub token: String,
+    /// Fixed address (to restart a server where its workers expect it); default a free port.
+    pub bind: String,
 }
 
 impl ServerOptions {
@@ -141,6 +143,7 @@ impl ServerOptions {
             import_roots: vec![],
             demo_cache: None,
             token: "test-token-0123456789".into(),
+            bind: "127.0.0.1:0".into(),
         }
     }
 }
@@ -157,7 +160,7 @@ impl Server {
     pub fn start(opts: &ServerOptions) -> Server {
         let mut cmd = Command::new(bin("aligndet-server"));
         cmd.arg("--bind")
-            .arg("127.0.0.1:0")
+            .arg(&opts.bind)
             .arg("--data-dir")
             .arg(&opts.data_dir)
             .arg("--worker-token")
@@ -370,6 +373,14 @@ impl UiSession<'_> {
             .send()
             .expect("upload")
     }
+}
+
+/// A free local port, for a server that must come back at the same address.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A running `trainer worker`, killed on drop.

@@ -71,6 +71,19 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &BenchmarkConfig) -> anyhow::Result<Jo
     ctx.sink.metric("median_step_time_s", 0, median);
     ctx.sink
         .metric("median_images_per_s", 0, cfg.batch_size as f64 / median);
+    let summary = serde_json::json!({
+        "backbone": cfg.backbone.as_str(),
+        "batch_size": cfg.batch_size,
+        "resolution": cfg.resolution,
+        "steps": cfg.steps,
+        "device": format!("{:?}", ctx.device),
+        "median_step_time_s": median,
+        "median_images_per_s": cfg.batch_size as f64 / median,
+        "environment": crate::doctor::environment_report(),
+    });
+    let path = ctx.work_dir.join("benchmark.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)?;
+    ctx.sink.artifact("benchmark.json", &path)?;
     ctx.log(format!(
         "median step {:.4} s, {:.2} images/s",
         median,
