@@ -218,6 +218,8 @@ fn run_claimed_job(
         outcome
     });
     let _ = std::fs::remove_dir_all(&work_dir);
+    // Only succeeds when empty: an idle worker leaves no scratch folder behind.
+    let _ = std::fs::remove_dir(work_root);
     match outcome {
         Some(status) => eprintln!("run #{} attempt {}: {status}", spec.run_id, spec.attempt),
         None => eprintln!("run #{} attempt {}: abandoned", spec.run_id, spec.attempt),
