@@ -117,6 +117,71 @@ pub struct StatusUpdate {
     pub error: Option<String>,
 }
 
+/// Why the pseudo-box filter removed a box (0 = kept). Stored per box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(i16)]
+pub enum FilterRule {
+    Kept = 0,
+    /// w or h below the minimum side.
+    TooSmall = 1,
+    /// w/h outside [1/max_aspect, max_aspect].
+    Aspect = 2,
+    /// sqrt(w·h) above max_relative_size of the image's sqrt(W·H).
+    TooLarge = 3,
+    /// Suppressed by NMS.
+    Nms = 4,
+    /// Beyond top-k.
+    TopK = 5,
+}
+
+impl FilterRule {
+    pub fn from_code(code: i16) -> Option<FilterRule> {
+        Some(match code {
+            0 => FilterRule::Kept,
+            1 => FilterRule::TooSmall,
+            2 => FilterRule::Aspect,
+            3 => FilterRule::TooLarge,
+            4 => FilterRule::Nms,
+            5 => FilterRule::TopK,
+            _ => return None,
+        })
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            FilterRule::Kept => "kept",
+            FilterRule::TooSmall => "too small",
+            FilterRule::Aspect => "aspect ratio",
+            FilterRule::TooLarge => "too large",
+            FilterRule::Nms => "NMS",
+            FilterRule::TopK => "beyond top-k",
+        }
+    }
+}
+
+/// Pseudo-boxes of one image, as produced (before filtering) with the filter's verdict per box.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageProposals {
+    pub image_id: i64,
+    /// `[x, y, w, h]` in pixels, in the order produced.
+    pub boxes: Vec<[f32; 4]>,
+    /// One per box.
+    pub removed_by: Vec<FilterRule>,
+    pub seconds: f64,
+}
+
+/// `POST /api/v1/runs/{id}/proposals` (idempotent per image).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProposalsBatch {
+    pub attempt: i32,
+    pub images: Vec<ImageProposals>,
+}
+
+/// `GET /api/v1/runs/{id}/proposals/done`: images a re-claimed job need not recompute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProposalsDone {
+    pub image_ids: Vec<i64>,
+}
+
 /// JSON error body of every `/api/v1/` failure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

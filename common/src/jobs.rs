@@ -59,14 +59,17 @@ impl fmt::Display for RunStatus {
 pub enum RunKind {
     /// Forward + backward of a detection backbone on the worker's device, to compare workers.
     Benchmark,
+    /// Selective-search pseudo-boxes over a whole dataset, with proposal recall.
+    Proposals,
 }
 
 impl RunKind {
-    pub const ALL: [RunKind; 1] = [RunKind::Benchmark];
+    pub const ALL: [RunKind; 2] = [RunKind::Benchmark, RunKind::Proposals];
 
     pub fn as_str(self) -> &'static str {
         match self {
             RunKind::Benchmark => "benchmark",
+            RunKind::Proposals => "proposals",
         }
     }
 
@@ -101,18 +104,21 @@ fn config_error(field: &str, problem: impl Into<String>) -> ConfigError {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JobConfig {
     Benchmark(BenchmarkConfig),
+    Proposals(ProposalsConfig),
 }
 
 impl JobConfig {
     pub fn kind(&self) -> RunKind {
         match self {
             JobConfig::Benchmark(_) => RunKind::Benchmark,
+            JobConfig::Proposals(_) => RunKind::Proposals,
         }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self {
             JobConfig::Benchmark(c) => c.validate(),
+            JobConfig::Proposals(c) => c.validate(),
         }
     }
 
@@ -120,7 +126,121 @@ impl JobConfig {
     pub fn dataset_id(&self) -> Option<i64> {
         match self {
             JobConfig::Benchmark(_) => None,
+            JobConfig::Proposals(c) => Some(c.dataset_id),
         }
+    }
+}
+
+/// Selective-search strategies: OpenCV-like `fast` and `quality`, and the single setting AlignDet's
+/// pseudo-boxes were made with (`aligndet`: scale 300, sigma 0.9, min size 100, HSV).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalStrategy {
+    Fast,
+    Quality,
+    Aligndet,
+}
+
+impl ProposalStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposalStrategy::Fast => "fast",
+            ProposalStrategy::Quality => "quality",
+            ProposalStrategy::Aligndet => "aligndet",
+        }
+    }
+}
+
+/// The AlignDet/SoCo pseudo-box filter (defaults: `ratio3size0008`), plus optional NMS and top-k.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalFilterConfig {
+    #[serde(default = "ProposalFilterConfig::default_min_side")]
+    pub min_side: f64,
+    #[serde(default = "ProposalFilterConfig::default_max_aspect")]
+    pub max_aspect: f64,
+    #[serde(default = "ProposalFilterConfig::default_max_relative_size")]
+    pub max_relative_size: f64,
+    #[serde(default)]
+    pub nms_iou: Option<f64>,
+    #[serde(default)]
+    pub top_k: Option<u32>,
+}
+
+impl ProposalFilterConfig {
+    fn default_min_side() -> f64 {
+        32.0
+    }
+    fn default_max_aspect() -> f64 {
+        3.0
+    }
+    fn default_max_relative_size() -> f64 {
+        0.8
+    }
+}
+
+impl Default for ProposalFilterConfig {
+    fn default() -> Self {
+        ProposalFilterConfig {
+            min_side: Self::default_min_side(),
+            max_aspect: Self::default_max_aspect(),
+            max_relative_size: Self::default_max_relative_size(),
+            nms_iou: None,
+            top_k: None,
+        }
+    }
+}
+
+/// A `proposals` job: pseudo-boxes for every image of a dataset (or its first `max_images`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalsConfig {
+    pub dataset_id: i64,
+    #[serde(default = "ProposalsConfig::default_strategy")]
+    pub strategy: ProposalStrategy,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub max_images: Option<u32>,
+    #[serde(default)]
+    pub filter: ProposalFilterConfig,
+    /// Images per batch sent to the server (the unit of resumption).
+    #[serde(default = "ProposalsConfig::default_chunk")]
+    pub chunk_size: u32,
+}
+
+impl ProposalsConfig {
+    fn default_strategy() -> ProposalStrategy {
+        ProposalStrategy::Fast
+    }
+    fn default_chunk() -> u32 {
+        16
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let f = &self.filter;
+        if !(f.min_side >= 0.0 && f.min_side.is_finite()) {
+            return Err(config_error("filter.min_side", "must be a finite number ≥ 0"));
+        }
+        if !(f.max_aspect >= 1.0 && f.max_aspect.is_finite()) {
+            return Err(config_error("filter.max_aspect", "must be a finite number ≥ 1"));
+        }
+        if !(f.max_relative_size > 0.0 && f.max_relative_size <= 1.0) {
+            return Err(config_error("filter.max_relative_size", "must be in (0, 1]"));
+        }
+        if f.nms_iou.is_some_and(|t| !(t > 0.0 && t <= 1.0)) {
+            return Err(config_error("filter.nms_iou", "must be in (0, 1]"));
+        }
+        if f.top_k == Some(0) {
+            return Err(config_error("filter.top_k", "must be at least 1"));
+        }
+        if !(1..=1024).contains(&self.chunk_size) {
+            return Err(config_error("chunk_size", "must be between 1 and 1024"));
+        }
+        if self.max_images == Some(0) {
+            return Err(config_error("max_images", "must be at least 1"));
+        }
+        Ok(())
     }
 }
 
@@ -214,7 +334,9 @@ mod tests {
     #[test]
     fn benchmark_defaults_fill_in_and_round_trip() {
         let cfg: JobConfig = serde_json::from_str(r#"{"kind":"benchmark","steps":3}"#).unwrap();
-        let JobConfig::Benchmark(b) = &cfg;
+        let JobConfig::Benchmark(b) = &cfg else {
+            panic!("not a benchmark")
+        };
         assert_eq!(b.steps, 3);
         assert_eq!(b.batch_size, BenchmarkConfig::default().batch_size);
         let back: JobConfig = serde_json::from_value(serde_json::to_value(&cfg).unwrap()).unwrap();

@@ -28,6 +28,8 @@ pub fn router() -> Router<AppState> {
         .route("/runs/{id}/logs", post(logs))
         .route("/runs/{id}/status", post(status))
         .route("/runs/{id}/cancel", post(cancel))
+        .route("/runs/{id}/proposals", post(proposals))
+        .route("/runs/{id}/proposals/done", get(proposals_done))
 }
 
 async fn register(
@@ -153,6 +155,30 @@ async fn logs(
     queue::check_current(&s.pool, id, batch.attempt).await?;
     db::runs::insert_logs(&s.pool, id, batch.attempt, &batch.lines).await?;
     Ok(Json(serde_json::json!({ "stored": batch.lines.len() })))
+}
+
+async fn proposals(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Json(batch): Json<ProposalsBatch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    queue::check_current(&s.pool, id, batch.attempt).await?;
+    for img in &batch.images {
+        if img.boxes.len() != img.removed_by.len() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("image {}: {} boxes but {} filter verdicts", img.image_id, img.boxes.len(), img.removed_by.len()),
+            ));
+        }
+    }
+    db::proposals::upsert(&s.pool, id, batch.attempt, &batch.images).await?;
+    Ok(Json(serde_json::json!({ "stored": batch.images.len() })))
+}
+
+async fn proposals_done(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Json<ProposalsDone>, ApiError> {
+    Ok(Json(ProposalsDone {
+        image_ids: db::proposals::done_image_ids(&s.pool, id).await?,
+    }))
 }
 
 async fn status(

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod datasets;
 pub mod pages;
+pub mod proposals;
 pub mod runs;
 
 use crate::security;
@@ -67,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/events", get(runs::events))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/artifacts/{name}", get(runs::download_artifact))
+        .route("/runs/{id}/proposals", get(proposals::browser))
+        .route("/runs/{id}/proposals.json", get(proposals::export_coco))
         .layer(middleware::from_fn(security::csrf_protect))
         .layer(DefaultBodyLimit::max(1024 * 1024));
 

@@ -90,13 +90,18 @@ pub async fn list(
 struct NewRunPage {
     csrf: String,
     error: Option<String>,
+    datasets: Vec<DatasetRow>,
 }
 
-pub async fn new_form(Extension(csrf): Extension<CsrfToken>) -> Response {
-    render(&NewRunPage {
+pub async fn new_form(
+    State(s): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+) -> Result<Response, PageError> {
+    Ok(render(&NewRunPage {
         csrf: csrf.0,
         error: None,
-    })
+        datasets: db::datasets::list(&s.pool).await?,
+    }))
 }
 
 /// The new-run form, posted as url-encoded fields. Numbers arrive as strings; the typed config
@@ -129,6 +134,33 @@ pub async fn create(
                     }
                 }
             }
+            Some(RunKind::Proposals) => {
+                let dataset: i64 = field("dataset_id")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("choose a dataset")?;
+                config.insert("dataset_id".into(), dataset.into());
+                if let Some(st) = field("strategy") {
+                    config.insert("strategy".into(), st.into());
+                }
+                for key in ["max_images", "seed"] {
+                    if let Some(v) = field(key).filter(|v| !v.is_empty()) {
+                        let n: u64 = v.parse().map_err(|_| format!("{key}: {v:?} is not a whole number"))?;
+                        config.insert(key.into(), n.into());
+                    }
+                }
+                let mut filter = serde_json::Map::new();
+                for key in ["min_side", "max_aspect", "max_relative_size", "nms_iou"] {
+                    if let Some(v) = field(key).filter(|v| !v.is_empty()) {
+                        let x: f64 = v.parse().map_err(|_| format!("{key}: {v:?} is not a number"))?;
+                        filter.insert(key.into(), x.into());
+                    }
+                }
+                if let Some(v) = field("top_k").filter(|v| !v.is_empty()) {
+                    let n: u32 = v.parse().map_err(|_| format!("top_k: {v:?} is not a whole number"))?;
+                    filter.insert("top_k".into(), n.into());
+                }
+                config.insert("filter".into(), serde_json::Value::Object(filter));
+            }
             None => return Err(format!("unknown run kind {kind:?}")),
         }
         Ok((
@@ -149,6 +181,7 @@ pub async fn create(
             render(&NewRunPage {
                 csrf: csrf.0,
                 error: Some(e),
+                datasets: db::datasets::list(&s.pool).await?,
             }),
         )
             .into_response()),
