@@ -176,10 +176,13 @@ pub struct ProposalsBatch {
     pub images: Vec<ImageProposals>,
 }
 
-/// `GET /api/v1/runs/{id}/proposals/done`: images a re-claimed job need not recompute.
+/// `GET /api/v1/runs/{id}/proposals/done[?full=1]`: images a re-claimed job need not recompute,
+/// and with `full=1` their stored pseudo-boxes (for recall over the whole dataset).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProposalsDone {
     pub image_ids: Vec<i64>,
+    #[serde(default)]
+    pub images: Vec<ImageProposals>,
 }
 
 /// JSON error body of every `/api/v1/` failure.
@@ -222,6 +225,9 @@ pub enum JobEvent {
     Artifact {
         name: String,
         bytes: u64,
+    },
+    Proposals {
+        images: Vec<ImageProposals>,
     },
     Status {
         status: RunStatus,

@@ -175,10 +175,31 @@ async fn proposals(
     Ok(Json(serde_json::json!({ "stored": batch.images.len() })))
 }
 
-async fn proposals_done(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Json<ProposalsDone>, ApiError> {
-    Ok(Json(ProposalsDone {
-        image_ids: db::proposals::done_image_ids(&s.pool, id).await?,
-    }))
+#[derive(Deserialize)]
+struct DoneQuery {
+    #[serde(default)]
+    full: Option<u8>,
+}
+
+async fn proposals_done(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<DoneQuery>,
+) -> Result<Json<ProposalsDone>, ApiError> {
+    let image_ids = db::proposals::done_image_ids(&s.pool, id).await?;
+    let images = if q.full.unwrap_or(0) != 0 {
+        db::proposals::all(&s.pool, id)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let (boxes, removed_by) = row.boxes().into_iter().unzip();
+                ImageProposals { image_id: row.image_id, boxes, removed_by, seconds: row.seconds }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Json(ProposalsDone { image_ids, images }))
 }
 
 async fn status(

@@ -5,7 +5,9 @@
 
 use super::sink::now_seconds;
 use super::{EventSink, JobContext, JobOutcome, StopFlag, parse_device, run_job};
-use aligndet_common::api::{JobEvent, JobSpec, LogLine, MetricPoint, check_artifact_name};
+use aligndet_common::api::{
+    ImageProposals, JobEvent, JobSpec, LogLine, MetricPoint, check_artifact_name,
+};
 use aligndet_common::jobs::{JobConfig, RunStatus};
 use anyhow::Context;
 use std::fs::File;
@@ -74,6 +76,12 @@ impl EventSink for FileSink {
         }
     }
 
+    fn proposals(&mut self, images: Vec<ImageProposals>) {
+        if let Err(e) = self.write_event(&JobEvent::Proposals { images }) {
+            eprintln!("cannot write proposals event: {e:#}");
+        }
+    }
+
     fn artifact(&mut self, name: &str, path: &Path) -> anyhow::Result<()> {
         check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
         let dest = self.artifacts_dir.join(name);
@@ -125,6 +133,7 @@ pub fn run_local(args: RunArgs) -> anyhow::Result<()> {
             sink: &mut sink,
             work_dir,
             stop: StopFlag::default(),
+            resume: Default::default(),
         };
         run_job(&mut ctx)
     };

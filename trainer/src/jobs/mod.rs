@@ -5,6 +5,7 @@
 
 pub mod benchmark;
 pub mod local;
+pub mod proposals;
 pub mod sink;
 
 use aligndet_common::api::JobSpec;
@@ -30,6 +31,8 @@ pub struct JobContext<'a> {
     /// Scratch folder for this attempt (checkpoints, artifacts before upload).
     pub work_dir: PathBuf,
     pub stop: StopFlag,
+    /// What an earlier attempt already finished and stored (resumption).
+    pub resume: ResumeState,
 }
 
 impl JobContext<'_> {
@@ -42,10 +45,18 @@ impl JobContext<'_> {
     }
 }
 
+/// What a re-claimed job gets back from its earlier attempts.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeState {
+    /// Pseudo-boxes of images a `proposals` job already finished.
+    pub proposals: Vec<aligndet_common::api::ImageProposals>,
+}
+
 /// Dispatch a job to its kind's entry point.
 pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
     match &ctx.spec.config {
         JobConfig::Benchmark(cfg) => benchmark::run(ctx, &cfg.clone()),
+        JobConfig::Proposals(cfg) => proposals::run(ctx, &cfg.clone()),
     }
 }
 

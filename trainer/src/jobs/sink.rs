@@ -1,6 +1,6 @@
 //! The one interface jobs report through, and the shared stop flag.
 
-use aligndet_common::api::MetricPoint;
+use aligndet_common::api::{ImageProposals, MetricPoint};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +13,8 @@ pub trait EventSink: Send {
     /// Publish the file at `path` as an artifact named `name` (checked by
     /// `aligndet_common::api::check_artifact_name`).
     fn artifact(&mut self, name: &str, path: &Path) -> anyhow::Result<()>;
+    /// Pseudo-boxes of finished images (stored per image; the unit a re-claimed job skips).
+    fn proposals(&mut self, images: Vec<ImageProposals>);
 
     /// Convenience: one metric point measured now.
     fn metric(&mut self, key: &str, step: i64, value: f64) {

@@ -111,6 +111,21 @@ impl ApiClient {
             .map(|_| ())
     }
 
+    pub fn proposals(&self, run_id: i64, batch: &ProposalsBatch) -> Result<(), ApiCallError> {
+        self.post::<_, serde_json::Value>(&format!("runs/{run_id}/proposals"), batch)
+            .map(|_| ())
+    }
+
+    /// Images whose pseudo-boxes an earlier attempt already stored, with their boxes.
+    pub fn proposals_done(&self, run_id: i64) -> Result<Vec<ImageProposals>, ApiCallError> {
+        let resp = self
+            .http
+            .get(self.url(&format!("runs/{run_id}/proposals/done?full=1")))
+            .bearer_auth(&self.token)
+            .send();
+        Self::handle::<ProposalsDone>(resp).map(|r| r.map(|d| d.images).unwrap_or_default())
+    }
+
     pub fn status(&self, run_id: i64, update: &StatusUpdate) -> Result<(), ApiCallError> {
         self.post::<_, serde_json::Value>(&format!("runs/{run_id}/status"), update)
             .map(|_| ())

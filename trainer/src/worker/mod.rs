@@ -8,13 +8,15 @@ pub mod client;
 pub mod outbox;
 
 use crate::doctor::environment_report;
-use crate::jobs::{JobContext, JobOutcome, StopFlag, parse_device, run_job};
+use crate::jobs::{
+    EventSink, JobContext, JobOutcome, ResumeState, StopFlag, parse_device, run_job,
+};
 use aligndet_common::api::{
     Heartbeat, JobSpec, PROTOCOL_VERSION, RegisterWorker, StatusUpdate, WorkerRegistered,
 };
-use aligndet_common::jobs::RunStatus;
+use aligndet_common::jobs::{JobConfig, RunStatus};
 use client::{ApiCallError, ApiClient};
-use outbox::{HttpSink, Outbox, retry_transient};
+use outbox::{HttpSink, Outbox, retry_transient, retry_transient_value};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -167,12 +169,28 @@ fn run_claimed_job(
         let result = std::fs::create_dir_all(&work_dir)
             .map_err(anyhow::Error::from)
             .and_then(|_| {
+                let mut resume = ResumeState::default();
+                if let JobConfig::Proposals(_) = &spec.config {
+                    resume.proposals =
+                        retry_transient_value(&outbox, || client.proposals_done(spec.run_id))
+                            .map_err(|e| anyhow::anyhow!("asking which images are done: {e}"))?;
+                    if !resume.proposals.is_empty() {
+                        sink.log(
+                            "info",
+                            format!(
+                                "resuming: {} images were finished by an earlier attempt",
+                                resume.proposals.len()
+                            ),
+                        );
+                    }
+                }
                 let mut ctx = JobContext {
                     spec,
                     device,
                     sink: &mut sink,
                     work_dir: work_dir.clone(),
                     stop: stop.clone(),
+                    resume,
                 };
                 // A panic in a job must fail the run, not kill the worker.
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut ctx)))

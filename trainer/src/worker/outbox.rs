@@ -8,7 +8,10 @@
 use super::client::{ApiCallError, ApiClient};
 use crate::jobs::sink::now_seconds;
 use crate::jobs::{EventSink, StopFlag};
-use aligndet_common::api::{LogBatch, LogLine, MetricPoint, MetricsBatch, check_artifact_name};
+use aligndet_common::api::{
+    ImageProposals, LogBatch, LogLine, MetricPoint, MetricsBatch, ProposalsBatch,
+    check_artifact_name,
+};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,6 +20,7 @@ use std::time::Duration;
 enum Pending {
     Metrics(Vec<MetricPoint>),
     Logs(Vec<LogLine>),
+    Proposals(Vec<ImageProposals>),
     Artifact { name: String, file: PathBuf },
 }
 
@@ -134,6 +138,13 @@ impl Outbox {
                         lines: lines.clone(),
                     },
                 ),
+                Pending::Proposals(images) => client.proposals(
+                    run_id,
+                    &ProposalsBatch {
+                        attempt,
+                        images: images.clone(),
+                    },
+                ),
                 Pending::Artifact { name, file } => client.artifact(run_id, attempt, name, file),
             });
             match result {
@@ -164,8 +175,16 @@ impl Outbox {
 /// Gives up only when the outbox is marked lost by someone else (the heartbeat thread).
 pub fn retry_transient(
     outbox: &Outbox,
-    mut call: impl FnMut() -> Result<(), ApiCallError>,
+    call: impl FnMut() -> Result<(), ApiCallError>,
 ) -> Result<(), ApiCallError> {
+    retry_transient_value(outbox, call)
+}
+
+/// [`retry_transient`] for calls that return a value.
+pub fn retry_transient_value<T>(
+    outbox: &Outbox,
+    mut call: impl FnMut() -> Result<T, ApiCallError>,
+) -> Result<T, ApiCallError> {
     let mut delay = Duration::from_millis(100);
     loop {
         match call() {
@@ -215,6 +234,10 @@ impl EventSink for HttpSink {
         };
         self.next_log_seq += 1;
         self.outbox.push(Pending::Logs(vec![line]));
+    }
+
+    fn proposals(&mut self, images: Vec<ImageProposals>) {
+        self.outbox.push(Pending::Proposals(images));
     }
 
     fn artifact(&mut self, name: &str, path: &Path) -> anyhow::Result<()> {
