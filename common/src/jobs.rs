@@ -61,15 +61,18 @@ pub enum RunKind {
     Benchmark,
     /// Selective-search pseudo-boxes over a whole dataset, with proposal recall.
     Proposals,
+    /// COCO bbox evaluation of a detections file against a dataset (or one of its splits).
+    Evaluate,
 }
 
 impl RunKind {
-    pub const ALL: [RunKind; 2] = [RunKind::Benchmark, RunKind::Proposals];
+    pub const ALL: [RunKind; 3] = [RunKind::Benchmark, RunKind::Proposals, RunKind::Evaluate];
 
     pub fn as_str(self) -> &'static str {
         match self {
             RunKind::Benchmark => "benchmark",
             RunKind::Proposals => "proposals",
+            RunKind::Evaluate => "evaluate",
         }
     }
 
@@ -105,6 +108,7 @@ fn config_error(field: &str, problem: impl Into<String>) -> ConfigError {
 pub enum JobConfig {
     Benchmark(BenchmarkConfig),
     Proposals(ProposalsConfig),
+    Evaluate(EvaluateConfig),
 }
 
 impl JobConfig {
@@ -112,6 +116,7 @@ impl JobConfig {
         match self {
             JobConfig::Benchmark(_) => RunKind::Benchmark,
             JobConfig::Proposals(_) => RunKind::Proposals,
+            JobConfig::Evaluate(_) => RunKind::Evaluate,
         }
     }
 
@@ -119,6 +124,7 @@ impl JobConfig {
         match self {
             JobConfig::Benchmark(c) => c.validate(),
             JobConfig::Proposals(c) => c.validate(),
+            JobConfig::Evaluate(c) => c.validate(),
         }
     }
 
@@ -127,7 +133,41 @@ impl JobConfig {
         match self {
             JobConfig::Benchmark(_) => None,
             JobConfig::Proposals(c) => Some(c.dataset_id),
+            JobConfig::Evaluate(c) => Some(c.dataset_id),
         }
+    }
+}
+
+/// Where an `evaluate` job finds its detections: an artifact of a run (a prediction run, or the
+/// evaluate run itself when the file was uploaded with the form).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactRef {
+    pub run_id: i64,
+    pub name: String,
+}
+
+/// An `evaluate` job: COCO bbox evaluation of a results file against a dataset split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateConfig {
+    pub dataset_id: i64,
+    /// `train`, `val` or a labeled subset of the dataset's splits; all images when absent.
+    #[serde(default)]
+    pub split: Option<String>,
+    pub detections: ArtifactRef,
+}
+
+impl EvaluateConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(s) = &self.split
+            && (s.is_empty() || s.len() > 100)
+        {
+            return Err(config_error("split", "must be 1 to 100 characters"));
+        }
+        crate::api::check_artifact_name(&self.detections.name)
+            .map_err(|e| config_error("detections.name", e))?;
+        Ok(())
     }
 }
 

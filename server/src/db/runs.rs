@@ -61,6 +61,14 @@ pub struct NewRun<'a> {
 /// Store a run and enqueue it in one transaction.
 pub async fn create(pool: &PgPool, new: &NewRun<'_>) -> sqlx::Result<i64> {
     let mut tx = pool.begin().await?;
+    let id = create_in(&mut tx, new).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Insert a queued run inside the caller's transaction: workers cannot claim it before the
+/// caller commits (e.g. after storing the run's input artifact).
+pub async fn create_in(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, new: &NewRun<'_>) -> sqlx::Result<i64> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (kind, name, config, status, dataset_id, max_attempts)
          VALUES ($1, $2, $3, 'queued', $4, $5) RETURNING id",
@@ -70,19 +78,47 @@ pub async fn create(pool: &PgPool, new: &NewRun<'_>) -> sqlx::Result<i64> {
     .bind(&new.config)
     .bind(new.dataset_id)
     .bind(new.max_attempts)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     for (parent, role) in &new.parents {
         sqlx::query("INSERT INTO run_parents (run_id, parent_id, role) VALUES ($1, $2, $3)")
             .bind(id)
             .bind(parent)
             .bind(role)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    super::notify_run_changed(&mut *tx, id).await?;
-    tx.commit().await?;
+    super::notify_run_changed(&mut **tx, id).await?;
     Ok(id)
+}
+
+pub async fn set_config(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    run_id: i64,
+    config: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE runs SET config = $2 WHERE id = $1")
+        .bind(run_id)
+        .bind(config)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Record an artifact inside the caller's transaction.
+pub async fn insert_artifact_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    run_id: i64,
+    name: &str,
+    bytes: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO artifacts (run_id, name, bytes, attempt) VALUES ($1, $2, $3, 0)")
+        .bind(run_id)
+        .bind(name)
+        .bind(bytes)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Filters and sort order of the runs table.

@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/runs/{id}/logs", post(logs))
         .route("/runs/{id}/status", post(status))
         .route("/runs/{id}/cancel", post(cancel))
+        .route("/runs/{id}/artifacts/{name}", get(download_artifact))
         .route("/runs/{id}/proposals", post(proposals))
         .route("/runs/{id}/proposals/done", get(proposals_done))
 }
@@ -286,6 +287,17 @@ async fn upload_artifact(
     };
     db::runs::upsert_artifact(&s.pool, id, &name, bytes as i64, q.attempt).await?;
     Ok(Json(serde_json::json!({ "bytes": bytes })))
+}
+
+/// Workers fetch job inputs (e.g. an evaluate job's detections) from the artifact store.
+async fn download_artifact(State(s): State<AppState>, Path((id, name)): Path<(i64, String)>) -> Result<Response, ApiError> {
+    check_artifact_name(&name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let known = db::runs::artifacts(&s.pool, id).await?.into_iter().any(|a| a.name == name);
+    if !known {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("run {id} has no artifact {name:?}")));
+    }
+    let bytes = tokio::fs::read(s.artifacts_dir(id).join(&name)).await.map_err(internal)?;
+    Ok(bytes.into_response())
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

@@ -63,6 +63,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/runs", get(runs::list).post(runs::create))
         .route("/runs/new", get(runs::new_form))
+        .route(
+            "/runs/evaluate",
+            post(runs::create_evaluate_upload).layer(DefaultBodyLimit::max(upload_limit + 1024 * 1024)),
+        )
         .route("/runs/{id}", get(runs::show))
         .route("/runs/{id}/live", get(runs::live_fragment))
         .route("/runs/{id}/events", get(runs::events))

@@ -17,6 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use futures_util::Stream;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
@@ -161,6 +162,20 @@ pub async fn create(
                 }
                 config.insert("filter".into(), serde_json::Value::Object(filter));
             }
+            Some(RunKind::Evaluate) => {
+                let dataset: i64 = field("dataset_id")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("choose a dataset")?;
+                config.insert("dataset_id".into(), dataset.into());
+                if let Some(split) = field("split").filter(|v| !v.is_empty()) {
+                    config.insert("split".into(), split.into());
+                }
+                let run_id: i64 = field("detections_run")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("give the run whose artifact holds the detections")?;
+                let name = field("detections_artifact").unwrap_or_default();
+                config.insert("detections".into(), serde_json::json!({"run_id": run_id, "name": name}));
+            }
             None => return Err(format!("unknown run kind {kind:?}")),
         }
         Ok((
@@ -186,6 +201,83 @@ pub async fn create(
         )
             .into_response()),
     }
+}
+
+/// Multipart form: `name`, `dataset_id`, `split`, and the COCO results file `detections`.
+/// The run and its input artifact are stored in one transaction, so no worker can claim the run
+/// before its detections are in place.
+pub async fn create_evaluate_upload(
+    State(s): State<AppState>,
+    mut multipart: axum::extract::Multipart,
+) -> Result<Response, PageError> {
+    let mut fields: HashMap<String, String> = HashMap::new();
+    let mut detections: Option<Vec<u8>> = None;
+    let limit = (s.cfg.upload_limit_mib * 1024 * 1024) as usize;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| PageError::bad_request(format!("the upload could not be read: {e}")))?
+    {
+        let name = field.name().unwrap_or("").to_string();
+        if name == "detections" {
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| PageError::bad_request(format!("the detections upload failed or is too large: {e}")))?;
+            if bytes.len() > limit {
+                return Err(PageError::bad_request("the detections file is larger than the upload limit"));
+            }
+            detections = Some(bytes.to_vec());
+        } else {
+            let text = field.text().await.map_err(|e| PageError::bad_request(e.to_string()))?;
+            fields.insert(name, text);
+        }
+    }
+    let detections = detections.ok_or_else(|| PageError::bad_request("choose a COCO results file to upload"))?;
+    // Refuse what is not JSON now, with the parser's position; the worker checks the rest.
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&detections) {
+        return Err(PageError::bad_request(format!("the detections file is not valid JSON: {e}")));
+    }
+    let dataset_id: i64 = fields
+        .get("dataset_id")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| PageError::bad_request("choose a dataset"))?;
+    let split = fields.get("split").map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let name = fields.get("name").cloned().unwrap_or_else(|| "evaluation".into());
+    let artifact = "detections.json";
+
+    let mut tx = s.pool.begin().await?;
+    // The run id is needed in the config; insert with a placeholder and set it in the same tx.
+    let mut config = aligndet_common::jobs::EvaluateConfig {
+        dataset_id,
+        split,
+        detections: aligndet_common::jobs::ArtifactRef { run_id: 0, name: artifact.into() },
+    };
+    let config_json = serde_json::to_value(aligndet_common::jobs::JobConfig::Evaluate(config.clone()))?;
+    let id = db::runs::create_in(
+        &mut tx,
+        &db::runs::NewRun {
+            kind: RunKind::Evaluate.as_str(),
+            name: name.trim(),
+            config: config_json,
+            dataset_id: Some(dataset_id),
+            max_attempts: s.cfg.max_attempts,
+            parents: vec![],
+        },
+    )
+    .await?;
+    config.detections.run_id = id;
+    config.validate().map_err(|e| PageError::bad_request(e.to_string()))?;
+    db::runs::set_config(&mut tx, id, &serde_json::to_value(aligndet_common::jobs::JobConfig::Evaluate(config))?).await?;
+    let dir = s.artifacts_dir(id);
+    tokio::fs::create_dir_all(&dir).await?;
+    tokio::fs::write(dir.join(artifact), &detections).await?;
+    db::runs::insert_artifact_in(&mut tx, id, artifact, detections.len() as i64).await?;
+    if let Err(e) = tx.commit().await {
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        return Err(e.into());
+    }
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }
 
 #[derive(Template)]

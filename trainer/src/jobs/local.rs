@@ -24,6 +24,9 @@ pub struct RunArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Folder with inputs stored as artifacts of other runs: DIR/<run id>/<artifact name>.
+    #[arg(long)]
+    pub inputs: Option<PathBuf>,
 }
 
 /// Appends events to DIR/events.jsonl, flushing after each so a crash loses nothing written.
@@ -124,6 +127,7 @@ pub fn run_local(args: RunArgs) -> anyhow::Result<()> {
     let spec = read_spec(&args.spec)?;
     let device = parse_device(&args.device)?;
     let mut sink = FileSink::create(&args.out)?;
+    let inputs = super::FolderArtifacts(args.inputs.clone());
     let work_dir = args.out.join("work");
     std::fs::create_dir_all(&work_dir)?;
     let result = {
@@ -134,6 +138,7 @@ pub fn run_local(args: RunArgs) -> anyhow::Result<()> {
             work_dir,
             stop: StopFlag::default(),
             resume: Default::default(),
+            inputs: &inputs,
         };
         run_job(&mut ctx)
     };

@@ -4,6 +4,7 @@
 //! (`trainer run`); it only calls the sink and checks [`JobContext::should_stop`] at safe points.
 
 pub mod benchmark;
+pub mod evaluate;
 pub mod local;
 pub mod proposals;
 pub mod sink;
@@ -33,6 +34,28 @@ pub struct JobContext<'a> {
     pub stop: StopFlag,
     /// What an earlier attempt already finished and stored (resumption).
     pub resume: ResumeState,
+    /// Where job inputs stored as artifacts of other runs come from.
+    pub inputs: &'a dyn ArtifactSource,
+}
+
+/// Fetches artifacts of runs (e.g. the detections an `evaluate` job scores): from the server in
+/// worker mode, from a folder in `trainer run` mode.
+pub trait ArtifactSource: Send + Sync {
+    fn fetch(&self, run_id: i64, name: &str) -> anyhow::Result<Vec<u8>>;
+}
+
+/// `trainer run --inputs DIR`: artifact `name` of run `id` is the file DIR/id/name.
+pub struct FolderArtifacts(pub Option<PathBuf>);
+
+impl ArtifactSource for FolderArtifacts {
+    fn fetch(&self, run_id: i64, name: &str) -> anyhow::Result<Vec<u8>> {
+        aligndet_common::api::check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
+        let Some(dir) = &self.0 else {
+            anyhow::bail!("the job needs artifact {name:?} of run {run_id}: pass --inputs DIR holding DIR/{run_id}/{name}");
+        };
+        let path = dir.join(run_id.to_string()).join(name);
+        std::fs::read(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+    }
 }
 
 impl JobContext<'_> {
@@ -57,6 +80,7 @@ pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
     match &ctx.spec.config {
         JobConfig::Benchmark(cfg) => benchmark::run(ctx, &cfg.clone()),
         JobConfig::Proposals(cfg) => proposals::run(ctx, &cfg.clone()),
+        JobConfig::Evaluate(cfg) => evaluate::run(ctx, &cfg.clone()),
     }
 }
 

@@ -150,3 +150,19 @@ impl ApiClient {
         .map(|_| ())
     }
 }
+
+impl crate::jobs::ArtifactSource for ApiClient {
+    fn fetch(&self, run_id: i64, name: &str) -> anyhow::Result<Vec<u8>> {
+        check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
+        let resp = self
+            .http
+            .get(self.url(&format!("runs/{run_id}/artifacts/{name}")))
+            .bearer_auth(&self.token)
+            .send()?;
+        let status = resp.status();
+        if !status.is_success() {
+            anyhow::bail!("artifact {name:?} of run {run_id}: {status}: {}", resp.text().unwrap_or_default());
+        }
+        Ok(resp.bytes()?.to_vec())
+    }
+}

@@ -191,6 +191,7 @@ fn run_claimed_job(
                     work_dir: work_dir.clone(),
                     stop: stop.clone(),
                     resume,
+                    inputs: client,
                 };
                 // A panic in a job must fail the run, not kill the worker.
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut ctx)))
