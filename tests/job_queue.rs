@@ -292,17 +292,29 @@ fn the_worker_buffers_while_the_server_is_down_and_loses_nothing() {
     // The job keeps computing while its events queue up in the worker.
     std::thread::sleep(Duration::from_secs(3));
     let server = Server::start(&opts);
-    let r = server.wait_run(run, Duration::from_secs(180), "succeeded", |r| status(r) == "succeeded");
+    let r = server.wait_run(run, Duration::from_secs(180), "succeeded", |r| {
+        status(r) == "succeeded"
+    });
     assert_eq!(r["attempts"], 1, "the outage did not cost the attempt: {r}");
-    let n = db.query(&format!("SELECT count(*) FROM metrics WHERE run_id = {run} AND key = 'step_time_s'"));
+    let n = db.query(&format!(
+        "SELECT count(*) FROM metrics WHERE run_id = {run} AND key = 'step_time_s'"
+    ));
     assert_eq!(n, steps.to_string(), "every step's point arrived");
     let artifacts = db.query(&format!("SELECT name FROM artifacts WHERE run_id = {run}"));
     assert_eq!(artifacts, "benchmark.json");
-    let body = server.get(&format!("/runs/{run}/artifacts/benchmark.json")).text().unwrap();
+    let body = server
+        .get(&format!("/runs/{run}/artifacts/benchmark.json"))
+        .text()
+        .unwrap();
     let summary: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(summary["steps"], steps);
     // Artifact names cannot escape the store.
-    assert_eq!(server.get(&format!("/runs/{run}/artifacts/..%2Fworker-token")).status(), 400);
+    assert_eq!(
+        server
+            .get(&format!("/runs/{run}/artifacts/..%2Fworker-token"))
+            .status(),
+        400
+    );
 }
 
 #[test]
@@ -319,7 +331,10 @@ fn trainer_run_writes_the_same_events_to_files() {
         .unwrap();
     assert!(status_code.success());
     let events = std::fs::read_to_string(out.path().join("out/events.jsonl")).unwrap();
-    let parsed: Vec<Value> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let parsed: Vec<Value> = events
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let metric_points: usize = parsed
         .iter()
         .filter(|e| e["event"] == "metrics")
@@ -331,7 +346,13 @@ fn trainer_run_writes_the_same_events_to_files() {
     assert!(out.path().join("out/artifacts/benchmark.json").exists());
     // A bad config is refused with the field named.
     std::fs::write(&spec, r#"{"kind":"benchmark","batch_size":0}"#).unwrap();
-    let o = std::process::Command::new(bin("trainer")).arg("run").arg(&spec).arg("--out").arg(out.path().join("o2")).output().unwrap();
+    let o = std::process::Command::new(bin("trainer"))
+        .arg("run")
+        .arg(&spec)
+        .arg("--out")
+        .arg(out.path().join("o2"))
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("batch_size"));
 }

@@ -17,13 +17,23 @@ impl ProposalRow {
         self.boxes
             .chunks_exact(4)
             .zip(&self.removed_by)
-            .map(|(b, r)| ([b[0], b[1], b[2], b[3]], FilterRule::from_code(*r).unwrap_or(FilterRule::Kept)))
+            .map(|(b, r)| {
+                (
+                    [b[0], b[1], b[2], b[3]],
+                    FilterRule::from_code(*r).unwrap_or(FilterRule::Kept),
+                )
+            })
             .collect()
     }
 }
 
 /// Upsert per image: a re-sent batch (or a re-run image) replaces what was there.
-pub async fn upsert(pool: &PgPool, run_id: i64, attempt: i32, images: &[ImageProposals]) -> sqlx::Result<()> {
+pub async fn upsert(
+    pool: &PgPool,
+    run_id: i64,
+    attempt: i32,
+    images: &[ImageProposals],
+) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     for img in images {
         let flat: Vec<f32> = img.boxes.iter().flatten().copied().collect();
@@ -55,7 +65,11 @@ pub async fn done_image_ids(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<i64>
         .await
 }
 
-pub async fn for_image(pool: &PgPool, run_id: i64, image_id: i64) -> sqlx::Result<Option<ProposalRow>> {
+pub async fn for_image(
+    pool: &PgPool,
+    run_id: i64,
+    image_id: i64,
+) -> sqlx::Result<Option<ProposalRow>> {
     sqlx::query_as("SELECT image_id, boxes, removed_by, seconds FROM proposal_images WHERE run_id = $1 AND image_id = $2")
         .bind(run_id)
         .bind(image_id)

@@ -68,7 +68,10 @@ pub async fn create(pool: &PgPool, new: &NewRun<'_>) -> sqlx::Result<i64> {
 
 /// Insert a queued run inside the caller's transaction: workers cannot claim it before the
 /// caller commits (e.g. after storing the run's input artifact).
-pub async fn create_in(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, new: &NewRun<'_>) -> sqlx::Result<i64> {
+pub async fn create_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    new: &NewRun<'_>,
+) -> sqlx::Result<i64> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (kind, name, config, status, dataset_id, max_attempts)
          VALUES ($1, $2, $3, 'queued', $4, $5) RETURNING id",

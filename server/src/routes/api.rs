@@ -168,7 +168,12 @@ async fn proposals(
         if img.boxes.len() != img.removed_by.len() {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                format!("image {}: {} boxes but {} filter verdicts", img.image_id, img.boxes.len(), img.removed_by.len()),
+                format!(
+                    "image {}: {} boxes but {} filter verdicts",
+                    img.image_id,
+                    img.boxes.len(),
+                    img.removed_by.len()
+                ),
             ));
         }
     }
@@ -194,7 +199,12 @@ async fn proposals_done(
             .into_iter()
             .map(|row| {
                 let (boxes, removed_by) = row.boxes().into_iter().unzip();
-                ImageProposals { image_id: row.image_id, boxes, removed_by, seconds: row.seconds }
+                ImageProposals {
+                    image_id: row.image_id,
+                    boxes,
+                    removed_by,
+                    seconds: row.seconds,
+                }
             })
             .collect()
     } else {
@@ -290,13 +300,24 @@ async fn upload_artifact(
 }
 
 /// Workers fetch job inputs (e.g. an evaluate job's detections) from the artifact store.
-async fn download_artifact(State(s): State<AppState>, Path((id, name)): Path<(i64, String)>) -> Result<Response, ApiError> {
+async fn download_artifact(
+    State(s): State<AppState>,
+    Path((id, name)): Path<(i64, String)>,
+) -> Result<Response, ApiError> {
     check_artifact_name(&name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let known = db::runs::artifacts(&s.pool, id).await?.into_iter().any(|a| a.name == name);
+    let known = db::runs::artifacts(&s.pool, id)
+        .await?
+        .into_iter()
+        .any(|a| a.name == name);
     if !known {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("run {id} has no artifact {name:?}")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("run {id} has no artifact {name:?}"),
+        ));
     }
-    let bytes = tokio::fs::read(s.artifacts_dir(id).join(&name)).await.map_err(internal)?;
+    let bytes = tokio::fs::read(s.artifacts_dir(id).join(&name))
+        .await
+        .map_err(internal)?;
     Ok(bytes.into_response())
 }
 

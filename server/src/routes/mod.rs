@@ -65,7 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/new", get(runs::new_form))
         .route(
             "/runs/evaluate",
-            post(runs::create_evaluate_upload).layer(DefaultBodyLimit::max(upload_limit + 1024 * 1024)),
+            post(runs::create_evaluate_upload)
+                .layer(DefaultBodyLimit::max(upload_limit + 1024 * 1024)),
         )
         .route("/runs/{id}", get(runs::show))
         .route("/runs/{id}/live", get(runs::live_fragment))

@@ -64,15 +64,25 @@ async fn proposals_run(s: &AppState, id: i64) -> Result<(RunRow, i64), PageError
     let dataset_id = run
         .dataset_id
         .filter(|_| run.kind == "proposals")
-        .ok_or_else(|| PageError::not_found(format!("run {id} is not a pseudo-box run with a dataset")))?;
+        .ok_or_else(|| {
+            PageError::not_found(format!("run {id} is not a pseudo-box run with a dataset"))
+        })?;
     Ok((run, dataset_id))
 }
 
-pub async fn browser(State(s): State<AppState>, Path(id): Path<i64>, Query(q): Query<ImageQuery>) -> Result<Response, PageError> {
+pub async fn browser(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<ImageQuery>,
+) -> Result<Response, PageError> {
     let (run, dataset_id) = proposals_run(&s, id).await?;
-    let (images_done, boxes_kept, boxes_total, median_seconds) = db::proposals::summary(&s.pool, id).await?;
+    let (images_done, boxes_kept, boxes_total, median_seconds) =
+        db::proposals::summary(&s.pool, id).await?;
     let done = db::proposals::done_image_ids(&s.pool, id).await?;
-    let current = q.image.filter(|i| done.binary_search(i).is_ok()).or(done.first().copied());
+    let current = q
+        .image
+        .filter(|i| done.binary_search(i).is_ok())
+        .or(done.first().copied());
     let view = match current {
         Some(image_id) => {
             let pos = done.binary_search(&image_id).unwrap_or(0);
@@ -93,12 +103,22 @@ pub async fn browser(State(s): State<AppState>, Path(id): Path<i64>, Query(q): Q
                             } else {
                                 usize::MAX
                             };
-                            DrawnBox { order, rank, kept: is_kept, rule: rule.label(), x: b[0], y: b[1], w: b[2], h: b[3] }
+                            DrawnBox {
+                                order,
+                                rank,
+                                kept: is_kept,
+                                rule: rule.label(),
+                                x: b[0],
+                                y: b[1],
+                                w: b[2],
+                                h: b[3],
+                            }
                         })
                         .collect();
                     Some(ImageView {
                         dataset_id,
-                        gt: db::datasets::boxes_for_images(&s.pool, dataset_id, &[image_id]).await?,
+                        gt: db::datasets::boxes_for_images(&s.pool, dataset_id, &[image_id])
+                            .await?,
                         image,
                         kept_count: kept,
                         initial_count: kept.min(50),
@@ -129,13 +149,26 @@ pub async fn browser(State(s): State<AppState>, Path(id): Path<i64>, Query(q): Q
 /// `recall/ar` with the proposal count as the step.
 pub async fn recall_chart(s: &AppState, run_id: i64) -> Result<Option<String>, PageError> {
     let mut series = Vec::new();
-    for (key, label) in [("recall/iou50", "recall @ IoU 0.5"), ("recall/iou70", "recall @ IoU 0.7"), ("recall/ar", "AR @ IoU 0.5:0.95")] {
+    for (key, label) in [
+        ("recall/iou50", "recall @ IoU 0.5"),
+        ("recall/iou70", "recall @ IoU 0.7"),
+        ("recall/ar", "AR @ IoU 0.5:0.95"),
+    ] {
         let pts = db::runs::metric_series(&s.pool, run_id, key).await?;
         if !pts.is_empty() {
-            series.push((label.to_string(), pts.into_iter().map(|(x, y)| (x as f64, y)).collect()));
+            series.push((
+                label.to_string(),
+                pts.into_iter().map(|(x, y)| (x as f64, y)).collect(),
+            ));
         }
     }
-    Ok((!series.is_empty()).then(|| plots::line_chart("Ground-truth recall vs number of pseudo-boxes", "pseudo-boxes per image", &series)))
+    Ok((!series.is_empty()).then(|| {
+        plots::line_chart(
+            "Ground-truth recall vs number of pseudo-boxes",
+            "pseudo-boxes per image",
+            &series,
+        )
+    }))
 }
 
 #[derive(Deserialize)]
@@ -145,7 +178,11 @@ pub struct ExportQuery {
 }
 
 /// COCO JSON with one category `selective_search`, like AlignDet's `filtered_proposals` file.
-pub async fn export_coco(State(s): State<AppState>, Path(id): Path<i64>, Query(q): Query<ExportQuery>) -> Result<Response, PageError> {
+pub async fn export_coco(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, PageError> {
     let (run, dataset_id) = proposals_run(&s, id).await?;
     let include_removed = q.all.unwrap_or(0) != 0;
     let rows = db::proposals::all(&s.pool, id).await?;

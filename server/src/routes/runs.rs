@@ -145,19 +145,25 @@ pub async fn create(
                 }
                 for key in ["max_images", "seed"] {
                     if let Some(v) = field(key).filter(|v| !v.is_empty()) {
-                        let n: u64 = v.parse().map_err(|_| format!("{key}: {v:?} is not a whole number"))?;
+                        let n: u64 = v
+                            .parse()
+                            .map_err(|_| format!("{key}: {v:?} is not a whole number"))?;
                         config.insert(key.into(), n.into());
                     }
                 }
                 let mut filter = serde_json::Map::new();
                 for key in ["min_side", "max_aspect", "max_relative_size", "nms_iou"] {
                     if let Some(v) = field(key).filter(|v| !v.is_empty()) {
-                        let x: f64 = v.parse().map_err(|_| format!("{key}: {v:?} is not a number"))?;
+                        let x: f64 = v
+                            .parse()
+                            .map_err(|_| format!("{key}: {v:?} is not a number"))?;
                         filter.insert(key.into(), x.into());
                     }
                 }
                 if let Some(v) = field("top_k").filter(|v| !v.is_empty()) {
-                    let n: u32 = v.parse().map_err(|_| format!("top_k: {v:?} is not a whole number"))?;
+                    let n: u32 = v
+                        .parse()
+                        .map_err(|_| format!("top_k: {v:?} is not a whole number"))?;
                     filter.insert("top_k".into(), n.into());
                 }
                 config.insert("filter".into(), serde_json::Value::Object(filter));
@@ -174,7 +180,10 @@ pub async fn create(
                     .and_then(|v| v.parse().ok())
                     .ok_or("give the run whose artifact holds the detections")?;
                 let name = field("detections_artifact").unwrap_or_default();
-                config.insert("detections".into(), serde_json::json!({"run_id": run_id, "name": name}));
+                config.insert(
+                    "detections".into(),
+                    serde_json::json!({"run_id": run_id, "name": name}),
+                );
             }
             None => return Err(format!("unknown run kind {kind:?}")),
         }
@@ -220,30 +229,43 @@ pub async fn create_evaluate_upload(
     {
         let name = field.name().unwrap_or("").to_string();
         if name == "detections" {
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|e| PageError::bad_request(format!("the detections upload failed or is too large: {e}")))?;
+            let bytes = field.bytes().await.map_err(|e| {
+                PageError::bad_request(format!("the detections upload failed or is too large: {e}"))
+            })?;
             if bytes.len() > limit {
-                return Err(PageError::bad_request("the detections file is larger than the upload limit"));
+                return Err(PageError::bad_request(
+                    "the detections file is larger than the upload limit",
+                ));
             }
             detections = Some(bytes.to_vec());
         } else {
-            let text = field.text().await.map_err(|e| PageError::bad_request(e.to_string()))?;
+            let text = field
+                .text()
+                .await
+                .map_err(|e| PageError::bad_request(e.to_string()))?;
             fields.insert(name, text);
         }
     }
-    let detections = detections.ok_or_else(|| PageError::bad_request("choose a COCO results file to upload"))?;
+    let detections =
+        detections.ok_or_else(|| PageError::bad_request("choose a COCO results file to upload"))?;
     // Refuse what is not JSON now, with the parser's position; the worker checks the rest.
     if let Err(e) = serde_json::from_slice::<serde_json::Value>(&detections) {
-        return Err(PageError::bad_request(format!("the detections file is not valid JSON: {e}")));
+        return Err(PageError::bad_request(format!(
+            "the detections file is not valid JSON: {e}"
+        )));
     }
     let dataset_id: i64 = fields
         .get("dataset_id")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| PageError::bad_request("choose a dataset"))?;
-    let split = fields.get("split").map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-    let name = fields.get("name").cloned().unwrap_or_else(|| "evaluation".into());
+    let split = fields
+        .get("split")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let name = fields
+        .get("name")
+        .cloned()
+        .unwrap_or_else(|| "evaluation".into());
     let artifact = "detections.json";
 
     let mut tx = s.pool.begin().await?;
@@ -251,9 +273,13 @@ pub async fn create_evaluate_upload(
     let mut config = aligndet_common::jobs::EvaluateConfig {
         dataset_id,
         split,
-        detections: aligndet_common::jobs::ArtifactRef { run_id: 0, name: artifact.into() },
+        detections: aligndet_common::jobs::ArtifactRef {
+            run_id: 0,
+            name: artifact.into(),
+        },
     };
-    let config_json = serde_json::to_value(aligndet_common::jobs::JobConfig::Evaluate(config.clone()))?;
+    let config_json =
+        serde_json::to_value(aligndet_common::jobs::JobConfig::Evaluate(config.clone()))?;
     let id = db::runs::create_in(
         &mut tx,
         &db::runs::NewRun {
@@ -267,8 +293,15 @@ pub async fn create_evaluate_upload(
     )
     .await?;
     config.detections.run_id = id;
-    config.validate().map_err(|e| PageError::bad_request(e.to_string()))?;
-    db::runs::set_config(&mut tx, id, &serde_json::to_value(aligndet_common::jobs::JobConfig::Evaluate(config))?).await?;
+    config
+        .validate()
+        .map_err(|e| PageError::bad_request(e.to_string()))?;
+    db::runs::set_config(
+        &mut tx,
+        id,
+        &serde_json::to_value(aligndet_common::jobs::JobConfig::Evaluate(config))?,
+    )
+    .await?;
     let dir = s.artifacts_dir(id);
     tokio::fs::create_dir_all(&dir).await?;
     tokio::fs::write(dir.join(artifact), &detections).await?;

@@ -3,7 +3,7 @@
 use super::{JobContext, JobOutcome};
 use aligndet_common::jobs::EvaluateConfig;
 
-pub fn run(ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<JobOutcome> {
+pub fn run(_ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<JobOutcome> {
     cfg.validate()?;
     anyhow::bail!("the COCO evaluator is not wired in yet")
 }

@@ -51,7 +51,9 @@ impl ArtifactSource for FolderArtifacts {
     fn fetch(&self, run_id: i64, name: &str) -> anyhow::Result<Vec<u8>> {
         aligndet_common::api::check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
         let Some(dir) = &self.0 else {
-            anyhow::bail!("the job needs artifact {name:?} of run {run_id}: pass --inputs DIR holding DIR/{run_id}/{name}");
+            anyhow::bail!(
+                "the job needs artifact {name:?} of run {run_id}: pass --inputs DIR holding DIR/{run_id}/{name}"
+            );
         };
         let path = dir.join(run_id.to_string()).join(name);
         std::fs::read(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))

@@ -78,8 +78,11 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<Jo
         }
         ctx.sink.proposals(computed);
         let done = results.len() as i64;
-        ctx.sink
-            .metric("progress/images_done", done, done as f64 / images.len().max(1) as f64);
+        ctx.sink.metric(
+            "progress/images_done",
+            done,
+            done as f64 / images.len().max(1) as f64,
+        );
     }
     let elapsed = started.elapsed().as_secs_f64();
     if !todo.is_empty() {
@@ -108,7 +111,12 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<Jo
     ctx.sink.artifact("recall.json", &path)?;
     let kept: usize = ordered
         .iter()
-        .map(|p| p.removed_by.iter().filter(|r| **r == FilterRule::Kept).count())
+        .map(|p| {
+            p.removed_by
+                .iter()
+                .filter(|r| **r == FilterRule::Kept)
+                .count()
+        })
         .sum();
     ctx.log(format!(
         "done: {} images, {kept} pseudo-boxes kept, {:.3} s per image",

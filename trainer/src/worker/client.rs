@@ -161,7 +161,10 @@ impl crate::jobs::ArtifactSource for ApiClient {
             .send()?;
         let status = resp.status();
         if !status.is_success() {
-            anyhow::bail!("artifact {name:?} of run {run_id}: {status}: {}", resp.text().unwrap_or_default());
+            anyhow::bail!(
+                "artifact {name:?} of run {run_id}: {status}: {}",
+                resp.text().unwrap_or_default()
+            );
         }
         Ok(resp.bytes()?.to_vec())
     }
