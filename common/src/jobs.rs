@@ -260,13 +260,22 @@ impl ProposalsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let f = &self.filter;
         if !(f.min_side >= 0.0 && f.min_side.is_finite()) {
-            return Err(config_error("filter.min_side", "must be a finite number ≥ 0"));
+            return Err(config_error(
+                "filter.min_side",
+                "must be a finite number ≥ 0",
+            ));
         }
         if !(f.max_aspect >= 1.0 && f.max_aspect.is_finite()) {
-            return Err(config_error("filter.max_aspect", "must be a finite number ≥ 1"));
+            return Err(config_error(
+                "filter.max_aspect",
+                "must be a finite number ≥ 1",
+            ));
         }
         if !(f.max_relative_size > 0.0 && f.max_relative_size <= 1.0) {
-            return Err(config_error("filter.max_relative_size", "must be in (0, 1]"));
+            return Err(config_error(
+                "filter.max_relative_size",
+                "must be in (0, 1]",
+            ));
         }
         if f.nms_iou.is_some_and(|t| !(t > 0.0 && t <= 1.0)) {
             return Err(config_error("filter.nms_iou", "must be in (0, 1]"));

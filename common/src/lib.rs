@@ -8,4 +8,5 @@
 pub mod api;
 pub mod dataset;
 pub mod jobs;
+pub mod report;
 pub mod series;

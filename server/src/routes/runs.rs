@@ -352,9 +352,117 @@ async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
         .map_err(|e| PageError::from(anyhow::anyhow!("template: {e}")))
 }
 
+/// What the run page shows of an `evaluate` run's `eval.json`.
+pub struct EvalView {
+    pub stats: Vec<(&'static str, f64)>,
+    pub report: aligndet_common::report::EvaluationReport,
+    pub pr_mean_chart: String,
+    pub pr_class_chart: String,
+    /// (class name, GT boxes, formatted AP, AP50, AP75, APs, APm, APl, AR100)
+    pub class_rows: Vec<(String, usize, Vec<String>)>,
+}
+
+/// pycocotools prints −1 for undefined statistics; show a dash instead.
+fn format_stat(v: f64) -> String {
+    if v < 0.0 {
+        "–".to_string()
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn eval_view(report: aligndet_common::report::EvaluationReport) -> EvalView {
+    use aligndet_common::report::COCO_STAT_NAMES;
+    let recall_axis = |p: &[f64]| -> Vec<(f64, f64)> {
+        p.iter()
+            .enumerate()
+            .filter(|(_, v)| **v >= 0.0)
+            .map(|(i, v)| (i as f64 / 100.0, *v))
+            .collect()
+    };
+    // Mean over classes (skipping undefined points, as pycocotools does for the summary).
+    let mut mean_series = Vec::new();
+    for (iou, label) in [
+        (Some(0.5), "IoU 0.5"),
+        (Some(0.75), "IoU 0.75"),
+        (None, "IoU 0.5:0.95"),
+    ] {
+        let curves: Vec<&Vec<f64>> = report
+            .pr_curves
+            .iter()
+            .filter(|c| c.iou == iou)
+            .map(|c| &c.precision)
+            .collect();
+        if curves.is_empty() {
+            continue;
+        }
+        let mean: Vec<f64> = (0..101)
+            .map(|i| {
+                let vals: Vec<f64> = curves
+                    .iter()
+                    .filter_map(|c| c.get(i).copied())
+                    .filter(|v| *v >= 0.0)
+                    .collect();
+                if vals.is_empty() {
+                    -1.0
+                } else {
+                    vals.iter().sum::<f64>() / vals.len() as f64
+                }
+            })
+            .collect();
+        mean_series.push((label.to_string(), recall_axis(&mean)));
+    }
+    let class_series: Vec<(String, Vec<(f64, f64)>)> = report
+        .pr_curves
+        .iter()
+        .filter(|c| c.iou == Some(0.5))
+        .take(6)
+        .map(|c| (c.name.clone(), recall_axis(&c.precision)))
+        .collect();
+    let class_rows = report
+        .per_class
+        .iter()
+        .map(|c| {
+            let cells = [
+                c.ap,
+                c.ap50,
+                c.ap75,
+                c.ap_small,
+                c.ap_medium,
+                c.ap_large,
+                c.ar100,
+            ]
+            .into_iter()
+            .map(format_stat)
+            .collect();
+            (c.name.clone(), c.num_gt, cells)
+        })
+        .collect();
+    EvalView {
+        class_rows,
+        stats: COCO_STAT_NAMES
+            .iter()
+            .copied()
+            .zip(report.stats.iter().copied())
+            .collect(),
+        pr_mean_chart: plots::line_chart(
+            "Precision-recall (mean over classes)",
+            "recall",
+            &mean_series,
+        ),
+        pr_class_chart: plots::line_chart(
+            "Precision-recall at IoU 0.5 (per class)",
+            "recall",
+            &class_series,
+        ),
+        report,
+    }
+}
+
 #[derive(Template)]
 #[template(path = "run.html")]
 struct RunPage {
+    evaluation: Option<EvalView>,
     run: RunRow,
     terminal: bool,
     csrf: String,
@@ -362,6 +470,12 @@ struct RunPage {
     config_pretty: String,
     artifacts: Vec<ArtifactRow>,
     parents: Vec<ParentRow>,
+}
+
+impl RunPage {
+    fn stat(&self, v: &f64) -> String {
+        format_stat(*v)
+    }
 }
 
 async fn get_run(s: &AppState, id: i64) -> Result<RunRow, PageError> {
@@ -377,7 +491,17 @@ pub async fn show(
 ) -> Result<Response, PageError> {
     let run = get_run(&s, id).await?;
     let live = live_html(&s, run.clone()).await?;
+    let evaluation = if run.kind == RunKind::Evaluate.as_str() {
+        tokio::fs::read(s.artifacts_dir(id).join("eval.json"))
+            .await
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .map(eval_view)
+    } else {
+        None
+    };
     Ok(render(&RunPage {
+        evaluation,
         terminal: RunStatus::parse(&run.status).is_some_and(|st| st.is_terminal()),
         config_pretty: serde_json::to_string_pretty(&run.config)?,
         artifacts: db::runs::artifacts(&s.pool, id).await?,
