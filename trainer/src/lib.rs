@@ -9,5 +9,6 @@ pub mod data;
 pub mod doctor;
 pub mod eval;
 pub mod jobs;
+pub mod models;
 pub mod proposals;
 pub mod worker;

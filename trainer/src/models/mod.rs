@@ -1,0 +1,12 @@
+//! Detector building blocks, one concept per file as in torchvision's `models/detection/`.
+//! Parameter names follow torchvision, so its state dicts (saved as safetensors) load as they are.
+//!
+//! - [`norm`]: batch norm, trainable or frozen (torchvision's `FrozenBatchNorm2d`).
+//! - [`resnet`]: ResNet-18/50 bodies returning C2–C5.
+//! - [`fpn`]: feature pyramid (P2–P6 with max-pool, or P3–P7 with P6/P7 convs).
+//! - [`weights`]: loading safetensors state dicts with a report of missing / unexpected keys.
+
+pub mod fpn;
+pub mod norm;
+pub mod resnet;
+pub mod weights;

@@ -1,0 +1,67 @@
+//! Numerical parity with torchvision: the same weights (saved by torchvision as safetensors) give
+//! the same pyramid features. The reference is produced at test time by
+//! scripts/torchvision_reference.py with the setup's venv (torch 2.11 + torchvision 0.26).
+
+use aligndet_trainer::models::fpn::{ExtraLevels, Fpn};
+use aligndet_trainer::models::norm::NormKind;
+use aligndet_trainer::models::resnet::{ResNet, ResNetDepth};
+use aligndet_trainer::models::weights::load_safetensors;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn python() -> PathBuf {
+    let cache = std::env::var_os("ALIGNDET_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/aligndet-studio"));
+    cache.join("venv/bin/python")
+}
+
+fn reference(arch: &str, extra: &str) -> PathBuf {
+    let out = std::env::temp_dir().join(format!("aligndet-tv-{arch}-{extra}-{}", std::process::id()));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/torchvision_reference.py");
+    let status = Command::new(python())
+        .arg(script)
+        .args(["backbone", "--arch", arch, "--extra", extra, "--out"])
+        .arg(&out)
+        .status()
+        .expect("run the reference script (scripts/setup.sh installs its venv)");
+    assert!(status.success(), "reference script failed");
+    out
+}
+
+fn check(arch: &str, depth: ResNetDepth, extra_name: &str, extra: ExtraLevels, returned: std::ops::Range<usize>) {
+    let dir = reference(arch, extra_name);
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let body = ResNet::new(&(vs.root() / "body"), depth, NormKind::FrozenBn);
+    let chans = depth.out_channels();
+    let fpn = Fpn::new(&(vs.root() / "fpn"), &chans[returned.clone()], 256, extra);
+    let report = load_safetensors(&mut vs, &dir.join("weights.safetensors"), None).unwrap();
+    assert!(report.missing.is_empty(), "missing: {:?}", report.missing);
+    assert!(report.unexpected.is_empty(), "unexpected: {:?}", report.unexpected);
+    assert!(report.shape_mismatch.is_empty(), "{:?}", report.shape_mismatch);
+    let io: std::collections::HashMap<String, tch::Tensor> =
+        tch::Tensor::read_safetensors(dir.join("io.safetensors")).unwrap().into_iter().collect();
+    let outs = tch::no_grad(|| {
+        let c = body.forward_t(&io["input"], false);
+        fpn.forward(&c[returned])
+    });
+    for (i, ours) in outs.iter().enumerate() {
+        let theirs = &io[&format!("out{i}")];
+        assert_eq!(ours.size(), theirs.size(), "level {i} shape");
+        let diff = (ours - theirs).abs().max().double_value(&[]);
+        let scale = theirs.abs().max().double_value(&[]).max(1e-6);
+        assert!(diff / scale < 1e-4, "level {i}: max |diff| {diff} (scale {scale})");
+    }
+    assert_eq!(outs.len(), io.len() - 1, "same number of levels");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn resnet50_fpn_p3_p7_matches_torchvision() {
+    check("resnet50", ResNetDepth::Resnet50, "p6p7", ExtraLevels::P6P7, 1..4);
+}
+
+#[test]
+fn resnet18_fpn_p2_p6_matches_torchvision() {
+    check("resnet18", ResNetDepth::Resnet18, "maxpool", ExtraLevels::MaxPool, 0..4);
+}
