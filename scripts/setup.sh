@@ -14,7 +14,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${ALIGNDET_CACHE:-$HOME/.cache/aligndet-studio}"
 VENV="$CACHE/venv"
-PY_REQS=(torch==2.11.0 setuptools numpy pillow pycocotools==2.0.11 faster-coco-eval==1.8.0 opencv-contrib-python-headless)
+PY_REQS=(torch==2.11.0 torchvision==0.26.0 safetensors setuptools numpy pillow pycocotools==2.0.11 faster-coco-eval==1.8.0 opencv-contrib-python-headless)
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
