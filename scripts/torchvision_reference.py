@@ -47,6 +47,46 @@ def backbone(args):
     save_file(io, os.path.join(args.out, "io.safetensors"))
 
 
+def randomise_norms(model):
+    """Random affine and statistics in every batch norm, so that they matter for parity."""
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(torch.randn_like(buf) * 0.1)
+            elif name.endswith("running_var"):
+                buf.copy_(torch.rand_like(buf) * 0.5 + 0.75)
+        for name, p in model.named_parameters():
+            if ".bn" in name or "downsample.1" in name or name.startswith("bn1") or ".bn1" in name:
+                p.copy_(torch.randn_like(p) * 0.1 + (1.0 if name.endswith("weight") else 0.0))
+
+
+def fcos(args):
+    from torchvision.models.detection import fcos_resnet50_fpn
+
+    torch.manual_seed(args.seed)
+    model = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=args.num_classes,
+                              min_size=256, max_size=512).eval()
+    randomise_norms(model)
+    with torch.no_grad():
+        # Untrained heads score everything near the prior (0.01); lift the biases so that many
+        # boxes pass the 0.2 threshold and NMS has work to do.
+        model.head.classification_head.cls_logits.bias.normal_(0.0, 1.0)
+        model.head.regression_head.bbox_ctrness.bias.fill_(2.0)
+        model.head.regression_head.bbox_reg.bias.uniform_(0.5, 2.0)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    images = [torch.rand(3, 200, 260), torch.rand(3, 240, 180)]
+    with torch.no_grad():
+        dets = model(images)
+    os.makedirs(args.out, exist_ok=True)
+    save_file(state, os.path.join(args.out, "weights.safetensors"))
+    io = {}
+    for i, (img, d) in enumerate(zip(images, dets)):
+        io[f"image{i}"] = img.contiguous()
+        for k in ("boxes", "scores", "labels"):
+            io[f"{k}{i}"] = d[k].contiguous()
+    save_file(io, os.path.join(args.out, "io.safetensors"))
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -55,8 +95,12 @@ def main():
     b.add_argument("--extra", default="p6p7")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", required=True)
+    f = sub.add_parser("fcos")
+    f.add_argument("--num-classes", type=int, default=5)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True)
     args = p.parse_args()
-    {"backbone": backbone}[args.cmd](args)
+    {"backbone": backbone, "fcos": fcos}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -65,3 +65,35 @@ fn resnet50_fpn_p3_p7_matches_torchvision() {
 fn resnet18_fpn_p2_p6_matches_torchvision() {
     check("resnet18", ResNetDepth::Resnet18, "maxpool", ExtraLevels::MaxPool, 0..4);
 }
+
+#[test]
+fn fcos_resnet50_fpn_detections_match_torchvision() {
+    use aligndet_trainer::models::fcos::Fcos;
+    let out = std::env::temp_dir().join(format!("aligndet-tv-fcos-{}", std::process::id()));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/torchvision_reference.py");
+    let status = Command::new(python()).arg(script).args(["fcos", "--out"]).arg(&out).status().unwrap();
+    assert!(status.success());
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let mut model = Fcos::resnet_fpn(&vs.root(), ResNetDepth::Resnet50, NormKind::FrozenBn, 5);
+    model.transform.min_size = 256.0;
+    model.transform.max_size = 512.0;
+    let report = load_safetensors(&mut vs, &out.join("weights.safetensors"), None).unwrap();
+    assert!(report.missing.is_empty(), "missing: {:?}", report.missing);
+    assert!(report.unexpected.is_empty(), "unexpected: {:?}", report.unexpected);
+    let io: std::collections::HashMap<String, tch::Tensor> =
+        tch::Tensor::read_safetensors(out.join("io.safetensors")).unwrap().into_iter().collect();
+    let images = vec![io["image0"].shallow_clone(), io["image1"].shallow_clone()];
+    let dets = model.detect(&images);
+    for (i, d) in dets.iter().enumerate() {
+        let (tb, ts, tl) = (&io[&format!("boxes{i}")], &io[&format!("scores{i}")], &io[&format!("labels{i}")]);
+        assert!(ts.size()[0] > 10, "the reference should have many detections");
+        assert_eq!(d.scores.size(), ts.size(), "image {i}: number of detections");
+        if std::env::var("DEBUG_PARITY").is_ok() { d.boxes.narrow(0,0,5).print(); tb.narrow(0,0,5).print(); d.scores.narrow(0,0,5).print(); ts.narrow(0,0,5).print(); }
+        let box_diff = (&d.boxes - tb).abs().max().double_value(&[]);
+        let score_diff = (&d.scores - ts).abs().max().double_value(&[]);
+        assert!(box_diff < 0.5, "image {i}: boxes differ by {box_diff} px");
+        assert!(score_diff < 1e-3, "image {i}: scores differ by {score_diff}");
+        assert!(d.labels.eq_tensor(tl).all().int64_value(&[]) == 1, "image {i}: labels differ");
+    }
+    let _ = std::fs::remove_dir_all(out);
+}

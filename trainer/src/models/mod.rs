@@ -4,9 +4,16 @@
 //! - [`norm`]: batch norm, trainable or frozen (torchvision's `FrozenBatchNorm2d`).
 //! - [`resnet`]: ResNet-18/50 bodies returning C2–C5.
 //! - [`fpn`]: feature pyramid (P2–P6 with max-pool, or P3–P7 with P6/P7 convs).
+//! - [`anchors`], [`box_coder`], [`nms`], [`transform`]: the shared detection pieces.
+//! - [`fcos`]: the FCOS detector.
 //! - [`weights`]: loading safetensors state dicts with a report of missing / unexpected keys.
 
+pub mod anchors;
+pub mod box_coder;
+pub mod fcos;
 pub mod fpn;
+pub mod nms;
 pub mod norm;
 pub mod resnet;
+pub mod transform;
 pub mod weights;

@@ -1,0 +1,253 @@
+//! FCOS (torchvision design and parameter names): ResNet-FPN P3–P7, a classification head and a
+//! regression head (4 × conv-GN-ReLU towers), box-linear coding, score = √(cls·centerness).
+
+use super::anchors::level_anchors;
+use super::box_coder::BoxLinearCoder;
+use super::fpn::{ExtraLevels, Fpn};
+use super::nms::batched_nms;
+use super::norm::NormKind;
+use super::resnet::{ResNet, ResNetDepth};
+use super::transform::{DetectionTransform, ImageBatch};
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+/// A 4-layer conv-GroupNorm-ReLU tower; torchvision indexes its Sequential as 0,1,2 / 3,4,5 / …
+#[derive(Debug)]
+struct Tower {
+    layers: Vec<(nn::Conv2D, nn::GroupNorm)>,
+}
+
+fn conv3x3(vs: nn::Path, cin: i64, cout: i64, bias_init: f64) -> nn::Conv2D {
+    nn::conv2d(
+        vs,
+        cin,
+        cout,
+        3,
+        nn::ConvConfig {
+            padding: 1,
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.01,
+            },
+            bs_init: nn::Init::Const(bias_init),
+            ..Default::default()
+        },
+    )
+}
+
+impl Tower {
+    fn new(vs: &nn::Path, channels: i64, num_convs: i64) -> Tower {
+        let layers = (0..num_convs)
+            .map(|i| {
+                (
+                    conv3x3(vs / (3 * i), channels, channels, 0.0),
+                    nn::group_norm(vs / (3 * i + 1), 32, channels, Default::default()),
+                )
+            })
+            .collect();
+        Tower { layers }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.layers
+            .iter()
+            .fold(x.shallow_clone(), |x, (c, g)| g.forward(&c.forward(&x)).relu())
+    }
+}
+
+/// `[N, C·A, H, W]` → `[N, H·W·A, C]` (torchvision's permute-and-flatten).
+fn flatten_level(t: &Tensor, channels: i64) -> Tensor {
+    let s = t.size();
+    t.view([s[0], -1, channels, s[2], s[3]])
+        .permute([0, 3, 4, 1, 2])
+        .reshape([s[0], -1, channels])
+}
+
+#[derive(Debug)]
+pub struct FcosHead {
+    cls_tower: Tower,
+    cls_logits: nn::Conv2D,
+    reg_tower: Tower,
+    bbox_reg: nn::Conv2D,
+    bbox_ctrness: nn::Conv2D,
+    pub num_classes: i64,
+}
+
+/// Raw head outputs over all levels: `[N, ΣHW, C]`, `[N, ΣHW, 4]`, `[N, ΣHW, 1]`, and the
+/// number of locations per level.
+pub struct FcosOutputs {
+    pub cls_logits: Tensor,
+    pub bbox_regression: Tensor,
+    pub bbox_ctrness: Tensor,
+    pub level_sizes: Vec<i64>,
+}
+
+impl FcosHead {
+    /// `vs` is the `head` path.
+    pub fn new(vs: &nn::Path, channels: i64, num_classes: i64) -> FcosHead {
+        let prior = 0.01f64;
+        let cls = vs / "classification_head";
+        let reg = vs / "regression_head";
+        FcosHead {
+            cls_tower: Tower::new(&(&cls / "conv"), channels, 4),
+            cls_logits: conv3x3(&cls / "cls_logits", channels, num_classes, -((1.0 - prior) / prior).ln()),
+            reg_tower: Tower::new(&(&reg / "conv"), channels, 4),
+            bbox_reg: conv3x3(&reg / "bbox_reg", channels, 4, 0.0),
+            bbox_ctrness: conv3x3(&reg / "bbox_ctrness", channels, 1, 0.0),
+            num_classes,
+        }
+    }
+
+    pub fn forward(&self, features: &[Tensor]) -> FcosOutputs {
+        let (mut cls, mut reg, mut ctr, mut sizes) = (vec![], vec![], vec![], vec![]);
+        for f in features {
+            let s = f.size();
+            sizes.push(s[2] * s[3]);
+            cls.push(flatten_level(&self.cls_logits.forward(&self.cls_tower.forward(f)), self.num_classes));
+            let r = self.reg_tower.forward(f);
+            reg.push(flatten_level(&self.bbox_reg.forward(&r).relu(), 4));
+            ctr.push(flatten_level(&self.bbox_ctrness.forward(&r), 1));
+        }
+        FcosOutputs {
+            cls_logits: Tensor::cat(&cls, 1),
+            bbox_regression: Tensor::cat(&reg, 1),
+            bbox_ctrness: Tensor::cat(&ctr, 1),
+            level_sizes: sizes,
+        }
+    }
+}
+
+/// Inference settings (torchvision defaults).
+#[derive(Debug, Clone)]
+pub struct FcosInference {
+    pub score_thresh: f64,
+    pub nms_thresh: f64,
+    pub detections_per_img: i64,
+    pub topk_candidates: i64,
+}
+
+impl Default for FcosInference {
+    fn default() -> Self {
+        FcosInference {
+            score_thresh: 0.2,
+            nms_thresh: 0.6,
+            detections_per_img: 100,
+            topk_candidates: 1000,
+        }
+    }
+}
+
+/// One image's detections: xyxy boxes in original pixels, scores, labels.
+#[derive(Debug)]
+pub struct Detections {
+    pub boxes: Tensor,
+    pub scores: Tensor,
+    pub labels: Tensor,
+}
+
+#[derive(Debug)]
+pub struct Fcos {
+    pub body: ResNet,
+    pub fpn: Fpn,
+    pub head: FcosHead,
+    pub transform: DetectionTransform,
+    pub inference: FcosInference,
+    /// Anchor size per level (torchvision: 8, 16, 32, 64, 128).
+    pub anchor_sizes: Vec<f64>,
+}
+
+impl Fcos {
+    /// ResNet-FPN FCOS under `vs` with torchvision's names (`backbone.body`, `backbone.fpn`, `head`).
+    pub fn resnet_fpn(vs: &nn::Path, depth: ResNetDepth, norm: NormKind, num_classes: i64) -> Fcos {
+        let bb = vs / "backbone";
+        let chans = depth.out_channels();
+        Fcos {
+            body: ResNet::new(&(&bb / "body"), depth, norm),
+            fpn: Fpn::new(&(&bb / "fpn"), &chans[1..], 256, ExtraLevels::P6P7),
+            head: FcosHead::new(&(vs / "head"), 256, num_classes),
+            transform: DetectionTransform::default(),
+            inference: FcosInference::default(),
+            anchor_sizes: vec![8.0, 16.0, 32.0, 64.0, 128.0],
+        }
+    }
+
+    pub fn features(&self, batch: &Tensor, train: bool) -> Vec<Tensor> {
+        let c = self.body.forward_t(batch, train);
+        self.fpn.forward(&c[1..])
+    }
+
+    /// Anchors of every level for a padded batch, concatenated `[ΣHW, 4]`.
+    pub fn anchors(&self, batch: &ImageBatch, features: &[Tensor]) -> Tensor {
+        let (ih, iw) = (batch.tensor.size()[2], batch.tensor.size()[3]);
+        let per_level: Vec<Tensor> = features
+            .iter()
+            .zip(&self.anchor_sizes)
+            .map(|(f, &size)| {
+                let (fh, fw) = (f.size()[2], f.size()[3]);
+                level_anchors((fh, fw), (ih / fh, iw / fw), &[size], &[1.0], f.device())
+            })
+            .collect();
+        Tensor::cat(&per_level, 0)
+    }
+
+    /// Detect objects in `[3, H, W]` images with values in 0..1.
+    pub fn detect(&self, images: &[Tensor]) -> Vec<Detections> {
+        tch::no_grad(|| {
+            let batch = self.transform.batch(images);
+            let features = self.features(&batch.tensor, false);
+            let out = self.head.forward(&features);
+            let anchors = self.anchors(&batch, &features);
+            (0..images.len())
+                .map(|i| {
+                    let d = self.postprocess(&out, &anchors, i as i64, batch.image_sizes[i]);
+                    Detections {
+                        boxes: DetectionTransform::postprocess_boxes(&d.boxes, batch.image_sizes[i], batch.original_sizes[i]),
+                        ..d
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn postprocess(&self, out: &FcosOutputs, anchors: &Tensor, image: i64, size: (i64, i64)) -> Detections {
+        let coder = BoxLinearCoder { normalize_by_size: true };
+        let nc = self.head.num_classes;
+        let (mut boxes, mut scores, mut labels) = (vec![], vec![], vec![]);
+        let mut start = 0;
+        for &n in &out.level_sizes {
+            let logits = out.cls_logits.get(image).narrow(0, start, n);
+            let ctr = out.bbox_ctrness.get(image).narrow(0, start, n);
+            let reg = out.bbox_regression.get(image).narrow(0, start, n);
+            let anc = anchors.narrow(0, start, n);
+            start += n;
+            let s = (logits.sigmoid() * ctr.sigmoid()).sqrt().flatten(0, -1);
+            let keep = s.gt(self.inference.score_thresh).nonzero().squeeze_dim(1);
+            let s = s.index_select(0, &keep);
+            let k = keep.size()[0].min(self.inference.topk_candidates);
+            let (s, idx) = s.topk(k, 0, true, true);
+            let flat = keep.index_select(0, &idx);
+            let anchor_idx = flat.divide_scalar_mode(nc, "floor");
+            let label = flat.remainder(nc);
+            let b = coder.decode(&reg.index_select(0, &anchor_idx), &anc.index_select(0, &anchor_idx));
+            let b = clip_boxes(&b, size);
+            boxes.push(b);
+            scores.push(s);
+            labels.push(label);
+        }
+        let (boxes, scores, labels) = (Tensor::cat(&boxes, 0), Tensor::cat(&scores, 0), Tensor::cat(&labels, 0));
+        let keep = batched_nms(&boxes, &scores, &labels, self.inference.nms_thresh);
+        let keep = keep.narrow(0, 0, keep.size()[0].min(self.inference.detections_per_img));
+        Detections {
+            boxes: boxes.index_select(0, &keep),
+            scores: scores.index_select(0, &keep),
+            labels: labels.index_select(0, &keep).to_kind(Kind::Int64),
+        }
+    }
+}
+
+/// Clip xyxy boxes to an image of (height, width).
+pub fn clip_boxes(boxes: &Tensor, (h, w): (i64, i64)) -> Tensor {
+    let x = boxes.slice(1, 0, 4, 2).clamp(0.0, w as f64);
+    let y = boxes.slice(1, 1, 4, 2).clamp(0.0, h as f64);
+    Tensor::stack(&[x.select(1, 0), y.select(1, 0), x.select(1, 1), y.select(1, 1)], 1)
+}

@@ -1,0 +1,79 @@
+//! Non-maximum suppression on libtorch tensors (torchvision's `nms` / `batched_nms` semantics).
+
+use tch::{Device, Kind, Tensor};
+
+/// Pairwise IoU of xyxy boxes `[N, 4]` × `[M, 4]` → `[N, M]`.
+pub fn box_iou(a: &Tensor, b: &Tensor) -> Tensor {
+    let area = |t: &Tensor| (t.select(1, 2) - t.select(1, 0)) * (t.select(1, 3) - t.select(1, 1));
+    let (area_a, area_b) = (area(a), area(b));
+    let lt = a.slice(1, 0, 2, 1).unsqueeze(1).maximum(&b.slice(1, 0, 2, 1).unsqueeze(0));
+    let rb = a.slice(1, 2, 4, 1).unsqueeze(1).minimum(&b.slice(1, 2, 4, 1).unsqueeze(0));
+    let wh = (rb - lt).clamp_min(0.0);
+    let inter = wh.select(2, 0) * wh.select(2, 1);
+    let union = area_a.unsqueeze(1) + area_b.unsqueeze(0) - &inter;
+    inter / union
+}
+
+/// Indices of the boxes kept, by decreasing score: a box is dropped when its IoU with a kept,
+/// higher-scoring box exceeds `iou_threshold`.
+pub fn nms(boxes: &Tensor, scores: &Tensor, iou_threshold: f64) -> Tensor {
+    let n = boxes.size()[0];
+    let device = boxes.device();
+    if n == 0 {
+        return Tensor::zeros([0], (Kind::Int64, device));
+    }
+    let order = scores.argsort(0, true);
+    let sorted = boxes.index_select(0, &order);
+    // One IoU matrix on the device, then the greedy pass on the CPU over a bool matrix.
+    let over: Vec<bool> = Vec::try_from(
+        box_iou(&sorted, &sorted)
+            .gt(iou_threshold)
+            .to_device(Device::Cpu)
+            .reshape([-1]),
+    )
+    .unwrap_or_default();
+    let order_cpu: Vec<i64> = Vec::try_from(order.to_device(Device::Cpu)).unwrap_or_default();
+    let n = n as usize;
+    let mut removed = vec![false; n];
+    let mut keep = Vec::new();
+    for i in 0..n {
+        if removed[i] {
+            continue;
+        }
+        keep.push(order_cpu[i]);
+        for j in (i + 1)..n {
+            if over[i * n + j] {
+                removed[j] = true;
+            }
+        }
+    }
+    Tensor::from_slice(&keep).to_device(device)
+}
+
+/// NMS within each label: boxes of different labels never suppress each other.
+pub fn batched_nms(boxes: &Tensor, scores: &Tensor, labels: &Tensor, iou_threshold: f64) -> Tensor {
+    if boxes.size()[0] == 0 {
+        return Tensor::zeros([0], (Kind::Int64, boxes.device()));
+    }
+    // torchvision's coordinate trick: shift each label's boxes far apart.
+    let offset = boxes.max() + 1.0;
+    let shifted = boxes + (labels.to_kind(boxes.kind()) * offset).unsqueeze(1);
+    nms(&shifted, scores, iou_threshold)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_lower_scores_are_suppressed_per_label() {
+        let boxes = Tensor::from_slice(&[0.0f32, 0.0, 10.0, 10.0, 1.0, 1.0, 11.0, 11.0, 0.0, 0.0, 10.0, 10.0, 50.0, 50.0, 60.0, 60.0])
+            .view([4, 4]);
+        let scores = Tensor::from_slice(&[0.9f32, 0.8, 0.7, 0.6]);
+        let keep: Vec<i64> = Vec::try_from(nms(&boxes, &scores, 0.5)).unwrap();
+        assert_eq!(keep, vec![0, 3]);
+        let labels = Tensor::from_slice(&[0i64, 0, 1, 0]);
+        let keep: Vec<i64> = Vec::try_from(batched_nms(&boxes, &scores, &labels, 0.5)).unwrap();
+        assert_eq!(keep, vec![0, 2, 3]);
+    }
+}

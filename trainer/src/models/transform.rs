@@ -1,0 +1,81 @@
+//! torchvision's `GeneralizedRCNNTransform` for inference: normalise, keep-ratio resize
+//! (shorter side to `min_size`, longer side at most `max_size`), pad the batch to a multiple of 32.
+
+use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct DetectionTransform {
+    pub min_size: f64,
+    pub max_size: f64,
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
+    pub size_divisible: i64,
+}
+
+impl Default for DetectionTransform {
+    fn default() -> Self {
+        DetectionTransform {
+            min_size: 800.0,
+            max_size: 1333.0,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            size_divisible: 32,
+        }
+    }
+}
+
+/// A padded batch plus each image's size after resizing (what boxes are clipped to) and before.
+pub struct ImageBatch {
+    pub tensor: Tensor,
+    pub image_sizes: Vec<(i64, i64)>,
+    pub original_sizes: Vec<(i64, i64)>,
+}
+
+impl DetectionTransform {
+    /// `images`: `[3, H, W]` float in 0..1, any sizes.
+    pub fn batch(&self, images: &[Tensor]) -> ImageBatch {
+        let mean = Tensor::from_slice(&self.mean).to_kind(Kind::Float).view([3, 1, 1]);
+        let std = Tensor::from_slice(&self.std).to_kind(Kind::Float).view([3, 1, 1]);
+        let mut resized = Vec::with_capacity(images.len());
+        let mut original_sizes = Vec::new();
+        for img in images {
+            let (h, w) = (img.size()[1], img.size()[2]);
+            original_sizes.push((h, w));
+            let normed = (img - mean.to_device(img.device())) / std.to_device(img.device());
+            // Scale as torchvision computes it (float32), output size floor(side · scale); like
+            // `recompute_scale_factor=True`, the interpolation then uses the size ratio.
+            let (min_side, max_side) = (h.min(w) as f32, h.max(w) as f32);
+            let scale = (self.min_size as f32 / min_side).min(self.max_size as f32 / max_side);
+            let (nh, nw) = ((h as f32 * scale).floor() as i64, (w as f32 * scale).floor() as i64);
+            let out = normed
+                .unsqueeze(0)
+                .upsample_bilinear2d([nh, nw], false, None, None)
+                .squeeze_dim(0);
+            resized.push(out);
+        }
+        let image_sizes: Vec<(i64, i64)> = resized.iter().map(|t| (t.size()[1], t.size()[2])).collect();
+        let d = self.size_divisible;
+        let max_h = image_sizes.iter().map(|s| s.0).max().unwrap_or(0);
+        let max_w = image_sizes.iter().map(|s| s.1).max().unwrap_or(0);
+        let (ph, pw) = ((max_h + d - 1) / d * d, (max_w + d - 1) / d * d);
+        let device = images.first().map(|t| t.device()).unwrap_or(tch::Device::Cpu);
+        let batch = Tensor::zeros([images.len() as i64, 3, ph, pw], (Kind::Float, device));
+        for (i, t) in resized.iter().enumerate() {
+            let (h, w) = image_sizes[i];
+            batch.get(i as i64).narrow(1, 0, h).narrow(2, 0, w).copy_(t);
+        }
+        ImageBatch {
+            tensor: batch,
+            image_sizes,
+            original_sizes,
+        }
+    }
+
+    /// Map boxes from the resized image back to the original one.
+    pub fn postprocess_boxes(boxes: &Tensor, resized: (i64, i64), original: (i64, i64)) -> Tensor {
+        let rh = original.0 as f64 / resized.0 as f64;
+        let rw = original.1 as f64 / resized.1 as f64;
+        let scale = Tensor::from_slice(&[rw as f32, rh as f32, rw as f32, rh as f32]).to_device(boxes.device());
+        boxes * scale.view([1, 4])
+    }
+}
