@@ -4,13 +4,22 @@
 //! Loading never stops at the first problem: it collects every problem into a
 //! [`ValidationReport`] (first few of each kind, with counts) so a user can fix a file in one go.
 
+mod checks;
 mod coco;
 mod report;
+mod splits;
+#[cfg(test)]
+mod test_support;
 mod voc;
 
+pub use checks::{BOX_TOLERANCE_PX, MAX_ANNOTATION_FILE_BYTES, unsafe_file_name_reason};
 pub use coco::load_coco;
-pub use report::{ProblemKind, ValidationReport};
-pub use voc::load_voc;
+pub use report::{EXAMPLES_PER_KIND, ProblemGroup, ProblemKind, ValidationReport};
+pub use splits::{DatasetSplits, MAX_SPLITS_FILE_BYTES, labeled_subset};
+pub use voc::{
+    MAX_VOC_XML_BYTES, VocAnnotation, VocLayout, VocObject, list_xml_files, load_voc,
+    parse_voc_xml, voc_box_to_coco, voc_layout,
+};
 
 use serde::{Deserialize, Serialize};
 
