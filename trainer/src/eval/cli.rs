@@ -1,6 +1,105 @@
-// PLACEHOLDER (to be replaced by the owning work): lets the workspace compile meanwhile.
-#[derive(clap::Args)]
-pub struct EvalArgs {}
-pub fn main(_args: EvalArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+//! `trainer eval --gt GT.json --dt DT.json [--threads N] [--pr-curves]`: COCO bbox
+//! evaluation of a results file, printed as JSON on stdout.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, anyhow};
+use serde::Serialize;
+
+use super::coco::{
+    AreaSummary, ClassSummary, Detection, EvalError, EvalParams, GroundTruth, PrCurve, STAT_NAMES,
+    evaluate, parse_detections,
+};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// COCO ground-truth file (images, categories, annotations).
+    #[arg(long, value_name = "GT.json")]
+    pub gt: PathBuf,
+    /// COCO results file: a JSON array of {image_id, category_id, bbox, score}.
+    #[arg(long, value_name = "DT.json")]
+    pub dt: PathBuf,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Also print per-class precision-recall curves.
+    #[arg(long)]
+    pub pr_curves: bool,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    stats: &'a [f64; 12],
+    stat_names: &'a [&'a str; 12],
+    per_class: &'a [ClassSummary],
+    per_size: &'a [AreaSummary],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pr_curves: Option<&'a [PrCurve]>,
+    timings: Timings,
+}
+
+/// Seconds per stage.
+#[derive(Serialize)]
+struct Timings {
+    load: f64,
+    evaluate: f64,
+    accumulate: f64,
+}
+
+pub fn main(args: EvalArgs) -> anyhow::Result<()> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or(0))
+        .build()
+        .context("starting the worker threads")?;
+    pool.install(|| run(&args))
+}
+
+fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (gt, detections) =
+        rayon::join(|| load_ground_truth(&args.gt), || load_detections(&args.dt));
+    let (gt, detections) = (gt?, detections?);
+    let load = started.elapsed().as_secs_f64();
+
+    let result = evaluate(&gt, &detections, &EvalParams::default()).map_err(|e| match e {
+        EvalError::UnknownImage { .. } | EvalError::UnknownCategory { .. } => {
+            anyhow!("detections file {}: {e}", args.dt.display())
+        }
+        other => anyhow!(other),
+    })?;
+    let output = Output {
+        stats: &result.stats,
+        stat_names: &STAT_NAMES,
+        per_class: &result.per_class,
+        per_size: &result.per_size,
+        pr_curves: args.pr_curves.then_some(result.pr_curves.as_slice()),
+        timings: Timings {
+            load,
+            evaluate: result.timings.evaluate,
+            accumulate: result.timings.accumulate,
+        },
+    };
+    // Written (not println!) so that a closed pipe is an error, not a panic.
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, &output)
+        .and_then(|()| writeln!(stdout).map_err(serde_json::Error::io))
+        .context("writing the result to stdout")?;
+    Ok(())
+}
+
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {what} file {}", path.display()))
+}
+
+fn load_ground_truth(path: &Path) -> anyhow::Result<GroundTruth> {
+    let bytes = read(path, "ground-truth")?;
+    GroundTruth::from_json_bytes(&bytes)
+        .map_err(|e| anyhow!("ground-truth file {}: {e}", path.display()))
+}
+
+fn load_detections(path: &Path) -> anyhow::Result<Vec<Detection>> {
+    let bytes = read(path, "detections")?;
+    parse_detections(&bytes).map_err(|e| anyhow!("detections file {}: {e}", path.display()))
 }
