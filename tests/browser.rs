@@ -77,8 +77,10 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn import_browse_boxes_then_benchmark_with_live_curve() {
+/// The server, worker and database handles use blocking HTTP, so they live outside the async
+/// runtime that drives the browser.
+#[test]
+fn import_browse_boxes_then_benchmark_with_live_curve() {
     let db = TestDb::create();
     let dir = TempDir::new("browser");
     let imports = TempDir::new("browser-imports");
@@ -88,10 +90,15 @@ async fn import_browse_boxes_then_benchmark_with_live_curve() {
     let server = Server::start(&opts);
     let _worker = Worker::start(&server, "browser-worker");
     let driver = ChromeDriver::start();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(drive_browser(&driver, &server.url, &ann, &images));
+}
+
+async fn drive_browser(driver: &ChromeDriver, url: &str, ann: &std::path::Path, images: &std::path::Path) {
     let c = driver.client().await;
 
     // Import a dataset through the form.
-    c.goto(&format!("{}/datasets", server.url)).await.unwrap();
+    c.goto(&format!("{}/datasets", url)).await.unwrap();
     c.find(Locator::Css(
         "form[action='/datasets/import'] input[name=name]",
     ))
@@ -160,7 +167,7 @@ async fn import_browse_boxes_then_benchmark_with_live_curve() {
     assert_eq!(hidden.len(), 3, "class 1 boxes hidden");
 
     // Start a worker benchmark from the UI and watch its curve appear live.
-    c.goto(&format!("{}/runs/new", server.url)).await.unwrap();
+    c.goto(&format!("{}/runs/new", url)).await.unwrap();
     let steps = c
         .find(Locator::Css("#benchmark-form input[name=steps]"))
         .await

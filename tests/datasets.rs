@@ -85,7 +85,7 @@ fn a_valid_coco_dataset_imports_and_its_page_draws_boxes() {
     let page = f.server.get(&format!("/datasets/{id}")).text().unwrap();
     assert_eq!(page.matches("<rect class=\"box").count(), 5);
     assert!(
-        page.contains("&lt;b&gt;bold&lt;/b&gt; &amp; co"),
+        page.contains("&#60;b&#62;bold&#60;/b&#62; &#38; co"),
         "category names escaped"
     );
     assert!(!page.contains("<b>bold</b>"));

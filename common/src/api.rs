@@ -43,6 +43,9 @@ pub struct DatasetLocation {
     pub annotations_path: String,
     /// Folder that image `file_name`s are relative to.
     pub image_root: String,
+    /// Train/val image ids and labeled subsets (`dataset::DatasetSplits`), when the dataset has them.
+    #[serde(default)]
+    pub splits: Option<serde_json::Value>,
 }
 
 /// The answer to a successful claim: everything a worker needs to run the job.

@@ -13,6 +13,7 @@ pub struct EvaluationReport {
     /// The 12 statistics in pycocotools' order (−1 where undefined, as pycocotools prints).
     pub stats: Vec<f64>,
     pub per_class: Vec<ClassResult>,
+    pub per_size: Vec<SizeResult>,
     /// Precision at the 101 recall points 0, 0.01, … 1 (area all, 100 detections), per class.
     pub pr_curves: Vec<PrCurve>,
     pub num_images: usize,
@@ -27,11 +28,16 @@ pub struct ClassResult {
     pub ap: f64,
     pub ap50: f64,
     pub ap75: f64,
-    pub ap_small: f64,
-    pub ap_medium: f64,
-    pub ap_large: f64,
     pub ar100: f64,
     pub num_gt: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SizeResult {
+    /// `small`, `medium`, `large` (COCO area ranges).
+    pub area: String,
+    pub ap: f64,
+    pub ar: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -152,8 +152,8 @@ fn load(
 fn read_splits_beside(annotations: &str) -> Option<serde_json::Value> {
     let path = Path::new(annotations).parent()?.join("splits.json");
     let text = std::fs::read_to_string(path).ok()?;
-    let splits: serde_json::Value = serde_json::from_str(&text).ok()?;
-    splits.get("train").is_some().then_some(splits)
+    let splits: dataset::DatasetSplits = serde_json::from_str(&text).ok()?;
+    serde_json::to_value(splits).ok()
 }
 
 /// Write the normalised COCO JSON and insert every row in one transaction.

@@ -87,6 +87,7 @@ async fn claim(
                 name: d.name,
                 annotations_path: d.annotations_path,
                 image_root: d.image_root,
+                splits: d.splits,
             }),
         None => None,
     };

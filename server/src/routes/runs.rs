@@ -358,8 +358,10 @@ pub struct EvalView {
     pub report: aligndet_common::report::EvaluationReport,
     pub pr_mean_chart: String,
     pub pr_class_chart: String,
-    /// (class name, GT boxes, formatted AP, AP50, AP75, APs, APm, APl, AR100)
+    /// (class name, GT boxes, formatted AP, AP50, AP75, AR100)
     pub class_rows: Vec<(String, usize, Vec<String>)>,
+    /// (area range, formatted AP, formatted AR)
+    pub size_rows: Vec<(String, String, String)>,
 }
 
 /// pycocotools prints −1 for undefined statistics; show a dash instead.
@@ -423,23 +425,21 @@ fn eval_view(report: aligndet_common::report::EvaluationReport) -> EvalView {
         .per_class
         .iter()
         .map(|c| {
-            let cells = [
-                c.ap,
-                c.ap50,
-                c.ap75,
-                c.ap_small,
-                c.ap_medium,
-                c.ap_large,
-                c.ar100,
-            ]
+            let cells = [c.ap, c.ap50, c.ap75, c.ar100]
             .into_iter()
             .map(format_stat)
             .collect();
             (c.name.clone(), c.num_gt, cells)
         })
         .collect();
+    let size_rows = report
+        .per_size
+        .iter()
+        .map(|s| (s.area.clone(), format_stat(s.ap), format_stat(s.ar)))
+        .collect();
     EvalView {
         class_rows,
+        size_rows,
         stats: COCO_STAT_NAMES
             .iter()
             .copied()

@@ -7,12 +7,16 @@
 //! written as the `recall.json` artifact.
 
 use super::{JobContext, JobOutcome};
+use crate::proposals::{
+    self, FilterConfig, ImageBoxes, RecallPoint, Strategy, filter_boxes, propose, recall_curve,
+    recall::DEFAULT_COUNTS,
+};
 use aligndet_common::api::{FilterRule, ImageProposals};
 use aligndet_common::dataset::CocoDataset;
 use aligndet_common::jobs::ProposalsConfig;
 use anyhow::Context;
 use rayon::prelude::*;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -50,6 +54,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<Jo
         cfg.strategy.as_str()
     ));
     let root = Path::new(&location.image_root);
+    let strategy = Strategy::by_name(cfg.strategy.as_str())?;
     let started = Instant::now();
     for chunk in todo.chunks(cfg.chunk_size as usize) {
         if ctx.should_stop() {
@@ -63,7 +68,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<Jo
                 let rgb = image::open(&path)
                     .with_context(|| format!("decoding {}", path.display()))?
                     .to_rgb8();
-                let (boxes, removed_by) = propose_and_filter(&rgb, cfg);
+                let (boxes, removed_by) = propose_and_filter(&rgb, cfg, &strategy);
                 Ok(ImageProposals {
                     image_id: img.id,
                     boxes,
@@ -90,9 +95,8 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<Jo
             .metric("seconds_per_image", 0, elapsed / todo.len() as f64);
     }
 
-    let wanted: HashSet<i64> = images.iter().map(|i| i.id).collect();
     let ordered: Vec<&ImageProposals> = images.iter().filter_map(|i| results.get(&i.id)).collect();
-    let report = recall_report(&dataset, &ordered, &wanted);
+    let report = recall_report(&dataset, &ordered);
     for (key, curve) in &report.curves {
         ctx.sink.metrics(
             curve
@@ -128,25 +132,103 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<Jo
 
 /// Selective search plus the filter's verdict for every box, in the order produced.
 fn propose_and_filter(
-    _rgb: &image::RgbImage,
-    _cfg: &ProposalsConfig,
+    rgb: &image::RgbImage,
+    cfg: &ProposalsConfig,
+    strategy: &Strategy,
 ) -> (Vec<[f32; 4]>, Vec<FilterRule>) {
-    (Vec::new(), Vec::new())
+    let boxes = propose(rgb, strategy, cfg.seed);
+    let outcome = filter_boxes(&boxes, rgb.width(), rgb.height(), &filter_config(cfg));
+    let mut verdicts = vec![FilterRule::Kept; boxes.len()];
+    for removed in &outcome.removed {
+        verdicts[removed.index] = match removed.rule {
+            proposals::FilterRule::MinSide => FilterRule::TooSmall,
+            proposals::FilterRule::AspectRatio => FilterRule::Aspect,
+            proposals::FilterRule::RelativeSize => FilterRule::TooLarge,
+            proposals::FilterRule::Nms => FilterRule::Nms,
+            proposals::FilterRule::TopK => FilterRule::TopK,
+        };
+    }
+    (boxes, verdicts)
 }
 
-struct RecallReport {
-    /// metric key → (number of boxes, recall)
+/// The platform's filter settings in the selective-search module's terms.
+fn filter_config(cfg: &ProposalsConfig) -> FilterConfig {
+    let f = &cfg.filter;
+    FilterConfig {
+        min_width: f.min_side as f32,
+        min_height: f.min_side as f32,
+        max_aspect_ratio: f.max_aspect as f32,
+        max_relative_size: f.max_relative_size as f32,
+        nms_iou: f.nms_iou.map(|t| t as f32),
+        top_k: f.top_k.map(|k| k as usize),
+        ..FilterConfig::default()
+    }
+}
+
+struct RecallSummary {
+    /// metric key → (number of boxes per image, value)
     curves: Vec<(String, Vec<(usize, f64)>)>,
     json: serde_json::Value,
 }
 
-fn recall_report(
-    _dataset: &CocoDataset,
-    _results: &[&ImageProposals],
-    _wanted: &HashSet<i64>,
-) -> RecallReport {
-    RecallReport {
-        curves: Vec::new(),
-        json: serde_json::json!({}),
+/// Recall of the non-crowd ground truth by the kept pseudo-boxes and by all boxes.
+fn recall_report(dataset: &CocoDataset, results: &[&ImageProposals]) -> RecallSummary {
+    let mut gt: HashMap<i64, Vec<[f32; 4]>> = HashMap::new();
+    for a in dataset.annotations.iter().filter(|a| a.iscrowd == 0) {
+        let b = a.bbox;
+        gt.entry(a.image_id)
+            .or_default()
+            .push([b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]);
+    }
+    let kept: Vec<Vec<[f32; 4]>> = results
+        .iter()
+        .map(|p| {
+            p.boxes
+                .iter()
+                .zip(&p.removed_by)
+                .filter(|(_, r)| **r == FilterRule::Kept)
+                .map(|(b, _)| *b)
+                .collect()
+        })
+        .collect();
+    let empty = Vec::new();
+    let report_for = |boxes: Vec<&[[f32; 4]]>| {
+        let images: Vec<ImageBoxes<'_>> = results
+            .iter()
+            .zip(boxes)
+            .map(|(p, proposals)| ImageBoxes {
+                gt: gt.get(&p.image_id).unwrap_or(&empty),
+                proposals,
+            })
+            .collect();
+        recall_curve(&images, &DEFAULT_COUNTS)
+    };
+    let filtered = report_for(kept.iter().map(|k| k.as_slice()).collect());
+    let unfiltered = report_for(results.iter().map(|p| p.boxes.as_slice()).collect());
+    let mut curves = Vec::new();
+    for (prefix, report) in [("recall", &filtered), ("recall_all", &unfiltered)] {
+        for (size, curve) in [
+            ("", &report.overall),
+            ("/small", &report.small),
+            ("/medium", &report.medium),
+            ("/large", &report.large),
+        ] {
+            if curve.num_gt == 0 {
+                continue;
+            }
+            // x = proposals per image; the "all" point sits at the mean number available.
+            let x = |p: &RecallPoint| p.max_proposals.unwrap_or(p.mean_proposals.round() as usize);
+            let mut points: Vec<&RecallPoint> = curve.points.iter().collect();
+            points.sort_by_key(|p| x(p));
+            points.dedup_by_key(|p| x(p));
+            let series = |f: fn(&RecallPoint) -> f64| points.iter().map(|p| (x(p), f(p))).collect();
+            curves.push((format!("{prefix}/iou50{size}"), series(|p| p.recall_50)));
+            curves.push((format!("{prefix}/iou70{size}"), series(|p| p.recall_70)));
+            curves.push((format!("{prefix}/ar{size}"), series(|p| p.average_recall)));
+        }
+    }
+    RecallSummary {
+        curves,
+        json: serde_json::json!({ "filtered": filtered, "all_boxes": unfiltered }),
     }
 }
