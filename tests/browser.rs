@@ -94,7 +94,12 @@ fn import_browse_boxes_then_benchmark_with_live_curve() {
     runtime.block_on(drive_browser(&driver, &server.url, &ann, &images));
 }
 
-async fn drive_browser(driver: &ChromeDriver, url: &str, ann: &std::path::Path, images: &std::path::Path) {
+async fn drive_browser(
+    driver: &ChromeDriver,
+    url: &str,
+    ann: &std::path::Path,
+    images: &std::path::Path,
+) {
     let c = driver.client().await;
 
     // Import a dataset through the form.

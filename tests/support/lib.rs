@@ -349,6 +349,25 @@ impl UiSession<'_> {
             .expect("POST form")
     }
 
+    /// POST a multipart form as our own page would (token in the query string).
+    pub fn post_multipart(
+        &self,
+        path: &str,
+        form: reqwest::blocking::multipart::Form,
+    ) -> reqwest::blocking::Response {
+        self.server
+            .http
+            .post(format!(
+                "{}{path}?csrf_token={}",
+                self.server.url, self.token
+            ))
+            .header("cookie", &self.cookie)
+            .header("origin", &self.server.url)
+            .multipart(form)
+            .send()
+            .expect("POST multipart")
+    }
+
     pub fn upload_zip(
         &self,
         name: &str,

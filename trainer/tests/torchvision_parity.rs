@@ -12,13 +12,17 @@ use std::process::Command;
 fn python() -> PathBuf {
     let cache = std::env::var_os("ALIGNDET_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/aligndet-studio"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/aligndet-studio")
+        });
     cache.join("venv/bin/python")
 }
 
 fn reference(arch: &str, extra: &str) -> PathBuf {
-    let out = std::env::temp_dir().join(format!("aligndet-tv-{arch}-{extra}-{}", std::process::id()));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/torchvision_reference.py");
+    let out =
+        std::env::temp_dir().join(format!("aligndet-tv-{arch}-{extra}-{}", std::process::id()));
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/torchvision_reference.py");
     let status = Command::new(python())
         .arg(script)
         .args(["backbone", "--arch", arch, "--extra", extra, "--out"])
@@ -29,7 +33,13 @@ fn reference(arch: &str, extra: &str) -> PathBuf {
     out
 }
 
-fn check(arch: &str, depth: ResNetDepth, extra_name: &str, extra: ExtraLevels, returned: std::ops::Range<usize>) {
+fn check(
+    arch: &str,
+    depth: ResNetDepth,
+    extra_name: &str,
+    extra: ExtraLevels,
+    returned: std::ops::Range<usize>,
+) {
     let dir = reference(arch, extra_name);
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let body = ResNet::new(&(vs.root() / "body"), depth, NormKind::FrozenBn);
@@ -37,10 +47,21 @@ fn check(arch: &str, depth: ResNetDepth, extra_name: &str, extra: ExtraLevels, r
     let fpn = Fpn::new(&(vs.root() / "fpn"), &chans[returned.clone()], 256, extra);
     let report = load_safetensors(&mut vs, &dir.join("weights.safetensors"), None).unwrap();
     assert!(report.missing.is_empty(), "missing: {:?}", report.missing);
-    assert!(report.unexpected.is_empty(), "unexpected: {:?}", report.unexpected);
-    assert!(report.shape_mismatch.is_empty(), "{:?}", report.shape_mismatch);
+    assert!(
+        report.unexpected.is_empty(),
+        "unexpected: {:?}",
+        report.unexpected
+    );
+    assert!(
+        report.shape_mismatch.is_empty(),
+        "{:?}",
+        report.shape_mismatch
+    );
     let io: std::collections::HashMap<String, tch::Tensor> =
-        tch::Tensor::read_safetensors(dir.join("io.safetensors")).unwrap().into_iter().collect();
+        tch::Tensor::read_safetensors(dir.join("io.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
     let outs = tch::no_grad(|| {
         let c = body.forward_t(&io["input"], false);
         fpn.forward(&c[returned])
@@ -50,7 +71,10 @@ fn check(arch: &str, depth: ResNetDepth, extra_name: &str, extra: ExtraLevels, r
         assert_eq!(ours.size(), theirs.size(), "level {i} shape");
         let diff = (ours - theirs).abs().max().double_value(&[]);
         let scale = theirs.abs().max().double_value(&[]).max(1e-6);
-        assert!(diff / scale < 1e-4, "level {i}: max |diff| {diff} (scale {scale})");
+        assert!(
+            diff / scale < 1e-4,
+            "level {i}: max |diff| {diff} (scale {scale})"
+        );
     }
     assert_eq!(outs.len(), io.len() - 1, "same number of levels");
     let _ = std::fs::remove_dir_all(dir);
@@ -58,20 +82,38 @@ fn check(arch: &str, depth: ResNetDepth, extra_name: &str, extra: ExtraLevels, r
 
 #[test]
 fn resnet50_fpn_p3_p7_matches_torchvision() {
-    check("resnet50", ResNetDepth::Resnet50, "p6p7", ExtraLevels::P6P7, 1..4);
+    check(
+        "resnet50",
+        ResNetDepth::Resnet50,
+        "p6p7",
+        ExtraLevels::P6P7,
+        1..4,
+    );
 }
 
 #[test]
 fn resnet18_fpn_p2_p6_matches_torchvision() {
-    check("resnet18", ResNetDepth::Resnet18, "maxpool", ExtraLevels::MaxPool, 0..4);
+    check(
+        "resnet18",
+        ResNetDepth::Resnet18,
+        "maxpool",
+        ExtraLevels::MaxPool,
+        0..4,
+    );
 }
 
 #[test]
 fn fcos_resnet50_fpn_detections_match_torchvision() {
     use aligndet_trainer::models::fcos::Fcos;
     let out = std::env::temp_dir().join(format!("aligndet-tv-fcos-{}", std::process::id()));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/torchvision_reference.py");
-    let status = Command::new(python()).arg(script).args(["fcos", "--out"]).arg(&out).status().unwrap();
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/torchvision_reference.py");
+    let status = Command::new(python())
+        .arg(script)
+        .args(["fcos", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
     assert!(status.success());
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let mut model = Fcos::resnet_fpn(&vs.root(), ResNetDepth::Resnet50, NormKind::FrozenBn, 5);
@@ -79,21 +121,50 @@ fn fcos_resnet50_fpn_detections_match_torchvision() {
     model.transform.max_size = 512.0;
     let report = load_safetensors(&mut vs, &out.join("weights.safetensors"), None).unwrap();
     assert!(report.missing.is_empty(), "missing: {:?}", report.missing);
-    assert!(report.unexpected.is_empty(), "unexpected: {:?}", report.unexpected);
+    assert!(
+        report.unexpected.is_empty(),
+        "unexpected: {:?}",
+        report.unexpected
+    );
     let io: std::collections::HashMap<String, tch::Tensor> =
-        tch::Tensor::read_safetensors(out.join("io.safetensors")).unwrap().into_iter().collect();
+        tch::Tensor::read_safetensors(out.join("io.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
     let images = vec![io["image0"].shallow_clone(), io["image1"].shallow_clone()];
     let dets = model.detect(&images);
     for (i, d) in dets.iter().enumerate() {
-        let (tb, ts, tl) = (&io[&format!("boxes{i}")], &io[&format!("scores{i}")], &io[&format!("labels{i}")]);
-        assert!(ts.size()[0] > 10, "the reference should have many detections");
-        assert_eq!(d.scores.size(), ts.size(), "image {i}: number of detections");
-        if std::env::var("DEBUG_PARITY").is_ok() { d.boxes.narrow(0,0,5).print(); tb.narrow(0,0,5).print(); d.scores.narrow(0,0,5).print(); ts.narrow(0,0,5).print(); }
+        let (tb, ts, tl) = (
+            &io[&format!("boxes{i}")],
+            &io[&format!("scores{i}")],
+            &io[&format!("labels{i}")],
+        );
+        assert!(
+            ts.size()[0] > 10,
+            "the reference should have many detections"
+        );
+        assert_eq!(
+            d.scores.size(),
+            ts.size(),
+            "image {i}: number of detections"
+        );
+        if std::env::var("DEBUG_PARITY").is_ok() {
+            d.boxes.narrow(0, 0, 5).print();
+            tb.narrow(0, 0, 5).print();
+            d.scores.narrow(0, 0, 5).print();
+            ts.narrow(0, 0, 5).print();
+        }
         let box_diff = (&d.boxes - tb).abs().max().double_value(&[]);
         let score_diff = (&d.scores - ts).abs().max().double_value(&[]);
         assert!(box_diff < 0.5, "image {i}: boxes differ by {box_diff} px");
-        assert!(score_diff < 1e-3, "image {i}: scores differ by {score_diff}");
-        assert!(d.labels.eq_tensor(tl).all().int64_value(&[]) == 1, "image {i}: labels differ");
+        assert!(
+            score_diff < 1e-3,
+            "image {i}: scores differ by {score_diff}"
+        );
+        assert!(
+            d.labels.eq_tensor(tl).all().int64_value(&[]) == 1,
+            "image {i}: labels differ"
+        );
     }
     let _ = std::fs::remove_dir_all(out);
 }

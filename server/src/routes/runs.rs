@@ -426,9 +426,9 @@ fn eval_view(report: aligndet_common::report::EvaluationReport) -> EvalView {
         .iter()
         .map(|c| {
             let cells = [c.ap, c.ap50, c.ap75, c.ar100]
-            .into_iter()
-            .map(format_stat)
-            .collect();
+                .into_iter()
+                .map(format_stat)
+                .collect();
             (c.name.clone(), c.num_gt, cells)
         })
         .collect();

@@ -38,7 +38,12 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<Job
                 .with_context(|| {
                     format!(
                         "split {other:?} not found; the dataset has train, val and {}",
-                        splits.labeled.keys().cloned().collect::<Vec<_>>().join(", ")
+                        splits
+                            .labeled
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 })?
                 .iter()

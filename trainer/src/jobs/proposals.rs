@@ -8,8 +8,8 @@
 
 use super::{JobContext, JobOutcome};
 use crate::proposals::{
-    self, FilterConfig, ImageBoxes, RecallPoint, Strategy, filter_boxes, propose, recall_curve,
-    recall::DEFAULT_COUNTS,
+    self, FilterConfig, ImageBoxes, RecallPoint, Strategy, filter_boxes, propose,
+    recall::DEFAULT_COUNTS, recall_curve,
 };
 use aligndet_common::api::{FilterRule, ImageProposals};
 use aligndet_common::dataset::CocoDataset;
@@ -176,9 +176,12 @@ fn recall_report(dataset: &CocoDataset, results: &[&ImageProposals]) -> RecallSu
     let mut gt: HashMap<i64, Vec<[f32; 4]>> = HashMap::new();
     for a in dataset.annotations.iter().filter(|a| a.iscrowd == 0) {
         let b = a.bbox;
-        gt.entry(a.image_id)
-            .or_default()
-            .push([b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]);
+        gt.entry(a.image_id).or_default().push([
+            b[0] as f32,
+            b[1] as f32,
+            b[2] as f32,
+            b[3] as f32,
+        ]);
     }
     let kept: Vec<Vec<[f32; 4]>> = results
         .iter()

@@ -27,7 +27,9 @@ pub fn level_anchors(
             ]);
         }
     }
-    let base = Tensor::from_slice(&base.concat()).view([-1, 4]).to_device(device);
+    let base = Tensor::from_slice(&base.concat())
+        .view([-1, 4])
+        .to_device(device);
     let (gh, gw) = grid;
     let shifts_x = Tensor::arange(gw, (Kind::Int64, device)) * stride.1;
     let shifts_y = Tensor::arange(gh, (Kind::Int64, device)) * stride.0;
@@ -39,7 +41,11 @@ pub fn level_anchors(
 
 fn round_half_even(x: f32) -> f32 {
     let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 { r - x.signum() } else { r }
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
 }
 
 #[cfg(test)]

@@ -23,10 +23,10 @@ impl BoxLinearCoder {
         if self.normalize_by_size {
             let w = anchors.select(1, 2) - anchors.select(1, 0);
             let h = anchors.select(1, 3) - anchors.select(1, 1);
-            l = l * &w;
-            r = r * &w;
-            t = t * &h;
-            b = b * &h;
+            l *= &w;
+            r *= &w;
+            t *= &h;
+            b *= &h;
         }
         Tensor::stack(&[&ctr_x - l, &ctr_y - t, &ctr_x + r, &ctr_y + b], 1)
     }
@@ -42,10 +42,10 @@ impl BoxLinearCoder {
         if self.normalize_by_size {
             let w = anchors.select(1, 2) - anchors.select(1, 0);
             let h = anchors.select(1, 3) - anchors.select(1, 1);
-            l = l / &w;
-            r = r / &w;
-            t = t / &h;
-            b = b / &h;
+            l /= &w;
+            r /= &w;
+            t /= &h;
+            b /= &h;
         }
         Tensor::stack(&[l, t, r, b], 1)
     }
@@ -57,9 +57,13 @@ mod tests {
 
     #[test]
     fn encode_then_decode_is_identity() {
-        let coder = BoxLinearCoder { normalize_by_size: true };
-        let anchors = Tensor::from_slice(&[0.0f32, 0.0, 8.0, 8.0, 16.0, 8.0, 48.0, 40.0]).view([2, 4]);
-        let boxes = Tensor::from_slice(&[1.0f32, 2.0, 30.0, 20.0, 10.0, 0.0, 60.0, 50.0]).view([2, 4]);
+        let coder = BoxLinearCoder {
+            normalize_by_size: true,
+        };
+        let anchors =
+            Tensor::from_slice(&[0.0f32, 0.0, 8.0, 8.0, 16.0, 8.0, 48.0, 40.0]).view([2, 4]);
+        let boxes =
+            Tensor::from_slice(&[1.0f32, 2.0, 30.0, 20.0, 10.0, 0.0, 60.0, 50.0]).view([2, 4]);
         let back = coder.decode(&coder.encode(&anchors, &boxes), &anchors);
         assert!((back - boxes).abs().max().double_value(&[]) < 1e-5);
     }

@@ -49,9 +49,9 @@ impl Tower {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        self.layers
-            .iter()
-            .fold(x.shallow_clone(), |x, (c, g)| g.forward(&c.forward(&x)).relu())
+        self.layers.iter().fold(x.shallow_clone(), |x, (c, g)| {
+            g.forward(&c.forward(&x)).relu()
+        })
     }
 }
 
@@ -90,7 +90,12 @@ impl FcosHead {
         let reg = vs / "regression_head";
         FcosHead {
             cls_tower: Tower::new(&(&cls / "conv"), channels, 4),
-            cls_logits: conv3x3(&cls / "cls_logits", channels, num_classes, -((1.0 - prior) / prior).ln()),
+            cls_logits: conv3x3(
+                &cls / "cls_logits",
+                channels,
+                num_classes,
+                -((1.0 - prior) / prior).ln(),
+            ),
             reg_tower: Tower::new(&(&reg / "conv"), channels, 4),
             bbox_reg: conv3x3(&reg / "bbox_reg", channels, 4, 0.0),
             bbox_ctrness: conv3x3(&reg / "bbox_ctrness", channels, 1, 0.0),
@@ -103,7 +108,10 @@ impl FcosHead {
         for f in features {
             let s = f.size();
             sizes.push(s[2] * s[3]);
-            cls.push(flatten_level(&self.cls_logits.forward(&self.cls_tower.forward(f)), self.num_classes));
+            cls.push(flatten_level(
+                &self.cls_logits.forward(&self.cls_tower.forward(f)),
+                self.num_classes,
+            ));
             let r = self.reg_tower.forward(f);
             reg.push(flatten_level(&self.bbox_reg.forward(&r).relu(), 4));
             ctr.push(flatten_level(&self.bbox_ctrness.forward(&r), 1));
@@ -201,7 +209,11 @@ impl Fcos {
                 .map(|i| {
                     let d = self.postprocess(&out, &anchors, i as i64, batch.image_sizes[i]);
                     Detections {
-                        boxes: DetectionTransform::postprocess_boxes(&d.boxes, batch.image_sizes[i], batch.original_sizes[i]),
+                        boxes: DetectionTransform::postprocess_boxes(
+                            &d.boxes,
+                            batch.image_sizes[i],
+                            batch.original_sizes[i],
+                        ),
                         ..d
                     }
                 })
@@ -209,8 +221,16 @@ impl Fcos {
         })
     }
 
-    fn postprocess(&self, out: &FcosOutputs, anchors: &Tensor, image: i64, size: (i64, i64)) -> Detections {
-        let coder = BoxLinearCoder { normalize_by_size: true };
+    fn postprocess(
+        &self,
+        out: &FcosOutputs,
+        anchors: &Tensor,
+        image: i64,
+        size: (i64, i64),
+    ) -> Detections {
+        let coder = BoxLinearCoder {
+            normalize_by_size: true,
+        };
         let nc = self.head.num_classes;
         let (mut boxes, mut scores, mut labels) = (vec![], vec![], vec![]);
         let mut start = 0;
@@ -228,13 +248,20 @@ impl Fcos {
             let flat = keep.index_select(0, &idx);
             let anchor_idx = flat.divide_scalar_mode(nc, "floor");
             let label = flat.remainder(nc);
-            let b = coder.decode(&reg.index_select(0, &anchor_idx), &anc.index_select(0, &anchor_idx));
+            let b = coder.decode(
+                &reg.index_select(0, &anchor_idx),
+                &anc.index_select(0, &anchor_idx),
+            );
             let b = clip_boxes(&b, size);
             boxes.push(b);
             scores.push(s);
             labels.push(label);
         }
-        let (boxes, scores, labels) = (Tensor::cat(&boxes, 0), Tensor::cat(&scores, 0), Tensor::cat(&labels, 0));
+        let (boxes, scores, labels) = (
+            Tensor::cat(&boxes, 0),
+            Tensor::cat(&scores, 0),
+            Tensor::cat(&labels, 0),
+        );
         let keep = batched_nms(&boxes, &scores, &labels, self.inference.nms_thresh);
         let keep = keep.narrow(0, 0, keep.size()[0].min(self.inference.detections_per_img));
         Detections {
@@ -249,5 +276,13 @@ impl Fcos {
 pub fn clip_boxes(boxes: &Tensor, (h, w): (i64, i64)) -> Tensor {
     let x = boxes.slice(1, 0, 4, 2).clamp(0.0, w as f64);
     let y = boxes.slice(1, 1, 4, 2).clamp(0.0, h as f64);
-    Tensor::stack(&[x.select(1, 0), y.select(1, 0), x.select(1, 1), y.select(1, 1)], 1)
+    Tensor::stack(
+        &[
+            x.select(1, 0),
+            y.select(1, 0),
+            x.select(1, 1),
+            y.select(1, 1),
+        ],
+        1,
+    )
 }

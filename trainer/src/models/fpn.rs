@@ -1,8 +1,8 @@
 //! Feature pyramid network with torchvision's parameter names and arithmetic.
 
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Module};
 use tch::Tensor;
+use tch::nn::{self, Module};
 
 /// What comes above the top pyramid level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +56,10 @@ impl Fpn {
             .collect();
         let p6p7 = (extra == ExtraLevels::P6P7).then(|| {
             let e = vs / "extra_blocks";
-            (fpn_conv(&e / "p6", out, out, 3, 2), fpn_conv(&e / "p7", out, out, 3, 2))
+            (
+                fpn_conv(&e / "p6", out, out, 3, 2),
+                fpn_conv(&e / "p7", out, out, 3, 2),
+            )
         });
         Fpn {
             inner,

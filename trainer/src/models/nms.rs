@@ -6,8 +6,14 @@ use tch::{Device, Kind, Tensor};
 pub fn box_iou(a: &Tensor, b: &Tensor) -> Tensor {
     let area = |t: &Tensor| (t.select(1, 2) - t.select(1, 0)) * (t.select(1, 3) - t.select(1, 1));
     let (area_a, area_b) = (area(a), area(b));
-    let lt = a.slice(1, 0, 2, 1).unsqueeze(1).maximum(&b.slice(1, 0, 2, 1).unsqueeze(0));
-    let rb = a.slice(1, 2, 4, 1).unsqueeze(1).minimum(&b.slice(1, 2, 4, 1).unsqueeze(0));
+    let lt = a
+        .slice(1, 0, 2, 1)
+        .unsqueeze(1)
+        .maximum(&b.slice(1, 0, 2, 1).unsqueeze(0));
+    let rb = a
+        .slice(1, 2, 4, 1)
+        .unsqueeze(1)
+        .minimum(&b.slice(1, 2, 4, 1).unsqueeze(0));
     let wh = (rb - lt).clamp_min(0.0);
     let inter = wh.select(2, 0) * wh.select(2, 1);
     let union = area_a.unsqueeze(1) + area_b.unsqueeze(0) - &inter;
@@ -67,8 +73,11 @@ mod tests {
 
     #[test]
     fn overlapping_lower_scores_are_suppressed_per_label() {
-        let boxes = Tensor::from_slice(&[0.0f32, 0.0, 10.0, 10.0, 1.0, 1.0, 11.0, 11.0, 0.0, 0.0, 10.0, 10.0, 50.0, 50.0, 60.0, 60.0])
-            .view([4, 4]);
+        let boxes = Tensor::from_slice(&[
+            0.0f32, 0.0, 10.0, 10.0, 1.0, 1.0, 11.0, 11.0, 0.0, 0.0, 10.0, 10.0, 50.0, 50.0, 60.0,
+            60.0,
+        ])
+        .view([4, 4]);
         let scores = Tensor::from_slice(&[0.9f32, 0.8, 0.7, 0.6]);
         let keep: Vec<i64> = Vec::try_from(nms(&boxes, &scores, 0.5)).unwrap();
         assert_eq!(keep, vec![0, 3]);

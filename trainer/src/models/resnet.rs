@@ -2,8 +2,8 @@
 
 use super::norm::{Norm2d, NormKind, norm2d};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, ModuleT};
 use tch::Tensor;
+use tch::nn::{self, ModuleT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -53,24 +53,49 @@ struct Block {
 
 impl Block {
     /// torchvision `BasicBlock` (two 3×3) or `Bottleneck` (1×1, 3×3 with the stride, 1×1 ×4).
-    fn new(vs: &nn::Path, cin: i64, planes: i64, stride: i64, bottleneck: bool, norm: NormKind) -> Block {
+    fn new(
+        vs: &nn::Path,
+        cin: i64,
+        planes: i64,
+        stride: i64,
+        bottleneck: bool,
+        norm: NormKind,
+    ) -> Block {
         let expansion = if bottleneck { 4 } else { 1 };
         let cout = planes * expansion;
         let convs = if bottleneck {
             vec![
-                (conv(vs / "conv1", cin, planes, 1, 1, 0), norm2d(vs / "bn1", planes, norm)),
-                (conv(vs / "conv2", planes, planes, 3, stride, 1), norm2d(vs / "bn2", planes, norm)),
-                (conv(vs / "conv3", planes, cout, 1, 1, 0), norm2d(vs / "bn3", cout, norm)),
+                (
+                    conv(vs / "conv1", cin, planes, 1, 1, 0),
+                    norm2d(vs / "bn1", planes, norm),
+                ),
+                (
+                    conv(vs / "conv2", planes, planes, 3, stride, 1),
+                    norm2d(vs / "bn2", planes, norm),
+                ),
+                (
+                    conv(vs / "conv3", planes, cout, 1, 1, 0),
+                    norm2d(vs / "bn3", cout, norm),
+                ),
             ]
         } else {
             vec![
-                (conv(vs / "conv1", cin, planes, 3, stride, 1), norm2d(vs / "bn1", planes, norm)),
-                (conv(vs / "conv2", planes, planes, 3, 1, 1), norm2d(vs / "bn2", planes, norm)),
+                (
+                    conv(vs / "conv1", cin, planes, 3, stride, 1),
+                    norm2d(vs / "bn1", planes, norm),
+                ),
+                (
+                    conv(vs / "conv2", planes, planes, 3, 1, 1),
+                    norm2d(vs / "bn2", planes, norm),
+                ),
             ]
         };
         let downsample = (stride != 1 || cin != cout).then(|| {
             let d = vs / "downsample";
-            (conv(&d / "0", cin, cout, 1, stride, 0), norm2d(&d / "1", cout, norm))
+            (
+                conv(&d / "0", cin, cout, 1, stride, 0),
+                norm2d(&d / "1", cout, norm),
+            )
         });
         Block { convs, downsample }
     }

@@ -34,8 +34,12 @@ pub struct ImageBatch {
 impl DetectionTransform {
     /// `images`: `[3, H, W]` float in 0..1, any sizes.
     pub fn batch(&self, images: &[Tensor]) -> ImageBatch {
-        let mean = Tensor::from_slice(&self.mean).to_kind(Kind::Float).view([3, 1, 1]);
-        let std = Tensor::from_slice(&self.std).to_kind(Kind::Float).view([3, 1, 1]);
+        let mean = Tensor::from_slice(&self.mean)
+            .to_kind(Kind::Float)
+            .view([3, 1, 1]);
+        let std = Tensor::from_slice(&self.std)
+            .to_kind(Kind::Float)
+            .view([3, 1, 1]);
         let mut resized = Vec::with_capacity(images.len());
         let mut original_sizes = Vec::new();
         for img in images {
@@ -46,19 +50,26 @@ impl DetectionTransform {
             // `recompute_scale_factor=True`, the interpolation then uses the size ratio.
             let (min_side, max_side) = (h.min(w) as f32, h.max(w) as f32);
             let scale = (self.min_size as f32 / min_side).min(self.max_size as f32 / max_side);
-            let (nh, nw) = ((h as f32 * scale).floor() as i64, (w as f32 * scale).floor() as i64);
+            let (nh, nw) = (
+                (h as f32 * scale).floor() as i64,
+                (w as f32 * scale).floor() as i64,
+            );
             let out = normed
                 .unsqueeze(0)
                 .upsample_bilinear2d([nh, nw], false, None, None)
                 .squeeze_dim(0);
             resized.push(out);
         }
-        let image_sizes: Vec<(i64, i64)> = resized.iter().map(|t| (t.size()[1], t.size()[2])).collect();
+        let image_sizes: Vec<(i64, i64)> =
+            resized.iter().map(|t| (t.size()[1], t.size()[2])).collect();
         let d = self.size_divisible;
         let max_h = image_sizes.iter().map(|s| s.0).max().unwrap_or(0);
         let max_w = image_sizes.iter().map(|s| s.1).max().unwrap_or(0);
         let (ph, pw) = ((max_h + d - 1) / d * d, (max_w + d - 1) / d * d);
-        let device = images.first().map(|t| t.device()).unwrap_or(tch::Device::Cpu);
+        let device = images
+            .first()
+            .map(|t| t.device())
+            .unwrap_or(tch::Device::Cpu);
         let batch = Tensor::zeros([images.len() as i64, 3, ph, pw], (Kind::Float, device));
         for (i, t) in resized.iter().enumerate() {
             let (h, w) = image_sizes[i];
@@ -75,7 +86,8 @@ impl DetectionTransform {
     pub fn postprocess_boxes(boxes: &Tensor, resized: (i64, i64), original: (i64, i64)) -> Tensor {
         let rh = original.0 as f64 / resized.0 as f64;
         let rw = original.1 as f64 / resized.1 as f64;
-        let scale = Tensor::from_slice(&[rw as f32, rh as f32, rw as f32, rh as f32]).to_device(boxes.device());
+        let scale = Tensor::from_slice(&[rw as f32, rh as f32, rw as f32, rh as f32])
+            .to_device(boxes.device());
         boxes * scale.view([1, 4])
     }
 }

@@ -67,7 +67,11 @@ pub fn load_safetensors(
         }
         Ok(())
     })?;
-    report.missing = vars.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+    report.missing = vars
+        .keys()
+        .filter(|k| !seen.contains(*k))
+        .cloned()
+        .collect();
     report.missing.sort();
     report.loaded.sort();
     report.unexpected.sort();
