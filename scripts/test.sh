@@ -24,7 +24,7 @@ echo "[test] building" >&2
 cargo build -q --workspace --bins --tests
 
 echo "[test] cargo test" >&2
-cargo test -q --workspace -- --test-threads=2
+cargo test -q --workspace --no-fail-fast -- --test-threads=2
 
 for script in scripts/eval_parity.py; do
   if [ -f "$script" ]; then

@@ -64,6 +64,28 @@ fn embedded_postgres_demo_datasets_worker_and_restart() {
     server.wait_run(run, Duration::from_secs(120), "succeeded", |r| {
         r["status"] == "succeeded"
     });
+
+    // Pseudo-boxes over (the first images of) the synthetic demo dataset, browsable with recall.
+    let home = server.get("/datasets").text().unwrap();
+    let synthetic_id = home
+        .split("<a href=\"/datasets/")
+        .filter_map(|chunk| chunk.split_once("\">"))
+        .find(|(_, rest)| rest.starts_with("Synthetic shapes"))
+        .and_then(|(id, _)| id.parse::<i64>().ok())
+        .expect("synthetic dataset id on the datasets page");
+    let proposals = server.create_run(
+        "synthetic pseudo-boxes",
+        serde_json::json!({"kind": "proposals", "dataset_id": synthetic_id, "strategy": "fast", "max_images": 12}),
+    );
+    let r = server.wait_run(proposals, Duration::from_secs(300), "finished", |r| {
+        r["status"] == "succeeded" || r["status"] == "failed"
+    });
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let page = server
+        .get(&format!("/runs/{proposals}/proposals"))
+        .text()
+        .unwrap();
+    assert!(page.contains("class=\"pbox") && page.contains("id=\"recall-chart\""));
     server.stop();
 
     // Same data dir again: the cluster restarts with everything in it, and the demo is not re-imported.

@@ -374,6 +374,17 @@ impl UiSession<'_> {
         file_name: &str,
         bytes: Vec<u8>,
     ) -> reqwest::blocking::Response {
+        self.try_upload_zip(name, file_name, bytes).expect("upload")
+    }
+
+    /// Like `upload_zip`, but a server that refuses an oversized body may close the connection
+    /// before the client has sent it all: that comes back as an error here.
+    pub fn try_upload_zip(
+        &self,
+        name: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+    ) -> reqwest::Result<reqwest::blocking::Response> {
         let form = reqwest::blocking::multipart::Form::new()
             .text("name", name.to_string())
             .part(
@@ -390,7 +401,6 @@ impl UiSession<'_> {
             .header("origin", &self.server.url)
             .multipart(form)
             .send()
-            .expect("upload")
     }
 }
 

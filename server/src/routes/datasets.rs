@@ -177,7 +177,8 @@ struct DatasetPage {
     images: Vec<ImageWithBoxes>,
     page: i64,
     pages: i64,
-    has_splits: bool,
+    /// ("train", 2000), ("val", 300), ("5pct_seed1", 100), …
+    splits: Vec<(String, usize)>,
     names: HashMap<i64, String>,
 }
 
@@ -229,8 +230,21 @@ pub async fn show(
         .collect();
     let categories = db::datasets::category_counts(&s.pool, id).await?;
     let names = categories.iter().map(|c| (c.id, c.name.clone())).collect();
+    let splits = dataset
+        .splits
+        .clone()
+        .and_then(|v| serde_json::from_value::<aligndet_common::dataset::DatasetSplits>(v).ok())
+        .map(|s| {
+            let mut rows = vec![
+                ("train".to_string(), s.train.len()),
+                ("val".to_string(), s.val.len()),
+            ];
+            rows.extend(s.labeled.iter().map(|(k, v)| (k.clone(), v.len())));
+            rows
+        })
+        .unwrap_or_default();
     Ok(render(&DatasetPage {
-        has_splits: dataset.splits.is_some(),
+        splits,
         dataset,
         categories,
         images,
