@@ -219,9 +219,15 @@ fn recall_report(dataset: &CocoDataset, results: &[&ImageProposals]) -> RecallSu
             if curve.num_gt == 0 {
                 continue;
             }
-            // x = proposals per image; the "all" point sits at the mean number available.
+            // x = boxes per image. The "all" point is drawn only beyond the largest fixed count
+            // (at the mean number available); below it, the fixed counts already cover it.
+            let largest = curve.points.iter().filter_map(|p| p.max_proposals).max().unwrap_or(0);
             let x = |p: &RecallPoint| p.max_proposals.unwrap_or(p.mean_proposals.round() as usize);
-            let mut points: Vec<&RecallPoint> = curve.points.iter().collect();
+            let mut points: Vec<&RecallPoint> = curve
+                .points
+                .iter()
+                .filter(|p| p.max_proposals.is_some() || x(p) > largest)
+                .collect();
             points.sort_by_key(|p| x(p));
             points.dedup_by_key(|p| x(p));
             let series = |f: fn(&RecallPoint) -> f64| points.iter().map(|p| (x(p), f(p))).collect();
