@@ -221,7 +221,12 @@ fn recall_report(dataset: &CocoDataset, results: &[&ImageProposals]) -> RecallSu
             }
             // x = boxes per image. The "all" point is drawn only beyond the largest fixed count
             // (at the mean number available); below it, the fixed counts already cover it.
-            let largest = curve.points.iter().filter_map(|p| p.max_proposals).max().unwrap_or(0);
+            let largest = curve
+                .points
+                .iter()
+                .filter_map(|p| p.max_proposals)
+                .max()
+                .unwrap_or(0);
             let x = |p: &RecallPoint| p.max_proposals.unwrap_or(p.mean_proposals.round() as usize);
             let mut points: Vec<&RecallPoint> = curve
                 .points
