@@ -18,35 +18,6 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 
-def backbone(args):
-    torch.manual_seed(args.seed)
-    body = {"resnet50": resnet50, "resnet18": resnet18}[args.arch](weights=None, norm_layer=FrozenBatchNorm2d)
-    if args.extra == "p6p7":
-        returned, extra = [2, 3, 4], LastLevelP6P7(256, 256)
-    else:
-        returned, extra = [1, 2, 3, 4], LastLevelMaxPool()
-    model = _resnet_fpn_extractor(body, 3, returned_layers=returned, extra_blocks=extra).eval()
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith("running_mean"):
-                buf.copy_(torch.randn_like(buf) * 0.1)
-            elif name.endswith("running_var"):
-                buf.copy_(torch.rand_like(buf) * 0.5 + 0.75)
-        for name, p in model.named_parameters():
-            if "bn" in name or "downsample.1" in name:
-                p.copy_(torch.randn_like(p) * 0.1 + (1.0 if name.endswith("weight") else 0.0))
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    x = torch.randn(2, 3, 160, 224)
-    with torch.no_grad():
-        out = model(x)
-    os.makedirs(args.out, exist_ok=True)
-    save_file(state, os.path.join(args.out, "weights.safetensors"))
-    io = {"input": x}
-    for i, (k, v) in enumerate(out.items()):
-        io[f"out{i}"] = v.contiguous()
-    save_file(io, os.path.join(args.out, "io.safetensors"))
-
-
 def randomise_norms(model):
     """Random affine and statistics in every batch norm, so that they matter for parity."""
     with torch.no_grad():
@@ -58,6 +29,27 @@ def randomise_norms(model):
         for name, p in model.named_parameters():
             if ".bn" in name or "downsample.1" in name or name.startswith("bn1") or ".bn1" in name:
                 p.copy_(torch.randn_like(p) * 0.1 + (1.0 if name.endswith("weight") else 0.0))
+
+
+def backbone(args):
+    torch.manual_seed(args.seed)
+    body = {"resnet50": resnet50, "resnet18": resnet18}[args.arch](weights=None, norm_layer=FrozenBatchNorm2d)
+    if args.extra == "p6p7":
+        returned, extra = [2, 3, 4], LastLevelP6P7(256, 256)
+    else:
+        returned, extra = [1, 2, 3, 4], LastLevelMaxPool()
+    model = _resnet_fpn_extractor(body, 3, returned_layers=returned, extra_blocks=extra).eval()
+    randomise_norms(model)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    x = torch.randn(2, 3, 160, 224)
+    with torch.no_grad():
+        out = model(x)
+    os.makedirs(args.out, exist_ok=True)
+    save_file(state, os.path.join(args.out, "weights.safetensors"))
+    io = {"input": x}
+    for i, (k, v) in enumerate(out.items()):
+        io[f"out{i}"] = v.contiguous()
+    save_file(io, os.path.join(args.out, "io.safetensors"))
 
 
 def fcos(args):

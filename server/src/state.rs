@@ -41,6 +41,35 @@ impl AppState {
     pub fn datasets_dir(&self) -> PathBuf {
         self.data_dir.join("datasets")
     }
+
+    /// The bytes of a run's artifact. The name is checked against the artifact rules and the
+    /// artifacts table before any file is opened, so no path outside the store can be read.
+    pub async fn read_artifact(&self, run_id: i64, name: &str) -> anyhow::Result<ArtifactRead> {
+        if let Err(why) = aligndet_common::api::check_artifact_name(name) {
+            return Ok(ArtifactRead::BadName(why));
+        }
+        let known = crate::db::runs::artifacts(&self.pool, run_id)
+            .await?
+            .into_iter()
+            .any(|a| a.name == name);
+        if !known {
+            return Ok(ArtifactRead::Missing(format!(
+                "run {run_id} has no artifact {name:?}"
+            )));
+        }
+        Ok(ArtifactRead::Found(
+            tokio::fs::read(self.artifacts_dir(run_id).join(name)).await?,
+        ))
+    }
+}
+
+/// What [`AppState::read_artifact`] found.
+pub enum ArtifactRead {
+    /// The name breaks the artifact rules (the reason).
+    BadName(String),
+    /// No such artifact (a message naming run and artifact).
+    Missing(String),
+    Found(Vec<u8>),
 }
 
 /// The lease reaper and the NOTIFY → broadcast bridge.

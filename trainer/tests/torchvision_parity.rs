@@ -18,14 +18,15 @@ fn python() -> PathBuf {
     cache.join("venv/bin/python")
 }
 
-fn reference(arch: &str, extra: &str) -> PathBuf {
-    let out =
-        std::env::temp_dir().join(format!("aligndet-tv-{arch}-{extra}-{}", std::process::id()));
+/// Run scripts/torchvision_reference.py with `args`; returns the folder it wrote.
+fn reference(tag: &str, args: &[&str]) -> PathBuf {
+    let out = std::env::temp_dir().join(format!("aligndet-tv-{tag}-{}", std::process::id()));
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/torchvision_reference.py");
     let status = Command::new(python())
         .arg(script)
-        .args(["backbone", "--arch", arch, "--extra", extra, "--out"])
+        .args(args)
+        .arg("--out")
         .arg(&out)
         .status()
         .expect("run the reference script (scripts/setup.sh installs its venv)");
@@ -40,7 +41,10 @@ fn check(
     extra: ExtraLevels,
     returned: std::ops::Range<usize>,
 ) {
-    let dir = reference(arch, extra_name);
+    let dir = reference(
+        &format!("{arch}-{extra_name}"),
+        &["backbone", "--arch", arch, "--extra", extra_name],
+    );
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let body = ResNet::new(&(vs.root() / "body"), depth, NormKind::FrozenBn);
     let chans = depth.out_channels();
@@ -105,16 +109,7 @@ fn resnet18_fpn_p2_p6_matches_torchvision() {
 #[test]
 fn fcos_resnet50_fpn_detections_match_torchvision() {
     use aligndet_trainer::models::fcos::Fcos;
-    let out = std::env::temp_dir().join(format!("aligndet-tv-fcos-{}", std::process::id()));
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/torchvision_reference.py");
-    let status = Command::new(python())
-        .arg(script)
-        .args(["fcos", "--out"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let out = reference("fcos", &["fcos"]);
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let mut model = Fcos::resnet_fpn(&vs.root(), ResNetDepth::Resnet50, NormKind::FrozenBn, 5);
     model.transform.min_size = 256.0;

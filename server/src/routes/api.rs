@@ -4,7 +4,7 @@
 use crate::db;
 use crate::error::ApiError;
 use crate::queue;
-use crate::state::AppState;
+use crate::state::{AppState, ArtifactRead};
 use aligndet_common::api::*;
 use aligndet_common::jobs::{JobConfig, RunStatus};
 use axum::body::Body;
@@ -305,21 +305,11 @@ async fn download_artifact(
     State(s): State<AppState>,
     Path((id, name)): Path<(i64, String)>,
 ) -> Result<Response, ApiError> {
-    check_artifact_name(&name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let known = db::runs::artifacts(&s.pool, id)
-        .await?
-        .into_iter()
-        .any(|a| a.name == name);
-    if !known {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("run {id} has no artifact {name:?}"),
-        ));
+    match s.read_artifact(id, &name).await.map_err(internal)? {
+        ArtifactRead::BadName(why) => Err(ApiError::new(StatusCode::BAD_REQUEST, why)),
+        ArtifactRead::Missing(msg) => Err(ApiError::new(StatusCode::NOT_FOUND, msg)),
+        ArtifactRead::Found(bytes) => Ok(bytes.into_response()),
     }
-    let bytes = tokio::fs::read(s.artifacts_dir(id).join(&name))
-        .await
-        .map_err(internal)?;
-    Ok(bytes.into_response())
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

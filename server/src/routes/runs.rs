@@ -7,7 +7,7 @@ use crate::error::PageError;
 use crate::plots;
 use crate::routes::{api, render};
 use crate::security::CsrfToken;
-use crate::state::AppState;
+use crate::state::{AppState, ArtifactRead};
 use aligndet_common::jobs::{RunKind, RunStatus};
 use askama::Template;
 use axum::Extension;
@@ -548,17 +548,11 @@ pub async fn download_artifact(
     State(s): State<AppState>,
     Path((id, name)): Path<(i64, String)>,
 ) -> Result<Response, PageError> {
-    aligndet_common::api::check_artifact_name(&name).map_err(PageError::bad_request)?;
-    let known = db::runs::artifacts(&s.pool, id)
-        .await?
-        .into_iter()
-        .any(|a| a.name == name);
-    if !known {
-        return Err(PageError::not_found(format!(
-            "run {id} has no artifact {name:?}"
-        )));
-    }
-    let bytes = tokio::fs::read(s.artifacts_dir(id).join(&name)).await?;
+    let bytes = match s.read_artifact(id, &name).await? {
+        ArtifactRead::BadName(why) => return Err(PageError::bad_request(why)),
+        ArtifactRead::Missing(msg) => return Err(PageError::not_found(msg)),
+        ArtifactRead::Found(bytes) => bytes,
+    };
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
