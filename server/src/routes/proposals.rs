@@ -188,8 +188,15 @@ pub async fn export_coco(
     let rows = db::proposals::all(&s.pool, id).await?;
     let mut images = Vec::with_capacity(rows.len());
     let mut annotations = Vec::new();
+    // One query for the dataset's images, not one per exported image.
+    let dataset_images: std::collections::HashMap<i64, ImageRow> =
+        db::datasets::images_page(&s.pool, dataset_id, 0, i64::MAX)
+            .await?
+            .into_iter()
+            .map(|img| (img.id, img))
+            .collect();
     for row in &rows {
-        if let Some(img) = db::datasets::image(&s.pool, dataset_id, row.image_id).await? {
+        if let Some(img) = dataset_images.get(&row.image_id) {
             images.push(serde_json::json!({"id": img.id, "file_name": img.file_name, "width": img.width, "height": img.height}));
         }
         for (b, rule) in row.boxes() {
