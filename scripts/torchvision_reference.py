@@ -3,6 +3,8 @@
 
     torchvision_reference.py backbone --arch resnet50|resnet18 --extra p6p7|maxpool --out DIR
 
+    torchvision_reference.py fcos|fcos-losses --out DIR
+
 writes DIR/weights.safetensors (a torchvision BackboneWithFPN state dict, randomised including the
 frozen batch-norm statistics so that they matter) and DIR/io.safetensors (the input and every
 pyramid level in eval mode).
@@ -79,6 +81,44 @@ def fcos(args):
     save_file(io, os.path.join(args.out, "io.safetensors"))
 
 
+def fcos_losses(args):
+    """Training losses of the same randomised FCOS on a batch with targets.
+
+    The body's batch norms stay in eval mode (running statistics), which is what our frozen
+    batch norm computes; everything else is in training mode.
+    """
+    from torchvision.models.detection import fcos_resnet50_fpn
+
+    torch.manual_seed(args.seed)
+    model = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=args.num_classes,
+                              min_size=256, max_size=512)
+    randomise_norms(model)
+    model.train()
+    model.backbone.body.eval()
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    g = torch.Generator().manual_seed(args.seed + 1)
+    images = [torch.rand(3, 200, 260, generator=g), torch.rand(3, 240, 180, generator=g)]
+    targets = []
+    for img, n in zip(images, (5, 3)):
+        h, w = img.shape[1:]
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
+        wh = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.4, h * 0.4]) + 8
+        boxes = torch.cat([xy, xy + wh], 1)
+        labels = torch.randint(1, args.num_classes, (n,), generator=g)
+        targets.append({"boxes": boxes, "labels": labels})
+    losses = model(images, targets)
+    os.makedirs(args.out, exist_ok=True)
+    save_file(state, os.path.join(args.out, "weights.safetensors"))
+    io = {}
+    for i, (img, t) in enumerate(zip(images, targets)):
+        io[f"image{i}"] = img.contiguous()
+        io[f"boxes{i}"] = t["boxes"].contiguous()
+        io[f"labels{i}"] = t["labels"].contiguous()
+    for k, v in losses.items():
+        io[f"loss_{k}"] = v.detach().reshape(1)
+    save_file(io, os.path.join(args.out, "io.safetensors"))
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -91,8 +131,12 @@ def main():
     f.add_argument("--num-classes", type=int, default=5)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True)
+    fl = sub.add_parser("fcos-losses")
+    fl.add_argument("--num-classes", type=int, default=5)
+    fl.add_argument("--seed", type=int, default=0)
+    fl.add_argument("--out", required=True)
     args = p.parse_args()
-    {"backbone": backbone, "fcos": fcos}[args.cmd](args)
+    {"backbone": backbone, "fcos": fcos, "fcos-losses": fcos_losses}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ pub enum RunKind {
     Proposals,
     /// COCO bbox evaluation of a detections file against a dataset (or one of its splits).
     Evaluate,
+    /// Supervised training of a detector, with periodic evaluation and resumable checkpoints.
+    Finetune,
 }
 
 impl RunKind {
@@ -73,6 +75,7 @@ impl RunKind {
             RunKind::Benchmark => "benchmark",
             RunKind::Proposals => "proposals",
             RunKind::Evaluate => "evaluate",
+            RunKind::Finetune => "finetune",
         }
     }
 
@@ -109,6 +112,8 @@ pub enum JobConfig {
     Benchmark(BenchmarkConfig),
     Proposals(ProposalsConfig),
     Evaluate(EvaluateConfig),
+    /// Supervised training of a detector (see [`crate::train_config`]).
+    Finetune(crate::train_config::TrainConfig),
 }
 
 impl JobConfig {
@@ -117,6 +122,7 @@ impl JobConfig {
             JobConfig::Benchmark(_) => RunKind::Benchmark,
             JobConfig::Proposals(_) => RunKind::Proposals,
             JobConfig::Evaluate(_) => RunKind::Evaluate,
+            JobConfig::Finetune(_) => RunKind::Finetune,
         }
     }
 
@@ -125,6 +131,7 @@ impl JobConfig {
             JobConfig::Benchmark(c) => c.validate(),
             JobConfig::Proposals(c) => c.validate(),
             JobConfig::Evaluate(c) => c.validate(),
+            JobConfig::Finetune(c) => c.validate(),
         }
     }
 
@@ -134,6 +141,7 @@ impl JobConfig {
             JobConfig::Benchmark(_) => None,
             JobConfig::Proposals(c) => Some(c.dataset_id),
             JobConfig::Evaluate(c) => Some(c.dataset_id),
+            JobConfig::Finetune(c) => Some(c.dataset_id),
         }
     }
 }

@@ -10,3 +10,4 @@ pub mod dataset;
 pub mod jobs;
 pub mod report;
 pub mod series;
+pub mod train_config;

@@ -11,4 +11,5 @@ pub mod eval;
 pub mod jobs;
 pub mod models;
 pub mod proposals;
+pub mod train;
 pub mod worker;

@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use aligndet_trainer::{data, doctor, eval, jobs, proposals, worker};
+use aligndet_trainer::{data, doctor, eval, jobs, proposals, train, worker};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +26,8 @@ enum Command {
     Run(jobs::RunArgs),
     /// COCO bbox evaluation with pycocotools' semantics.
     Eval(eval::cli::EvalArgs),
+    /// Detections of a trained model on a folder of images, as a COCO results file.
+    Predict(train::predict_cli::PredictArgs),
     /// Selective-search pseudo-boxes for one image or a whole COCO dataset.
     Proposals(proposals::cli::ProposalsArgs),
     /// Generate the seeded synthetic multi-object dataset (COCO boxes and polygon masks).
@@ -41,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         Command::Worker(args) => worker::run_worker(args),
         Command::Run(args) => jobs::run_local(args),
         Command::Eval(args) => eval::cli::main(args),
+        Command::Predict(args) => train::predict_cli::main(args),
         Command::Proposals(args) => proposals::cli::main(args),
         Command::Synth(args) => data::synthetic::main(args),
         Command::TileVoc(args) => data::tiling::main(args),

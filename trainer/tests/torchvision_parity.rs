@@ -108,10 +108,12 @@ fn resnet18_fpn_p2_p6_matches_torchvision() {
 
 #[test]
 fn fcos_resnet50_fpn_detections_match_torchvision() {
+    use aligndet_trainer::models::backbone::BodyKind;
+    use aligndet_trainer::models::detector::Detector;
     use aligndet_trainer::models::fcos::Fcos;
     let out = reference("fcos", &["fcos"]);
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let mut model = Fcos::resnet_fpn(&vs.root(), ResNetDepth::Resnet50, NormKind::FrozenBn, 5);
+    let mut model = Fcos::new(&vs.root(), BodyKind::Resnet50, NormKind::FrozenBn, 5);
     model.transform.min_size = 256.0;
     model.transform.max_size = 512.0;
     let report = load_safetensors(&mut vs, &out.join("weights.safetensors"), None).unwrap();
@@ -160,6 +162,46 @@ fn fcos_resnet50_fpn_detections_match_torchvision() {
             d.labels.eq_tensor(tl).all().int64_value(&[]) == 1,
             "image {i}: labels differ"
         );
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn fcos_resnet50_fpn_training_losses_match_torchvision() {
+    use aligndet_trainer::models::backbone::BodyKind;
+    use aligndet_trainer::models::detector::{Detector, Targets};
+    use aligndet_trainer::models::fcos::Fcos;
+    let out = reference("fcos-losses", &["fcos-losses"]);
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let mut model = Fcos::new(&vs.root(), BodyKind::Resnet50, NormKind::FrozenBn, 5);
+    model.transform.min_size = 256.0;
+    model.transform.max_size = 512.0;
+    let report = load_safetensors(&mut vs, &out.join("weights.safetensors"), None).unwrap();
+    assert!(report.missing.is_empty(), "missing: {:?}", report.missing);
+    let io: std::collections::HashMap<String, tch::Tensor> =
+        tch::Tensor::read_safetensors(out.join("io.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let images = vec![io["image0"].shallow_clone(), io["image1"].shallow_clone()];
+    let targets: Vec<Targets> = (0..2)
+        .map(|i| Targets {
+            boxes: io[&format!("boxes{i}")].shallow_clone(),
+            labels: io[&format!("labels{i}")].shallow_clone(),
+        })
+        .collect();
+    let (batch, targets) = model.transform.batch_with_targets(&images, &targets);
+    let losses = model.losses(&batch, &targets, false);
+    assert_eq!(losses.len(), 3);
+    for (name, ours) in &losses {
+        let theirs = io[&format!("loss_{name}")].double_value(&[0]);
+        let ours = ours.double_value(&[]);
+        let rel = (ours - theirs).abs() / theirs.abs().max(1e-12);
+        assert!(
+            rel < 1e-4,
+            "{name}: ours {ours}, torchvision {theirs} (relative difference {rel})"
+        );
+        assert!(theirs > 0.0, "{name}: the reference loss should not vanish");
     }
     let _ = std::fs::remove_dir_all(out);
 }

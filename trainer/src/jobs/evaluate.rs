@@ -2,8 +2,9 @@
 //! Writes `eval.json` (an `EvaluationReport`) and logs the 12 statistics as metrics.
 
 use super::{JobContext, JobOutcome};
-use crate::eval::coco::{EvalParams, GroundTruth, evaluate, parse_detections};
-use aligndet_common::dataset::DatasetSplits;
+use crate::eval::coco::{EvalParams, EvalResult, GroundTruth, evaluate, parse_detections};
+use crate::data::detection::split_image_ids;
+use aligndet_common::api::DatasetLocation;
 use aligndet_common::jobs::EvaluateConfig;
 use aligndet_common::report::{
     COCO_STAT_NAMES, ClassResult, EvaluationReport, PrCurve, SizeResult,
@@ -20,39 +21,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<Job
         .dataset
         .clone()
         .context("the job spec names no dataset")?;
-    let gt_bytes = std::fs::read(&location.annotations_path)
-        .with_context(|| format!("reading {}", location.annotations_path))?;
-    let mut gt = GroundTruth::from_json_bytes(&gt_bytes)?;
-    if let Some(split) = &cfg.split {
-        let splits: DatasetSplits = location
-            .splits
-            .clone()
-            .context("the dataset has no splits")
-            .and_then(|v| serde_json::from_value(v).context("reading the dataset's splits"))?;
-        let ids: HashSet<i64> = match split.as_str() {
-            "train" => splits.train.iter().copied().collect(),
-            "val" => splits.val.iter().copied().collect(),
-            other => splits
-                .labeled
-                .get(other)
-                .with_context(|| {
-                    format!(
-                        "split {other:?} not found; the dataset has train, val and {}",
-                        splits
-                            .labeled
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })?
-                .iter()
-                .copied()
-                .collect(),
-        };
-        gt.images.retain(|i| ids.contains(i));
-        gt.annotations.retain(|a| ids.contains(&a.image_id));
-    }
+    let gt = ground_truth(&location, cfg.split.as_deref())?;
     let dt_bytes = ctx
         .inputs
         .fetch(cfg.detections.run_id, &cfg.detections.name)?;
@@ -79,6 +48,37 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<Job
     for (name, value) in COCO_STAT_NAMES.iter().zip(result.stats) {
         ctx.sink.metric(&format!("eval/{name}"), 0, value);
     }
+    let report = build_report(&gt, detections.len(), &result, started.elapsed().as_secs_f64());
+    let path = ctx.work_dir.join("eval.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    ctx.sink.artifact("eval.json", &path)?;
+    ctx.log(format!(
+        "AP {:.4}  AP50 {:.4}  AP75 {:.4}",
+        result.stats[0], result.stats[1], result.stats[2]
+    ));
+    Ok(JobOutcome::Succeeded)
+}
+
+/// The dataset's ground truth, restricted to a split's images when one is named.
+pub fn ground_truth(location: &DatasetLocation, split: Option<&str>) -> anyhow::Result<GroundTruth> {
+    let gt_bytes = std::fs::read(&location.annotations_path)
+        .with_context(|| format!("reading {}", location.annotations_path))?;
+    let mut gt = GroundTruth::from_json_bytes(&gt_bytes)?;
+    if let Some(split) = split {
+        let ids = split_image_ids(location, split)?;
+        gt.images.retain(|i| ids.contains(i));
+        gt.annotations.retain(|a| ids.contains(&a.image_id));
+    }
+    Ok(gt)
+}
+
+/// The stored report (`eval.json`) of an evaluation.
+pub fn build_report(
+    gt: &GroundTruth,
+    num_detections: usize,
+    result: &EvalResult,
+    seconds: f64,
+) -> EvaluationReport {
     let names: HashMap<i64, String> = result
         .per_class
         .iter()
@@ -102,7 +102,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<Job
             });
         }
     }
-    let report = EvaluationReport {
+    EvaluationReport {
         stats: result.stats.to_vec(),
         per_class: result
             .per_class
@@ -128,15 +128,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<Job
             .collect(),
         pr_curves,
         num_images: gt.images.len(),
-        num_detections: detections.len(),
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    let path = ctx.work_dir.join("eval.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    ctx.sink.artifact("eval.json", &path)?;
-    ctx.log(format!(
-        "AP {:.4}  AP50 {:.4}  AP75 {:.4}",
-        result.stats[0], result.stats[1], result.stats[2]
-    ));
-    Ok(JobOutcome::Succeeded)
+        num_detections,
+        seconds,
+    }
 }

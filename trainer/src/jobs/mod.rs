@@ -5,6 +5,7 @@
 
 pub mod benchmark;
 pub mod evaluate;
+pub mod finetune;
 pub mod local;
 pub mod proposals;
 pub mod sink;
@@ -41,14 +42,21 @@ pub struct JobContext<'a> {
 /// Fetches artifacts of runs (e.g. the detections an `evaluate` job scores): from the server in
 /// worker mode, from a folder in `trainer run` mode.
 pub trait ArtifactSource: Send + Sync {
-    fn fetch(&self, run_id: i64, name: &str) -> anyhow::Result<Vec<u8>>;
+    /// The artifact's bytes, or `None` when the run has no artifact of that name.
+    fn fetch_optional(&self, run_id: i64, name: &str) -> anyhow::Result<Option<Vec<u8>>>;
+
+    /// The artifact's bytes; a missing artifact is an error naming it.
+    fn fetch(&self, run_id: i64, name: &str) -> anyhow::Result<Vec<u8>> {
+        self.fetch_optional(run_id, name)?
+            .ok_or_else(|| anyhow::anyhow!("run {run_id} has no artifact {name:?}"))
+    }
 }
 
 /// `trainer run --inputs DIR`: artifact `name` of run `id` is the file DIR/id/name.
 pub struct FolderArtifacts(pub Option<PathBuf>);
 
 impl ArtifactSource for FolderArtifacts {
-    fn fetch(&self, run_id: i64, name: &str) -> anyhow::Result<Vec<u8>> {
+    fn fetch_optional(&self, run_id: i64, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
         aligndet_common::api::check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
         let Some(dir) = &self.0 else {
             anyhow::bail!(
@@ -56,7 +64,11 @@ impl ArtifactSource for FolderArtifacts {
             );
         };
         let path = dir.join(run_id.to_string()).join(name);
-        std::fs::read(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+        }
     }
 }
 
@@ -83,6 +95,7 @@ pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
         JobConfig::Benchmark(cfg) => benchmark::run(ctx, &cfg.clone()),
         JobConfig::Proposals(cfg) => proposals::run(ctx, &cfg.clone()),
         JobConfig::Evaluate(cfg) => evaluate::run(ctx, &cfg.clone()),
+        JobConfig::Finetune(cfg) => finetune::run(ctx, &cfg.clone()),
     }
 }
 

@@ -2,11 +2,12 @@
 //! regression head (4 × conv-GN-ReLU towers), box-linear coding, score = √(cls·centerness).
 
 use super::anchors::level_anchors;
+use super::backbone::{Body, BodyKind, build_body};
 use super::box_coder::BoxLinearCoder;
+use super::detector::{Detections, Detector, Losses, Targets};
 use super::fpn::{ExtraLevels, Fpn};
 use super::nms::batched_nms;
 use super::norm::NormKind;
-use super::resnet::{ResNet, ResNetDepth};
 use super::transform::{DetectionTransform, ImageBatch};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -145,17 +146,9 @@ impl Default for FcosInference {
     }
 }
 
-/// One image's detections: xyxy boxes in original pixels, scores, labels.
-#[derive(Debug)]
-pub struct Detections {
-    pub boxes: Tensor,
-    pub scores: Tensor,
-    pub labels: Tensor,
-}
-
 #[derive(Debug)]
 pub struct Fcos {
-    pub body: ResNet,
+    pub body: Box<dyn Body>,
     pub fpn: Fpn,
     pub head: FcosHead,
     pub transform: DetectionTransform,
@@ -165,15 +158,22 @@ pub struct Fcos {
 }
 
 impl Fcos {
-    /// ResNet-FPN FCOS under `vs` with torchvision's names (`backbone.body`, `backbone.fpn`, `head`).
-    pub fn resnet_fpn(vs: &nn::Path, depth: ResNetDepth, norm: NormKind, num_classes: i64) -> Fcos {
+    /// FCOS on a body with an FPN (P3–P7), under `vs` with torchvision's names
+    /// (`backbone.body`, `backbone.fpn`, `head`). `num_classes` excludes background.
+    pub fn new(vs: &nn::Path, body: BodyKind, norm: NormKind, num_classes: i64) -> Fcos {
         let bb = vs / "backbone";
-        let chans = depth.out_channels();
+        let body = build_body(&(&bb / "body"), body, norm);
+        let chans = body.out_channels();
+        let (mean, std) = body.pixel_norm();
         Fcos {
-            body: ResNet::new(&(&bb / "body"), depth, norm),
             fpn: Fpn::new(&(&bb / "fpn"), &chans[1..], 256, ExtraLevels::P6P7),
             head: FcosHead::new(&(vs / "head"), 256, num_classes),
-            transform: DetectionTransform::default(),
+            body,
+            transform: DetectionTransform {
+                mean,
+                std,
+                ..DetectionTransform::default()
+            },
             inference: FcosInference::default(),
             anchor_sizes: vec![8.0, 16.0, 32.0, 64.0, 128.0],
         }
@@ -198,28 +198,6 @@ impl Fcos {
         Tensor::cat(&per_level, 0)
     }
 
-    /// Detect objects in `[3, H, W]` images with values in 0..1.
-    pub fn detect(&self, images: &[Tensor]) -> Vec<Detections> {
-        tch::no_grad(|| {
-            let batch = self.transform.batch(images);
-            let features = self.features(&batch.tensor, false);
-            let out = self.head.forward(&features);
-            let anchors = self.anchors(&batch, &features);
-            (0..images.len())
-                .map(|i| {
-                    let d = self.postprocess(&out, &anchors, i as i64, batch.image_sizes[i]);
-                    Detections {
-                        boxes: DetectionTransform::postprocess_boxes(
-                            &d.boxes,
-                            batch.image_sizes[i],
-                            batch.original_sizes[i],
-                        ),
-                        ..d
-                    }
-                })
-                .collect()
-        })
-    }
 
     fn postprocess(
         &self,
@@ -269,6 +247,46 @@ impl Fcos {
             scores: scores.index_select(0, &keep),
             labels: labels.index_select(0, &keep).to_kind(Kind::Int64),
         }
+    }
+}
+
+impl Detector for Fcos {
+    fn transform(&self) -> &DetectionTransform {
+        &self.transform
+    }
+
+    fn body(&self) -> Option<&dyn Body> {
+        Some(self.body.as_ref())
+    }
+
+    fn set_score_threshold(&mut self, threshold: f64) {
+        self.inference.score_thresh = threshold;
+    }
+
+    fn detect_batch(&self, batch: &ImageBatch) -> Vec<Detections> {
+        let features = self.features(&batch.tensor, false);
+        let out = self.head.forward(&features);
+        let anchors = self.anchors(batch, &features);
+        (0..batch.image_sizes.len())
+            .map(|i| {
+                let d = self.postprocess(&out, &anchors, i as i64, batch.image_sizes[i]);
+                Detections {
+                    boxes: DetectionTransform::postprocess_boxes(
+                        &d.boxes,
+                        batch.image_sizes[i],
+                        batch.original_sizes[i],
+                    ),
+                    ..d
+                }
+            })
+            .collect()
+    }
+
+    fn losses(&self, batch: &ImageBatch, targets: &[Targets], train: bool) -> Losses {
+        let features = self.features(&batch.tensor, train);
+        let out = self.head.forward(&features);
+        let anchors = self.anchors(batch, &features);
+        super::fcos_loss::fcos_losses(&out, &anchors, targets, &self.anchor_sizes)
     }
 }
 

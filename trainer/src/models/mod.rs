@@ -9,9 +9,15 @@
 //! - [`weights`]: loading safetensors state dicts with a report of missing / unexpected keys.
 
 pub mod anchors;
+pub mod backbone;
 pub mod box_coder;
+pub mod build;
+pub mod detector;
 pub mod fcos;
+pub mod fcos_loss;
 pub mod fpn;
+pub mod losses;
+pub mod matcher;
 pub mod nms;
 pub mod norm;
 pub mod resnet;

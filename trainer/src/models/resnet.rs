@@ -120,6 +120,7 @@ impl Block {
 /// A ResNet without its classifier; `forward` returns [C2, C3, C4, C5].
 #[derive(Debug)]
 pub struct ResNet {
+    pub depth: ResNetDepth,
     conv1: nn::Conv2D,
     bn1: Norm2d,
     layers: Vec<Vec<Block>>,
@@ -145,6 +146,7 @@ impl ResNet {
             layers.push(stage_blocks);
         }
         ResNet {
+            depth,
             conv1: conv(vs / "conv1", 3, 64, 7, 2, 3),
             bn1: norm2d(vs / "bn1", 64, norm),
             layers,

@@ -1,6 +1,7 @@
 //! torchvision's `GeneralizedRCNNTransform` for inference: normalise, keep-ratio resize
 //! (shorter side to `min_size`, longer side at most `max_size`), pad the batch to a multiple of 32.
 
+use super::detector::Targets;
 use tch::{Kind, Tensor};
 
 #[derive(Debug, Clone)]
@@ -80,6 +81,26 @@ impl DetectionTransform {
             image_sizes,
             original_sizes,
         }
+    }
+
+    /// Like [`Self::batch`], and scales each image's target boxes (`[n, 4]` xyxy, original
+    /// pixels) to the resized image as torchvision's `resize_boxes` does.
+    pub fn batch_with_targets(&self, images: &[Tensor], targets: &[Targets]) -> (ImageBatch, Vec<Targets>) {
+        let batch = self.batch(images);
+        let scaled = targets
+            .iter()
+            .zip(batch.image_sizes.iter().zip(&batch.original_sizes))
+            .map(|(t, (&(nh, nw), &(oh, ow)))| {
+                // float32 ratios, as torchvision computes them
+                let (rh, rw) = (nh as f32 / oh as f32, nw as f32 / ow as f32);
+                let scale = Tensor::from_slice(&[rw, rh, rw, rh]).to_device(t.boxes.device());
+                Targets {
+                    boxes: &t.boxes * scale.view([1, 4]),
+                    labels: t.labels.shallow_clone(),
+                }
+            })
+            .collect();
+        (batch, scaled)
     }
 
     /// Map boxes from the resized image back to the original one.

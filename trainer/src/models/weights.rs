@@ -32,6 +32,21 @@ pub fn load_safetensors(
     file: &Path,
     strip_prefix: Option<&str>,
 ) -> Result<LoadReport, WeightsError> {
+    let rename = |name: &str| match strip_prefix {
+        Some(p) => name.strip_prefix(p).map(str::to_string),
+        None => Some(name.to_string()),
+    };
+    load_safetensors_mapped(vs, file, &rename, None)
+}
+
+/// Like [`load_safetensors`] with any renaming (`None`: the tensor is unexpected), reporting as
+/// missing only the variables under `scope` (e.g. `backbone.body` when loading a backbone).
+pub fn load_safetensors_mapped(
+    vs: &mut VarStore,
+    file: &Path,
+    rename: &dyn Fn(&str) -> Option<String>,
+    scope: Option<&str>,
+) -> Result<LoadReport, WeightsError> {
     let tensors = tch::Tensor::read_safetensors(file).map_err(|source| WeightsError::Read {
         path: file.display().to_string(),
         source,
@@ -41,15 +56,9 @@ pub fn load_safetensors(
     let mut seen = HashSet::new();
     tch::no_grad(|| -> Result<(), WeightsError> {
         for (name, t) in &tensors {
-            let key = match strip_prefix {
-                Some(p) => match name.strip_prefix(p) {
-                    Some(k) => k.to_string(),
-                    None => {
-                        report.unexpected.push(name.clone());
-                        continue;
-                    }
-                },
-                None => name.clone(),
+            let Some(key) = rename(name) else {
+                report.unexpected.push(name.clone());
+                continue;
             };
             match vars.get_mut(&key) {
                 Some(var) if var.size() == t.size() => {
@@ -70,6 +79,7 @@ pub fn load_safetensors(
     report.missing = vars
         .keys()
         .filter(|k| !seen.contains(*k))
+        .filter(|k| scope.is_none_or(|p| k.starts_with(p)))
         .cloned()
         .collect();
     report.missing.sort();

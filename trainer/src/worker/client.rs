@@ -152,7 +152,7 @@ impl ApiClient {
 }
 
 impl crate::jobs::ArtifactSource for ApiClient {
-    fn fetch(&self, run_id: i64, name: &str) -> anyhow::Result<Vec<u8>> {
+    fn fetch_optional(&self, run_id: i64, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
         check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
         let resp = self
             .http
@@ -160,12 +160,15 @@ impl crate::jobs::ArtifactSource for ApiClient {
             .bearer_auth(&self.token)
             .send()?;
         let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         if !status.is_success() {
             anyhow::bail!(
                 "artifact {name:?} of run {run_id}: {status}: {}",
                 resp.text().unwrap_or_default()
             );
         }
-        Ok(resp.bytes()?.to_vec())
+        Ok(Some(resp.bytes()?.to_vec()))
     }
 }

@@ -1,0 +1,319 @@
+//! Configuration of supervised training (`finetune` jobs), shared by the server's form and the
+//! trainer. Every field has a default a researcher would start from, so a JSON config only needs
+//! what differs; `validate` names the first field that is out of range.
+
+use crate::jobs::{ArtifactRef, ConfigError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    Fcos,
+    Retinanet,
+    FasterRcnn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackboneKind {
+    Resnet18,
+    Resnet50,
+    EfficientnetLite0,
+}
+
+/// Where the weights come from before training starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InitConfig {
+    /// Random initialisation of every module.
+    Scratch,
+    /// The ImageNet weights shipped for the backbone (EfficientNet-Lite0); the rest random.
+    ImagenetBackbone,
+    /// A checkpoint artifact of an earlier run (pre-training or fine-tuning), loaded
+    /// non-strictly: every tensor whose name and shape match is loaded, the rest reported.
+    Checkpoint { artifact: ArtifactRef },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Sgd,
+    Adamw,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LrSchedule {
+    /// Multiply the rate by `gamma` at each milestone step.
+    Step { milestones: Vec<u32>, gamma: f64 },
+    /// Cosine decay from the base rate to `min_factor` × base at the last step.
+    Cosine { min_factor: f64 },
+}
+
+/// Training-time data augmentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Shorter-side sizes to pick from per batch (multi-scale training); the first is used at
+    /// evaluation.
+    pub min_sizes: Vec<u32>,
+    pub max_size: u32,
+    pub hflip: bool,
+    /// Random brightness / contrast / saturation jitter strength (0 disables).
+    pub color_jitter: f64,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            min_sizes: vec![512],
+            max_size: 853,
+            hflip: true,
+            color_jitter: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub dataset_id: i64,
+    /// Training split: `train`, or a labeled subset such as `5pct_seed0`.
+    pub train_split: String,
+    /// Split evaluated during and after training.
+    pub val_split: String,
+    pub detector: DetectorKind,
+    pub backbone: BackboneKind,
+    pub init: InitConfig,
+    /// Backbone stages that train (torchvision's `trainable_backbone_layers`, 0..=5).
+    pub trainable_backbone_stages: u8,
+    pub augment: AugmentConfig,
+    pub batch_size: u32,
+    /// Optimizer steps in all.
+    pub steps: u32,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    /// SGD momentum (ignored by AdamW, which uses β = (0.9, 0.999)).
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Exclude norm parameters and biases from weight decay.
+    pub no_decay_norm_and_bias: bool,
+    pub warmup_steps: u32,
+    pub schedule: LrSchedule,
+    /// Clip the global gradient norm to this value (none when absent).
+    pub grad_clip_norm: Option<f64>,
+    /// Evaluate on `val_split` every this many steps (and always at the end).
+    pub eval_every: u32,
+    /// Save a resumable checkpoint (weights + optimizer state) every this many steps.
+    pub checkpoint_every: u32,
+    /// Images evaluated at each periodic evaluation (0: the whole split); the final evaluation
+    /// always uses the whole split.
+    pub eval_max_images: u32,
+    pub seed: u64,
+    /// Data-loading threads.
+    pub loader_threads: u32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            dataset_id: 0,
+            train_split: "train".into(),
+            val_split: "val".into(),
+            detector: DetectorKind::Fcos,
+            backbone: BackboneKind::EfficientnetLite0,
+            init: InitConfig::ImagenetBackbone,
+            trainable_backbone_stages: 3,
+            augment: AugmentConfig::default(),
+            batch_size: 4,
+            steps: 1000,
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            no_decay_norm_and_bias: true,
+            warmup_steps: 100,
+            schedule: LrSchedule::Step {
+                milestones: vec![700, 900],
+                gamma: 0.1,
+            },
+            grad_clip_norm: Some(10.0),
+            eval_every: 250,
+            checkpoint_every: 100,
+            eval_max_images: 0,
+            seed: 0,
+            loader_threads: 2,
+        }
+    }
+}
+
+fn err(field: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        problem: problem.into(),
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.dataset_id <= 0 {
+            return Err(err("dataset_id", "choose a dataset"));
+        }
+        for (field, v) in [("train_split", &self.train_split), ("val_split", &self.val_split)] {
+            if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(err(field, format!("{v:?} is not a split name")));
+            }
+        }
+        if self.trainable_backbone_stages > 5 {
+            return Err(err("trainable_backbone_stages", "must be 0..=5"));
+        }
+        let a = &self.augment;
+        if a.min_sizes.is_empty() || a.min_sizes.iter().any(|&s| !(32..=2048).contains(&s)) {
+            return Err(err("augment.min_sizes", "give 1 or more sizes in 32..=2048"));
+        }
+        if a.max_size < *a.min_sizes.iter().max().unwrap_or(&0) || a.max_size > 4096 {
+            return Err(err("augment.max_size", "must be ≥ every min size and ≤ 4096"));
+        }
+        if !(0.0..=1.0).contains(&a.color_jitter) {
+            return Err(err("augment.color_jitter", "must be in 0..=1"));
+        }
+        if !(1..=256).contains(&self.batch_size) {
+            return Err(err("batch_size", "must be 1..=256"));
+        }
+        if !(1..=10_000_000).contains(&self.steps) {
+            return Err(err("steps", "must be 1..=10000000"));
+        }
+        if !(self.lr > 0.0 && self.lr < 10.0) {
+            return Err(err("lr", "must be in (0, 10)"));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(err("momentum", "must be in [0, 1)"));
+        }
+        if !(0.0..1.0).contains(&self.weight_decay) {
+            return Err(err("weight_decay", "must be in [0, 1)"));
+        }
+        if self.warmup_steps > self.steps {
+            return Err(err("warmup_steps", "must not exceed steps"));
+        }
+        match &self.schedule {
+            LrSchedule::Step { milestones, gamma } => {
+                if milestones.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(err("schedule.milestones", "must be increasing"));
+                }
+                if !(*gamma > 0.0 && *gamma <= 1.0) {
+                    return Err(err("schedule.gamma", "must be in (0, 1]"));
+                }
+            }
+            LrSchedule::Cosine { min_factor } => {
+                if !(0.0..=1.0).contains(min_factor) {
+                    return Err(err("schedule.min_factor", "must be in [0, 1]"));
+                }
+            }
+        }
+        if let Some(c) = self.grad_clip_norm {
+            if !(c > 0.0 && c.is_finite()) {
+                return Err(err("grad_clip_norm", "must be positive"));
+            }
+        }
+        if self.eval_every == 0 {
+            return Err(err("eval_every", "must be at least 1"));
+        }
+        if self.checkpoint_every == 0 {
+            return Err(err("checkpoint_every", "must be at least 1"));
+        }
+        if !(1..=64).contains(&self.loader_threads) {
+            return Err(err("loader_threads", "must be 1..=64"));
+        }
+        if self.init == InitConfig::ImagenetBackbone && self.backbone != BackboneKind::EfficientnetLite0 {
+            return Err(err(
+                "init",
+                "ImageNet weights are shipped only for efficientnet_lite0; start ResNets from scratch or a checkpoint",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Learning rate at `step` (0-based): linear warmup from 0.001 × base, then the schedule.
+    pub fn lr_at(&self, step: u32) -> f64 {
+        let base = match &self.schedule {
+            LrSchedule::Step { milestones, gamma } => {
+                let passed = milestones.iter().filter(|&&m| step >= m).count() as i32;
+                self.lr * gamma.powi(passed)
+            }
+            LrSchedule::Cosine { min_factor } => {
+                let t = step as f64 / self.steps.max(1) as f64;
+                let f = min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+                self.lr * f
+            }
+        };
+        if step < self.warmup_steps {
+            let alpha = step as f64 / self.warmup_steps as f64;
+            base * (0.001 * (1.0 - alpha) + alpha)
+        } else {
+            base
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TrainConfig {
+        TrainConfig {
+            dataset_id: 1,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_validate_and_partial_json_fills_defaults() {
+        config().validate().unwrap();
+        let c: TrainConfig = serde_json::from_str(r#"{"dataset_id": 3, "steps": 50, "warmup_steps": 5}"#).unwrap();
+        assert_eq!(c.steps, 50);
+        assert_eq!(c.detector, DetectorKind::Fcos);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut c = config();
+        c.batch_size = 0;
+        assert_eq!(c.validate().unwrap_err().field, "batch_size");
+        let mut c = config();
+        c.backbone = BackboneKind::Resnet50;
+        assert_eq!(c.validate().unwrap_err().field, "init");
+        let mut c = config();
+        c.train_split = "../x".into();
+        assert_eq!(c.validate().unwrap_err().field, "train_split");
+        assert!(serde_json::from_str::<TrainConfig>(r#"{"dataset_id": 1, "stepz": 3}"#).is_err());
+    }
+
+    #[test]
+    fn warmup_then_step_schedule() {
+        let c = TrainConfig {
+            lr: 0.1,
+            warmup_steps: 10,
+            steps: 100,
+            schedule: LrSchedule::Step { milestones: vec![50, 80], gamma: 0.1 },
+            ..config()
+        };
+        assert!((c.lr_at(0) - 0.0001).abs() < 1e-12);
+        assert!((c.lr_at(10) - 0.1).abs() < 1e-12);
+        assert!((c.lr_at(50) - 0.01).abs() < 1e-12);
+        assert!((c.lr_at(99) - 0.001).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cosine_ends_at_min_factor() {
+        let c = TrainConfig {
+            lr: 1.0,
+            warmup_steps: 0,
+            steps: 100,
+            schedule: LrSchedule::Cosine { min_factor: 0.05 },
+            ..config()
+        };
+        assert!((c.lr_at(0) - 1.0).abs() < 1e-12);
+        assert!((c.lr_at(100) - 0.05).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,281 @@
+//! The `finetune` job: supervised training of a detector from a chosen initialisation, with
+//! periodic COCO evaluation and resumable checkpoints.
+//!
+//! Metrics (step = optimizer steps done): `loss/total`, `loss/<term>`, `train/lr`,
+//! `train/grad_norm`, `train/images_per_s`, `train/data_wait_ms`; `eval/<COCO stat>` at each
+//! evaluation. Artifacts: `load_report.json`, `checkpoint.safetensors` (weights + optimizer state,
+//! replaced at every checkpoint), and at the end `model.safetensors`, `eval.json`,
+//! `predictions.json`.
+//!
+//! A re-claimed job finds its own `checkpoint.safetensors`, restores weights and optimizer state
+//! and continues from that step; batches are a function of (seed, step), so it sees the same data.
+//! Metric points past the checkpoint are logged again and replace the earlier attempt's.
+
+use super::evaluate::{build_report, ground_truth};
+use super::{JobContext, JobOutcome};
+use crate::data::detection::{DetectionSplit, load_split};
+use crate::data::loader::{Loader, LoaderConfig};
+use crate::eval::coco::GroundTruth;
+use crate::models::backbone::freeze_stages;
+use crate::models::build::{body_norm, build_detector};
+use crate::models::detector::{Detector, total_loss};
+use crate::models::transform::DetectionTransform;
+use crate::train::checkpoint;
+use crate::train::evaluation::{predict_split, results_json, score};
+use crate::train::init::{BODY_PREFIX, initialise};
+use crate::train::optim::{Optimizer, Param, decays};
+use aligndet_common::api::MetricPoint;
+use aligndet_common::report::COCO_STAT_NAMES;
+use aligndet_common::train_config::TrainConfig;
+use anyhow::Context;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Detections kept for evaluation (mmdetection's and the paper's test threshold).
+const EVAL_SCORE_THRESHOLD: f64 = 0.05;
+const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// Metadata stored in every checkpoint and model file.
+fn metadata(cfg: &TrainConfig, split: &DetectionSplit, step: u32) -> anyhow::Result<HashMap<String, String>> {
+    let categories: Vec<_> = split
+        .category_ids
+        .iter()
+        .zip(&split.category_names)
+        .map(|(id, name)| serde_json::json!({"id": id, "name": name}))
+        .collect();
+    Ok(HashMap::from([
+        ("format".into(), "aligndet-detector".into()),
+        ("step".into(), step.to_string()),
+        ("config".into(), serde_json::to_string(cfg)?),
+        ("categories".into(), serde_json::to_string(&categories)?),
+    ]))
+}
+
+/// The transform at a given training scale.
+fn transform_at(base: &DetectionTransform, cfg: &TrainConfig, min_size: u32) -> DetectionTransform {
+    DetectionTransform {
+        min_size: min_size as f64,
+        max_size: cfg.augment.max_size as f64,
+        ..base.clone()
+    }
+}
+
+pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOutcome> {
+    cfg.validate()?;
+    let location = ctx.spec.dataset.clone().context("the job spec names no dataset")?;
+    let train = Arc::new(load_split(&location, Some(&cfg.train_split))?);
+    let val = load_split(&location, Some(&cfg.val_split))?;
+    anyhow::ensure!(train.num_classes() > 0, "the dataset has no categories");
+    let gt = ground_truth(&location, Some(&cfg.val_split))?;
+    ctx.log(format!(
+        "training {:?} on {:?} ({} images of split {}), evaluating on {} images of split {}",
+        cfg.detector,
+        cfg.backbone,
+        train.samples.len(),
+        cfg.train_split,
+        val.samples.len(),
+        cfg.val_split
+    ));
+
+    tch::manual_seed(cfg.seed as i64);
+    let mut vs = tch::nn::VarStore::new(ctx.device);
+    let num_classes = train.num_classes() as i64 + 1;
+    let mut model = build_detector(&vs.root(), cfg.detector, cfg.backbone, body_norm(&cfg.init), num_classes)?;
+    model.set_score_threshold(EVAL_SCORE_THRESHOLD);
+
+    let init = initialise(&mut vs, &cfg.init, cfg.backbone, ctx.inputs, &ctx.work_dir)?;
+    ctx.log(format!(
+        "initialised from {}: {} tensors loaded, {} missing, {} unexpected, {} shape mismatches",
+        init.source,
+        init.load.loaded.len(),
+        init.load.missing.len(),
+        init.load.unexpected.len(),
+        init.load.shape_mismatch.len()
+    ));
+    let report_path = ctx.work_dir.join("load_report.json");
+    std::fs::write(&report_path, serde_json::to_vec_pretty(&init)?)?;
+    ctx.sink.artifact("load_report.json", &report_path)?;
+
+    let frozen = freeze_body_stages(&vs, model.as_ref(), cfg.trainable_backbone_stages);
+    let params: Vec<Param> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(name, tensor)| Param {
+            decay: decays(&name, &tensor, cfg.no_decay_norm_and_bias),
+            name,
+            tensor,
+        })
+        .collect();
+    let numel: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
+    ctx.log(format!(
+        "{} trainable tensors ({numel} parameters); {frozen} frozen by trainable_backbone_stages = {}",
+        params.len(),
+        cfg.trainable_backbone_stages
+    ));
+    let mut opt = Optimizer::new(cfg.optimizer, params, cfg.momentum, cfg.weight_decay);
+
+    // resume from our own checkpoint when an earlier attempt left one
+    let mut start_step = 0u32;
+    if let Some(bytes) = ctx.inputs.fetch_optional(ctx.spec.run_id, CHECKPOINT)? {
+        let path = ctx.work_dir.join("resume.safetensors");
+        std::fs::write(&path, bytes)?;
+        let meta = checkpoint::restore(&path, &mut vs, &mut opt).context("restoring the run's checkpoint")?;
+        start_step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
+        ctx.log(format!("resumed from the checkpoint at step {start_step}"));
+    }
+
+    let base_transform = model.transform().clone();
+    let eval_transform = transform_at(&base_transform, cfg, cfg.augment.min_sizes[0]);
+    let mut loader = Loader::start(
+        train.clone(),
+        LoaderConfig {
+            batch_size: cfg.batch_size as usize,
+            seed: cfg.seed,
+            hflip: cfg.augment.hflip,
+            color_jitter: cfg.augment.color_jitter,
+            min_sizes: cfg.augment.min_sizes.clone(),
+            threads: cfg.loader_threads as usize,
+            prefetch: 2 * cfg.loader_threads as usize,
+        },
+        start_step as u64,
+    )?;
+
+    for step in start_step..cfg.steps {
+        if ctx.should_stop() {
+            return Ok(JobOutcome::Stopped);
+        }
+        let t0 = Instant::now();
+        let batch = loader.next_batch()?;
+        let wait = t0.elapsed();
+        let transform = transform_at(&base_transform, cfg, batch.min_size);
+        let images: Vec<_> = batch.images.iter().map(|t| t.to_device(ctx.device)).collect();
+        let targets: Vec<_> = batch
+            .targets
+            .iter()
+            .map(|t| crate::models::detector::Targets {
+                boxes: t.boxes.to_device(ctx.device),
+                labels: t.labels.to_device(ctx.device),
+            })
+            .collect();
+        let (tb, tt) = transform.batch_with_targets(&images, &targets);
+        let losses = model.losses(&tb, &tt, true);
+        let total = total_loss(&losses);
+        let total_value = total.double_value(&[]);
+        if !total_value.is_finite() {
+            let terms: Vec<String> = losses
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", v.double_value(&[])))
+                .collect();
+            anyhow::bail!(
+                "the loss diverged at step {step} ({}); lower the learning rate or add gradient clipping",
+                terms.join(", ")
+            );
+        }
+        opt.zero_grad();
+        total.backward();
+        let grad_norm = match cfg.grad_clip_norm {
+            Some(max) => opt.clip_grad_norm(max),
+            None => opt.clip_grad_norm(f64::INFINITY),
+        };
+        let lr = cfg.lr_at(step);
+        opt.step(lr);
+        let done = step + 1;
+        let seconds = t0.elapsed().as_secs_f64();
+        let now = crate::jobs::sink::now_seconds();
+        let point = |key: &str, value: f64| MetricPoint {
+            key: key.to_string(),
+            step: done as i64,
+            value,
+            wall_time: now,
+        };
+        let mut points = vec![
+            point("loss/total", total_value),
+            point("train/lr", lr),
+            point("train/grad_norm", grad_norm),
+            point("train/images_per_s", cfg.batch_size as f64 / seconds.max(1e-9)),
+            point("train/data_wait_ms", wait.as_secs_f64() * 1000.0),
+        ];
+        for (k, v) in &losses {
+            points.push(point(&format!("loss/{k}"), v.double_value(&[])));
+        }
+        ctx.sink.metrics(points);
+
+        if done < cfg.steps && done % cfg.checkpoint_every == 0 {
+            let path = ctx.work_dir.join(CHECKPOINT);
+            checkpoint::save(&path, &vs, Some(&opt), metadata(cfg, &train, done)?)?;
+            ctx.sink.artifact(CHECKPOINT, &path)?;
+        }
+        if done < cfg.steps && done % cfg.eval_every == 0 {
+            let (stats, _) = evaluate_now(model.as_ref(), &eval_transform, &val, &gt, cfg.eval_max_images as usize, ctx.device)?;
+            log_eval(ctx, done, &stats);
+        }
+    }
+    drop(loader);
+
+    // final evaluation on the whole split, the model and its predictions
+    let started = Instant::now();
+    let detections = predict_split(model.as_ref(), &eval_transform, &val, 0, cfg.batch_size as usize, ctx.device)?;
+    let images: Vec<i64> = val.samples.iter().map(|s| s.image_id).collect();
+    let (gt_used, result) = score(&gt, &detections, &images)?;
+    log_eval(ctx, cfg.steps, &result.stats);
+    let report = build_report(&gt_used, detections.len(), &result, started.elapsed().as_secs_f64());
+    let path = ctx.work_dir.join("eval.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    ctx.sink.artifact("eval.json", &path)?;
+    let path = ctx.work_dir.join("predictions.json");
+    std::fs::write(&path, serde_json::to_vec(&results_json(&detections))?)?;
+    ctx.sink.artifact("predictions.json", &path)?;
+    let path = ctx.work_dir.join("model.safetensors");
+    checkpoint::save(&path, &vs, None, metadata(cfg, &train, cfg.steps)?)?;
+    ctx.sink.artifact("model.safetensors", &path)?;
+    ctx.log(format!(
+        "final AP {:.4}  AP50 {:.4}  AP75 {:.4} on {} images",
+        result.stats[0],
+        result.stats[1],
+        result.stats[2],
+        images.len()
+    ));
+    Ok(JobOutcome::Succeeded)
+}
+
+fn freeze_body_stages(vs: &tch::nn::VarStore, model: &dyn Detector, trainable: u8) -> usize {
+    match model.body() {
+        Some(body) => freeze_stages(vs, BODY_PREFIX, body, trainable),
+        None => 0,
+    }
+}
+
+/// Evaluate on (the first `max_images` of) the split; returns the 12 stats.
+fn evaluate_now(
+    model: &dyn Detector,
+    transform: &DetectionTransform,
+    val: &DetectionSplit,
+    gt: &GroundTruth,
+    max_images: usize,
+    device: tch::Device,
+) -> anyhow::Result<([f64; 12], usize)> {
+    let detections = predict_split(model, transform, val, max_images, 4, device)?;
+    let n = if max_images == 0 { val.samples.len() } else { max_images.min(val.samples.len()) };
+    let images: Vec<i64> = val.samples[..n].iter().map(|s| s.image_id).collect();
+    let (_, result) = score(gt, &detections, &images)?;
+    Ok((result.stats, n))
+}
+
+fn log_eval(ctx: &mut JobContext<'_>, step: u32, stats: &[f64; 12]) {
+    let now = crate::jobs::sink::now_seconds();
+    ctx.sink.metrics(
+        COCO_STAT_NAMES
+            .iter()
+            .zip(stats)
+            .map(|(name, &value)| MetricPoint {
+                key: format!("eval/{name}"),
+                step: step as i64,
+                value,
+                wall_time: now,
+            })
+            .collect(),
+    );
+    ctx.log(format!("step {step}: AP {:.4}  AP50 {:.4}", stats[0], stats[1]));
+}
