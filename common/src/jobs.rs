@@ -68,7 +68,12 @@ pub enum RunKind {
 }
 
 impl RunKind {
-    pub const ALL: [RunKind; 3] = [RunKind::Benchmark, RunKind::Proposals, RunKind::Evaluate];
+    pub const ALL: [RunKind; 4] = [
+        RunKind::Benchmark,
+        RunKind::Proposals,
+        RunKind::Evaluate,
+        RunKind::Finetune,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -159,8 +159,14 @@ impl TrainConfig {
         if self.dataset_id <= 0 {
             return Err(err("dataset_id", "choose a dataset"));
         }
-        for (field, v) in [("train_split", &self.train_split), ("val_split", &self.val_split)] {
-            if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        for (field, v) in [
+            ("train_split", &self.train_split),
+            ("val_split", &self.val_split),
+        ] {
+            if v.is_empty()
+                || v.len() > 64
+                || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 return Err(err(field, format!("{v:?} is not a split name")));
             }
         }
@@ -169,10 +175,16 @@ impl TrainConfig {
         }
         let a = &self.augment;
         if a.min_sizes.is_empty() || a.min_sizes.iter().any(|&s| !(32..=2048).contains(&s)) {
-            return Err(err("augment.min_sizes", "give 1 or more sizes in 32..=2048"));
+            return Err(err(
+                "augment.min_sizes",
+                "give 1 or more sizes in 32..=2048",
+            ));
         }
         if a.max_size < *a.min_sizes.iter().max().unwrap_or(&0) || a.max_size > 4096 {
-            return Err(err("augment.max_size", "must be ≥ every min size and ≤ 4096"));
+            return Err(err(
+                "augment.max_size",
+                "must be ≥ every min size and ≤ 4096",
+            ));
         }
         if !(0.0..=1.0).contains(&a.color_jitter) {
             return Err(err("augment.color_jitter", "must be in 0..=1"));
@@ -210,9 +222,19 @@ impl TrainConfig {
                 }
             }
         }
-        if let Some(c) = self.grad_clip_norm {
-            if !(c > 0.0 && c.is_finite()) {
-                return Err(err("grad_clip_norm", "must be positive"));
+        if let Some(c) = self.grad_clip_norm
+            && !(c > 0.0 && c.is_finite())
+        {
+            return Err(err("grad_clip_norm", "must be positive"));
+        }
+        if let InitConfig::Checkpoint { artifact } = &self.init {
+            crate::api::check_artifact_name(&artifact.name)
+                .map_err(|problem| err("init.artifact.name", problem))?;
+            if artifact.run_id <= 0 {
+                return Err(err(
+                    "init.artifact.run_id",
+                    "choose the run whose checkpoint to start from",
+                ));
             }
         }
         if self.eval_every == 0 {
@@ -224,7 +246,9 @@ impl TrainConfig {
         if !(1..=64).contains(&self.loader_threads) {
             return Err(err("loader_threads", "must be 1..=64"));
         }
-        if self.init == InitConfig::ImagenetBackbone && self.backbone != BackboneKind::EfficientnetLite0 {
+        if self.init == InitConfig::ImagenetBackbone
+            && self.backbone != BackboneKind::EfficientnetLite0
+        {
             return Err(err(
                 "init",
                 "ImageNet weights are shipped only for efficientnet_lite0; start ResNets from scratch or a checkpoint",
@@ -242,7 +266,8 @@ impl TrainConfig {
             }
             LrSchedule::Cosine { min_factor } => {
                 let t = step as f64 / self.steps.max(1) as f64;
-                let f = min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+                let f = min_factor
+                    + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
                 self.lr * f
             }
         };
@@ -269,7 +294,8 @@ mod tests {
     #[test]
     fn defaults_validate_and_partial_json_fills_defaults() {
         config().validate().unwrap();
-        let c: TrainConfig = serde_json::from_str(r#"{"dataset_id": 3, "steps": 50, "warmup_steps": 5}"#).unwrap();
+        let c: TrainConfig =
+            serde_json::from_str(r#"{"dataset_id": 3, "steps": 50, "warmup_steps": 5}"#).unwrap();
         assert_eq!(c.steps, 50);
         assert_eq!(c.detector, DetectorKind::Fcos);
         c.validate().unwrap();
@@ -295,7 +321,10 @@ mod tests {
             lr: 0.1,
             warmup_steps: 10,
             steps: 100,
-            schedule: LrSchedule::Step { milestones: vec![50, 80], gamma: 0.1 },
+            schedule: LrSchedule::Step {
+                milestones: vec![50, 80],
+                gamma: 0.1,
+            },
             ..config()
         };
         assert!((c.lr_at(0) - 0.0001).abs() < 1e-12);

@@ -16,6 +16,37 @@ pub struct DatasetRow {
     pub created_at: DateTime<Utc>,
 }
 
+impl DatasetRow {
+    /// The stored `splits.json`, if the dataset has one that parses.
+    fn parsed_splits(&self) -> Option<aligndet_common::dataset::DatasetSplits> {
+        serde_json::from_value(self.splits.clone()?).ok()
+    }
+
+    /// Split names a job can name: `train`, `val`, then the labeled subsets (empty without splits).
+    pub fn split_names(&self) -> Vec<String> {
+        self.parsed_splits()
+            .map(|s| {
+                let mut names = vec!["train".to_string(), "val".to_string()];
+                names.extend(s.labeled.into_keys());
+                names
+            })
+            .unwrap_or_default()
+    }
+
+    /// Image ids of one split, sorted; `None` when the dataset has no splits or not this one.
+    pub fn split_ids(&self, name: &str) -> Option<Vec<i64>> {
+        let s = self.parsed_splits()?;
+        let mut ids = match name {
+            "train" => s.train,
+            "val" => s.val,
+            other => s.labeled.get(other)?.clone(),
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        Some(ids)
+    }
+}
+
 pub struct NewDataset<'a> {
     pub name: &'a str,
     pub format: &'a str,
@@ -236,4 +267,35 @@ pub async fn counts(pool: &PgPool) -> sqlx::Result<(i64, i64, i64)> {
     )
     .fetch_one(pool)
     .await
+}
+
+/// (id, name) of every category of a dataset, for labelling boxes without counting them.
+pub async fn category_names(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Vec<(i64, String)>> {
+    sqlx::query_as("SELECT id, name FROM categories WHERE dataset_id = $1 ORDER BY id")
+        .bind(dataset_id)
+        .fetch_all(pool)
+        .await
+}
+
+/// The images with these ids (those that exist), in id order.
+pub async fn images_by_ids(
+    pool: &PgPool,
+    dataset_id: i64,
+    image_ids: &[i64],
+) -> sqlx::Result<Vec<ImageRow>> {
+    sqlx::query_as(
+        "SELECT id, file_name, width, height FROM images WHERE dataset_id = $1 AND id = ANY($2) ORDER BY id",
+    )
+    .bind(dataset_id)
+    .bind(image_ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// Ids of every image of a dataset in id order (a split when the dataset has none).
+pub async fn image_ids(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar("SELECT id FROM images WHERE dataset_id = $1 ORDER BY id")
+        .bind(dataset_id)
+        .fetch_all(pool)
+        .await
 }

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod datasets;
 pub mod pages;
+pub mod predictions;
 pub mod proposals;
 pub mod runs;
 
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/artifacts/{name}", get(runs::download_artifact))
         .route("/runs/{id}/proposals", get(proposals::browser))
         .route("/runs/{id}/proposals.json", get(proposals::export_coco))
+        .route("/runs/{id}/predictions", get(predictions::browser))
         .layer(middleware::from_fn(security::csrf_protect))
         .layer(DefaultBodyLimit::max(1024 * 1024));
 

@@ -1,0 +1,640 @@
+//! The `finetune` job's pages against the real server and Postgres: the new-run form (a valid
+//! config stored, invalid ones refused with the field named), the run page of a run fed through
+//! the real worker API (curves, final evaluation, load report, downloads) and the predictions
+//! browser (boxes per image, threshold, escaping).
+
+use aligndet_studio::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Server first so it stops before the database and folders go.
+struct Fixture {
+    server: Server,
+    db: TestDb,
+    dataset: i64,
+    _data: TempDir,
+    imports: TempDir,
+}
+
+/// Six 64×48 images (classes "red box" and the hostile "<b>bold</b> & co", alternating) with
+/// splits train 1–4, val 5–6 and a labeled subset `50pct_seed1` = {1, 3}.
+fn fixture(tag: &str) -> Fixture {
+    let db = TestDb::create();
+    let data = TempDir::new(&format!("{tag}-data"));
+    let imports = TempDir::new(&format!("{tag}-imports"));
+    let (ann, images) = write_small_coco(imports.path(), 6);
+    let splits = json!({"train": [1, 2, 3, 4], "val": [5, 6], "labeled": {"50pct_seed1": [1, 3]}});
+    std::fs::write(imports.path().join("splits.json"), splits.to_string()).unwrap();
+    let mut opts = ServerOptions::new(&db, data.path());
+    opts.import_roots = vec![imports.path().to_path_buf()];
+    let server = Server::start(&opts);
+    let r = server.browser_session().post_form(
+        "/datasets/import",
+        &[
+            ("name", "small"),
+            ("format", "coco"),
+            ("annotations", ann.to_str().unwrap()),
+            ("images", images.to_str().unwrap()),
+        ],
+    );
+    assert!(r.status().is_success(), "import: {}", r.status());
+    let dataset: i64 = db.query("SELECT id FROM datasets").parse().unwrap();
+    assert!(
+        db.query(&format!(
+            "SELECT splits IS NOT NULL FROM datasets WHERE id = {dataset}"
+        )) == "t",
+        "splits.json was kept with the dataset"
+    );
+    Fixture {
+        server,
+        db,
+        dataset,
+        _data: data,
+        imports,
+    }
+}
+
+/// A complete, valid fine-tune form (what a person would post after changing a few defaults).
+fn valid_form(dataset: i64) -> Vec<(&'static str, String)> {
+    [
+        ("kind", "finetune"),
+        ("name", "ft small"),
+        ("train_split", "50pct_seed1"),
+        ("val_split", "val"),
+        ("detector", "retinanet"),
+        ("backbone", "resnet18"),
+        ("init", "scratch"),
+        ("init_run", ""),
+        ("init_artifact", "model.safetensors"),
+        ("trainable_backbone_stages", "5"),
+        ("min_sizes", "320, 384"),
+        ("max_size", "640"),
+        ("hflip", "on"),
+        ("color_jitter", "0.2"),
+        ("batch_size", "2"),
+        ("steps", "200"),
+        ("optimizer", "adamw"),
+        ("lr", "0.0002"),
+        ("momentum", "0.9"),
+        ("weight_decay", "0.05"),
+        ("warmup_steps", "10"),
+        ("schedule", "cosine"),
+        ("milestones", "100, 150"),
+        ("gamma", "0.1"),
+        ("min_factor", "0.01"),
+        ("grad_clip_norm", ""),
+        ("eval_every", "50"),
+        ("checkpoint_every", "25"),
+        ("eval_max_images", "0"),
+        ("seed", "7"),
+        ("loader_threads", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .chain([("dataset_id", dataset.to_string())])
+    .collect()
+}
+
+/// The form with some fields replaced (and `no_decay_norm_and_bias` left unticked).
+fn post_finetune(
+    server: &Server,
+    dataset: i64,
+    changes: &[(&'static str, &str)],
+) -> reqwest::blocking::Response {
+    let mut fields = valid_form(dataset);
+    for (k, v) in changes {
+        match fields.iter_mut().find(|(n, _)| n == k) {
+            Some(f) => f.1 = v.to_string(),
+            None => fields.push((k, v.to_string())),
+        }
+    }
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    server.browser_session().post_form("/runs", &pairs)
+}
+
+fn run_id_of(r: reqwest::blocking::Response) -> i64 {
+    let url = r.url().clone();
+    let status = r.status();
+    let body = r.text().unwrap();
+    url.path()
+        .strip_prefix("/runs/")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("not redirected to a run page ({status}): {body}"))
+}
+
+#[test]
+fn the_form_queues_a_valid_config_and_names_the_bad_field() {
+    let f = fixture("ft-form");
+    let page = f.server.get("/runs/new").text().unwrap();
+    assert!(page.contains("id=\"finetune-form\""), "fine-tune form");
+    // Defaults come from TrainConfig::default().
+    assert!(page.contains("name=\"steps\" type=\"number\" min=\"1\" value=\"1000\""));
+    assert!(page.contains("name=\"min_sizes\" value=\"512\""));
+    assert!(page.contains("name=\"milestones\" value=\"700, 900\""));
+    assert!(page.contains("<option value=\"efficientnet_lite0\" selected>"));
+    assert!(page.contains("<option value=\"imagenet_backbone\" selected>"));
+    // The dataset's split names are offered.
+    assert!(
+        page.contains("<option value=\"50pct_seed1\">"),
+        "split names"
+    );
+
+    let run = run_id_of(post_finetune(&f.server, f.dataset, &[]));
+    let stored: Value = serde_json::from_str(
+        &f.db
+            .query(&format!("SELECT config::text FROM runs WHERE id = {run}")),
+    )
+    .unwrap();
+    assert_eq!(stored["kind"], "finetune");
+    assert_eq!(stored["dataset_id"], f.dataset);
+    assert_eq!(stored["train_split"], "50pct_seed1");
+    assert_eq!(stored["detector"], "retinanet");
+    assert_eq!(stored["backbone"], "resnet18");
+    assert_eq!(stored["init"], json!({"from": "scratch"}));
+    assert_eq!(
+        stored["augment"],
+        json!({"min_sizes": [320, 384], "max_size": 640, "hflip": true, "color_jitter": 0.2})
+    );
+    assert_eq!(stored["optimizer"], "adamw");
+    assert_eq!(stored["lr"], 0.0002);
+    assert_eq!(stored["no_decay_norm_and_bias"], false, "unticked box");
+    assert_eq!(
+        stored["schedule"],
+        json!({"kind": "cosine", "min_factor": 0.01})
+    );
+    assert_eq!(stored["grad_clip_norm"], Value::Null, "blank clip = none");
+    assert_eq!(stored["seed"], 7);
+    assert_eq!(
+        f.db.query(&format!(
+            "SELECT kind || ' ' || status FROM runs WHERE id = {run}"
+        )),
+        "finetune queued"
+    );
+
+    // A checkpoint start links the run to its parent.
+    let child = run_id_of(post_finetune(
+        &f.server,
+        f.dataset,
+        &[
+            ("init", "checkpoint"),
+            ("init_run", &run.to_string()),
+            ("schedule", "step"),
+            ("grad_clip_norm", "5"),
+        ],
+    ));
+    let stored: Value = serde_json::from_str(
+        &f.db
+            .query(&format!("SELECT config::text FROM runs WHERE id = {child}")),
+    )
+    .unwrap();
+    assert_eq!(
+        stored["init"],
+        json!({"from": "checkpoint", "artifact": {"run_id": run, "name": "model.safetensors"}})
+    );
+    assert_eq!(
+        stored["schedule"],
+        json!({"kind": "step", "milestones": [100, 150], "gamma": 0.1})
+    );
+    assert_eq!(stored["grad_clip_norm"], 5.0);
+    let page = f.server.get(&format!("/runs/{child}")).text().unwrap();
+    assert!(
+        page.contains(&format!("href=\"/runs/{run}\"")),
+        "parent link"
+    );
+
+    let runs_before = f.db.query("SELECT count(*) FROM runs");
+    let bad: [(&[(&'static str, &str)], &str); 10] = [
+        (&[("batch_size", "0")], "batch_size"),
+        (&[("train_split", "../x")], "train_split"),
+        (&[("detector", "yolo")], "detector"),
+        (
+            &[("train_split", "7pct_seed9")],
+            "train_split: \"7pct_seed9\" is not a split",
+        ),
+        (&[("lr", "abc")], "lr: \"abc\" is not a finite number"),
+        (&[("grad_clip_norm", "-1")], "grad_clip_norm"),
+        (&[("min_sizes", "512, big")], "augment.min_sizes"),
+        (
+            &[("backbone", "resnet50"), ("init", "imagenet_backbone")],
+            "init:",
+        ),
+        (
+            &[("init", "checkpoint"), ("init_run", "99999")],
+            "init.artifact.run_id: run 99999 not found",
+        ),
+        (
+            &[
+                ("init", "checkpoint"),
+                ("init_run", "1"),
+                ("init_artifact", "../model"),
+            ],
+            "init.artifact.name",
+        ),
+    ];
+    for (changes, expected) in bad {
+        let r = post_finetune(&f.server, f.dataset, changes);
+        assert_eq!(r.status(), 422, "{changes:?}");
+        let body = r.text().unwrap();
+        let error = body
+            .split("id=\"form-error\">")
+            .nth(1)
+            .and_then(|rest| rest.split("</div>").next())
+            .unwrap_or_else(|| panic!("no error box for {changes:?}"))
+            .replace("&#34;", "\"")
+            .replace("&quot;", "\"");
+        assert!(
+            error.contains(expected),
+            "{changes:?}: error {error:?} should contain {expected:?}"
+        );
+        assert!(body.contains("id=\"finetune-form\""), "form re-rendered");
+    }
+    assert_eq!(
+        f.db.query("SELECT count(*) FROM runs"),
+        runs_before,
+        "nothing stored"
+    );
+    // What was typed comes back (escaped), so nothing is lost.
+    let r = post_finetune(
+        &f.server,
+        f.dataset,
+        &[("batch_size", "0"), ("train_split", "<script>x</script>")],
+    );
+    let body = r.text().unwrap();
+    assert!(body.contains("name=\"batch_size\" type=\"number\" min=\"1\" max=\"256\" value=\"0\""));
+    assert!(body.contains("&#60;script&#62;x&#60;/script&#62;"));
+    assert!(!body.contains("<script>x</script>"));
+}
+
+/// Acting as a worker: register, claim, report, upload, finish.
+struct FakeWorker<'a> {
+    server: &'a Server,
+    run: i64,
+    attempt: i64,
+}
+
+impl FakeWorker<'_> {
+    fn claim(server: &Server, run: i64) -> FakeWorker<'_> {
+        let r = server.api_post(
+            "workers/register",
+            &json!({"name": "fake trainer", "device": "cpu", "info": {},
+                    "protocol_version": aligndet_common::api::PROTOCOL_VERSION}),
+        );
+        assert!(r.status().is_success(), "register: {}", r.status());
+        let worker: Value = r.json().unwrap();
+        let r = server.api_post("jobs/claim", &json!({"worker_id": worker["worker_id"]}));
+        assert_eq!(r.status(), 200, "claim");
+        let spec: Value = r.json().unwrap();
+        assert_eq!(spec["run_id"], run);
+        assert_eq!(spec["config"]["kind"], "finetune");
+        assert!(spec["dataset"]["splits"]["val"].is_array(), "{spec}");
+        FakeWorker {
+            server,
+            run,
+            attempt: spec["attempt"].as_i64().unwrap(),
+        }
+    }
+
+    fn metrics(&self, points: Vec<(String, i64, f64)>) {
+        let points: Vec<Value> = points
+            .into_iter()
+            .map(|(key, step, value)| json!({"key": key, "step": step, "value": value, "wall_time": 1.0e9}))
+            .collect();
+        let r = self.server.api_post(
+            &format!("runs/{}/metrics", self.run),
+            &json!({"attempt": self.attempt, "points": points}),
+        );
+        assert!(r.status().is_success(), "metrics: {}", r.status());
+    }
+
+    fn upload(&self, name: &str, bytes: Vec<u8>) {
+        let r = self
+            .server
+            .http
+            .put(format!(
+                "{}/api/v1/runs/{}/artifacts/{name}?attempt={}",
+                self.server.url, self.run, self.attempt
+            ))
+            .bearer_auth(&self.server.token)
+            .body(bytes)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "upload {name}: {}", r.status());
+    }
+
+    /// What a fine-tune job leaves: 20 steps of losses, lr and throughput, two evaluations,
+    /// the final artifacts (made from the dataset's ground truth), then success.
+    fn finish_like_a_finetune_job(&self, f: &Fixture) {
+        let mut points = Vec::new();
+        for step in 1..=20i64 {
+            let s = step as f64;
+            points.push(("loss/total".to_string(), step, 3.0 / s));
+            points.push(("loss/classification".to_string(), step, 1.5 / s));
+            points.push(("loss/bbox_regression".to_string(), step, 1.0 / s));
+            points.push(("loss/bbox_ctrness".to_string(), step, 0.5 / s));
+            points.push(("train/lr".to_string(), step, 0.01 * s / 20.0));
+            points.push(("train/images_per_s".to_string(), step, 40.0 + s));
+        }
+        for (step, base) in [(10i64, 0.2), (20, 0.4)] {
+            for (i, name) in COCO_STATS.iter().enumerate() {
+                points.push((format!("eval/{name}"), step, base + i as f64 * 0.01));
+            }
+        }
+        self.metrics(points);
+
+        // Artifacts made from the dataset's ground truth.
+        self.upload(
+            "predictions.json",
+            serde_json::to_vec(&predictions_from_gt(f)).unwrap(),
+        );
+        let eval = json!({
+            "stats": [0.4, 0.8, 0.35, -1.0, 0.4, -1.0, 0.5, 0.6, 0.6, -1.0, 0.6, -1.0],
+            "per_class": [
+                {"category_id": 1, "name": "red box", "ap": 0.5, "ap50": 0.9, "ap75": 0.4, "ar100": 0.7, "num_gt": 1},
+                {"category_id": 2, "name": "<b>bold</b> & co", "ap": 0.3, "ap50": 0.7, "ap75": 0.3, "ar100": 0.5, "num_gt": 1}
+            ],
+            "per_size": [
+                {"area": "small", "ap": -1.0, "ar": -1.0},
+                {"area": "medium", "ap": 0.4, "ar": 0.6},
+                {"area": "large", "ap": -1.0, "ar": -1.0}
+            ],
+            "pr_curves": [{"name": "red box", "iou": 0.5, "precision": vec![0.9; 101]}],
+            "num_images": 2, "num_detections": 5, "seconds": 0.01
+        });
+        self.upload("eval.json", serde_json::to_vec(&eval).unwrap());
+        let load = json!({
+            "source": "checkpoint run 1 artifact model.safetensors",
+            "loaded": ["backbone.body.conv1.weight", "backbone.body.bn1.weight"],
+            "missing": ["head.classification_head.cls_logits.weight"],
+            "unexpected": ["momentum.<encoder>.weight"],
+            "shape_mismatch": [["head.classification_head.cls_logits.bias", [2], [80]]]
+        });
+        self.upload("load_report.json", serde_json::to_vec(&load).unwrap());
+        self.upload("model.safetensors", b"weights".to_vec());
+        self.succeed();
+    }
+
+    fn succeed(&self) {
+        let r = self.server.api_post(
+            &format!("runs/{}/status", self.run),
+            &json!({"attempt": self.attempt, "status": "succeeded"}),
+        );
+        assert!(r.status().is_success(), "status: {}", r.status());
+    }
+}
+
+/// Predictions made from the dataset's ground truth: on each val image (5, 6) its GT box at
+/// 0.9 and a stray box at 0.1, on image 5 also a 0.5 box of the hostile class, and one box on
+/// image 1, outside the val split.
+fn predictions_from_gt(f: &Fixture) -> Vec<Value> {
+    let gt: Value =
+        serde_json::from_slice(&std::fs::read(f.imports.path().join("annotations.json")).unwrap())
+            .unwrap();
+    let mut predictions = Vec::new();
+    for a in gt["annotations"].as_array().unwrap() {
+        let image = a["image_id"].as_i64().unwrap();
+        if image == 1 {
+            predictions
+                .push(json!({"image_id": 1, "category_id": 1, "bbox": a["bbox"], "score": 0.9}));
+        }
+        if image < 5 {
+            continue;
+        }
+        predictions.push(json!({"image_id": image, "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}));
+        predictions.push(
+            json!({"image_id": image, "category_id": 1, "bbox": [40, 30, 10, 10], "score": 0.1}),
+        );
+        if image == 5 {
+            predictions.push(
+                json!({"image_id": 5, "category_id": 2, "bbox": [2, 2, 12, 8], "score": 0.5}),
+            );
+        }
+    }
+    predictions
+}
+
+const COCO_STATS: [&str; 12] = [
+    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+];
+
+/// The slice of the page from an element with this id to the end of its figure.
+fn figure<'a>(page: &'a str, id: &str) -> &'a str {
+    let start = page
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no {id}"));
+    let rest = &page[start..];
+    &rest[..rest.find("</figure>").expect("figure end")]
+}
+
+#[test]
+fn a_finished_run_shows_curves_evaluation_load_report_and_predictions() {
+    let f = fixture("ft-run");
+    let run = run_id_of(post_finetune(&f.server, f.dataset, &[]));
+    // Before any artifact: the browser says so instead of failing.
+    let r = f.server.get(&format!("/runs/{run}/predictions"));
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("id=\"no-predictions\""));
+
+    FakeWorker::claim(&f.server, run).finish_like_a_finetune_job(&f);
+
+    let page = f.server.get(&format!("/runs/{run}")).text().unwrap();
+    for key in ["loss", "eval-ap", "lr", "train/images_per_s"] {
+        assert!(page.contains(&format!("data-key=\"{key}\"")), "chart {key}");
+    }
+    assert!(
+        !page.contains("data-key=\"eval/APs\"") && !page.contains("data-key=\"loss/total\""),
+        "grouped series are not drawn again one by one"
+    );
+    for term in ["loss/total", "loss/classification", "loss/bbox_ctrness"] {
+        assert!(page.contains(term), "loss legend {term}");
+    }
+    let history = page
+        .split("id=\"eval-history\"")
+        .nth(1)
+        .expect("evaluation history");
+    assert!(history.contains("<td>10</td>") && history.contains("<td>20</td>"));
+    assert!(history.contains("<td>0.400</td>"), "AP at step 20");
+    assert!(
+        page.contains("id=\"coco-stats\"") && page.contains("0.800"),
+        "final stats"
+    );
+    assert!(page.contains("id=\"per-class\"") && page.contains("id=\"per-size\""));
+    assert!(
+        page.contains("&#60;b&#62;bold&#60;/b&#62; &#38; co"),
+        "escaped class name"
+    );
+    assert!(!page.contains("<b>bold</b>"), "hostile class name not raw");
+    assert!(page.contains("id=\"load-report\""));
+    assert!(page.contains("checkpoint run 1 artifact model.safetensors"));
+    assert!(
+        page.contains("<td>2</td><td>1</td><td>1</td><td>1</td>"),
+        "loaded / missing / unexpected / mismatched counts"
+    );
+    assert!(page.contains("head.classification_head.cls_logits.weight"));
+    assert!(page.contains("momentum.&#60;encoder&#62;.weight"));
+    assert!(page.contains("<td>[2]</td><td>[80]</td>"), "shapes");
+    assert!(page.contains(&format!("href=\"/runs/{run}/artifacts/model.safetensors\"")));
+    assert!(page.contains(&format!("href=\"/runs/{run}/artifacts/predictions.json\"")));
+    assert!(page.contains(&format!("href=\"/runs/{run}/predictions\"")));
+    // The live fragment (what server-sent events refresh) carries the grouped charts too.
+    let live = f.server.get(&format!("/runs/{run}/live")).text().unwrap();
+    assert!(live.contains("data-key=\"loss\"") && live.contains("id=\"eval-history\""));
+
+    let r = f.server.get(&format!("/runs/{run}/predictions"));
+    assert_eq!(r.status(), 200);
+    let page = r.text().unwrap();
+    assert!(
+        !page.contains("id=\"pred-image-1\""),
+        "only val images are shown"
+    );
+    assert!(page.contains("1 more on images outside the split"));
+    let five = figure(&page, "pred-image-5");
+    assert_eq!(five.matches("<g class=\"pred").count(), 3, "{five}");
+    assert_eq!(
+        five.matches("<g class=\"pred hide-box\"").count(),
+        1,
+        "0.1 < 0.3"
+    );
+    assert_eq!(five.matches("class=\"gt-box\"").count(), 1);
+    assert!(five.contains("<span class=\"above-count\">2</span> of 3"));
+    assert!(
+        five.contains("&#60;b&#62;bold&#60;/b&#62; &#38; co 0.50"),
+        "score label"
+    );
+    let six = figure(&page, "pred-image-6");
+    assert_eq!(six.matches("<g class=\"pred").count(), 2);
+    assert!(page.contains("&#60;b&#62;bold&#60;/b&#62; &#38; co"));
+    assert!(!page.contains("<b>bold</b>"), "hostile class name not raw");
+    assert!(page.contains(&format!("src=\"/datasets/{}/images/5\"", f.dataset)));
+    // A lower opening threshold shows the low-score box too.
+    let page = f
+        .server
+        .get(&format!("/runs/{run}/predictions?threshold=0.05"))
+        .text()
+        .unwrap();
+    assert!(figure(&page, "pred-image-5").contains("<span class=\"above-count\">3</span> of 3"));
+
+    // Other kinds have no predictions browser.
+    let bench = f.server.create_run("bench", json!({"kind": "benchmark"}));
+    assert_eq!(
+        f.server.get(&format!("/runs/{bench}/predictions")).status(),
+        404
+    );
+}
+
+/// A chromedriver process on a free port, killed on drop (as in tests/browser.rs).
+struct ChromeDriver {
+    child: std::process::Child,
+    port: u16,
+    profile: TempDir,
+}
+
+impl ChromeDriver {
+    fn start() -> ChromeDriver {
+        let port = free_port();
+        let child = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver (apt-get install chromium-driver)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ChromeDriver {
+            child,
+            port,
+            profile: TempDir::new("ft-chrome"),
+        }
+    }
+
+    async fn client(&self) -> fantoccini::Client {
+        let caps = json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                         "--disable-background-networking", "--disable-dev-shm-usage",
+                         "--window-size=1280,900",
+                         format!("--user-data-dir={}", self.profile.path().display())]
+            }
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!("a JSON object")
+        };
+        fantoccini::ClientBuilder::native()
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("connect to chromedriver")
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn moving_the_threshold_slider_hides_low_score_boxes_in_a_browser() {
+    let f = fixture("ft-browser");
+    let run = run_id_of(post_finetune(&f.server, f.dataset, &[]));
+    FakeWorker::claim(&f.server, run).finish_like_a_finetune_job(&f);
+    let driver = ChromeDriver::start();
+    let url = format!("{}/runs/{run}/predictions", f.server.url);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        use fantoccini::Locator;
+        let c = driver.client().await;
+        c.goto(&url).await.unwrap();
+        let hidden = async |css: &str| c.find_all(Locator::Css(css)).await.unwrap().len();
+        let count = async || {
+            c.find(Locator::Css("#pred-image-5 .above-count"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        };
+        assert_eq!(
+            hidden("#pred-image-5 g.pred.hide-box").await,
+            1,
+            "0.1 < 0.30"
+        );
+        assert_eq!(count().await, "2");
+        // Drag the slider to 0.6 (as the input event of a drag would report it).
+        c.execute(
+            "const s = document.getElementById('score-threshold'); s.value = '0.6'; \
+             s.dispatchEvent(new Event('input'));",
+            vec![],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            hidden("#pred-image-5 g.pred.hide-box").await,
+            2,
+            "0.1 and 0.5 hidden"
+        );
+        assert_eq!(count().await, "1");
+        let label = c.find(Locator::Id("score-threshold-label")).await.unwrap();
+        assert_eq!(label.text().await.unwrap(), "0.60");
+        // The hostile class, shown as text, and its toggle hides its boxes, GT included.
+        let toggles = c.find(Locator::Id("class-toggles")).await.unwrap();
+        assert!(toggles.text().await.unwrap().contains("<b>bold</b> & co"));
+        c.find(Locator::Css(".class-toggle[data-cat='2']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(
+            hidden("#pred-image-6 g.gt.hide-box").await,
+            1,
+            "class 2 GT hidden"
+        );
+        assert_eq!(hidden("#pred-image-6 g.pred.hide-box").await, 2);
+        c.close().await.unwrap();
+    });
+}
