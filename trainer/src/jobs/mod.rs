@@ -56,12 +56,18 @@ pub trait ArtifactSource: Send + Sync {
 pub struct FolderArtifacts(pub Option<PathBuf>);
 
 impl ArtifactSource for FolderArtifacts {
+    fn fetch(&self, run_id: i64, name: &str) -> anyhow::Result<Vec<u8>> {
+        self.fetch_optional(run_id, name)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "the job needs artifact {name:?} of run {run_id}: pass --inputs DIR holding DIR/{run_id}/{name}"
+            )
+        })
+    }
+
     fn fetch_optional(&self, run_id: i64, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
         aligndet_common::api::check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
         let Some(dir) = &self.0 else {
-            anyhow::bail!(
-                "the job needs artifact {name:?} of run {run_id}: pass --inputs DIR holding DIR/{run_id}/{name}"
-            );
+            return Ok(None);
         };
         let path = dir.join(run_id.to_string()).join(name);
         match std::fs::read(&path) {

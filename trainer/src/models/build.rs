@@ -2,6 +2,7 @@
 
 use super::backbone::BodyKind;
 use super::detector::Detector;
+use super::faster_rcnn::FasterRcnn;
 use super::fcos::Fcos;
 use super::norm::NormKind;
 use aligndet_common::train_config::{BackboneKind, DetectorKind, InitConfig};
@@ -35,6 +36,7 @@ pub fn build_detector(
     let body = body_kind(backbone);
     Ok(match detector {
         DetectorKind::Fcos => Box::new(Fcos::new(vs, body, norm, num_classes)),
+        DetectorKind::FasterRcnn => Box::new(FasterRcnn::new(vs, body, norm, num_classes)),
         other => anyhow::bail!("detector {other:?} is not built into this trainer yet"),
     })
 }

@@ -1,0 +1,207 @@
+//! The `finetune` job through the platform: a worker trains a detector, the run gets its loss and
+//! mAP curves, model, predictions and evaluation; a worker killed mid-run is replaced by another
+//! that resumes from the last checkpoint without recomputing or duplicating metric points; and
+//! `trainer predict` runs the stored model.
+
+use aligndet_studio::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// `n` images of `size`² with two flat rectangles of two classes, and a splits.json (last 4 are
+/// val) beside the annotations, as the synthetic generator writes it.
+fn write_dataset(dir: &Path, n: u32, size: u32) -> (PathBuf, PathBuf) {
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let (mut imgs, mut anns) = (vec![], vec![]);
+    for i in 0..n {
+        let mut img = image::RgbImage::from_pixel(size, size, image::Rgb([40, 40, 40]));
+        let rects = [
+            (4 + i % 9, 8, 30, 26, [220, 30, 30], 1),
+            (48, 40 + i % 7, 22, 30, [30, 200, 40], 2),
+        ];
+        for (k, (x, y, w, h, c, cat)) in rects.iter().enumerate() {
+            for yy in *y..(*y + *h).min(size) {
+                for xx in *x..(*x + *w).min(size) {
+                    img.put_pixel(xx, yy, image::Rgb(*c));
+                }
+            }
+            anns.push(json!({"id": i * 10 + k as u32 + 1, "image_id": i + 1, "category_id": cat,
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}));
+        }
+        let name = format!("r{i}.png");
+        img.save(images.join(&name)).unwrap();
+        imgs.push(json!({"id": i + 1, "file_name": name, "width": size, "height": size}));
+    }
+    let ann = dir.join("annotations.json");
+    let coco = json!({"images": imgs, "annotations": anns,
+        "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]});
+    std::fs::write(&ann, coco.to_string()).unwrap();
+    let train: Vec<u32> = (1..=n - 4).collect();
+    let val: Vec<u32> = (n - 3..=n).collect();
+    let splits = json!({"train": train, "val": val, "labeled": {"50pct_seed0": (1..=(n - 4) / 2).collect::<Vec<_>>()}});
+    std::fs::write(dir.join("splits.json"), splits.to_string()).unwrap();
+    (ann, images)
+}
+
+fn import(server: &Server, ann: &Path, images: &Path) -> i64 {
+    let ui = server.browser_session();
+    let r = ui.post_form(
+        "/datasets/import",
+        &[
+            ("name", "rects"),
+            ("format", "coco"),
+            ("annotations", ann.to_str().unwrap()),
+            ("images", images.to_str().unwrap()),
+        ],
+    );
+    let url = r.url().clone();
+    let body = r.text().unwrap();
+    url.path()
+        .strip_prefix("/datasets/")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("import failed: {body}"))
+}
+
+fn config(dataset: i64, steps: u32) -> Value {
+    json!({
+        "kind": "finetune", "dataset_id": dataset, "detector": "fcos", "backbone": "resnet18",
+        "init": {"from": "scratch"}, "steps": steps, "batch_size": 2, "warmup_steps": 2,
+        "lr": 0.005, "checkpoint_every": 2, "eval_every": 4, "eval_max_images": 2,
+        "loader_threads": 1, "seed": 3,
+        "augment": {"min_sizes": [96], "max_size": 96, "hflip": true, "color_jitter": 0.1},
+        "schedule": {"kind": "cosine", "min_factor": 0.1}
+    })
+}
+
+#[test]
+fn a_killed_finetune_resumes_from_its_checkpoint_and_predict_uses_the_model() {
+    let db = TestDb::create();
+    let data = TempDir::new("ft");
+    let imports = TempDir::new("ft-imports");
+    let (ann, images) = write_dataset(imports.path(), 12, 96);
+    let mut opts = ServerOptions::new(&db, data.path());
+    opts.import_roots = vec![imports.path().to_path_buf()];
+    opts.lease_seconds = 4.0;
+    opts.heartbeat_seconds = 0.5;
+    let server = Server::start(&opts);
+    let dataset = import(&server, &ann, &images);
+    let steps = 10;
+    let run = server.create_run("ft", config(dataset, steps));
+
+    let mut first = Worker::start(&server, "doomed");
+    let checkpoint_stored = || {
+        db.query(&format!(
+            "SELECT count(*) FROM artifacts WHERE run_id = {run} AND name = 'checkpoint.safetensors'"
+        )) == "1"
+    };
+    server.wait_run(run, Duration::from_secs(600), "a checkpoint", |r| {
+        r["status"] == "failed" || checkpoint_stored()
+    });
+    first.kill_hard();
+    let r = server.wait_run(run, Duration::from_secs(60), "re-queued", |r| {
+        r["status"] == "queued" || r["status"] == "failed"
+    });
+    assert_eq!(r["status"], "queued", "{r}");
+    let steps_before = db.query(&format!(
+        "SELECT coalesce(max(step), 0) FROM metrics WHERE run_id = {run} AND key = 'loss/total'"
+    ));
+    let _second = Worker::start(&server, "rescuer");
+    let r = server.wait_run(run, Duration::from_secs(900), "finished", |r| {
+        r["status"] == "succeeded" || r["status"] == "failed"
+    });
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["attempts"], 2);
+
+    // the second attempt resumed at the stored checkpoint's step …
+    let resumed = db.query(&format!(
+        "SELECT text FROM run_logs WHERE run_id = {run} AND attempt = 2 AND text LIKE 'resumed from the checkpoint at step %'"
+    ));
+    let at: u32 = resumed
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no resume line in the second attempt's log: {resumed:?}"));
+    assert!(at >= 2 && at % 2 == 0 && at < steps, "resumed at {at}");
+    let before: u32 = steps_before.trim().parse().unwrap();
+    assert!(at <= before, "checkpoint {at} is past the first attempt's last step {before}");
+    // … so steps up to it were not recomputed, later ones were logged once, by attempt 2
+    let count = |cond: &str| {
+        db.query(&format!(
+            "SELECT count(*) FROM metrics WHERE run_id = {run} AND key = 'loss/total' AND {cond}"
+        ))
+    };
+    assert_eq!(count("true"), steps.to_string(), "one point per step");
+    assert_eq!(count(&format!("step <= {at} AND attempt = 1")), at.to_string());
+    assert_eq!(count(&format!("step > {at} AND attempt = 2")), (steps - at).to_string());
+    for key in ["loss/classification", "loss/bbox_regression", "loss/bbox_ctrness", "train/lr"] {
+        let n = db.query(&format!(
+            "SELECT count(*) FROM metrics WHERE run_id = {run} AND key = '{key}'"
+        ));
+        assert_eq!(n, steps.to_string(), "{key}");
+    }
+    // periodic evaluations at steps 4 and 8 and the final one
+    let evals = db.query(&format!(
+        "SELECT string_agg(step::text, ',' ORDER BY step) FROM metrics WHERE run_id = {run} AND key = 'eval/AP'"
+    ));
+    assert_eq!(evals, "4,8,10");
+    for name in ["model.safetensors", "eval.json", "predictions.json", "load_report.json"] {
+        let resp = server.get(&format!("/runs/{run}/artifacts/{name}"));
+        assert!(resp.status().is_success(), "{name}: {}", resp.status());
+    }
+    let eval: Value = server
+        .get(&format!("/runs/{run}/artifacts/eval.json"))
+        .json()
+        .unwrap();
+    assert_eq!(eval["num_images"], 4);
+    assert_eq!(eval["stats"].as_array().map(|a| a.len()), Some(12));
+
+    // trainer predict with the stored model (its config and categories come from the file)
+    let model = data.path().join("model.safetensors");
+    let bytes = server
+        .get(&format!("/runs/{run}/artifacts/model.safetensors"))
+        .bytes()
+        .unwrap();
+    std::fs::write(&model, &bytes).unwrap();
+    let out = data.path().join("dets.json");
+    let status = Command::new(bin("trainer"))
+        .args(["predict", "--weights"])
+        .arg(&model)
+        .arg("--images")
+        .arg(&images)
+        .arg("--dataset")
+        .arg(&ann)
+        .arg("--out")
+        .arg(&out)
+        .arg("--score-threshold")
+        .arg("0.0")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dets: Vec<Value> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(!dets.is_empty());
+    for d in &dets {
+        let id = d["image_id"].as_i64().unwrap();
+        assert!((1..=12).contains(&id), "{d}");
+        assert!(matches!(d["category_id"].as_i64(), Some(1 | 2)), "{d}");
+        assert_eq!(d["bbox"].as_array().map(|b| b.len()), Some(4));
+    }
+    // a weights file that is not a model of ours is refused with a clear message
+    let junk = data.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not a safetensors file").unwrap();
+    let o = Command::new(bin("trainer"))
+        .args(["predict", "--weights"])
+        .arg(&junk)
+        .arg("--images")
+        .arg(&images)
+        .arg("--out")
+        .arg(data.path().join("x.json"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("junk.safetensors"), "{err}");
+    assert!(!data.path().join("x.json").exists());
+}
