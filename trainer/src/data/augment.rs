@@ -74,7 +74,7 @@ pub fn augment(image: Tensor, sample: &Sample, draw: &AugmentDraw) -> (Tensor, T
         }
     }
     if draw.brightness != 1.0 {
-        image = image * draw.brightness;
+        image *= draw.brightness;
     }
     if draw.contrast != 1.0 {
         let mean = grey(&image).mean(Kind::Float);
@@ -123,7 +123,11 @@ mod tests {
         let b: Vec<f32> = Vec::try_from(t.boxes.view([-1])).unwrap();
         assert_eq!(b, vec![6.0, 2.0, 9.0, 5.0]);
         // the block's pixels are inside the flipped box and nowhere else
-        let inside = out.narrow(1, 2, 3).narrow(2, 6, 3).sum(Kind::Float).double_value(&[]);
+        let inside = out
+            .narrow(1, 2, 3)
+            .narrow(2, 6, 3)
+            .sum(Kind::Float)
+            .double_value(&[]);
         assert_eq!(inside, 27.0);
         assert_eq!(out.sum(Kind::Float).double_value(&[]), 27.0);
     }

@@ -2,6 +2,7 @@
 //! A body returns the feature maps at strides 4, 8, 16 and 32 (C2–C5); the FPN picks the levels
 //! it needs. Each body also says how its pixels are normalised, since ImageNet weights expect it.
 
+use super::efficientnet::EfficientNetLite;
 use super::norm::NormKind;
 use super::resnet::{ResNet, ResNetDepth};
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,12 @@ pub trait Body: std::fmt::Debug + Send {
 
 /// Freeze the first stages as torchvision's `trainable_backbone_layers` does: with `trainable`
 /// = 3 only the stages ending in C3..C5 train; 0 freezes the body, 5 nothing.
-pub fn freeze_stages(vs: &nn::VarStore, body_prefix: &str, body: &dyn Body, trainable: u8) -> usize {
+pub fn freeze_stages(
+    vs: &nn::VarStore,
+    body_prefix: &str,
+    body: &dyn Body,
+    trainable: u8,
+) -> usize {
     let first_trainable = 5usize.saturating_sub(trainable as usize);
     let mut frozen = 0;
     for (name, t) in vs.variables() {
@@ -75,6 +81,6 @@ pub fn build_body(vs: &nn::Path, kind: BodyKind, norm: NormKind) -> Box<dyn Body
     match kind {
         BodyKind::Resnet18 => Box::new(ResNet::new(vs, ResNetDepth::Resnet18, norm)),
         BodyKind::Resnet50 => Box::new(ResNet::new(vs, ResNetDepth::Resnet50, norm)),
-        BodyKind::EfficientnetLite0 => todo!("EfficientNet-Lite0 body"),
+        BodyKind::EfficientnetLite0 => Box::new(EfficientNetLite::lite0(vs, norm)),
     }
 }

@@ -101,8 +101,16 @@ impl BoxCoder {
         let pcy = dy * &h + cy.unsqueeze(1);
         let half_w = dw.exp() * &w * 0.5;
         let half_h = dh.exp() * &h * 0.5;
-        Tensor::stack(&[&pcx - &half_w, &pcy - &half_h, &pcx + &half_w, &pcy + &half_h], 2)
-            .flatten(1, 2)
+        Tensor::stack(
+            &[
+                &pcx - &half_w,
+                &pcy - &half_h,
+                &pcx + &half_w,
+                &pcy + &half_h,
+            ],
+            2,
+        )
+        .flatten(1, 2)
     }
 }
 

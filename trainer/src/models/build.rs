@@ -5,6 +5,7 @@ use super::detector::Detector;
 use super::faster_rcnn::FasterRcnn;
 use super::fcos::Fcos;
 use super::norm::NormKind;
+use super::retinanet::RetinaNet;
 use aligndet_common::train_config::{BackboneKind, DetectorKind, InitConfig};
 use tch::nn;
 
@@ -36,7 +37,7 @@ pub fn build_detector(
     let body = body_kind(backbone);
     Ok(match detector {
         DetectorKind::Fcos => Box::new(Fcos::new(vs, body, norm, num_classes)),
+        DetectorKind::Retinanet => Box::new(RetinaNet::new(vs, body, norm, num_classes)),
         DetectorKind::FasterRcnn => Box::new(FasterRcnn::new(vs, body, norm, num_classes)),
-        other => anyhow::bail!("detector {other:?} is not built into this trainer yet"),
     })
 }

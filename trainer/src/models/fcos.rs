@@ -198,7 +198,6 @@ impl Fcos {
         Tensor::cat(&per_level, 0)
     }
 
-
     fn postprocess(
         &self,
         out: &FcosOutputs,

@@ -27,7 +27,10 @@ pub fn match_locations(anchors: &Tensor, gt_boxes: &Tensor, level_sizes: &[i64])
         .max_dim(2, false);
     let mut matched = near.lt_tensor(&(sizes.unsqueeze(1) * CENTER_SAMPLING_RADIUS));
     // … and inside it
-    let (x, y) = (centers.select(1, 0).unsqueeze(1), centers.select(1, 1).unsqueeze(1));
+    let (x, y) = (
+        centers.select(1, 0).unsqueeze(1),
+        centers.select(1, 1).unsqueeze(1),
+    );
     let (x0, y0, x1, y1) = (
         gt_boxes.select(1, 0).unsqueeze(0),
         gt_boxes.select(1, 1).unsqueeze(0),
@@ -78,7 +81,10 @@ pub fn fcos_losses(
             )
         } else {
             let safe = idx.clamp_min(0);
-            (t.labels.index_select(0, &safe), t.boxes.index_select(0, &safe))
+            (
+                t.labels.index_select(0, &safe),
+                t.boxes.index_select(0, &safe),
+            )
         };
         cls_t.push(labels.where_self(&idx.ge(0), &labels.full_like(-1)));
         box_t.push(boxes);
@@ -97,7 +103,10 @@ pub fn fcos_losses(
     let loss_cls = sigmoid_focal_loss(logits, &onehot, 0.25, 2.0).sum(Kind::Float);
 
     let n = targets.len() as i64;
-    let flat_anchors = anchors.unsqueeze(0).expand([n, a, 4], false).reshape([-1, 4]);
+    let flat_anchors = anchors
+        .unsqueeze(0)
+        .expand([n, a, 4], false)
+        .reshape([-1, 4]);
     let flat_fg = fg.reshape([-1]);
     let flat_box_t = box_t.reshape([-1, 4]);
     let pred = coder.decode(&out.bbox_regression.reshape([-1, 4]), &flat_anchors);

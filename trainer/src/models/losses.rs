@@ -7,12 +7,8 @@ use tch::{Kind, Reduction, Tensor};
 /// shape of `logits`. `alpha` < 0 disables the class weighting.
 pub fn sigmoid_focal_loss(logits: &Tensor, targets: &Tensor, alpha: f64, gamma: f64) -> Tensor {
     let p = logits.sigmoid();
-    let ce = logits.binary_cross_entropy_with_logits::<Tensor>(
-        targets,
-        None,
-        None,
-        Reduction::None,
-    );
+    let ce =
+        logits.binary_cross_entropy_with_logits::<Tensor>(targets, None, None, Reduction::None);
     let p_t: Tensor = &p * targets + (p.neg() + 1.0) * (targets.neg() + 1.0);
     let loss = ce * (p_t.neg() + 1.0).pow_tensor_scalar(gamma);
     if alpha >= 0.0 {
@@ -25,8 +21,18 @@ pub fn sigmoid_focal_loss(logits: &Tensor, targets: &Tensor, alpha: f64, gamma: 
 
 /// Intersection and union of paired xyxy boxes `[N, 4]` (torchvision's `_loss_inter_union`).
 fn inter_union(a: &Tensor, b: &Tensor) -> (Tensor, Tensor) {
-    let (x1, y1, x2, y2) = (a.select(1, 0), a.select(1, 1), a.select(1, 2), a.select(1, 3));
-    let (gx1, gy1, gx2, gy2) = (b.select(1, 0), b.select(1, 1), b.select(1, 2), b.select(1, 3));
+    let (x1, y1, x2, y2) = (
+        a.select(1, 0),
+        a.select(1, 1),
+        a.select(1, 2),
+        a.select(1, 3),
+    );
+    let (gx1, gy1, gx2, gy2) = (
+        b.select(1, 0),
+        b.select(1, 1),
+        b.select(1, 2),
+        b.select(1, 3),
+    );
     let xk1 = x1.maximum(&gx1);
     let yk1 = y1.maximum(&gy1);
     let xk2 = x2.minimum(&gx2);

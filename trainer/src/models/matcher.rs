@@ -22,7 +22,9 @@ impl Matcher {
         let (vals, matches) = quality.max_dim(0, false);
         let all_matches = matches.copy();
         let below = vals.lt(self.low_threshold);
-        let between = vals.ge(self.low_threshold).logical_and(&vals.lt(self.high_threshold));
+        let between = vals
+            .ge(self.low_threshold)
+            .logical_and(&vals.lt(self.high_threshold));
         let mut matches = matches
             .masked_fill(&below, BELOW_LOW_THRESHOLD)
             .masked_fill(&between, BETWEEN_THRESHOLDS);

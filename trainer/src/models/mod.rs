@@ -3,6 +3,7 @@
 //!
 //! - [`norm`]: batch norm, trainable or frozen (torchvision's `FrozenBatchNorm2d`).
 //! - [`resnet`]: ResNet-18/50 bodies returning C2–C5.
+//! - [`efficientnet`]: the EfficientNet-Lite0 body (TF "same" padding, ImageNet weights).
 //! - [`fpn`]: feature pyramid (P2–P6 with max-pool, or P3–P7 with P6/P7 convs).
 //! - [`anchors`], [`box_coder`], [`nms`], [`transform`]: the shared detection pieces.
 //! - [`fcos`]: the FCOS detector.
@@ -13,6 +14,7 @@ pub mod backbone;
 pub mod box_coder;
 pub mod build;
 pub mod detector;
+pub mod efficientnet;
 pub mod faster_rcnn;
 pub mod fcos;
 pub mod fcos_loss;
@@ -22,6 +24,7 @@ pub mod matcher;
 pub mod nms;
 pub mod norm;
 pub mod resnet;
+pub mod retinanet;
 pub mod roi_align;
 pub mod roi_heads;
 pub mod rpn;

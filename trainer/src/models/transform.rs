@@ -85,7 +85,11 @@ impl DetectionTransform {
 
     /// Like [`Self::batch`], and scales each image's target boxes (`[n, 4]` xyxy, original
     /// pixels) to the resized image as torchvision's `resize_boxes` does.
-    pub fn batch_with_targets(&self, images: &[Tensor], targets: &[Targets]) -> (ImageBatch, Vec<Targets>) {
+    pub fn batch_with_targets(
+        &self,
+        images: &[Tensor],
+        targets: &[Targets],
+    ) -> (ImageBatch, Vec<Targets>) {
         let batch = self.batch(images);
         let scaled = targets
             .iter()
