@@ -214,6 +214,7 @@ def bench(name, items, args):
     import cv2
     cv2.setNumThreads(1)
     ours_t, ours_algo, cv_t, ours_res, cv_res, ours_n, cv_n = [], [], [], [], [], [], []
+    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     cache_path = Path(args.work_dir) / "opencv_cache.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -291,7 +292,11 @@ def main():
         neon = neon_tiles(Path(args.work_dir) / "neon_tiles")
     if args.max_images:
         neon = neon[: args.max_images]
-    summary = {"neon": bench("NEON tree crowns", neon, args)}
+    # A --coco set is named after its folder (the demo's neon/ or synthetic/).
+    name = "NEON tree crowns"
+    if args.coco:
+        name = f"{Path(args.coco).resolve().parent.name} (--coco)"
+    summary = {"neon": bench(name, neon, args)}
     if args.synthetic:
         synth = synthetic_scenes(Path(args.work_dir) / "synthetic", args.synthetic)
         summary["synthetic"] = bench("synthetic scenes", synth, args)

@@ -62,17 +62,32 @@ pub fn split_image_ids(location: &DatasetLocation, split: &str) -> anyhow::Resul
 }
 
 /// Read the dataset's COCO file and keep the images of `split` (`None`: every image).
-pub fn load_split(location: &DatasetLocation, split: Option<&str>) -> anyhow::Result<DetectionSplit> {
+pub fn load_split(
+    location: &DatasetLocation,
+    split: Option<&str>,
+) -> anyhow::Result<DetectionSplit> {
     let bytes = std::fs::read(&location.annotations_path)
         .with_context(|| format!("reading {}", location.annotations_path))?;
     let coco: CocoDataset = serde_json::from_slice(&bytes)
         .with_context(|| format!("parsing {}", location.annotations_path))?;
     let keep = split.map(|s| split_image_ids(location, s)).transpose()?;
-    Ok(from_coco(&coco, &PathBuf::from(&location.image_root), keep.as_ref()))
+    Ok(from_coco(
+        &coco,
+        &PathBuf::from(&location.image_root),
+        keep.as_ref(),
+    ))
 }
 
-pub fn from_coco(coco: &CocoDataset, image_root: &std::path::Path, keep: Option<&HashSet<i64>>) -> DetectionSplit {
-    let mut cats: Vec<_> = coco.categories.iter().map(|c| (c.id, c.name.clone())).collect();
+pub fn from_coco(
+    coco: &CocoDataset,
+    image_root: &std::path::Path,
+    keep: Option<&HashSet<i64>>,
+) -> DetectionSplit {
+    let mut cats: Vec<_> = coco
+        .categories
+        .iter()
+        .map(|c| (c.id, c.name.clone()))
+        .collect();
     cats.sort_by_key(|c| c.0);
     let label_of: HashMap<i64, i64> = cats
         .iter()

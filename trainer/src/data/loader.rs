@@ -107,8 +107,15 @@ pub struct Loader {
 
 impl Loader {
     /// Start `cfg.threads` threads building batches from `first_step` on.
-    pub fn start(split: Arc<DetectionSplit>, cfg: LoaderConfig, first_step: u64) -> anyhow::Result<Loader> {
-        anyhow::ensure!(!split.samples.is_empty(), "the training split has no images");
+    pub fn start(
+        split: Arc<DetectionSplit>,
+        cfg: LoaderConfig,
+        first_step: u64,
+    ) -> anyhow::Result<Loader> {
+        anyhow::ensure!(
+            !split.samples.is_empty(),
+            "the training split has no images"
+        );
         anyhow::ensure!(!cfg.min_sizes.is_empty(), "no training sizes given");
         let (tx, rx) = sync_channel(cfg.prefetch.max(1) + cfg.threads);
         let counter = Arc::new(AtomicU64::new(first_step));
@@ -116,8 +123,10 @@ impl Loader {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = (0..cfg.threads.max(1))
             .map(|_| {
-                let (split, cfg, tx): (_, _, SyncSender<_>) = (split.clone(), cfg.clone(), tx.clone());
-                let (counter, consumer_at, stop) = (counter.clone(), consumer_at.clone(), stop.clone());
+                let (split, cfg, tx): (_, _, SyncSender<_>) =
+                    (split.clone(), cfg.clone(), tx.clone());
+                let (counter, consumer_at, stop) =
+                    (counter.clone(), consumer_at.clone(), stop.clone());
                 std::thread::spawn(move || {
                     // one intra-op thread per loader thread: the trainer owns the cores
                     tch::set_num_threads(1);

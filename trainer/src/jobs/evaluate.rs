@@ -2,8 +2,8 @@
 //! Writes `eval.json` (an `EvaluationReport`) and logs the 12 statistics as metrics.
 
 use super::{JobContext, JobOutcome};
-use crate::eval::coco::{EvalParams, EvalResult, GroundTruth, evaluate, parse_detections};
 use crate::data::detection::split_image_ids;
+use crate::eval::coco::{EvalParams, EvalResult, GroundTruth, evaluate, parse_detections};
 use aligndet_common::api::DatasetLocation;
 use aligndet_common::jobs::EvaluateConfig;
 use aligndet_common::report::{
@@ -48,7 +48,12 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<Job
     for (name, value) in COCO_STAT_NAMES.iter().zip(result.stats) {
         ctx.sink.metric(&format!("eval/{name}"), 0, value);
     }
-    let report = build_report(&gt, detections.len(), &result, started.elapsed().as_secs_f64());
+    let report = build_report(
+        &gt,
+        detections.len(),
+        &result,
+        started.elapsed().as_secs_f64(),
+    );
     let path = ctx.work_dir.join("eval.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     ctx.sink.artifact("eval.json", &path)?;
@@ -60,7 +65,10 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<Job
 }
 
 /// The dataset's ground truth, restricted to a split's images when one is named.
-pub fn ground_truth(location: &DatasetLocation, split: Option<&str>) -> anyhow::Result<GroundTruth> {
+pub fn ground_truth(
+    location: &DatasetLocation,
+    split: Option<&str>,
+) -> anyhow::Result<GroundTruth> {
     let gt_bytes = std::fs::read(&location.annotations_path)
         .with_context(|| format!("reading {}", location.annotations_path))?;
     let mut gt = GroundTruth::from_json_bytes(&gt_bytes)?;

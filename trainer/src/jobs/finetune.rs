@@ -37,7 +37,11 @@ const EVAL_SCORE_THRESHOLD: f64 = 0.05;
 const CHECKPOINT: &str = "checkpoint.safetensors";
 
 /// Metadata stored in every checkpoint and model file.
-fn metadata(cfg: &TrainConfig, split: &DetectionSplit, step: u32) -> anyhow::Result<HashMap<String, String>> {
+fn metadata(
+    cfg: &TrainConfig,
+    split: &DetectionSplit,
+    step: u32,
+) -> anyhow::Result<HashMap<String, String>> {
     let categories: Vec<_> = split
         .category_ids
         .iter()
@@ -63,7 +67,11 @@ fn transform_at(base: &DetectionTransform, cfg: &TrainConfig, min_size: u32) -> 
 
 pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOutcome> {
     cfg.validate()?;
-    let location = ctx.spec.dataset.clone().context("the job spec names no dataset")?;
+    let location = ctx
+        .spec
+        .dataset
+        .clone()
+        .context("the job spec names no dataset")?;
     let train = Arc::new(load_split(&location, Some(&cfg.train_split))?);
     let val = load_split(&location, Some(&cfg.val_split))?;
     anyhow::ensure!(train.num_classes() > 0, "the dataset has no categories");
@@ -81,7 +89,13 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     tch::manual_seed(cfg.seed as i64);
     let mut vs = tch::nn::VarStore::new(ctx.device);
     let num_classes = train.num_classes() as i64 + 1;
-    let mut model = build_detector(&vs.root(), cfg.detector, cfg.backbone, body_norm(&cfg.init), num_classes)?;
+    let mut model = build_detector(
+        &vs.root(),
+        cfg.detector,
+        cfg.backbone,
+        body_norm(&cfg.init),
+        num_classes,
+    )?;
     model.set_score_threshold(EVAL_SCORE_THRESHOLD);
 
     let init = initialise(&mut vs, &cfg.init, cfg.backbone, ctx.inputs, &ctx.work_dir)?;
@@ -121,7 +135,8 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     if let Some(bytes) = ctx.inputs.fetch_optional(ctx.spec.run_id, CHECKPOINT)? {
         let path = ctx.work_dir.join("resume.safetensors");
         std::fs::write(&path, bytes)?;
-        let meta = checkpoint::restore(&path, &mut vs, &mut opt).context("restoring the run's checkpoint")?;
+        let meta = checkpoint::restore(&path, &mut vs, &mut opt)
+            .context("restoring the run's checkpoint")?;
         start_step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
         ctx.log(format!("resumed from the checkpoint at step {start_step}"));
     }
@@ -150,7 +165,11 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         let batch = loader.next_batch()?;
         let wait = t0.elapsed();
         let transform = transform_at(&base_transform, cfg, batch.min_size);
-        let images: Vec<_> = batch.images.iter().map(|t| t.to_device(ctx.device)).collect();
+        let images: Vec<_> = batch
+            .images
+            .iter()
+            .map(|t| t.to_device(ctx.device))
+            .collect();
         let targets: Vec<_> = batch
             .targets
             .iter()
@@ -194,7 +213,10 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
             point("loss/total", total_value),
             point("train/lr", lr),
             point("train/grad_norm", grad_norm),
-            point("train/images_per_s", cfg.batch_size as f64 / seconds.max(1e-9)),
+            point(
+                "train/images_per_s",
+                cfg.batch_size as f64 / seconds.max(1e-9),
+            ),
             point("train/data_wait_ms", wait.as_secs_f64() * 1000.0),
         ];
         for (k, v) in &losses {
@@ -208,7 +230,14 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
             ctx.sink.artifact(CHECKPOINT, &path)?;
         }
         if done < cfg.steps && done % cfg.eval_every == 0 {
-            let (stats, _) = evaluate_now(model.as_ref(), &eval_transform, &val, &gt, cfg.eval_max_images as usize, ctx.device)?;
+            let (stats, _) = evaluate_now(
+                model.as_ref(),
+                &eval_transform,
+                &val,
+                &gt,
+                cfg.eval_max_images as usize,
+                ctx.device,
+            )?;
             log_eval(ctx, done, &stats);
         }
     }
@@ -216,11 +245,23 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
 
     // final evaluation on the whole split, the model and its predictions
     let started = Instant::now();
-    let detections = predict_split(model.as_ref(), &eval_transform, &val, 0, cfg.batch_size as usize, ctx.device)?;
+    let detections = predict_split(
+        model.as_ref(),
+        &eval_transform,
+        &val,
+        0,
+        cfg.batch_size as usize,
+        ctx.device,
+    )?;
     let images: Vec<i64> = val.samples.iter().map(|s| s.image_id).collect();
     let (gt_used, result) = score(&gt, &detections, &images)?;
     log_eval(ctx, cfg.steps, &result.stats);
-    let report = build_report(&gt_used, detections.len(), &result, started.elapsed().as_secs_f64());
+    let report = build_report(
+        &gt_used,
+        detections.len(),
+        &result,
+        started.elapsed().as_secs_f64(),
+    );
     let path = ctx.work_dir.join("eval.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     ctx.sink.artifact("eval.json", &path)?;
@@ -257,7 +298,11 @@ fn evaluate_now(
     device: tch::Device,
 ) -> anyhow::Result<([f64; 12], usize)> {
     let detections = predict_split(model, transform, val, max_images, 4, device)?;
-    let n = if max_images == 0 { val.samples.len() } else { max_images.min(val.samples.len()) };
+    let n = if max_images == 0 {
+        val.samples.len()
+    } else {
+        max_images.min(val.samples.len())
+    };
     let images: Vec<i64> = val.samples[..n].iter().map(|s| s.image_id).collect();
     let (_, result) = score(gt, &detections, &images)?;
     Ok((result.stats, n))
@@ -277,5 +322,8 @@ fn log_eval(ctx: &mut JobContext<'_>, step: u32, stats: &[f64; 12]) {
             })
             .collect(),
     );
-    ctx.log(format!("step {step}: AP {:.4}  AP50 {:.4}", stats[0], stats[1]));
+    ctx.log(format!(
+        "step {step}: AP {:.4}  AP50 {:.4}",
+        stats[0], stats[1]
+    ));
 }

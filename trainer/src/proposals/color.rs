@@ -11,6 +11,9 @@ pub enum ColorSpace {
     Rgb,
     /// Hue rescaled to the full 0..256 range (OpenCV's 8-bit HSV uses only 0..180 for hue).
     Hsv,
+    /// OpenCV's 8-bit HSV (`COLOR_BGR2HSV`): hue in degrees / 2 (0..180). Hue steps count
+    /// less in the segmentation distance than with `Hsv`, as in OpenCV's selective search.
+    Hsv180,
     /// CIE L*a*b* (D65) with OpenCV's 8-bit encoding: L·255/100, a+128, b+128.
     Lab,
     /// Intensity only (0.299 R + 0.587 G + 0.114 B).
@@ -49,6 +52,7 @@ pub fn convert(image: &RgbImage, space: ColorSpace) -> Planar {
     let planes = match space {
         ColorSpace::Rgb => split_with(pixels, n, |p| p),
         ColorSpace::Hsv => split_with(pixels, n, rgb_to_hsv),
+        ColorSpace::Hsv180 => split_with(pixels, n, rgb_to_hsv180),
         ColorSpace::Lab => {
             let lut = srgb_to_linear_lut();
             split_with(pixels, n, |p| rgb_to_lab(p, &lut))
@@ -87,12 +91,26 @@ fn gray(r: u8, g: u8, b: u8) -> u8 {
     (0.299 * f32::from(r) + 0.587 * f32::from(g) + 0.114 * f32::from(b)).round() as u8
 }
 
-fn rgb_to_hsv([r, g, b]: [u8; 3]) -> [u8; 3] {
+fn rgb_to_hsv(rgb: [u8; 3]) -> [u8; 3] {
+    let (degrees, s, v) = hue_saturation_value(rgb);
+    let h = (degrees / 360.0 * 256.0).floor().min(255.0) as u8;
+    [h, s, v]
+}
+
+fn rgb_to_hsv180(rgb: [u8; 3]) -> [u8; 3] {
+    let (degrees, s, v) = hue_saturation_value(rgb);
+    // 360° wraps to 0 like OpenCV.
+    let h = (degrees / 2.0).round() as u32 % 180;
+    [h as u8, s, v]
+}
+
+/// Hue in degrees (0..360), 8-bit saturation and value.
+fn hue_saturation_value([r, g, b]: [u8; 3]) -> (f32, u8, u8) {
     let max = r.max(g).max(b);
     let min = r.min(g).min(b);
     let delta = f32::from(max - min);
     if max == 0 || delta == 0.0 {
-        return [0, 0, max];
+        return (0.0, 0, max);
     }
     let s = (delta * 255.0 / f32::from(max)).round() as u8;
     let (r, g, b) = (f32::from(r), f32::from(g), f32::from(b));
@@ -108,8 +126,7 @@ fn rgb_to_hsv([r, g, b]: [u8; 3]) -> [u8; 3] {
     } else {
         degrees
     };
-    let h = (degrees / 360.0 * 256.0).floor().min(255.0) as u8;
-    [h, s, max]
+    (degrees, s, max)
 }
 
 fn srgb_to_linear_lut() -> [f32; 256] {
@@ -164,6 +181,16 @@ mod tests {
     }
 
     #[test]
+    fn hsv180_of_primaries_matches_opencv() {
+        assert_eq!(rgb_to_hsv180([255, 0, 0]), [0, 255, 255]);
+        assert_eq!(rgb_to_hsv180([0, 255, 0]), [60, 255, 255]);
+        assert_eq!(rgb_to_hsv180([0, 0, 255]), [120, 255, 255]);
+        assert_eq!(rgb_to_hsv180([128, 128, 128]), [0, 0, 128]);
+        // Just below 360°: rounds up to 180, which wraps to 0.
+        assert_eq!(rgb_to_hsv180([255, 0, 1])[0], 0);
+    }
+
+    #[test]
     fn lab_of_white_and_black() {
         let lut = srgb_to_linear_lut();
         assert_eq!(rgb_to_lab([255, 255, 255], &lut), [255, 128, 128]);
@@ -176,6 +203,7 @@ mod tests {
         for (space, channels) in [
             (ColorSpace::Rgb, 3),
             (ColorSpace::Hsv, 3),
+            (ColorSpace::Hsv180, 3),
             (ColorSpace::Lab, 3),
             (ColorSpace::Gray, 1),
             (ColorSpace::Hue, 1),

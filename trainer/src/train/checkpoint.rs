@@ -21,7 +21,11 @@ fn dtype(kind: Kind) -> anyhow::Result<(Dtype, usize)> {
 }
 
 /// Write `tensors` with `metadata` atomically (temp file, then rename).
-pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> anyhow::Result<()> {
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> anyhow::Result<()> {
     let mut raw = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.detach().to_device(tch::Device::Cpu).contiguous();
@@ -75,9 +79,14 @@ pub fn save(
 
 /// Restore a resumable checkpoint written by [`save`]: every model variable must be present.
 /// Returns the metadata.
-pub fn restore(path: &Path, vs: &mut tch::nn::VarStore, optimizer: &mut Optimizer) -> anyhow::Result<HashMap<String, String>> {
+pub fn restore(
+    path: &Path,
+    vs: &mut tch::nn::VarStore,
+    optimizer: &mut Optimizer,
+) -> anyhow::Result<HashMap<String, String>> {
     let metadata = read_metadata(path)?;
-    let tensors = Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?;
+    let tensors =
+        Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?;
     let mut by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
     let device = vs.device();
     tch::no_grad(|| -> anyhow::Result<()> {
@@ -85,7 +94,12 @@ pub fn restore(path: &Path, vs: &mut tch::nn::VarStore, optimizer: &mut Optimize
             let src = by_name
                 .remove(&name)
                 .with_context(|| format!("checkpoint {} lacks {name}", path.display()))?;
-            anyhow::ensure!(src.size() == var.size(), "checkpoint {name}: shape {:?}, model {:?}", src.size(), var.size());
+            anyhow::ensure!(
+                src.size() == var.size(),
+                "checkpoint {name}: shape {:?}, model {:?}",
+                src.size(),
+                var.size()
+            );
             var.copy_(&src);
         }
         Ok(())

@@ -55,7 +55,11 @@ pub fn predict_split(
 }
 
 /// Score detections against `gt` restricted to the images that were predicted.
-pub fn score(gt: &GroundTruth, detections: &[Detection], images: &[i64]) -> anyhow::Result<(GroundTruth, EvalResult)> {
+pub fn score(
+    gt: &GroundTruth,
+    detections: &[Detection],
+    images: &[i64],
+) -> anyhow::Result<(GroundTruth, EvalResult)> {
     let keep: std::collections::HashSet<i64> = images.iter().copied().collect();
     let mut gt = gt.clone();
     gt.images.retain(|i| keep.contains(i));

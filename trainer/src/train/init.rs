@@ -28,7 +28,8 @@ pub fn weights_dir() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| option_env!("ALIGNDET_CACHE").map(PathBuf::from))
         .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/aligndet-studio")
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/aligndet-studio")
         });
     cache.join("weights")
 }
@@ -36,7 +37,9 @@ pub fn weights_dir() -> PathBuf {
 /// The ImageNet weights file for a backbone, if any are shipped.
 pub fn imagenet_weights(backbone: BackboneKind) -> Option<PathBuf> {
     match backbone {
-        BackboneKind::EfficientnetLite0 => Some(weights_dir().join("efficientnet_lite0.safetensors")),
+        BackboneKind::EfficientnetLite0 => {
+            Some(weights_dir().join("efficientnet_lite0.safetensors"))
+        }
         _ => None,
     }
 }
@@ -88,8 +91,12 @@ pub fn initialise(
             std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
             // optimizer state and pre-training-only modules are not model variables here
             let rename = |name: &str| (!name.starts_with("optim.")).then(|| name.to_string());
-            let load = load_safetensors_mapped(vs, &path, &rename, None)
-                .with_context(|| format!("loading artifact {:?} of run {}", artifact.name, artifact.run_id))?;
+            let load = load_safetensors_mapped(vs, &path, &rename, None).with_context(|| {
+                format!(
+                    "loading artifact {:?} of run {}",
+                    artifact.name, artifact.run_id
+                )
+            })?;
             anyhow::ensure!(
                 !load.loaded.is_empty(),
                 "no tensor of artifact {:?} of run {} matched the model (is it a checkpoint of a detector?)",
@@ -97,7 +104,10 @@ pub fn initialise(
                 artifact.run_id
             );
             Ok(InitReport {
-                source: format!("checkpoint run {} artifact {}", artifact.run_id, artifact.name),
+                source: format!(
+                    "checkpoint run {} artifact {}",
+                    artifact.run_id, artifact.name
+                ),
                 load,
             })
         }

@@ -36,7 +36,12 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    pub fn new(kind: OptimizerKind, params: Vec<Param>, momentum: f64, weight_decay: f64) -> Optimizer {
+    pub fn new(
+        kind: OptimizerKind,
+        params: Vec<Param>,
+        momentum: f64,
+        weight_decay: f64,
+    ) -> Optimizer {
         Optimizer {
             kind,
             params,
@@ -69,7 +74,10 @@ impl Optimizer {
         if grads.is_empty() {
             return 0.0;
         }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm().to_kind(Kind::Float)).collect();
+        let norms: Vec<Tensor> = grads
+            .iter()
+            .map(|g| g.norm().to_kind(Kind::Float))
+            .collect();
         let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
         let coef = max_norm / (total + 1e-6);
         if coef < 1.0 {
@@ -95,7 +103,11 @@ impl Optimizer {
                 match self.kind {
                     OptimizerKind::Sgd => {
                         // d = g + wd·w; buf = μ·buf + d; w -= lr·buf
-                        let d = if wd != 0.0 { &grad + &w * wd } else { grad.shallow_clone() };
+                        let d = if wd != 0.0 {
+                            &grad + &w * wd
+                        } else {
+                            grad.shallow_clone()
+                        };
                         let key = format!("{}.momentum_buffer", p.name);
                         let buf = match self.state.get(&key) {
                             Some(b) if self.momentum != 0.0 => {
@@ -145,7 +157,11 @@ mod tests {
         let c = Tensor::from_slice(&[0.5f32, 0.5]);
         let mut opt = Optimizer::new(
             OptimizerKind::Sgd,
-            vec![Param { name: "w".into(), tensor: w.shallow_clone(), decay: true }],
+            vec![Param {
+                name: "w".into(),
+                tensor: w.shallow_clone(),
+                decay: true,
+            }],
             0.9,
             0.0,
         );
@@ -171,15 +187,24 @@ mod tests {
         let w = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
         let mut opt = Optimizer::new(
             OptimizerKind::Adamw,
-            vec![Param { name: "w".into(), tensor: w.shallow_clone(), decay: false }],
+            vec![Param {
+                name: "w".into(),
+                tensor: w.shallow_clone(),
+                decay: false,
+            }],
             0.0,
             0.0,
         );
-        (&w * Tensor::from_slice(&[3.0f32, -0.5])).sum(Kind::Float).backward();
+        (&w * Tensor::from_slice(&[3.0f32, -0.5]))
+            .sum(Kind::Float)
+            .backward();
         opt.step(0.01);
         let got: Vec<f32> = Vec::try_from(w.detach()).unwrap();
         // the first Adam step is lr · sign(g) (up to eps)
-        assert!((got[0] - 0.99).abs() < 1e-5 && (got[1] + 1.99).abs() < 1e-5, "{got:?}");
+        assert!(
+            (got[0] - 0.99).abs() < 1e-5 && (got[1] + 1.99).abs() < 1e-5,
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -187,11 +212,17 @@ mod tests {
         let w = Tensor::from_slice(&[0.0f32, 0.0]).set_requires_grad(true);
         let opt = Optimizer::new(
             OptimizerKind::Sgd,
-            vec![Param { name: "w".into(), tensor: w.shallow_clone(), decay: true }],
+            vec![Param {
+                name: "w".into(),
+                tensor: w.shallow_clone(),
+                decay: true,
+            }],
             0.0,
             0.0,
         );
-        (&w * Tensor::from_slice(&[3.0f32, 4.0])).sum(Kind::Float).backward();
+        (&w * Tensor::from_slice(&[3.0f32, 4.0]))
+            .sum(Kind::Float)
+            .backward();
         let before = opt.clip_grad_norm(1.0);
         assert!((before - 5.0).abs() < 1e-5);
         let g: Vec<f32> = Vec::try_from(w.grad()).unwrap();

@@ -52,19 +52,26 @@ pub fn main(args: PredictArgs) -> anyhow::Result<()> {
     let meta = read_metadata(&args.weights)?;
     let cfg: TrainConfig = match &args.config {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?
         }
         None => serde_json::from_str(meta.get("config").with_context(|| {
-            format!("{} stores no training config: pass --config", args.weights.display())
+            format!(
+                "{} stores no training config: pass --config",
+                args.weights.display()
+            )
         })?)
         .context("reading the config stored in the weights")?,
     };
-    let categories: Vec<CategoryMeta> = serde_json::from_str(
-        meta.get("categories")
-            .with_context(|| format!("{} stores no categories (not a model of ours?)", args.weights.display()))?,
-    )
-    .context("reading the categories stored in the weights")?;
+    let categories: Vec<CategoryMeta> =
+        serde_json::from_str(meta.get("categories").with_context(|| {
+            format!(
+                "{} stores no categories (not a model of ours?)",
+                args.weights.display()
+            )
+        })?)
+        .context("reading the categories stored in the weights")?;
 
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.images)
         .with_context(|| format!("listing {}", args.images.display()))?
@@ -76,17 +83,27 @@ pub fn main(args: PredictArgs) -> anyhow::Result<()> {
         })
         .collect();
     files.sort();
-    anyhow::ensure!(!files.is_empty(), "no .jpg/.jpeg/.png images in {}", args.images.display());
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no .jpg/.jpeg/.png images in {}",
+        args.images.display()
+    );
     let ids_by_name: Option<HashMap<String, i64>> = match &args.dataset {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let coco: aligndet_common::dataset::CocoDataset =
-                serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let coco: aligndet_common::dataset::CocoDataset = serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?;
             Some(
                 coco.images
                     .into_iter()
                     .map(|i| {
-                        let base = i.file_name.rsplit('/').next().unwrap_or(&i.file_name).to_string();
+                        let base = i
+                            .file_name
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or(&i.file_name)
+                            .to_string();
                         (base, i.id)
                     })
                     .collect(),
@@ -96,7 +113,11 @@ pub fn main(args: PredictArgs) -> anyhow::Result<()> {
     };
     let mut samples = Vec::new();
     for (k, path) in files.iter().enumerate() {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let image_id = match &ids_by_name {
             Some(map) => match map.get(&name) {
                 Some(&id) => id,
@@ -140,7 +161,10 @@ pub fn main(args: PredictArgs) -> anyhow::Result<()> {
         args.weights.display(),
         report.missing.len(),
         report.shape_mismatch.len(),
-        report.missing.first().or(report.shape_mismatch.first().map(|m| &m.0))
+        report
+            .missing
+            .first()
+            .or(report.shape_mismatch.first().map(|m| &m.0))
     );
     model.set_score_threshold(args.score_threshold);
     let transform = crate::models::transform::DetectionTransform {
@@ -148,11 +172,23 @@ pub fn main(args: PredictArgs) -> anyhow::Result<()> {
         max_size: cfg.augment.max_size as f64,
         ..model.transform().clone()
     };
-    let dets = predict_split(model.as_ref(), &transform, &split, 0, args.batch_size, device)?;
+    let dets = predict_split(
+        model.as_ref(),
+        &transform,
+        &split,
+        0,
+        args.batch_size,
+        device,
+    )?;
     let tmp = args.out.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec(&results_json(&dets))?)
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!("{} detections on {} images → {}", dets.len(), split.samples.len(), args.out.display());
+    eprintln!(
+        "{} detections on {} images → {}",
+        dets.len(),
+        split.samples.len(),
+        args.out.display()
+    );
     Ok(())
 }
