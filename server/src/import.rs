@@ -118,7 +118,7 @@ pub async fn import_server_paths(
         tokio::task::spawn_blocking(move || load(format, &annotations, images.as_deref()))
             .await
             .map_err(|e| ImportError::msg(format!("import task failed: {e}")))??;
-    let splits = read_splits_beside(&req.annotations);
+    let splits = read_splits_beside(&req.annotations).or_else(|| default_splits(&data));
     store(
         state,
         &name,
@@ -154,6 +154,13 @@ fn read_splits_beside(annotations: &str) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(path).ok()?;
     let splits: dataset::DatasetSplits = serde_json::from_str(&text).ok()?;
     serde_json::to_value(splits).ok()
+}
+
+/// Without a splits.json, 20% of the images (seeded) are held out for validation, so every
+/// imported dataset can be trained and evaluated on.
+fn default_splits(data: &CocoDataset) -> Option<serde_json::Value> {
+    let ids: Vec<i64> = data.images.iter().map(|i| i.id).collect();
+    serde_json::to_value(dataset::DatasetSplits::default_for(&ids, 20)).ok()
 }
 
 /// Write the normalised COCO JSON and insert every row in one transaction.
@@ -235,7 +242,7 @@ pub async fn import_upload(
     .map_err(|e| ImportError::msg(format!("upload task failed: {e}")));
     let result = match extracted {
         Ok(Ok((format, data, root, ann))) => {
-            let splits = read_splits_beside(&ann.to_string_lossy());
+            let splits = read_splits_beside(&ann.to_string_lossy()).or_else(|| default_splits(&data));
             store(
                 state,
                 &name,

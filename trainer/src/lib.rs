@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod eval;
 pub mod jobs;
 pub mod models;
+pub mod pretrain;
 pub mod proposals;
 pub mod train;
 pub mod worker;

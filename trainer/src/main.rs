@@ -26,6 +26,8 @@ enum Command {
     Run(jobs::RunArgs),
     /// COCO bbox evaluation with pycocotools' semantics.
     Eval(eval::cli::EvalArgs),
+    /// Time training steps of a detector fed by our data pipeline (see scripts/bench_train.py).
+    BenchStep(train::bench_cli::BenchStepArgs),
     /// Detections of a trained model on a folder of images, as a COCO results file.
     Predict(train::predict_cli::PredictArgs),
     /// Selective-search pseudo-boxes for one image or a whole COCO dataset.
@@ -43,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Command::Worker(args) => worker::run_worker(args),
         Command::Run(args) => jobs::run_local(args),
         Command::Eval(args) => eval::cli::main(args),
+        Command::BenchStep(args) => train::bench_cli::main(args),
         Command::Predict(args) => train::predict_cli::main(args),
         Command::Proposals(args) => proposals::cli::main(args),
         Command::Synth(args) => data::synthetic::main(args),

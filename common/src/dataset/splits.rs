@@ -40,6 +40,9 @@ impl DatasetSplits {
 
     /// Splits with every default labelled subset ([`Self::LABELED_PERCENTS`] ×
     /// [`Self::LABELED_SEEDS`]) drawn from `train`.
+    /// Seed of the validation draw of [`Self::default_for`].
+    pub const DEFAULT_VAL_SEED: u64 = 0x0056_A1DA_7E00;
+
     pub fn with_default_labeled(train: Vec<i64>, val: Vec<i64>) -> Self {
         let mut labeled = BTreeMap::new();
         for seed in Self::LABELED_SEEDS {
@@ -55,6 +58,22 @@ impl DatasetSplits {
             val,
             labeled,
         }
+    }
+
+    /// Splits for a dataset that came without any: a seeded `val_percent`% of the images for
+    /// validation, the rest for training, plus the default labelled subsets. Deterministic, so
+    /// re-importing the same dataset gives the same splits.
+    pub fn default_for(image_ids: &[i64], val_percent: u32) -> Self {
+        let mut ids = image_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let val = if ids.len() < 2 {
+            Vec::new()
+        } else {
+            labeled_subset(&ids, val_percent, Self::DEFAULT_VAL_SEED)
+        };
+        let train: Vec<i64> = ids.iter().copied().filter(|i| val.binary_search(i).is_err()).collect();
+        Self::with_default_labeled(train, val)
     }
 
     /// Reads `splits.json` (capped at [`MAX_SPLITS_FILE_BYTES`]).
@@ -140,6 +159,19 @@ fn splitmix64(state: &mut u64) -> u64 {
 mod tests {
     use super::*;
     use crate::dataset::CocoImage;
+
+    #[test]
+    fn default_splits_partition_the_images() {
+        let ids: Vec<i64> = (1..=50).map(|i| i * 3).collect();
+        let s = DatasetSplits::default_for(&ids, 20);
+        assert_eq!(s.val.len(), 10);
+        assert_eq!(s.train.len(), 40);
+        let mut all: Vec<i64> = s.train.iter().chain(&s.val).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, ids);
+        assert_eq!(s, DatasetSplits::default_for(&ids, 20));
+        assert!(s.labeled.values().all(|l| l.iter().all(|i| s.train.contains(i))));
+    }
 
     #[test]
     fn labeled_subsets_are_nested_seeded_and_inside_train() {

@@ -508,7 +508,7 @@ async fn queue_finetune(
     let names = dataset.split_names();
     if names.is_empty() {
         return Ok(Err(format!(
-            "dataset_id: dataset {:?} has no splits (import it with a splits.json beside its annotations)",
+            "dataset_id: dataset {:?} has no splits (it was imported before default splits existed: import it again, optionally with a splits.json beside its annotations)",
             dataset.name
         )));
     }
