@@ -27,8 +27,10 @@ fn write_dataset(dir: &Path, n: u32, size: u32) -> (PathBuf, PathBuf) {
                     img.put_pixel(xx, yy, image::Rgb(*c));
                 }
             }
-            anns.push(json!({"id": i * 10 + k as u32 + 1, "image_id": i + 1, "category_id": cat,
-                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}));
+            anns.push(
+                json!({"id": i * 10 + k as u32 + 1, "image_id": i + 1, "category_id": cat,
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}),
+            );
         }
         let name = format!("r{i}.png");
         img.save(images.join(&name)).unwrap();
@@ -124,9 +126,15 @@ fn a_killed_finetune_resumes_from_its_checkpoint_and_predict_uses_the_model() {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no resume line in the second attempt's log: {resumed:?}"));
-    assert!(at >= 2 && at % 2 == 0 && at < steps, "resumed at {at}");
+    assert!(
+        at >= 2 && at.is_multiple_of(2) && at < steps,
+        "resumed at {at}"
+    );
     let before: u32 = steps_before.trim().parse().unwrap();
-    assert!(at <= before, "checkpoint {at} is past the first attempt's last step {before}");
+    assert!(
+        at <= before,
+        "checkpoint {at} is past the first attempt's last step {before}"
+    );
     // … so steps up to it were not recomputed, later ones were logged once, by attempt 2
     let count = |cond: &str| {
         db.query(&format!(
@@ -134,9 +142,20 @@ fn a_killed_finetune_resumes_from_its_checkpoint_and_predict_uses_the_model() {
         ))
     };
     assert_eq!(count("true"), steps.to_string(), "one point per step");
-    assert_eq!(count(&format!("step <= {at} AND attempt = 1")), at.to_string());
-    assert_eq!(count(&format!("step > {at} AND attempt = 2")), (steps - at).to_string());
-    for key in ["loss/classification", "loss/bbox_regression", "loss/bbox_ctrness", "train/lr"] {
+    assert_eq!(
+        count(&format!("step <= {at} AND attempt = 1")),
+        at.to_string()
+    );
+    assert_eq!(
+        count(&format!("step > {at} AND attempt = 2")),
+        (steps - at).to_string()
+    );
+    for key in [
+        "loss/classification",
+        "loss/bbox_regression",
+        "loss/bbox_ctrness",
+        "train/lr",
+    ] {
         let n = db.query(&format!(
             "SELECT count(*) FROM metrics WHERE run_id = {run} AND key = '{key}'"
         ));
@@ -147,7 +166,12 @@ fn a_killed_finetune_resumes_from_its_checkpoint_and_predict_uses_the_model() {
         "SELECT string_agg(step::text, ',' ORDER BY step) FROM metrics WHERE run_id = {run} AND key = 'eval/AP'"
     ));
     assert_eq!(evals, "4,8,10");
-    for name in ["model.safetensors", "eval.json", "predictions.json", "load_report.json"] {
+    for name in [
+        "model.safetensors",
+        "eval.json",
+        "predictions.json",
+        "load_report.json",
+    ] {
         let resp = server.get(&format!("/runs/{run}/artifacts/{name}"));
         assert!(resp.status().is_success(), "{name}: {}", resp.status());
     }

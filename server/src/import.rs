@@ -242,7 +242,8 @@ pub async fn import_upload(
     .map_err(|e| ImportError::msg(format!("upload task failed: {e}")));
     let result = match extracted {
         Ok(Ok((format, data, root, ann))) => {
-            let splits = read_splits_beside(&ann.to_string_lossy()).or_else(|| default_splits(&data));
+            let splits =
+                read_splits_beside(&ann.to_string_lossy()).or_else(|| default_splits(&data));
             store(
                 state,
                 &name,

@@ -72,7 +72,11 @@ impl DatasetSplits {
         } else {
             labeled_subset(&ids, val_percent, Self::DEFAULT_VAL_SEED)
         };
-        let train: Vec<i64> = ids.iter().copied().filter(|i| val.binary_search(i).is_err()).collect();
+        let train: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|i| val.binary_search(i).is_err())
+            .collect();
         Self::with_default_labeled(train, val)
     }
 
@@ -170,7 +174,11 @@ mod tests {
         all.sort_unstable();
         assert_eq!(all, ids);
         assert_eq!(s, DatasetSplits::default_for(&ids, 20));
-        assert!(s.labeled.values().all(|l| l.iter().all(|i| s.train.contains(i))));
+        assert!(
+            s.labeled
+                .values()
+                .all(|l| l.iter().all(|i| s.train.contains(i)))
+        );
     }
 
     #[test]

@@ -279,7 +279,12 @@ impl Body for EfficientNetLite {
         if name.starts_with("stem.") {
             return Some(0);
         }
-        let block: usize = name.strip_prefix("blocks.")?.split('.').next()?.parse().ok()?;
+        let block: usize = name
+            .strip_prefix("blocks.")?
+            .split('.')
+            .next()?
+            .parse()
+            .ok()?;
         if block == 0 {
             return Some(0);
         }

@@ -13,7 +13,9 @@
 use tch::{Kind, Tensor};
 
 fn normalize(x: &Tensor) -> Tensor {
-    x / x.norm_scalaropt_dim(2, [1i64].as_slice(), true).clamp_min(1e-12)
+    x / x
+        .norm_scalaropt_dim(2, [1i64].as_slice(), true)
+        .clamp_min(1e-12)
 }
 
 /// `online` `[n_o, d]` with `online_labels` `[n_o]`; `target` `[n_t, d]` with `target_labels`.
@@ -61,7 +63,10 @@ pub fn box_contrastive_loss(
     let pair_o = (&lse - &s_oo).softplus().where_self(&same_oo, &zero);
     let row_sum = pair_t
         .sum_dim_intlist([1i64].as_slice(), false, kind)
-        .where_self(&has_t, &pair_o.sum_dim_intlist([1i64].as_slice(), false, kind));
+        .where_self(
+            &has_t,
+            &pair_o.sum_dim_intlist([1i64].as_slice(), false, kind),
+        );
     let keys_o = same_oo.sum_dim_intlist([1i64].as_slice(), false, Kind::Int64);
     let row_keys = keys_t.where_self(&has_t, &keys_o).to_kind(kind);
     // group rows by instance: L_c = Σ_{i∈c} row_sum_i / (|Q_c| · |K_c|)
@@ -90,12 +95,19 @@ pub fn box_contrastive_loss_naive(
     let t = normalize(target);
     let yo: Vec<i64> = Vec::try_from(online_labels.to_kind(Kind::Int64)).unwrap_or_default();
     let yt: Vec<i64> = Vec::try_from(target_labels.to_kind(Kind::Int64)).unwrap_or_default();
-    let mut instances: Vec<i64> = yo.iter().copied().filter(|&y| Some(y) != background).collect();
+    let mut instances: Vec<i64> = yo
+        .iter()
+        .copied()
+        .filter(|&y| Some(y) != background)
+        .collect();
     instances.sort();
     instances.dedup();
     let rows = |x: &Tensor, ys: &[i64], keep: &dyn Fn(i64) -> bool| -> Option<Tensor> {
-        let idx: Vec<i64> = (0..ys.len() as i64).filter(|&i| keep(ys[i as usize])).collect();
-        (!idx.is_empty()).then(|| x.index_select(0, &Tensor::from_slice(&idx).to_device(x.device())))
+        let idx: Vec<i64> = (0..ys.len() as i64)
+            .filter(|&i| keep(ys[i as usize]))
+            .collect();
+        (!idx.is_empty())
+            .then(|| x.index_select(0, &Tensor::from_slice(&idx).to_device(x.device())))
     };
     let mut per_instance = Vec::new();
     for &c in &instances {
@@ -135,7 +147,8 @@ mod tests {
     fn check(n_o: i64, n_t: i64, ids: i64, background: Option<i64>, seed: i64) {
         tch::manual_seed(seed);
         let d = 16;
-        let online = Tensor::randn([n_o, d], (Kind::Double, tch::Device::Cpu)).set_requires_grad(true);
+        let online =
+            Tensor::randn([n_o, d], (Kind::Double, tch::Device::Cpu)).set_requires_grad(true);
         let target = Tensor::randn([n_t, d], (Kind::Double, tch::Device::Cpu));
         let yo = Tensor::randint(ids, [n_o], (Kind::Int64, tch::Device::Cpu));
         let yt = Tensor::randint(ids, [n_t], (Kind::Int64, tch::Device::Cpu));

@@ -11,7 +11,9 @@ pub fn momentum_at(k: u64, total: u64, m0: f64) -> f64 {
 
 /// Batch-norm statistics are buffers, not parameters: AlignDet does not average them.
 fn is_buffer(name: &str) -> bool {
-    name.ends_with("running_mean") || name.ends_with("running_var") || name.ends_with("num_batches_tracked")
+    name.ends_with("running_mean")
+        || name.ends_with("running_var")
+        || name.ends_with("num_batches_tracked")
 }
 
 /// θ_target ← m·θ_target + (1 − m)·θ_online for every parameter both stores hold.
@@ -32,7 +34,9 @@ pub fn ema_update(target: &VarStore, online: &VarStore, momentum: f64) {
 
 /// Make the target an exact copy of the online detector (at construction).
 pub fn copy_all(target: &mut VarStore, online: &VarStore) -> anyhow::Result<()> {
-    target.copy(online).map_err(|e| anyhow::anyhow!("copying the online detector: {e}"))
+    target
+        .copy(online)
+        .map_err(|e| anyhow::anyhow!("copying the online detector: {e}"))
 }
 
 #[cfg(test)]

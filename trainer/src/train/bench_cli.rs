@@ -55,7 +55,11 @@ pub enum BackboneArg {
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 pub fn main(args: BenchStepArgs) -> anyhow::Result<()> {
@@ -81,7 +85,13 @@ pub fn main(args: BenchStepArgs) -> anyhow::Result<()> {
     let train = Arc::new(load_split(&location, Some("train"))?);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     // torchvision without pretrained weights: ordinary batch norm, every stage trainable
-    let model = build_detector(&vs.root(), detector, backbone, NormKind::Bn, train.num_classes() as i64 + 1)?;
+    let model = build_detector(
+        &vs.root(),
+        detector,
+        backbone,
+        NormKind::Bn,
+        train.num_classes() as i64 + 1,
+    )?;
     let transform = DetectionTransform {
         min_size: args.size as f64,
         max_size: args.size as f64,
@@ -91,7 +101,11 @@ pub fn main(args: BenchStepArgs) -> anyhow::Result<()> {
         .variables()
         .into_iter()
         .filter(|(_, t)| t.requires_grad())
-        .map(|(name, tensor)| Param { name, tensor, decay: true })
+        .map(|(name, tensor)| Param {
+            name,
+            tensor,
+            decay: true,
+        })
         .collect();
     let mut opt = Optimizer::new(OptimizerKind::Sgd, params, 0.9, 1e-4);
     let mut loader = Loader::start(
