@@ -1,7 +1,9 @@
 //! Dataset generation and preparation.
 
 pub mod augment;
+pub mod color_ops;
 pub mod detection;
 pub mod loader;
+pub mod multiview;
 pub mod synthetic;
 pub mod tiling;
