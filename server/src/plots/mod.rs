@@ -87,6 +87,10 @@ where
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
             });
+        // sparse series (evaluations every N steps) get markers, so one point is visible too
+        if pts.len() <= 30 {
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        }
     }
     if reduced.len() > 1 {
         chart
