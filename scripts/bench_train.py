@@ -83,7 +83,8 @@ def main():
     t_ours, t_theirs = ours["median_step_s"], statistics.median(theirs)
     print(f"{args.detector} {args.backbone}, batch {args.batch_size} at {args.size}², "
           f"{args.steps} timed steps after {args.warmup} warm-up, {args.threads} threads")
-    print(f"  ours        median {t_ours:.3f} s/step  {[round(x, 3) for x in ours['step_s']]}")
+    print(f"  ours        median {t_ours:.3f} s/step  {[round(x, 3) for x in ours['step_s']]}"
+          f"  (forward + loss {ours['median_forward_s']:.3f} s, optimizer {ours['median_optimizer_s']:.3f} s)")
     print(f"  torchvision median {t_theirs:.3f} s/step  {[round(x, 3) for x in theirs]}")
     print(f"  data pipeline: median wait {ours['median_data_wait_ms']:.1f} ms per step "
           f"({100 * ours['median_data_wait_ms'] / 1000 / t_ours:.1f}% of a step)")

@@ -51,7 +51,9 @@ impl Tower {
 
     fn forward(&self, x: &Tensor) -> Tensor {
         self.layers.iter().fold(x.shallow_clone(), |x, (c, g)| {
-            g.forward(&c.forward(&x)).relu()
+            let mut y = g.forward(&c.forward(&x));
+            let _ = y.relu_();
+            y
         })
     }
 }

@@ -122,6 +122,7 @@ pub fn main(args: BenchStepArgs) -> anyhow::Result<()> {
         0,
     )?;
     let (mut step_s, mut wait_ms) = (vec![], vec![]);
+    let (mut forward_s, mut optim_s) = (vec![], vec![]);
     for i in 0..args.warmup + args.steps {
         let t0 = Instant::now();
         let batch = loader.next_batch()?;
@@ -130,12 +131,16 @@ pub fn main(args: BenchStepArgs) -> anyhow::Result<()> {
         let targets: Vec<Targets> = batch.targets.iter().map(Targets::shallow_clone).collect();
         let (b, t) = transform.batch_with_targets(&batch.images, &targets);
         let loss = total_loss(&model.losses(&b, &t, true));
+        let forward = t1.elapsed().as_secs_f64();
         opt.zero_grad();
         loss.backward();
+        let t2 = Instant::now();
         opt.step(0.001);
         if i >= args.warmup {
             step_s.push(t1.elapsed().as_secs_f64());
             wait_ms.push(wait * 1000.0);
+            forward_s.push(forward);
+            optim_s.push(t2.elapsed().as_secs_f64());
         }
     }
     let out = serde_json::json!({
@@ -147,6 +152,8 @@ pub fn main(args: BenchStepArgs) -> anyhow::Result<()> {
         "median_step_s": median(&mut step_s.clone()),
         "step_s": step_s,
         "median_data_wait_ms": median(&mut wait_ms.clone()),
+        "median_forward_s": median(&mut forward_s),
+        "median_optimizer_s": median(&mut optim_s),
         "data_wait_ms": wait_ms,
     });
     println!("{out}");
