@@ -73,14 +73,7 @@ impl Detector for FasterRcnn {
                 .detect(&features[..POOLED_LEVELS], &proposals, &batch.image_sizes);
         dets.into_iter()
             .enumerate()
-            .map(|(i, d)| Detections {
-                boxes: DetectionTransform::postprocess_boxes(
-                    &d.boxes,
-                    batch.image_sizes[i],
-                    batch.original_sizes[i],
-                ),
-                ..d
-            })
+            .map(|(i, d)| batch.to_original(i, d))
             .collect()
     }
 

@@ -6,6 +6,7 @@ use super::backbone::{Body, BodyKind, build_body};
 use super::box_coder::BoxLinearCoder;
 use super::detector::{Detections, Detector, Losses, Targets};
 use super::fpn::{ExtraLevels, Fpn};
+use super::head::{flatten_level, head_conv3x3};
 use super::nms::batched_nms;
 use super::norm::NormKind;
 use super::transform::{DetectionTransform, ImageBatch};
@@ -18,30 +19,12 @@ struct Tower {
     layers: Vec<(nn::Conv2D, nn::GroupNorm)>,
 }
 
-fn conv3x3(vs: nn::Path, cin: i64, cout: i64, bias_init: f64) -> nn::Conv2D {
-    nn::conv2d(
-        vs,
-        cin,
-        cout,
-        3,
-        nn::ConvConfig {
-            padding: 1,
-            ws_init: nn::Init::Randn {
-                mean: 0.0,
-                stdev: 0.01,
-            },
-            bs_init: nn::Init::Const(bias_init),
-            ..Default::default()
-        },
-    )
-}
-
 impl Tower {
     fn new(vs: &nn::Path, channels: i64, num_convs: i64) -> Tower {
         let layers = (0..num_convs)
             .map(|i| {
                 (
-                    conv3x3(vs / (3 * i), channels, channels, 0.0),
+                    head_conv3x3(vs / (3 * i), channels, channels, 0.0),
                     nn::group_norm(vs / (3 * i + 1), 32, channels, Default::default()),
                 )
             })
@@ -56,14 +39,6 @@ impl Tower {
             y
         })
     }
-}
-
-/// `[N, C·A, H, W]` → `[N, H·W·A, C]` (torchvision's permute-and-flatten).
-fn flatten_level(t: &Tensor, channels: i64) -> Tensor {
-    let s = t.size();
-    t.view([s[0], -1, channels, s[2], s[3]])
-        .permute([0, 3, 4, 1, 2])
-        .reshape([s[0], -1, channels])
 }
 
 #[derive(Debug)]
@@ -93,15 +68,15 @@ impl FcosHead {
         let reg = vs / "regression_head";
         FcosHead {
             cls_tower: Tower::new(&(&cls / "conv"), channels, 4),
-            cls_logits: conv3x3(
+            cls_logits: head_conv3x3(
                 &cls / "cls_logits",
                 channels,
                 num_classes,
                 -((1.0 - prior) / prior).ln(),
             ),
             reg_tower: Tower::new(&(&reg / "conv"), channels, 4),
-            bbox_reg: conv3x3(&reg / "bbox_reg", channels, 4, 0.0),
-            bbox_ctrness: conv3x3(&reg / "bbox_ctrness", channels, 1, 0.0),
+            bbox_reg: head_conv3x3(&reg / "bbox_reg", channels, 4, 0.0),
+            bbox_ctrness: head_conv3x3(&reg / "bbox_ctrness", channels, 1, 0.0),
             num_classes,
         }
     }
@@ -270,15 +245,10 @@ impl Detector for Fcos {
         let anchors = self.anchors(batch, &features);
         (0..batch.image_sizes.len())
             .map(|i| {
-                let d = self.postprocess(&out, &anchors, i as i64, batch.image_sizes[i]);
-                Detections {
-                    boxes: DetectionTransform::postprocess_boxes(
-                        &d.boxes,
-                        batch.image_sizes[i],
-                        batch.original_sizes[i],
-                    ),
-                    ..d
-                }
+                batch.to_original(
+                    i,
+                    self.postprocess(&out, &anchors, i as i64, batch.image_sizes[i]),
+                )
             })
             .collect()
     }

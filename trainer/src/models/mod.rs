@@ -19,6 +19,7 @@ pub mod faster_rcnn;
 pub mod fcos;
 pub mod fcos_loss;
 pub mod fpn;
+pub mod head;
 pub mod losses;
 pub mod matcher;
 pub mod nms;

@@ -9,6 +9,7 @@ use super::box_coder::BoxCoder;
 use super::detector::{Detections, Detector, Losses, Targets};
 use super::fcos::clip_boxes;
 use super::fpn::{ExtraLevels, Fpn};
+use super::head::{flatten_level, head_conv3x3};
 use super::losses::{l1_sum, sigmoid_focal_loss};
 use super::matcher::{BETWEEN_THRESHOLDS, Matcher};
 use super::nms::{batched_nms, box_iou};
@@ -38,29 +39,10 @@ pub fn default_anchor_sizes() -> Vec<[f64; 3]> {
         .collect()
 }
 
-/// 3×3 conv, weights N(0, 0.01), constant bias: how torchvision initialises both heads.
-fn head_conv(vs: nn::Path, cin: i64, cout: i64, bias: f64) -> nn::Conv2D {
-    nn::conv2d(
-        vs,
-        cin,
-        cout,
-        3,
-        nn::ConvConfig {
-            padding: 1,
-            ws_init: nn::Init::Randn {
-                mean: 0.0,
-                stdev: 0.01,
-            },
-            bs_init: nn::Init::Const(bias),
-            ..Default::default()
-        },
-    )
-}
-
 /// 4 × (conv + ReLU); torchvision names them `conv.{i}.0` (`Conv2dNormActivation` without norm).
 fn tower(vs: &nn::Path, channels: i64) -> Vec<nn::Conv2D> {
     (0..4)
-        .map(|i| head_conv(vs / i / 0, channels, channels, 0.0))
+        .map(|i| head_conv3x3(vs / i / 0, channels, channels, 0.0))
         .collect()
 }
 
@@ -68,14 +50,6 @@ fn run_tower(convs: &[nn::Conv2D], x: &Tensor) -> Tensor {
     convs
         .iter()
         .fold(x.shallow_clone(), |x, c| c.forward(&x).relu())
-}
-
-/// `[N, A·K, H, W]` → `[N, H·W·A, K]`: rows in (y, x, anchor) order, the anchors' order.
-fn flatten_level(t: &Tensor, k: i64) -> Tensor {
-    let s = t.size();
-    t.view([s[0], -1, k, s[2], s[3]])
-        .permute([0, 3, 4, 1, 2])
-        .reshape([s[0], -1, k])
 }
 
 /// `head.classification_head` and `head.regression_head`.
@@ -107,14 +81,14 @@ impl RetinaNetHead {
         let reg = vs / "regression_head";
         RetinaNetHead {
             cls_conv: tower(&(&cls / "conv"), channels),
-            cls_logits: head_conv(
+            cls_logits: head_conv3x3(
                 &cls / "cls_logits",
                 channels,
                 num_anchors * num_classes,
                 -((1.0 - prior) / prior).ln(),
             ),
             reg_conv: tower(&(&reg / "conv"), channels),
-            bbox_reg: head_conv(&reg / "bbox_reg", channels, num_anchors * 4, 0.0),
+            bbox_reg: head_conv3x3(&reg / "bbox_reg", channels, num_anchors * 4, 0.0),
             num_classes,
             num_anchors,
         }
@@ -359,15 +333,10 @@ impl Detector for RetinaNet {
         let anchors = self.anchors(batch, &features);
         (0..batch.image_sizes.len())
             .map(|i| {
-                let d = self.postprocess(&out, &anchors, i as i64, batch.image_sizes[i]);
-                Detections {
-                    boxes: DetectionTransform::postprocess_boxes(
-                        &d.boxes,
-                        batch.image_sizes[i],
-                        batch.original_sizes[i],
-                    ),
-                    ..d
-                }
+                batch.to_original(
+                    i,
+                    self.postprocess(&out, &anchors, i as i64, batch.image_sizes[i]),
+                )
             })
             .collect()
     }

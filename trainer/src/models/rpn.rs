@@ -8,6 +8,7 @@ use super::anchors::level_anchors;
 use super::box_coder::BoxCoder;
 use super::detector::{Losses, Targets};
 use super::fcos::clip_boxes;
+use super::head::flatten_level;
 use super::losses::smooth_l1_sum;
 use super::matcher::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher, clamp_matches};
 use super::nms::{box_iou, nms};
@@ -63,14 +64,6 @@ impl RpnHead {
             })
             .unzip()
     }
-}
-
-/// `[N, C·A, H, W]` → `[N, H·W·A, C]` (torchvision's `permute_and_flatten`).
-fn flatten_level(t: &Tensor, channels: i64) -> Tensor {
-    let s = t.size();
-    t.view([s[0], -1, channels, s[2], s[3]])
-        .permute([0, 3, 4, 1, 2])
-        .reshape([s[0], -1, channels])
 }
 
 /// torchvision's defaults for `fasterrcnn_resnet50_fpn`.

@@ -1,7 +1,7 @@
 //! torchvision's `GeneralizedRCNNTransform` for inference: normalise, keep-ratio resize
 //! (shorter side to `min_size`, longer side at most `max_size`), pad the batch to a multiple of 32.
 
-use super::detector::Targets;
+use super::detector::{Detections, Targets};
 use tch::{Kind, Tensor};
 
 #[derive(Debug, Clone)]
@@ -30,6 +30,20 @@ pub struct ImageBatch {
     pub tensor: Tensor,
     pub image_sizes: Vec<(i64, i64)>,
     pub original_sizes: Vec<(i64, i64)>,
+}
+
+impl ImageBatch {
+    /// Image `i`'s detections, from resized-batch pixels to its original pixels.
+    pub fn to_original(&self, i: usize, d: Detections) -> Detections {
+        Detections {
+            boxes: DetectionTransform::postprocess_boxes(
+                &d.boxes,
+                self.image_sizes[i],
+                self.original_sizes[i],
+            ),
+            ..d
+        }
+    }
 }
 
 impl DetectionTransform {
