@@ -7,31 +7,11 @@ use aligndet_trainer::models::efficientnet::EfficientNetLite;
 use aligndet_trainer::models::norm::NormKind;
 use aligndet_trainer::models::weights::load_safetensors;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use tch::Tensor;
 
-fn cache() -> PathBuf {
-    std::env::var_os("ALIGNDET_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").expect("HOME is set"))
-                .join(".cache/aligndet-studio")
-        })
-}
-
-/// Run one of the repository's Python scripts with the setup's venv.
-fn run_script(script: &str, args: &[&std::ffi::OsStr]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../scripts")
-        .join(script);
-    let status = Command::new(cache().join("venv/bin/python"))
-        .arg(&path)
-        .args(args)
-        .status()
-        .expect("run a Python script (scripts/setup.sh installs its venv)");
-    assert!(status.success(), "{script} failed");
-}
+mod support;
+use support::run_script;
 
 fn check_level(tag: &str, ours: &Tensor, theirs: &Tensor) {
     assert_eq!(ours.size(), theirs.size(), "{tag}: shape");

@@ -11,33 +11,14 @@ use aligndet_trainer::models::sampler::DrawFn;
 use aligndet_trainer::models::weights::load_safetensors;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use tch::{Kind, Tensor};
 
-fn python() -> PathBuf {
-    let cache = std::env::var_os("ALIGNDET_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/aligndet-studio")
-        });
-    cache.join("venv/bin/python")
-}
+mod support;
 
 /// Run scripts/faster_rcnn_reference.py `cmd`; returns the folder it wrote.
 fn reference(cmd: &str) -> PathBuf {
-    let out = std::env::temp_dir().join(format!("aligndet-frcnn-{cmd}-{}", std::process::id()));
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/faster_rcnn_reference.py");
-    let status = Command::new(python())
-        .arg(script)
-        .arg(cmd)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .expect("run the reference script (scripts/setup.sh installs its venv)");
-    assert!(status.success(), "reference script failed");
-    out
+    support::reference("faster_rcnn_reference.py", &format!("frcnn-{cmd}"), &[cmd])
 }
 
 fn read(path: PathBuf) -> HashMap<String, Tensor> {

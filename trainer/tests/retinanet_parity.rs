@@ -10,33 +10,17 @@ use aligndet_trainer::models::retinanet::RetinaNet;
 use aligndet_trainer::models::weights::load_safetensors;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use tch::Tensor;
 
-fn python() -> PathBuf {
-    let cache = std::env::var_os("ALIGNDET_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").expect("HOME is set"))
-                .join(".cache/aligndet-studio")
-        });
-    cache.join("venv/bin/python")
-}
+mod support;
 
 /// Run scripts/retinanet_reference.py `cmd`; returns the folder it wrote.
 fn reference(cmd: &str) -> PathBuf {
-    let out = std::env::temp_dir().join(format!("aligndet-retinanet-{cmd}-{}", std::process::id()));
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/retinanet_reference.py");
-    let status = Command::new(python())
-        .arg(script)
-        .arg(cmd)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .expect("run the reference script (scripts/setup.sh installs its venv)");
-    assert!(status.success(), "reference script failed");
-    out
+    support::reference(
+        "retinanet_reference.py",
+        &format!("retinanet-{cmd}"),
+        &[cmd],
+    )
 }
 
 /// torchvision's model with the reference weights; every parameter and buffer must load.

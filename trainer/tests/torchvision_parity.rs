@@ -7,31 +7,12 @@ use aligndet_trainer::models::norm::NormKind;
 use aligndet_trainer::models::resnet::{ResNet, ResNetDepth};
 use aligndet_trainer::models::weights::load_safetensors;
 use std::path::PathBuf;
-use std::process::Command;
 
-fn python() -> PathBuf {
-    let cache = std::env::var_os("ALIGNDET_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/aligndet-studio")
-        });
-    cache.join("venv/bin/python")
-}
+mod support;
 
 /// Run scripts/torchvision_reference.py with `args`; returns the folder it wrote.
 fn reference(tag: &str, args: &[&str]) -> PathBuf {
-    let out = std::env::temp_dir().join(format!("aligndet-tv-{tag}-{}", std::process::id()));
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/torchvision_reference.py");
-    let status = Command::new(python())
-        .arg(script)
-        .args(args)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .expect("run the reference script (scripts/setup.sh installs its venv)");
-    assert!(status.success(), "reference script failed");
-    out
+    support::reference("torchvision_reference.py", &format!("tv-{tag}"), args)
 }
 
 fn check(
