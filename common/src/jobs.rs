@@ -65,14 +65,20 @@ pub enum RunKind {
     Evaluate,
     /// Supervised training of a detector, with periodic evaluation and resumable checkpoints.
     Finetune,
+    /// AlignDet box-domain pre-training of a detector's neck and heads on pseudo-boxes.
+    PretrainBox,
+    /// MoCo v2-style self-supervised pre-training of a backbone on a dataset's images.
+    PretrainImage,
 }
 
 impl RunKind {
-    pub const ALL: [RunKind; 4] = [
+    pub const ALL: [RunKind; 6] = [
         RunKind::Benchmark,
         RunKind::Proposals,
         RunKind::Evaluate,
         RunKind::Finetune,
+        RunKind::PretrainBox,
+        RunKind::PretrainImage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +87,8 @@ impl RunKind {
             RunKind::Proposals => "proposals",
             RunKind::Evaluate => "evaluate",
             RunKind::Finetune => "finetune",
+            RunKind::PretrainBox => "pretrain_box",
+            RunKind::PretrainImage => "pretrain_image",
         }
     }
 
@@ -119,6 +127,10 @@ pub enum JobConfig {
     Evaluate(EvaluateConfig),
     /// Supervised training of a detector (see [`crate::train_config`]).
     Finetune(crate::train_config::TrainConfig),
+    /// AlignDet box-domain pre-training (see [`crate::pretrain_config`]).
+    PretrainBox(crate::pretrain_config::PretrainBoxConfig),
+    /// Image-domain self-supervised pre-training of a backbone.
+    PretrainImage(crate::pretrain_config::PretrainImageConfig),
 }
 
 impl JobConfig {
@@ -128,6 +140,8 @@ impl JobConfig {
             JobConfig::Proposals(_) => RunKind::Proposals,
             JobConfig::Evaluate(_) => RunKind::Evaluate,
             JobConfig::Finetune(_) => RunKind::Finetune,
+            JobConfig::PretrainBox(_) => RunKind::PretrainBox,
+            JobConfig::PretrainImage(_) => RunKind::PretrainImage,
         }
     }
 
@@ -137,6 +151,8 @@ impl JobConfig {
             JobConfig::Proposals(c) => c.validate(),
             JobConfig::Evaluate(c) => c.validate(),
             JobConfig::Finetune(c) => c.validate(),
+            JobConfig::PretrainBox(c) => c.validate(),
+            JobConfig::PretrainImage(c) => c.validate(),
         }
     }
 
@@ -147,6 +163,8 @@ impl JobConfig {
             JobConfig::Proposals(c) => Some(c.dataset_id),
             JobConfig::Evaluate(c) => Some(c.dataset_id),
             JobConfig::Finetune(c) => Some(c.dataset_id),
+            JobConfig::PretrainBox(c) => Some(c.dataset_id),
+            JobConfig::PretrainImage(c) => Some(c.dataset_id),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod dataset;
 pub mod jobs;
+pub mod pretrain_config;
 pub mod report;
 pub mod series;
 pub mod train_config;

@@ -159,17 +159,8 @@ impl TrainConfig {
         if self.dataset_id <= 0 {
             return Err(err("dataset_id", "choose a dataset"));
         }
-        for (field, v) in [
-            ("train_split", &self.train_split),
-            ("val_split", &self.val_split),
-        ] {
-            if v.is_empty()
-                || v.len() > 64
-                || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(err(field, format!("{v:?} is not a split name")));
-            }
-        }
+        validate_split_name("train_split", &self.train_split)?;
+        validate_split_name("val_split", &self.val_split)?;
         if self.trainable_backbone_stages > 5 {
             return Err(err("trainable_backbone_stages", "must be 0..=5"));
         }
@@ -189,54 +180,16 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&a.color_jitter) {
             return Err(err("augment.color_jitter", "must be in 0..=1"));
         }
-        if !(1..=256).contains(&self.batch_size) {
-            return Err(err("batch_size", "must be 1..=256"));
-        }
-        if !(1..=10_000_000).contains(&self.steps) {
-            return Err(err("steps", "must be 1..=10000000"));
-        }
-        if !(self.lr > 0.0 && self.lr < 10.0) {
-            return Err(err("lr", "must be in (0, 10)"));
-        }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return Err(err("momentum", "must be in [0, 1)"));
-        }
-        if !(0.0..1.0).contains(&self.weight_decay) {
-            return Err(err("weight_decay", "must be in [0, 1)"));
-        }
-        if self.warmup_steps > self.steps {
-            return Err(err("warmup_steps", "must not exceed steps"));
-        }
-        match &self.schedule {
-            LrSchedule::Step { milestones, gamma } => {
-                if milestones.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err(err("schedule.milestones", "must be increasing"));
-                }
-                if !(*gamma > 0.0 && *gamma <= 1.0) {
-                    return Err(err("schedule.gamma", "must be in (0, 1]"));
-                }
-            }
-            LrSchedule::Cosine { min_factor } => {
-                if !(0.0..=1.0).contains(min_factor) {
-                    return Err(err("schedule.min_factor", "must be in [0, 1]"));
-                }
-            }
-        }
-        if let Some(c) = self.grad_clip_norm
-            && !(c > 0.0 && c.is_finite())
-        {
-            return Err(err("grad_clip_norm", "must be positive"));
-        }
-        if let InitConfig::Checkpoint { artifact } = &self.init {
-            crate::api::check_artifact_name(&artifact.name)
-                .map_err(|problem| err("init.artifact.name", problem))?;
-            if artifact.run_id <= 0 {
-                return Err(err(
-                    "init.artifact.run_id",
-                    "choose the run whose checkpoint to start from",
-                ));
-            }
-        }
+        validate_optimisation(
+            self.batch_size,
+            self.steps,
+            self.lr,
+            self.momentum,
+            self.weight_decay,
+            self.warmup_steps,
+            &self.schedule,
+            self.grad_clip_norm,
+        )?;
         if self.eval_every == 0 {
             return Err(err("eval_every", "must be at least 1"));
         }
@@ -246,38 +199,130 @@ impl TrainConfig {
         if !(1..=64).contains(&self.loader_threads) {
             return Err(err("loader_threads", "must be 1..=64"));
         }
-        if self.init == InitConfig::ImagenetBackbone
-            && self.backbone != BackboneKind::EfficientnetLite0
-        {
-            return Err(err(
-                "init",
-                "ImageNet weights are shipped only for efficientnet_lite0; start ResNets from scratch or a checkpoint",
-            ));
-        }
+        validate_init("init", &self.init, self.backbone)?;
         Ok(())
     }
 
     /// Learning rate at `step` (0-based): linear warmup from 0.001 × base, then the schedule.
     pub fn lr_at(&self, step: u32) -> f64 {
-        let base = match &self.schedule {
-            LrSchedule::Step { milestones, gamma } => {
-                let passed = milestones.iter().filter(|&&m| step >= m).count() as i32;
-                self.lr * gamma.powi(passed)
+        scheduled_lr(self.lr, self.warmup_steps, &self.schedule, self.steps, step)
+    }
+}
+
+/// Learning rate at `step` (0-based) of `steps`: linear warmup from 0.001 × `base` over
+/// `warmup_steps`, then the schedule (shared by fine-tuning and both pre-training kinds).
+pub fn scheduled_lr(
+    base: f64,
+    warmup_steps: u32,
+    schedule: &LrSchedule,
+    steps: u32,
+    step: u32,
+) -> f64 {
+    let lr = match schedule {
+        LrSchedule::Step { milestones, gamma } => {
+            let passed = milestones.iter().filter(|&&m| step >= m).count() as i32;
+            base * gamma.powi(passed)
+        }
+        LrSchedule::Cosine { min_factor } => {
+            let t = step as f64 / steps.max(1) as f64;
+            let f =
+                min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+            base * f
+        }
+    };
+    if step < warmup_steps {
+        let alpha = step as f64 / warmup_steps as f64;
+        lr * (0.001 * (1.0 - alpha) + alpha)
+    } else {
+        lr
+    }
+}
+
+/// Checks of the optimisation fields every training config has (the field names are the same in
+/// `TrainConfig`, `PretrainBoxConfig` and `PretrainImageConfig`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn validate_optimisation(
+    batch_size: u32,
+    steps: u32,
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    warmup_steps: u32,
+    schedule: &LrSchedule,
+    grad_clip_norm: Option<f64>,
+) -> Result<(), ConfigError> {
+    if !(1..=256).contains(&batch_size) {
+        return Err(err("batch_size", "must be 1..=256"));
+    }
+    if !(1..=10_000_000).contains(&steps) {
+        return Err(err("steps", "must be 1..=10000000"));
+    }
+    if !(lr > 0.0 && lr < 10.0) {
+        return Err(err("lr", "must be in (0, 10)"));
+    }
+    if !(0.0..1.0).contains(&momentum) {
+        return Err(err("momentum", "must be in [0, 1)"));
+    }
+    if !(0.0..1.0).contains(&weight_decay) {
+        return Err(err("weight_decay", "must be in [0, 1)"));
+    }
+    if warmup_steps > steps {
+        return Err(err("warmup_steps", "must not exceed steps"));
+    }
+    match schedule {
+        LrSchedule::Step { milestones, gamma } => {
+            if milestones.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(err("schedule.milestones", "must be increasing"));
             }
-            LrSchedule::Cosine { min_factor } => {
-                let t = step as f64 / self.steps.max(1) as f64;
-                let f = min_factor
-                    + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
-                self.lr * f
+            if !(*gamma > 0.0 && *gamma <= 1.0) {
+                return Err(err("schedule.gamma", "must be in (0, 1]"));
             }
-        };
-        if step < self.warmup_steps {
-            let alpha = step as f64 / self.warmup_steps as f64;
-            base * (0.001 * (1.0 - alpha) + alpha)
-        } else {
-            base
+        }
+        LrSchedule::Cosine { min_factor } => {
+            if !(0.0..=1.0).contains(min_factor) {
+                return Err(err("schedule.min_factor", "must be in [0, 1]"));
+            }
         }
     }
+    if let Some(c) = grad_clip_norm
+        && !(c > 0.0 && c.is_finite())
+    {
+        return Err(err("grad_clip_norm", "must be positive"));
+    }
+    Ok(())
+}
+
+/// A split name: letters, digits and `_`, at most 64 characters.
+pub(crate) fn validate_split_name(field: &str, v: &str) -> Result<(), ConfigError> {
+    if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(err(field, format!("{v:?} is not a split name")));
+    }
+    Ok(())
+}
+
+/// The checkpoint an `init` names must be a well-formed artifact reference.
+pub(crate) fn validate_init(
+    field: &str,
+    init: &InitConfig,
+    backbone: BackboneKind,
+) -> Result<(), ConfigError> {
+    if let InitConfig::Checkpoint { artifact } = init {
+        crate::api::check_artifact_name(&artifact.name)
+            .map_err(|problem| err(&format!("{field}.artifact.name"), problem))?;
+        if artifact.run_id <= 0 {
+            return Err(err(
+                &format!("{field}.artifact.run_id"),
+                "choose the run whose checkpoint to start from",
+            ));
+        }
+    }
+    if *init == InitConfig::ImagenetBackbone && backbone != BackboneKind::EfficientnetLite0 {
+        return Err(err(
+            field,
+            "ImageNet weights are shipped only for efficientnet_lite0; start ResNets from scratch or a checkpoint",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -643,7 +643,9 @@ pub async fn create(
                 );
             }
             // Fine-tune forms are handled above, with their own re-rendering.
-            Some(RunKind::Finetune) | None => return Err(format!("unknown run kind {kind:?}")),
+            Some(RunKind::Finetune | RunKind::PretrainBox | RunKind::PretrainImage) | None => {
+                return Err(format!("unknown run kind {kind:?}"));
+            }
         }
         Ok((
             field("name").unwrap_or_default(),

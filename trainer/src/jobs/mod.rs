@@ -102,6 +102,12 @@ pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
         JobConfig::Proposals(cfg) => proposals::run(ctx, &cfg.clone()),
         JobConfig::Evaluate(cfg) => evaluate::run(ctx, &cfg.clone()),
         JobConfig::Finetune(cfg) => finetune::run(ctx, &cfg.clone()),
+        JobConfig::PretrainBox(_) | JobConfig::PretrainImage(_) => {
+            anyhow::bail!(
+                "this trainer cannot run {} jobs yet",
+                ctx.spec.config.kind()
+            )
+        }
     }
 }
 

@@ -1,0 +1,440 @@
+//! Configuration of the two pre-training job kinds, shared by the server's forms and the trainer:
+//!
+//! - [`PretrainBoxConfig`] (`pretrain_box`): AlignDet's box-domain pre-training. The backbone is
+//!   frozen; the neck and heads of the very detector that will be fine-tuned learn from the
+//!   pseudo-boxes of a `proposals` run, with a box-level contrastive loss against a momentum
+//!   copy plus box regression (method notes, sections 4–7).
+//! - [`PretrainImageConfig`] (`pretrain_image`): MoCo v2-style image-domain self-supervision of
+//!   the backbone alone, so that a detector can be pre-trained without any label.
+//!
+//! Defaults are the method's where they fit a CPU-sized run (temperature 0.5, EMA 0.996, 2,048
+//! sampled points / anchors, 4,096 RoIs, SGD 0.01 with momentum 0.9 and weight decay 1e-4).
+
+use crate::jobs::ConfigError;
+use crate::train_config::{
+    BackboneKind, DetectorKind, InitConfig, LrSchedule, OptimizerKind, scheduled_lr, validate_init,
+    validate_optimisation, validate_split_name,
+};
+use serde::{Deserialize, Serialize};
+
+fn err(field: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// The two-view augmentation of box-domain pre-training (method notes, section 3), at sizes a
+/// run chooses: each view draws its own shorter side, flip and colour operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ViewsConfig {
+    /// Shorter sides to draw from, one per view.
+    pub min_sizes: Vec<u32>,
+    /// Cap on the longer side.
+    pub max_size: u32,
+    pub hflip: bool,
+    /// One of SoftTeacher's nine colour operations per view.
+    pub color_ops: bool,
+}
+
+impl Default for ViewsConfig {
+    fn default() -> Self {
+        ViewsConfig {
+            min_sizes: vec![480, 512, 544],
+            max_size: 853,
+            hflip: true,
+            color_ops: true,
+        }
+    }
+}
+
+/// Which pseudo-boxes of an image take part (method notes, 2.3 and A1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoxSelection {
+    /// The first `max_boxes_per_image` in the proposals run's order (the reference's top-k).
+    First,
+    /// A fresh random subset every time the image is loaded (the deviation A1 recommends).
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainBoxConfig {
+    pub dataset_id: i64,
+    /// The `proposals` run whose kept pseudo-boxes are the pretext targets.
+    pub proposals_run_id: i64,
+    /// Images used (their labels are never read); `train` keeps the validation images unseen.
+    pub split: String,
+    /// The detector that will be fine-tuned: its neck and heads are what this run trains.
+    pub detector: DetectorKind,
+    pub backbone: BackboneKind,
+    /// The frozen image-domain backbone: the shipped ImageNet weights, or a `pretrain_image`
+    /// run's `backbone.safetensors`.
+    pub backbone_init: InitConfig,
+    /// Pseudo-boxes per image at most (0: all). The reference keeps 50 for RetinaNet.
+    pub max_boxes_per_image: u32,
+    pub box_selection: BoxSelection,
+    pub views: ViewsConfig,
+    /// Output size of the embedding projector.
+    pub embedding_dim: u32,
+    /// InfoNCE temperature τ.
+    pub temperature: f64,
+    /// m₀ of the momentum detector's cosine schedule (m goes from m₀ to 1).
+    pub ema_momentum: f64,
+    /// FCOS: points sampled per view over the whole batch; RetinaNet: anchors per image;
+    /// Faster R-CNN: RPN anchors and RoIs per image. Positives first, then negatives fill up.
+    pub samples: u32,
+    pub contrastive_weight: f64,
+    pub regression_weight: f64,
+    pub batch_size: u32,
+    pub steps: u32,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: u32,
+    pub schedule: LrSchedule,
+    pub grad_clip_norm: Option<f64>,
+    /// Save a resumable checkpoint (online + momentum detectors, optimizer state) this often.
+    pub checkpoint_every: u32,
+    pub seed: u64,
+    pub loader_threads: u32,
+}
+
+impl Default for PretrainBoxConfig {
+    fn default() -> Self {
+        PretrainBoxConfig {
+            dataset_id: 0,
+            proposals_run_id: 0,
+            split: "train".into(),
+            detector: DetectorKind::Fcos,
+            backbone: BackboneKind::EfficientnetLite0,
+            backbone_init: InitConfig::ImagenetBackbone,
+            max_boxes_per_image: 0,
+            box_selection: BoxSelection::First,
+            views: ViewsConfig::default(),
+            embedding_dim: 256,
+            temperature: 0.5,
+            ema_momentum: 0.996,
+            samples: 2048,
+            contrastive_weight: 1.0,
+            regression_weight: 1.0,
+            batch_size: 4,
+            steps: 1000,
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            warmup_steps: 100,
+            schedule: LrSchedule::Step {
+                milestones: vec![667, 917],
+                gamma: 0.1,
+            },
+            grad_clip_norm: None,
+            checkpoint_every: 100,
+            seed: 42,
+            loader_threads: 2,
+        }
+    }
+}
+
+impl PretrainBoxConfig {
+    /// The reference's per-detector settings: RetinaNet keeps the first 50 boxes, Faster R-CNN
+    /// samples 4,096 RoIs and trains at lr 0.02 (method notes, table of section 7).
+    pub fn for_detector(detector: DetectorKind) -> PretrainBoxConfig {
+        let base = PretrainBoxConfig {
+            detector,
+            ..PretrainBoxConfig::default()
+        };
+        match detector {
+            DetectorKind::Fcos => base,
+            DetectorKind::Retinanet => PretrainBoxConfig {
+                max_boxes_per_image: 50,
+                ..base
+            },
+            DetectorKind::FasterRcnn => PretrainBoxConfig {
+                samples: 4096,
+                lr: 0.02,
+                ..base
+            },
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.dataset_id <= 0 {
+            return Err(err("dataset_id", "choose a dataset"));
+        }
+        if self.proposals_run_id <= 0 {
+            return Err(err(
+                "proposals_run_id",
+                "choose the proposals run whose pseudo-boxes to pre-train on",
+            ));
+        }
+        validate_split_name("split", &self.split)?;
+        validate_init("backbone_init", &self.backbone_init, self.backbone)?;
+        let v = &self.views;
+        if v.min_sizes.is_empty() || v.min_sizes.iter().any(|&s| !(32..=2048).contains(&s)) {
+            return Err(err("views.min_sizes", "give 1 or more sizes in 32..=2048"));
+        }
+        if v.max_size < *v.min_sizes.iter().max().unwrap_or(&0) || v.max_size > 4096 {
+            return Err(err("views.max_size", "must be ≥ every min size and ≤ 4096"));
+        }
+        if self.max_boxes_per_image > 10_000 {
+            return Err(err("max_boxes_per_image", "must be 0 (all) to 10000"));
+        }
+        if !(8..=4096).contains(&self.embedding_dim) {
+            return Err(err("embedding_dim", "must be 8..=4096"));
+        }
+        if !(self.temperature > 0.0 && self.temperature <= 10.0) {
+            return Err(err("temperature", "must be in (0, 10]"));
+        }
+        if !(0.0..=1.0).contains(&self.ema_momentum) {
+            return Err(err("ema_momentum", "must be in [0, 1]"));
+        }
+        if !(16..=65_536).contains(&self.samples) {
+            return Err(err("samples", "must be 16..=65536"));
+        }
+        for (field, w) in [
+            ("contrastive_weight", self.contrastive_weight),
+            ("regression_weight", self.regression_weight),
+        ] {
+            if !(0.0..=100.0).contains(&w) {
+                return Err(err(field, "must be in [0, 100]"));
+            }
+        }
+        validate_optimisation(
+            self.batch_size,
+            self.steps,
+            self.lr,
+            self.momentum,
+            self.weight_decay,
+            self.warmup_steps,
+            &self.schedule,
+            self.grad_clip_norm,
+        )?;
+        if self.checkpoint_every == 0 {
+            return Err(err("checkpoint_every", "must be at least 1"));
+        }
+        if !(1..=64).contains(&self.loader_threads) {
+            return Err(err("loader_threads", "must be 1..=64"));
+        }
+        Ok(())
+    }
+
+    pub fn lr_at(&self, step: u32) -> f64 {
+        scheduled_lr(self.lr, self.warmup_steps, &self.schedule, self.steps, step)
+    }
+}
+
+/// MoCo v2 (He et al. 2020; Chen et al. 2020): a query encoder and a momentum key encoder, each
+/// the backbone with global pooling and a 2-layer MLP projector, a queue of negative keys,
+/// InfoNCE at temperature 0.2, and MoCo v2's augmentations (random resized crop, colour jitter,
+/// grayscale, blur, flip).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainImageConfig {
+    pub dataset_id: i64,
+    /// Images used (labels are never read).
+    pub split: String,
+    pub backbone: BackboneKind,
+    /// Start from scratch (fully self-supervised) or from a checkpoint's backbone.
+    pub init: InitConfig,
+    /// Side of the square crops.
+    pub crop_size: u32,
+    /// Negative keys kept in the queue.
+    pub queue_size: u32,
+    pub embedding_dim: u32,
+    pub hidden_dim: u32,
+    pub temperature: f64,
+    /// Momentum of the key encoder (constant, as in MoCo).
+    pub key_momentum: f64,
+    pub batch_size: u32,
+    pub steps: u32,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: u32,
+    pub schedule: LrSchedule,
+    pub grad_clip_norm: Option<f64>,
+    pub checkpoint_every: u32,
+    pub seed: u64,
+    pub loader_threads: u32,
+}
+
+impl Default for PretrainImageConfig {
+    fn default() -> Self {
+        PretrainImageConfig {
+            dataset_id: 0,
+            split: "train".into(),
+            backbone: BackboneKind::EfficientnetLite0,
+            init: InitConfig::Scratch,
+            crop_size: 128,
+            queue_size: 4096,
+            embedding_dim: 128,
+            hidden_dim: 1024,
+            temperature: 0.2,
+            key_momentum: 0.999,
+            batch_size: 32,
+            steps: 2000,
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.03,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            warmup_steps: 0,
+            schedule: LrSchedule::Cosine { min_factor: 0.0 },
+            grad_clip_norm: None,
+            checkpoint_every: 200,
+            seed: 0,
+            loader_threads: 2,
+        }
+    }
+}
+
+impl PretrainImageConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.dataset_id <= 0 {
+            return Err(err("dataset_id", "choose a dataset"));
+        }
+        validate_split_name("split", &self.split)?;
+        validate_init("init", &self.init, self.backbone)?;
+        if !(32..=1024).contains(&self.crop_size) {
+            return Err(err("crop_size", "must be 32..=1024"));
+        }
+        if self.queue_size > 1_000_000 {
+            return Err(err("queue_size", "must be at most 1000000"));
+        }
+        if self.queue_size % self.batch_size.max(1) != 0 {
+            return Err(err("queue_size", "must be a multiple of batch_size"));
+        }
+        if !(8..=4096).contains(&self.embedding_dim) {
+            return Err(err("embedding_dim", "must be 8..=4096"));
+        }
+        if !(8..=16_384).contains(&self.hidden_dim) {
+            return Err(err("hidden_dim", "must be 8..=16384"));
+        }
+        if !(self.temperature > 0.0 && self.temperature <= 10.0) {
+            return Err(err("temperature", "must be in (0, 10]"));
+        }
+        if !(0.0..=1.0).contains(&self.key_momentum) {
+            return Err(err("key_momentum", "must be in [0, 1]"));
+        }
+        validate_optimisation(
+            self.batch_size,
+            self.steps,
+            self.lr,
+            self.momentum,
+            self.weight_decay,
+            self.warmup_steps,
+            &self.schedule,
+            self.grad_clip_norm,
+        )?;
+        if self.batch_size < 2 {
+            return Err(err(
+                "batch_size",
+                "contrastive learning needs at least 2 images",
+            ));
+        }
+        if self.checkpoint_every == 0 {
+            return Err(err("checkpoint_every", "must be at least 1"));
+        }
+        if !(1..=64).contains(&self.loader_threads) {
+            return Err(err("loader_threads", "must be 1..=64"));
+        }
+        Ok(())
+    }
+
+    pub fn lr_at(&self, step: u32) -> f64 {
+        scheduled_lr(self.lr, self.warmup_steps, &self.schedule, self.steps, step)
+    }
+}
+
+/// Fine-tuning from AlignDet weights: the reference's rule for SGD recipes is lr ×1.5 and weight
+/// decay ÷2 (method notes, 8.3). Returns the (lr, weight decay) to offer as defaults.
+pub fn aligned_finetune_hyperparameters(lr: f64, weight_decay: f64) -> (f64, f64) {
+    (lr * 1.5, weight_decay / 2.0)
+}
+
+/// Artifact names the pre-training jobs write and fine-tuning reads.
+pub mod artifacts {
+    /// `pretrain_box`: the online detector without its pre-training predictors (projector,
+    /// regression and centerness convs), named as the fine-tuning detector names them.
+    pub const PRETRAINED_DETECTOR: &str = "pretrained.safetensors";
+    /// `pretrain_image`: the query encoder's backbone, under `backbone.body.*`.
+    pub const PRETRAINED_BACKBONE: &str = "backbone.safetensors";
+    /// `proposals`: the kept pseudo-boxes of every image, in the run's order.
+    pub const PSEUDO_BOXES: &str = "pseudo_boxes.json";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_once_the_inputs_are_named() {
+        let c = PretrainBoxConfig {
+            dataset_id: 1,
+            proposals_run_id: 2,
+            ..PretrainBoxConfig::default()
+        };
+        c.validate().unwrap();
+        assert_eq!(
+            PretrainBoxConfig::default().validate().unwrap_err().field,
+            "dataset_id"
+        );
+        let i = PretrainImageConfig {
+            dataset_id: 1,
+            ..PretrainImageConfig::default()
+        };
+        i.validate().unwrap();
+    }
+
+    #[test]
+    fn per_detector_defaults_follow_the_reference() {
+        assert_eq!(
+            PretrainBoxConfig::for_detector(DetectorKind::Retinanet).max_boxes_per_image,
+            50
+        );
+        assert_eq!(
+            PretrainBoxConfig::for_detector(DetectorKind::FasterRcnn).samples,
+            4096
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let ok = PretrainBoxConfig {
+            dataset_id: 1,
+            proposals_run_id: 2,
+            ..PretrainBoxConfig::default()
+        };
+        let c = PretrainBoxConfig {
+            temperature: 0.0,
+            ..ok.clone()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "temperature");
+        let c = PretrainBoxConfig {
+            backbone: BackboneKind::Resnet50,
+            ..ok.clone()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "backbone_init");
+        let i = PretrainImageConfig {
+            dataset_id: 1,
+            queue_size: 100,
+            batch_size: 32,
+            ..PretrainImageConfig::default()
+        };
+        assert_eq!(i.validate().unwrap_err().field, "queue_size");
+        assert!(
+            serde_json::from_str::<PretrainBoxConfig>(r#"{"dataset_id": 1, "tau": 3}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn aligned_finetune_rule() {
+        let (lr, wd) = aligned_finetune_hyperparameters(0.01, 1e-4);
+        assert!((lr - 0.015).abs() < 1e-15 && (wd - 5e-5).abs() < 1e-18);
+    }
+}
