@@ -9,63 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// `n` images of `size`² with two flat rectangles of two classes, and a splits.json (last 4 are
-/// val) beside the annotations, as the synthetic generator writes it.
-fn write_dataset(dir: &Path, n: u32, size: u32) -> (PathBuf, PathBuf) {
-    let images = dir.join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    let (mut imgs, mut anns) = (vec![], vec![]);
-    for i in 0..n {
-        let mut img = image::RgbImage::from_pixel(size, size, image::Rgb([40, 40, 40]));
-        let rects = [
-            (4 + i % 9, 8, 30, 26, [220, 30, 30], 1),
-            (48, 40 + i % 7, 22, 30, [30, 200, 40], 2),
-        ];
-        for (k, (x, y, w, h, c, cat)) in rects.iter().enumerate() {
-            for yy in *y..(*y + *h).min(size) {
-                for xx in *x..(*x + *w).min(size) {
-                    img.put_pixel(xx, yy, image::Rgb(*c));
-                }
-            }
-            anns.push(
-                json!({"id": i * 10 + k as u32 + 1, "image_id": i + 1, "category_id": cat,
-                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}),
-            );
-        }
-        let name = format!("r{i}.png");
-        img.save(images.join(&name)).unwrap();
-        imgs.push(json!({"id": i + 1, "file_name": name, "width": size, "height": size}));
-    }
-    let ann = dir.join("annotations.json");
-    let coco = json!({"images": imgs, "annotations": anns,
-        "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]});
-    std::fs::write(&ann, coco.to_string()).unwrap();
-    let train: Vec<u32> = (1..=n - 4).collect();
-    let val: Vec<u32> = (n - 3..=n).collect();
-    let splits = json!({"train": train, "val": val, "labeled": {"50pct_seed0": (1..=(n - 4) / 2).collect::<Vec<_>>()}});
-    std::fs::write(dir.join("splits.json"), splits.to_string()).unwrap();
-    (ann, images)
-}
-
-fn import(server: &Server, ann: &Path, images: &Path) -> i64 {
-    let ui = server.browser_session();
-    let r = ui.post_form(
-        "/datasets/import",
-        &[
-            ("name", "rects"),
-            ("format", "coco"),
-            ("annotations", ann.to_str().unwrap()),
-            ("images", images.to_str().unwrap()),
-        ],
-    );
-    let url = r.url().clone();
-    let body = r.text().unwrap();
-    url.path()
-        .strip_prefix("/datasets/")
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("import failed: {body}"))
-}
-
 fn config(dataset: i64, steps: u32) -> Value {
     json!({
         "kind": "finetune", "dataset_id": dataset, "detector": "fcos", "backbone": "resnet18",
@@ -82,13 +25,13 @@ fn a_killed_finetune_resumes_from_its_checkpoint_and_predict_uses_the_model() {
     let db = TestDb::create();
     let data = TempDir::new("ft");
     let imports = TempDir::new("ft-imports");
-    let (ann, images) = write_dataset(imports.path(), 12, 96);
+    let (ann, images) = write_rect_dataset(imports.path(), 12, 96);
     let mut opts = ServerOptions::new(&db, data.path());
     opts.import_roots = vec![imports.path().to_path_buf()];
     opts.lease_seconds = 4.0;
     opts.heartbeat_seconds = 0.5;
     let server = Server::start(&opts);
-    let dataset = import(&server, &ann, &images);
+    let dataset = import_dataset(&server, "rects", &ann, &images);
     let steps = 10;
     let run = server.create_run("ft", config(dataset, steps));
 

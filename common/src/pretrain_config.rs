@@ -8,7 +8,9 @@
 //!   the backbone alone, so that a detector can be pre-trained without any label.
 //!
 //! Defaults are the method's where they fit a CPU-sized run (temperature 0.5, EMA 0.996, 2,048
-//! sampled points / anchors, 4,096 RoIs, SGD 0.01 with momentum 0.9 and weight decay 1e-4).
+//! sampled points / anchors, 4,096 RoIs, SGD 0.01 with momentum 0.9 and weight decay 1e-4), with
+//! one deviation: box-domain pre-training clips the gradient norm at 10 (the reference does not
+//! clip, at 16 image pairs per step; at 2–4 pairs Faster R-CNN's box head diverged without it).
 
 use crate::jobs::ConfigError;
 use crate::train_config::{
@@ -132,7 +134,7 @@ impl Default for PretrainBoxConfig {
                 milestones: vec![667, 917],
                 gamma: 0.1,
             },
-            grad_clip_norm: None,
+            grad_clip_norm: Some(10.0),
             checkpoint_every: 100,
             seed: 42,
             loader_threads: 2,
@@ -306,7 +308,7 @@ impl PretrainImageConfig {
         if self.queue_size > 1_000_000 {
             return Err(err("queue_size", "must be at most 1000000"));
         }
-        if self.queue_size % self.batch_size.max(1) != 0 {
+        if !self.queue_size.is_multiple_of(self.batch_size.max(1)) {
             return Err(err("queue_size", "must be a multiple of batch_size"));
         }
         if !(8..=4096).contains(&self.embedding_dim) {
@@ -366,6 +368,20 @@ pub mod artifacts {
     pub const PRETRAINED_BACKBONE: &str = "backbone.safetensors";
     /// `proposals`: the kept pseudo-boxes of every image, in the run's order.
     pub const PSEUDO_BOXES: &str = "pseudo_boxes.json";
+}
+
+/// The `pseudo_boxes.json` artifact of a `proposals` run: every image's kept pseudo-boxes,
+/// `[x, y, w, h]` in original pixels, in the run's order (which `BoxSelection::First` keeps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PseudoBoxes {
+    pub strategy: String,
+    pub images: Vec<ImagePseudoBoxes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImagePseudoBoxes {
+    pub image_id: i64,
+    pub boxes: Vec<[f32; 4]>,
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! create one fresh database per test, dropped afterwards.
 
 use anyhow::{Context, bail};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -524,4 +524,62 @@ pub fn list_dir(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// `n` images of `size`² with two flat rectangles of two classes, and a splits.json (last 4 are
+/// val) beside the annotations, as the synthetic generator writes it.
+pub fn write_rect_dataset(dir: &Path, n: u32, size: u32) -> (PathBuf, PathBuf) {
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let (mut imgs, mut anns) = (vec![], vec![]);
+    for i in 0..n {
+        let mut img = image::RgbImage::from_pixel(size, size, image::Rgb([40, 40, 40]));
+        let rects = [
+            (4 + i % 9, 8, 30, 26, [220, 30, 30], 1),
+            (48, 40 + i % 7, 22, 30, [30, 200, 40], 2),
+        ];
+        for (k, (x, y, w, h, c, cat)) in rects.iter().enumerate() {
+            for yy in *y..(*y + *h).min(size) {
+                for xx in *x..(*x + *w).min(size) {
+                    img.put_pixel(xx, yy, image::Rgb(*c));
+                }
+            }
+            anns.push(
+                json!({"id": i * 10 + k as u32 + 1, "image_id": i + 1, "category_id": cat,
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}),
+            );
+        }
+        let name = format!("r{i}.png");
+        img.save(images.join(&name)).unwrap();
+        imgs.push(json!({"id": i + 1, "file_name": name, "width": size, "height": size}));
+    }
+    let ann = dir.join("annotations.json");
+    let coco = json!({"images": imgs, "annotations": anns,
+        "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]});
+    std::fs::write(&ann, coco.to_string()).unwrap();
+    let train: Vec<u32> = (1..=n - 4).collect();
+    let val: Vec<u32> = (n - 3..=n).collect();
+    let splits = json!({"train": train, "val": val, "labeled": {"50pct_seed0": (1..=(n - 4) / 2).collect::<Vec<_>>()}});
+    std::fs::write(dir.join("splits.json"), splits.to_string()).unwrap();
+    (ann, images)
+}
+
+/// Import a COCO dataset from the server's import roots through the UI form; its id.
+pub fn import_dataset(server: &Server, name: &str, ann: &Path, images: &Path) -> i64 {
+    let ui = server.browser_session();
+    let r = ui.post_form(
+        "/datasets/import",
+        &[
+            ("name", name),
+            ("format", "coco"),
+            ("annotations", ann.to_str().unwrap()),
+            ("images", images.to_str().unwrap()),
+        ],
+    );
+    let url = r.url().clone();
+    let body = r.text().unwrap();
+    url.path()
+        .strip_prefix("/datasets/")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("import failed: {body}"))
 }

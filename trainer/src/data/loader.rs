@@ -51,7 +51,8 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn rng_for(seed: u64, a: u64, b: u64) -> StdRng {
+/// A generator for (seed, a, b), e.g. (run seed, step, image index in the batch).
+pub fn rng_for(seed: u64, a: u64, b: u64) -> StdRng {
     StdRng::seed_from_u64(mix(seed ^ mix(a ^ mix(b))))
 }
 
@@ -96,17 +97,22 @@ fn build_batch(split: &DetectionSplit, cfg: &LoaderConfig, step: u64) -> anyhow:
     })
 }
 
-pub struct Loader {
-    rx: Receiver<(u64, anyhow::Result<Batch>)>,
-    pending: BTreeMap<u64, anyhow::Result<Batch>>,
+/// Builds batch `step`; must be a pure function of the step (and what it captured).
+pub type BuildFn<B> = Arc<dyn Fn(u64) -> anyhow::Result<B> + Send + Sync>;
+
+/// Threads that build batches ahead of the trainer, delivered in step order. `B` is what one
+/// step consumes: a detection [`Batch`], or the two views of pre-training.
+pub struct Loader<B: Send + 'static = Batch> {
+    rx: Receiver<(u64, anyhow::Result<B>)>,
+    pending: BTreeMap<u64, anyhow::Result<B>>,
     next: u64,
     consumer_at: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
-impl Loader {
-    /// Start `cfg.threads` threads building batches from `first_step` on.
+impl Loader<Batch> {
+    /// Start `cfg.threads` threads building detection batches from `first_step` on.
     pub fn start(
         split: Arc<DetectionSplit>,
         cfg: LoaderConfig,
@@ -117,14 +123,28 @@ impl Loader {
             "the training split has no images"
         );
         anyhow::ensure!(!cfg.min_sizes.is_empty(), "no training sizes given");
-        let (tx, rx) = sync_channel(cfg.prefetch.max(1) + cfg.threads);
+        let (threads, prefetch) = (cfg.threads, cfg.prefetch);
+        let build: BuildFn<Batch> = Arc::new(move |step| build_batch(&split, &cfg, step));
+        Ok(Loader::with_builder(threads, prefetch, first_step, build))
+    }
+}
+
+impl<B: Send + 'static> Loader<B> {
+    /// Start `threads` threads running `build` for steps `first_step`, `first_step + 1`, …,
+    /// at most `prefetch` steps ahead of the consumer.
+    pub fn with_builder(
+        threads: usize,
+        prefetch: usize,
+        first_step: u64,
+        build: BuildFn<B>,
+    ) -> Loader<B> {
+        let (tx, rx) = sync_channel(prefetch.max(1) + threads);
         let counter = Arc::new(AtomicU64::new(first_step));
         let consumer_at = Arc::new(AtomicU64::new(first_step));
         let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..cfg.threads.max(1))
+        let threads = (0..threads.max(1))
             .map(|_| {
-                let (split, cfg, tx): (_, _, SyncSender<_>) =
-                    (split.clone(), cfg.clone(), tx.clone());
+                let (build, tx): (_, SyncSender<_>) = (build.clone(), tx.clone());
                 let (counter, consumer_at, stop) =
                     (counter.clone(), consumer_at.clone(), stop.clone());
                 std::thread::spawn(move || {
@@ -133,7 +153,7 @@ impl Loader {
                     loop {
                         let step = counter.fetch_add(1, Ordering::SeqCst);
                         // do not run further ahead than the prefetch window
-                        while step > consumer_at.load(Ordering::SeqCst) + cfg.prefetch as u64 {
+                        while step > consumer_at.load(Ordering::SeqCst) + prefetch as u64 {
                             if stop.load(Ordering::SeqCst) {
                                 return;
                             }
@@ -142,7 +162,7 @@ impl Loader {
                         if stop.load(Ordering::SeqCst) {
                             return;
                         }
-                        let batch = build_batch(&split, &cfg, step);
+                        let batch = build(step);
                         if tx.send((step, batch)).is_err() {
                             return;
                         }
@@ -150,18 +170,18 @@ impl Loader {
                 })
             })
             .collect();
-        Ok(Loader {
+        Loader {
             rx,
             pending: BTreeMap::new(),
             next: first_step,
             consumer_at,
             stop,
             threads,
-        })
+        }
     }
 
     /// The next batch in step order (blocks until it is built).
-    pub fn next_batch(&mut self) -> anyhow::Result<Batch> {
+    pub fn next_batch(&mut self) -> anyhow::Result<B> {
         let want = self.next;
         let batch = loop {
             if let Some(b) = self.pending.remove(&want) {
@@ -179,7 +199,7 @@ impl Loader {
     }
 }
 
-impl Drop for Loader {
+impl<B: Send + 'static> Drop for Loader<B> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // unblock senders waiting on a full channel

@@ -7,6 +7,7 @@ pub mod benchmark;
 pub mod evaluate;
 pub mod finetune;
 pub mod local;
+pub mod pretrain_box;
 pub mod proposals;
 pub mod sink;
 
@@ -102,12 +103,11 @@ pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
         JobConfig::Proposals(cfg) => proposals::run(ctx, &cfg.clone()),
         JobConfig::Evaluate(cfg) => evaluate::run(ctx, &cfg.clone()),
         JobConfig::Finetune(cfg) => finetune::run(ctx, &cfg.clone()),
-        JobConfig::PretrainBox(_) | JobConfig::PretrainImage(_) => {
-            anyhow::bail!(
-                "this trainer cannot run {} jobs yet",
-                ctx.spec.config.kind()
-            )
-        }
+        JobConfig::PretrainBox(cfg) => pretrain_box::run(ctx, &cfg.clone()),
+        JobConfig::PretrainImage(_) => anyhow::bail!(
+            "this trainer cannot run {} jobs yet",
+            ctx.spec.config.kind()
+        ),
     }
 }
 

@@ -4,7 +4,8 @@
 //! server, which stores it per image, so a re-claimed job skips what an earlier attempt finished.
 //! At the end, recall of the ground-truth boxes against the number of pseudo-boxes is logged as
 //! metrics (`recall/iou50`, `recall/iou70`, `recall/ar`, with the box count as the step) and
-//! written as the `recall.json` artifact.
+//! written as the `recall.json` artifact. The kept boxes of every image go to the
+//! `pseudo_boxes.json` artifact, which box-domain pre-training reads.
 
 use super::{JobContext, JobOutcome};
 use crate::proposals::{
@@ -14,6 +15,7 @@ use crate::proposals::{
 use aligndet_common::api::{FilterRule, ImageProposals};
 use aligndet_common::dataset::CocoDataset;
 use aligndet_common::jobs::ProposalsConfig;
+use aligndet_common::pretrain_config::{ImagePseudoBoxes, PseudoBoxes, artifacts};
 use anyhow::Context;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -113,6 +115,25 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<Jo
     let path = ctx.work_dir.join("recall.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&report.json)?)?;
     ctx.sink.artifact("recall.json", &path)?;
+    let pseudo = PseudoBoxes {
+        strategy: cfg.strategy.as_str().to_string(),
+        images: ordered
+            .iter()
+            .map(|p| ImagePseudoBoxes {
+                image_id: p.image_id,
+                boxes: p
+                    .boxes
+                    .iter()
+                    .zip(&p.removed_by)
+                    .filter(|(_, r)| **r == FilterRule::Kept)
+                    .map(|(b, _)| *b)
+                    .collect(),
+            })
+            .collect(),
+    };
+    let path = ctx.work_dir.join(artifacts::PSEUDO_BOXES);
+    std::fs::write(&path, serde_json::to_vec(&pseudo)?)?;
+    ctx.sink.artifact(artifacts::PSEUDO_BOXES, &path)?;
     let kept: usize = ordered
         .iter()
         .map(|p| {

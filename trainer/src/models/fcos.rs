@@ -15,12 +15,12 @@ use tch::{Kind, Tensor};
 
 /// A 4-layer conv-GroupNorm-ReLU tower; torchvision indexes its Sequential as 0,1,2 / 3,4,5 / …
 #[derive(Debug)]
-struct Tower {
+pub(crate) struct Tower {
     layers: Vec<(nn::Conv2D, nn::GroupNorm)>,
 }
 
 impl Tower {
-    fn new(vs: &nn::Path, channels: i64, num_convs: i64) -> Tower {
+    pub(crate) fn new(vs: &nn::Path, channels: i64, num_convs: i64) -> Tower {
         let layers = (0..num_convs)
             .map(|i| {
                 (
@@ -32,7 +32,7 @@ impl Tower {
         Tower { layers }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         self.layers.iter().fold(x.shallow_clone(), |x, (c, g)| {
             let mut y = g.forward(&c.forward(&x));
             let _ = y.relu_();

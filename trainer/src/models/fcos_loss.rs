@@ -13,6 +13,18 @@ const CENTER_SAMPLING_RADIUS: f64 = 1.5;
 /// For every anchor (location) the index of the ground-truth box it learns from, or −1.
 /// `anchors` `[A, 4]`; `level_sizes` are the locations per level (for the scale ranges).
 pub fn match_locations(anchors: &Tensor, gt_boxes: &Tensor, level_sizes: &[i64]) -> Tensor {
+    match_locations_with(anchors, gt_boxes, level_sizes, Some(CENTER_SAMPLING_RADIUS))
+}
+
+/// [`match_locations`] with centre sampling at `center_radius` strides, or without it (every
+/// location inside a box is a candidate, as mmdet's FCOS with `center_sampling = False` that
+/// AlignDet's pre-training uses).
+pub fn match_locations_with(
+    anchors: &Tensor,
+    gt_boxes: &Tensor,
+    level_sizes: &[i64],
+    center_radius: Option<f64>,
+) -> Tensor {
     let n = anchors.size()[0];
     let device = anchors.device();
     if gt_boxes.numel() == 0 {
@@ -25,7 +37,10 @@ pub fn match_locations(anchors: &Tensor, gt_boxes: &Tensor, level_sizes: &[i64])
     let (near, _) = (centers.unsqueeze(1) - gt_centers.unsqueeze(0))
         .abs()
         .max_dim(2, false);
-    let mut matched = near.lt_tensor(&(sizes.unsqueeze(1) * CENTER_SAMPLING_RADIUS));
+    let mut matched = match center_radius {
+        Some(r) => near.lt_tensor(&(sizes.unsqueeze(1) * r)),
+        None => near.ones_like().to_kind(Kind::Bool),
+    };
     // … and inside it
     let (x, y) = (
         centers.select(1, 0).unsqueeze(1),

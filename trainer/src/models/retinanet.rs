@@ -40,13 +40,13 @@ pub fn default_anchor_sizes() -> Vec<[f64; 3]> {
 }
 
 /// 4 × (conv + ReLU); torchvision names them `conv.{i}.0` (`Conv2dNormActivation` without norm).
-fn tower(vs: &nn::Path, channels: i64) -> Vec<nn::Conv2D> {
+pub(crate) fn tower(vs: &nn::Path, channels: i64) -> Vec<nn::Conv2D> {
     (0..4)
         .map(|i| head_conv3x3(vs / i / 0, channels, channels, 0.0))
         .collect()
 }
 
-fn run_tower(convs: &[nn::Conv2D], x: &Tensor) -> Tensor {
+pub(crate) fn run_tower(convs: &[nn::Conv2D], x: &Tensor) -> Tensor {
     convs
         .iter()
         .fold(x.shallow_clone(), |x, c| c.forward(&x).relu())

@@ -75,8 +75,31 @@ impl DetectionTransform {
                 .squeeze_dim(0);
             resized.push(out);
         }
+        let mut batch = self.pad(&resized);
+        batch.original_sizes = original_sizes;
+        batch
+    }
+
+    /// Normalise and pad images that already have their training size (e.g. the two views of
+    /// pre-training, resized by the multi-view pipeline); sizes are kept as they are.
+    pub fn pad_batch(&self, images: &[Tensor]) -> ImageBatch {
+        let mean = Tensor::from_slice(&self.mean)
+            .to_kind(Kind::Float)
+            .view([3, 1, 1]);
+        let std = Tensor::from_slice(&self.std)
+            .to_kind(Kind::Float)
+            .view([3, 1, 1]);
+        let normed: Vec<Tensor> = images
+            .iter()
+            .map(|img| (img - mean.to_device(img.device())) / std.to_device(img.device()))
+            .collect();
+        self.pad(&normed)
+    }
+
+    /// Zero-pad to the largest height and width, rounded up to `size_divisible`.
+    fn pad(&self, images: &[Tensor]) -> ImageBatch {
         let image_sizes: Vec<(i64, i64)> =
-            resized.iter().map(|t| (t.size()[1], t.size()[2])).collect();
+            images.iter().map(|t| (t.size()[1], t.size()[2])).collect();
         let d = self.size_divisible;
         let max_h = image_sizes.iter().map(|s| s.0).max().unwrap_or(0);
         let max_w = image_sizes.iter().map(|s| s.1).max().unwrap_or(0);
@@ -86,14 +109,14 @@ impl DetectionTransform {
             .map(|t| t.device())
             .unwrap_or(tch::Device::Cpu);
         let batch = Tensor::zeros([images.len() as i64, 3, ph, pw], (Kind::Float, device));
-        for (i, t) in resized.iter().enumerate() {
+        for (i, t) in images.iter().enumerate() {
             let (h, w) = image_sizes[i];
             batch.get(i as i64).narrow(1, 0, h).narrow(2, 0, w).copy_(t);
         }
         ImageBatch {
             tensor: batch,
+            original_sizes: image_sizes.clone(),
             image_sizes,
-            original_sizes,
         }
     }
 

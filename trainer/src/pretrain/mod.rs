@@ -1,5 +1,11 @@
-//! AlignDet box-domain pre-training pieces: the box-level contrastive loss and the momentum (EMA)
-//! detector. See ../shared/reference/aligndet-method.md sections 4.1–4.3.
+//! AlignDet box-domain pre-training: the box-level contrastive loss, the momentum (EMA) detector,
+//! the pre-training forms of FCOS, RetinaNet and Faster R-CNN, and their two-view data.
+//! See ../shared/reference/aligndet-method.md sections 4–7.
 
 pub mod contrastive;
+pub mod data;
+pub mod detector;
 pub mod ema;
+pub mod fcos_head;
+pub mod rcnn_head;
+pub mod retinanet_head;

@@ -64,6 +64,18 @@ pub fn save(
     path: &Path,
     vs: &tch::nn::VarStore,
     optimizer: Option<&Optimizer>,
+    metadata: HashMap<String, String>,
+) -> anyhow::Result<()> {
+    save_with_extra(path, vs, optimizer, vec![], metadata)
+}
+
+/// [`save`] plus `extra` tensors under their own names (e.g. the momentum detector of
+/// pre-training, under a prefix the model's variables never use).
+pub fn save_with_extra(
+    path: &Path,
+    vs: &tch::nn::VarStore,
+    optimizer: Option<&Optimizer>,
+    extra: Vec<(String, Tensor)>,
     mut metadata: HashMap<String, String>,
 ) -> anyhow::Result<()> {
     let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -73,12 +85,39 @@ pub fn save(
         }
         metadata.insert("optimizer_step".into(), opt.step.to_string());
     }
+    tensors.extend(extra);
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     write_tensors(path, &tensors, metadata)
 }
 
-/// Restore a resumable checkpoint written by [`save`]: every model variable must be present.
-/// Returns the metadata.
+/// Copy the tensors stored as `prefix` + name into the variables of `vs` (every one must be
+/// there, with its shape).
+pub fn restore_prefixed(
+    path: &Path,
+    prefix: &str,
+    vs: &mut tch::nn::VarStore,
+) -> anyhow::Result<()> {
+    let tensors =
+        Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?;
+    let by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            let key = format!("{prefix}{name}");
+            let src = by_name
+                .get(&key)
+                .with_context(|| format!("checkpoint {} lacks {key}", path.display()))?;
+            anyhow::ensure!(
+                src.size() == var.size(),
+                "checkpoint {key}: shape {:?}, model {:?}",
+                src.size(),
+                var.size()
+            );
+            var.copy_(src);
+        }
+        Ok(())
+    })
+}
+
 pub fn restore(
     path: &Path,
     vs: &mut tch::nn::VarStore,

@@ -1,0 +1,365 @@
+//! The `pretrain_box` job: AlignDet's box-domain pre-training (method notes, sections 4–7).
+//!
+//! The backbone comes from the image domain (ImageNet, or a `pretrain_image` run) and stays
+//! frozen; the neck and heads of the detector that will be fine-tuned learn from the pseudo-boxes
+//! of a `proposals` run. Each step: view 1 through the online detector (with gradients), view 2
+//! through the momentum detector (no gradients), the box-level contrastive loss between their
+//! embeddings by instance id plus the online view's regression terms, one optimizer step, then
+//! the momentum detector's EMA update with m going from m₀ to 1 on a cosine.
+//!
+//! Metrics: `loss/total`, `loss/contrastive`, `loss/<regression term>`, `train/lr`,
+//! `train/ema_momentum`, `train/grad_norm`, `train/images_per_s`, `train/data_wait_ms`,
+//! `pretrain/positives`, `pretrain/negatives`, `pretrain/instances` (online view, sampled),
+//! `pretrain/contrastive_chance` (the loss of uninformative embeddings at this step's counts).
+//! Artifacts: `backbone_load_report.json`, `checkpoint.safetensors` (online and momentum
+//! detectors, optimizer state; resumable), and at the end `pretrained.safetensors`: the online
+//! detector without its pre-training predictors, under the fine-tuning detector's names.
+
+use super::{JobContext, JobOutcome};
+use crate::data::detection::load_split;
+use crate::models::build::body_kind;
+use crate::pretrain::contrastive::box_contrastive_loss;
+use crate::pretrain::data::{PretrainSet, pair_loader, pretrain_set};
+use crate::pretrain::detector::{BACKGROUND, BoxPretrainer, build_pretrainer, is_pretraining_only};
+use crate::pretrain::ema::{copy_all, ema_update, momentum_at};
+use crate::train::checkpoint;
+use crate::train::init::{BODY_PREFIX, initialise};
+use crate::train::optim::{Optimizer, Param, decays};
+use aligndet_common::api::MetricPoint;
+use aligndet_common::pretrain_config::{PretrainBoxConfig, PseudoBoxes, artifacts};
+use anyhow::Context;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Tensor, nn};
+
+const CHECKPOINT: &str = "checkpoint.safetensors";
+/// Where the momentum detector's weights live inside the checkpoint.
+const MOMENTUM_PREFIX: &str = "momentum.";
+
+fn metadata(
+    cfg: &PretrainBoxConfig,
+    step: u32,
+    format: &str,
+) -> anyhow::Result<HashMap<String, String>> {
+    Ok(HashMap::from([
+        ("format".into(), format.into()),
+        ("step".into(), step.to_string()),
+        ("config".into(), serde_json::to_string(cfg)?),
+    ]))
+}
+
+/// One pre-training model with its variables.
+struct Detector {
+    vs: nn::VarStore,
+    model: Box<dyn BoxPretrainer>,
+}
+
+fn build(cfg: &PretrainBoxConfig, device: tch::Device) -> Detector {
+    let vs = nn::VarStore::new(device);
+    let model = build_pretrainer(&vs.root(), cfg, body_kind(cfg.backbone));
+    Detector { vs, model }
+}
+
+fn load_pseudo_boxes(ctx: &JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<PseudoBoxes> {
+    let bytes = ctx
+        .inputs
+        .fetch(cfg.proposals_run_id, artifacts::PSEUDO_BOXES)
+        .with_context(|| {
+            format!(
+                "reading the pseudo-boxes of proposals run {} (did it finish?)",
+                cfg.proposals_run_id
+            )
+        })?;
+    serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} of run {} is not a pseudo-boxes file",
+            artifacts::PSEUDO_BOXES,
+            cfg.proposals_run_id
+        )
+    })
+}
+
+pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<JobOutcome> {
+    cfg.validate()?;
+    let location = ctx
+        .spec
+        .dataset
+        .clone()
+        .context("the job spec names no dataset")?;
+    let split = load_split(&location, Some(&cfg.split))?;
+    let pseudo = load_pseudo_boxes(ctx, cfg)?;
+    let set: Arc<PretrainSet> = Arc::new(pretrain_set(&split, &pseudo)?);
+    ctx.log(format!(
+        "box-domain pre-training of {:?} on {:?}: {} images of split {} with {} pseudo-boxes \
+         ({} without boxes and {} not covered by proposals run {} left out)",
+        cfg.detector,
+        cfg.backbone,
+        set.images.len(),
+        cfg.split,
+        set.boxes,
+        set.without_boxes,
+        set.not_covered,
+        cfg.proposals_run_id
+    ));
+
+    tch::manual_seed(cfg.seed as i64);
+    let mut online = build(cfg, ctx.device);
+    let init = initialise(
+        &mut online.vs,
+        &cfg.backbone_init,
+        cfg.backbone,
+        ctx.inputs,
+        &ctx.work_dir,
+    )?;
+    let body_missing: Vec<&String> = init
+        .load
+        .missing
+        .iter()
+        .filter(|n| n.starts_with(BODY_PREFIX))
+        .collect();
+    anyhow::ensure!(
+        body_missing.is_empty(),
+        "the backbone from {} lacks {} body tensors (e.g. {}): box-domain pre-training needs a complete image-domain backbone",
+        init.source,
+        body_missing.len(),
+        body_missing[0]
+    );
+    ctx.log(format!(
+        "backbone from {}: {} tensors loaded",
+        init.source,
+        init.load.loaded.len()
+    ));
+    let report_path = ctx.work_dir.join("backbone_load_report.json");
+    std::fs::write(&report_path, serde_json::to_vec_pretty(&init)?)?;
+    ctx.sink
+        .artifact("backbone_load_report.json", &report_path)?;
+
+    // the backbone is frozen: no gradient, never in the optimizer
+    for (name, t) in online.vs.variables() {
+        if name.starts_with(BODY_PREFIX) {
+            let _ = t.set_requires_grad(false);
+        }
+    }
+    let mut target = build(cfg, ctx.device);
+    copy_all(&mut target.vs, &online.vs)?;
+    for (_, t) in target.vs.variables() {
+        let _ = t.set_requires_grad(false);
+    }
+    let params: Vec<Param> = online
+        .vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(name, tensor)| Param {
+            decay: decays(&name, &tensor, true),
+            name,
+            tensor,
+        })
+        .collect();
+    let numel: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
+    ctx.log(format!(
+        "{} trainable tensors ({numel} parameters) in the neck and heads",
+        params.len()
+    ));
+    let mut opt = Optimizer::new(cfg.optimizer, params, cfg.momentum, cfg.weight_decay);
+
+    let mut start_step = 0u32;
+    if let Some(bytes) = ctx.inputs.fetch_optional(ctx.spec.run_id, CHECKPOINT)? {
+        let path = ctx.work_dir.join("resume.safetensors");
+        std::fs::write(&path, bytes)?;
+        let meta = checkpoint::restore(&path, &mut online.vs, &mut opt)
+            .context("restoring the run's checkpoint")?;
+        checkpoint::restore_prefixed(&path, MOMENTUM_PREFIX, &mut target.vs)
+            .context("restoring the momentum detector")?;
+        start_step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
+        ctx.log(format!("resumed from the checkpoint at step {start_step}"));
+    }
+
+    let mut loader = pair_loader(set.clone(), cfg, start_step as u64);
+    for step in start_step..cfg.steps {
+        if ctx.should_stop() {
+            return Ok(JobOutcome::Stopped);
+        }
+        let t0 = Instant::now();
+        let batch = loader.next_batch()?;
+        let wait = t0.elapsed();
+        let to_device =
+            |v: &[Tensor]| -> Vec<Tensor> { v.iter().map(|t| t.to_device(ctx.device)).collect() };
+        let online_batch = online
+            .model
+            .transform()
+            .pad_batch(&to_device(&batch.online.images));
+        let target_batch = target
+            .model
+            .transform()
+            .pad_batch(&to_device(&batch.target.images));
+        let out = online
+            .model
+            .forward_view(&online_batch, &to_device(&batch.online.boxes), true);
+        let keys = tch::no_grad(|| {
+            target
+                .model
+                .forward_view(&target_batch, &to_device(&batch.target.boxes), false)
+        });
+        let contrastive = box_contrastive_loss(
+            &out.embeddings,
+            &out.instances,
+            &keys.embeddings,
+            &keys.instances,
+            cfg.temperature,
+            Some(BACKGROUND),
+        ) * cfg.contrastive_weight;
+        let mut terms = vec![("contrastive".to_string(), contrastive)];
+        for (k, v) in out.losses {
+            terms.push((k, v * cfg.regression_weight));
+        }
+        let total = terms
+            .iter()
+            .skip(1)
+            .fold(terms[0].1.shallow_clone(), |acc, (_, t)| acc + t);
+        let total_value = total.double_value(&[]);
+        if !total_value.is_finite() {
+            let shown: Vec<String> = terms
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", v.double_value(&[])))
+                .collect();
+            anyhow::bail!(
+                "the loss diverged at step {step} ({}); lower the learning rate or add gradient clipping",
+                shown.join(", ")
+            );
+        }
+        opt.zero_grad();
+        total.backward();
+        let grad_norm = opt.clip_grad_norm(cfg.grad_clip_norm.unwrap_or(f64::INFINITY));
+        let lr = cfg.lr_at(step);
+        opt.step(lr);
+        let m = momentum_at(step as u64, cfg.steps as u64, cfg.ema_momentum);
+        ema_update(&target.vs, &online.vs, m);
+
+        let done = step + 1;
+        let seconds = t0.elapsed().as_secs_f64();
+        let now = crate::jobs::sink::now_seconds();
+        let point = |key: &str, value: f64| MetricPoint {
+            key: key.to_string(),
+            step: done as i64,
+            value,
+            wall_time: now,
+        };
+        let mut points = vec![
+            point("loss/total", total_value),
+            point("train/lr", lr),
+            point("train/ema_momentum", m),
+            point("train/grad_norm", grad_norm),
+            point(
+                "train/images_per_s",
+                cfg.batch_size as f64 / seconds.max(1e-9),
+            ),
+            point("train/data_wait_ms", wait.as_secs_f64() * 1000.0),
+        ];
+        for (k, v) in &terms {
+            points.push(point(&format!("loss/{k}"), v.double_value(&[])));
+        }
+        for (k, v) in &out.stats {
+            points.push(point(&format!("pretrain/{k}"), *v));
+        }
+        points.push(point(
+            "pretrain/contrastive_chance",
+            chance_level(&out.instances, &keys.instances),
+        ));
+        ctx.sink.metrics(points);
+
+        if done < cfg.steps && done % cfg.checkpoint_every == 0 {
+            save_checkpoint(ctx, cfg, &online, &target, &opt, done)?;
+        }
+    }
+    drop(loader);
+
+    let path = ctx.work_dir.join(artifacts::PRETRAINED_DETECTOR);
+    let kept = export_pretrained(
+        &path,
+        &online.vs,
+        metadata(cfg, cfg.steps, "aligndet-pretrained-detector")?,
+    )?;
+    ctx.sink.artifact(artifacts::PRETRAINED_DETECTOR, &path)?;
+    ctx.log(format!(
+        "wrote {}: {} tensors (backbone, neck and heads; the pre-training predictors left out)",
+        artifacts::PRETRAINED_DETECTOR,
+        kept
+    ));
+    Ok(JobOutcome::Succeeded)
+}
+
+fn save_checkpoint(
+    ctx: &mut JobContext<'_>,
+    cfg: &PretrainBoxConfig,
+    online: &Detector,
+    target: &Detector,
+    opt: &Optimizer,
+    step: u32,
+) -> anyhow::Result<()> {
+    let path = ctx.work_dir.join(CHECKPOINT);
+    let momentum: Vec<(String, Tensor)> = target
+        .vs
+        .variables()
+        .into_iter()
+        .map(|(k, v)| (format!("{MOMENTUM_PREFIX}{k}"), v))
+        .collect();
+    checkpoint::save_with_extra(
+        &path,
+        &online.vs,
+        Some(opt),
+        momentum,
+        metadata(cfg, step, "aligndet-pretrain-checkpoint")?,
+    )?;
+    ctx.sink.artifact(CHECKPOINT, &path)
+}
+
+/// The contrastive loss that embeddings carrying no information would get: the mean over
+/// foreground queries of ln(1 + their number of negatives). The loss itself depends on how many
+/// samples a step has (Faster R-CNN's RoI count grows as its RPN learns), so charts show both.
+pub fn chance_level(online: &Tensor, target: &Tensor) -> f64 {
+    let fg = online.ge(0);
+    if fg.sum(tch::Kind::Int64).int64_value(&[]) == 0 {
+        return 0.0;
+    }
+    let q = online.masked_select(&fg).unsqueeze(1);
+    let negatives = q
+        .ne_tensor(&online.unsqueeze(0))
+        .sum_dim_intlist(1, false, tch::Kind::Float)
+        + q.ne_tensor(&target.unsqueeze(0))
+            .sum_dim_intlist(1, false, tch::Kind::Float);
+    negatives.log1p().mean(tch::Kind::Float).double_value(&[])
+}
+
+/// Write the online detector minus its pre-training-only modules; returns the tensor count.
+pub fn export_pretrained(
+    path: &std::path::Path,
+    vs: &nn::VarStore,
+    metadata: HashMap<String, String>,
+) -> anyhow::Result<usize> {
+    let mut tensors: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(k, _)| !is_pretraining_only(k))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let n = tensors.len();
+    checkpoint::write_tensors(path, &tensors, metadata)?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chance_level_counts_the_negatives_of_each_query() {
+        let online = Tensor::from_slice(&[0i64, 0, 1, -1]);
+        let target = Tensor::from_slice(&[0i64, 1]);
+        // label 0: 3 negatives (1, −1 online; 1 in the target); label 1: 4 (0, 0, −1; 0)
+        let expected = (2.0 * 4f64.ln() + 5f64.ln()) / 3.0;
+        assert!((chance_level(&online, &target) - expected).abs() < 1e-6);
+        assert_eq!(chance_level(&Tensor::from_slice(&[-1i64]), &target), 0.0);
+    }
+}
