@@ -1,19 +1,90 @@
-// Fine-tune form: show only the fields the chosen schedule and initialisation use. Hidden
-// fields are still posted; the server ignores those of the other choice.
+// New-run page. Every training form: show only the fields the chosen schedule uses. Fine-tune:
+// the run id / artifact fields only for a typed checkpoint, and AlignDet's lr ×1.5 / wd ÷2
+// box (with its resulting numbers) only for a pre-trained detector. Box-domain pre-training:
+// the detector's reference defaults, and the proposals runs of the chosen dataset. Hidden fields
+// are still posted; the server ignores those of the other choice and applies the same rules.
 (function () {
-  const form = document.getElementById('finetune-form');
-  if (!form) return;
-  const schedule = document.getElementById('ft-schedule');
-  const init = document.getElementById('ft-init');
-  function show(selector, visible) {
+  function show(form, selector, visible) {
     form.querySelectorAll(selector).forEach((el) => { el.hidden = !visible; });
   }
-  function update() {
-    show('.sched-step', schedule.value === 'step');
-    show('.sched-cosine', schedule.value === 'cosine');
-    show('.init-checkpoint', init.value === 'checkpoint');
+
+  document.querySelectorAll('select.schedule-choice').forEach((schedule) => {
+    const form = schedule.form;
+    function update() {
+      show(form, '.sched-step', schedule.value === 'step');
+      show(form, '.sched-cosine', schedule.value === 'cosine');
+    }
+    schedule.addEventListener('change', update);
+    update();
+  });
+
+  // Numbers as the server shows them: 6 significant digits, no float noise.
+  function short(x) { return String(Number(x.toPrecision(6))); }
+
+  const ft = document.getElementById('finetune-form');
+  if (ft) {
+    const init = document.getElementById('ft-init');
+    const rule = document.getElementById('ft-aligned-rule');
+    const numbers = document.getElementById('ft-aligned-numbers');
+    const lr = ft.querySelector('input[name=lr]');
+    const wd = ft.querySelector('input[name=weight_decay]');
+    const detector = ft.querySelector('select[name=detector]');
+    const backbone = ft.querySelector('select[name=backbone]');
+    function chosen() { return init.options[init.selectedIndex]; }
+    function updateNumbers() {
+      const l = parseFloat(lr.value), w = parseFloat(wd.value);
+      if (!isNaN(l) && !isNaN(w)) numbers.textContent = `lr ${short(l * 1.5)}, weight decay ${short(w / 2)}`;
+    }
+    function update() {
+      const opt = chosen();
+      show(ft, '.init-checkpoint', init.value === 'checkpoint');
+      const pretrained = !!opt && opt.dataset.kind === 'pretrain_box';
+      show(ft, '.aligned-rule', pretrained);
+      updateNumbers();
+    }
+    init.addEventListener('change', () => {
+      // A pre-trained detector or backbone fixes the detector / backbone of the fine-tune.
+      const opt = chosen();
+      if (opt && opt.dataset.detector && opt.dataset.kind === 'pretrain_box') detector.value = opt.dataset.detector;
+      if (opt && opt.dataset.backbone) backbone.value = opt.dataset.backbone;
+      update();
+    });
+    lr.addEventListener('input', updateNumbers);
+    wd.addEventListener('input', updateNumbers);
+    if (rule) rule.addEventListener('change', updateNumbers);
+    update();
   }
-  schedule.addEventListener('change', update);
-  init.addEventListener('change', update);
-  update();
+
+  const pb = document.getElementById('pretrain-box-form');
+  if (pb) {
+    const detector = document.getElementById('pb-detector');
+    const dataset = document.getElementById('pb-dataset');
+    const proposals = document.getElementById('pb-proposals');
+    const defaults = JSON.parse(detector.dataset.detectorDefaults || '{}');
+    let previous = detector.value;
+    // A field still at the previous detector's default takes the new detector's; an edited
+    // field is left alone.
+    detector.addEventListener('change', () => {
+      const before = defaults[previous] || {}, after = defaults[detector.value] || {};
+      Object.keys(after).forEach((key) => {
+        const input = pb.querySelector(`[name=${key}]`);
+        if (input && (input.value === '' || Number(input.value) === Number(before[key]))) {
+          input.value = String(after[key]);
+        }
+      });
+      previous = detector.value;
+    });
+    function filterProposals() {
+      let firstVisible = null;
+      Array.from(proposals.options).forEach((o) => {
+        const fits = !o.dataset.dataset || o.dataset.dataset === dataset.value;
+        o.hidden = !fits;
+        if (fits && !firstVisible) firstVisible = o;
+      });
+      const current = proposals.options[proposals.selectedIndex];
+      if ((!current || current.hidden) && firstVisible) proposals.value = firstVisible.value;
+    }
+    dataset.addEventListener('change', filterProposals);
+    filterProposals();
+  }
 })();

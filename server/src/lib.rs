@@ -7,6 +7,7 @@
 //! - [`plots`]: plotters SVG charts.
 //! - [`security`]: worker token, CSRF, safe paths.
 
+pub mod compare;
 pub mod config;
 pub mod db;
 pub mod demo;

@@ -2,6 +2,7 @@
 //! SQL themselves; the queue's lease logic lives in `crate::queue`.
 
 pub mod datasets;
+pub mod experiments;
 pub mod proposals;
 pub mod runs;
 pub mod workers;

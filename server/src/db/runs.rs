@@ -95,6 +95,118 @@ pub async fn create_in(
     Ok(id)
 }
 
+/// Make a new run wait for other runs (run id, role): it becomes claimable only once each has
+/// succeeded, and fails when one fails or is cancelled. Call it in the transaction that created
+/// the run. The dependencies are locked (`FOR SHARE`) before they are checked, so one cannot end
+/// unseen between this check and the commit. The inner error names a dependency that does not
+/// exist or has already failed or been cancelled (the run would never start).
+pub async fn add_dependencies_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    run_id: i64,
+    deps: &[(i64, String)],
+) -> sqlx::Result<Result<(), String>> {
+    if deps.is_empty() {
+        return Ok(Ok(()));
+    }
+    let ids: Vec<i64> = deps.iter().map(|d| d.0).collect();
+    let found: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, status FROM runs WHERE id = ANY($1) ORDER BY id FOR SHARE")
+            .bind(&ids)
+            .fetch_all(&mut **tx)
+            .await?;
+    for (dep, _) in deps {
+        match found.iter().find(|(id, _)| id == dep) {
+            None => return Ok(Err(format!("run {dep} not found"))),
+            Some((_, status)) if status == "failed" || status == "cancelled" => {
+                return Ok(Err(format!(
+                    "run {dep} is {status}: a run waiting for it would never start"
+                )));
+            }
+            Some(_) if *dep == run_id => {
+                return Ok(Err(format!("run {dep} cannot wait for itself")));
+            }
+            Some(_) => {}
+        }
+    }
+    for (dep, role) in deps {
+        sqlx::query(
+            "INSERT INTO run_parents (run_id, parent_id, role, waits) VALUES ($1, $2, $3, true)
+             ON CONFLICT (run_id, parent_id) DO UPDATE SET waits = true",
+        )
+        .bind(run_id)
+        .bind(dep)
+        .bind(role)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(Ok(()))
+}
+
+/// A run that `run_id` waits for, with its status.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DependencyRow {
+    pub run_id: i64,
+    pub parent_id: i64,
+    pub role: String,
+    pub status: String,
+}
+
+/// The dependencies of these runs (every one, met or not), by run then dependency.
+pub async fn dependencies(pool: &PgPool, run_ids: &[i64]) -> sqlx::Result<Vec<DependencyRow>> {
+    sqlx::query_as(
+        "SELECT p.run_id, p.parent_id, p.role, r.status FROM run_parents p
+         JOIN runs r ON r.id = p.parent_id
+         WHERE p.run_id = ANY($1) AND p.waits ORDER BY p.run_id, p.parent_id",
+    )
+    .bind(run_ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// The dependencies of a run that have not succeeded yet (what it waits for).
+pub async fn waiting_for(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT p.parent_id FROM run_parents p JOIN runs r ON r.id = p.parent_id
+         WHERE p.run_id = $1 AND p.waits AND r.status <> 'succeeded' ORDER BY p.parent_id",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// A run ended `failed` or `cancelled`: every queued run waiting for it, directly or through
+/// other waiting runs, fails with an error naming the run it waited for. Call it in the
+/// transaction that ended the run. Returns the runs failed.
+pub async fn fail_dependents_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    run_id: i64,
+) -> sqlx::Result<Vec<i64>> {
+    let mut failed = Vec::new();
+    let mut frontier = vec![run_id];
+    while !frontier.is_empty() {
+        // Each level sees the previous level's new status, so the message says why.
+        let next: Vec<i64> = sqlx::query_scalar(
+            "UPDATE runs r SET status = 'failed', finished_at = now(), updated_at = now(),
+                    lease_expires_at = NULL,
+                    error = 'waits for run ' || d.id || ', which '
+                            || CASE WHEN d.status = 'cancelled' THEN 'was cancelled' ELSE d.status END
+             FROM run_parents p JOIN runs d ON d.id = p.parent_id
+             WHERE p.run_id = r.id AND p.waits AND p.parent_id = ANY($1)
+               AND d.status IN ('failed', 'cancelled') AND r.status = 'queued'
+             RETURNING r.id",
+        )
+        .bind(&frontier)
+        .fetch_all(&mut **tx)
+        .await?;
+        for id in &next {
+            super::notify_run_changed(&mut **tx, *id).await?;
+        }
+        failed.extend_from_slice(&next);
+        frontier = next;
+    }
+    Ok(failed)
+}
+
 pub async fn set_config(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     run_id: i64,
@@ -232,6 +344,9 @@ pub async fn request_cancel(pool: &PgPool, run_id: i64) -> sqlx::Result<Option<S
     .await?;
     if status.is_some() {
         super::notify_run_changed(&mut *tx, run_id).await?;
+    }
+    if status.as_deref() == Some("cancelled") {
+        fail_dependents_in(&mut tx, run_id).await?;
     }
     tx.commit().await?;
     Ok(status)

@@ -1,6 +1,9 @@
 //! The job queue: runs in Postgres, claimed with `FOR UPDATE SKIP LOCKED`, held under a lease.
 //!
-//! - claim: the oldest queued run goes to the worker; attempts += 1; a `run_attempts` row opens.
+//! - claim: the oldest queued run whose dependencies (`run_parents.waits`) have all succeeded goes
+//!   to the worker; attempts += 1; a `run_attempts` row opens.
+//! - a run that ends failed or cancelled fails the queued runs waiting for it (transitively), so
+//!   nothing waits forever (`db::runs::fail_dependents_in`).
 //! - heartbeat: extends the lease of the current attempt; answers whether a cancel was asked.
 //! - every other call of a worker about a run is checked against the current attempt, so a worker
 //!   whose lease expired (and whose job went to someone else) is fenced off with 409.
@@ -48,8 +51,12 @@ pub async fn claim(
         "UPDATE runs SET status = 'running', attempts = attempts + 1, worker_id = $1,
                 lease_expires_at = now() + make_interval(secs => $2), cancel_requested = false,
                 started_at = COALESCE(started_at, now()), updated_at = now(), error = NULL
-         WHERE id = (SELECT id FROM runs WHERE status = 'queued' ORDER BY id
-                     FOR UPDATE SKIP LOCKED LIMIT 1)
+         WHERE id = (SELECT q.id FROM runs q
+                     WHERE q.status = 'queued'
+                       AND NOT EXISTS (SELECT 1 FROM run_parents p JOIN runs d ON d.id = p.parent_id
+                                       WHERE p.run_id = q.id AND p.waits AND d.status <> 'succeeded')
+                     ORDER BY q.id
+                     FOR UPDATE OF q SKIP LOCKED LIMIT 1)
          RETURNING id, name, config, dataset_id, attempts",
     )
     .bind(worker_id)
@@ -159,6 +166,9 @@ pub async fn finish(
     .execute(&mut *tx)
     .await?;
     db::notify_run_changed(&mut *tx, run_id).await?;
+    if matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
+        db::runs::fail_dependents_in(&mut tx, run_id).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -216,6 +226,9 @@ pub async fn reap_expired_leases(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
         .execute(&mut *tx)
         .await?;
         db::notify_run_changed(&mut *tx, *id).await?;
+        if new_status != "queued" {
+            db::runs::fail_dependents_in(&mut tx, *id).await?;
+        }
     }
     tx.commit().await?;
     Ok(expired.into_iter().map(|r| r.0).collect())

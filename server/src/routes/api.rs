@@ -4,6 +4,7 @@
 use crate::db;
 use crate::error::ApiError;
 use crate::queue;
+use crate::routes::experiments;
 use crate::state::{AppState, ArtifactRead};
 use aligndet_common::api::*;
 use aligndet_common::jobs::{JobConfig, RunStatus};
@@ -31,6 +32,8 @@ pub fn router() -> Router<AppState> {
         .route("/runs/{id}/artifacts/{name}", get(download_artifact))
         .route("/runs/{id}/proposals", post(proposals))
         .route("/runs/{id}/proposals/done", get(proposals_done))
+        .route("/experiments", post(create_experiment))
+        .route("/experiments/{id}", get(experiment_summary))
 }
 
 async fn register(
@@ -325,6 +328,10 @@ pub struct CreateRun {
     pub max_attempts: Option<i32>,
     #[serde(default)]
     pub parents: Vec<i64>,
+    /// Runs this one waits for: it is claimable once all have succeeded, and fails when one
+    /// fails or is cancelled.
+    #[serde(default)]
+    pub depends_on: Vec<i64>,
 }
 
 /// Validate a config into its typed, fully resolved form and queue the run.
@@ -334,6 +341,19 @@ pub async fn queue_run(
     config: serde_json::Value,
     max_attempts: Option<i32>,
     parents: &[i64],
+) -> Result<i64, ApiError> {
+    queue_run_after(s, name, config, max_attempts, parents, &[]).await
+}
+
+/// [`queue_run`] for a run that waits for other runs (`depends_on`, checked to exist and not
+/// to have failed or been cancelled).
+pub async fn queue_run_after(
+    s: &AppState,
+    name: &str,
+    config: serde_json::Value,
+    max_attempts: Option<i32>,
+    parents: &[i64],
+    depends_on: &[i64],
 ) -> Result<i64, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(|c| c.is_control()) {
@@ -355,18 +375,34 @@ pub async fn queue_run(
         ));
     }
     let resolved = serde_json::to_value(&config).map_err(internal)?;
-    let id = db::runs::create(
-        &s.pool,
+    let mut tx = s.pool.begin().await?;
+    let id = db::runs::create_in(
+        &mut tx,
         &db::runs::NewRun {
             kind: config.kind().as_str(),
             name,
             config: resolved,
             dataset_id: config.dataset_id(),
             max_attempts,
-            parents: parents.iter().map(|p| (*p, "parent".to_string())).collect(),
+            parents: parents
+                .iter()
+                .filter(|p| !depends_on.contains(p))
+                .map(|p| (*p, "parent".to_string()))
+                .collect(),
         },
     )
     .await?;
+    let deps: Vec<(i64, String)> = depends_on
+        .iter()
+        .map(|d| (*d, "depends_on".to_string()))
+        .collect();
+    if let Err(e) = db::runs::add_dependencies_in(&mut tx, id, &deps).await? {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("depends_on: {e}"),
+        ));
+    }
+    tx.commit().await?;
     Ok(id)
 }
 
@@ -374,7 +410,15 @@ async fn create_run(
     State(s): State<AppState>,
     Json(req): Json<CreateRun>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = queue_run(&s, &req.name, req.config, req.max_attempts, &req.parents).await?;
+    let id = queue_run_after(
+        &s,
+        &req.name,
+        req.config,
+        req.max_attempts,
+        &req.parents,
+        &req.depends_on,
+    )
+    .await?;
     Ok(Json(serde_json::json!({ "id": id })))
 }
 
@@ -402,7 +446,15 @@ async fn run_summary(
     let attempts = db::runs::attempts(&s.pool, id).await?;
     let metric_points = db::runs::metric_count(&s.pool, id).await?;
     let keys = db::runs::metric_keys(&s.pool, id).await?;
+    let depends_on: Vec<i64> = db::runs::dependencies(&s.pool, &[id])
+        .await?
+        .into_iter()
+        .map(|d| d.parent_id)
+        .collect();
+    let waiting_for = db::runs::waiting_for(&s.pool, id).await?;
     Ok(Json(serde_json::json!({
+        "depends_on": depends_on,
+        "waiting_for": waiting_for,
         "id": run.id,
         "kind": run.kind,
         "name": run.name,
@@ -417,4 +469,31 @@ async fn run_summary(
             "attempt": a.attempt, "worker_id": a.worker_id, "outcome": a.outcome, "note": a.note,
         })).collect::<Vec<_>>(),
     })))
+}
+
+/// `POST /api/v1/experiments`: an experiment spec (as the form's fields, in JSON) → the
+/// experiment and its runs, `{id, runs: [{id, role, seed, fraction}]}`.
+async fn create_experiment(
+    State(s): State<AppState>,
+    Json(spec): Json<experiments::ExperimentSpec>,
+) -> Result<Json<experiments::CreatedExperiment>, ApiError> {
+    match experiments::create(&s, &spec).await? {
+        Ok(created) => Ok(Json(created)),
+        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, e)),
+    }
+}
+
+/// `GET /api/v1/experiments/{id}`: the spec and every run with role, status, what it waits
+/// for, progress and, for succeeded fine-tunes, the final COCO statistics.
+async fn experiment_summary(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match experiments::summary_json(&s, id).await.map_err(internal)? {
+        Some(v) => Ok(Json(v)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("experiment {id} not found"),
+        )),
+    }
 }

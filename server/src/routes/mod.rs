@@ -1,7 +1,9 @@
 //! The HTTP surface: pages (one module per area) and the worker API.
 
 pub mod api;
+pub mod compare;
 pub mod datasets;
+pub mod experiments;
 pub mod pages;
 pub mod predictions;
 pub mod proposals;
@@ -29,6 +31,7 @@ pub fn render(t: &impl askama::Template) -> Response {
 pub fn router(state: AppState) -> Router {
     let upload_limit = (state.cfg.upload_limit_mib * 1024 * 1024) as usize;
     let api = api::router()
+        .route("/compare", get(compare::api))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             security::require_worker_token,
@@ -62,6 +65,13 @@ pub fn router(state: AppState) -> Router {
             "/datasets/{id}/images/{image_id}",
             get(datasets::image_file),
         )
+        .route(
+            "/experiments",
+            get(experiments::list_page).post(experiments::create_from_form),
+        )
+        .route("/experiments/new", get(experiments::new_form))
+        .route("/experiments/{id}", get(experiments::show))
+        .route("/compare", get(compare::show))
         .route("/runs", get(runs::list).post(runs::create))
         .route("/runs/new", get(runs::new_form))
         .route(

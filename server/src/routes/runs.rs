@@ -9,6 +9,9 @@ use crate::routes::{api, render};
 use crate::security::CsrfToken;
 use crate::state::{AppState, ArtifactRead};
 use aligndet_common::jobs::{RunKind, RunStatus};
+use aligndet_common::pretrain_config::{
+    PretrainBoxConfig, PretrainImageConfig, aligned_finetune_hyperparameters,
+};
 use aligndet_common::train_config::{
     BackboneKind, DetectorKind, InitConfig, LrSchedule, OptimizerKind, TrainConfig,
 };
@@ -97,11 +100,68 @@ struct NewRunPage {
     datasets: Vec<DatasetRow>,
     /// The fine-tune form's values: defaults, or what was posted when it comes back with an error.
     ft: FinetuneForm,
+    /// The box-domain pre-training form's values.
+    pb: PretrainBoxForm,
+    /// The image-domain pre-training form's values.
+    pi: PretrainImageForm,
     /// Split names of every dataset (train, val, labeled subsets), offered as suggestions.
     split_names: Vec<String>,
     detectors: Vec<(String, &'static str)>,
     backbones: Vec<(String, &'static str)>,
     optimizers: Vec<(String, &'static str)>,
+    /// Succeeded `proposals` runs: the pseudo-box sources of box-domain pre-training.
+    proposals_runs: Vec<ProposalsChoice>,
+    /// Weights a run can start from: pre-trained detectors, pre-trained backbones, fine-tuned
+    /// models (succeeded runs only).
+    checkpoints: Vec<CheckpointChoice>,
+    /// Per-detector defaults of `PretrainBoxConfig::for_detector` that differ between detectors,
+    /// as JSON (`{"fcos": {"lr": 0.01, ...}, ...}`) for the form's script.
+    pb_detector_defaults: String,
+}
+
+/// A `proposals` run offered as the pseudo-box source.
+pub struct ProposalsChoice {
+    pub id: i64,
+    pub name: String,
+    pub dataset_id: i64,
+    /// Images done and pseudo-boxes kept by the filter.
+    pub images: i64,
+    pub kept: i64,
+}
+
+/// A run artifact offered as initial weights; `value` is `checkpoint:RUN:ARTIFACT`.
+pub struct CheckpointChoice {
+    pub value: String,
+    pub run_id: i64,
+    pub name: String,
+    /// `pretrain_box`, `pretrain_image` or `finetune`.
+    pub kind: &'static str,
+    pub detector: String,
+    pub backbone: String,
+    pub dataset_id: i64,
+    pub artifact: &'static str,
+}
+
+/// The values of the three training forms, each a default or what was posted.
+pub struct Forms {
+    pub ft: FinetuneForm,
+    pub pb: PretrainBoxForm,
+    pub pi: PretrainImageForm,
+}
+
+impl Forms {
+    fn defaults() -> Forms {
+        Forms {
+            ft: FinetuneForm::defaults(),
+            pb: PretrainBoxForm::defaults(),
+            pi: PretrainImageForm::defaults(),
+        }
+    }
+}
+
+/// Where the weights of a run's artifact come from, as the forms spell it.
+fn checkpoint_value(run_id: i64, name: &str) -> String {
+    format!("checkpoint:{run_id}:{name}")
 }
 
 impl NewRunPage {
@@ -109,8 +169,10 @@ impl NewRunPage {
         s: &AppState,
         csrf: String,
         error: Option<String>,
-        ft: FinetuneForm,
+        forms: Forms,
     ) -> Result<NewRunPage, PageError> {
+        use aligndet_common::jobs::JobConfig;
+        use aligndet_common::pretrain_config::artifacts;
         let datasets = db::datasets::list(&s.pool).await?;
         let mut split_names: Vec<String> = Vec::new();
         for name in datasets.iter().flat_map(|d| d.split_names()) {
@@ -118,20 +180,82 @@ impl NewRunPage {
                 split_names.push(name);
             }
         }
+        let succeeded = |kind: RunKind| RunFilter {
+            kind: Some(kind.as_str().to_string()),
+            status: Some(RunStatus::Succeeded.as_str().to_string()),
+            ..RunFilter::default()
+        };
+        let mut proposals_runs = Vec::new();
+        for run in db::runs::list(&s.pool, &succeeded(RunKind::Proposals))
+            .await?
+            .into_iter()
+            .take(100)
+        {
+            let (images, kept, _, _) = db::proposals::summary(&s.pool, run.id).await?;
+            proposals_runs.push(ProposalsChoice {
+                id: run.id,
+                dataset_id: run.dataset_id.unwrap_or_default(),
+                name: run.name,
+                images,
+                kept,
+            });
+        }
+        let mut checkpoints = Vec::new();
+        for kind in [
+            RunKind::PretrainBox,
+            RunKind::PretrainImage,
+            RunKind::Finetune,
+        ] {
+            for run in db::runs::list(&s.pool, &succeeded(kind)).await? {
+                let (detector, backbone, artifact) =
+                    match serde_json::from_value::<JobConfig>(run.config.clone()) {
+                        Ok(JobConfig::PretrainBox(c)) => (
+                            wire_name(&c.detector),
+                            wire_name(&c.backbone),
+                            artifacts::PRETRAINED_DETECTOR,
+                        ),
+                        Ok(JobConfig::PretrainImage(c)) => (
+                            String::new(),
+                            wire_name(&c.backbone),
+                            artifacts::PRETRAINED_BACKBONE,
+                        ),
+                        Ok(JobConfig::Finetune(c)) => (
+                            wire_name(&c.detector),
+                            wire_name(&c.backbone),
+                            "model.safetensors",
+                        ),
+                        _ => continue,
+                    };
+                checkpoints.push(CheckpointChoice {
+                    value: checkpoint_value(run.id, artifact),
+                    run_id: run.id,
+                    name: run.name,
+                    kind: kind.as_str(),
+                    detector,
+                    backbone,
+                    dataset_id: run.dataset_id.unwrap_or_default(),
+                    artifact,
+                });
+            }
+        }
+        let detector_kinds = [
+            (DetectorKind::Fcos, "FCOS"),
+            (DetectorKind::Retinanet, "RetinaNet"),
+            (DetectorKind::FasterRcnn, "Faster R-CNN"),
+        ];
         Ok(NewRunPage {
             csrf,
             error,
             datasets,
-            ft,
+            ft: forms.ft,
+            pb: forms.pb,
+            pi: forms.pi,
             split_names,
-            detectors: [
-                (DetectorKind::Fcos, "FCOS"),
-                (DetectorKind::Retinanet, "RetinaNet"),
-                (DetectorKind::FasterRcnn, "Faster R-CNN"),
-            ]
-            .into_iter()
-            .map(|(k, label)| (wire_name(&k), label))
-            .collect(),
+            pb_detector_defaults: detector_defaults_json(&detector_kinds.map(|(k, _)| k)),
+            detectors: detector_kinds
+                .into_iter()
+                .map(|(k, label)| (wire_name(&k), label))
+                .collect(),
             backbones: [
                 (BackboneKind::EfficientnetLite0, "EfficientNet-Lite0"),
                 (BackboneKind::Resnet18, "ResNet-18"),
@@ -147,17 +271,154 @@ impl NewRunPage {
             .into_iter()
             .map(|(k, label)| (wire_name(&k), label))
             .collect(),
+            proposals_runs,
+            checkpoints,
         })
+    }
+
+    /// Checkpoints of one run kind, for one `<optgroup>`.
+    fn checkpoints_of(&self, kind: &str) -> Vec<&CheckpointChoice> {
+        self.checkpoints.iter().filter(|c| c.kind == kind).collect()
+    }
+
+    /// The fine-tune's checkpoint choices, one `<optgroup>` per kind: (label, choices).
+    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<&CheckpointChoice>)> {
+        vec![
+            (
+                "pre-trained detectors (pretrain_box: pretrained.safetensors)",
+                self.checkpoints_of(RunKind::PretrainBox.as_str()),
+            ),
+            (
+                "pre-trained backbones (pretrain_image: backbone.safetensors)",
+                self.checkpoints_of(RunKind::PretrainImage.as_str()),
+            ),
+            (
+                "fine-tuned models (finetune: model.safetensors)",
+                self.checkpoints_of(RunKind::Finetune.as_str()),
+            ),
+        ]
+    }
+
+    /// Whether `value` (an init field's text) is one of the listed checkpoints.
+    fn is_listed(&self, value: &str) -> bool {
+        self.checkpoints.iter().any(|c| c.value == value)
+    }
+
+    /// The fine-tune's lr and weight decay under AlignDet's rule, as shown beside its checkbox.
+    fn aligned_numbers(&self) -> String {
+        match (
+            self.ft.opt.lr.parse::<f64>(),
+            self.ft.opt.weight_decay.parse::<f64>(),
+        ) {
+            (Ok(lr), Ok(wd)) => {
+                let (lr, wd) = aligned_finetune_hyperparameters(lr, wd);
+                format!("lr {}, weight decay {}", short_number(lr), short_number(wd))
+            }
+            _ => "lr ×1.5, weight decay ÷2".to_string(),
+        }
     }
 }
 
+/// A number at 6 significant digits, without float noise (0.015, not 0.015000000000000001).
+fn short_number(x: f64) -> String {
+    format!("{:.6e}", x)
+        .parse::<f64>()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| x.to_string())
+}
+
+/// The numeric fields of `PretrainBoxConfig::for_detector` that differ between detectors.
+fn detector_defaults_json(detectors: &[DetectorKind]) -> String {
+    let configs: Vec<(String, serde_json::Value)> = detectors
+        .iter()
+        .map(|d| {
+            (
+                wire_name(d),
+                serde_json::to_value(PretrainBoxConfig::for_detector(*d)).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut out = serde_json::Map::new();
+    for (name, config) in &configs {
+        let mut differing = serde_json::Map::new();
+        if let Some(fields) = config.as_object() {
+            for (key, v) in fields {
+                if v.is_number() && configs.iter().any(|(_, other)| other.get(key) != Some(v)) {
+                    differing.insert(key.clone(), v.clone());
+                }
+            }
+        }
+        out.insert(name.clone(), serde_json::Value::Object(differing));
+    }
+    serde_json::Value::Object(out).to_string()
+}
+
+/// `GET /runs/new`, optionally pre-filled: `kind` names the form, and `dataset_id`,
+/// `detector`, `backbone`, `init` / `backbone_init`, `proposals_run_id` replace its defaults
+/// (the run pages' "fine-tune from this" and "use as backbone" links).
 pub async fn new_form(
     State(s): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
+    Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    Ok(render(
-        &NewRunPage::new(&s, csrf.0, None, FinetuneForm::defaults()).await?,
-    ))
+    let given = |k: &str| {
+        query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let mut forms = Forms::defaults();
+    match given("kind").as_deref().and_then(RunKind::parse) {
+        Some(RunKind::Finetune) => {
+            let ft = &mut forms.ft;
+            for (key, slot) in [
+                ("dataset_id", &mut ft.dataset_id),
+                ("detector", &mut ft.detector),
+                ("backbone", &mut ft.backbone),
+                ("init", &mut ft.init),
+            ] {
+                if let Some(v) = given(key) {
+                    *slot = v;
+                }
+            }
+            if let Some((run, artifact)) = checkpoint_parts(&ft.init) {
+                ft.init_run = run.to_string();
+                ft.init_artifact = artifact.to_string();
+            }
+        }
+        Some(RunKind::PretrainBox) => {
+            if let Some(d) = given("detector")
+                .and_then(|d| serde_json::from_value(serde_json::Value::String(d)).ok())
+            {
+                forms.pb = PretrainBoxForm::of_config(&PretrainBoxConfig::for_detector(d));
+            }
+            let pb = &mut forms.pb;
+            for (key, slot) in [
+                ("dataset_id", &mut pb.dataset_id),
+                ("proposals_run_id", &mut pb.proposals_run_id),
+                ("backbone", &mut pb.backbone),
+                ("backbone_init", &mut pb.backbone_init),
+            ] {
+                if let Some(v) = given(key) {
+                    *slot = v;
+                }
+            }
+        }
+        Some(RunKind::PretrainImage) => {
+            let pi = &mut forms.pi;
+            for (key, slot) in [
+                ("dataset_id", &mut pi.dataset_id),
+                ("backbone", &mut pi.backbone),
+            ] {
+                if let Some(v) = given(key) {
+                    *slot = v;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(render(&NewRunPage::new(&s, csrf.0, None, forms).await?))
 }
 
 /// How a config enum is spelled in JSON (and so in the form's option values).
@@ -168,36 +429,37 @@ fn wire_name<T: serde::Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
-/// Form values when the schedule is switched away from the default's kind (TrainConfig has
+/// Form values when the schedule is switched away from the default's kind (the configs have
 /// a default for only one of them).
 const FORM_STEP_GAMMA: f64 = 0.1;
 const FORM_COSINE_MIN_FACTOR: f64 = 0.0;
 
-/// The fine-tune form as text, field by field (names follow `TrainConfig`'s JSON).
-pub struct FinetuneForm {
-    pub name: String,
-    pub dataset_id: String,
-    pub train_split: String,
-    pub val_split: String,
-    pub detector: String,
-    pub backbone: String,
-    /// `scratch`, `imagenet_backbone` or `checkpoint`.
-    pub init: String,
-    pub init_run: String,
-    pub init_artifact: String,
-    pub trainable_backbone_stages: String,
-    /// Comma-separated shorter-side sizes.
-    pub min_sizes: String,
-    pub max_size: String,
-    pub hflip: bool,
-    pub color_jitter: String,
+/// A JSON value as form text: numbers as Rust prints them (0.0001, not 1e-4), null as blank.
+fn json_text(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n
+            .as_u64()
+            .map(|u| u.to_string())
+            .or_else(|| n.as_i64().map(|i| i.to_string()))
+            .or_else(|| n.as_f64().map(|f| f.to_string()))
+            .unwrap_or_default(),
+        other => other.to_string(),
+    }
+}
+
+/// The optimisation and bookkeeping fields every training form has (fine-tune and both
+/// pre-training kinds). The names are the configs' JSON names, which are the same in
+/// `TrainConfig`, `PretrainBoxConfig` and `PretrainImageConfig`, and so are the checks.
+pub struct OptimForm {
     pub batch_size: String,
     pub steps: String,
     pub optimizer: String,
     pub lr: String,
     pub momentum: String,
     pub weight_decay: String,
-    pub no_decay_norm_and_bias: bool,
     pub warmup_steps: String,
     /// `step` or `cosine`.
     pub schedule: String,
@@ -207,11 +469,210 @@ pub struct FinetuneForm {
     pub min_factor: String,
     /// Blank: no clipping.
     pub grad_clip_norm: String,
-    pub eval_every: String,
     pub checkpoint_every: String,
-    pub eval_max_images: String,
     pub seed: String,
     pub loader_threads: String,
+}
+
+impl OptimForm {
+    /// The fields of a serialised training config (any of the three kinds) as form text.
+    fn of_config(c: &serde_json::Value) -> OptimForm {
+        let text = |k: &str| json_text(&c[k]);
+        let schedule: Option<LrSchedule> = serde_json::from_value(c["schedule"].clone()).ok();
+        let (schedule, milestones, gamma, min_factor) = match &schedule {
+            Some(LrSchedule::Step { milestones, gamma }) => (
+                "step",
+                comma_list(milestones),
+                *gamma,
+                FORM_COSINE_MIN_FACTOR,
+            ),
+            Some(LrSchedule::Cosine { min_factor }) => {
+                ("cosine", String::new(), FORM_STEP_GAMMA, *min_factor)
+            }
+            None => (
+                "step",
+                String::new(),
+                FORM_STEP_GAMMA,
+                FORM_COSINE_MIN_FACTOR,
+            ),
+        };
+        OptimForm {
+            batch_size: text("batch_size"),
+            steps: text("steps"),
+            optimizer: text("optimizer"),
+            lr: text("lr"),
+            momentum: text("momentum"),
+            weight_decay: text("weight_decay"),
+            warmup_steps: text("warmup_steps"),
+            schedule: schedule.into(),
+            milestones,
+            gamma: gamma.to_string(),
+            min_factor: min_factor.to_string(),
+            grad_clip_norm: text("grad_clip_norm"),
+            checkpoint_every: text("checkpoint_every"),
+            seed: text("seed"),
+            loader_threads: text("loader_threads"),
+        }
+    }
+
+    fn posted(field: &dyn Fn(&str) -> Option<String>) -> OptimForm {
+        let text = |k: &str| field(k).unwrap_or_default();
+        OptimForm {
+            batch_size: text("batch_size"),
+            steps: text("steps"),
+            optimizer: text("optimizer"),
+            lr: text("lr"),
+            momentum: text("momentum"),
+            weight_decay: text("weight_decay"),
+            warmup_steps: text("warmup_steps"),
+            schedule: text("schedule"),
+            milestones: text("milestones"),
+            gamma: text("gamma"),
+            min_factor: text("min_factor"),
+            grad_clip_norm: text("grad_clip_norm"),
+            checkpoint_every: text("checkpoint_every"),
+            seed: text("seed"),
+            loader_threads: text("loader_threads"),
+        }
+    }
+
+    /// Put the fields into a config's JSON object (a blank number keeps what is there, except
+    /// `grad_clip_norm`: blank is none). Ranges are the config's `validate`'s job.
+    fn insert_into(
+        &self,
+        c: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        use serde_json::{Value, json};
+        c.insert(
+            "optimizer".into(),
+            enum_value::<OptimizerKind>("optimizer", &self.optimizer)?,
+        );
+        for (key, v) in [
+            ("batch_size", &self.batch_size),
+            ("steps", &self.steps),
+            ("warmup_steps", &self.warmup_steps),
+            ("checkpoint_every", &self.checkpoint_every),
+            ("loader_threads", &self.loader_threads),
+        ] {
+            put_number::<u32>(c, key, key, v)?;
+        }
+        put_number::<u64>(c, "seed", "seed", &self.seed)?;
+        for (key, v) in [
+            ("lr", &self.lr),
+            ("momentum", &self.momentum),
+            ("weight_decay", &self.weight_decay),
+        ] {
+            put_real(c, key, key, v)?;
+        }
+        let schedule = match self.schedule.as_str() {
+            "step" => json!({
+                "kind": "step",
+                "milestones": number_list("schedule.milestones", &self.milestones)?,
+                "gamma": real("schedule.gamma", &self.gamma)?.unwrap_or(FORM_STEP_GAMMA),
+            }),
+            "cosine" => json!({
+                "kind": "cosine",
+                "min_factor": real("schedule.min_factor", &self.min_factor)?
+                    .unwrap_or(FORM_COSINE_MIN_FACTOR),
+            }),
+            other => return Err(format!("schedule: {other:?} is not one of step, cosine")),
+        };
+        c.insert("schedule".into(), schedule);
+        c.insert(
+            "grad_clip_norm".into(),
+            real("grad_clip_norm", &self.grad_clip_norm)?.map_or(Value::Null, Value::from),
+        );
+        Ok(())
+    }
+}
+
+/// A whole number into `c[key]` unless blank; `field` names it in the error.
+fn put_number<T: std::str::FromStr + Into<serde_json::Value>>(
+    c: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    field: &str,
+    v: &str,
+) -> Result<(), String> {
+    if let Some(n) = number::<T>(field, v)? {
+        c.insert(key.into(), n.into());
+    }
+    Ok(())
+}
+
+/// A finite real number into `c[key]` unless blank; `field` names it in the error.
+fn put_real(
+    c: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    field: &str,
+    v: &str,
+) -> Result<(), String> {
+    if let Some(x) = real(field, v)? {
+        c.insert(key.into(), x.into());
+    }
+    Ok(())
+}
+
+/// The run id and artifact name of a `checkpoint:RUN:ARTIFACT` choice.
+fn checkpoint_parts(v: &str) -> Option<(i64, &str)> {
+    let rest = v.strip_prefix("checkpoint:")?;
+    let (run, name) = rest.split_once(':')?;
+    Some((run.parse().ok()?, name))
+}
+
+/// An `init` field (`scratch`, `imagenet_backbone` or `checkpoint:RUN:ARTIFACT`) as the
+/// config's JSON; `field` names it in errors.
+fn init_json(field: &str, v: &str) -> Result<serde_json::Value, String> {
+    use serde_json::json;
+    match v {
+        "scratch" | "imagenet_backbone" => Ok(json!({ "from": v })),
+        _ => {
+            let (run_id, name) = checkpoint_parts(v).ok_or_else(|| {
+                format!(
+                    "{field}: {v:?} is not one of scratch, imagenet_backbone or a listed checkpoint"
+                )
+            })?;
+            aligndet_common::api::check_artifact_name(name)
+                .map_err(|e| format!("{field}.artifact.name: {e}"))?;
+            Ok(json!({ "from": "checkpoint", "artifact": { "run_id": run_id, "name": name } }))
+        }
+    }
+}
+
+/// An `InitConfig` as an init field's text.
+fn init_text(init: &InitConfig) -> String {
+    match init {
+        InitConfig::Scratch => "scratch".into(),
+        InitConfig::ImagenetBackbone => "imagenet_backbone".into(),
+        InitConfig::Checkpoint { artifact } => checkpoint_value(artifact.run_id, &artifact.name),
+    }
+}
+
+/// The fine-tune form as text, field by field (names follow `TrainConfig`'s JSON).
+pub struct FinetuneForm {
+    pub name: String,
+    pub dataset_id: String,
+    pub train_split: String,
+    pub val_split: String,
+    pub detector: String,
+    pub backbone: String,
+    /// `scratch`, `imagenet_backbone`, `checkpoint:RUN:ARTIFACT` (a listed checkpoint) or
+    /// `checkpoint` (the run id and artifact typed in `init_run` and `init_artifact`).
+    pub init: String,
+    pub init_run: String,
+    pub init_artifact: String,
+    /// Apply AlignDet's fine-tuning rule (lr ×1.5, weight decay ÷2) when the init is a
+    /// `pretrain_box` run's pre-trained detector.
+    pub aligned_rule: bool,
+    pub trainable_backbone_stages: String,
+    /// Comma-separated shorter-side sizes.
+    pub min_sizes: String,
+    pub max_size: String,
+    pub hflip: bool,
+    pub color_jitter: String,
+    pub no_decay_norm_and_bias: bool,
+    pub eval_every: String,
+    pub eval_max_images: String,
+    pub opt: OptimForm,
 }
 
 fn comma_list(v: &[u32]) -> String {
@@ -222,29 +683,11 @@ impl FinetuneForm {
     /// `TrainConfig::default()` rendered as form values, so the form cannot drift from it.
     pub fn defaults() -> FinetuneForm {
         let c = TrainConfig::default();
-        let (init, init_run, init_artifact) = match &c.init {
-            InitConfig::Scratch => ("scratch", String::new(), "model.safetensors".to_string()),
-            InitConfig::ImagenetBackbone => (
-                "imagenet_backbone",
-                String::new(),
-                "model.safetensors".to_string(),
-            ),
-            InitConfig::Checkpoint { artifact } => (
-                "checkpoint",
-                artifact.run_id.to_string(),
-                artifact.name.clone(),
-            ),
-        };
-        let (schedule, milestones, gamma, min_factor) = match &c.schedule {
-            LrSchedule::Step { milestones, gamma } => (
-                "step",
-                comma_list(milestones),
-                *gamma,
-                FORM_COSINE_MIN_FACTOR,
-            ),
-            LrSchedule::Cosine { min_factor } => {
-                ("cosine", String::new(), FORM_STEP_GAMMA, *min_factor)
+        let (init_run, init_artifact) = match &c.init {
+            InitConfig::Checkpoint { artifact } => {
+                (artifact.run_id.to_string(), artifact.name.clone())
             }
+            _ => (String::new(), "model.safetensors".to_string()),
         };
         FinetuneForm {
             name: "fine-tune".into(),
@@ -253,32 +696,19 @@ impl FinetuneForm {
             val_split: c.val_split.clone(),
             detector: wire_name(&c.detector),
             backbone: wire_name(&c.backbone),
-            init: init.into(),
+            init: init_text(&c.init),
             init_run,
             init_artifact,
+            aligned_rule: true,
             trainable_backbone_stages: c.trainable_backbone_stages.to_string(),
             min_sizes: comma_list(&c.augment.min_sizes),
             max_size: c.augment.max_size.to_string(),
             hflip: c.augment.hflip,
             color_jitter: c.augment.color_jitter.to_string(),
-            batch_size: c.batch_size.to_string(),
-            steps: c.steps.to_string(),
-            optimizer: wire_name(&c.optimizer),
-            lr: c.lr.to_string(),
-            momentum: c.momentum.to_string(),
-            weight_decay: c.weight_decay.to_string(),
             no_decay_norm_and_bias: c.no_decay_norm_and_bias,
-            warmup_steps: c.warmup_steps.to_string(),
-            schedule: schedule.into(),
-            milestones,
-            gamma: gamma.to_string(),
-            min_factor: min_factor.to_string(),
-            grad_clip_norm: c.grad_clip_norm.map(|v| v.to_string()).unwrap_or_default(),
             eval_every: c.eval_every.to_string(),
-            checkpoint_every: c.checkpoint_every.to_string(),
             eval_max_images: c.eval_max_images.to_string(),
-            seed: c.seed.to_string(),
-            loader_threads: c.loader_threads.to_string(),
+            opt: OptimForm::of_config(&serde_json::to_value(&c).unwrap_or_default()),
         }
     }
 
@@ -295,29 +725,16 @@ impl FinetuneForm {
             init: text("init"),
             init_run: text("init_run"),
             init_artifact: text("init_artifact"),
+            aligned_rule: field("aligned_rule").is_some(),
             trainable_backbone_stages: text("trainable_backbone_stages"),
             min_sizes: text("min_sizes"),
             max_size: text("max_size"),
             hflip: field("hflip").is_some(),
             color_jitter: text("color_jitter"),
-            batch_size: text("batch_size"),
-            steps: text("steps"),
-            optimizer: text("optimizer"),
-            lr: text("lr"),
-            momentum: text("momentum"),
-            weight_decay: text("weight_decay"),
             no_decay_norm_and_bias: field("no_decay_norm_and_bias").is_some(),
-            warmup_steps: text("warmup_steps"),
-            schedule: text("schedule"),
-            milestones: text("milestones"),
-            gamma: text("gamma"),
-            min_factor: text("min_factor"),
-            grad_clip_norm: text("grad_clip_norm"),
             eval_every: text("eval_every"),
-            checkpoint_every: text("checkpoint_every"),
             eval_max_images: text("eval_max_images"),
-            seed: text("seed"),
-            loader_threads: text("loader_threads"),
+            opt: OptimForm::posted(field),
         }
     }
 
@@ -343,34 +760,26 @@ impl FinetuneForm {
             "backbone".into(),
             enum_value::<BackboneKind>("backbone", &self.backbone)?,
         );
-        c.insert(
-            "optimizer".into(),
-            enum_value::<OptimizerKind>("optimizer", &self.optimizer)?,
-        );
-        let init = match self.init.as_str() {
-            "scratch" | "imagenet_backbone" => json!({ "from": self.init }),
-            "checkpoint" => {
-                let run_id: i64 = self.init_run.parse().map_err(|_| {
-                    format!(
-                        "init.artifact.run_id: {:?} is not a run id; give the run whose checkpoint to start from",
-                        self.init_run
-                    )
-                })?;
-                aligndet_common::api::check_artifact_name(&self.init_artifact)
-                    .map_err(|e| format!("init.artifact.name: {e}"))?;
-                json!({ "from": "checkpoint", "artifact": { "run_id": run_id, "name": self.init_artifact } })
-            }
-            other => {
-                return Err(format!(
-                    "init: {other:?} is not one of scratch, imagenet_backbone, checkpoint"
-                ));
-            }
+        let init = if self.init == "checkpoint" {
+            let run_id: i64 = self.init_run.parse().map_err(|_| {
+                format!(
+                    "init.artifact.run_id: {:?} is not a run id; give the run whose checkpoint to start from",
+                    self.init_run
+                )
+            })?;
+            aligndet_common::api::check_artifact_name(&self.init_artifact)
+                .map_err(|e| format!("init.artifact.name: {e}"))?;
+            json!({ "from": "checkpoint", "artifact": { "run_id": run_id, "name": self.init_artifact } })
+        } else {
+            init_json("init", &self.init)?
         };
         c.insert("init".into(), init);
-        if let Some(n) = number::<u8>("trainable_backbone_stages", &self.trainable_backbone_stages)?
-        {
-            c.insert("trainable_backbone_stages".into(), n.into());
-        }
+        put_number::<u8>(
+            &mut c,
+            "trainable_backbone_stages",
+            "trainable_backbone_stages",
+            &self.trainable_backbone_stages,
+        )?;
         let mut augment = serde_json::Map::new();
         if !self.min_sizes.is_empty() {
             augment.insert(
@@ -378,72 +787,305 @@ impl FinetuneForm {
                 number_list("augment.min_sizes", &self.min_sizes)?.into(),
             );
         }
-        if let Some(n) = number::<u32>("augment.max_size", &self.max_size)? {
-            augment.insert("max_size".into(), n.into());
-        }
+        put_number::<u32>(&mut augment, "max_size", "augment.max_size", &self.max_size)?;
         augment.insert("hflip".into(), self.hflip.into());
-        if let Some(x) = real("augment.color_jitter", &self.color_jitter)? {
-            augment.insert("color_jitter".into(), x.into());
-        }
+        put_real(
+            &mut augment,
+            "color_jitter",
+            "augment.color_jitter",
+            &self.color_jitter,
+        )?;
         c.insert("augment".into(), Value::Object(augment));
         for (key, v) in [
-            ("batch_size", &self.batch_size),
-            ("steps", &self.steps),
-            ("warmup_steps", &self.warmup_steps),
             ("eval_every", &self.eval_every),
-            ("checkpoint_every", &self.checkpoint_every),
             ("eval_max_images", &self.eval_max_images),
-            ("loader_threads", &self.loader_threads),
         ] {
-            if let Some(n) = number::<u32>(key, v)? {
-                c.insert(key.into(), n.into());
-            }
-        }
-        if let Some(n) = number::<u64>("seed", &self.seed)? {
-            c.insert("seed".into(), n.into());
-        }
-        for (key, v) in [
-            ("lr", &self.lr),
-            ("momentum", &self.momentum),
-            ("weight_decay", &self.weight_decay),
-        ] {
-            if let Some(x) = real(key, v)? {
-                c.insert(key.into(), x.into());
-            }
+            put_number::<u32>(&mut c, key, key, v)?;
         }
         c.insert(
             "no_decay_norm_and_bias".into(),
             self.no_decay_norm_and_bias.into(),
         );
-        let schedule = match self.schedule.as_str() {
-            "step" => json!({
-                "kind": "step",
-                "milestones": number_list("schedule.milestones", &self.milestones)?,
-                "gamma": real("schedule.gamma", &self.gamma)?.unwrap_or(FORM_STEP_GAMMA),
-            }),
-            "cosine" => json!({
-                "kind": "cosine",
-                "min_factor": real("schedule.min_factor", &self.min_factor)?
-                    .unwrap_or(FORM_COSINE_MIN_FACTOR),
-            }),
-            other => return Err(format!("schedule: {other:?} is not one of step, cosine")),
+        self.opt.insert_into(&mut c)?;
+        Ok(Value::Object(c))
+    }
+}
+
+/// The box-domain pre-training form as text (names follow `PretrainBoxConfig`'s JSON; the
+/// views' fields sit at the top level).
+pub struct PretrainBoxForm {
+    pub name: String,
+    pub dataset_id: String,
+    pub proposals_run_id: String,
+    pub split: String,
+    pub detector: String,
+    pub backbone: String,
+    /// `imagenet_backbone`, `scratch` or `checkpoint:RUN:backbone.safetensors`.
+    pub backbone_init: String,
+    pub max_boxes_per_image: String,
+    /// `first` or `random`.
+    pub box_selection: String,
+    pub min_sizes: String,
+    pub max_size: String,
+    pub hflip: bool,
+    pub color_ops: bool,
+    pub embedding_dim: String,
+    pub temperature: String,
+    pub ema_momentum: String,
+    pub samples: String,
+    pub contrastive_weight: String,
+    pub regression_weight: String,
+    pub opt: OptimForm,
+}
+
+impl PretrainBoxForm {
+    fn defaults() -> PretrainBoxForm {
+        PretrainBoxForm::of_config(&PretrainBoxConfig::default())
+    }
+
+    fn of_config(c: &PretrainBoxConfig) -> PretrainBoxForm {
+        let id_text = |id: i64| {
+            if id > 0 {
+                id.to_string()
+            } else {
+                String::new()
+            }
         };
-        c.insert("schedule".into(), schedule);
+        PretrainBoxForm {
+            name: "box-domain pre-training".into(),
+            dataset_id: id_text(c.dataset_id),
+            proposals_run_id: id_text(c.proposals_run_id),
+            split: c.split.clone(),
+            detector: wire_name(&c.detector),
+            backbone: wire_name(&c.backbone),
+            backbone_init: init_text(&c.backbone_init),
+            max_boxes_per_image: c.max_boxes_per_image.to_string(),
+            box_selection: wire_name(&c.box_selection),
+            min_sizes: comma_list(&c.views.min_sizes),
+            max_size: c.views.max_size.to_string(),
+            hflip: c.views.hflip,
+            color_ops: c.views.color_ops,
+            embedding_dim: c.embedding_dim.to_string(),
+            temperature: c.temperature.to_string(),
+            ema_momentum: c.ema_momentum.to_string(),
+            samples: c.samples.to_string(),
+            contrastive_weight: c.contrastive_weight.to_string(),
+            regression_weight: c.regression_weight.to_string(),
+            opt: OptimForm::of_config(&serde_json::to_value(c).unwrap_or_default()),
+        }
+    }
+
+    fn posted(field: &dyn Fn(&str) -> Option<String>) -> PretrainBoxForm {
+        let text = |k: &str| field(k).unwrap_or_default();
+        PretrainBoxForm {
+            name: text("name"),
+            dataset_id: text("dataset_id"),
+            proposals_run_id: text("proposals_run_id"),
+            split: text("split"),
+            detector: text("detector"),
+            backbone: text("backbone"),
+            backbone_init: text("backbone_init"),
+            max_boxes_per_image: text("max_boxes_per_image"),
+            box_selection: text("box_selection"),
+            min_sizes: text("min_sizes"),
+            max_size: text("max_size"),
+            hflip: field("hflip").is_some(),
+            color_ops: field("color_ops").is_some(),
+            embedding_dim: text("embedding_dim"),
+            temperature: text("temperature"),
+            ema_momentum: text("ema_momentum"),
+            samples: text("samples"),
+            contrastive_weight: text("contrastive_weight"),
+            regression_weight: text("regression_weight"),
+            opt: OptimForm::posted(field),
+        }
+    }
+
+    /// The `pretrain_box` job config as JSON: `PretrainBoxConfig::for_detector` of the chosen
+    /// detector, with every non-blank field put over it (so a blank max boxes, samples or lr
+    /// takes the detector's reference value).
+    fn to_config(&self) -> Result<serde_json::Value, String> {
+        use serde_json::Value;
+        let detector: DetectorKind = enum_of("detector", &self.detector)?;
+        let Ok(Value::Object(mut c)) =
+            serde_json::to_value(PretrainBoxConfig::for_detector(detector))
+        else {
+            return Err("detector: no defaults".into());
+        };
+        c.insert("kind".into(), RunKind::PretrainBox.as_str().into());
+        let dataset_id: i64 = self
+            .dataset_id
+            .parse()
+            .map_err(|_| "dataset_id: choose a dataset".to_string())?;
+        c.insert("dataset_id".into(), dataset_id.into());
+        let proposals: i64 = self.proposals_run_id.parse().map_err(|_| {
+            format!(
+                "proposals_run_id: {:?} is not a run id; choose the proposals run whose pseudo-boxes to pre-train on",
+                self.proposals_run_id
+            )
+        })?;
+        c.insert("proposals_run_id".into(), proposals.into());
+        if !self.split.is_empty() {
+            c.insert("split".into(), self.split.clone().into());
+        }
         c.insert(
-            "grad_clip_norm".into(),
-            real("grad_clip_norm", &self.grad_clip_norm)?.map_or(Value::Null, Value::from),
+            "backbone".into(),
+            enum_value::<BackboneKind>("backbone", &self.backbone)?,
         );
+        if !self.backbone_init.is_empty() {
+            c.insert(
+                "backbone_init".into(),
+                init_json("backbone_init", &self.backbone_init)?,
+            );
+        }
+        if !self.box_selection.is_empty() {
+            c.insert(
+                "box_selection".into(),
+                enum_value::<aligndet_common::pretrain_config::BoxSelection>(
+                    "box_selection",
+                    &self.box_selection,
+                )?,
+            );
+        }
+        for (key, v) in [
+            ("max_boxes_per_image", &self.max_boxes_per_image),
+            ("embedding_dim", &self.embedding_dim),
+            ("samples", &self.samples),
+        ] {
+            put_number::<u32>(&mut c, key, key, v)?;
+        }
+        for (key, v) in [
+            ("temperature", &self.temperature),
+            ("ema_momentum", &self.ema_momentum),
+            ("contrastive_weight", &self.contrastive_weight),
+            ("regression_weight", &self.regression_weight),
+        ] {
+            put_real(&mut c, key, key, v)?;
+        }
+        let mut views = match c.remove("views") {
+            Some(Value::Object(v)) => v,
+            _ => serde_json::Map::new(),
+        };
+        if !self.min_sizes.is_empty() {
+            views.insert(
+                "min_sizes".into(),
+                number_list("views.min_sizes", &self.min_sizes)?.into(),
+            );
+        }
+        put_number::<u32>(&mut views, "max_size", "views.max_size", &self.max_size)?;
+        views.insert("hflip".into(), self.hflip.into());
+        views.insert("color_ops".into(), self.color_ops.into());
+        c.insert("views".into(), Value::Object(views));
+        self.opt.insert_into(&mut c)?;
+        Ok(Value::Object(c))
+    }
+}
+
+/// The image-domain pre-training form as text (names follow `PretrainImageConfig`'s JSON).
+pub struct PretrainImageForm {
+    pub name: String,
+    pub dataset_id: String,
+    pub split: String,
+    pub backbone: String,
+    /// `scratch` or `imagenet_backbone`.
+    pub init: String,
+    pub crop_size: String,
+    pub queue_size: String,
+    pub embedding_dim: String,
+    pub hidden_dim: String,
+    pub temperature: String,
+    pub key_momentum: String,
+    pub opt: OptimForm,
+}
+
+impl PretrainImageForm {
+    fn defaults() -> PretrainImageForm {
+        let c = PretrainImageConfig::default();
+        PretrainImageForm {
+            name: "image-domain pre-training".into(),
+            dataset_id: String::new(),
+            split: c.split.clone(),
+            backbone: wire_name(&c.backbone),
+            init: init_text(&c.init),
+            crop_size: c.crop_size.to_string(),
+            queue_size: c.queue_size.to_string(),
+            embedding_dim: c.embedding_dim.to_string(),
+            hidden_dim: c.hidden_dim.to_string(),
+            temperature: c.temperature.to_string(),
+            key_momentum: c.key_momentum.to_string(),
+            opt: OptimForm::of_config(&serde_json::to_value(&c).unwrap_or_default()),
+        }
+    }
+
+    fn posted(field: &dyn Fn(&str) -> Option<String>) -> PretrainImageForm {
+        let text = |k: &str| field(k).unwrap_or_default();
+        PretrainImageForm {
+            name: text("name"),
+            dataset_id: text("dataset_id"),
+            split: text("split"),
+            backbone: text("backbone"),
+            init: text("init"),
+            crop_size: text("crop_size"),
+            queue_size: text("queue_size"),
+            embedding_dim: text("embedding_dim"),
+            hidden_dim: text("hidden_dim"),
+            temperature: text("temperature"),
+            key_momentum: text("key_momentum"),
+            opt: OptimForm::posted(field),
+        }
+    }
+
+    /// The `pretrain_image` job config as JSON (a blank field keeps the default).
+    fn to_config(&self) -> Result<serde_json::Value, String> {
+        use serde_json::Value;
+        let mut c = serde_json::Map::new();
+        c.insert("kind".into(), RunKind::PretrainImage.as_str().into());
+        let dataset_id: i64 = self
+            .dataset_id
+            .parse()
+            .map_err(|_| "dataset_id: choose a dataset".to_string())?;
+        c.insert("dataset_id".into(), dataset_id.into());
+        if !self.split.is_empty() {
+            c.insert("split".into(), self.split.clone().into());
+        }
+        c.insert(
+            "backbone".into(),
+            enum_value::<BackboneKind>("backbone", &self.backbone)?,
+        );
+        if !self.init.is_empty() {
+            c.insert("init".into(), init_json("init", &self.init)?);
+        }
+        for (key, v) in [
+            ("crop_size", &self.crop_size),
+            ("queue_size", &self.queue_size),
+            ("embedding_dim", &self.embedding_dim),
+            ("hidden_dim", &self.hidden_dim),
+        ] {
+            put_number::<u32>(&mut c, key, key, v)?;
+        }
+        for (key, v) in [
+            ("temperature", &self.temperature),
+            ("key_momentum", &self.key_momentum),
+        ] {
+            put_real(&mut c, key, key, v)?;
+        }
+        self.opt.insert_into(&mut c)?;
         Ok(Value::Object(c))
     }
 }
 
 /// A config enum from its JSON spelling; serde's message lists the accepted values.
+fn enum_of<T: serde::de::DeserializeOwned>(field: &str, v: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(v.to_string()))
+        .map_err(|e| format!("{field}: {e}"))
+}
+
+/// A config enum's JSON spelling, checked.
 fn enum_value<T: serde::de::DeserializeOwned + serde::Serialize>(
     field: &str,
     v: &str,
 ) -> Result<serde_json::Value, String> {
-    let parsed: T = serde_json::from_value(serde_json::Value::String(v.to_string()))
-        .map_err(|e| format!("{field}: {e}"))?;
+    let parsed: T = enum_of(field, v)?;
     serde_json::to_value(parsed).map_err(|e| format!("{field}: {e}"))
 }
 
@@ -479,31 +1121,25 @@ fn number_list(field: &str, v: &str) -> Result<Vec<u32>, String> {
         .collect()
 }
 
-/// Validate the posted fine-tune form and queue the run. The outer error is the server's (500),
-/// the inner one the person's (the form comes back with it). Beyond `TrainConfig::validate`,
-/// this checks what only the database knows: the dataset, its split names, the checkpoint run.
-async fn queue_finetune(
+/// A person's mistake (the form comes back with it) inside a server result (500 otherwise).
+type Checked<T> = Result<Result<T, String>, PageError>;
+
+/// Form JSON → the typed job config, validated (the error names the field).
+fn typed_config(json: &serde_json::Value) -> Result<aligndet_common::jobs::JobConfig, String> {
+    let config = serde_json::from_value::<aligndet_common::jobs::JobConfig>(json.clone())
+        .map_err(|e| format!("invalid config: {e}"))?;
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// The dataset exists, has splits, and each `(field, split)` is one of them.
+async fn check_dataset_splits(
     s: &AppState,
-    form: &FinetuneForm,
-) -> Result<Result<i64, String>, PageError> {
-    let config_json = match form.to_config() {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
-    };
-    let config =
-        match serde_json::from_value::<aligndet_common::jobs::JobConfig>(config_json.clone()) {
-            Ok(aligndet_common::jobs::JobConfig::Finetune(c)) => c,
-            Ok(_) => return Ok(Err("not a fine-tune config".into())),
-            Err(e) => return Ok(Err(format!("invalid config: {e}"))),
-        };
-    if let Err(e) = config.validate() {
-        return Ok(Err(e.to_string()));
-    }
-    let Some(dataset) = db::datasets::get(&s.pool, config.dataset_id).await? else {
-        return Ok(Err(format!(
-            "dataset_id: dataset {} not found",
-            config.dataset_id
-        )));
+    dataset_id: i64,
+    splits: &[(&str, &str)],
+) -> Checked<DatasetRow> {
+    let Some(dataset) = db::datasets::get(&s.pool, dataset_id).await? else {
+        return Ok(Err(format!("dataset_id: dataset {dataset_id} not found")));
     };
     let names = dataset.split_names();
     if names.is_empty() {
@@ -512,17 +1148,73 @@ async fn queue_finetune(
             dataset.name
         )));
     }
-    for (field, split) in [
-        ("train_split", &config.train_split),
-        ("val_split", &config.val_split),
-    ] {
-        if !names.contains(split) {
+    for (field, split) in splits {
+        if !names.iter().any(|n| n == split) {
             return Ok(Err(format!(
                 "{field}: {split:?} is not a split of dataset {:?} (it has {})",
                 dataset.name,
                 names.join(", ")
             )));
         }
+    }
+    Ok(Ok(dataset))
+}
+
+/// The run `run_id`, which `field` names as an input: it must exist, be of `kind` and have
+/// succeeded. Returns it with its config.
+async fn input_run(
+    s: &AppState,
+    field: &str,
+    run_id: i64,
+    kind: RunKind,
+) -> Checked<(RunRow, aligndet_common::jobs::JobConfig)> {
+    let Some(run) = db::runs::get(&s.pool, run_id).await? else {
+        return Ok(Err(format!("{field}: run {run_id} not found")));
+    };
+    if run.kind != kind.as_str() {
+        return Ok(Err(format!(
+            "{field}: run #{run_id} is a {} run, not a {kind} run",
+            run.kind
+        )));
+    }
+    if run.status != RunStatus::Succeeded.as_str() {
+        return Ok(Err(format!(
+            "{field}: {kind} run #{run_id} has not succeeded (it is {})",
+            run.status
+        )));
+    }
+    match serde_json::from_value(run.config.clone()) {
+        Ok(config) => Ok(Ok((run, config))),
+        Err(e) => Ok(Err(format!(
+            "{field}: the config of run #{run_id} cannot be read: {e}"
+        ))),
+    }
+}
+
+/// Validate the posted fine-tune form and queue the run. The outer error is the server's (500),
+/// the inner one the person's (the form comes back with it). Beyond `TrainConfig::validate`,
+/// this checks what only the database knows: the dataset, its split names, the checkpoint run
+/// (a pre-trained detector must be the same detector and backbone; its fine-tuning takes
+/// AlignDet's lr ×1.5 / weight decay ÷2 unless unticked).
+async fn queue_finetune(s: &AppState, form: &FinetuneForm) -> Checked<i64> {
+    use aligndet_common::jobs::JobConfig;
+    use aligndet_common::pretrain_config::artifacts;
+    let mut config = match form.to_config().and_then(|c| typed_config(&c)) {
+        Ok(JobConfig::Finetune(c)) => c,
+        Ok(_) => return Ok(Err("not a fine-tune config".into())),
+        Err(e) => return Ok(Err(e)),
+    };
+    if let Err(e) = check_dataset_splits(
+        s,
+        config.dataset_id,
+        &[
+            ("train_split", &config.train_split),
+            ("val_split", &config.val_split),
+        ],
+    )
+    .await?
+    {
+        return Ok(Err(e));
     }
     let mut parents = Vec::new();
     if let InitConfig::Checkpoint { artifact } = &config.init {
@@ -544,8 +1236,147 @@ async fn queue_finetune(
                 parent.id, artifact.name
             )));
         }
+        let describe = |d: &str, b: &str| {
+            if d.is_empty() {
+                b.to_string()
+            } else {
+                format!("{d} on {b}")
+            }
+        };
+        match serde_json::from_value::<JobConfig>(parent.config.clone()) {
+            Ok(JobConfig::PretrainBox(p)) if artifact.name == artifacts::PRETRAINED_DETECTOR => {
+                if p.detector != config.detector || p.backbone != config.backbone {
+                    return Ok(Err(format!(
+                        "init: run #{} pre-trained {}; this fine-tune is {}: choose the same detector and backbone",
+                        parent.id,
+                        describe(&wire_name(&p.detector), &wire_name(&p.backbone)),
+                        describe(&wire_name(&config.detector), &wire_name(&config.backbone)),
+                    )));
+                }
+                if form.aligned_rule {
+                    (config.lr, config.weight_decay) =
+                        aligned_finetune_hyperparameters(config.lr, config.weight_decay);
+                }
+            }
+            Ok(JobConfig::PretrainImage(p)) if p.backbone != config.backbone => {
+                return Ok(Err(format!(
+                    "init: run #{} pre-trained a {} backbone; this fine-tune uses {}",
+                    parent.id,
+                    wire_name(&p.backbone),
+                    wire_name(&config.backbone),
+                )));
+            }
+            _ => {}
+        }
         parents.push(parent.id);
     }
+    let config_json = serde_json::to_value(JobConfig::Finetune(config))?;
+    Ok(api::queue_run(s, &form.name, config_json, None, &parents)
+        .await
+        .map_err(|e| e.message))
+}
+
+/// Validate the posted box-domain pre-training form and queue the run: beyond
+/// `PretrainBoxConfig::validate`, the dataset and split exist, the proposals run is a succeeded
+/// `proposals` run of that dataset, and a `pretrain_image` backbone is a succeeded run of the
+/// same backbone.
+async fn queue_pretrain_box(s: &AppState, form: &PretrainBoxForm) -> Checked<i64> {
+    use aligndet_common::jobs::JobConfig;
+    use aligndet_common::pretrain_config::artifacts;
+    let config = match form.to_config().and_then(|c| typed_config(&c)) {
+        Ok(JobConfig::PretrainBox(c)) => c,
+        Ok(_) => return Ok(Err("not a pretrain_box config".into())),
+        Err(e) => return Ok(Err(e)),
+    };
+    let dataset =
+        match check_dataset_splits(s, config.dataset_id, &[("split", &config.split)]).await? {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+    let mut parents = Vec::new();
+    let proposals = match input_run(
+        s,
+        "proposals_run_id",
+        config.proposals_run_id,
+        RunKind::Proposals,
+    )
+    .await?
+    {
+        Ok((run, _)) => run,
+        Err(e) => return Ok(Err(e)),
+    };
+    if proposals.dataset_id != Some(dataset.id) {
+        return Ok(Err(format!(
+            "proposals_run_id: proposals run #{} made pseudo-boxes for another dataset ({}), not for {:?}",
+            proposals.id,
+            proposals
+                .dataset_id
+                .map_or("none".to_string(), |d| format!("#{d}")),
+            dataset.name
+        )));
+    }
+    parents.push(proposals.id);
+    if let InitConfig::Checkpoint { artifact } = &config.backbone_init {
+        let image_run =
+            match input_run(s, "backbone_init", artifact.run_id, RunKind::PretrainImage).await? {
+                Ok((run, JobConfig::PretrainImage(c))) => {
+                    if c.backbone != config.backbone {
+                        return Ok(Err(format!(
+                            "backbone_init: run #{} pre-trained a {} backbone, not {}",
+                            run.id,
+                            wire_name(&c.backbone),
+                            wire_name(&config.backbone)
+                        )));
+                    }
+                    run
+                }
+                Ok((run, _)) => {
+                    return Ok(Err(format!(
+                        "backbone_init: run #{} has no readable pretrain_image config",
+                        run.id
+                    )));
+                }
+                Err(e) => return Ok(Err(e)),
+            };
+        if artifact.name != artifacts::PRETRAINED_BACKBONE {
+            return Ok(Err(format!(
+                "backbone_init.artifact.name: a pretrain_image run leaves {:?}, not {:?}",
+                artifacts::PRETRAINED_BACKBONE,
+                artifact.name
+            )));
+        }
+        parents.push(image_run.id);
+    }
+    let config_json = serde_json::to_value(JobConfig::PretrainBox(config))?;
+    Ok(api::queue_run(s, &form.name, config_json, None, &parents)
+        .await
+        .map_err(|e| e.message))
+}
+
+/// Validate the posted image-domain pre-training form and queue the run.
+async fn queue_pretrain_image(s: &AppState, form: &PretrainImageForm) -> Checked<i64> {
+    use aligndet_common::jobs::JobConfig;
+    let config = match form.to_config().and_then(|c| typed_config(&c)) {
+        Ok(JobConfig::PretrainImage(c)) => c,
+        Ok(_) => return Ok(Err("not a pretrain_image config".into())),
+        Err(e) => return Ok(Err(e)),
+    };
+    if let Err(e) = check_dataset_splits(s, config.dataset_id, &[("split", &config.split)]).await? {
+        return Ok(Err(e));
+    }
+    let mut parents = Vec::new();
+    if let InitConfig::Checkpoint { artifact } = &config.init {
+        match db::runs::get(&s.pool, artifact.run_id).await? {
+            Some(run) => parents.push(run.id),
+            None => {
+                return Ok(Err(format!(
+                    "init.artifact.run_id: run {} not found",
+                    artifact.run_id
+                )));
+            }
+        }
+    }
+    let config_json = serde_json::to_value(JobConfig::PretrainImage(config))?;
     Ok(api::queue_run(s, &form.name, config_json, None, &parents)
         .await
         .map_err(|e| e.message))
@@ -563,13 +1394,50 @@ pub async fn create(
             .find(|(n, _)| n == k)
             .map(|(_, v)| v.trim().to_string())
     };
-    if field("kind").as_deref() == Some(RunKind::Finetune.as_str()) {
-        let ft = FinetuneForm::posted(&field);
-        return match queue_finetune(&s, &ft).await? {
+    // The training forms come back with what was typed and the error naming the field.
+    let kind = field("kind").as_deref().and_then(RunKind::parse);
+    let training = match kind {
+        Some(RunKind::Finetune) => {
+            let ft = FinetuneForm::posted(&field);
+            let outcome = queue_finetune(&s, &ft).await?;
+            Some((
+                outcome,
+                Forms {
+                    ft,
+                    ..Forms::defaults()
+                },
+            ))
+        }
+        Some(RunKind::PretrainBox) => {
+            let pb = PretrainBoxForm::posted(&field);
+            let outcome = queue_pretrain_box(&s, &pb).await?;
+            Some((
+                outcome,
+                Forms {
+                    pb,
+                    ..Forms::defaults()
+                },
+            ))
+        }
+        Some(RunKind::PretrainImage) => {
+            let pi = PretrainImageForm::posted(&field);
+            let outcome = queue_pretrain_image(&s, &pi).await?;
+            Some((
+                outcome,
+                Forms {
+                    pi,
+                    ..Forms::defaults()
+                },
+            ))
+        }
+        _ => None,
+    };
+    if let Some((outcome, forms)) = training {
+        return match outcome {
             Ok(id) => Ok(Redirect::to(&format!("/runs/{id}")).into_response()),
             Err(e) => Ok((
                 StatusCode::UNPROCESSABLE_ENTITY,
-                render(&NewRunPage::new(&s, csrf.0, Some(e), ft).await?),
+                render(&NewRunPage::new(&s, csrf.0, Some(e), forms).await?),
             )
                 .into_response()),
         };
@@ -642,7 +1510,7 @@ pub async fn create(
                     serde_json::json!({"run_id": run_id, "name": name}),
                 );
             }
-            // Fine-tune forms are handled above, with their own re-rendering.
+            // The training forms are handled above, with their own re-rendering.
             Some(RunKind::Finetune | RunKind::PretrainBox | RunKind::PretrainImage) | None => {
                 return Err(format!("unknown run kind {kind:?}"));
             }
@@ -662,7 +1530,7 @@ pub async fn create(
         Ok(id) => Ok(Redirect::to(&format!("/runs/{id}")).into_response()),
         Err(e) => Ok((
             StatusCode::UNPROCESSABLE_ENTITY,
-            render(&NewRunPage::new(&s, csrf.0, Some(e), FinetuneForm::defaults()).await?),
+            render(&NewRunPage::new(&s, csrf.0, Some(e), Forms::defaults()).await?),
         )
             .into_response()),
     }
@@ -801,27 +1669,18 @@ async fn finetune_charts(
         .map(|c| c.val_split)
         .unwrap_or_else(|| "val".into());
     let mut used: Vec<String> = Vec::new();
-    let mut charts = Vec::new();
-    let mut loss = Vec::new();
-    // `loss/total` first so it keeps the first colour whatever the terms are called.
-    let mut loss_keys: Vec<&str> = keys
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| k.starts_with("loss/"))
-        .collect();
-    loss_keys.sort_by_key(|k| (*k != "loss/total", *k));
-    for key in loss_keys {
-        loss.push((
-            key.to_string(),
-            float_series(s, run.id, key, &mut used).await?,
-        ));
-    }
-    if !loss.is_empty() {
-        charts.push((
-            "loss".to_string(),
-            plots::line_chart("Training loss", "optimizer step", &loss),
-        ));
-    }
+    let mut charts = grouped_charts(
+        s,
+        run.id,
+        keys,
+        &[ChartGroup {
+            id: "loss",
+            title: "Training loss",
+            prefix: "loss/",
+        }],
+        &mut used,
+    )
+    .await?;
     let has = |k: &str| keys.iter().any(|(key, _)| key == k);
     let mut ap = Vec::new();
     for stat in ["AP", "AP50", "AP75"] {
@@ -843,17 +1702,7 @@ async fn finetune_charts(
             ),
         ));
     }
-    if has("train/lr") {
-        let lr = float_series(s, run.id, "train/lr", &mut used).await?;
-        charts.push((
-            "lr".to_string(),
-            plots::line_chart(
-                "Learning rate",
-                "optimizer step",
-                &[("train/lr".to_string(), lr)],
-            ),
-        ));
-    }
+    charts.extend(grouped_charts(s, run.id, keys, &[LR_CHART], &mut used).await?);
     // Every evaluation step, with whichever of the 12 statistics it reported.
     let mut history: std::collections::BTreeMap<i64, Vec<Option<f64>>> = Default::default();
     for (i, stat) in COCO_STAT_NAMES.iter().enumerate() {
@@ -893,6 +1742,99 @@ pub(crate) fn finetune_config(run: &RunRow) -> Option<TrainConfig> {
     }
 }
 
+/// Metrics drawn in one chart: the key `prefix`, or every key starting with it when it ends
+/// in `/` (so a new loss term or diagnostic joins its chart without naming it here).
+struct ChartGroup {
+    id: &'static str,
+    title: &'static str,
+    prefix: &'static str,
+}
+
+const LR_CHART: ChartGroup = ChartGroup {
+    id: "lr",
+    title: "Learning rate",
+    prefix: "train/lr",
+};
+
+/// `pretrain_box` curves: every loss term (contrastive, regression, centerness, RPN, …), the
+/// learning rate, the momentum detector's EMA coefficient, and the `pretrain/*` diagnostics.
+const PRETRAIN_BOX_CHARTS: [ChartGroup; 4] = [
+    ChartGroup {
+        id: "loss",
+        title: "Pre-training loss (box-level contrastive, regression, …)",
+        prefix: "loss/",
+    },
+    LR_CHART,
+    ChartGroup {
+        id: "ema-momentum",
+        title: "EMA momentum of the momentum detector",
+        prefix: "train/ema_momentum",
+    },
+    ChartGroup {
+        id: "pretrain",
+        title: "Pre-training diagnostics",
+        prefix: "pretrain/",
+    },
+];
+
+/// `pretrain_image` curves: the InfoNCE loss, instance-discrimination accuracy, learning rate.
+const PRETRAIN_IMAGE_CHARTS: [ChartGroup; 4] = [
+    ChartGroup {
+        id: "loss",
+        title: "Pre-training loss (InfoNCE)",
+        prefix: "loss/",
+    },
+    ChartGroup {
+        id: "accuracy",
+        title: "Instance-discrimination accuracy (positive key ranked first)",
+        prefix: "train/accuracy",
+    },
+    LR_CHART,
+    ChartGroup {
+        id: "pretrain",
+        title: "Pre-training diagnostics",
+        prefix: "pretrain/",
+    },
+];
+
+/// One chart per group that has metrics, skipping keys already drawn; a group's `…/total`
+/// comes first so it keeps the first colour whatever the terms are called.
+async fn grouped_charts(
+    s: &AppState,
+    run_id: i64,
+    keys: &[(String, i64)],
+    groups: &[ChartGroup],
+    used: &mut Vec<String>,
+) -> Result<Vec<(String, String)>, PageError> {
+    let mut charts = Vec::new();
+    for g in groups {
+        let mut members: Vec<&str> = keys
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| {
+                if g.prefix.ends_with('/') {
+                    k.starts_with(g.prefix)
+                } else {
+                    *k == g.prefix
+                }
+            })
+            .filter(|k| !used.iter().any(|u| u == k))
+            .collect();
+        members.sort_by_key(|k| (!k.ends_with("/total"), *k));
+        let mut series = Vec::new();
+        for key in members {
+            series.push((key.to_string(), float_series(s, run_id, key, used).await?));
+        }
+        if !series.is_empty() {
+            charts.push((
+                g.id.to_string(),
+                plots::line_chart(g.title, "optimizer step", &series),
+            ));
+        }
+    }
+    Ok(charts)
+}
+
 /// One metric as chart points, noting the key as drawn.
 async fn float_series(
     s: &AppState,
@@ -911,10 +1853,17 @@ async fn float_series(
 async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
     let id = run.id;
     let keys = db::runs::metric_keys(&s.pool, id).await?;
+    let grouped = match RunKind::parse(&run.kind) {
+        Some(RunKind::PretrainBox) => &PRETRAIN_BOX_CHARTS[..],
+        Some(RunKind::PretrainImage) => &PRETRAIN_IMAGE_CHARTS[..],
+        _ => &[],
+    };
     let (mut charts, eval_history, used) = if run.kind == RunKind::Finetune.as_str() {
         finetune_charts(s, &run, &keys).await?
     } else {
-        (Vec::new(), Vec::new(), Vec::new())
+        let mut used = Vec::new();
+        let charts = grouped_charts(s, id, &keys, grouped, &mut used).await?;
+        (charts, Vec::new(), used)
     };
     let mut summaries = Vec::new();
     for (key, n) in keys.into_iter().filter(|(k, _)| !used.contains(k)) {
@@ -1071,6 +2020,8 @@ pub struct FinetuneView {
     pub load: Option<Result<LoadView, String>>,
     /// Artifacts worth a direct link, those present: (name, what it is).
     pub downloads: Vec<(String, &'static str)>,
+    /// The run whose artifact gave the initial weights: (run id, its kind, artifact name).
+    pub init_run: Option<(i64, String, String)>,
 }
 
 pub struct LoadView {
@@ -1080,6 +2031,88 @@ pub struct LoadView {
     pub unexpected: Vec<String>,
     /// (tensor name, model shape, file shape) as text.
     pub mismatched: Vec<(String, String, String)>,
+    /// The same counts per module (`backbone.body`, `backbone.fpn`, `head.classification_head`,
+    /// `rpn.head`, `roi_heads.box_head`, …), in name order.
+    pub modules: Vec<ModuleLoad>,
+}
+
+/// What the initial weights filled in of one module.
+pub struct ModuleLoad {
+    pub module: String,
+    pub loaded: usize,
+    pub missing: usize,
+    pub unexpected: usize,
+    pub mismatched: usize,
+}
+
+impl ModuleLoad {
+    /// `all loaded`, `partly loaded`, `fresh` (nothing from the file) or `unused` (only in the file).
+    pub fn verdict(&self) -> &'static str {
+        match (self.loaded, self.missing + self.mismatched) {
+            (0, 0) => "unused",
+            (0, _) => "fresh",
+            (_, 0) => "all loaded",
+            _ => "partly loaded",
+        }
+    }
+}
+
+impl LoadView {
+    /// Modules that received every one of their tensors from the file.
+    pub fn complete_modules(&self) -> usize {
+        self.modules
+            .iter()
+            .filter(|m| m.verdict() == "all loaded")
+            .count()
+    }
+
+    /// Modules that start fresh: none of their tensors came from the file.
+    pub fn fresh_modules(&self) -> usize {
+        self.modules
+            .iter()
+            .filter(|m| m.verdict() == "fresh")
+            .count()
+    }
+}
+
+/// The module a tensor belongs to: its first two name parts (`backbone.body.conv1.weight` →
+/// `backbone.body`, `rpn.head.conv.0.0.weight` → `rpn.head`), or the first of two.
+fn module_of(tensor: &str) -> String {
+    let parts: Vec<&str> = tensor.split('.').collect();
+    let depth = if parts.len() >= 3 { 2 } else { 1 };
+    parts[..depth].join(".")
+}
+
+fn module_loads(
+    loaded: &[String],
+    missing: &[String],
+    unexpected: &[String],
+    mismatched: &[(String, String, String)],
+) -> Vec<ModuleLoad> {
+    let mut by_module: std::collections::BTreeMap<String, [usize; 4]> = Default::default();
+    let lists: [Vec<&str>; 4] = [
+        loaded.iter().map(String::as_str).collect(),
+        missing.iter().map(String::as_str).collect(),
+        unexpected.iter().map(String::as_str).collect(),
+        mismatched.iter().map(|(n, _, _)| n.as_str()).collect(),
+    ];
+    for (i, names) in lists.iter().enumerate() {
+        for name in names {
+            by_module.entry(module_of(name)).or_default()[i] += 1;
+        }
+    }
+    by_module
+        .into_iter()
+        .map(
+            |(module, [loaded, missing, unexpected, mismatched])| ModuleLoad {
+                module,
+                loaded,
+                missing,
+                unexpected,
+                mismatched,
+            },
+        )
+        .collect()
 }
 
 fn shape_text(shape: &[i64]) -> String {
@@ -1098,16 +2131,20 @@ async fn finetune_view(
     let load = match s.read_artifact(run.id, "load_report.json").await? {
         ArtifactRead::Found(bytes) => Some(
             serde_json::from_slice::<LoadReport>(&bytes)
-                .map(|r| LoadView {
-                    source: r.source,
-                    loaded: r.loaded,
-                    missing: r.missing,
-                    unexpected: r.unexpected,
-                    mismatched: r
+                .map(|r| {
+                    let mismatched: Vec<(String, String, String)> = r
                         .shape_mismatch
                         .into_iter()
                         .map(|(n, model, file)| (n, shape_text(&model), shape_text(&file)))
-                        .collect(),
+                        .collect();
+                    LoadView {
+                        modules: module_loads(&r.loaded, &r.missing, &r.unexpected, &mismatched),
+                        source: r.source,
+                        loaded: r.loaded,
+                        missing: r.missing,
+                        unexpected: r.unexpected,
+                        mismatched,
+                    }
                 })
                 .map_err(|e| format!("load_report.json could not be read: {e}")),
         ),
@@ -1123,11 +2160,172 @@ async fn finetune_view(
     .filter(|(name, _)| artifacts.iter().any(|a| a.name == *name))
     .map(|(name, what)| (name.to_string(), what))
     .collect();
+    let init_run = match finetune_config(run).map(|c| c.init) {
+        Some(InitConfig::Checkpoint { artifact }) => {
+            let kind = db::runs::get(&s.pool, artifact.run_id)
+                .await?
+                .map(|r| r.kind)
+                .unwrap_or_else(|| "deleted".into());
+            Some((artifact.run_id, kind, artifact.name))
+        }
+        _ => None,
+    };
     Ok(FinetuneView {
         val_split,
         load,
         downloads,
+        init_run,
     })
+}
+
+/// A run another run's page links to as its input.
+pub struct InputRun {
+    pub id: i64,
+    /// Empty when the run no longer exists.
+    pub name: String,
+    pub status: String,
+}
+
+/// What the run page shows of a `pretrain_box` or `pretrain_image` run besides its curves.
+pub struct PretrainView {
+    pub dataset_id: i64,
+    pub split: String,
+    /// Empty for `pretrain_image`.
+    pub detector: String,
+    pub backbone: String,
+    /// `pretrain_box`: the proposals run whose pseudo-boxes are the targets, and its kept boxes
+    /// over the images done.
+    pub proposals: Option<(InputRun, i64, i64)>,
+    /// How the (frozen, for `pretrain_box`) backbone starts, in words.
+    pub init_text: String,
+    /// The run whose artifact the backbone starts from.
+    pub init_run: Option<(InputRun, String)>,
+    /// The artifact fine-tuning reads, what it holds, and whether the run has written it.
+    pub artifact: &'static str,
+    pub artifact_note: &'static str,
+    pub artifact_present: bool,
+    /// Pre-filled forms that start from this run's artifact: (link id, label, URL).
+    pub next_steps: Vec<(&'static str, &'static str, String)>,
+}
+
+async fn input_run_view(s: &AppState, id: i64) -> Result<InputRun, PageError> {
+    Ok(match db::runs::get(&s.pool, id).await? {
+        Some(r) => InputRun {
+            id,
+            name: r.name,
+            status: r.status,
+        },
+        None => InputRun {
+            id,
+            name: String::new(),
+            status: "deleted".into(),
+        },
+    })
+}
+
+/// How an init reads on a run page, and the run it names.
+async fn init_view(
+    s: &AppState,
+    init: &InitConfig,
+) -> Result<(String, Option<(InputRun, String)>), PageError> {
+    Ok(match init {
+        InitConfig::Scratch => (
+            "random initialisation (no pre-trained weights)".into(),
+            None,
+        ),
+        InitConfig::ImagenetBackbone => (
+            "the shipped ImageNet weights (EfficientNet-Lite0)".into(),
+            None,
+        ),
+        InitConfig::Checkpoint { artifact } => (
+            format!("{} of run #{}", artifact.name, artifact.run_id),
+            Some((
+                input_run_view(s, artifact.run_id).await?,
+                artifact.name.clone(),
+            )),
+        ),
+    })
+}
+
+async fn pretrain_view(
+    s: &AppState,
+    run: &RunRow,
+    artifacts: &[ArtifactRow],
+) -> Result<Option<PretrainView>, PageError> {
+    use aligndet_common::jobs::JobConfig;
+    use aligndet_common::pretrain_config::artifacts as names;
+    let present = |name: &str| artifacts.iter().any(|a| a.name == name);
+    Ok(
+        match serde_json::from_value::<JobConfig>(run.config.clone()) {
+            Ok(JobConfig::PretrainBox(c)) => {
+                let (kept_images, kept, _, _) =
+                    db::proposals::summary(&s.pool, c.proposals_run_id).await?;
+                let (init_text, init_run) = init_view(s, &c.backbone_init).await?;
+                let (detector, backbone) = (wire_name(&c.detector), wire_name(&c.backbone));
+                let init = checkpoint_value(run.id, names::PRETRAINED_DETECTOR);
+                Some(PretrainView {
+                    dataset_id: c.dataset_id,
+                    split: c.split.clone(),
+                    proposals: Some((
+                        input_run_view(s, c.proposals_run_id).await?,
+                        kept,
+                        kept_images,
+                    )),
+                    init_text,
+                    init_run,
+                    artifact: names::PRETRAINED_DETECTOR,
+                    artifact_note: "the online detector after pre-training: the frozen backbone, the FPN and the heads (RetinaNet and FCOS towers, or the RPN and the RoI box head), named as the fine-tuning detector names them, without the pre-training predictors (projector, regression and centerness convs), which fine-tuning initialises fresh",
+                    artifact_present: present(names::PRETRAINED_DETECTOR),
+                    next_steps: vec![(
+                        "finetune-from-this",
+                        "Fine-tune from this pre-trained detector",
+                        format!(
+                            "/runs/new?kind=finetune&dataset_id={}&detector={detector}&backbone={backbone}&init={init}#finetune-form",
+                            c.dataset_id
+                        ),
+                    )],
+                    detector,
+                    backbone,
+                })
+            }
+            Ok(JobConfig::PretrainImage(c)) => {
+                let (init_text, init_run) = init_view(s, &c.init).await?;
+                let backbone = wire_name(&c.backbone);
+                let init = checkpoint_value(run.id, names::PRETRAINED_BACKBONE);
+                Some(PretrainView {
+                    dataset_id: c.dataset_id,
+                    split: c.split.clone(),
+                    detector: String::new(),
+                    proposals: None,
+                    init_text,
+                    init_run,
+                    artifact: names::PRETRAINED_BACKBONE,
+                    artifact_note: "the query encoder's backbone under backbone.body.* (no projector): the image-domain weights a box-domain pre-training or a fine-tuning starts from",
+                    artifact_present: present(names::PRETRAINED_BACKBONE),
+                    next_steps: vec![
+                        (
+                            "use-as-backbone",
+                            "Use as backbone of a box-domain pre-training",
+                            format!(
+                                "/runs/new?kind=pretrain_box&dataset_id={}&backbone={backbone}&backbone_init={init}#pretrain-box-form",
+                                c.dataset_id
+                            ),
+                        ),
+                        (
+                            "finetune-from-backbone",
+                            "Fine-tune a detector on this backbone",
+                            format!(
+                                "/runs/new?kind=finetune&dataset_id={}&backbone={backbone}&init={init}#finetune-form",
+                                c.dataset_id
+                            ),
+                        ),
+                    ],
+                    backbone,
+                })
+            }
+            _ => None,
+        },
+    )
 }
 
 #[derive(Template)]
@@ -1135,6 +2333,7 @@ async fn finetune_view(
 struct RunPage {
     evaluation: Option<EvalView>,
     finetune: Option<FinetuneView>,
+    pretrain: Option<PretrainView>,
     run: RunRow,
     terminal: bool,
     csrf: String,
@@ -1180,9 +2379,11 @@ pub async fn show(
     } else {
         None
     };
+    let pretrain = pretrain_view(&s, &run, &artifacts).await?;
     Ok(render(&RunPage {
         evaluation,
         finetune,
+        pretrain,
         terminal: RunStatus::parse(&run.status).is_some_and(|st| st.is_terminal()),
         config_pretty: serde_json::to_string_pretty(&run.config)?,
         artifacts,

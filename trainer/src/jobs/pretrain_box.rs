@@ -10,7 +10,8 @@
 //! Metrics: `loss/total`, `loss/contrastive`, `loss/<regression term>`, `train/lr`,
 //! `train/ema_momentum`, `train/grad_norm`, `train/images_per_s`, `train/data_wait_ms`,
 //! `pretrain/positives`, `pretrain/negatives`, `pretrain/instances` (online view, sampled),
-//! `pretrain/contrastive_chance` (the loss of uninformative embeddings at this step's counts).
+//! `pretrain/contrastive_chance` (the loss of uninformative embeddings at this step's counts),
+//! `time/online_forward_ms`, `time/momentum_forward_ms`, `time/loss_backward_update_ms`.
 //! Artifacts: `backbone_load_report.json`, `checkpoint.safetensors` (online and momentum
 //! detectors, optimizer state; resumable), and at the end `pretrained.safetensors`: the online
 //! detector without its pre-training predictors, under the fine-tuning detector's names.
@@ -194,14 +195,19 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
             .model
             .transform()
             .pad_batch(&to_device(&batch.target.images));
+        let t_online = Instant::now();
         let out = online
             .model
             .forward_view(&online_batch, &to_device(&batch.online.boxes), true);
+        let online_ms = t_online.elapsed().as_secs_f64() * 1e3;
+        let t_target = Instant::now();
         let keys = tch::no_grad(|| {
             target
                 .model
                 .forward_view(&target_batch, &to_device(&batch.target.boxes), false)
         });
+        let target_ms = t_target.elapsed().as_secs_f64() * 1e3;
+        let t_update = Instant::now();
         let contrastive = box_contrastive_loss(
             &out.embeddings,
             &out.instances,
@@ -236,6 +242,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
         opt.step(lr);
         let m = momentum_at(step as u64, cfg.steps as u64, cfg.ema_momentum);
         ema_update(&target.vs, &online.vs, m);
+        let update_ms = t_update.elapsed().as_secs_f64() * 1e3;
 
         let done = step + 1;
         let seconds = t0.elapsed().as_secs_f64();
@@ -256,6 +263,9 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
                 cfg.batch_size as f64 / seconds.max(1e-9),
             ),
             point("train/data_wait_ms", wait.as_secs_f64() * 1000.0),
+            point("time/online_forward_ms", online_ms),
+            point("time/momentum_forward_ms", target_ms),
+            point("time/loss_backward_update_ms", update_ms),
         ];
         for (k, v) in &terms {
             points.push(point(&format!("loss/{k}"), v.double_value(&[])));

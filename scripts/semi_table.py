@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""The miniature semi-supervised table: AlignDet pre-training vs. the image-domain baseline.
+
+For every dataset × detector this creates one experiment through the platform's JSON API
+(`POST /api/v1/experiments`): pseudo-boxes, box-domain pre-training, and for every seed and
+labeled fraction a fine-tune from the pre-trained detector ("AlignDet") and one from the
+image-domain backbone alone ("baseline"), with the same seed, labeled split, schedule, steps,
+batch and augmentation. It polls until every run has finished, printing progress, then prints
+for each dataset × detector × fraction the baseline and AlignDet AP (mean ± sample std over
+seeds), the margin (AlignDet − baseline) and the per-seed paired differences.
+
+The fine-tunes train on the labeled splits `{fraction}pct_seed{seed}`; the val split is only
+evaluated (by the platform, at the end of each fine-tune) and only reported here.
+
+    scripts/semi_table.py --url http://127.0.0.1:8080 --token-file ~/.local/share/aligndet-studio/worker-token \\
+        --datasets 1,2 --detectors fcos,retinanet --fractions 5,10 --seeds 1,2,3 \\
+        --pretrain-steps 200 --finetune-steps 300 --batch-size 4
+    scripts/semi_table.py --url ... --token-file ... --experiments 4,5   # only print the table
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import urllib.error
+import urllib.request
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class Api:
+    def __init__(self, url: str, token: str):
+        self.base = url.rstrip("/") + "/api/v1/"
+        self.token = token
+
+    def call(self, method: str, path: str, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", "Bearer " + self.token)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            text = e.read().decode(errors="replace")
+            try:
+                text = json.loads(text).get("error", text)
+            except (ValueError, AttributeError):
+                pass
+            raise SystemExit(f"{method} {path}: HTTP {e.code}: {text}") from None
+        except urllib.error.URLError as e:
+            raise SystemExit(f"{method} {path}: {e.reason}") from None
+
+    def experiment(self, exp_id: int):
+        return self.call("GET", f"experiments/{exp_id}")
+
+
+def ints(text: str) -> list[int]:
+    return [int(t) for t in text.replace(" ", ",").split(",") if t.strip()]
+
+
+def words(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def mean_std(values: list[float]) -> tuple[float, float] | None:
+    if not values:
+        return None
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    var = sum((v - m) ** 2 for v in values) / (len(values) - 1)
+    return m, math.sqrt(var)
+
+
+def fmt(ms, signed: bool = False) -> str:
+    if ms is None:
+        return "–"
+    m, s = ms
+    return (f"{m:+.1f}" if signed else f"{m:.1f}") + f" ± {s:.1f}"
+
+
+def ap_of(run) -> float | None:
+    """AP (0.5:0.95) ×100 of a succeeded fine-tune, from its final evaluation."""
+    if run.get("status") != "succeeded":
+        return None
+    ev = run.get("eval") or {}
+    ap = ev.get("AP")
+    if ap is None or ap < 0:
+        return None
+    return 100.0 * ap
+
+
+def check_no_val_training(exp) -> None:
+    for r in exp["runs"]:
+        if r.get("kind") == "finetune" and r.get("train_split") in ("val", None):
+            raise SystemExit(
+                f"experiment {exp['id']}: run {r['id']} trains on {r.get('train_split')!r}; "
+                "the val split is for reporting only"
+            )
+
+
+def progress_line(exps) -> str:
+    parts = []
+    for e in exps:
+        counts: dict[str, int] = {}
+        for r in e["runs"]:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        done = sum(v for k, v in counts.items() if k in TERMINAL)
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        parts.append(f"#{e['id']} {done}/{len(e['runs'])} ({detail})")
+    return time.strftime("%H:%M:%S ") + " | ".join(parts)
+
+
+def wait_all(api: Api, ids: list[int], poll: float, timeout: float | None):
+    start = time.time()
+    last = ""
+    while True:
+        exps = [api.experiment(i) for i in ids]
+        line = progress_line(exps)
+        if line[9:] != last:
+            print(line, flush=True)
+            last = line[9:]
+        if all(e["done"] for e in exps):
+            return exps
+        if timeout is not None and time.time() - start > timeout:
+            print("timed out waiting; the table shows the runs finished so far", file=sys.stderr)
+            return exps
+        time.sleep(poll)
+
+
+def table(exps) -> str:
+    header = (
+        "dataset", "detector", "labeled", "baseline AP", "AlignDet AP", "margin",
+        "paired Δ per seed", "n",
+    )
+    rows = []
+    for e in sorted(exps, key=lambda e: (e["spec"]["dataset_id"], e["spec"]["detector"], e["id"])):
+        check_no_val_training(e)
+        spec = e["spec"]
+        finetunes = [r for r in e["runs"] if r["role"] in ("aligndet", "baseline")]
+        fractions = sorted({r["fraction"] for r in finetunes if r.get("fraction") is not None})
+        for frac in fractions:
+            by_seed: dict[int, dict[str, float | None]] = {}
+            for r in finetunes:
+                if r.get("fraction") != frac:
+                    continue
+                by_seed.setdefault(r["seed"], {})[r["role"]] = ap_of(r)
+            seeds = sorted(by_seed)
+            base = [by_seed[s].get("baseline") for s in seeds]
+            ours = [by_seed[s].get("aligndet") for s in seeds]
+            base_v = [v for v in base if v is not None]
+            ours_v = [v for v in ours if v is not None]
+            paired = [
+                (s, by_seed[s]["aligndet"] - by_seed[s]["baseline"])
+                for s in seeds
+                if by_seed[s].get("aligndet") is not None and by_seed[s].get("baseline") is not None
+            ]
+            b, o = mean_std(base_v), mean_std(ours_v)
+            margin = None if b is None or o is None else f"{o[0] - b[0]:+.1f}"
+            deltas = " ".join(f"s{s}:{d:+.1f}" for s, d in paired) or "–"
+            pd = mean_std([d for _, d in paired])
+            if pd is not None:
+                deltas += f"  (mean {fmt(pd, signed=True)})"
+            ds = (e.get("dataset") or {}).get("name") or f"#{spec['dataset_id']}"
+            rows.append((
+                ds, spec["detector"], f"{frac}%", fmt(b), fmt(o),
+                margin or "–", deltas, f"{len(paired)}/{len(seeds)}",
+            ))
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    out = [line(header), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    out.append("")
+    out.append(
+        "AP = COCO AP 0.5:0.95 ×100 on the val split (reported only; fine-tunes train on "
+        "{fraction}pct_seed{seed}); mean ± sample std over seeds; margin = AlignDet − baseline "
+        "means; paired Δ = AlignDet − baseline at the same seed and split; n = paired seeds / seeds."
+    )
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", required=True, help="platform address, e.g. http://127.0.0.1:8080")
+    p.add_argument("--token-file", required=True, help="file holding the worker token")
+    p.add_argument("--datasets", default="", help="dataset ids, comma list")
+    p.add_argument("--detectors", default="fcos,retinanet")
+    p.add_argument("--fractions", default="5,10", help="labeled percentages")
+    p.add_argument("--seeds", default="1,2,3", help="at least 3 seeds")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--label-free", action="store_true",
+                   help="pre-train the backbone on the images too (pretrain_image) instead of ImageNet")
+    p.add_argument("--image-steps", type=int)
+    p.add_argument("--image-batch-size", type=int)
+    p.add_argument("--proposals-max-images", type=int)
+    p.add_argument("--pretrain-steps", type=int)
+    p.add_argument("--pretrain-batch-size", type=int)
+    p.add_argument("--finetune-steps", type=int)
+    p.add_argument("--finetune-batch-size", type=int)
+    p.add_argument("--batch-size", type=int, help="both batch sizes at once")
+    p.add_argument("--finetune-lr", type=float)
+    p.add_argument("--finetune-weight-decay", type=float)
+    p.add_argument("--name", default="semi", help="experiment name prefix")
+    p.add_argument("--experiments", default="", help="only print the table of these experiments")
+    p.add_argument("--poll", type=float, default=10.0, help="seconds between progress polls")
+    p.add_argument("--timeout", type=float, help="stop waiting after this many seconds")
+    a = p.parse_args(argv)
+
+    with open(a.token_file, encoding="utf-8") as f:
+        token = f.read().strip()
+    api = Api(a.url, token)
+
+    if a.experiments:
+        ids = ints(a.experiments)
+        exps = [api.experiment(i) for i in ids]
+        print(progress_line(exps))
+        print()
+        print(table(exps))
+        return 0
+
+    datasets, detectors = ints(a.datasets), words(a.detectors)
+    fractions, seeds = ints(a.fractions), ints(a.seeds)
+    if not datasets:
+        p.error("--datasets: give at least one dataset id (or --experiments)")
+    if len(seeds) < 3:
+        p.error("--seeds: give at least 3 seeds (mean ± std needs them)")
+    if not detectors or not fractions:
+        p.error("--detectors and --fractions must not be empty")
+
+    ids = []
+    for ds in datasets:
+        for det in detectors:
+            spec = {
+                "name": f"{a.name} d{ds} {det}",
+                "dataset_id": ds,
+                "detector": det,
+                "backbone": a.backbone,
+                "label_free": a.label_free,
+                "seeds": seeds,
+                "fractions": fractions,
+            }
+            optional = {
+                "image_steps": a.image_steps,
+                "image_batch_size": a.image_batch_size,
+                "proposals_max_images": a.proposals_max_images,
+                "pretrain_steps": a.pretrain_steps,
+                "pretrain_batch_size": a.pretrain_batch_size or a.batch_size,
+                "finetune_steps": a.finetune_steps,
+                "finetune_batch_size": a.finetune_batch_size or a.batch_size,
+                "finetune_lr": a.finetune_lr,
+                "finetune_weight_decay": a.finetune_weight_decay,
+            }
+            spec.update({k: v for k, v in optional.items() if v is not None})
+            created = api.call("POST", "experiments", spec)
+            print(f"experiment #{created['id']}: dataset {ds}, {det}, {len(created['runs'])} runs "
+                  f"({a.url.rstrip('/')}/experiments/{created['id']})", flush=True)
+            ids.append(created["id"])
+
+    exps = wait_all(api, ids, a.poll, a.timeout)
+    print()
+    print(table(exps))
+    print(f"\nreprint with: --experiments {','.join(map(str, ids))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+//! Experiments: a named spec and the chain of runs made from it (`runs.experiment_id`, with the
+//! run's place in the chain in `runs.experiment_role`).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExperimentRow {
+    pub id: i64,
+    pub name: String,
+    pub spec: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An experiment with counts of its runs by state, for the list.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExperimentSummary {
+    pub id: i64,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub runs: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub active: i64,
+}
+
+/// A run of an experiment, with its role.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExperimentRun {
+    pub id: i64,
+    pub kind: String,
+    pub name: String,
+    pub config: serde_json::Value,
+    pub status: String,
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub experiment_role: Option<String>,
+}
+
+pub async fn create_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    name: &str,
+    spec: &serde_json::Value,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar("INSERT INTO experiments (name, spec) VALUES ($1, $2) RETURNING id")
+        .bind(name)
+        .bind(spec)
+        .fetch_one(&mut **tx)
+        .await
+}
+
+/// Put a run (created in the same transaction) into an experiment under a role.
+pub async fn attach_run_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    experiment_id: i64,
+    run_id: i64,
+    role: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE runs SET experiment_id = $1, experiment_role = $3 WHERE id = $2")
+        .bind(experiment_id)
+        .bind(run_id)
+        .bind(role)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<ExperimentSummary>> {
+    sqlx::query_as(
+        "SELECT e.id, e.name, e.created_at,
+                COUNT(r.id) AS runs,
+                COUNT(r.id) FILTER (WHERE r.status = 'succeeded') AS succeeded,
+                COUNT(r.id) FILTER (WHERE r.status IN ('failed', 'cancelled')) AS failed,
+                COUNT(r.id) FILTER (WHERE r.status IN ('queued', 'running')) AS active
+         FROM experiments e LEFT JOIN runs r ON r.experiment_id = e.id
+         GROUP BY e.id ORDER BY e.id DESC LIMIT 500",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<ExperimentRow>> {
+    sqlx::query_as("SELECT id, name, spec, created_at FROM experiments WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn runs(pool: &PgPool, experiment_id: i64) -> sqlx::Result<Vec<ExperimentRun>> {
+    sqlx::query_as(
+        "SELECT id, kind, name, config, status, error, attempts, experiment_role FROM runs
+         WHERE experiment_id = $1 ORDER BY id",
+    )
+    .bind(experiment_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// The last step each run reported a metric at (runs without metrics are absent).
+pub async fn last_steps(pool: &PgPool, run_ids: &[i64]) -> sqlx::Result<Vec<(i64, i64)>> {
+    sqlx::query_as("SELECT run_id, MAX(step) FROM metrics WHERE run_id = ANY($1) GROUP BY run_id")
+        .bind(run_ids)
+        .fetch_all(pool)
+        .await
+}
+
+/// The latest value of every `eval/*` metric of a run: (key without `eval/`, value).
+pub async fn final_eval_metrics(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<(String, f64)>> {
+    sqlx::query_as(
+        "SELECT DISTINCT ON (key) substr(key, 6), value FROM metrics
+         WHERE run_id = $1 AND key LIKE 'eval/%' ORDER BY key, step DESC",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+}
