@@ -23,7 +23,7 @@ use crate::models::transform::DetectionTransform;
 use crate::train::checkpoint;
 use crate::train::evaluation::{predict_split, results_json, score};
 use crate::train::init::{BODY_PREFIX, initialise};
-use crate::train::optim::{Optimizer, Param, decays};
+use crate::train::optim::{Optimizer, trainable_params};
 use aligndet_common::api::MetricPoint;
 use aligndet_common::report::COCO_STAT_NAMES;
 use aligndet_common::train_config::TrainConfig;
@@ -34,7 +34,7 @@ use std::time::Instant;
 
 /// Detections kept for evaluation (mmdetection's and the paper's test threshold).
 const EVAL_SCORE_THRESHOLD: f64 = 0.05;
-const CHECKPOINT: &str = "checkpoint.safetensors";
+use super::CHECKPOINT;
 
 /// Metadata stored in every checkpoint and model file.
 fn metadata(
@@ -99,29 +99,10 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     model.set_score_threshold(EVAL_SCORE_THRESHOLD);
 
     let init = initialise(&mut vs, &cfg.init, cfg.backbone, ctx.inputs, &ctx.work_dir)?;
-    ctx.log(format!(
-        "initialised from {}: {} tensors loaded, {} missing, {} unexpected, {} shape mismatches",
-        init.source,
-        init.load.loaded.len(),
-        init.load.missing.len(),
-        init.load.unexpected.len(),
-        init.load.shape_mismatch.len()
-    ));
-    let report_path = ctx.work_dir.join("load_report.json");
-    std::fs::write(&report_path, serde_json::to_vec_pretty(&init)?)?;
-    ctx.sink.artifact("load_report.json", &report_path)?;
+    super::store_init_report(ctx, &init, "load_report.json")?;
 
     let frozen = freeze_body_stages(&vs, model.as_ref(), cfg.trainable_backbone_stages);
-    let params: Vec<Param> = vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .map(|(name, tensor)| Param {
-            decay: decays(&name, &tensor, cfg.no_decay_norm_and_bias),
-            name,
-            tensor,
-        })
-        .collect();
+    let params = trainable_params(&vs, cfg.no_decay_norm_and_bias);
     let numel: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
     ctx.log(format!(
         "{} trainable tensors ({numel} parameters); {frozen} frozen by trainable_backbone_stages = {}",
@@ -132,9 +113,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
 
     // resume from our own checkpoint when an earlier attempt left one
     let mut start_step = 0u32;
-    if let Some(bytes) = ctx.inputs.fetch_optional(ctx.spec.run_id, CHECKPOINT)? {
-        let path = ctx.work_dir.join("resume.safetensors");
-        std::fs::write(&path, bytes)?;
+    if let Some(path) = super::own_checkpoint(ctx)? {
         let meta = checkpoint::restore(&path, &mut vs, &mut opt)
             .context("restoring the run's checkpoint")?;
         start_step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);

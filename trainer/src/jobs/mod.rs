@@ -8,6 +8,7 @@ pub mod evaluate;
 pub mod finetune;
 pub mod local;
 pub mod pretrain_box;
+pub mod pretrain_image;
 pub mod proposals;
 pub mod sink;
 
@@ -104,11 +105,41 @@ pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
         JobConfig::Evaluate(cfg) => evaluate::run(ctx, &cfg.clone()),
         JobConfig::Finetune(cfg) => finetune::run(ctx, &cfg.clone()),
         JobConfig::PretrainBox(cfg) => pretrain_box::run(ctx, &cfg.clone()),
-        JobConfig::PretrainImage(_) => anyhow::bail!(
-            "this trainer cannot run {} jobs yet",
-            ctx.spec.config.kind()
-        ),
+        JobConfig::PretrainImage(cfg) => pretrain_image::run(ctx, &cfg.clone()),
     }
+}
+
+/// The resumable checkpoint every training job stores (replaced at each save).
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// The checkpoint an earlier attempt of this run stored (`checkpoint.safetensors`), written into
+/// the work dir; `None` on a first attempt.
+pub fn own_checkpoint(ctx: &JobContext<'_>) -> anyhow::Result<Option<PathBuf>> {
+    let Some(bytes) = ctx.inputs.fetch_optional(ctx.spec.run_id, CHECKPOINT)? else {
+        return Ok(None);
+    };
+    let path = ctx.work_dir.join("resume.safetensors");
+    std::fs::write(&path, bytes)?;
+    Ok(Some(path))
+}
+
+/// Log where the initial weights came from and store the load report as an artifact.
+pub fn store_init_report(
+    ctx: &mut JobContext<'_>,
+    init: &crate::train::init::InitReport,
+    artifact: &str,
+) -> anyhow::Result<()> {
+    ctx.log(format!(
+        "initialised from {}: {} tensors loaded, {} missing, {} unexpected, {} shape mismatches",
+        init.source,
+        init.load.loaded.len(),
+        init.load.missing.len(),
+        init.load.unexpected.len(),
+        init.load.shape_mismatch.len()
+    ));
+    let path = ctx.work_dir.join(artifact);
+    std::fs::write(&path, serde_json::to_vec_pretty(init)?)?;
+    ctx.sink.artifact(artifact, &path)
 }
 
 /// Parse a device name given on the command line.

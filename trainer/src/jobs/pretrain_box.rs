@@ -25,7 +25,7 @@ use crate::pretrain::detector::{BACKGROUND, BoxPretrainer, build_pretrainer, is_
 use crate::pretrain::ema::{copy_all, ema_update, momentum_at};
 use crate::train::checkpoint;
 use crate::train::init::{BODY_PREFIX, initialise};
-use crate::train::optim::{Optimizer, Param, decays};
+use crate::train::optim::{Optimizer, trainable_params};
 use aligndet_common::api::MetricPoint;
 use aligndet_common::pretrain_config::{PretrainBoxConfig, PseudoBoxes, artifacts};
 use anyhow::Context;
@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tch::{Tensor, nn};
 
-const CHECKPOINT: &str = "checkpoint.safetensors";
+use super::CHECKPOINT;
 /// Where the momentum detector's weights live inside the checkpoint.
 const MOMENTUM_PREFIX: &str = "momentum.";
 
@@ -126,15 +126,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
         body_missing.len(),
         body_missing[0]
     );
-    ctx.log(format!(
-        "backbone from {}: {} tensors loaded",
-        init.source,
-        init.load.loaded.len()
-    ));
-    let report_path = ctx.work_dir.join("backbone_load_report.json");
-    std::fs::write(&report_path, serde_json::to_vec_pretty(&init)?)?;
-    ctx.sink
-        .artifact("backbone_load_report.json", &report_path)?;
+    super::store_init_report(ctx, &init, "backbone_load_report.json")?;
 
     // the backbone is frozen: no gradient, never in the optimizer
     for (name, t) in online.vs.variables() {
@@ -147,17 +139,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
     for (_, t) in target.vs.variables() {
         let _ = t.set_requires_grad(false);
     }
-    let params: Vec<Param> = online
-        .vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .map(|(name, tensor)| Param {
-            decay: decays(&name, &tensor, true),
-            name,
-            tensor,
-        })
-        .collect();
+    let params = trainable_params(&online.vs, true);
     let numel: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
     ctx.log(format!(
         "{} trainable tensors ({numel} parameters) in the neck and heads",
@@ -166,9 +148,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
     let mut opt = Optimizer::new(cfg.optimizer, params, cfg.momentum, cfg.weight_decay);
 
     let mut start_step = 0u32;
-    if let Some(bytes) = ctx.inputs.fetch_optional(ctx.spec.run_id, CHECKPOINT)? {
-        let path = ctx.work_dir.join("resume.safetensors");
-        std::fs::write(&path, bytes)?;
+    if let Some(path) = super::own_checkpoint(ctx)? {
         let meta = checkpoint::restore(&path, &mut online.vs, &mut opt)
             .context("restoring the run's checkpoint")?;
         checkpoint::restore_prefixed(&path, MOMENTUM_PREFIX, &mut target.vs)

@@ -7,5 +7,6 @@ pub mod data;
 pub mod detector;
 pub mod ema;
 pub mod fcos_head;
+pub mod moco;
 pub mod rcnn_head;
 pub mod retinanet_head;

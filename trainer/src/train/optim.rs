@@ -15,6 +15,24 @@ pub struct Param {
 
 /// Norm parameters and biases are excluded from weight decay when asked (a common recipe for
 /// detectors); every other tensor decays.
+/// Every variable of `vs` that requires a gradient, as an optimizer parameter; with
+/// `exclude_norm_and_bias`, norm parameters and biases are not decayed (see [`decays`]).
+pub fn trainable_params(vs: &tch::nn::VarStore, exclude_norm_and_bias: bool) -> Vec<Param> {
+    let mut params: Vec<Param> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(name, tensor)| Param {
+            decay: decays(&name, &tensor, exclude_norm_and_bias),
+            name,
+            tensor,
+        })
+        .collect();
+    // a fixed order, so that optimizer state and gradient clipping do not depend on hashing
+    params.sort_by(|a, b| a.name.cmp(&b.name));
+    params
+}
+
 pub fn decays(name: &str, tensor: &Tensor, exclude_norm_and_bias: bool) -> bool {
     if !exclude_norm_and_bias {
         return true;

@@ -1,0 +1,292 @@
+//! The `pretrain_image` job: MoCo v2 self-supervised pre-training of a backbone body on the
+//! images of a dataset split (labels are never read). See `pretrain::moco` for the method and
+//! `data::moco_aug` for the views.
+//!
+//! Metrics (step = optimizer steps done): `loss/contrastive`, `train/accuracy` (instance
+//! discrimination top-1 against the queue), `train/lr`, `train/grad_norm`, `train/images_per_s`,
+//! `train/data_wait_ms`. Artifacts: `load_report.json`; `checkpoint.safetensors` every
+//! `checkpoint_every` steps (query encoder under its own names, key encoder under
+//! `key_encoder.*`, the queue `moco.queue` and its pointer, optimizer state); at the end
+//! `backbone.safetensors`: only the query encoder's body under `backbone.body.*` (batch-norm
+//! running statistics included), metadata format `aligndet-backbone`, which a `finetune` run
+//! loads with init `{"from": "checkpoint", "artifact": {"run_id": …, "name":
+//! "backbone.safetensors"}}`.
+//!
+//! A re-claimed job restores its own checkpoint (both encoders, queue, optimizer) and continues
+//! from that step; batches are a function of (seed, step), so it sees the same views.
+
+use super::{JobContext, JobOutcome};
+use crate::data::detection::load_split;
+use crate::data::moco_aug::{MocoAugConfig, MocoLoaderConfig, moco_loader};
+use crate::models::build::body_kind;
+use crate::pretrain::moco::Moco;
+use crate::train::checkpoint::{read_metadata, write_tensors};
+use crate::train::init::{BODY_PREFIX, initialise};
+use crate::train::optim::{Optimizer, trainable_params};
+use aligndet_common::api::MetricPoint;
+use aligndet_common::pretrain_config::PretrainImageConfig;
+use aligndet_common::pretrain_config::artifacts::PRETRAINED_BACKBONE;
+use anyhow::Context;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use tch::Tensor;
+
+use super::CHECKPOINT;
+const KEY_PREFIX: &str = "key_encoder.";
+const OPTIM_PREFIX: &str = "optim.";
+const QUEUE: &str = "moco.queue";
+
+fn backbone_name(cfg: &PretrainImageConfig) -> String {
+    serde_json::to_value(cfg.backbone)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{:?}", cfg.backbone))
+}
+
+fn metadata(
+    cfg: &PretrainImageConfig,
+    format: &str,
+    step: u32,
+) -> anyhow::Result<HashMap<String, String>> {
+    Ok(HashMap::from([
+        ("format".into(), format.into()),
+        ("backbone".into(), backbone_name(cfg)),
+        ("step".into(), step.to_string()),
+        ("config".into(), serde_json::to_string(cfg)?),
+    ]))
+}
+
+/// Everything a resumed run needs, in one file.
+fn save_checkpoint(
+    path: &Path,
+    moco: &Moco,
+    opt: &Optimizer,
+    mut meta: HashMap<String, String>,
+) -> anyhow::Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = moco.query_vs.variables().into_iter().collect();
+    for (name, t) in moco.key_vs.variables() {
+        tensors.push((format!("{KEY_PREFIX}{name}"), t));
+    }
+    tensors.push((QUEUE.into(), moco.queue.keys.shallow_clone()));
+    for (k, t) in &opt.state {
+        tensors.push((format!("{OPTIM_PREFIX}{k}"), t.shallow_clone()));
+    }
+    meta.insert("optimizer_step".into(), opt.step.to_string());
+    meta.insert("queue_ptr".into(), moco.queue.ptr.to_string());
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    write_tensors(path, &tensors, meta)
+}
+
+/// Restore a checkpoint written by [`save_checkpoint`]; returns the step it was taken at.
+fn restore_checkpoint(path: &Path, moco: &mut Moco, opt: &mut Optimizer) -> anyhow::Result<u32> {
+    let meta = read_metadata(path)?;
+    let tensors =
+        Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
+    let device = moco.query_vs.device();
+    let mut take = |name: &str, dst: &Tensor| -> anyhow::Result<()> {
+        let src = by_name
+            .remove(name)
+            .with_context(|| format!("checkpoint {} lacks {name}", path.display()))?;
+        anyhow::ensure!(
+            src.size() == dst.size(),
+            "checkpoint {name}: shape {:?}, model {:?}",
+            src.size(),
+            dst.size()
+        );
+        tch::no_grad(|| dst.shallow_clone().copy_(&src));
+        Ok(())
+    };
+    for (name, var) in moco.query_vs.variables() {
+        take(&name, &var)?;
+    }
+    for (name, var) in moco.key_vs.variables() {
+        take(&format!("{KEY_PREFIX}{name}"), &var)?;
+    }
+    take(QUEUE, &moco.queue.keys)?;
+    opt.state.clear();
+    for (name, t) in by_name {
+        if let Some(k) = name.strip_prefix(OPTIM_PREFIX) {
+            opt.state.insert(k.to_string(), t.to_device(device));
+        }
+    }
+    let num = |key: &str| meta.get(key).and_then(|s| s.parse::<u64>().ok());
+    opt.step = num("optimizer_step").unwrap_or(0) as i64;
+    moco.queue.ptr = num("queue_ptr").unwrap_or(0) as usize % moco.queue.len().max(1);
+    num("step")
+        .map(|s| s as u32)
+        .context("the checkpoint's metadata has no step")
+}
+
+/// Only the query encoder's body, under `backbone.body.*`.
+pub fn export_backbone(
+    path: &Path,
+    moco: &Moco,
+    meta: HashMap<String, String>,
+) -> anyhow::Result<usize> {
+    let prefix = format!("{BODY_PREFIX}.");
+    let mut tensors: Vec<(String, Tensor)> = moco
+        .query_vs
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(&prefix))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    write_tensors(path, &tensors, meta)?;
+    Ok(tensors.len())
+}
+
+pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Result<JobOutcome> {
+    cfg.validate()?;
+    anyhow::ensure!(
+        cfg.queue_size >= cfg.batch_size,
+        "queue_size ({}) must hold at least one batch ({}): its keys are the negatives",
+        cfg.queue_size,
+        cfg.batch_size
+    );
+    let location = ctx
+        .spec
+        .dataset
+        .clone()
+        .context("the job spec names no dataset")?;
+    let split = Arc::new(load_split(&location, Some(&cfg.split))?);
+    anyhow::ensure!(
+        !split.samples.is_empty(),
+        "split {:?} has no images",
+        cfg.split
+    );
+    ctx.log(format!(
+        "MoCo v2 pre-training of {:?} on {} images of split {} ({} steps of {} images, crop {}, queue {})",
+        cfg.backbone,
+        split.samples.len(),
+        cfg.split,
+        cfg.steps,
+        cfg.batch_size,
+        cfg.crop_size,
+        cfg.queue_size
+    ));
+
+    tch::manual_seed(cfg.seed as i64);
+    let mut moco = Moco::new(
+        ctx.device,
+        body_kind(cfg.backbone),
+        cfg.hidden_dim as i64,
+        cfg.embedding_dim as i64,
+        cfg.queue_size as i64,
+        cfg.temperature,
+        cfg.key_momentum,
+    );
+    let init = initialise(
+        &mut moco.query_vs,
+        &cfg.init,
+        cfg.backbone,
+        ctx.inputs,
+        &ctx.work_dir,
+    )?;
+    super::store_init_report(ctx, &init, "load_report.json")?;
+    moco.sync_key()?;
+
+    // MoCo decays every parameter
+    let params = trainable_params(&moco.query_vs, false);
+    let numel: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
+    ctx.log(format!(
+        "{} trainable tensors ({numel} parameters) in the query encoder",
+        params.len()
+    ));
+    let mut opt = Optimizer::new(cfg.optimizer, params, cfg.momentum, cfg.weight_decay);
+
+    let mut start_step = 0u32;
+    if let Some(path) = super::own_checkpoint(ctx)? {
+        start_step = restore_checkpoint(&path, &mut moco, &mut opt)
+            .context("restoring the run's checkpoint")?;
+        ctx.log(format!("resumed from the checkpoint at step {start_step}"));
+    }
+
+    let (mean, std) = moco.query.body.pixel_norm();
+    let mut loader = moco_loader(
+        split.clone(),
+        MocoLoaderConfig {
+            batch_size: cfg.batch_size as usize,
+            seed: cfg.seed,
+            aug: MocoAugConfig::moco_v2(cfg.crop_size),
+            pixel_norm: (mean, std),
+            threads: cfg.loader_threads as usize,
+            prefetch: 2 * cfg.loader_threads as usize,
+        },
+        start_step as u64,
+    )?;
+
+    let log_every = (cfg.steps / 20).max(1);
+    let started = Instant::now();
+    for step in start_step..cfg.steps {
+        if ctx.should_stop() {
+            return Ok(JobOutcome::Stopped);
+        }
+        let t0 = Instant::now();
+        let batch = loader.next_batch()?;
+        let wait = t0.elapsed();
+        let view_q = batch.view_q.to_device(ctx.device);
+        let view_k = batch.view_k.to_device(ctx.device);
+        let out = moco.forward(&view_q, &view_k);
+        let loss = out.loss.double_value(&[]);
+        if !loss.is_finite() {
+            anyhow::bail!(
+                "the contrastive loss diverged at step {step} (loss = {loss}); lower the learning rate or add gradient clipping"
+            );
+        }
+        opt.zero_grad();
+        out.loss.backward();
+        let grad_norm = opt.clip_grad_norm(cfg.grad_clip_norm.unwrap_or(f64::INFINITY));
+        let lr = cfg.lr_at(step);
+        opt.step(lr);
+        moco.queue.enqueue(&out.keys);
+        let done = step + 1;
+        let seconds = t0.elapsed().as_secs_f64();
+        let now = crate::jobs::sink::now_seconds();
+        let point = |key: &str, value: f64| MetricPoint {
+            key: key.to_string(),
+            step: done as i64,
+            value,
+            wall_time: now,
+        };
+        ctx.sink.metrics(vec![
+            point("loss/contrastive", loss),
+            point("train/accuracy", out.accuracy),
+            point("train/lr", lr),
+            point("train/grad_norm", grad_norm),
+            point(
+                "train/images_per_s",
+                cfg.batch_size as f64 / seconds.max(1e-9),
+            ),
+            point("train/data_wait_ms", wait.as_secs_f64() * 1000.0),
+        ]);
+        if done % log_every == 0 || done == cfg.steps {
+            ctx.log(format!(
+                "step {done}/{}: loss {loss:.4}, accuracy {:.3}, lr {lr:.5}, {seconds:.2} s/step",
+                cfg.steps, out.accuracy
+            ));
+        }
+        if done < cfg.steps && done % cfg.checkpoint_every == 0 {
+            let path = ctx.work_dir.join(CHECKPOINT);
+            save_checkpoint(
+                &path,
+                &moco,
+                &opt,
+                metadata(cfg, "aligndet-moco-checkpoint", done)?,
+            )?;
+            ctx.sink.artifact(CHECKPOINT, &path)?;
+        }
+    }
+    drop(loader);
+
+    let path = ctx.work_dir.join(PRETRAINED_BACKBONE);
+    let n = export_backbone(&path, &moco, metadata(cfg, "aligndet-backbone", cfg.steps)?)?;
+    ctx.sink.artifact(PRETRAINED_BACKBONE, &path)?;
+    ctx.log(format!(
+        "wrote {PRETRAINED_BACKBONE}: {n} body tensors under {BODY_PREFIX}.* ({:.1} s of training)",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(JobOutcome::Succeeded)
+}
