@@ -122,7 +122,9 @@ pub fn count_instances(instances: &Tensor) -> f64 {
     if fg.numel() == 0 {
         return 0.0;
     }
-    let (u, _, _) = fg.to_kind(Kind::Int64).internal_unique2(false, false, false);
+    let (u, _, _) = fg
+        .to_kind(Kind::Int64)
+        .internal_unique2(false, false, false);
     u.size()[0] as f64
 }
 
