@@ -5,7 +5,6 @@
 
 use aligndet_studio::*;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
