@@ -132,17 +132,31 @@ fn fcos_resnet50_fpn_detections_match_torchvision() {
             d.scores.narrow(0, 0, 5).print();
             ts.narrow(0, 0, 5).print();
         }
-        let box_diff = (&d.boxes - tb).abs().max().double_value(&[]);
+        // Scores are sorted; detections whose scores tie within float noise may come out in
+        // either order (this differs between CPUs), so each detection is compared with the
+        // reference detection of the same label and a score within 1e-3 that is nearest to it.
+        let score_ok = (d.scores.unsqueeze(1) - ts.unsqueeze(0)).abs().lt(1e-3);
+        let label_ok = d.labels.unsqueeze(1).eq_tensor(&tl.unsqueeze(0));
+        let box_d = (d.boxes.unsqueeze(1) - tb.unsqueeze(0))
+            .abs()
+            .amax(2, false);
+        let candidates = score_ok.logical_and(&label_ok);
+        let nearest = box_d
+            .masked_fill(&candidates.logical_not(), f64::INFINITY)
+            .amin(1, false);
+        let box_diff = nearest.max().double_value(&[]);
         let score_diff = (&d.scores - ts).abs().max().double_value(&[]);
         assert!(box_diff < 0.5, "image {i}: boxes differ by {box_diff} px");
         assert!(
             score_diff < 1e-3,
             "image {i}: scores differ by {score_diff}"
         );
-        assert!(
-            d.labels.eq_tensor(tl).all().int64_value(&[]) == 1,
-            "image {i}: labels differ"
-        );
+        let same_labels = (d.labels.bincount::<tch::Tensor>(None, 8)
+            - tl.bincount::<tch::Tensor>(None, 8))
+        .abs()
+        .sum(tch::Kind::Int64)
+        .int64_value(&[]);
+        assert_eq!(same_labels, 0, "image {i}: label counts differ");
     }
     let _ = std::fs::remove_dir_all(out);
 }
