@@ -5,7 +5,6 @@
 
 use aligndet_studio::*;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
 
 /// Server first so it stops before the database and folders go.
 struct Fixture {
@@ -519,62 +518,6 @@ fn a_finished_run_shows_curves_evaluation_load_report_and_predictions() {
         f.server.get(&format!("/runs/{bench}/predictions")).status(),
         404
     );
-}
-
-/// A chromedriver process on a free port, killed on drop (as in tests/browser.rs).
-struct ChromeDriver {
-    child: std::process::Child,
-    port: u16,
-    profile: TempDir,
-}
-
-impl ChromeDriver {
-    fn start() -> ChromeDriver {
-        let port = free_port();
-        let child = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver (apt-get install chromium-driver)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        ChromeDriver {
-            child,
-            port,
-            profile: TempDir::new("ft-chrome"),
-        }
-    }
-
-    async fn client(&self) -> fantoccini::Client {
-        let caps = json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                         "--disable-background-networking", "--disable-dev-shm-usage",
-                         "--window-size=1280,900",
-                         format!("--user-data-dir={}", self.profile.path().display())]
-            }
-        });
-        let Value::Object(caps) = caps else {
-            unreachable!("a JSON object")
-        };
-        fantoccini::ClientBuilder::native()
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("connect to chromedriver")
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
