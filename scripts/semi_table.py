@@ -2,7 +2,8 @@
 """The miniature semi-supervised table: AlignDet pre-training vs. the image-domain baseline.
 
 For every dataset × detector this creates one experiment through the platform's JSON API
-(`POST /api/v1/experiments`): pseudo-boxes, box-domain pre-training, and for every seed and
+(`POST /api/v1/experiments`): pseudo-boxes (made once per dataset and shared by its detectors),
+box-domain pre-training, and for every seed and
 labeled fraction a fine-tune from the pre-trained detector ("AlignDet") and one from the
 image-domain backbone alone ("baseline"), with the same seed, labeled split, schedule, steps,
 batch and augmentation. It polls until every run has finished, printing progress, then prints
@@ -14,7 +15,7 @@ evaluated (by the platform, at the end of each fine-tune) and only reported here
 
     scripts/semi_table.py --url http://127.0.0.1:8080 --token-file ~/.local/share/aligndet-studio/worker-token \\
         --datasets 1,2 --detectors fcos,retinanet --fractions 5,10 --seeds 1,2,3 \\
-        --pretrain-steps 200 --finetune-steps 300 --batch-size 4
+        --pretrain-steps 200 --finetune-steps 300 --batch-size 4 --image-size 256
     scripts/semi_table.py --url ... --token-file ... --experiments 4,5   # only print the table
 
 Standard library only.
@@ -67,6 +68,15 @@ def ints(text: str) -> list[int]:
 
 def words(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def per_detector(text: str) -> dict[str, int]:
+    """`256` (every detector, key "*") or `retinanet=256,fcos=2048`."""
+    out = {}
+    for part in words(text):
+        det, sep, value = part.rpartition("=")
+        out[det.strip() if sep else "*"] = int(value)
+    return out
 
 
 def mean_std(values: list[float]) -> tuple[float, float] | None:
@@ -202,6 +212,14 @@ def main(argv=None) -> int:
     p.add_argument("--proposals-max-images", type=int)
     p.add_argument("--pretrain-steps", type=int)
     p.add_argument("--pretrain-batch-size", type=int)
+    p.add_argument("--pretrain-samples", type=per_detector, default={},
+                   help="locations/anchors/RoIs the pretext task samples: N for every detector, "
+                        "or a list such as retinanet=256 (RetinaNet on a CPU: 256-512)")
+    p.add_argument("--proposals-run", type=int,
+                   help="reuse this proposals run (succeeded, running or queued) for every detector "
+                        "of a single dataset")
+    p.add_argument("--image-size", type=int,
+                   help="shorter side (px) for fine-tuning and evaluation; the views scale with it")
     p.add_argument("--finetune-steps", type=int)
     p.add_argument("--finetune-batch-size", type=int)
     p.add_argument("--batch-size", type=int, help="both batch sizes at once")
@@ -231,11 +249,15 @@ def main(argv=None) -> int:
         p.error("--datasets: give at least one dataset id (or --experiments)")
     if len(seeds) < 3:
         p.error("--seeds: give at least 3 seeds (mean ± std needs them)")
+    if a.proposals_run is not None and len(datasets) != 1:
+        p.error("--proposals-run: pseudo-boxes belong to one dataset; give one --datasets id")
     if not detectors or not fractions:
         p.error("--detectors and --fractions must not be empty")
 
     ids = []
     for ds in datasets:
+        # The first detector's experiment makes the pseudo-boxes; the others wait for that run.
+        shared_proposals = a.proposals_run
         for det in detectors:
             spec = {
                 "name": f"{a.name} d{ds} {det}",
@@ -252,13 +274,20 @@ def main(argv=None) -> int:
                 "proposals_max_images": a.proposals_max_images,
                 "pretrain_steps": a.pretrain_steps,
                 "pretrain_batch_size": a.pretrain_batch_size or a.batch_size,
+                "pretrain_samples": a.pretrain_samples.get(det, a.pretrain_samples.get("*")),
+                "image_size": a.image_size,
                 "finetune_steps": a.finetune_steps,
                 "finetune_batch_size": a.finetune_batch_size or a.batch_size,
                 "finetune_lr": a.finetune_lr,
                 "finetune_weight_decay": a.finetune_weight_decay,
             }
             spec.update({k: v for k, v in optional.items() if v is not None})
+            if shared_proposals is not None:
+                spec["proposals_run_id"] = shared_proposals
             created = api.call("POST", "experiments", spec)
+            shared_proposals = shared_proposals or next(
+                (r["id"] for r in created["runs"] if r["role"] == "proposals"), None
+            )
             print(f"experiment #{created['id']}: dataset {ds}, {det}, {len(created['runs'])} runs "
                   f"({a.url.rstrip('/')}/experiments/{created['id']})", flush=True)
             ids.append(created["id"])

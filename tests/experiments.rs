@@ -741,6 +741,40 @@ fn the_json_api_reuses_pseudo_boxes_and_reports_final_evaluations() {
     expected.sort();
     assert_eq!(more, expected);
 
+    // A queued proposals run can be shared: the new experiment's pre-training waits for it.
+    let pending = s.create_run(
+        "shared boxes",
+        json!({"kind": "proposals", "dataset_id": f.dataset, "strategy": "aligndet"}),
+    );
+    let r = s.api_post(
+        "experiments",
+        &json!({"name": "shares", "dataset_id": f.dataset, "proposals_run_id": pending,
+                "seeds": [1, 2, 3], "fractions": [5]}),
+    );
+    assert_eq!(r.status(), 200);
+    let shared: Value = r.json().unwrap();
+    let shared_pb = shared["runs"][0]["id"].as_i64().unwrap();
+    assert_eq!(shared["runs"][0]["role"], "pretrain_box");
+    let v = s.api_get(&format!("experiments/{}", shared["id"]));
+    let pb_row = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == shared_pb)
+        .cloned()
+        .unwrap();
+    assert_ne!(
+        pb_row["waiting_for"],
+        json!([]),
+        "waits for the pending proposals"
+    );
+    let mut claimed_now = Vec::new();
+    while let Some(c) = w.claim() {
+        claimed_now.push(c.0);
+    }
+    assert!(claimed_now.contains(&pending));
+    assert!(!claimed_now.contains(&shared_pb), "pre-training waits");
+
     // A second experiment whose pre-training fails: its AlignDet arm fails, baselines do not.
     let r = s.api_post(
         "experiments",

@@ -22,11 +22,12 @@ use aligndet_common::jobs::{
     ArtifactRef, ConfigError, JobConfig, ProposalStrategy, ProposalsConfig, RunKind, RunStatus,
 };
 use aligndet_common::pretrain_config::{
-    PretrainBoxConfig, PretrainImageConfig, aligned_finetune_hyperparameters, artifacts,
+    PretrainBoxConfig, PretrainImageConfig, ViewsConfig, aligned_finetune_hyperparameters,
+    artifacts,
 };
 use aligndet_common::report::{COCO_STAT_NAMES, EvaluationReport};
 use aligndet_common::train_config::{
-    BackboneKind, DetectorKind, InitConfig, LrSchedule, TrainConfig,
+    AugmentConfig, BackboneKind, DetectorKind, InitConfig, LrSchedule, TrainConfig,
 };
 use askama::Template;
 use axum::Extension;
@@ -82,12 +83,20 @@ pub struct ExperimentSpec {
     /// A new proposals run covers only the first N images (absent: all).
     #[serde(default)]
     pub proposals_max_images: Option<u32>,
+    /// Shorter side (px) the fine-tunes train and evaluate at; the pre-training views draw
+    /// around it in the same proportions as the defaults (480/512/544 around 512). Absent: 512.
+    #[serde(default)]
+    pub image_size: Option<u32>,
     #[serde(default)]
     pub pretrain_steps: Option<u32>,
     #[serde(default)]
     pub pretrain_batch_size: Option<u32>,
     #[serde(default)]
     pub pretrain_lr: Option<f64>,
+    /// Locations, anchors or RoIs the pretext task samples (absent: the detector's default,
+    /// 2,048; RetinaNet's similarity matrices grow with its square, so CPUs want 256–512).
+    #[serde(default)]
+    pub pretrain_samples: Option<u32>,
     #[serde(default)]
     pub finetune_steps: Option<u32>,
     #[serde(default)]
@@ -121,6 +130,17 @@ fn default_seeds() -> Vec<u64> {
 }
 fn default_fractions() -> Vec<u32> {
     vec![5, 10]
+}
+
+/// The shorter side the default fine-tuning and view sizes are given at.
+const DEFAULT_IMAGE_SIZE: u32 = 512;
+
+/// A default size (given for a 512 px shorter side) at another shorter side, rounded to whole
+/// pixels: 480/512/544 and a 853 cap become 180/192/204 and 320 at 192 px.
+fn scale_size(default: u32, image_size: u32) -> u32 {
+    ((default as u64 * image_size as u64 + DEFAULT_IMAGE_SIZE as u64 / 2)
+        / DEFAULT_IMAGE_SIZE as u64)
+        .max(1) as u32
 }
 
 /// The default (lr, weight decay) multipliers of the AlignDet arm.
@@ -220,6 +240,8 @@ impl ExperimentSpec {
         s.pretrain_steps = s.pretrain_steps.or(Some(pb.steps));
         s.pretrain_batch_size = s.pretrain_batch_size.or(Some(pb.batch_size));
         s.pretrain_lr = s.pretrain_lr.or(Some(pb.lr));
+        s.pretrain_samples = s.pretrain_samples.or(Some(pb.samples));
+        s.image_size = s.image_size.or(Some(DEFAULT_IMAGE_SIZE));
         s.finetune_steps = s.finetune_steps.or(Some(ft.steps));
         s.finetune_batch_size = s.finetune_batch_size.or(Some(ft.batch_size));
         s.finetune_lr = s.finetune_lr.or(Some(ft.lr));
@@ -337,6 +359,10 @@ impl ExperimentSpec {
                 fraction: None,
             });
         }
+        let image_size = self.image_size.unwrap_or(DEFAULT_IMAGE_SIZE);
+        if !(32..=2048).contains(&image_size) {
+            return Err(format!("image_size: {image_size} px is outside 32..=2048"));
+        }
         let d = PretrainBoxConfig::for_detector(self.detector);
         let steps = self.pretrain_steps.unwrap_or(d.steps);
         let (warmup_steps, schedule) = scaled_schedule(d.steps, d.warmup_steps, &d.schedule, steps);
@@ -348,6 +374,17 @@ impl ExperimentSpec {
             steps,
             batch_size: self.pretrain_batch_size.unwrap_or(d.batch_size),
             lr: self.pretrain_lr.unwrap_or(d.lr),
+            samples: self.pretrain_samples.unwrap_or(d.samples),
+            views: ViewsConfig {
+                min_sizes: d
+                    .views
+                    .min_sizes
+                    .iter()
+                    .map(|&v| scale_size(v, image_size))
+                    .collect(),
+                max_size: scale_size(d.views.max_size, image_size),
+                ..d.views.clone()
+            },
             warmup_steps,
             schedule,
             checkpoint_every: d.checkpoint_every.min(steps.max(1)),
@@ -382,6 +419,16 @@ impl ExperimentSpec {
             schedule,
             eval_every: d.eval_every.min(steps.max(1)),
             checkpoint_every: d.checkpoint_every.min(steps.max(1)),
+            augment: AugmentConfig {
+                min_sizes: d
+                    .augment
+                    .min_sizes
+                    .iter()
+                    .map(|&v| scale_size(v, image_size))
+                    .collect(),
+                max_size: scale_size(d.augment.max_size, image_size),
+                ..d.augment.clone()
+            },
             ..d
         };
         for &fraction in &self.fractions {
@@ -467,9 +514,18 @@ pub async fn create(
             Some(r) if r.dataset_id != Some(dataset.id) => {
                 Some(format!("run {pid} made pseudo-boxes for another dataset"))
             }
-            Some(r) if r.status != RunStatus::Succeeded.as_str() => {
-                Some(format!("run {pid} is {}, not succeeded", r.status))
+            // A queued or running proposals run is fine: the box-domain pre-training waits for
+            // it, so experiments for several detectors can share one set of pseudo-boxes.
+            Some(r)
+                if r.status == RunStatus::Queued.as_str()
+                    || r.status == RunStatus::Running.as_str() =>
+            {
+                None
             }
+            Some(r) if r.status != RunStatus::Succeeded.as_str() => Some(format!(
+                "run {pid} is {}: choose a succeeded, running or queued proposals run",
+                r.status
+            )),
             Some(_) => {
                 let has_boxes = db::runs::artifacts(&s.pool, pid)
                     .await?
@@ -624,6 +680,8 @@ pub struct ExperimentForm {
     pub pretrain_steps: String,
     pub pretrain_batch_size: String,
     pub pretrain_lr: String,
+    pub pretrain_samples: String,
+    pub image_size: String,
     pub finetune_steps: String,
     pub finetune_batch_size: String,
     pub finetune_lr: String,
@@ -656,6 +714,8 @@ impl ExperimentForm {
             pretrain_steps: String::new(),
             pretrain_batch_size: String::new(),
             pretrain_lr: String::new(),
+            pretrain_samples: String::new(),
+            image_size: DEFAULT_IMAGE_SIZE.to_string(),
             finetune_steps: ft.steps.to_string(),
             finetune_batch_size: ft.batch_size.to_string(),
             finetune_lr: ft.lr.to_string(),
@@ -689,6 +749,8 @@ impl ExperimentForm {
             pretrain_steps: text("pretrain_steps"),
             pretrain_batch_size: text("pretrain_batch_size"),
             pretrain_lr: text("pretrain_lr"),
+            pretrain_samples: text("pretrain_samples"),
+            image_size: text("image_size"),
             finetune_steps: text("finetune_steps"),
             finetune_batch_size: text("finetune_batch_size"),
             finetune_lr: text("finetune_lr"),
@@ -726,6 +788,8 @@ impl ExperimentForm {
             pretrain_steps: whole("pretrain_steps", &self.pretrain_steps)?,
             pretrain_batch_size: whole("pretrain_batch_size", &self.pretrain_batch_size)?,
             pretrain_lr: real("pretrain_lr", &self.pretrain_lr)?,
+            pretrain_samples: whole("pretrain_samples", &self.pretrain_samples)?,
+            image_size: whole("image_size", &self.image_size)?,
             finetune_steps: whole("finetune_steps", &self.finetune_steps)?,
             finetune_batch_size: whole("finetune_batch_size", &self.finetune_batch_size)?,
             finetune_lr: real("finetune_lr", &self.finetune_lr)?,
@@ -1230,5 +1294,36 @@ mod tests {
         s.image_steps = Some(5);
         s.image_batch_size = Some(3);
         s.resolved().plan().unwrap();
+    }
+
+    #[test]
+    fn image_size_sets_both_arms_and_the_views_in_proportion() {
+        let mut s = spec();
+        s.image_size = Some(192);
+        s.pretrain_samples = Some(256);
+        let plan = s.resolved().plan().unwrap();
+        let JobConfig::PretrainBox(pb) = &plan[1].config else {
+            panic!("box-domain pre-training expected")
+        };
+        assert_eq!(pb.views.min_sizes, [180, 192, 204]);
+        assert_eq!(pb.views.max_size, 320);
+        assert_eq!(pb.samples, 256);
+        for p in &plan[2..] {
+            let JobConfig::Finetune(c) = &p.config else {
+                panic!("fine-tune expected")
+            };
+            assert_eq!(
+                (c.augment.min_sizes.as_slice(), c.augment.max_size),
+                (&[192][..], 320)
+            );
+        }
+        // The default size reproduces the job defaults exactly.
+        let plan = spec().resolved().plan().unwrap();
+        let JobConfig::PretrainBox(pb) = &plan[1].config else {
+            panic!("box-domain pre-training expected")
+        };
+        assert_eq!(pb.views, ViewsConfig::default());
+        s.image_size = Some(8);
+        assert!(s.resolved().plan().unwrap_err().starts_with("image_size:"));
     }
 }
