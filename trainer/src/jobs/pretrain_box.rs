@@ -11,7 +11,9 @@
 //! `train/ema_momentum`, `train/grad_norm`, `train/images_per_s`, `train/data_wait_ms`,
 //! `pretrain/positives`, `pretrain/negatives`, `pretrain/instances` (online view, sampled),
 //! `pretrain/contrastive_chance` (the loss of uninformative embeddings at this step's counts),
-//! `time/online_forward_ms`, `time/momentum_forward_ms`, `time/loss_backward_update_ms`.
+//! `pretrain/top1_retrieval` and `pretrain/top1_chance` (cross-view nearest-key accuracy, and
+//! a random pick's), `time/online_forward_ms`, `time/momentum_forward_ms`,
+//! `time/loss_backward_update_ms`.
 //! Artifacts: `backbone_load_report.json`, `checkpoint.safetensors` (online and momentum
 //! detectors, optimizer state; resumable), and at the end `pretrained.safetensors`: the online
 //! detector without its pre-training predictors, under the fine-tuning detector's names.
@@ -35,6 +37,11 @@ use std::time::Instant;
 use tch::{Tensor, nn};
 
 use super::CHECKPOINT;
+/// The torch seed of one step (distinct per step, reproducible across attempts).
+fn step_seed(seed: u64, step: u32) -> i64 {
+    (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(step)) as i64
+}
+
 /// Where the momentum detector's weights live inside the checkpoint.
 const MOMENTUM_PREFIX: &str = "momentum.";
 
@@ -162,6 +169,9 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
         if ctx.should_stop() {
             return Ok(JobOutcome::Stopped);
         }
+        // The samplers draw from torch's generator: seeding it per step makes a step a function
+        // of (seed, step), so a resumed run repeats the steps it had not saved exactly.
+        tch::manual_seed(step_seed(cfg.seed, step));
         let t0 = Instant::now();
         let batch = loader.next_batch()?;
         let wait = t0.elapsed();
@@ -257,6 +267,14 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
             "pretrain/contrastive_chance",
             chance_level(&out.instances, &keys.instances),
         ));
+        let (top1, top1_chance) = top1_retrieval(
+            &out.embeddings,
+            &out.instances,
+            &keys.embeddings,
+            &keys.instances,
+        );
+        points.push(point("pretrain/top1_retrieval", top1));
+        points.push(point("pretrain/top1_chance", top1_chance));
         ctx.sink.metrics(points);
 
         if done < cfg.steps && done % cfg.checkpoint_every == 0 {
@@ -322,6 +340,56 @@ pub fn chance_level(online: &Tensor, target: &Tensor) -> f64 {
     negatives.log1p().mean(tch::Kind::Float).double_value(&[])
 }
 
+/// Cross-view retrieval: the share of foreground online samples whose most similar momentum
+/// embedding (cosine, over every target sample, background included) has the same instance id,
+/// and what a random pick would score (the mean share of same-id targets). Unlike the loss it
+/// does not move with the number of samples, so it shows learning when the RoI count grows.
+pub fn top1_retrieval(
+    online: &Tensor,
+    online_ids: &Tensor,
+    target: &Tensor,
+    target_ids: &Tensor,
+) -> (f64, f64) {
+    tch::no_grad(|| {
+        let fg = online_ids.ge(0).nonzero().squeeze_dim(1);
+        let n = fg.size()[0];
+        if n == 0 || target.size()[0] == 0 {
+            return (0.0, 0.0);
+        }
+        let unit = |x: &Tensor| {
+            x / x
+                .norm_scalaropt_dim(2, [1i64].as_slice(), true)
+                .clamp_min(1e-12)
+        };
+        let q = unit(&online.index_select(0, &fg));
+        let k = unit(target);
+        let ids = online_ids.index_select(0, &fg);
+        let (mut hits, mut chance) = (0f64, 0f64);
+        // Row chunks keep the similarity matrix small (RetinaNet samples thousands per view).
+        let chunk = 1024;
+        for start in (0..n).step_by(chunk as usize) {
+            let len = chunk.min(n - start);
+            let rows = q.narrow(0, start, len);
+            let row_ids = ids.narrow(0, start, len);
+            let best = rows.matmul(&k.tr()).argmax(1, false);
+            let same = row_ids
+                .unsqueeze(1)
+                .eq_tensor(&target_ids.unsqueeze(0))
+                .to_kind(tch::Kind::Float);
+            hits += target_ids
+                .index_select(0, &best)
+                .eq_tensor(&row_ids)
+                .sum(tch::Kind::Float)
+                .double_value(&[]);
+            chance += same
+                .mean_dim(1, false, tch::Kind::Float)
+                .sum(tch::Kind::Float)
+                .double_value(&[]);
+        }
+        (hits / n as f64, chance / n as f64)
+    })
+}
+
 /// Write the online detector minus its pre-training-only modules; returns the tensor count.
 pub fn export_pretrained(
     path: &std::path::Path,
@@ -351,5 +419,23 @@ mod tests {
         let expected = (2.0 * 4f64.ln() + 5f64.ln()) / 3.0;
         assert!((chance_level(&online, &target) - expected).abs() < 1e-6);
         assert_eq!(chance_level(&Tensor::from_slice(&[-1i64]), &target), 0.0);
+    }
+
+    #[test]
+    fn top1_retrieval_counts_same_instance_nearest_keys() {
+        // Online samples: ids 0, 1, background; targets: ids 0, 1, background.
+        let online = Tensor::from_slice(&[1f32, 0., 0., 1., 1., 1.]).view([3, 2]);
+        let online_ids = Tensor::from_slice(&[0i64, 1, -1]);
+        // Target 0 is nearest to online 0 (a hit); online 1's nearest is the background (a miss).
+        let target = Tensor::from_slice(&[1f32, 0.1, -1., 0.2, 0.2, 1.]).view([3, 2]);
+        let target_ids = Tensor::from_slice(&[0i64, 1, -1]);
+        let (top1, chance) = top1_retrieval(&online, &online_ids, &target, &target_ids);
+        assert!((top1 - 0.5).abs() < 1e-9, "{top1}");
+        assert!((chance - 1.0 / 3.0).abs() < 1e-6, "{chance}");
+        let none = Tensor::from_slice(&[-1i64, -1, -1]);
+        assert_eq!(
+            top1_retrieval(&online, &none, &target, &target_ids),
+            (0.0, 0.0)
+        );
     }
 }

@@ -1,0 +1,203 @@
+//! The `pretrain_box` job end to end through `trainer run`'s entry point, on a tiny synthetic
+//! dataset, for FCOS and Faster R-CNN (whose RoI sampler draws from torch's generator): finite
+//! losses, the exported detector, and a re-claimed attempt that resumes from the checkpoint and
+//! repeats the unsaved steps — online detector, momentum detector, optimizer state and the
+//! samplers' draws all restored.
+
+use aligndet_trainer::data::synthetic::{self, SynthArgs};
+use aligndet_trainer::jobs::{RunArgs, run_local};
+use aligndet_trainer::train::checkpoint::read_metadata;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const RUN_ID: i64 = 9;
+const PROPOSALS_RUN_ID: i64 = 4;
+
+/// `key` by step from a local run's events.
+fn series(out: &Path, key: &str) -> BTreeMap<i64, f64> {
+    let text = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    let mut map = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(points) = v.get("points").and_then(|p| p.as_array()) {
+            for p in points {
+                if p["key"] == key {
+                    map.insert(p["step"].as_i64().unwrap(), p["value"].as_f64().unwrap());
+                }
+            }
+        }
+    }
+    map
+}
+
+fn run(spec: &Path, out: PathBuf, inputs: PathBuf) {
+    run_local(RunArgs {
+        spec: spec.to_path_buf(),
+        out,
+        device: "cpu".into(),
+        inputs: Some(inputs),
+    })
+    .expect("the pretrain_box job runs");
+}
+
+/// The synthetic ground-truth boxes stand in for a proposals run's `pseudo_boxes.json` (the job
+/// never reads labels, so any boxes will do).
+fn write_pseudo_boxes(data: &Path, inputs: &Path) {
+    let coco: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("annotations.json")).unwrap()).unwrap();
+    let mut by_image: BTreeMap<i64, Vec<serde_json::Value>> = BTreeMap::new();
+    for img in coco["images"].as_array().unwrap() {
+        by_image.entry(img["id"].as_i64().unwrap()).or_default();
+    }
+    for a in coco["annotations"].as_array().unwrap() {
+        by_image
+            .get_mut(&a["image_id"].as_i64().unwrap())
+            .unwrap()
+            .push(a["bbox"].clone());
+    }
+    let images: Vec<serde_json::Value> = by_image
+        .into_iter()
+        .map(|(id, boxes)| serde_json::json!({"image_id": id, "boxes": boxes}))
+        .collect();
+    let dir = inputs.join(PROPOSALS_RUN_ID.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pseudo_boxes.json"),
+        serde_json::to_vec(&serde_json::json!({"strategy": "test", "images": images})).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn pretrain_box_runs_resumes_exactly_and_exports_the_detector() {
+    let dir = std::env::temp_dir().join(format!("aligndet-pretrain-box-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    synthetic::main(SynthArgs {
+        out: data.clone(),
+        train: 6,
+        val: 2,
+        size: 96,
+        seed: 2,
+    })
+    .unwrap();
+    let splits: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("splits.json")).unwrap()).unwrap();
+
+    for detector in ["fcos", "faster_rcnn"] {
+        let case = dir.join(detector);
+        let inputs = case.join("inputs");
+        write_pseudo_boxes(&data, &inputs);
+        let steps = 6;
+        let spec = serde_json::json!({
+            "run_id": RUN_ID,
+            "attempt": 1,
+            "name": "pretrain-box-test",
+            "lease_seconds": 0.0,
+            "dataset": {
+                "dataset_id": 1,
+                "name": "synthetic",
+                "annotations_path": data.join("annotations.json"),
+                "image_root": data.join("images"),
+                "splits": splits,
+            },
+            "config": {
+                "kind": "pretrain_box",
+                "dataset_id": 1,
+                "proposals_run_id": PROPOSALS_RUN_ID,
+                "split": "train",
+                "detector": detector,
+                "backbone": "efficientnet_lite0",
+                "backbone_init": {"from": "imagenet_backbone"},
+                "views": {"min_sizes": [64, 80], "max_size": 96, "hflip": true, "color_ops": true},
+                "samples": 128,
+                "embedding_dim": 32,
+                "batch_size": 2,
+                "steps": steps,
+                "lr": 0.01,
+                "warmup_steps": 1,
+                "schedule": {"kind": "step", "milestones": [5], "gamma": 0.1},
+                "checkpoint_every": 3,
+                "loader_threads": 1,
+            },
+        });
+        let spec_path = case.join("spec.json");
+        std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+
+        let out = case.join("first");
+        run(&spec_path, out.clone(), inputs.clone());
+        let artifacts = out.join("artifacts");
+        for name in [
+            "backbone_load_report.json",
+            "checkpoint.safetensors",
+            "pretrained.safetensors",
+        ] {
+            assert!(artifacts.join(name).is_file(), "{detector}: {name} missing");
+        }
+        let first = series(&out, "loss/total");
+        assert_eq!(first.len(), steps as usize, "{detector}");
+        assert!(
+            first.values().all(|l| l.is_finite()),
+            "{detector}: {first:?}"
+        );
+        let contrastive = series(&out, "loss/contrastive");
+        assert!(contrastive.values().all(|l| l.is_finite() && *l > 0.0));
+
+        let meta = read_metadata(&artifacts.join("pretrained.safetensors")).unwrap();
+        assert_eq!(meta["step"], steps.to_string(), "{detector}");
+        let exported = safetensor_names(&artifacts.join("pretrained.safetensors"));
+        assert!(
+            exported.iter().any(|n| n.starts_with("backbone.fpn.")),
+            "{detector}: the neck is exported"
+        );
+        assert!(
+            !exported.iter().any(|n| n.contains("projector")
+                || n.contains("pretrain_")
+                || n.starts_with("momentum.")),
+            "{detector}: pre-training-only modules are not exported: {exported:?}"
+        );
+
+        // The checkpoint artifact is the one saved at step 3: a re-claimed attempt resumes there
+        // and repeats steps 4..=6 exactly (same batches, same sampler draws, same momentum
+        // detector).
+        std::fs::create_dir_all(inputs.join(RUN_ID.to_string())).unwrap();
+        std::fs::copy(
+            artifacts.join("checkpoint.safetensors"),
+            inputs
+                .join(RUN_ID.to_string())
+                .join("checkpoint.safetensors"),
+        )
+        .unwrap();
+        let out2 = case.join("resumed");
+        run(&spec_path, out2.clone(), inputs);
+        let resumed = series(&out2, "loss/total");
+        assert_eq!(
+            resumed.keys().copied().collect::<Vec<_>>(),
+            (4..=6).collect::<Vec<_>>(),
+            "{detector}"
+        );
+        for (step, l) in &resumed {
+            let a = first[step];
+            assert!(
+                (a - l).abs() <= 1e-4 * a.abs().max(1.0),
+                "{detector} step {step}: {a} first, {l} resumed"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Tensor names of a safetensors file (its JSON header).
+fn safetensor_names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect()
+}
