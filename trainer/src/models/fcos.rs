@@ -4,10 +4,10 @@
 use super::anchors::level_anchors;
 use super::backbone::{Body, BodyKind, build_body};
 use super::box_coder::BoxLinearCoder;
+use super::box_ops::{batched_nms, clip_boxes};
 use super::detector::{Detections, Detector, Losses, Targets};
 use super::fpn::{ExtraLevels, Fpn};
 use super::head::{flatten_level, head_conv3x3};
-use super::nms::batched_nms;
 use super::norm::NormKind;
 use super::transform::{DetectionTransform, ImageBatch};
 use tch::nn::{self, Module};
@@ -257,21 +257,6 @@ impl Detector for Fcos {
         let features = self.features(&batch.tensor, train);
         let out = self.head.forward(&features);
         let anchors = self.anchors(batch, &features);
-        super::fcos_loss::fcos_losses(&out, &anchors, targets, &self.anchor_sizes)
+        super::fcos_loss::fcos_losses(&out, &anchors, targets)
     }
-}
-
-/// Clip xyxy boxes to an image of (height, width).
-pub fn clip_boxes(boxes: &Tensor, (h, w): (i64, i64)) -> Tensor {
-    let x = boxes.slice(1, 0, 4, 2).clamp(0.0, w as f64);
-    let y = boxes.slice(1, 1, 4, 2).clamp(0.0, h as f64);
-    Tensor::stack(
-        &[
-            x.select(1, 0),
-            y.select(1, 0),
-            x.select(1, 1),
-            y.select(1, 1),
-        ],
-        1,
-    )
 }

@@ -76,12 +76,7 @@ pub fn match_locations_with(
 }
 
 /// torchvision's FCOS losses for a batch: `classification`, `bbox_regression`, `bbox_ctrness`.
-pub fn fcos_losses(
-    out: &FcosOutputs,
-    anchors: &Tensor,
-    targets: &[Targets],
-    _anchor_sizes: &[f64],
-) -> Losses {
+pub fn fcos_losses(out: &FcosOutputs, anchors: &Tensor, targets: &[Targets]) -> Losses {
     let coder = BoxLinearCoder {
         normalize_by_size: true,
     };

@@ -5,13 +5,14 @@
 //! - [`resnet`]: ResNet-18/50 bodies returning C2–C5.
 //! - [`efficientnet`]: the EfficientNet-Lite0 body (TF "same" padding, ImageNet weights).
 //! - [`fpn`]: feature pyramid (P2–P6 with max-pool, or P3–P7 with P6/P7 convs).
-//! - [`anchors`], [`box_coder`], [`nms`], [`transform`]: the shared detection pieces.
+//! - [`anchors`], [`box_coder`], [`box_ops`] (IoU, clipping, NMS), [`transform`]: the shared detection pieces.
 //! - [`fcos`]: the FCOS detector.
 //! - [`weights`]: loading safetensors state dicts with a report of missing / unexpected keys.
 
 pub mod anchors;
 pub mod backbone;
 pub mod box_coder;
+pub mod box_ops;
 pub mod build;
 pub mod detector;
 pub mod efficientnet;
@@ -22,7 +23,6 @@ pub mod fpn;
 pub mod head;
 pub mod losses;
 pub mod matcher;
-pub mod nms;
 pub mod norm;
 pub mod resnet;
 pub mod retinanet;

@@ -6,13 +6,13 @@
 use super::anchors::level_anchors;
 use super::backbone::{Body, BodyKind, build_body};
 use super::box_coder::BoxCoder;
+use super::box_ops::clip_boxes;
+use super::box_ops::{batched_nms, box_iou};
 use super::detector::{Detections, Detector, Losses, Targets};
-use super::fcos::clip_boxes;
 use super::fpn::{ExtraLevels, Fpn};
 use super::head::{flatten_level, head_conv3x3};
 use super::losses::{l1_sum, sigmoid_focal_loss};
 use super::matcher::{BETWEEN_THRESHOLDS, Matcher};
-use super::nms::{batched_nms, box_iou};
 use super::norm::NormKind;
 use super::transform::{DetectionTransform, ImageBatch};
 use tch::nn::{self, Module};

@@ -3,11 +3,11 @@
 //! losses (`fastrcnn_loss`) and the post-processing into detections.
 
 use super::box_coder::BoxCoder;
+use super::box_ops::box_iou;
+use super::box_ops::clip_boxes;
 use super::detector::{Detections, Losses, Targets};
-use super::fcos::clip_boxes;
 use super::losses::smooth_l1_sum;
 use super::matcher::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher, clamp_matches};
-use super::nms::box_iou;
 use super::roi_align::MultiScaleRoIAlign;
 use super::rpn::grouped_nms;
 use super::sampler::BalancedSampler;

@@ -6,12 +6,12 @@
 
 use super::anchors::level_anchors;
 use super::box_coder::BoxCoder;
+use super::box_ops::clip_boxes;
+use super::box_ops::{box_iou, nms};
 use super::detector::{Losses, Targets};
-use super::fcos::clip_boxes;
 use super::head::flatten_level;
 use super::losses::smooth_l1_sum;
 use super::matcher::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher, clamp_matches};
-use super::nms::{box_iou, nms};
 use super::sampler::BalancedSampler;
 use super::transform::ImageBatch;
 use tch::nn::{self, Module};

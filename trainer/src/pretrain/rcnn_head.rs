@@ -19,11 +19,11 @@ use super::detector::{
 };
 use crate::models::backbone::{Body, BodyKind, build_body};
 use crate::models::box_coder::BoxCoder;
+use crate::models::box_ops::box_iou;
 use crate::models::detector::Targets;
 use crate::models::fpn::{ExtraLevels, Fpn};
 use crate::models::losses::l1_sum;
 use crate::models::matcher::Matcher;
-use crate::models::nms::box_iou;
 use crate::models::norm::NormKind;
 use crate::models::roi_align::MultiScaleRoIAlign;
 use crate::models::roi_heads::TwoMlpHead;

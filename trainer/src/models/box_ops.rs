@@ -1,6 +1,22 @@
-//! Non-maximum suppression on libtorch tensors (torchvision's `nms` / `batched_nms` semantics).
+//! Box operations on libtorch tensors, as torchvision's `ops/boxes.py`: IoU, clipping to the
+//! image, and non-maximum suppression (`nms` / `batched_nms` semantics).
 
 use tch::{Device, Kind, Tensor};
+
+/// Clip xyxy boxes to an image of (height, width).
+pub fn clip_boxes(boxes: &Tensor, (h, w): (i64, i64)) -> Tensor {
+    let x = boxes.slice(1, 0, 4, 2).clamp(0.0, w as f64);
+    let y = boxes.slice(1, 1, 4, 2).clamp(0.0, h as f64);
+    Tensor::stack(
+        &[
+            x.select(1, 0),
+            y.select(1, 0),
+            x.select(1, 1),
+            y.select(1, 1),
+        ],
+        1,
+    )
+}
 
 /// Pairwise IoU of xyxy boxes `[N, 4]` × `[M, 4]` → `[N, M]`.
 pub fn box_iou(a: &Tensor, b: &Tensor) -> Tensor {
