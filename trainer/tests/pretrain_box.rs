@@ -184,6 +184,21 @@ fn pretrain_box_runs_resumes_exactly_and_exports_the_detector() {
                 "{detector} step {step}: {a} first, {l} resumed"
             );
         }
+        // How far the transferable weights moved is measured from the initialisation on every
+        // attempt, not from where the resumed attempt started.
+        let moved = series(&out, "pretrain/weight_change");
+        let moved_resumed = series(&out2, "pretrain/weight_change");
+        assert!(
+            moved[&1] > 0.0 && moved[&6] > moved[&1],
+            "{detector}: {moved:?}"
+        );
+        for (step, m) in &moved_resumed {
+            assert!(
+                (moved[step] - m).abs() <= 1e-4 * moved[step],
+                "{detector} step {step}: weight change {} first, {m} resumed",
+                moved[step]
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,7 +12,8 @@
 //! `pretrain/positives`, `pretrain/negatives`, `pretrain/instances` (online view, sampled),
 //! `pretrain/contrastive_chance` (the loss of uninformative embeddings at this step's counts),
 //! `pretrain/top1_retrieval` and `pretrain/top1_chance` (cross-view nearest-key accuracy, and
-//! a random pick's), `time/online_forward_ms`, `time/momentum_forward_ms`,
+//! a random pick's), `pretrain/weight_change` (‖w − w₀‖/‖w₀‖ of what transfers),
+//! `time/online_forward_ms`, `time/momentum_forward_ms`,
 //! `time/loss_backward_update_ms`.
 //! Artifacts: `backbone_load_report.json`, `checkpoint.safetensors` (online and momentum
 //! detectors, optimizer state; resumable), and at the end `pretrained.safetensors`: the online
@@ -27,7 +28,7 @@ use crate::pretrain::detector::{BACKGROUND, BoxPretrainer, build_pretrainer, is_
 use crate::pretrain::ema::{copy_all, ema_update, momentum_at};
 use crate::train::checkpoint;
 use crate::train::init::{BODY_PREFIX, initialise};
-use crate::train::optim::{Optimizer, trainable_params};
+use crate::train::optim::{Optimizer, Param, trainable_params};
 use aligndet_common::api::MetricPoint;
 use aligndet_common::pretrain_config::{PretrainBoxConfig, PseudoBoxes, artifacts};
 use anyhow::Context;
@@ -147,6 +148,9 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
         let _ = t.set_requires_grad(false);
     }
     let params = trainable_params(&online.vs, true);
+    // Taken before a checkpoint is restored: the build is seeded, so this is the initialisation
+    // on every attempt.
+    let initial = TransferableWeights::snapshot(&params);
     let numel: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
     ctx.log(format!(
         "{} trainable tensors ({numel} parameters) in the neck and heads",
@@ -267,6 +271,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
             "pretrain/contrastive_chance",
             chance_level(&out.instances, &keys.instances),
         ));
+        points.push(point("pretrain/weight_change", initial.relative_change()));
         let (top1, top1_chance) = top1_retrieval(
             &out.embeddings,
             &out.instances,
@@ -338,6 +343,43 @@ pub fn chance_level(online: &Tensor, target: &Tensor) -> f64 {
         + q.ne_tensor(&target.unsqueeze(0))
             .sum_dim_intlist(1, false, tch::Kind::Float);
     negatives.log1p().mean(tch::Kind::Float).double_value(&[])
+}
+
+/// The transferable trainable weights (what fine-tuning will load) next to their initial values.
+/// How far pre-training moved them tells whether it had time to matter: a run whose neck and
+/// heads stayed within a few percent of their random initialisation transfers little more than
+/// that initialisation.
+struct TransferableWeights(Vec<(Tensor, Tensor)>);
+
+impl TransferableWeights {
+    fn snapshot(params: &[Param]) -> Self {
+        TransferableWeights(
+            params
+                .iter()
+                .filter(|p| !is_pretraining_only(&p.name))
+                .map(|p| (p.tensor.shallow_clone(), p.tensor.detach().copy()))
+                .collect(),
+        )
+    }
+
+    /// ‖w − w₀‖ / ‖w₀‖ over all of them.
+    fn relative_change(&self) -> f64 {
+        tch::no_grad(|| {
+            let (mut moved, mut size) = (0f64, 0f64);
+            for (now, init) in &self.0 {
+                moved += (now - init)
+                    .square()
+                    .sum(tch::Kind::Double)
+                    .double_value(&[]);
+                size += init.square().sum(tch::Kind::Double).double_value(&[]);
+            }
+            if size > 0.0 {
+                (moved / size).sqrt()
+            } else {
+                0.0
+            }
+        })
+    }
 }
 
 /// Cross-view retrieval: the share of foreground online samples whose most similar momentum
