@@ -1,69 +1,8 @@
 //! Browser tests in a real headless Chromium (Debian's chromium + chromium-driver).
 
 use aligndet_studio::*;
-use fantoccini::{ClientBuilder, Locator};
-use std::process::{Child, Command, Stdio};
+use fantoccini::Locator;
 use std::time::{Duration, Instant};
-
-struct ChromeDriver {
-    child: Child,
-    port: u16,
-    _profile: TempDir,
-}
-
-impl ChromeDriver {
-    fn start() -> ChromeDriver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (apt-get install chromium-driver)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        ChromeDriver {
-            child,
-            port,
-            _profile: TempDir::new("chrome"),
-        }
-    }
-
-    async fn client(&self) -> fantoccini::Client {
-        let caps = serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--disable-dev-shm-usage", "--window-size=1280,900",
-                         format!("--user-data-dir={}", self._profile.path().display())]
-            }
-        });
-        let caps = match caps {
-            serde_json::Value::Object(m) => m,
-            _ => unreachable!(),
-        };
-        ClientBuilder::native()
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("connect to chromedriver")
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
 where

@@ -538,69 +538,10 @@ fn bad_input_is_named_with_400_or_404() {
     assert_eq!(r.status(), 401, "no token");
 }
 
-/// A chromedriver process on a free port, killed on drop (as in tests/browser.rs).
-struct ChromeDriver {
-    child: std::process::Child,
-    port: u16,
-    profile: TempDir,
-}
-
-impl ChromeDriver {
-    fn start() -> ChromeDriver {
-        let port = free_port();
-        let child = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver (apt-get install chromium-driver)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "chromedriver did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        ChromeDriver {
-            child,
-            port,
-            profile: TempDir::new("compare-chrome"),
-        }
-    }
-
-    async fn client(&self) -> fantoccini::Client {
-        let caps = json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                         "--disable-background-networking", "--disable-dev-shm-usage",
-                         "--window-size=1280,2400",
-                         format!("--user-data-dir={}", self.profile.path().display())]
-            }
-        });
-        let Value::Object(caps) = caps else {
-            unreachable!("a JSON object")
-        };
-        fantoccini::ClientBuilder::native()
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("connect to chromedriver")
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn ticking_runs_and_pressing_compare_opens_the_comparison_in_a_browser() {
     let f = fixture("compare-browser");
-    let driver = ChromeDriver::start();
+    let driver = ChromeDriver::with_window(1280, 2400);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
         use fantoccini::Locator;

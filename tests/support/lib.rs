@@ -589,10 +589,17 @@ pub struct ChromeDriver {
     child: std::process::Child,
     port: u16,
     profile: TempDir,
+    window: (u32, u32),
 }
 
 impl ChromeDriver {
+    /// A 1280×900 window.
     pub fn start() -> ChromeDriver {
+        Self::with_window(1280, 900)
+    }
+
+    /// A window of `width`×`height` (a tall one keeps long pages in view without scrolling).
+    pub fn with_window(width: u32, height: u32) -> ChromeDriver {
         let port = free_port();
         let child = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -609,6 +616,7 @@ impl ChromeDriver {
             child,
             port,
             profile: TempDir::new("chrome"),
+            window: (width, height),
         }
     }
 
@@ -616,9 +624,10 @@ impl ChromeDriver {
         let caps = json!({
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                         "--disable-background-networking", "--disable-dev-shm-usage",
-                         "--window-size=1280,900",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                         format!("--window-size={},{}", self.window.0, self.window.1),
                          format!("--user-data-dir={}", self.profile.path().display())]
             }
         });
