@@ -7,9 +7,11 @@
 //! (method notes, 4.1 and 4.4).
 //!
 //! Every pre-training model names its variables as the fine-tuning detector does
-//! (`backbone.body`, `backbone.fpn`, `head.*`, `rpn.*`, `roi_heads.*`), and its pre-training-only
-//! predictors (projector, regression and centerness heads) under names the fine-tuning detector
-//! does not have, recognised by [`is_pretraining_only`]: transfer is a non-strict load.
+//! (`backbone.body`, `backbone.fpn`, `head.*`, `rpn.*`, `roi_heads.*`), predictors included
+//! where the pretext task uses the fine-tuning form (FCOS's `bbox_reg` and `bbox_ctrness`,
+//! RetinaNet's `bbox_reg`), and its pre-training-only modules (projectors, Faster R-CNN's
+//! class-agnostic regressor) under names the fine-tuning detector does not have, recognised by
+//! [`is_pretraining_only`]: transfer is a non-strict load.
 
 use super::fcos_head::FcosPretrainer;
 use super::rcnn_head::RcnnPretrainer;
@@ -158,5 +160,65 @@ mod tests {
             "head.classification_head.conv.0.weight"
         ));
         assert!(!is_pretraining_only("backbone.fpn.layer_blocks.0.0.weight"));
+    }
+
+    /// What each pre-training form hands to fine-tuning: every exported variable exists in the
+    /// fine-tuning detector with the same shape, and only the class-specific predictors are left
+    /// fresh.
+    #[test]
+    fn pretrained_variables_cover_the_fine_tuning_detector_except_class_predictors() {
+        use crate::models::build::build_detector;
+        use aligndet_common::train_config::BackboneKind;
+        use std::collections::BTreeMap;
+        for (detector, fresh) in [
+            (
+                DetectorKind::Fcos,
+                vec!["head.classification_head.cls_logits"],
+            ),
+            (
+                DetectorKind::Retinanet,
+                vec!["head.classification_head.cls_logits"],
+            ),
+            (
+                DetectorKind::FasterRcnn,
+                vec![
+                    "roi_heads.box_predictor.bbox_pred",
+                    "roi_heads.box_predictor.cls_score",
+                ],
+            ),
+        ] {
+            let pre_vs = nn::VarStore::new(tch::Device::Cpu);
+            let cfg = PretrainBoxConfig {
+                detector,
+                ..PretrainBoxConfig::default()
+            };
+            let _pre = build_pretrainer(&pre_vs.root(), &cfg, BodyKind::Resnet18);
+            let ft_vs = nn::VarStore::new(tch::Device::Cpu);
+            let _ft = build_detector(
+                &ft_vs.root(),
+                detector,
+                BackboneKind::Resnet18,
+                NormKind::FrozenBn,
+                4,
+            )
+            .unwrap();
+            let shapes = |vs: &nn::VarStore| -> BTreeMap<String, Vec<i64>> {
+                vs.variables()
+                    .into_iter()
+                    .map(|(k, t)| (k, t.size()))
+                    .collect()
+            };
+            let (pre, ft) = (shapes(&pre_vs), shapes(&ft_vs));
+            for (name, shape) in pre.iter().filter(|(k, _)| !is_pretraining_only(k)) {
+                assert_eq!(ft.get(name), Some(shape), "{detector:?}: {name}");
+            }
+            let mut missing: Vec<&str> = ft
+                .keys()
+                .filter(|k| !pre.contains_key(*k))
+                .map(|k| k.rsplit_once('.').map_or(k.as_str(), |(module, _)| module))
+                .collect();
+            missing.dedup();
+            assert_eq!(missing, fresh, "{detector:?}");
+        }
     }
 }

@@ -70,7 +70,8 @@ impl RetinanetPretrainer {
                 head_conv1x1(&cls / "projector" / 0, c, c),
                 head_conv1x1(&cls / "projector" / 2, c, num_anchors * embedding_dim),
             ),
-            regression: head_conv3x3(&reg / "pretrain_reg", c, num_anchors * 4, 0.0),
+            // torchvision's `bbox_reg` (same deltas, same unit-weight coder): it transfers
+            regression: head_conv3x3(&reg / "bbox_reg", c, num_anchors * 4, 0.0),
             body,
             transform: DetectionTransform {
                 mean,
