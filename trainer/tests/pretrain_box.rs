@@ -4,41 +4,15 @@
 //! repeats the unsaved steps — online detector, momentum detector, optimizer state and the
 //! samplers' draws all restored.
 
-use aligndet_trainer::data::synthetic::{self, SynthArgs};
-use aligndet_trainer::jobs::{RunArgs, run_local};
+mod support;
+
 use aligndet_trainer::train::checkpoint::read_metadata;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use support::{local_spec, metric_series as series, run_local_job, synthetic_dataset};
 
 const RUN_ID: i64 = 9;
 const PROPOSALS_RUN_ID: i64 = 4;
-
-/// `key` by step from a local run's events.
-fn series(out: &Path, key: &str) -> BTreeMap<i64, f64> {
-    let text = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
-    let mut map = BTreeMap::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if let Some(points) = v.get("points").and_then(|p| p.as_array()) {
-            for p in points {
-                if p["key"] == key {
-                    map.insert(p["step"].as_i64().unwrap(), p["value"].as_f64().unwrap());
-                }
-            }
-        }
-    }
-    map
-}
-
-fn run(spec: &Path, out: PathBuf, inputs: PathBuf) {
-    run_local(RunArgs {
-        spec: spec.to_path_buf(),
-        out,
-        device: "cpu".into(),
-        inputs: Some(inputs),
-    })
-    .expect("the pretrain_box job runs");
-}
 
 /// The synthetic ground-truth boxes stand in for a proposals run's `pseudo_boxes.json` (the job
 /// never reads labels, so any boxes will do).
@@ -73,60 +47,38 @@ fn pretrain_box_runs_resumes_exactly_and_exports_the_detector() {
     let dir = std::env::temp_dir().join(format!("aligndet-pretrain-box-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let data = dir.join("data");
-    synthetic::main(SynthArgs {
-        out: data.clone(),
-        train: 6,
-        val: 2,
-        size: 96,
-        seed: 2,
-    })
-    .unwrap();
-    let splits: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join("splits.json")).unwrap()).unwrap();
+    let (data, splits) = synthetic_dataset(&dir, 6, 2, 96, 2);
 
     for detector in ["fcos", "faster_rcnn"] {
         let case = dir.join(detector);
         let inputs = case.join("inputs");
         write_pseudo_boxes(&data, &inputs);
         let steps = 6;
-        let spec = serde_json::json!({
-            "run_id": RUN_ID,
-            "attempt": 1,
-            "name": "pretrain-box-test",
-            "lease_seconds": 0.0,
-            "dataset": {
-                "dataset_id": 1,
-                "name": "synthetic",
-                "annotations_path": data.join("annotations.json"),
-                "image_root": data.join("images"),
-                "splits": splits,
-            },
-            "config": {
-                "kind": "pretrain_box",
-                "dataset_id": 1,
-                "proposals_run_id": PROPOSALS_RUN_ID,
-                "split": "train",
-                "detector": detector,
-                "backbone": "efficientnet_lite0",
-                "backbone_init": {"from": "imagenet_backbone"},
-                "views": {"min_sizes": [64, 80], "max_size": 96, "hflip": true, "color_ops": true},
-                "samples": 128,
-                "embedding_dim": 32,
-                "batch_size": 2,
-                "steps": steps,
-                "lr": 0.01,
-                "warmup_steps": 1,
-                "schedule": {"kind": "step", "milestones": [5], "gamma": 0.1},
-                "checkpoint_every": 3,
-                "loader_threads": 1,
-            },
+        let config = serde_json::json!({
+            "kind": "pretrain_box",
+            "dataset_id": 1,
+            "proposals_run_id": PROPOSALS_RUN_ID,
+            "split": "train",
+            "detector": detector,
+            "backbone": "efficientnet_lite0",
+            "backbone_init": {"from": "imagenet_backbone"},
+            "views": {"min_sizes": [64, 80], "max_size": 96, "hflip": true, "color_ops": true},
+            "samples": 128,
+            "embedding_dim": 32,
+            "batch_size": 2,
+            "steps": steps,
+            "lr": 0.01,
+            "warmup_steps": 1,
+            "schedule": {"kind": "step", "milestones": [5], "gamma": 0.1},
+            "checkpoint_every": 3,
+            "loader_threads": 1,
         });
+        let spec = local_spec(RUN_ID, &data, &splits, config);
         let spec_path = case.join("spec.json");
         std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
 
         let out = case.join("first");
-        run(&spec_path, out.clone(), inputs.clone());
+        run_local_job(&spec_path, out.clone(), Some(inputs.clone()));
         let artifacts = out.join("artifacts");
         for name in [
             "backbone_load_report.json",
@@ -170,7 +122,7 @@ fn pretrain_box_runs_resumes_exactly_and_exports_the_detector() {
         )
         .unwrap();
         let out2 = case.join("resumed");
-        run(&spec_path, out2.clone(), inputs);
+        run_local_job(&spec_path, out2.clone(), Some(inputs));
         let resumed = series(&out2, "loss/total");
         assert_eq!(
             resumed.keys().copied().collect::<Vec<_>>(),

@@ -1,5 +1,6 @@
-//! What the trainer's parity tests share: the setup's Python venv and running the repository's
-//! reference scripts with it. (Each test binary uses only some of it.)
+//! What the trainer's integration tests share: the setup's Python venv and running the
+//! repository's reference scripts with it (parity tests), and tiny synthetic datasets run through
+//! `trainer run`'s entry point (job tests). Each test binary uses only some of it.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
@@ -38,4 +39,78 @@ pub fn reference(script: &str, tag: &str, args: &[&str]) -> PathBuf {
     all.push(out.as_os_str());
     run_script(script, &all);
     out
+}
+
+/// A tiny synthetic dataset (`train` + `val` images of `size` px) written under `dir/data`;
+/// returns its folder and its `splits.json` content.
+pub fn synthetic_dataset(
+    dir: &std::path::Path,
+    train: u32,
+    val: u32,
+    size: u32,
+    seed: u64,
+) -> (PathBuf, serde_json::Value) {
+    use aligndet_trainer::data::synthetic::{self, SynthArgs};
+    let data = dir.join("data");
+    synthetic::main(SynthArgs {
+        out: data.clone(),
+        train,
+        val,
+        size,
+        seed,
+    })
+    .unwrap();
+    let splits = serde_json::from_slice(&std::fs::read(data.join("splits.json")).unwrap()).unwrap();
+    (data, splits)
+}
+
+/// A job spec for `trainer run` over the synthetic dataset at `data`.
+pub fn local_spec(
+    run_id: i64,
+    data: &std::path::Path,
+    splits: &serde_json::Value,
+    config: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "run_id": run_id,
+        "attempt": 1,
+        "name": "local-test",
+        "lease_seconds": 0.0,
+        "dataset": {
+            "dataset_id": 1,
+            "name": "synthetic",
+            "annotations_path": data.join("annotations.json"),
+            "image_root": data.join("images"),
+            "splits": splits,
+        },
+        "config": config,
+    })
+}
+
+/// Run a spec as `trainer run SPEC --out OUT [--inputs INPUTS]` does; it must succeed.
+pub fn run_local_job(spec: &std::path::Path, out: PathBuf, inputs: Option<PathBuf>) {
+    aligndet_trainer::jobs::run_local(aligndet_trainer::jobs::RunArgs {
+        spec: spec.to_path_buf(),
+        out,
+        device: "cpu".into(),
+        inputs,
+    })
+    .expect("the job runs");
+}
+
+/// Metric `key` by step from a local run's `events.jsonl`.
+pub fn metric_series(out: &std::path::Path, key: &str) -> std::collections::BTreeMap<i64, f64> {
+    let text = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    let mut map = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(points) = v.get("points").and_then(|p| p.as_array()) {
+            for p in points {
+                if p["key"] == key {
+                    map.insert(p["step"].as_i64().unwrap(), p["value"].as_f64().unwrap());
+                }
+            }
+        }
+    }
+    map
 }
