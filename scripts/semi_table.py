@@ -225,6 +225,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, help="both batch sizes at once")
     p.add_argument("--finetune-lr", type=float)
     p.add_argument("--finetune-weight-decay", type=float)
+    p.add_argument("--lr-multiplier", type=float,
+                   help="the AlignDet arm's lr = base × this (default: the method's 1.5)")
+    p.add_argument("--wd-multiplier", type=float,
+                   help="the AlignDet arm's weight decay = base × this (default: the method's 0.5)")
     p.add_argument("--name", default="semi", help="experiment name prefix")
     p.add_argument("--experiments", default="", help="only print the table of these experiments")
     p.add_argument("--poll", type=float, default=10.0, help="seconds between progress polls")
@@ -280,6 +284,8 @@ def main(argv=None) -> int:
                 "finetune_batch_size": a.finetune_batch_size or a.batch_size,
                 "finetune_lr": a.finetune_lr,
                 "finetune_weight_decay": a.finetune_weight_decay,
+                "lr_multiplier": a.lr_multiplier,
+                "wd_multiplier": a.wd_multiplier,
             }
             spec.update({k: v for k, v in optional.items() if v is not None})
             if shared_proposals is not None:
