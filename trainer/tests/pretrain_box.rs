@@ -9,7 +9,10 @@ mod support;
 use aligndet_trainer::train::checkpoint::read_metadata;
 use std::collections::BTreeMap;
 use std::path::Path;
-use support::{local_spec, metric_series as series, run_local_job, synthetic_dataset};
+use support::{
+    assert_repeats, local_spec, metric_series as series, rerun_from_checkpoint, run_local_job,
+    synthetic_dataset,
+};
 
 const RUN_ID: i64 = 9;
 const PROPOSALS_RUN_ID: i64 = 4;
@@ -113,29 +116,16 @@ fn pretrain_box_runs_resumes_exactly_and_exports_the_detector() {
         // The checkpoint artifact is the one saved at step 3: a re-claimed attempt resumes there
         // and repeats steps 4..=6 exactly (same batches, same sampler draws, same momentum
         // detector).
-        std::fs::create_dir_all(inputs.join(RUN_ID.to_string())).unwrap();
-        std::fs::copy(
-            artifacts.join("checkpoint.safetensors"),
-            inputs
-                .join(RUN_ID.to_string())
-                .join("checkpoint.safetensors"),
-        )
-        .unwrap();
         let out2 = case.join("resumed");
-        run_local_job(&spec_path, out2.clone(), Some(inputs));
+        rerun_from_checkpoint(&spec_path, RUN_ID, &out, &inputs, out2.clone());
         let resumed = series(&out2, "loss/total");
-        assert_eq!(
-            resumed.keys().copied().collect::<Vec<_>>(),
-            (4..=6).collect::<Vec<_>>(),
-            "{detector}"
+        assert_repeats(
+            &first,
+            &resumed,
+            4..=6,
+            1e-4,
+            &format!("{detector} loss/total"),
         );
-        for (step, l) in &resumed {
-            let a = first[step];
-            assert!(
-                (a - l).abs() <= 1e-4 * a.abs().max(1.0),
-                "{detector} step {step}: {a} first, {l} resumed"
-            );
-        }
         // How far the transferable weights moved is measured from the initialisation on every
         // attempt, not from where the resumed attempt started.
         let moved = series(&out, "pretrain/weight_change");

@@ -8,7 +8,10 @@ use aligndet_trainer::models::backbone::{BodyKind, build_body};
 use aligndet_trainer::models::norm::NormKind;
 use aligndet_trainer::models::weights::load_safetensors;
 use aligndet_trainer::train::checkpoint::read_metadata;
-use support::{local_spec, metric_series, run_local_job, synthetic_dataset};
+use support::{
+    assert_repeats, local_spec, metric_series, rerun_from_checkpoint, run_local_job,
+    synthetic_dataset,
+};
 
 const RUN_ID: i64 = 7;
 
@@ -76,28 +79,9 @@ fn pretrain_image_runs_resumes_and_exports_a_loadable_backbone() {
     assert_eq!(report.loaded.len(), vs.variables().len());
 
     // a re-claimed attempt resumes from the checkpoint at step 10 and repeats steps 11..=20
-    let inputs = dir.join("inputs");
-    std::fs::create_dir_all(inputs.join(RUN_ID.to_string())).unwrap();
-    std::fs::copy(
-        artifacts.join("checkpoint.safetensors"),
-        inputs
-            .join(RUN_ID.to_string())
-            .join("checkpoint.safetensors"),
-    )
-    .unwrap();
     let out2 = dir.join("resumed");
-    run_local_job(&spec_path, out2.clone(), Some(inputs));
+    rerun_from_checkpoint(&spec_path, RUN_ID, &out, &dir.join("inputs"), out2.clone());
     let resumed = metric_series(&out2, "loss/contrastive");
-    assert_eq!(
-        resumed.keys().copied().collect::<Vec<_>>(),
-        (11..=20).collect::<Vec<_>>()
-    );
-    for (step, l) in &resumed {
-        let a = first[step];
-        assert!(
-            (a - l).abs() <= 1e-3 * a.abs().max(1.0),
-            "step {step}: {a} first, {l} resumed"
-        );
-    }
+    assert_repeats(&first, &resumed, 11..=20, 1e-3, "loss/contrastive");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -135,12 +135,19 @@ fn default_fractions() -> Vec<u32> {
 /// The shorter side the default fine-tuning and view sizes are given at.
 const DEFAULT_IMAGE_SIZE: u32 = 512;
 
-/// A default size (given for a 512 px shorter side) at another shorter side, rounded to whole
-/// pixels: 480/512/544 and a 853 cap become 180/192/204 and 320 at 192 px.
-fn scale_size(default: u32, image_size: u32) -> u32 {
-    ((default as u64 * image_size as u64 + DEFAULT_IMAGE_SIZE as u64 / 2)
-        / DEFAULT_IMAGE_SIZE as u64)
-        .max(1) as u32
+/// Default shorter sides and longer-side cap (given for a 512 px shorter side) at another
+/// shorter side, rounded to whole pixels: 480/512/544 and a 853 cap become 180/192/204 and 320
+/// at 192 px. Fine-tuning's augmentation and pre-training's views both scale this way.
+fn scale_sizes(min_sizes: &[u32], max_size: u32, image_size: u32) -> (Vec<u32>, u32) {
+    let scale = |default: u32| {
+        ((default as u64 * image_size as u64 + DEFAULT_IMAGE_SIZE as u64 / 2)
+            / DEFAULT_IMAGE_SIZE as u64)
+            .max(1) as u32
+    };
+    (
+        min_sizes.iter().map(|&v| scale(v)).collect(),
+        scale(max_size),
+    )
 }
 
 /// The default (lr, weight decay) multipliers of the AlignDet arm.
@@ -375,15 +382,14 @@ impl ExperimentSpec {
             batch_size: self.pretrain_batch_size.unwrap_or(d.batch_size),
             lr: self.pretrain_lr.unwrap_or(d.lr),
             samples: self.pretrain_samples.unwrap_or(d.samples),
-            views: ViewsConfig {
-                min_sizes: d
-                    .views
-                    .min_sizes
-                    .iter()
-                    .map(|&v| scale_size(v, image_size))
-                    .collect(),
-                max_size: scale_size(d.views.max_size, image_size),
-                ..d.views.clone()
+            views: {
+                let (min_sizes, max_size) =
+                    scale_sizes(&d.views.min_sizes, d.views.max_size, image_size);
+                ViewsConfig {
+                    min_sizes,
+                    max_size,
+                    ..d.views.clone()
+                }
             },
             warmup_steps,
             schedule,
@@ -419,15 +425,14 @@ impl ExperimentSpec {
             schedule,
             eval_every: d.eval_every.min(steps.max(1)),
             checkpoint_every: d.checkpoint_every.min(steps.max(1)),
-            augment: AugmentConfig {
-                min_sizes: d
-                    .augment
-                    .min_sizes
-                    .iter()
-                    .map(|&v| scale_size(v, image_size))
-                    .collect(),
-                max_size: scale_size(d.augment.max_size, image_size),
-                ..d.augment.clone()
+            augment: {
+                let (min_sizes, max_size) =
+                    scale_sizes(&d.augment.min_sizes, d.augment.max_size, image_size);
+                AugmentConfig {
+                    min_sizes,
+                    max_size,
+                    ..d.augment.clone()
+                }
             },
             ..d
         };

@@ -22,7 +22,7 @@
 use super::{JobContext, JobOutcome};
 use crate::data::detection::load_split;
 use crate::models::build::body_kind;
-use crate::pretrain::contrastive::box_contrastive_loss;
+use crate::pretrain::contrastive::{box_contrastive_loss, normalize};
 use crate::pretrain::data::{PretrainSet, pair_loader, pretrain_set};
 use crate::pretrain::detector::{BACKGROUND, BoxPretrainer, build_pretrainer, is_pretraining_only};
 use crate::pretrain::ema::{copy_all, ema_update, momentum_at};
@@ -38,6 +38,7 @@ use std::time::Instant;
 use tch::{Tensor, nn};
 
 use super::CHECKPOINT;
+
 /// The torch seed of one step (distinct per step, reproducible across attempts).
 fn step_seed(seed: u64, step: u32) -> i64 {
     (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(step)) as i64
@@ -398,13 +399,8 @@ pub fn top1_retrieval(
         if n == 0 || target.size()[0] == 0 {
             return (0.0, 0.0);
         }
-        let unit = |x: &Tensor| {
-            x / x
-                .norm_scalaropt_dim(2, [1i64].as_slice(), true)
-                .clamp_min(1e-12)
-        };
-        let q = unit(&online.index_select(0, &fg));
-        let k = unit(target);
+        let q = normalize(&online.index_select(0, &fg));
+        let k = normalize(target);
         let ids = online_ids.index_select(0, &fg);
         let (mut hits, mut chance) = (0f64, 0f64);
         // Row chunks keep the similarity matrix small (RetinaNet samples thousands per view).

@@ -12,7 +12,8 @@
 
 use tch::{Kind, Tensor};
 
-fn normalize(x: &Tensor) -> Tensor {
+/// Rows scaled to unit L2 norm (cosine similarity is then a matmul).
+pub(crate) fn normalize(x: &Tensor) -> Tensor {
     x / x
         .norm_scalaropt_dim(2, [1i64].as_slice(), true)
         .clamp_min(1e-12)

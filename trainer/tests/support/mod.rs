@@ -114,3 +114,46 @@ pub fn metric_series(out: &std::path::Path, key: &str) -> std::collections::BTre
     }
     map
 }
+
+/// A re-claimed attempt: the first attempt's `checkpoint.safetensors` (in `first_out`'s
+/// artifacts) becomes the run's own input under `inputs`, and the spec runs again into
+/// `resumed_out`.
+pub fn rerun_from_checkpoint(
+    spec: &std::path::Path,
+    run_id: i64,
+    first_out: &std::path::Path,
+    inputs: &std::path::Path,
+    resumed_out: PathBuf,
+) {
+    let own = inputs.join(run_id.to_string());
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::copy(
+        first_out.join("artifacts/checkpoint.safetensors"),
+        own.join("checkpoint.safetensors"),
+    )
+    .unwrap();
+    run_local_job(spec, resumed_out, Some(inputs.to_path_buf()));
+}
+
+/// The resumed attempt logged exactly `steps`, each equal to the first attempt's value within
+/// `rel_tol` (relative to max(|value|, 1)).
+pub fn assert_repeats(
+    first: &std::collections::BTreeMap<i64, f64>,
+    resumed: &std::collections::BTreeMap<i64, f64>,
+    steps: std::ops::RangeInclusive<i64>,
+    rel_tol: f64,
+    what: &str,
+) {
+    assert_eq!(
+        resumed.keys().copied().collect::<Vec<_>>(),
+        steps.collect::<Vec<_>>(),
+        "{what}"
+    );
+    for (step, l) in resumed {
+        let a = first[step];
+        assert!(
+            (a - l).abs() <= rel_tol * a.abs().max(1.0),
+            "{what} step {step}: {a} first, {l} resumed"
+        );
+    }
+}
