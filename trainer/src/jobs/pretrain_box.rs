@@ -281,6 +281,10 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
         );
         points.push(point("pretrain/top1_retrieval", top1));
         points.push(point("pretrain/top1_chance", top1_chance));
+        points.push(point(
+            "pretrain/embedding_spread",
+            embedding_spread(&out.embeddings),
+        ));
         ctx.sink.metrics(points);
 
         if done < cfg.steps && done % cfg.checkpoint_every == 0 {
@@ -428,6 +432,23 @@ pub fn top1_retrieval(
     })
 }
 
+/// A collapse monitor (as SimSiam's): the per-dimension standard deviation across samples of
+/// the L2-normalised online embeddings, times √d. About 1 when they spread over the sphere,
+/// 0 when every sample maps to the same point, whatever the loss says.
+pub fn embedding_spread(embeddings: &Tensor) -> f64 {
+    let (n, d) = (embeddings.size()[0], embeddings.size()[1]);
+    if n < 2 || d == 0 {
+        return 0.0;
+    }
+    tch::no_grad(|| {
+        normalize(embeddings)
+            .std_dim(0, true, false)
+            .mean(tch::Kind::Float)
+            .double_value(&[])
+            * (d as f64).sqrt()
+    })
+}
+
 /// Write the online detector minus its pre-training-only modules; returns the tensor count.
 pub fn export_pretrained(
     path: &std::path::Path,
@@ -448,6 +469,18 @@ pub fn export_pretrained(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn embedding_spread_is_zero_when_collapsed_and_near_one_when_spread() {
+        tch::manual_seed(0);
+        let same = Tensor::ones([64, 32], (tch::Kind::Float, tch::Device::Cpu)) * 3.0;
+        assert!(embedding_spread(&same) < 1e-6);
+        // i.i.d. Gaussian directions are uniform on the sphere: each coordinate has std 1/√d
+        let spread = Tensor::randn([4096, 32], (tch::Kind::Float, tch::Device::Cpu));
+        let s = embedding_spread(&spread);
+        assert!((s - 1.0).abs() < 0.05, "{s}");
+        assert_eq!(embedding_spread(&spread.narrow(0, 0, 1)), 0.0);
+    }
 
     #[test]
     fn chance_level_counts_the_negatives_of_each_query() {

@@ -7,6 +7,7 @@
 //! - [`fpn`]: feature pyramid (P2–P6 with max-pool, or P3–P7 with P6/P7 convs).
 //! - [`anchors`], [`box_coder`], [`box_ops`] (IoU, clipping, NMS), [`transform`]: the shared detection pieces.
 //! - [`fcos`]: the FCOS detector.
+//! - [`linear`]: fully connected layers with PyTorch's default initialisation.
 //! - [`weights`]: loading safetensors state dicts with a report of missing / unexpected keys.
 
 pub mod anchors;
@@ -21,6 +22,7 @@ pub mod fcos;
 pub mod fcos_loss;
 pub mod fpn;
 pub mod head;
+pub mod linear;
 pub mod losses;
 pub mod matcher;
 pub mod norm;

@@ -6,6 +6,7 @@ use super::box_coder::BoxCoder;
 use super::box_ops::box_iou;
 use super::box_ops::clip_boxes;
 use super::detector::{Detections, Losses, Targets};
+use super::linear::torch_linear;
 use super::losses::smooth_l1_sum;
 use super::matcher::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher, clamp_matches};
 use super::roi_align::MultiScaleRoIAlign;
@@ -25,13 +26,8 @@ impl TwoMlpHead {
     /// `vs` is the `roi_heads.box_head` path.
     pub fn new(vs: &nn::Path, in_features: i64, representation: i64) -> TwoMlpHead {
         TwoMlpHead {
-            fc6: nn::linear(vs / "fc6", in_features, representation, Default::default()),
-            fc7: nn::linear(
-                vs / "fc7",
-                representation,
-                representation,
-                Default::default(),
-            ),
+            fc6: torch_linear(vs / "fc6", in_features, representation),
+            fc7: torch_linear(vs / "fc7", representation, representation),
         }
     }
 
@@ -52,18 +48,8 @@ impl FastRcnnPredictor {
     /// `vs` is the `roi_heads.box_predictor` path.
     pub fn new(vs: &nn::Path, in_features: i64, num_classes: i64) -> FastRcnnPredictor {
         FastRcnnPredictor {
-            cls_score: nn::linear(
-                vs / "cls_score",
-                in_features,
-                num_classes,
-                Default::default(),
-            ),
-            bbox_pred: nn::linear(
-                vs / "bbox_pred",
-                in_features,
-                num_classes * 4,
-                Default::default(),
-            ),
+            cls_score: torch_linear(vs / "cls_score", in_features, num_classes),
+            bbox_pred: torch_linear(vs / "bbox_pred", in_features, num_classes * 4),
         }
     }
 

@@ -21,6 +21,7 @@
 //!   Instance-discrimination accuracy is how often the positive has the largest logit.
 
 use crate::models::backbone::{Body, BodyKind, build_body};
+use crate::models::linear::torch_linear;
 use crate::models::norm::NormKind;
 use crate::train::init::BODY_PREFIX;
 use tch::nn::{self, Module, VarStore};
@@ -54,8 +55,9 @@ impl Encoder {
         let body = build_body(&body_path, kind, norm);
         let c5 = body.out_channels()[3];
         let proj = &root / PROJECTOR_PREFIX;
-        let fc1 = nn::linear(&proj / "fc1", c5, hidden_dim, Default::default());
-        let fc2 = nn::linear(&proj / "fc2", hidden_dim, embedding_dim, Default::default());
+        // MoCo v2's projector is two default-initialised `nn.Linear`s
+        let fc1 = torch_linear(&proj / "fc1", c5, hidden_dim);
+        let fc2 = torch_linear(&proj / "fc2", hidden_dim, embedding_dim);
         Encoder { body, fc1, fc2 }
     }
 
