@@ -218,7 +218,7 @@ impl BoxPretrainer for RcnnPretrainer {
                 // predictions by several units, more than the targets span: the L1 loss rose
                 // above regression_zero and the box head shrank its features to damp it, until
                 // the embeddings collapsed. At norm 1 the regression barely learnt (0.03 below
-                // regression_zero after 150 steps); at 8 it learns (0.35 below after 70) and
+                // regression_zero after 150 steps); at 8 it learns (0.37 below after 80) and
                 // the embeddings keep their spread (docs/pretraining.md). The reference's
                 // instance-indexed regressor spreads these updates over hundreds of rows; our
                 // class-agnostic one (A6) takes them all.
