@@ -17,6 +17,8 @@ evaluated (by the platform, at the end of each fine-tune) and only reported here
         --datasets 1,2 --detectors fcos,retinanet --fractions 5,10 --seeds 1,2,3 \\
         --pretrain-steps 200 --finetune-steps 300 --batch-size 4 --image-size 256
     scripts/semi_table.py --url ... --token-file ... --experiments 4,5   # only print the table
+    scripts/semi_table.py ... --datasets 2 --detectors fcos --pretrained-run 17 --lr-multiplier 1 \
+        --wd-multiplier 1 --image-size 192 --finetune-steps 100 --batch-size 4   # fine-tuning ablation
 
 Standard library only.
 """
@@ -218,6 +220,9 @@ def main(argv=None) -> int:
     p.add_argument("--proposals-run", type=int,
                    help="reuse this proposals run (succeeded, running or queued) for every detector "
                         "of a single dataset")
+    p.add_argument("--pretrained-run", type=int,
+                   help="reuse this pretrain_box run (one dataset, one detector): only the fine-tunes "
+                        "are made, e.g. to compare learning-rate rules on one pre-training")
     p.add_argument("--image-size", type=int,
                    help="shorter side (px) for fine-tuning and evaluation; the views scale with it")
     p.add_argument("--finetune-steps", type=int)
@@ -255,6 +260,8 @@ def main(argv=None) -> int:
         p.error("--seeds: give at least 3 seeds (mean ± std needs them)")
     if a.proposals_run is not None and len(datasets) != 1:
         p.error("--proposals-run: pseudo-boxes belong to one dataset; give one --datasets id")
+    if a.pretrained_run is not None and (len(datasets) != 1 or len(detectors) != 1):
+        p.error("--pretrained-run: a pre-training belongs to one dataset and detector; give one of each")
     if not detectors or not fractions:
         p.error("--detectors and --fractions must not be empty")
 
@@ -288,7 +295,12 @@ def main(argv=None) -> int:
                 "wd_multiplier": a.wd_multiplier,
             }
             spec.update({k: v for k, v in optional.items() if v is not None})
-            if shared_proposals is not None:
+            if a.pretrained_run is not None:
+                # the reused run fixed its own pre-training settings (--batch-size sets both)
+                for k in [k for k in spec if k.startswith(("pretrain_", "image_steps", "image_batch", "proposals_"))]:
+                    del spec[k]
+                spec["pretrained_run_id"] = a.pretrained_run
+            elif shared_proposals is not None:
                 spec["proposals_run_id"] = shared_proposals
             created = api.call("POST", "experiments", spec)
             shared_proposals = shared_proposals or next(

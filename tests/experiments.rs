@@ -817,6 +817,72 @@ fn the_json_api_reuses_pseudo_boxes_and_reports_final_evaluations() {
     let page = s.get(&format!("/experiments/{exp2}")).text().unwrap();
     assert!(page.contains(&format!("waits for run {pb2}, which failed")));
 
+    // A fine-tuning ablation on an existing pre-training: only the fine-tunes are made; the
+    // AlignDet arm waits for the (still queued) pre-training, the baseline for nothing.
+    let r = s.api_post(
+        "experiments",
+        &json!({"name": "ablation", "dataset_id": f.dataset, "pretrained_run_id": shared_pb,
+                "seeds": [1, 2], "fractions": [5], "lr_multiplier": 1.0, "wd_multiplier": 1.0}),
+    );
+    assert_eq!(r.status(), 200);
+    let ablation: Value = r.json().unwrap();
+    let v = s.api_get(&format!("experiments/{}", ablation["id"]));
+    let rows = v["runs"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for row in rows {
+        match row["role"].as_str().unwrap() {
+            "aligndet" => assert_eq!(row["waiting_for"], json!([shared_pb])),
+            "baseline" => assert_eq!(row["waiting_for"], json!([])),
+            other => panic!("unexpected role {other}"),
+        }
+    }
+    assert_eq!(v["spec"]["pretrained_run_id"], shared_pb);
+    assert_eq!(v["spec"]["pretrain_steps"], Value::Null);
+    let page = s
+        .get(&format!("/experiments/{}", ablation["id"]))
+        .text()
+        .unwrap();
+    assert!(page.contains(&format!(
+        "pre-trained detector reused from <a href=\"/runs/{shared_pb}\">"
+    )));
+    let form = s.get("/experiments/new").text().unwrap();
+    assert!(
+        form.contains(&format!("<option value=\"{shared_pb}\">reuse #{shared_pb}")),
+        "the form offers it"
+    );
+    for (bad, needle) in [
+        (
+            json!({"pretrained_run_id": pb2}),
+            format!("pretrained_run_id: run {pb2} is failed"),
+        ),
+        (
+            json!({"pretrained_run_id": proposals}),
+            format!("pretrained_run_id: run {proposals} is a proposals run"),
+        ),
+        (
+            json!({"pretrained_run_id": shared_pb, "detector": "retinanet"}),
+            format!("pretrained_run_id: run {shared_pb} pre-trained fcos, not retinanet"),
+        ),
+        (
+            json!({"pretrained_run_id": shared_pb, "pretrain_steps": 5}),
+            format!("pretrain_steps: the pre-training run {shared_pb} is reused"),
+        ),
+        (
+            json!({"pretrained_run_id": 999_999}),
+            "pretrained_run_id: run 999999 not found".to_string(),
+        ),
+    ] {
+        let mut body =
+            json!({"name": "bad reuse", "dataset_id": f.dataset, "seeds": [1], "fractions": [5]});
+        for (k, v) in bad.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = s.api_post("experiments", &body);
+        assert_eq!(r.status(), 400, "{bad}");
+        let text = r.text().unwrap();
+        assert!(text.contains(&needle), "{text}");
+    }
+
     // The table script reads the same API (stdlib Python; skipped where there is no python3).
     let token = TempDir::new("exp-token");
     let token_file = token.path().join("token");

@@ -83,6 +83,12 @@ pub struct ExperimentSpec {
     /// A new proposals run covers only the first N images (absent: all).
     #[serde(default)]
     pub proposals_max_images: Option<u32>,
+    /// Reuse the pre-trained detector of this `pretrain_box` run (succeeded, running or queued)
+    /// instead of making pseudo-boxes and pre-training again: only the fine-tunes are created,
+    /// the baseline from that run's own image-domain backbone. This is how fine-tuning choices
+    /// (learning-rate rule, steps, fractions) are compared on one pre-training.
+    #[serde(default)]
+    pub pretrained_run_id: Option<i64>,
     /// Shorter side (px) the fine-tunes train and evaluate at; the pre-training views draw
     /// around it in the same proportions as the defaults (480/512/544 around 512). Absent: 512.
     #[serde(default)]
@@ -239,15 +245,18 @@ impl ExperimentSpec {
         let (lr_m, wd_m) = default_multipliers();
         let mut s = self.clone();
         s.name = s.name.trim().to_string();
-        if s.label_free {
+        let pretrains = s.pretrained_run_id.is_none();
+        if s.label_free && pretrains {
             s.image_steps = s.image_steps.or(Some(pi.steps));
             s.image_batch_size = s.image_batch_size.or(Some(pi.batch_size));
             s.image_lr = s.image_lr.or(Some(pi.lr));
         }
-        s.pretrain_steps = s.pretrain_steps.or(Some(pb.steps));
-        s.pretrain_batch_size = s.pretrain_batch_size.or(Some(pb.batch_size));
-        s.pretrain_lr = s.pretrain_lr.or(Some(pb.lr));
-        s.pretrain_samples = s.pretrain_samples.or(Some(pb.samples));
+        if pretrains {
+            s.pretrain_steps = s.pretrain_steps.or(Some(pb.steps));
+            s.pretrain_batch_size = s.pretrain_batch_size.or(Some(pb.batch_size));
+            s.pretrain_lr = s.pretrain_lr.or(Some(pb.lr));
+            s.pretrain_samples = s.pretrain_samples.or(Some(pb.samples));
+        }
         s.image_size = s.image_size.or(Some(DEFAULT_IMAGE_SIZE));
         s.finetune_steps = s.finetune_steps.or(Some(ft.steps));
         s.finetune_batch_size = s.finetune_batch_size.or(Some(ft.batch_size));
@@ -290,7 +299,29 @@ impl ExperimentSpec {
                 self.fractions.len()
             ));
         }
-        if !self.label_free && self.backbone != BackboneKind::EfficientnetLite0 {
+        if let Some(id) = self.pretrained_run_id {
+            if id <= 0 {
+                return Err("pretrained_run_id: not a run id".into());
+            }
+            // The reused run fixed these; accepting them silently would misreport what ran.
+            let unused = [
+                ("label_free", self.label_free),
+                ("image_steps", self.image_steps.is_some()),
+                ("image_batch_size", self.image_batch_size.is_some()),
+                ("image_lr", self.image_lr.is_some()),
+                ("proposals_run_id", self.proposals_run_id.is_some()),
+                ("proposals_max_images", self.proposals_max_images.is_some()),
+                ("pretrain_steps", self.pretrain_steps.is_some()),
+                ("pretrain_batch_size", self.pretrain_batch_size.is_some()),
+                ("pretrain_lr", self.pretrain_lr.is_some()),
+                ("pretrain_samples", self.pretrain_samples.is_some()),
+            ];
+            if let Some((field, _)) = unused.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{field}: the pre-training run {id} is reused, so its own setting applies; leave this blank"
+                ));
+            }
+        } else if !self.label_free && self.backbone != BackboneKind::EfficientnetLite0 {
             return Err("backbone: ImageNet weights are shipped only for efficientnet_lite0; choose it, or tick label-free image pre-training".into());
         }
         for (field, v) in [
@@ -316,7 +347,8 @@ impl ExperimentSpec {
             name: name.to_string(),
         };
         let mut runs = Vec::new();
-        let image_init = if self.label_free {
+        let reuse = self.pretrained_run_id.is_some();
+        let image_init = if self.label_free && !reuse {
             let d = PretrainImageConfig::default();
             let steps = self.image_steps.unwrap_or(d.steps);
             let (warmup_steps, schedule) =
@@ -349,7 +381,7 @@ impl ExperimentSpec {
         } else {
             InitConfig::ImagenetBackbone
         };
-        if self.proposals_run_id.is_none() {
+        if self.proposals_run_id.is_none() && !reuse {
             let c = ProposalsConfig {
                 dataset_id: self.dataset_id,
                 strategy: ProposalStrategy::Aligndet,
@@ -396,13 +428,15 @@ impl ExperimentSpec {
             checkpoint_every: d.checkpoint_every.min(steps.max(1)),
             ..d
         };
-        runs.push(PlannedRun {
-            role: ROLE_PRETRAIN_BOX,
-            name: format!("{name} · box-domain pre-training"),
-            config: JobConfig::PretrainBox(pb),
-            seed: None,
-            fraction: None,
-        });
+        if !reuse {
+            runs.push(PlannedRun {
+                role: ROLE_PRETRAIN_BOX,
+                name: format!("{name} · box-domain pre-training"),
+                config: JobConfig::PretrainBox(pb),
+                seed: None,
+                fraction: None,
+            });
+        }
 
         let d = TrainConfig::default();
         let steps = self.finetune_steps.unwrap_or(d.steps);
@@ -549,12 +583,21 @@ pub async fn create(
         }
     }
 
+    // A reused pre-training decides the baseline's backbone: the one it was pre-trained on.
+    let reused_backbone = match spec.pretrained_run_id {
+        None => None,
+        Some(pid) => match reused_pretraining(s, &spec, dataset.id, pid).await? {
+            Ok(init) => Some(init),
+            Err(p) => return Ok(Err(format!("pretrained_run_id: {p}"))),
+        },
+    };
+
     let spec_json = serde_json::to_value(&spec).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let mut tx = s.pool.begin().await?;
     let experiment_id = db::experiments::create_in(&mut tx, &spec.name, &spec_json).await?;
     let mut image_run: Option<i64> = None;
     let mut proposals_run: Option<i64> = spec.proposals_run_id;
-    let mut box_run: Option<i64> = None;
+    let mut box_run: Option<i64> = spec.pretrained_run_id;
     let mut created = Vec::new();
     for p in planned {
         // Fill in the chain's run ids and say what each run waits for.
@@ -573,7 +616,12 @@ pub async fn create(
                 JobConfig::PretrainBox(c)
             }
             JobConfig::Finetune(mut c) => {
-                if let InitConfig::Checkpoint { artifact } = &mut c.init {
+                if let (ROLE_BASELINE, Some(init)) = (p.role, &reused_backbone) {
+                    c.init = init.clone();
+                    if let InitConfig::Checkpoint { artifact } = init {
+                        deps.push((artifact.run_id, "init".into()));
+                    }
+                } else if let InitConfig::Checkpoint { artifact } = &mut c.init {
                     let from = if p.role == ROLE_ALIGNDET {
                         box_run
                     } else {
@@ -603,8 +651,13 @@ pub async fn create(
         .await?;
         db::experiments::attach_run_in(&mut tx, experiment_id, id, p.role).await?;
         if let Err(e) = db::runs::add_dependencies_in(&mut tx, id, &deps).await? {
-            // Only a reused proposals run can have ended since it was checked.
-            return Ok(Err(format!("proposals_run_id: {e}")));
+            // Only a reused run can have ended since it was checked.
+            let field = if spec.pretrained_run_id.is_some() {
+                "pretrained_run_id"
+            } else {
+                "proposals_run_id"
+            };
+            return Ok(Err(format!("{field}: {e}")));
         }
         match p.role {
             ROLE_PRETRAIN_IMAGE => image_run = Some(id),
@@ -629,6 +682,54 @@ pub async fn create(
         id: experiment_id,
         runs: created,
     }))
+}
+
+/// Check that run `pid` is a box-domain pre-training of this dataset, detector and backbone that
+/// has not failed; returns the backbone it was pre-trained on (the baseline's init).
+async fn reused_pretraining(
+    s: &AppState,
+    spec: &ExperimentSpec,
+    dataset_id: i64,
+    pid: i64,
+) -> sqlx::Result<Result<InitConfig, String>> {
+    let Some(run) = db::runs::get(&s.pool, pid).await? else {
+        return Ok(Err(format!("run {pid} not found")));
+    };
+    if run.kind != RunKind::PretrainBox.as_str() {
+        return Ok(Err(format!(
+            "run {pid} is a {} run, not a box-domain pre-training (pretrain_box)",
+            run.kind
+        )));
+    }
+    if run.dataset_id != Some(dataset_id) {
+        return Ok(Err(format!("run {pid} pre-trained on another dataset")));
+    }
+    if run.status == RunStatus::Failed.as_str() || run.status == RunStatus::Cancelled.as_str() {
+        return Ok(Err(format!(
+            "run {pid} is {}: choose a succeeded, running or queued pre-training",
+            run.status
+        )));
+    }
+    let config = match serde_json::from_value::<JobConfig>(run.config.clone()) {
+        Ok(JobConfig::PretrainBox(c)) => c,
+        Ok(_) => return Ok(Err(format!("run {pid} is not a box-domain pre-training"))),
+        Err(e) => return Ok(Err(format!("run {pid}'s config cannot be read: {e}"))),
+    };
+    if config.detector != spec.detector {
+        return Ok(Err(format!(
+            "run {pid} pre-trained {}, not {}",
+            wire_name(&config.detector),
+            wire_name(&spec.detector)
+        )));
+    }
+    if config.backbone != spec.backbone {
+        return Ok(Err(format!(
+            "run {pid} pre-trained on {}, not {}",
+            wire_name(&config.backbone),
+            wire_name(&spec.backbone)
+        )));
+    }
+    Ok(Ok(config.backbone_init))
 }
 
 /// Every split the fine-tunes read must exist in the dataset (its `splits.json`).
@@ -682,6 +783,8 @@ pub struct ExperimentForm {
     /// `new`, or the id of a proposals run to reuse.
     pub proposals: String,
     pub proposals_max_images: String,
+    /// `new`, or the id of a `pretrain_box` run to reuse.
+    pub pretrained: String,
     pub pretrain_steps: String,
     pub pretrain_batch_size: String,
     pub pretrain_lr: String,
@@ -716,6 +819,7 @@ impl ExperimentForm {
             image_lr: String::new(),
             proposals: "new".into(),
             proposals_max_images: String::new(),
+            pretrained: "new".into(),
             pretrain_steps: String::new(),
             pretrain_batch_size: String::new(),
             pretrain_lr: String::new(),
@@ -751,6 +855,7 @@ impl ExperimentForm {
             image_lr: text("image_lr"),
             proposals: text("proposals"),
             proposals_max_images: text("proposals_max_images"),
+            pretrained: text("pretrained"),
             pretrain_steps: text("pretrain_steps"),
             pretrain_batch_size: text("pretrain_batch_size"),
             pretrain_lr: text("pretrain_lr"),
@@ -779,6 +884,12 @@ impl ExperimentForm {
                 format!("proposals_run_id: {v:?} is not \"new\" or a proposals run id")
             })?),
         };
+        let pretrained_run_id = match self.pretrained.as_str() {
+            "" | "new" => None,
+            v => Some(v.parse::<i64>().map_err(|_| {
+                format!("pretrained_run_id: {v:?} is not \"new\" or a pre-training run id")
+            })?),
+        };
         Ok(ExperimentSpec {
             name: self.name.clone(),
             dataset_id,
@@ -790,6 +901,7 @@ impl ExperimentForm {
             image_lr: real("image_lr", &self.image_lr)?,
             proposals_run_id,
             proposals_max_images: whole("proposals_max_images", &self.proposals_max_images)?,
+            pretrained_run_id,
             pretrain_steps: whole("pretrain_steps", &self.pretrain_steps)?,
             pretrain_batch_size: whole("pretrain_batch_size", &self.pretrain_batch_size)?,
             pretrain_lr: real("pretrain_lr", &self.pretrain_lr)?,
@@ -858,6 +970,8 @@ struct NewExperimentPage {
     datasets: Vec<DatasetRow>,
     /// Succeeded proposals runs: (id, dataset id, label).
     proposals_runs: Vec<(i64, String)>,
+    /// Box-domain pre-trainings that have not failed: (id, label).
+    pretrained_runs: Vec<(i64, String)>,
     detectors: Vec<(String, &'static str)>,
     backbones: Vec<(String, &'static str)>,
 }
@@ -879,23 +993,39 @@ impl NewExperimentPage {
             },
         )
         .await?;
-        let proposals_runs = runs
-            .into_iter()
-            .map(|r| {
-                let dataset = datasets
-                    .iter()
-                    .find(|d| Some(d.id) == r.dataset_id)
-                    .map(|d| d.name.clone())
-                    .unwrap_or_else(|| "?".into());
-                (r.id, format!("#{} {} (dataset {dataset})", r.id, r.name))
-            })
-            .collect();
+        let label = |r: &db::runs::RunRow| {
+            let dataset = datasets
+                .iter()
+                .find(|d| Some(d.id) == r.dataset_id)
+                .map(|d| d.name.clone())
+                .unwrap_or_else(|| "?".into());
+            (r.id, format!("#{} {} (dataset {dataset})", r.id, r.name))
+        };
+        let proposals_runs = runs.iter().map(label).collect();
+        let pretrained_runs = db::runs::list(
+            &s.pool,
+            &db::runs::RunFilter {
+                kind: Some(RunKind::PretrainBox.as_str().into()),
+                ..Default::default()
+            },
+        )
+        .await?
+        .iter()
+        .filter(|r| {
+            r.status != RunStatus::Failed.as_str() && r.status != RunStatus::Cancelled.as_str()
+        })
+        .map(|r| {
+            let (id, text) = label(r);
+            (id, format!("{text}, {}", r.status))
+        })
+        .collect();
         Ok(NewExperimentPage {
             csrf,
             error,
             form,
             datasets,
             proposals_runs,
+            pretrained_runs,
             detectors: [
                 (DetectorKind::Fcos, "FCOS"),
                 (DetectorKind::Retinanet, "RetinaNet"),
@@ -1173,6 +1303,7 @@ struct ExperimentPage {
     spec_pretty: String,
     runs: Vec<RunView>,
     reused_proposals: Option<i64>,
+    reused_pretraining: Option<i64>,
     compare_url: String,
     finished: usize,
     failed: usize,
@@ -1205,6 +1336,7 @@ pub async fn show(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Resp
         .get("proposals_run_id")
         .and_then(|v| v.as_i64())
         .filter(|pid| !runs.iter().any(|r| r.id == *pid));
+    let reused_pretraining = exp.spec.get("pretrained_run_id").and_then(|v| v.as_i64());
     Ok(render(&ExperimentPage {
         spec_pretty: serde_json::to_string_pretty(&exp.spec)?,
         compare_url: compare_url(&runs),
@@ -1218,6 +1350,7 @@ pub async fn show(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Resp
             .count(),
         summary: summary(&runs),
         reused_proposals,
+        reused_pretraining,
         runs,
         exp,
     }))
@@ -1330,5 +1463,52 @@ mod tests {
         assert_eq!(pb.views, ViewsConfig::default());
         s.image_size = Some(8);
         assert!(s.resolved().plan().unwrap_err().starts_with("image_size:"));
+    }
+
+    #[test]
+    fn a_reused_pretraining_plans_only_the_fine_tunes_and_refuses_its_own_settings() {
+        let mut s = spec();
+        s.pretrained_run_id = Some(7);
+        s.lr_multiplier = Some(1.0);
+        let resolved = s.resolved();
+        // nothing of the pre-training is filled in: the stored spec must not claim it
+        assert_eq!(resolved.pretrain_steps, None);
+        let plan = resolved.plan().unwrap();
+        assert_eq!(plan.len(), 3 * 2 * 2);
+        assert!(
+            plan.iter()
+                .all(|p| p.role == ROLE_ALIGNDET || p.role == ROLE_BASELINE)
+        );
+        for p in &plan {
+            let JobConfig::Finetune(c) = &p.config else {
+                panic!("fine-tune expected")
+            };
+            let from_checkpoint = matches!(c.init, InitConfig::Checkpoint { .. });
+            assert_eq!(from_checkpoint, p.role == ROLE_ALIGNDET);
+        }
+        for (field, set) in [
+            (
+                "pretrain_steps",
+                (|s: &mut ExperimentSpec| s.pretrain_steps = Some(10)) as fn(&mut ExperimentSpec),
+            ),
+            ("proposals_run_id", |s| s.proposals_run_id = Some(3)),
+            ("label_free", |s| s.label_free = true),
+            ("pretrain_samples", |s| s.pretrain_samples = Some(256)),
+        ] {
+            let mut bad = s.clone();
+            set(&mut bad);
+            let err = bad.resolved().plan().unwrap_err();
+            assert!(
+                err.starts_with(&format!("{field}: the pre-training run 7 is reused")),
+                "{err}"
+            );
+        }
+        s.pretrained_run_id = Some(0);
+        assert!(
+            s.resolved()
+                .plan()
+                .unwrap_err()
+                .starts_with("pretrained_run_id:")
+        );
     }
 }
