@@ -402,33 +402,34 @@ impl ExperimentSpec {
         if !(32..=2048).contains(&image_size) {
             return Err(format!("image_size: {image_size} px is outside 32..=2048"));
         }
-        let d = PretrainBoxConfig::for_detector(self.detector);
-        let steps = self.pretrain_steps.unwrap_or(d.steps);
-        let (warmup_steps, schedule) = scaled_schedule(d.steps, d.warmup_steps, &d.schedule, steps);
-        let pb = PretrainBoxConfig {
-            dataset_id: self.dataset_id,
-            proposals_run_id: self.proposals_run_id.unwrap_or(1),
-            backbone: self.backbone,
-            backbone_init: image_init.clone(),
-            steps,
-            batch_size: self.pretrain_batch_size.unwrap_or(d.batch_size),
-            lr: self.pretrain_lr.unwrap_or(d.lr),
-            samples: self.pretrain_samples.unwrap_or(d.samples),
-            views: {
-                let (min_sizes, max_size) =
-                    scale_sizes(&d.views.min_sizes, d.views.max_size, image_size);
-                ViewsConfig {
-                    min_sizes,
-                    max_size,
-                    ..d.views.clone()
-                }
-            },
-            warmup_steps,
-            schedule,
-            checkpoint_every: d.checkpoint_every.min(steps.max(1)),
-            ..d
-        };
         if !reuse {
+            let d = PretrainBoxConfig::for_detector(self.detector);
+            let steps = self.pretrain_steps.unwrap_or(d.steps);
+            let (warmup_steps, schedule) =
+                scaled_schedule(d.steps, d.warmup_steps, &d.schedule, steps);
+            let pb = PretrainBoxConfig {
+                dataset_id: self.dataset_id,
+                proposals_run_id: self.proposals_run_id.unwrap_or(1),
+                backbone: self.backbone,
+                backbone_init: image_init.clone(),
+                steps,
+                batch_size: self.pretrain_batch_size.unwrap_or(d.batch_size),
+                lr: self.pretrain_lr.unwrap_or(d.lr),
+                samples: self.pretrain_samples.unwrap_or(d.samples),
+                views: {
+                    let (min_sizes, max_size) =
+                        scale_sizes(&d.views.min_sizes, d.views.max_size, image_size);
+                    ViewsConfig {
+                        min_sizes,
+                        max_size,
+                        ..d.views.clone()
+                    }
+                },
+                warmup_steps,
+                schedule,
+                checkpoint_every: d.checkpoint_every.min(steps.max(1)),
+                ..d
+            };
             runs.push(PlannedRun {
                 role: ROLE_PRETRAIN_BOX,
                 name: format!("{name} · box-domain pre-training"),
