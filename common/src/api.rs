@@ -7,7 +7,12 @@
 use crate::jobs::{JobConfig, RunStatus};
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Header a worker sends on every call after registering: the secret the server gave it in
+/// [`WorkerRegistered::worker_key`]. The shared worker token says "some worker of this
+/// platform"; the key says which one, so a worker can only report for attempts it holds.
+pub const WORKER_KEY_HEADER: &str = "x-aligndet-worker-key";
 
 /// `POST /api/v1/workers/register`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +31,8 @@ pub struct WorkerRegistered {
     pub worker_id: i64,
     /// How often the worker must heartbeat a running job, in seconds.
     pub heartbeat_interval_s: f64,
+    /// This worker's secret, sent back in [`WORKER_KEY_HEADER`] on every later call.
+    pub worker_key: String,
 }
 
 /// `POST /api/v1/jobs/claim`
@@ -61,6 +68,9 @@ pub struct JobSpec {
     #[serde(default)]
     pub resume_artifact: Option<String>,
     pub lease_seconds: f64,
+    /// Decoded-size limits the worker applies to every image it opens (the server's own).
+    #[serde(default)]
+    pub image_limits: crate::images::ImageLimits,
 }
 
 /// `POST /api/v1/runs/{id}/heartbeat`

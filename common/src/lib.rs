@@ -4,10 +4,14 @@
 //! - [`jobs`]: run kinds, statuses and the typed config of each job kind.
 //! - [`dataset`]: COCO / Pascal VOC loading with validation reports.
 //! - [`series`]: downsampling of metric series for plots.
+//! - [`images`]: opening image files fully decoded under size limits.
+//! - [`names`]: the one rule for names people type.
 
 pub mod api;
 pub mod dataset;
+pub mod images;
 pub mod jobs;
+pub mod names;
 pub mod pretrain_config;
 pub mod report;
 pub mod series;

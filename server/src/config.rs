@@ -1,3 +1,4 @@
+use aligndet_common::images::ImageLimits;
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -41,6 +42,22 @@ pub struct ServerConfig {
     /// Largest artifact upload, in MiB.
     #[arg(long, default_value_t = 4096)]
     pub artifact_limit_mib: u64,
+    /// Largest image (width × height) accepted at import and opened by workers.
+    #[arg(long, default_value_t = ImageLimits::default().max_pixels)]
+    pub max_image_pixels: u64,
+    /// Largest decoded image buffer, in MiB, accepted at import and opened by workers.
+    #[arg(long, default_value_t = ImageLimits::default().max_decoded_bytes >> 20)]
+    pub max_image_mib: u64,
+}
+
+impl ServerConfig {
+    /// The decoded-image limits, as applied at import and sent to workers.
+    pub fn image_limits(&self) -> ImageLimits {
+        ImageLimits {
+            max_pixels: self.max_image_pixels,
+            max_decoded_bytes: self.max_image_mib << 20,
+        }
+    }
 }
 
 fn home() -> PathBuf {

@@ -102,6 +102,7 @@ async fn claim(
         dataset,
         resume_artifact: None,
         lease_seconds: s.cfg.lease_seconds,
+        image_limits: s.cfg.image_limits(),
     };
     tracing::info!(
         "run #{} attempt {} claimed by worker #{}",

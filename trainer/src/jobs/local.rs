@@ -117,6 +117,7 @@ pub fn read_spec(path: &Path) -> anyhow::Result<JobSpec> {
             dataset: None,
             resume_artifact: None,
             lease_seconds: 0.0,
+            image_limits: Default::default(),
         }
     };
     spec.config.validate()?;

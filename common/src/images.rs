@@ -1,0 +1,87 @@
+//! Opening image files safely: every pixel decoded (a truncated file is an error, not a grey
+//! tail) under limits on decoded size, so a small file that expands to gigabytes (a
+//! decompression bomb) is refused before the memory is taken. The server applies these limits at
+//! import and the trainer whenever it opens an image, so both refuse the same files.
+
+use image::{DynamicImage, ImageReader, Limits};
+use std::path::Path;
+
+/// Decoded-size limits for one image. The server's are sent to workers in every job spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ImageLimits {
+    /// Largest width × height.
+    pub max_pixels: u64,
+    /// Largest decoded buffer, in bytes (width × height × channels × bytes per channel).
+    pub max_decoded_bytes: u64,
+}
+
+impl Default for ImageLimits {
+    /// 100 megapixels and 1 GiB decoded: far above any detection dataset's images (COCO's
+    /// largest is 0.4 MP), far below what takes a worker down.
+    fn default() -> Self {
+        ImageLimits {
+            max_pixels: 100_000_000,
+            max_decoded_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Why an image was refused. The message never names the file: callers prefix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageRefused {
+    #[error("cannot be opened: {0}")]
+    Open(String),
+    #[error("is not a recognised image format")]
+    UnknownFormat,
+    #[error("is {width}×{height} = {pixels} pixels, over the limit of {limit} pixels")]
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
+    #[error("does not decode (truncated or corrupt?): {0}")]
+    Decode(String),
+}
+
+fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>, ImageRefused> {
+    let reader = ImageReader::open(path)
+        .map_err(|e| ImageRefused::Open(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| ImageRefused::Open(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(ImageRefused::UnknownFormat);
+    }
+    Ok(reader)
+}
+
+/// Decode the whole image under `limits`.
+pub fn open_checked(path: &Path, limits: ImageLimits) -> Result<DynamicImage, ImageRefused> {
+    // The header first: refuse by pixel count before the decoder allocates anything.
+    let (width, height) = reader(path)?
+        .into_dimensions()
+        .map_err(|e| ImageRefused::Decode(e.to_string()))?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_pixels {
+        return Err(ImageRefused::TooManyPixels {
+            width,
+            height,
+            pixels,
+            limit: limits.max_pixels,
+        });
+    }
+    let mut reader = reader(path)?;
+    let mut decoder_limits = Limits::default();
+    decoder_limits.max_alloc = Some(limits.max_decoded_bytes);
+    reader.limits(decoder_limits);
+    reader
+        .decode()
+        .map_err(|e| ImageRefused::Decode(e.to_string()))
+}
+
+/// Decode the whole image under `limits` and return its size; the pixels are dropped.
+pub fn verify(path: &Path, limits: ImageLimits) -> Result<(u32, u32), ImageRefused> {
+    let image = open_checked(path, limits)?;
+    Ok((image.width(), image.height()))
+}
