@@ -16,36 +16,16 @@ fn bench() -> Value {
 }
 
 /// A worker that is only this test: claims and reports over the API.
-struct Proto<'a> {
-    server: &'a Server,
-    worker_id: i64,
-}
+struct Proto<'a>(ApiWorker<'a>);
 
 impl<'a> Proto<'a> {
     fn register(server: &'a Server) -> Proto<'a> {
-        let r = server.api_post(
-            "workers/register",
-            &json!({"name": "protocol", "device": "cpu", "info": {},
-                    "protocol_version": aligndet_common::api::PROTOCOL_VERSION}),
-        );
-        assert!(r.status().is_success(), "register: {}", r.status());
-        let v: Value = r.json().unwrap();
-        Proto {
-            server,
-            worker_id: v["worker_id"].as_i64().unwrap(),
-        }
+        Proto(ApiWorker::register(server, "protocol"))
     }
 
     /// The next claimed job's (run id, attempt, spec), or `None` when nothing is claimable.
     fn claim(&self) -> Option<(i64, i64, Value)> {
-        let r = self
-            .server
-            .api_post("jobs/claim", &json!({"worker_id": self.worker_id}));
-        if r.status() == 204 {
-            return None;
-        }
-        assert_eq!(r.status(), 200, "claim");
-        let spec: Value = r.json().unwrap();
+        let spec = self.0.claim()?;
         Some((
             spec["run_id"].as_i64().unwrap(),
             spec["attempt"].as_i64().unwrap(),
@@ -55,7 +35,7 @@ impl<'a> Proto<'a> {
 
     fn finish(&self, run: i64, attempt: i64, status: &str) {
         let error = (status == "failed").then_some("boom");
-        let r = self.server.api_post(
+        let r = self.0.post(
             &format!("runs/{run}/status"),
             &json!({"attempt": attempt, "status": status, "error": error}),
         );
@@ -63,17 +43,7 @@ impl<'a> Proto<'a> {
     }
 
     fn upload(&self, run: i64, attempt: i64, name: &str, bytes: Vec<u8>) {
-        let r = self
-            .server
-            .http
-            .put(format!(
-                "{}/api/v1/runs/{run}/artifacts/{name}?attempt={attempt}",
-                self.server.url
-            ))
-            .bearer_auth(&self.server.token)
-            .body(bytes)
-            .send()
-            .unwrap();
+        let r = self.0.put_artifact(run, attempt, name, bytes);
         assert!(r.status().is_success(), "upload {name}: {}", r.status());
     }
 }

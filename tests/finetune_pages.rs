@@ -266,28 +266,20 @@ fn the_form_queues_a_valid_config_and_names_the_bad_field() {
 
 /// Acting as a worker: register, claim, report, upload, finish.
 struct FakeWorker<'a> {
-    server: &'a Server,
+    api: ApiWorker<'a>,
     run: i64,
     attempt: i64,
 }
 
 impl FakeWorker<'_> {
     fn claim(server: &Server, run: i64) -> FakeWorker<'_> {
-        let r = server.api_post(
-            "workers/register",
-            &json!({"name": "fake trainer", "device": "cpu", "info": {},
-                    "protocol_version": aligndet_common::api::PROTOCOL_VERSION}),
-        );
-        assert!(r.status().is_success(), "register: {}", r.status());
-        let worker: Value = r.json().unwrap();
-        let r = server.api_post("jobs/claim", &json!({"worker_id": worker["worker_id"]}));
-        assert_eq!(r.status(), 200, "claim");
-        let spec: Value = r.json().unwrap();
+        let api = ApiWorker::register(server, "fake trainer");
+        let spec = api.claim().expect("a job to claim");
         assert_eq!(spec["run_id"], run);
         assert_eq!(spec["config"]["kind"], "finetune");
         assert!(spec["dataset"]["splits"]["val"].is_array(), "{spec}");
         FakeWorker {
-            server,
+            api,
             run,
             attempt: spec["attempt"].as_i64().unwrap(),
         }
@@ -298,7 +290,7 @@ impl FakeWorker<'_> {
             .into_iter()
             .map(|(key, step, value)| json!({"key": key, "step": step, "value": value, "wall_time": 1.0e9}))
             .collect();
-        let r = self.server.api_post(
+        let r = self.api.post(
             &format!("runs/{}/metrics", self.run),
             &json!({"attempt": self.attempt, "points": points}),
         );
@@ -306,17 +298,7 @@ impl FakeWorker<'_> {
     }
 
     fn upload(&self, name: &str, bytes: Vec<u8>) {
-        let r = self
-            .server
-            .http
-            .put(format!(
-                "{}/api/v1/runs/{}/artifacts/{name}?attempt={}",
-                self.server.url, self.run, self.attempt
-            ))
-            .bearer_auth(&self.server.token)
-            .body(bytes)
-            .send()
-            .unwrap();
+        let r = self.api.put_artifact(self.run, self.attempt, name, bytes);
         assert!(r.status().is_success(), "upload {name}: {}", r.status());
     }
 
@@ -373,7 +355,7 @@ impl FakeWorker<'_> {
     }
 
     fn succeed(&self) {
-        let r = self.server.api_post(
+        let r = self.api.post(
             &format!("runs/{}/status", self.run),
             &json!({"attempt": self.attempt, "status": "succeeded"}),
         );

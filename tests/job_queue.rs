@@ -94,18 +94,8 @@ fn a_metrics_batch_sent_twice_is_stored_once() {
     let dir = TempDir::new("idem");
     let server = Server::start(&ServerOptions::new(&db, dir.path()));
     let run = server.create_run("idem", bench(1));
-    let reg: Value = server
-        .api_post(
-            "workers/register",
-            &json!({"name": "proto", "device": "cpu", "info": {}, "protocol_version": 1}),
-        )
-        .json()
-        .unwrap();
-    let wid = reg["worker_id"].as_i64().unwrap();
-    let spec: Value = server
-        .api_post("jobs/claim", &json!({"worker_id": wid}))
-        .json()
-        .unwrap();
+    let worker = ApiWorker::register(&server, "proto");
+    let spec = worker.claim().expect("the run");
     assert_eq!(spec["run_id"], run);
     let attempt = spec["attempt"].as_i64().unwrap();
     let batch = json!({"attempt": attempt, "points": [
@@ -114,7 +104,7 @@ fn a_metrics_batch_sent_twice_is_stored_once() {
         {"key": "lr", "step": 0, "value": 0.01, "wall_time": 1.0},
     ]});
     for _ in 0..2 {
-        let r = server.api_post(&format!("runs/{run}/metrics"), &batch);
+        let r = worker.post(&format!("runs/{run}/metrics"), &batch);
         assert!(r.status().is_success(), "{}", r.status());
     }
     assert_eq!(
@@ -126,9 +116,7 @@ fn a_metrics_batch_sent_twice_is_stored_once() {
     // A stale attempt is fenced off.
     let stale = json!({"attempt": attempt + 1, "points": [{"key": "loss", "step": 9, "value": 1.0, "wall_time": 3.0}]});
     assert_eq!(
-        server
-            .api_post(&format!("runs/{run}/metrics"), &stale)
-            .status(),
+        worker.post(&format!("runs/{run}/metrics"), &stale).status(),
         409
     );
     assert_eq!(
@@ -149,30 +137,19 @@ fn two_workers_never_run_the_same_job() {
     let runs: Vec<i64> = (0..n_runs)
         .map(|i| server.create_run(&format!("r{i}"), bench(1)))
         .collect();
-    let wids: Vec<i64> = (0..2)
-        .map(|i| {
-            let reg: Value = server
-                .api_post("workers/register", &json!({"name": format!("racer{i}"), "device": "cpu", "info": {}, "protocol_version": 1}))
-                .json()
-                .unwrap();
-            reg["worker_id"].as_i64().unwrap()
-        })
+    let workers: Vec<ApiWorker> = (0..2)
+        .map(|i| ApiWorker::register(&server, &format!("racer{i}")))
         .collect();
     let claimed: Vec<i64> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
             .map(|t| {
-                let server = &server;
-                let wid = wids[t % 2];
+                let worker = &workers[t % 2];
                 s.spawn(move || {
                     let mut mine = vec![];
-                    loop {
-                        let r = server.api_post("jobs/claim", &json!({"worker_id": wid}));
-                        if r.status() == 204 {
-                            return mine;
-                        }
-                        let spec: Value = r.json().unwrap();
+                    while let Some(spec) = worker.claim() {
                         mine.push(spec["run_id"].as_i64().unwrap());
                     }
+                    mine
                 })
             })
             .collect();

@@ -12,12 +12,21 @@ pub struct ServerConfig {
     /// Where the embedded Postgres, artifacts and uploaded datasets live.
     #[arg(long, env = "ALIGNDET_DATA", default_value_os_t = default_data_dir())]
     pub data_dir: PathBuf,
+    /// Address(es) people reach this server at, e.g. `https://aligndet.lab.example` (repeat for
+    /// several). Pages answer only requests whose `Host` is the bind address, `localhost`, or one
+    /// of these, which stops DNS-rebinding pages from driving a server on 127.0.0.1.
+    #[arg(long = "public-url")]
+    pub public_urls: Vec<String>,
     /// Use this Postgres instead of the embedded cluster.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Token workers must present; default: read or create <data-dir>/worker-token.
-    #[arg(long, env = "ALIGNDET_WORKER_TOKEN")]
+    /// Token workers must present (prefer the environment or --worker-token-file: a command
+    /// line is visible to every local user); default: read or create <data-dir>/worker-token.
+    #[arg(long, env = "ALIGNDET_WORKER_TOKEN", hide_env_values = true)]
     pub worker_token: Option<String>,
+    /// Read the worker token from this file.
+    #[arg(long, conflicts_with = "worker_token")]
+    pub worker_token_file: Option<PathBuf>,
     /// Import the demo datasets (NEON tiles, synthetic) from the setup cache if missing.
     #[arg(long)]
     pub demo: bool,

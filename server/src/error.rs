@@ -27,11 +27,21 @@ impl PageError {
     }
 }
 
+/// The server's own failures are logged in full under an incident number; the person sees only
+/// the number (internal error chains name paths, SQL and constraints).
+fn log_incident(e: &dyn std::fmt::Display) -> String {
+    let incident = &crate::security::random_token()[..8];
+    tracing::error!("incident {incident}: {e:#}");
+    format!("the server failed to handle this request (incident {incident}, in the server log)")
+}
+
 impl<E: Into<anyhow::Error>> From<E> for PageError {
     fn from(e: E) -> Self {
         let e = e.into();
-        tracing::error!("{e:#}");
-        PageError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+        PageError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            log_incident(&format_args!("{e:#}")),
+        )
     }
 }
 
@@ -65,13 +75,29 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A failure of the server's own, logged; the caller gets only the incident number.
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, log_incident(&e))
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        tracing::error!("database: {e}");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("database error: {e}"),
-        )
+        // Constraint violations are the caller's (a reference to nothing, a duplicate); say so
+        // without the constraint's text.
+        let code = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.to_string());
+        match code.as_deref() {
+            Some("23503") => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the request refers to a run, dataset or worker that does not exist",
+            ),
+            Some("23505") => ApiError::new(StatusCode::CONFLICT, "that already exists"),
+            _ => ApiError::internal(format_args!("database: {e}")),
+        }
     }
 }
 

@@ -18,7 +18,10 @@ pub mod postgres;
 pub mod queue;
 pub mod routes;
 pub mod security;
+pub mod serving;
 pub mod state;
+pub mod submit;
+pub mod worker_auth;
 
 use anyhow::Context;
 use std::time::Duration;
@@ -29,8 +32,8 @@ pub async fn serve(cfg: config::ServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let data_dir = cfg.data_dir.canonicalize()?;
 
-    // DATABASE_URL set: use it. Unset: run our own cluster, stopped when `_embedded` drops.
-    let (database_url, _embedded) = match &cfg.database_url {
+    // DATABASE_URL set: use it. Unset: run our own cluster, stopped at the end (or when `embedded` drops).
+    let (database_url, embedded) = match &cfg.database_url {
         Some(url) => (url.clone(), None),
         None => {
             let pg = tokio::task::spawn_blocking({
@@ -38,26 +41,48 @@ pub async fn serve(cfg: config::ServerConfig) -> anyhow::Result<()> {
                 move || postgres::EmbeddedPostgres::start(&d)
             })
             .await??;
-            tracing::info!("embedded Postgres running ({})", pg.database_url());
+            tracing::info!(
+                "embedded Postgres running ({})",
+                postgres::redact_url(&pg.database_url())
+            );
             (pg.database_url(), Some(pg))
         }
     };
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect(&database_url)
+    let connect = |max_connections: u32| {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&database_url)
+    };
+    // Messages name the database, never its password.
+    let shown_url = postgres::redact_url(&database_url);
+    let pool = connect(16)
         .await
-        .with_context(|| format!("connecting to Postgres at {database_url}"))?;
+        .with_context(|| format!("connecting to Postgres at {shown_url}"))?;
+    let worker_pool = connect(8)
+        .await
+        .with_context(|| format!("connecting to Postgres at {shown_url}"))?;
     db::migrate(&pool).await.context("applying migrations")?;
+    // Before anything can reap: the time the server was down does not count against leases.
+    let resumed = db::liveness::tick(&pool, 0.0)
+        .await
+        .context("recording server liveness")?;
+    if !resumed.extended.is_empty() {
+        tracing::info!(
+            "server was down for {:.1} s: leases of running runs {:?} extended by that",
+            resumed.gap_s,
+            resumed.extended
+        );
+    }
 
     let worker_token = security::load_or_create_worker_token(&cfg, &data_dir)?;
-    let state = state::AppState::new(pool.clone(), cfg.clone(), data_dir.clone(), worker_token);
+    let state = state::AppState::new(pool.clone(), worker_pool, cfg.clone(), data_dir.clone(), worker_token);
 
     if cfg.demo {
         demo::import_demo_datasets(&state).await?;
     }
 
-    state::spawn_background_tasks(&state, &database_url).await?;
+    let keeper = state::spawn_background_tasks(&state, &database_url).await?;
 
     let app = routes::router(state.clone());
     let listener = tokio::net::TcpListener::bind(&cfg.bind)
@@ -68,12 +93,53 @@ pub async fn serve(cfg: config::ServerConfig) -> anyhow::Result<()> {
         listener.local_addr()?
     );
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    pool.close().await;
+    let shutdown = state.shutdown.clone();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.trigger();
+        }
+    });
+    // The reaper stops before the listener does: no lease is reaped while workers cannot reach us.
+    let drained = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.wait().await;
+            if tokio::time::timeout(Duration::from_secs(2), keeper)
+                .await
+                .is_err()
+            {
+                tracing::warn!("lease reaper did not stop in 2 s");
+            }
+        }
+    };
+    let serving = axum::serve(listener, app).with_graceful_shutdown(drained);
+    // Live streams end on the shutdown signal; whatever else is still open gets GRACE to finish.
+    tokio::select! {
+        r = serving => r?,
+        _ = async { shutdown.wait().await; tokio::time::sleep(GRACE).await } => {
+            tracing::warn!("requests still open {GRACE:?} after the shutdown signal; closing them");
+        }
+    }
+    for p in [&pool, &state.worker_pool] {
+        if tokio::time::timeout(Duration::from_secs(2), p.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections still busy at shutdown; closing anyway");
+        }
+    }
+    if let Some(pg) = embedded {
+        // pg_ctl stop blocks: keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || drop(pg)).await;
+    }
+    tracing::info!("stopped");
     Ok(())
 }
+
+/// How long requests other than live streams may take to finish after SIGTERM.
+const GRACE: Duration = Duration::from_secs(4);
 
 async fn shutdown_signal() {
     let ctrl_c = async {

@@ -19,6 +19,18 @@ pub fn random_token() -> String {
 
 /// The worker token: given on the command line / environment, or kept in `<data>/worker-token`.
 pub fn load_or_create_worker_token(cfg: &ServerConfig, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(file) = &cfg.worker_token_file {
+        let t = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the worker token file {}", file.display()))?;
+        let t = t.trim();
+        if t.len() < 8 {
+            anyhow::bail!(
+                "the worker token in {} must be at least 8 characters",
+                file.display()
+            );
+        }
+        return Ok(t.to_string());
+    }
     if let Some(t) = &cfg.worker_token {
         if t.len() < 8 {
             anyhow::bail!("the worker token must be at least 8 characters");
@@ -68,6 +80,64 @@ pub async fn require_worker_token(
         )
         .into_response(),
     }
+}
+
+/// The host part of a `Host` header or URL authority, lower-cased, without port or brackets.
+fn host_name(authority: &str) -> String {
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Host names the pages answer to: loopback names, the bind address (unless it is a wildcard)
+/// and every `--public-url`'s host.
+pub fn allowed_hosts(cfg: &ServerConfig) -> Vec<String> {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    let bind = host_name(&cfg.bind);
+    if !bind.is_empty() && bind != "0.0.0.0" && bind != "::" {
+        hosts.push(bind);
+    }
+    for url in &cfg.public_urls {
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let host = host_name(rest.split('/').next().unwrap_or(""));
+        if !host.is_empty() {
+            hosts.push(host);
+        }
+    }
+    hosts
+}
+
+/// DNS rebinding defence for the pages: a page on another site whose name an attacker points
+/// at 127.0.0.1 reaches us with its own name in `Host`; refuse every request whose `Host` is not
+/// ours before anything runs or any cookie is set. (The worker API needs the worker token, which
+/// such a page cannot have, and remote workers reach it under any name.)
+pub async fn require_allowed_host(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(host_name)
+        .unwrap_or_default();
+    if allowed_hosts(&state.cfg).contains(&host) {
+        return next.run(req).await;
+    }
+    crate::error::PageError::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        format!(
+            "this server does not answer to the host name {host:?}; if that is how people reach it, start it with --public-url http://{host}:PORT"
+        ),
+    )
+    .into_response()
 }
 
 pub const CSRF_COOKIE: &str = "aligndet_csrf";
@@ -256,6 +326,7 @@ pub fn import_roots(state: &AppState) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn safe_join_refuses_traversal() {
@@ -272,6 +343,25 @@ mod tests {
             escape_html("<script>'&\""),
             "&lt;script&gt;&#39;&amp;&quot;"
         );
+    }
+
+    #[test]
+    fn host_names_compare_without_port_or_case() {
+        assert_eq!(host_name("LocalHost:8080"), "localhost");
+        assert_eq!(host_name("[::1]:8080"), "::1");
+        assert_eq!(host_name("rebind.evil.example:8091"), "rebind.evil.example");
+        let cfg = ServerConfig::parse_from([
+            "aligndet-server",
+            "--bind",
+            "0.0.0.0:8080",
+            "--public-url",
+            "https://AlignDet.lab.example/studio",
+        ]);
+        let hosts = allowed_hosts(&cfg);
+        assert!(hosts.contains(&"aligndet.lab.example".to_string()));
+        assert!(hosts.contains(&"127.0.0.1".to_string()));
+        assert!(!hosts.contains(&"0.0.0.0".to_string()));
+        assert!(!hosts.contains(&"rebind.evil.example".to_string()));
     }
 
     #[test]

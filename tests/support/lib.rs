@@ -158,13 +158,17 @@ pub struct Server {
 
 impl Server {
     pub fn start(opts: &ServerOptions) -> Server {
+        Self::start_with_args(opts, &[])
+    }
+
+    /// [`Server::start`] with more server arguments, e.g. `["--artifact-limit-mib", "1"]`
+    /// (a field in `ServerOptions` would break the tests that spell out the struct).
+    pub fn start_with_args(opts: &ServerOptions, extra_args: &[&str]) -> Server {
         let mut cmd = Command::new(bin("aligndet-server"));
         cmd.arg("--bind")
             .arg(&opts.bind)
             .arg("--data-dir")
             .arg(&opts.data_dir)
-            .arg("--worker-token")
-            .arg(&opts.token)
             .arg("--lease-seconds")
             .arg(opts.lease_seconds.to_string())
             .arg("--heartbeat-seconds")
@@ -174,12 +178,15 @@ impl Server {
             .arg("--upload-limit-mib")
             .arg(opts.upload_limit_mib.to_string())
             .env_remove("DATABASE_URL")
+            // Not on the command line: every local user can read that in `ps`.
+            .env("ALIGNDET_WORKER_TOKEN", &opts.token)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(url) = &opts.database_url {
             cmd.arg("--database-url").arg(url);
         }
+        cmd.args(extra_args);
         for r in &opts.import_roots {
             cmd.arg("--import-root").arg(r);
         }
@@ -404,6 +411,72 @@ impl UiSession<'_> {
     }
 }
 
+/// A worker that is only the test: registers and speaks the worker protocol directly, with
+/// its worker key on every call (as `trainer worker` does).
+pub struct ApiWorker<'a> {
+    pub server: &'a Server,
+    pub worker_id: i64,
+    pub key: String,
+}
+
+impl<'a> ApiWorker<'a> {
+    pub fn register(server: &'a Server, name: &str) -> ApiWorker<'a> {
+        let r = server.api_post(
+            "workers/register",
+            &json!({"name": name, "device": "cpu", "info": {},
+                    "protocol_version": aligndet_common::api::PROTOCOL_VERSION}),
+        );
+        assert!(r.status().is_success(), "register: {}", r.status());
+        let v: Value = r.json().expect("register reply");
+        ApiWorker {
+            server,
+            worker_id: v["worker_id"].as_i64().expect("worker id"),
+            key: v["worker_key"].as_str().expect("worker key").to_string(),
+        }
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> reqwest::blocking::Response {
+        self.server
+            .http
+            .post(format!("{}/api/v1/{path}", self.server.url))
+            .bearer_auth(&self.server.token)
+            .header(aligndet_common::api::WORKER_KEY_HEADER, &self.key)
+            .json(body)
+            .send()
+            .expect("api request")
+    }
+
+    /// The next claimed job's spec, or `None` when nothing is claimable.
+    pub fn claim(&self) -> Option<Value> {
+        let r = self.post("jobs/claim", &json!({"worker_id": self.worker_id}));
+        if r.status() == 204 {
+            return None;
+        }
+        assert_eq!(r.status(), 200, "claim");
+        Some(r.json().expect("job spec"))
+    }
+
+    pub fn put_artifact(
+        &self,
+        run: i64,
+        attempt: i64,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> reqwest::blocking::Response {
+        self.server
+            .http
+            .put(format!(
+                "{}/api/v1/runs/{run}/artifacts/{name}?attempt={attempt}",
+                self.server.url
+            ))
+            .bearer_auth(&self.server.token)
+            .header(aligndet_common::api::WORKER_KEY_HEADER, &self.key)
+            .body(bytes)
+            .send()
+            .expect("upload")
+    }
+}
+
 /// A free local port, for a server that must come back at the same address.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -415,26 +488,37 @@ pub fn free_port() -> u16 {
 /// A running `trainer worker`, killed on drop.
 pub struct Worker {
     pub child: Child,
+    /// Holds the 0600 token file: the token never goes on the command line (`ps` shows it).
+    _token_dir: TempDir,
 }
 
 impl Worker {
     pub fn start(server: &Server, name: &str) -> Worker {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let token_dir = TempDir::new("worker-token");
+        let token_file = token_dir.path().join("worker-token");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_file)
+            .and_then(|mut f| f.write_all(server.token.as_bytes()))
+            .expect("write worker token file");
         let child = Command::new(bin("trainer"))
-            .args([
-                "worker",
-                "--server",
-                &server.url,
-                "--token",
-                &server.token,
-                "--name",
-                name,
-            ])
+            .args(["worker", "--server", &server.url, "--name", name])
+            .arg("--token-file")
+            .arg(&token_file)
             .args(["--poll-interval", "0.2"])
+            .env_remove("ALIGNDET_WORKER_TOKEN")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start worker");
-        Worker { child }
+        Worker {
+            child,
+            _token_dir: token_dir,
+        }
     }
 
     /// SIGKILL: the worker gets no chance to say goodbye (a crash or a pulled plug).

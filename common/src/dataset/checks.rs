@@ -1,10 +1,14 @@
 //! Checks shared by the COCO and VOC loaders: capped reads, file-name safety,
 //! image files on disk, and box geometry.
 
+use super::jpeg::check_jpeg_complete;
 use super::{CocoDataset, DatasetError, ProblemKind, ValidationReport};
+use crate::images::{ImageLimits, ImageRefused};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io::Read;
+#[cfg(test)]
+use std::path::PathBuf;
 use std::path::{Component, Path};
 
 /// Largest annotation file read (1 GiB): bigger than any real COCO file (COCO train2017 is
@@ -92,7 +96,9 @@ pub fn unsafe_file_name_reason(name: &str) -> Option<&'static str> {
 }
 
 /// Checks every image's file under `image_root` (in parallel): it exists, stays inside the
-/// root after resolving symlinks, its header decodes, and its size matches the declared one.
+/// root after resolving symlinks, every pixel decodes under `limits` (a truncated file or a
+/// decompression bomb is refused here, not later in a worker), and its size matches the
+/// declared one.
 /// Images declared with width or height 0 take the file's size instead (VOC without `<size>`).
 /// Images whose names are unsafe are assumed already reported and are skipped.
 ///
@@ -101,6 +107,7 @@ pub(crate) fn check_image_files(
     dataset: &mut CocoDataset,
     image_label: &(dyn Fn(usize, i64) -> String + Sync),
     image_root: &Path,
+    limits: ImageLimits,
     report: &mut ValidationReport,
 ) {
     let canonical_root = image_root.canonicalize().ok();
@@ -134,10 +141,17 @@ pub(crate) fn check_image_files(
                     ),
                 ));
             }
-            read_dimensions(&resolved).map_err(|message| {
+            let named = |message: String| format!("{label}: file {:?} {message}", image.file_name);
+            check_jpeg_complete(&resolved)
+                .map_err(|message| (ProblemKind::UnreadableImageFile, named(message)))?;
+            crate::images::verify(&resolved, limits).map_err(|refused| {
+                let kind = match refused {
+                    ImageRefused::TooManyPixels { .. } => ProblemKind::ImageTooLarge,
+                    _ => ProblemKind::UnreadableImageFile,
+                };
                 (
-                    ProblemKind::UnreadableImageFile,
-                    format!("{label}: file {:?} {message}", image.file_name),
+                    kind,
+                    format!("{label}: file {:?} {refused}", image.file_name),
                 )
             })
         })
@@ -167,22 +181,9 @@ pub(crate) fn check_image_files(
     }
 }
 
-/// Width and height from an image file's header, or why it cannot be read.
-fn read_dimensions(path: &Path) -> Result<(u32, u32), String> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| format!("cannot be opened: {e}"))?
-        .with_guessed_format()
-        .map_err(|e| format!("cannot be read: {e}"))?;
-    if reader.format().is_none() {
-        return Err("is not a recognised image format".into());
-    }
-    reader
-        .into_dimensions()
-        .map_err(|e| format!("does not decode: {e}"))
-}
-
 /// Checks every annotation's box against its image: finite, positive size, and inside the
-/// image up to [`BOX_TOLERANCE_PX`]. Annotations of unknown images are only checked for size.
+/// image up to [`BOX_TOLERANCE_PX`]; and its area: finite and not negative (evaluation bins
+/// boxes by area). Annotations of unknown images are only checked for size and area.
 /// `annotation_label(position, id)` names the annotation at `position` in messages.
 pub(crate) fn check_boxes(
     dataset: &CocoDataset,
@@ -204,6 +205,15 @@ pub(crate) fn check_boxes(
                 format!("{label}: bbox {bbox} has non-positive or non-finite size"),
             );
             continue;
+        }
+        if !annotation.area.is_finite() || annotation.area < 0.0 {
+            report.push(
+                ProblemKind::InvalidField,
+                format!(
+                    "{label}: area {} is negative or not finite",
+                    annotation.area
+                ),
+            );
         }
         let Some(&(width, height)) = image_sizes.get(&annotation.image_id) else {
             continue;
@@ -243,6 +253,154 @@ pub(crate) fn format_bbox(bbox: &[f64; 4]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataset::test_support::TempDir;
+    use crate::dataset::{load_coco, load_coco_with_limits, load_voc_with_limits};
+
+    /// A one-image COCO file naming `file` (declared `width`×`height`) with one annotation.
+    fn one_image_coco(dir: &TempDir, file: &str, width: u32, height: u32, area: f64) -> PathBuf {
+        let json = serde_json::json!({
+            "images": [{"id": 1, "file_name": file, "width": width, "height": height}],
+            "annotations": [{"id": 10, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4],
+                             "area": area}],
+            "categories": [{"id": 1, "name": "thing"}]
+        });
+        dir.write("ann.json", serde_json::to_vec(&json).unwrap())
+    }
+
+    fn report_of(result: Result<CocoDataset, DatasetError>) -> ValidationReport {
+        match result {
+            Err(DatasetError::Invalid(report)) => report,
+            other => panic!("expected a report, got {other:?}"),
+        }
+    }
+
+    /// CRC-32 (IEEE) of a PNG chunk's type and data, to craft headers without an encoder.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+        chunk.extend_from_slice(&body);
+        chunk.extend_from_slice(&crc32(&body).to_be_bytes());
+        chunk
+    }
+
+    #[test]
+    fn truncated_images_are_refused_by_name() {
+        let dir = TempDir::new("checks_truncated");
+        let noisy = image::RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([
+                (x * 7 % 256) as u8,
+                (y * 13 % 256) as u8,
+                ((x * y) % 256) as u8,
+            ])
+        });
+        let path = dir.path().join("cut.jpg");
+        noisy.save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() * 2 / 5]).unwrap();
+        let annotations = one_image_coco(&dir, "cut.jpg", 64, 48, 16.0);
+        let report = report_of(load_coco(&annotations, dir.path()));
+        assert_eq!(
+            report.count(ProblemKind::UnreadableImageFile),
+            1,
+            "{report}"
+        );
+        let message = &report
+            .group(ProblemKind::UnreadableImageFile)
+            .unwrap()
+            .examples[0];
+        assert!(message.contains("\"cut.jpg\""), "{message}");
+        // A PNG cut short fails in the decoder itself.
+        let png = dir.path().join("cut.png");
+        noisy.save(&png).unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        std::fs::write(&png, &bytes[..bytes.len() * 2 / 5]).unwrap();
+        let annotations = one_image_coco(&dir, "cut.png", 64, 48, 16.0);
+        let report = report_of(load_coco(&annotations, dir.path()));
+        assert_eq!(report.count(ProblemKind::UnreadableImageFile), 1, "{report}");
+    }
+
+    #[test]
+    fn images_over_the_limits_are_refused_before_decoding() {
+        let dir = TempDir::new("checks_bomb");
+        // A 20000×20000 RGB PNG header: refused by pixel count, no pixel data needed.
+        let mut header = [0u8; 13];
+        header[..4].copy_from_slice(&20_000u32.to_be_bytes());
+        header[4..8].copy_from_slice(&20_000u32.to_be_bytes());
+        header[8] = 8; // bit depth
+        header[9] = 2; // RGB
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(png_chunk(b"IHDR", &header));
+        // The decoder wants to see image data start; the start of a zlib stream is enough.
+        png.extend(png_chunk(b"IDAT", &[0x78, 0x9C, 0x03, 0x00]));
+        png.extend(png_chunk(b"IEND", &[]));
+        dir.write("bomb.png", png);
+        let annotations = one_image_coco(&dir, "bomb.png", 20_000, 20_000, 16.0);
+        let report = report_of(load_coco(&annotations, dir.path()));
+        assert_eq!(report.count(ProblemKind::ImageTooLarge), 1, "{report}");
+        let message = &report.group(ProblemKind::ImageTooLarge).unwrap().examples[0];
+        assert!(
+            message.contains("\"bomb.png\"") && message.contains("400000000 pixels"),
+            "{message}"
+        );
+
+        // The limits are the caller's: a small image over a small limit, COCO and VOC alike.
+        dir.write_png("small.png", 64, 48);
+        let annotations = one_image_coco(&dir, "small.png", 64, 48, 16.0);
+        let tight = ImageLimits {
+            max_pixels: 1000,
+            ..ImageLimits::default()
+        };
+        let report = report_of(load_coco_with_limits(&annotations, dir.path(), tight));
+        assert_eq!(report.count(ProblemKind::ImageTooLarge), 1, "{report}");
+        assert!(load_coco(&annotations, dir.path()).is_ok());
+        dir.write(
+            "small.xml",
+            "<annotation><filename>small.png</filename><object><name>t</name>\
+             <bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox>\
+             </object></annotation>",
+        );
+        let report = match load_voc_with_limits(dir.path(), tight) {
+            Err(DatasetError::Invalid(report)) => report,
+            other => panic!("expected a report, got {other:?}"),
+        };
+        assert_eq!(report.count(ProblemKind::ImageTooLarge), 1, "{report}");
+    }
+
+    #[test]
+    fn negative_areas_and_empty_datasets_are_refused() {
+        let dir = TempDir::new("checks_area");
+        dir.write_png("a.png", 16, 16);
+        let annotations = one_image_coco(&dir, "a.png", 16, 16, -5.0);
+        let report = report_of(load_coco(&annotations, dir.path()));
+        assert_eq!(report.total(), 1, "{report}");
+        let message = &report.group(ProblemKind::InvalidField).unwrap().examples[0];
+        assert_eq!(
+            message,
+            "annotation id 10 (index 0): area -5 is negative or not finite"
+        );
+
+        let empty = serde_json::json!({"images": [], "annotations": [], "categories": []});
+        let annotations = dir.write("empty.json", serde_json::to_vec(&empty).unwrap());
+        let report = report_of(load_coco(&annotations, dir.path()));
+        let message = &report.group(ProblemKind::InvalidField).unwrap().examples[0];
+        assert!(message.contains("at least one image"), "{message}");
+    }
 
     #[test]
     fn refuses_hostile_file_names() {

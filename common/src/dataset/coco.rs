@@ -12,6 +12,7 @@ use super::{
     CocoAnnotation, CocoCategory, CocoDataset, CocoImage, DatasetError, ProblemKind,
     ValidationReport,
 };
+use crate::images::ImageLimits;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -21,10 +22,20 @@ use std::path::Path;
 ///
 /// Returns [`DatasetError::Path`] if the file or folder does not exist or the file is
 /// larger than [`MAX_ANNOTATION_FILE_BYTES`] (1 GiB), and [`DatasetError::Invalid`] with
-/// every problem found otherwise (see [`ProblemKind`]). Every image file's header is
-/// decoded (in parallel) to check it exists, is readable and has the declared size.
-/// A missing `area` becomes `w * h`.
+/// every problem found otherwise (see [`ProblemKind`]). Every image file is decoded whole
+/// (in parallel) under [`ImageLimits::default`] to check it exists, is complete, is not a
+/// decompression bomb and has the declared size; see [`load_coco_with_limits`].
+/// A missing `area` becomes `w * h`; a negative one is refused; so is a file without images.
 pub fn load_coco(annotations: &Path, image_root: &Path) -> Result<CocoDataset, DatasetError> {
+    load_coco_with_limits(annotations, image_root, ImageLimits::default())
+}
+
+/// [`load_coco`] with the decoded-size limits images must keep (the server passes its own).
+pub fn load_coco_with_limits(
+    annotations: &Path,
+    image_root: &Path,
+    limits: ImageLimits,
+) -> Result<CocoDataset, DatasetError> {
     require_dir(image_root)?;
     let bytes = read_capped(annotations, MAX_ANNOTATION_FILE_BYTES)?;
     let mut report = ValidationReport::new();
@@ -55,7 +66,7 @@ pub fn load_coco(annotations: &Path, image_root: &Path) -> Result<CocoDataset, D
     let image_label =
         |position: usize, id: i64| format!("image id {id} (index {})", indices.images[position]);
     check_boxes(&dataset, &annotation_label, &mut report);
-    check_image_files(&mut dataset, &image_label, image_root, &mut report);
+    check_image_files(&mut dataset, &image_label, image_root, limits, &mut report);
     if report.is_empty() {
         Ok(dataset)
     } else {
@@ -90,8 +101,16 @@ fn parse_coco_tree(root: &Value, report: &mut ValidationReport) -> (CocoDataset,
         return (dataset, indices);
     };
 
+    let images = top_array(top, "images", report);
+    if images.is_empty() && matches!(top.get("images"), Some(Value::Array(_))) {
+        // Nothing to train or evaluate on; refused here rather than failing every job later.
+        report.push(
+            ProblemKind::InvalidField,
+            "top level: \"images\" is empty; a dataset needs at least one image",
+        );
+    }
     let mut image_ids = HashSet::new();
-    for (index, item) in top_array(top, "images", report).iter().enumerate() {
+    for (index, item) in images.iter().enumerate() {
         let mut fields = ItemFields::new(item, format!("image at index {index}"), report);
         let id = fields.integer("id");
         if let Some(id) = id {

@@ -6,6 +6,7 @@
 
 mod checks;
 mod coco;
+mod jpeg;
 mod report;
 mod splits;
 #[cfg(test)]
@@ -13,12 +14,13 @@ mod test_support;
 mod voc;
 
 pub use checks::{BOX_TOLERANCE_PX, MAX_ANNOTATION_FILE_BYTES, unsafe_file_name_reason};
-pub use coco::load_coco;
+pub use coco::{load_coco, load_coco_with_limits};
+pub use jpeg::check_jpeg_complete;
 pub use report::{EXAMPLES_PER_KIND, ProblemGroup, ProblemKind, ValidationReport};
 pub use splits::{DatasetSplits, MAX_SPLITS_FILE_BYTES, labeled_subset};
 pub use voc::{
     MAX_VOC_XML_BYTES, VocAnnotation, VocLayout, VocObject, list_xml_files, load_voc,
-    parse_voc_xml, voc_box_to_coco, voc_layout,
+    load_voc_with_limits, parse_voc_xml, voc_box_to_coco, voc_layout,
 };
 
 use serde::{Deserialize, Serialize};

@@ -30,8 +30,10 @@ pub enum ProblemKind {
     UnknownCategory,
     /// An image file does not exist under the image root.
     MissingImageFile,
-    /// An image file exists but its header does not decode.
+    /// An image file exists but does not decode completely (corrupt, truncated, unknown format).
     UnreadableImageFile,
+    /// An image is over the decoded-size limits (e.g. a small file that expands to gigabytes).
+    ImageTooLarge,
     /// The declared width/height disagree with the image file.
     ImageSizeMismatch,
     /// A box extends past its image by more than the tolerance.
@@ -44,7 +46,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every kind, in report order.
-    pub const ALL: [ProblemKind; 14] = [
+    pub const ALL: [ProblemKind; 15] = [
         ProblemKind::MalformedFile,
         ProblemKind::MissingField,
         ProblemKind::InvalidField,
@@ -55,6 +57,7 @@ impl ProblemKind {
         ProblemKind::UnknownCategory,
         ProblemKind::MissingImageFile,
         ProblemKind::UnreadableImageFile,
+        ProblemKind::ImageTooLarge,
         ProblemKind::ImageSizeMismatch,
         ProblemKind::BoxOutsideImage,
         ProblemKind::InvalidBox,
@@ -74,6 +77,7 @@ impl ProblemKind {
             ProblemKind::UnknownCategory => "annotation refers to an unknown category",
             ProblemKind::MissingImageFile => "missing image file",
             ProblemKind::UnreadableImageFile => "unreadable image file",
+            ProblemKind::ImageTooLarge => "image over the size limit",
             ProblemKind::ImageSizeMismatch => "image size differs from the file",
             ProblemKind::BoxOutsideImage => "box outside its image",
             ProblemKind::InvalidBox => "box of invalid size",

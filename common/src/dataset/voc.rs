@@ -11,6 +11,7 @@ use super::{
     CocoAnnotation, CocoCategory, CocoDataset, CocoImage, DatasetError, ProblemKind,
     ValidationReport,
 };
+use crate::images::ImageLimits;
 use quick_xml::events::Event;
 use rayon::prelude::*;
 use std::collections::BTreeSet;
@@ -291,9 +292,19 @@ pub fn list_xml_files(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
 /// module docs; `difficult` objects become `iscrowd = 1`. A missing `<size>` is taken from
 /// the image file. Each XML is capped at [`MAX_VOC_XML_BYTES`].
 ///
+/// Every image is decoded whole under [`ImageLimits::default`]; see [`load_voc_with_limits`].
+///
 /// Errors: [`DatasetError::Path`] if `root` (or `JPEGImages/` beside `Annotations/`) does
 /// not exist or holds no XML; [`DatasetError::Invalid`] with every problem otherwise.
 pub fn load_voc(root: &Path) -> Result<(CocoDataset, PathBuf), DatasetError> {
+    load_voc_with_limits(root, ImageLimits::default())
+}
+
+/// [`load_voc`] with the decoded-size limits images must keep (the server passes its own).
+pub fn load_voc_with_limits(
+    root: &Path,
+    limits: ImageLimits,
+) -> Result<(CocoDataset, PathBuf), DatasetError> {
     let layout = voc_layout(root)?;
     let xml_files = list_xml_files(&layout.annotation_dir)?;
     let parsed: Vec<(String, Option<VocAnnotation>, ValidationReport)> = xml_files
@@ -385,7 +396,13 @@ pub fn load_voc(root: &Path) -> Result<(CocoDataset, PathBuf), DatasetError> {
     let annotation_label =
         |position: usize, id: i64| format!("annotation id {id} ({})", annotation_labels[position]);
     // Files first: they fill in sizes that boxes are checked against.
-    check_image_files(&mut dataset, &image_label, &layout.image_root, &mut report);
+    check_image_files(
+        &mut dataset,
+        &image_label,
+        &layout.image_root,
+        limits,
+        &mut report,
+    );
     check_boxes(&dataset, &annotation_label, &mut report);
     if report.is_empty() {
         Ok((dataset, layout.image_root))

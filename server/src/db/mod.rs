@@ -3,6 +3,7 @@
 
 pub mod datasets;
 pub mod experiments;
+pub mod liveness;
 pub mod proposals;
 pub mod runs;
 pub mod workers;

@@ -360,7 +360,9 @@ pub async fn insert_metrics(
     points: &[MetricPoint],
 ) -> sqlx::Result<()> {
     // Within one statement a key may appear only once for ON CONFLICT DO UPDATE: keep the last.
-    let mut dedup: std::collections::HashMap<(&str, i64), &MetricPoint> = Default::default();
+    // Rows go in (key, step) order so that overlapping re-sends of one batch lock the same rows
+    // in the same order and wait for each other instead of deadlocking.
+    let mut dedup: std::collections::BTreeMap<(&str, i64), &MetricPoint> = Default::default();
     for p in points {
         dedup.insert((p.key.as_str(), p.step), p);
     }
@@ -451,6 +453,89 @@ pub async fn metric_series(pool: &PgPool, run_id: i64, key: &str) -> sqlx::Resul
         .bind(key)
         .fetch_all(pool)
         .await
+}
+
+/// Per key, in key order: how many points (finite or not), the last step, and the smallest
+/// value (a one-point series' value, NaN included, without reading any series twice).
+pub async fn metric_key_ends<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    run_id: i64,
+) -> sqlx::Result<Vec<(String, i64, i64, f64)>> {
+    sqlx::query_as(
+        "SELECT key, COUNT(*), MAX(step), MIN(value) FROM metrics WHERE run_id = $1
+         GROUP BY key ORDER BY key",
+    )
+    .bind(run_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Every key's finite points reduced in SQL by the rule of
+/// [`aligndet_common::series::downsample_keep_extremes`] (same buckets of consecutive points,
+/// same first / minimum / maximum / last choice, ties to the earliest step), so only a few
+/// hundred rows per key leave the database however long the run is. (key, step, value) in
+/// key and step order, one row per step.
+pub async fn metric_series_downsampled<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    run_id: i64,
+    max_points: usize,
+) -> sqlx::Result<Vec<(String, i64, f64)>> {
+    let max_points = max_points.max(4) as i64;
+    // `lo` / `hi` are [value, ±step] so MIN / MAX pick the extreme and, among equals, the
+    // earliest step, as the Rust rule does; steps stay exact in a float8 below 2^53.
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+        "WITH f AS (
+             SELECT key, step, value, row_number() OVER (PARTITION BY key ORDER BY step) - 1 AS i
+             FROM metrics WHERE run_id = $1 AND value NOT IN ('NaN', 'Infinity', '-Infinity')
+         ), c AS (
+             SELECT key, COUNT(*) AS n FROM metrics
+             WHERE run_id = $1 AND value NOT IN ('NaN', 'Infinity', '-Infinity') GROUP BY key
+         ), b AS (
+             SELECT f.key, MIN(f.step) AS first_step, MAX(f.step) AS last_step,
+                    MIN(ARRAY[f.value, f.step]) AS lo, MAX(ARRAY[f.value, -f.step]) AS hi
+             FROM f JOIN c USING (key)
+             GROUP BY f.key, CASE WHEN c.n <= $2 THEN f.i ELSE f.i / ((c.n + $3 - 1) / $3) END
+         )
+         SELECT b.key, m.step, m.value FROM b JOIN metrics m
+             ON m.run_id = $1 AND m.key = b.key AND m.step IN (b.first_step, b.last_step)
+         UNION ALL SELECT key, lo[2]::BIGINT, lo[1] FROM b
+         UNION ALL SELECT key, (-hi[2])::BIGINT, hi[1] FROM b",
+    )
+    .bind(run_id)
+    .bind(max_points)
+    .bind(max_points / 4)
+    .fetch_all(db)
+    .await?;
+    let mut rows = rows;
+    rows.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+    rows.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    Ok(rows)
+}
+
+/// The points of each key after the given step (what arrived since a downsampled snapshot),
+/// at most `limit` per key; (key, step, value) in key and step order.
+pub async fn metric_tails(
+    pool: &PgPool,
+    run_id: i64,
+    after: &[(&str, i64)],
+    limit: i64,
+) -> sqlx::Result<Vec<(String, i64, f64)>> {
+    let keys: Vec<&str> = after.iter().map(|a| a.0).collect();
+    let steps: Vec<i64> = after.iter().map(|a| a.1).collect();
+    sqlx::query_as(
+        "SELECT t.key, m.step, m.value FROM UNNEST($2::TEXT[], $3::BIGINT[]) AS t(key, after)
+         CROSS JOIN LATERAL (
+             SELECT step, value FROM metrics
+             WHERE run_id = $1 AND key = t.key AND step > t.after ORDER BY step LIMIT $4
+         ) m
+         ORDER BY t.key, m.step",
+    )
+    .bind(run_id)
+    .bind(&keys)
+    .bind(&steps)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn metric_count(pool: &PgPool, run_id: i64) -> sqlx::Result<i64> {

@@ -18,18 +18,33 @@ impl WorkerRow {
     }
 }
 
+/// A new worker; `key_sha256` is the digest of the secret it was given.
 pub async fn register(
     pool: &PgPool,
     name: &str,
     device: &str,
     info: &serde_json::Value,
+    key_sha256: &str,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar("INSERT INTO workers (name, device, info) VALUES ($1, $2, $3) RETURNING id")
-        .bind(name)
-        .bind(device)
-        .bind(info)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar(
+        "INSERT INTO workers (name, device, info, key_sha256) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(name)
+    .bind(device)
+    .bind(info)
+    .bind(key_sha256)
+    .fetch_one(pool)
+    .await
+}
+
+/// The worker whose key has this digest, marked as seen.
+pub async fn identify(pool: &PgPool, key_sha256: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "UPDATE workers SET last_seen_at = now() WHERE key_sha256 = $1 RETURNING id",
+    )
+    .bind(key_sha256)
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn touch(pool: &PgPool, worker_id: i64) -> sqlx::Result<bool> {

@@ -101,14 +101,22 @@ pub async fn heartbeat(
     }
 }
 
-/// Fail unless `attempt` is the run's current running attempt.
-pub async fn check_current(pool: &PgPool, run_id: i64, attempt: i32) -> Result<(), QueueError> {
-    let ok: Option<bool> =
-        sqlx::query_scalar("SELECT status = 'running' AND attempts = $2 FROM runs WHERE id = $1")
-            .bind(run_id)
-            .bind(attempt)
-            .fetch_optional(pool)
-            .await?;
+/// Fail unless `attempt` is the run's current running attempt and `worker_id` holds it.
+pub async fn check_current(
+    pool: &PgPool,
+    run_id: i64,
+    worker_id: i64,
+    attempt: i32,
+) -> Result<(), QueueError> {
+    let ok: Option<bool> = sqlx::query_scalar(
+        "SELECT status = 'running' AND attempts = $2 AND worker_id IS NOT DISTINCT FROM $3
+         FROM runs WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(attempt)
+    .bind(worker_id)
+    .fetch_optional(pool)
+    .await?;
     match ok {
         Some(true) => Ok(()),
         Some(false) => Err(not_current(pool, run_id, attempt).await),
@@ -133,10 +141,11 @@ async fn not_current(pool: &PgPool, run_id: i64, attempt: i32) -> QueueError {
     }
 }
 
-/// The worker's final word on its attempt.
+/// The worker's final word on its attempt (only the worker holding it may give it).
 pub async fn finish(
     pool: &PgPool,
     run_id: i64,
+    worker_id: i64,
     attempt: i32,
     status: RunStatus,
     error: Option<&str>,
@@ -144,12 +153,13 @@ pub async fn finish(
     let mut tx = pool.begin().await?;
     let updated = sqlx::query(
         "UPDATE runs SET status = $3, error = $4, finished_at = now(), lease_expires_at = NULL, updated_at = now()
-         WHERE id = $1 AND attempts = $2 AND status = 'running'",
+         WHERE id = $1 AND attempts = $2 AND status = 'running' AND worker_id = $5",
     )
     .bind(run_id)
     .bind(attempt)
     .bind(status.as_str())
     .bind(error)
+    .bind(worker_id)
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() != 1 {

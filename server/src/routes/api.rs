@@ -4,8 +4,10 @@
 use crate::db;
 use crate::error::ApiError;
 use crate::queue;
+use crate::submit;
 use crate::routes::experiments;
 use crate::state::{AppState, ArtifactRead};
+use crate::worker_auth::{CallingWorker, new_worker_key};
 use aligndet_common::api::*;
 use aligndet_common::jobs::{JobConfig, RunStatus};
 use axum::body::Body;
@@ -36,6 +38,8 @@ pub fn router() -> Router<AppState> {
         .route("/experiments/{id}", get(experiment_summary))
 }
 
+const MAX_WORKER_INFO_BYTES: usize = 64 * 1024;
+
 async fn register(
     State(s): State<AppState>,
     Json(req): Json<RegisterWorker>,
@@ -49,31 +53,46 @@ async fn register(
             ),
         ));
     }
-    if req.name.is_empty() || req.name.len() > 200 {
+    aligndet_common::names::check_display_name(&req.name, "the worker name", 200)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    aligndet_common::names::check_display_name(&req.device, "the worker device", 100)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    // The facts are shown on the workers page: a few KiB is plenty, megabytes are an attack.
+    let info_bytes = serde_json::to_string(&req.info).map_or(usize::MAX, |t| t.len());
+    if info_bytes > MAX_WORKER_INFO_BYTES {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "worker name must be 1 to 200 characters",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "worker info is {info_bytes} bytes of JSON; at most {MAX_WORKER_INFO_BYTES} are kept"
+            ),
         ));
     }
-    let id = db::workers::register(&s.pool, &req.name, &req.device, &req.info).await?;
+    let (worker_key, digest) = new_worker_key();
+    let id = db::workers::register(&s.worker_pool, &req.name, &req.device, &req.info, &digest)
+        .await?;
     tracing::info!("worker #{id} {:?} registered ({})", req.name, req.device);
     Ok(Json(WorkerRegistered {
         worker_id: id,
         heartbeat_interval_s: s.cfg.heartbeat_seconds,
+        worker_key,
     }))
 }
 
 async fn claim(
     State(s): State<AppState>,
+    CallingWorker(worker_id): CallingWorker,
     Json(req): Json<ClaimRequest>,
 ) -> Result<Response, ApiError> {
-    if !db::workers::touch(&s.pool, req.worker_id).await? {
+    if req.worker_id != worker_id {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            format!("unknown worker #{}; register first", req.worker_id),
+            format!(
+                "this worker key belongs to worker #{worker_id}, not #{}",
+                req.worker_id
+            ),
         ));
     }
-    let Some(run) = queue::claim(&s.pool, req.worker_id, s.cfg.lease_seconds).await? else {
+    let Some(run) = queue::claim(&s.worker_pool, worker_id, s.cfg.lease_seconds).await? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let config: JobConfig = serde_json::from_value(run.config.clone()).map_err(|e| {
@@ -108,19 +127,19 @@ async fn claim(
         "run #{} attempt {} claimed by worker #{}",
         spec.run_id,
         spec.attempt,
-        req.worker_id
+        worker_id
     );
     Ok(Json(spec).into_response())
 }
 
 async fn heartbeat(
     State(s): State<AppState>,
+    CallingWorker(worker_id): CallingWorker,
     Path(id): Path<i64>,
     Json(hb): Json<Heartbeat>,
 ) -> Result<Json<HeartbeatReply>, ApiError> {
-    db::workers::touch(&s.pool, hb.worker_id).await?;
     let cancel =
-        queue::heartbeat(&s.pool, id, hb.worker_id, hb.attempt, s.cfg.lease_seconds).await?;
+        queue::heartbeat(&s.worker_pool, id, worker_id, hb.attempt, s.cfg.lease_seconds).await?;
     Ok(Json(HeartbeatReply {
         cancel_requested: cancel,
         lease_seconds: s.cfg.lease_seconds,
@@ -129,10 +148,11 @@ async fn heartbeat(
 
 async fn metrics(
     State(s): State<AppState>,
+    CallingWorker(worker_id): CallingWorker,
     Path(id): Path<i64>,
     Json(batch): Json<MetricsBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    queue::check_current(&s.pool, id, batch.attempt).await?;
+    queue::check_current(&s.worker_pool, id, worker_id, batch.attempt).await?;
     for p in &batch.points {
         let safe = p
             .key
@@ -155,20 +175,22 @@ async fn metrics(
 
 async fn logs(
     State(s): State<AppState>,
+    CallingWorker(worker_id): CallingWorker,
     Path(id): Path<i64>,
     Json(batch): Json<LogBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    queue::check_current(&s.pool, id, batch.attempt).await?;
+    queue::check_current(&s.worker_pool, id, worker_id, batch.attempt).await?;
     db::runs::insert_logs(&s.pool, id, batch.attempt, &batch.lines).await?;
     Ok(Json(serde_json::json!({ "stored": batch.lines.len() })))
 }
 
 async fn proposals(
     State(s): State<AppState>,
+    CallingWorker(worker_id): CallingWorker,
     Path(id): Path<i64>,
     Json(batch): Json<ProposalsBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    queue::check_current(&s.pool, id, batch.attempt).await?;
+    queue::check_current(&s.worker_pool, id, worker_id, batch.attempt).await?;
     for img in &batch.images {
         if img.boxes.len() != img.removed_by.len() {
             return Err(ApiError::new(
@@ -220,6 +242,7 @@ async fn proposals_done(
 
 async fn status(
     State(s): State<AppState>,
+    CallingWorker(worker_id): CallingWorker,
     Path(id): Path<i64>,
     Json(update): Json<StatusUpdate>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -230,8 +253,9 @@ async fn status(
         ));
     }
     queue::finish(
-        &s.pool,
+        &s.worker_pool,
         id,
+        worker_id,
         update.attempt,
         update.status,
         update.error.as_deref(),
@@ -249,22 +273,24 @@ pub struct AttemptQuery {
 /// Routed separately (no body limit of the JSON routes; the artifact limit is applied here).
 pub async fn upload_artifact_route(
     s: State<AppState>,
+    w: CallingWorker,
     p: Path<(i64, String)>,
     q: Query<AttemptQuery>,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    upload_artifact(s, p, q, body).await
+    upload_artifact(s, w, p, q, body).await
 }
 
 /// Stream the body to a temporary file, then move it into place: a failed upload leaves nothing.
 async fn upload_artifact(
     State(s): State<AppState>,
+    CallingWorker(worker_id): CallingWorker,
     Path((id, name)): Path<(i64, String)>,
     Query(q): Query<AttemptQuery>,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_artifact_name(&name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    queue::check_current(&s.pool, id, q.attempt).await?;
+    queue::check_current(&s.worker_pool, id, worker_id, q.attempt).await?;
     let dir = s.artifacts_dir(id);
     tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
     let tmp = dir.join(format!(".upload-{}", crate::security::random_token()));
@@ -317,11 +343,12 @@ async fn download_artifact(
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    ApiError::internal(e)
 }
 
 /// `POST /api/v1/runs`: queue a run from a config (what the UI form does, for scripts).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateRun {
     pub name: String,
     pub config: serde_json::Value,
@@ -335,92 +362,28 @@ pub struct CreateRun {
     pub depends_on: Vec<i64>,
 }
 
-/// Validate a config into its typed, fully resolved form and queue the run.
-pub async fn queue_run(
-    s: &AppState,
-    name: &str,
-    config: serde_json::Value,
-    max_attempts: Option<i32>,
-    parents: &[i64],
-) -> Result<i64, ApiError> {
-    queue_run_after(s, name, config, max_attempts, parents, &[]).await
-}
-
-/// [`queue_run`] for a run that waits for other runs (`depends_on`, checked to exist and not
-/// to have failed or been cancelled).
-pub async fn queue_run_after(
-    s: &AppState,
-    name: &str,
-    config: serde_json::Value,
-    max_attempts: Option<i32>,
-    parents: &[i64],
-    depends_on: &[i64],
-) -> Result<i64, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(|c| c.is_control()) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "run name must be 1 to 200 printable characters",
-        ));
-    }
-    let config: JobConfig = serde_json::from_value(config)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid config: {e}")))?;
-    config
-        .validate()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let max_attempts = max_attempts.unwrap_or(s.cfg.max_attempts);
-    if !(1..=20).contains(&max_attempts) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "max_attempts must be between 1 and 20",
-        ));
-    }
-    let resolved = serde_json::to_value(&config).map_err(internal)?;
-    let mut tx = s.pool.begin().await?;
-    let id = db::runs::create_in(
-        &mut tx,
-        &db::runs::NewRun {
-            kind: config.kind().as_str(),
-            name,
-            config: resolved,
-            dataset_id: config.dataset_id(),
-            max_attempts,
-            parents: parents
-                .iter()
-                .filter(|p| !depends_on.contains(p))
-                .map(|p| (*p, "parent".to_string()))
-                .collect(),
-        },
-    )
-    .await?;
-    let deps: Vec<(i64, String)> = depends_on
-        .iter()
-        .map(|d| (*d, "depends_on".to_string()))
-        .collect();
-    if let Err(e) = db::runs::add_dependencies_in(&mut tx, id, &deps).await? {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("depends_on: {e}"),
-        ));
-    }
-    tx.commit().await?;
-    Ok(id)
-}
-
+/// The same checks as the page forms ([`crate::submit`]); a refusal names the field.
 async fn create_run(
     State(s): State<AppState>,
     Json(req): Json<CreateRun>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = queue_run_after(
-        &s,
-        &req.name,
-        req.config,
-        req.max_attempts,
-        &req.parents,
-        &req.depends_on,
-    )
-    .await?;
-    Ok(Json(serde_json::json!({ "id": id })))
+    let config: JobConfig = serde_json::from_value(req.config)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid config: {e}")))?;
+    let run = submit::NewRun {
+        name: req.name,
+        config,
+        max_attempts: req.max_attempts,
+        parents: req.parents,
+        depends_on: req.depends_on,
+        aligned_rule: false,
+    };
+    match submit::submit(&s, run).await {
+        Ok(id) => Ok(Json(serde_json::json!({ "id": id }))),
+        Err(e @ submit::SubmitError::Field { .. }) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+        }
+        Err(submit::SubmitError::Internal(e)) => Err(ApiError::internal(e)),
+    }
 }
 
 async fn cancel(

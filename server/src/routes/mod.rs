@@ -88,13 +88,17 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/proposals.json", get(proposals::export_coco))
         .route("/runs/{id}/predictions", get(predictions::browser))
         .layer(middleware::from_fn(security::csrf_protect))
-        .layer(DefaultBodyLimit::max(1024 * 1024));
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .nest_service("/static", ServeDir::new(static_dir()))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::require_allowed_host,
+        ));
 
     Router::new()
         .merge(pages)
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok" }))
-        .nest_service("/static", ServeDir::new(static_dir()))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -5,7 +5,8 @@ use crate::db::datasets::DatasetRow;
 use crate::db::runs::{ArtifactRow, AttemptRow, LogRow, ParentRow, RunFilter, RunRow, RunSort};
 use crate::error::PageError;
 use crate::plots;
-use crate::routes::{api, render};
+use crate::routes::render;
+use crate::submit;
 use crate::security::CsrfToken;
 use crate::state::{AppState, ArtifactRead};
 use aligndet_common::jobs::{RunKind, RunStatus};
@@ -1132,254 +1133,32 @@ fn typed_config(json: &serde_json::Value) -> Result<aligndet_common::jobs::JobCo
     Ok(config)
 }
 
-/// The dataset exists, has splits, and each `(field, split)` is one of them.
-async fn check_dataset_splits(
+/// Queue a run built from a form: the config is typed and validated, then [`submit`] makes the
+/// same checks as for a script's run. The inner error is the person's ("field: problem"; the
+/// form comes back with it), the outer one the server's.
+async fn queue_from_form(
     s: &AppState,
-    dataset_id: i64,
-    splits: &[(&str, &str)],
-) -> Checked<DatasetRow> {
-    let Some(dataset) = db::datasets::get(&s.pool, dataset_id).await? else {
-        return Ok(Err(format!("dataset_id: dataset {dataset_id} not found")));
-    };
-    let names = dataset.split_names();
-    if names.is_empty() {
-        return Ok(Err(format!(
-            "dataset_id: dataset {:?} has no splits (it was imported before default splits existed: import it again, optionally with a splits.json beside its annotations)",
-            dataset.name
-        )));
-    }
-    for (field, split) in splits {
-        if !names.iter().any(|n| n == split) {
-            return Ok(Err(format!(
-                "{field}: {split:?} is not a split of dataset {:?} (it has {})",
-                dataset.name,
-                names.join(", ")
-            )));
-        }
-    }
-    Ok(Ok(dataset))
-}
-
-/// The run `run_id`, which `field` names as an input: it must exist, be of `kind` and have
-/// succeeded. Returns it with its config.
-async fn input_run(
-    s: &AppState,
-    field: &str,
-    run_id: i64,
-    kind: RunKind,
-) -> Checked<(RunRow, aligndet_common::jobs::JobConfig)> {
-    let Some(run) = db::runs::get(&s.pool, run_id).await? else {
-        return Ok(Err(format!("{field}: run {run_id} not found")));
-    };
-    if run.kind != kind.as_str() {
-        return Ok(Err(format!(
-            "{field}: run #{run_id} is a {} run, not a {kind} run",
-            run.kind
-        )));
-    }
-    if run.status != RunStatus::Succeeded.as_str() {
-        return Ok(Err(format!(
-            "{field}: {kind} run #{run_id} has not succeeded (it is {})",
-            run.status
-        )));
-    }
-    match serde_json::from_value(run.config.clone()) {
-        Ok(config) => Ok(Ok((run, config))),
-        Err(e) => Ok(Err(format!(
-            "{field}: the config of run #{run_id} cannot be read: {e}"
-        ))),
-    }
-}
-
-/// Validate the posted fine-tune form and queue the run. The outer error is the server's (500),
-/// the inner one the person's (the form comes back with it). Beyond `TrainConfig::validate`,
-/// this checks what only the database knows: the dataset, its split names, the checkpoint run
-/// (a pre-trained detector must be the same detector and backbone; its fine-tuning takes
-/// AlignDet's lr ×1.5 / weight decay ÷2 unless unticked).
-async fn queue_finetune(s: &AppState, form: &FinetuneForm) -> Checked<i64> {
-    use aligndet_common::jobs::JobConfig;
-    use aligndet_common::pretrain_config::artifacts;
-    let mut config = match form.to_config().and_then(|c| typed_config(&c)) {
-        Ok(JobConfig::Finetune(c)) => c,
-        Ok(_) => return Ok(Err("not a fine-tune config".into())),
+    name: &str,
+    config: Result<serde_json::Value, String>,
+    aligned_rule: bool,
+) -> Checked<i64> {
+    let config = match config.and_then(|c| typed_config(&c)) {
+        Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
-    if let Err(e) = check_dataset_splits(
-        s,
-        config.dataset_id,
-        &[
-            ("train_split", &config.train_split),
-            ("val_split", &config.val_split),
-        ],
-    )
-    .await?
-    {
-        return Ok(Err(e));
-    }
-    let mut parents = Vec::new();
-    if let InitConfig::Checkpoint { artifact } = &config.init {
-        let Some(parent) = db::runs::get(&s.pool, artifact.run_id).await? else {
-            return Ok(Err(format!(
-                "init.artifact.run_id: run {} not found",
-                artifact.run_id
-            )));
-        };
-        // A run still going may yet write its checkpoint; a finished one must have it.
-        let finished = RunStatus::parse(&parent.status).is_some_and(|st| st.is_terminal());
-        let has_it = db::runs::artifacts(&s.pool, parent.id)
-            .await?
-            .iter()
-            .any(|a| a.name == artifact.name);
-        if finished && !has_it {
-            return Ok(Err(format!(
-                "init.artifact.name: run {} has no artifact {:?}",
-                parent.id, artifact.name
-            )));
-        }
-        let describe = |d: &str, b: &str| {
-            if d.is_empty() {
-                b.to_string()
-            } else {
-                format!("{d} on {b}")
-            }
-        };
-        match serde_json::from_value::<JobConfig>(parent.config.clone()) {
-            Ok(JobConfig::PretrainBox(p)) if artifact.name == artifacts::PRETRAINED_DETECTOR => {
-                if p.detector != config.detector || p.backbone != config.backbone {
-                    return Ok(Err(format!(
-                        "init: run #{} pre-trained {}; this fine-tune is {}: choose the same detector and backbone",
-                        parent.id,
-                        describe(&wire_name(&p.detector), &wire_name(&p.backbone)),
-                        describe(&wire_name(&config.detector), &wire_name(&config.backbone)),
-                    )));
-                }
-                if form.aligned_rule {
-                    (config.lr, config.weight_decay) =
-                        aligned_finetune_hyperparameters(config.lr, config.weight_decay);
-                }
-            }
-            Ok(JobConfig::PretrainImage(p)) if p.backbone != config.backbone => {
-                return Ok(Err(format!(
-                    "init: run #{} pre-trained a {} backbone; this fine-tune uses {}",
-                    parent.id,
-                    wire_name(&p.backbone),
-                    wire_name(&config.backbone),
-                )));
-            }
-            _ => {}
-        }
-        parents.push(parent.id);
-    }
-    let config_json = serde_json::to_value(JobConfig::Finetune(config))?;
-    Ok(api::queue_run(s, &form.name, config_json, None, &parents)
-        .await
-        .map_err(|e| e.message))
-}
-
-/// Validate the posted box-domain pre-training form and queue the run: beyond
-/// `PretrainBoxConfig::validate`, the dataset and split exist, the proposals run is a succeeded
-/// `proposals` run of that dataset, and a `pretrain_image` backbone is a succeeded run of the
-/// same backbone.
-async fn queue_pretrain_box(s: &AppState, form: &PretrainBoxForm) -> Checked<i64> {
-    use aligndet_common::jobs::JobConfig;
-    use aligndet_common::pretrain_config::artifacts;
-    let config = match form.to_config().and_then(|c| typed_config(&c)) {
-        Ok(JobConfig::PretrainBox(c)) => c,
-        Ok(_) => return Ok(Err("not a pretrain_box config".into())),
-        Err(e) => return Ok(Err(e)),
+    let run = submit::NewRun {
+        name: name.to_string(),
+        config,
+        max_attempts: None,
+        parents: vec![],
+        depends_on: vec![],
+        aligned_rule,
     };
-    let dataset =
-        match check_dataset_splits(s, config.dataset_id, &[("split", &config.split)]).await? {
-            Ok(d) => d,
-            Err(e) => return Ok(Err(e)),
-        };
-    let mut parents = Vec::new();
-    let proposals = match input_run(
-        s,
-        "proposals_run_id",
-        config.proposals_run_id,
-        RunKind::Proposals,
-    )
-    .await?
-    {
-        Ok((run, _)) => run,
-        Err(e) => return Ok(Err(e)),
-    };
-    if proposals.dataset_id != Some(dataset.id) {
-        return Ok(Err(format!(
-            "proposals_run_id: proposals run #{} made pseudo-boxes for another dataset ({}), not for {:?}",
-            proposals.id,
-            proposals
-                .dataset_id
-                .map_or("none".to_string(), |d| format!("#{d}")),
-            dataset.name
-        )));
+    match submit::submit(s, run).await {
+        Ok(id) => Ok(Ok(id)),
+        Err(e @ submit::SubmitError::Field { .. }) => Ok(Err(e.to_string())),
+        Err(submit::SubmitError::Internal(e)) => Err(e.into()),
     }
-    parents.push(proposals.id);
-    if let InitConfig::Checkpoint { artifact } = &config.backbone_init {
-        let image_run =
-            match input_run(s, "backbone_init", artifact.run_id, RunKind::PretrainImage).await? {
-                Ok((run, JobConfig::PretrainImage(c))) => {
-                    if c.backbone != config.backbone {
-                        return Ok(Err(format!(
-                            "backbone_init: run #{} pre-trained a {} backbone, not {}",
-                            run.id,
-                            wire_name(&c.backbone),
-                            wire_name(&config.backbone)
-                        )));
-                    }
-                    run
-                }
-                Ok((run, _)) => {
-                    return Ok(Err(format!(
-                        "backbone_init: run #{} has no readable pretrain_image config",
-                        run.id
-                    )));
-                }
-                Err(e) => return Ok(Err(e)),
-            };
-        if artifact.name != artifacts::PRETRAINED_BACKBONE {
-            return Ok(Err(format!(
-                "backbone_init.artifact.name: a pretrain_image run leaves {:?}, not {:?}",
-                artifacts::PRETRAINED_BACKBONE,
-                artifact.name
-            )));
-        }
-        parents.push(image_run.id);
-    }
-    let config_json = serde_json::to_value(JobConfig::PretrainBox(config))?;
-    Ok(api::queue_run(s, &form.name, config_json, None, &parents)
-        .await
-        .map_err(|e| e.message))
-}
-
-/// Validate the posted image-domain pre-training form and queue the run.
-async fn queue_pretrain_image(s: &AppState, form: &PretrainImageForm) -> Checked<i64> {
-    use aligndet_common::jobs::JobConfig;
-    let config = match form.to_config().and_then(|c| typed_config(&c)) {
-        Ok(JobConfig::PretrainImage(c)) => c,
-        Ok(_) => return Ok(Err("not a pretrain_image config".into())),
-        Err(e) => return Ok(Err(e)),
-    };
-    if let Err(e) = check_dataset_splits(s, config.dataset_id, &[("split", &config.split)]).await? {
-        return Ok(Err(e));
-    }
-    let mut parents = Vec::new();
-    if let InitConfig::Checkpoint { artifact } = &config.init {
-        match db::runs::get(&s.pool, artifact.run_id).await? {
-            Some(run) => parents.push(run.id),
-            None => {
-                return Ok(Err(format!(
-                    "init.artifact.run_id: run {} not found",
-                    artifact.run_id
-                )));
-            }
-        }
-    }
-    let config_json = serde_json::to_value(JobConfig::PretrainImage(config))?;
-    Ok(api::queue_run(s, &form.name, config_json, None, &parents)
-        .await
-        .map_err(|e| e.message))
 }
 
 /// The new-run form, posted as url-encoded fields. Numbers arrive as strings; the typed config
@@ -1399,7 +1178,7 @@ pub async fn create(
     let training = match kind {
         Some(RunKind::Finetune) => {
             let ft = FinetuneForm::posted(&field);
-            let outcome = queue_finetune(&s, &ft).await?;
+            let outcome = queue_from_form(&s, &ft.name, ft.to_config(), ft.aligned_rule).await?;
             Some((
                 outcome,
                 Forms {
@@ -1410,7 +1189,7 @@ pub async fn create(
         }
         Some(RunKind::PretrainBox) => {
             let pb = PretrainBoxForm::posted(&field);
-            let outcome = queue_pretrain_box(&s, &pb).await?;
+            let outcome = queue_from_form(&s, &pb.name, pb.to_config(), false).await?;
             Some((
                 outcome,
                 Forms {
@@ -1421,7 +1200,7 @@ pub async fn create(
         }
         Some(RunKind::PretrainImage) => {
             let pi = PretrainImageForm::posted(&field);
-            let outcome = queue_pretrain_image(&s, &pi).await?;
+            let outcome = queue_from_form(&s, &pi.name, pi.to_config(), false).await?;
             Some((
                 outcome,
                 Forms {
@@ -1478,10 +1257,7 @@ pub async fn create(
                 }
                 let mut filter = serde_json::Map::new();
                 for key in ["min_side", "max_aspect", "max_relative_size", "nms_iou"] {
-                    if let Some(v) = field(key).filter(|v| !v.is_empty()) {
-                        let x: f64 = v
-                            .parse()
-                            .map_err(|_| format!("{key}: {v:?} is not a number"))?;
+                    if let Some(x) = real(key, &field(key).unwrap_or_default())? {
                         filter.insert(key.into(), x.into());
                     }
                 }
@@ -1521,9 +1297,7 @@ pub async fn create(
         ))
     })();
     let outcome = match result {
-        Ok((name, config)) => api::queue_run(&s, &name, config, None, &[])
-            .await
-            .map_err(|e| e.message),
+        Ok((name, config)) => queue_from_form(&s, &name, Ok(config), false).await?,
         Err(e) => Err(e),
     };
     match outcome {
@@ -2416,6 +2190,9 @@ pub async fn events(
         Err(_) => Some(Ok(Event::default().event("changed").data(id.to_string()))),
         _ => None,
     });
+    // The stream would otherwise outlive a shutdown for as long as the page stays open; the
+    // page's EventSource reconnects to the restarted server by itself.
+    let stream = futures_util::StreamExt::take_until(stream, s.shutdown.wait());
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

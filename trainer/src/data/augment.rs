@@ -4,14 +4,34 @@
 
 use super::detection::Sample;
 use crate::models::detector::Targets;
-use anyhow::Context;
+use aligndet_common::images::{ImageLimits, open_checked};
 use rand::Rng;
+use std::sync::RwLock;
 use tch::{Kind, Tensor};
 
-/// Decode an image file to a `[3, H, W]` float tensor in 0..1 (RGB).
+/// Decoded-size limits of every image [`decode_image`] opens; `None` = the defaults. One
+/// process-wide setting because the loaders that decode (training, evaluation, MoCo, box-domain
+/// views) run on their own threads, and a worker runs one job at a time: it sets the job spec's
+/// limits before each job.
+static IMAGE_LIMITS: RwLock<Option<ImageLimits>> = RwLock::new(None);
+
+/// Apply `limits` to every image [`decode_image`] opens from now on.
+pub fn set_image_limits(limits: ImageLimits) {
+    *IMAGE_LIMITS.write().unwrap_or_else(|p| p.into_inner()) = Some(limits);
+}
+
+/// The limits [`decode_image`] applies.
+pub fn image_limits() -> ImageLimits {
+    IMAGE_LIMITS
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_default()
+}
+
+/// Decode an image file (whole, under [`image_limits`]) to a `[3, H, W]` float tensor in 0..1 (RGB).
 pub fn decode_image(path: &std::path::Path) -> anyhow::Result<Tensor> {
-    let img = image::open(path)
-        .with_context(|| format!("decoding image {}", path.display()))?
+    let img = open_checked(path, image_limits())
+        .map_err(|e| anyhow::anyhow!("image {} {e}", path.display()))?
         .to_rgb8();
     let (w, h) = img.dimensions();
     let t = Tensor::from_slice(img.as_raw())

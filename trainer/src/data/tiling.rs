@@ -23,6 +23,7 @@ use aligndet_common::dataset::{
     VocAnnotation, list_xml_files, load_coco, parse_voc_xml, unsafe_file_name_reason,
     voc_box_to_coco, voc_layout,
 };
+use aligndet_common::images::ImageLimits;
 use anyhow::{Context, bail};
 use image::RgbImage;
 use rayon::prelude::*;
@@ -287,12 +288,10 @@ fn open_image(image_root: &Path, file_name: &str) -> anyhow::Result<(RgbImage, P
     )))
 }
 
+/// The whole image under the default decoded-size limits (no job spec on this CLI path).
 fn decode(path: &Path) -> anyhow::Result<RgbImage> {
-    let image = image::ImageReader::open(path)
-        .with_context(|| format!("opening {}", path.display()))?
-        .with_guessed_format()?
-        .decode()
-        .with_context(|| format!("decoding {}", path.display()))?;
+    let image = aligndet_common::images::open_checked(path, ImageLimits::default())
+        .map_err(|e| anyhow::anyhow!("image {} {e}", path.display()))?;
     Ok(image.into_rgb8())
 }
 

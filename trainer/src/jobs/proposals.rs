@@ -2,6 +2,8 @@
 //!
 //! Images are processed in chunks (parallel inside a chunk); each finished chunk is sent to the
 //! server, which stores it per image, so a re-claimed job skips what an earlier attempt finished.
+//! A stop request is checked before each image, and the images of a chunk that finished before a
+//! stop or a failure are still sent.
 //! At the end, recall of the ground-truth boxes against the number of pseudo-boxes is logged as
 //! metrics (`recall/iou50`, `recall/iou70`, `recall/ar`, with the box count as the step) and
 //! written as the `recall.json` artifact. The kept boxes of every image go to the
@@ -14,12 +16,14 @@ use crate::proposals::{
 };
 use aligndet_common::api::{FilterRule, ImageProposals};
 use aligndet_common::dataset::CocoDataset;
+use aligndet_common::images::{ImageLimits, open_checked};
 use aligndet_common::jobs::ProposalsConfig;
 use aligndet_common::pretrain_config::{ImagePseudoBoxes, PseudoBoxes, artifacts};
 use anyhow::Context;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<JobOutcome> {
@@ -58,38 +62,62 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<Jo
     let root = Path::new(&location.image_root);
     let strategy = Strategy::by_name(cfg.strategy.as_str())?;
     let started = Instant::now();
+    let limits = ctx.spec.image_limits;
+    let stop = ctx.stop.clone();
     for chunk in todo.chunks(cfg.chunk_size as usize) {
         if ctx.should_stop() {
             return Ok(JobOutcome::Stopped);
         }
-        let computed: Vec<anyhow::Result<ImageProposals>> = chunk
+        // Set by the first failing image so the rest of the chunk does not start.
+        let failed = AtomicBool::new(false);
+        let outcomes: Vec<Option<anyhow::Result<ImageProposals>>> = chunk
             .par_iter()
             .map(|img| {
-                let path = root.join(&img.file_name);
-                let t = Instant::now();
-                let rgb = image::open(&path)
-                    .with_context(|| format!("decoding {}", path.display()))?
-                    .to_rgb8();
-                let (boxes, removed_by) = propose_and_filter(&rgb, cfg, &strategy);
-                Ok(ImageProposals {
-                    image_id: img.id,
-                    boxes,
-                    removed_by,
-                    seconds: t.elapsed().as_secs_f64(),
-                })
+                if stop.is_set() || failed.load(Ordering::SeqCst) {
+                    return None;
+                }
+                let outcome =
+                    propose_image(&root.join(&img.file_name), img.id, limits, cfg, &strategy);
+                if outcome.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                Some(outcome)
             })
             .collect();
-        let computed: Vec<ImageProposals> = computed.into_iter().collect::<anyhow::Result<_>>()?;
-        for p in &computed {
-            results.insert(p.image_id, p.clone());
+        let mut computed = Vec::new();
+        let mut first_error = None;
+        for outcome in outcomes.into_iter().flatten() {
+            match outcome {
+                Ok(p) => computed.push(p),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        ctx.sink.proposals(computed);
-        let done = results.len() as i64;
-        ctx.sink.metric(
-            "progress/images_done",
-            done,
-            done as f64 / images.len().max(1) as f64,
-        );
+        let stopped = computed.len() + usize::from(first_error.is_some()) < chunk.len();
+        if !computed.is_empty() {
+            for p in &computed {
+                results.insert(p.image_id, p.clone());
+            }
+            ctx.sink.proposals(computed);
+            let done = results.len() as i64;
+            ctx.sink.metric(
+                "progress/images_done",
+                done,
+                done as f64 / images.len().max(1) as f64,
+            );
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if stopped {
+            ctx.log(format!(
+                "stopping on request: {} of {} images done",
+                results.len(),
+                images.len()
+            ));
+            return Ok(JobOutcome::Stopped);
+        }
     }
     let elapsed = started.elapsed().as_secs_f64();
     if !todo.is_empty() {
@@ -149,6 +177,28 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<Jo
         elapsed / todo.len().max(1) as f64
     ));
     Ok(JobOutcome::Succeeded)
+}
+
+/// One image: decoded whole under the server's limits (the error names the file), then
+/// selective search and the filter.
+fn propose_image(
+    path: &Path,
+    image_id: i64,
+    limits: ImageLimits,
+    cfg: &ProposalsConfig,
+    strategy: &Strategy,
+) -> anyhow::Result<ImageProposals> {
+    let t = Instant::now();
+    let rgb = open_checked(path, limits)
+        .map_err(|e| anyhow::anyhow!("image {} {e}", path.display()))?
+        .to_rgb8();
+    let (boxes, removed_by) = propose_and_filter(&rgb, cfg, strategy);
+    Ok(ImageProposals {
+        image_id,
+        boxes,
+        removed_by,
+        seconds: t.elapsed().as_secs_f64(),
+    })
 }
 
 /// Selective search plus the filter's verdict for every box, in the order produced.

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use aligndet_common::images::ImageLimits;
 use anyhow::{Context, anyhow, bail};
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -151,13 +152,9 @@ fn load_rgb(path: &Path) -> anyhow::Result<image::RgbImage> {
     if !path.exists() {
         bail!("image {} does not exist", path.display());
     }
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("opening image {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("reading image {}", path.display()))?;
-    let image = reader
-        .decode()
-        .with_context(|| format!("image {} could not be decoded", path.display()))?;
+    // No job spec here: the default decoded-size limits.
+    let image = aligndet_common::images::open_checked(path, ImageLimits::default())
+        .map_err(|e| anyhow!("image {} {e}", path.display()))?;
     Ok(image.to_rgb8())
 }
 

@@ -4,6 +4,7 @@ use aligndet_common::api::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
+use std::sync::RwLock;
 use std::time::Duration;
 
 /// How a call failed, which decides what the worker does next.
@@ -23,6 +24,8 @@ pub enum ApiCallError {
 pub struct ApiClient {
     base: String,
     token: String,
+    /// The key `register` got back; sent on every later call (the server refuses them without).
+    worker_key: RwLock<Option<String>>,
     http: reqwest::blocking::Client,
 }
 
@@ -35,12 +38,26 @@ impl ApiClient {
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
+            worker_key: RwLock::new(None),
             http,
         })
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}/api/v1/{}", self.base, path)
+    }
+
+    /// Both credentials: the shared worker token and, once registered, this worker's key.
+    fn authorized(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
+        let request = request.bearer_auth(&self.token);
+        let key = self.worker_key.read().unwrap_or_else(|p| p.into_inner());
+        match key.as_deref() {
+            Some(key) => request.header(WORKER_KEY_HEADER, key),
+            None => request,
+        }
     }
 
     fn handle<R: DeserializeOwned>(
@@ -78,17 +95,20 @@ impl ApiClient {
         body: &B,
     ) -> Result<Option<R>, ApiCallError> {
         Self::handle(
-            self.http
-                .post(self.url(path))
-                .bearer_auth(&self.token)
+            self.authorized(self.http.post(self.url(path)))
                 .json(body)
                 .send(),
         )
     }
 
+    /// Register, and keep the worker key the server answers with for every later call.
     pub fn register(&self, req: &RegisterWorker) -> Result<WorkerRegistered, ApiCallError> {
-        self.post("workers/register", req)?
-            .ok_or_else(|| ApiCallError::Refused("empty reply to register".into()))
+        let registered: WorkerRegistered = self
+            .post("workers/register", req)?
+            .ok_or_else(|| ApiCallError::Refused("empty reply to register".into()))?;
+        *self.worker_key.write().unwrap_or_else(|p| p.into_inner()) =
+            Some(registered.worker_key.clone());
+        Ok(registered)
     }
 
     /// `None` when no job is waiting.
@@ -119,9 +139,10 @@ impl ApiClient {
     /// Images whose pseudo-boxes an earlier attempt already stored, with their boxes.
     pub fn proposals_done(&self, run_id: i64) -> Result<Vec<ImageProposals>, ApiCallError> {
         let resp = self
-            .http
-            .get(self.url(&format!("runs/{run_id}/proposals/done?full=1")))
-            .bearer_auth(&self.token)
+            .authorized(
+                self.http
+                    .get(self.url(&format!("runs/{run_id}/proposals/done?full=1"))),
+            )
             .send();
         Self::handle::<ProposalsDone>(resp).map(|r| r.map(|d| d.images).unwrap_or_default())
     }
@@ -138,13 +159,17 @@ impl ApiClient {
         name: &str,
         file: &Path,
     ) -> Result<(), ApiCallError> {
-        let bytes = std::fs::read(file)
-            .map_err(|e| ApiCallError::Refused(format!("reading {}: {e}", file.display())))?;
+        // Streamed from disk: a multi-GiB checkpoint never sits in memory whole.
+        let opened = std::fs::File::open(file).and_then(|f| Ok((f.metadata()?.len(), f)));
+        let (len, reader) = opened.map_err(|e| {
+            ApiCallError::Refused(format!("reading staged {}: {e}", file.display()))
+        })?;
+        let url = self.url(&format!("runs/{run_id}/artifacts/{name}?attempt={attempt}"));
         Self::handle::<serde_json::Value>(
-            self.http
-                .put(self.url(&format!("runs/{run_id}/artifacts/{name}?attempt={attempt}")))
-                .bearer_auth(&self.token)
-                .body(bytes)
+            self.authorized(self.http.put(url))
+                // Large uploads take longer than the 60 s meant for JSON calls.
+                .timeout(upload_timeout(len))
+                .body(reqwest::blocking::Body::sized(reader, len))
                 .send(),
         )
         .map(|_| ())
@@ -155,9 +180,11 @@ impl crate::jobs::ArtifactSource for ApiClient {
     fn fetch_optional(&self, run_id: i64, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
         check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
         let resp = self
-            .http
-            .get(self.url(&format!("runs/{run_id}/artifacts/{name}")))
-            .bearer_auth(&self.token)
+            .authorized(
+                self.http
+                    .get(self.url(&format!("runs/{run_id}/artifacts/{name}"))),
+            )
+            .timeout(Duration::from_secs(3600))
             .send()?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
@@ -171,4 +198,9 @@ impl crate::jobs::ArtifactSource for ApiClient {
         }
         Ok(Some(resp.bytes()?.to_vec()))
     }
+}
+
+/// 60 s plus one second per 10 MiB (a slow 10 MiB/s link), so big artifacts are not cut off.
+fn upload_timeout(bytes: u64) -> Duration {
+    Duration::from_secs(60 + bytes / (10 << 20))
 }

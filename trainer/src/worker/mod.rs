@@ -27,9 +27,13 @@ pub struct WorkerArgs {
     /// Server base URL, e.g. http://127.0.0.1:8080
     #[arg(long)]
     pub server: String,
-    /// Worker token (the server prints it at start; also read from ALIGNDET_WORKER_TOKEN).
-    #[arg(long, env = "ALIGNDET_WORKER_TOKEN")]
-    pub token: String,
+    /// File holding the worker token (the server keeps it in <data dir>/worker-token).
+    /// Without it the token comes from the environment variable ALIGNDET_WORKER_TOKEN.
+    #[arg(long, value_name = "PATH", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Deprecated: a token in the arguments is visible to every local user (`ps`).
+    #[arg(long, hide = true)]
+    pub token: Option<String>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -47,9 +51,61 @@ pub struct WorkerArgs {
     pub max_jobs: Option<u64>,
 }
 
+/// Environment variable the worker token may come from instead of `--token-file`.
+pub const TOKEN_ENV: &str = "ALIGNDET_WORKER_TOKEN";
+
+/// The worker token from `--token-file`, the deprecated `--token`, or [`TOKEN_ENV`], in that order.
+pub fn resolve_token(args: &WorkerArgs) -> anyhow::Result<String> {
+    if let Some(path) = &args.token_file {
+        return read_token_file(path);
+    }
+    if let Some(token) = &args.token {
+        eprintln!(
+            "warning: --token is deprecated: the command line is visible to every local user \
+             (ps, /proc); use --token-file PATH or {TOKEN_ENV} instead"
+        );
+        return non_empty(token, "--token");
+    }
+    match std::env::var(TOKEN_ENV) {
+        Ok(token) => non_empty(&token, TOKEN_ENV),
+        Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!("{TOKEN_ENV} is not valid UTF-8"),
+        Err(std::env::VarError::NotPresent) => anyhow::bail!(
+            "no worker token given: pass --token-file PATH (the server keeps it in \
+             <data dir>/worker-token), or set {TOKEN_ENV}, or (deprecated, visible in ps) --token"
+        ),
+    }
+}
+
+fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!("cannot read the worker token file {}: {e}", path.display())
+    })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            eprintln!(
+                "warning: the worker token file {} is readable by other users (chmod 600 it)",
+                path.display()
+            );
+        }
+    }
+    non_empty(&text, &format!("the worker token file {}", path.display()))
+}
+
+fn non_empty(token: &str, source: &str) -> anyhow::Result<String> {
+    let token = token.trim();
+    if token.is_empty() {
+        anyhow::bail!("{source} is empty: it must hold the worker token");
+    }
+    Ok(token.to_string())
+}
+
 pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
-    let client = ApiClient::new(&args.server, &args.token)?;
+    let token = resolve_token(&args)?;
+    let client = ApiClient::new(&args.server, &token)?;
     let name = args.name.clone().unwrap_or_else(default_worker_name);
     let work_root = args.work_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("aligndet-worker-{}", std::process::id()))
@@ -148,8 +204,12 @@ fn run_claimed_job(
                     }
                     Ok(_) => {}
                     Err(ApiCallError::Conflict(msg)) | Err(ApiCallError::Refused(msg)) => {
-                        eprintln!("run #{}: lease lost ({msg}); stopping", spec.run_id);
-                        outbox.mark_lost();
+                        let dropped = outbox.mark_lost();
+                        eprintln!(
+                            "run #{} attempt {}: lease lost (heartbeat answered {msg}); \
+                             dropping {dropped} undelivered event(s) and stopping the job",
+                            spec.run_id, spec.attempt
+                        );
                         stop.set();
                         return;
                     }
@@ -193,6 +253,9 @@ fn run_claimed_job(
                     resume,
                     inputs: client,
                 };
+                // The training loaders decode through one process-wide setting (one job at a
+                // time per worker); the proposals job reads the spec's limits itself.
+                crate::data::augment::set_image_limits(spec.image_limits);
                 // A panic in a job must fail the run, not kill the worker.
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut ctx)))
                     .unwrap_or_else(|panic| {
@@ -209,16 +272,23 @@ fn run_claimed_job(
         let outcome = if outbox.is_lost() {
             None
         } else {
-            let (status, error) = match &result {
-                Ok(JobOutcome::Succeeded) => (RunStatus::Succeeded, None),
-                Ok(JobOutcome::Stopped) if cancel_requested.load(Ordering::SeqCst) => {
+            let (status, error) = match (outbox.refusal(), &result) {
+                // A refused event is the run's failure even when the job itself went on fine:
+                // its result (say the model) never reached the server.
+                (Some(refused), Err(e)) => (
+                    RunStatus::Failed,
+                    Some(format!("{refused}; the job then failed: {e:#}")),
+                ),
+                (Some(refused), Ok(_)) => (RunStatus::Failed, Some(refused)),
+                (None, Ok(JobOutcome::Succeeded)) => (RunStatus::Succeeded, None),
+                (None, Ok(JobOutcome::Stopped)) if cancel_requested.load(Ordering::SeqCst) => {
                     (RunStatus::Cancelled, None)
                 }
-                Ok(JobOutcome::Stopped) => (
+                (None, Ok(JobOutcome::Stopped)) => (
                     RunStatus::Failed,
                     Some("the job stopped without a cancel request".to_string()),
                 ),
-                Err(e) => (RunStatus::Failed, Some(format!("{e:#}"))),
+                (None, Err(e)) => (RunStatus::Failed, Some(format!("{e:#}"))),
             };
             let update = StatusUpdate {
                 attempt: spec.attempt,

@@ -3,7 +3,10 @@
 //! The job pushes events without waiting; one sender thread delivers them in order. While the
 //! server is unreachable the events stay queued and the sender retries with back-off, so nothing
 //! is lost. Metric and log events that queue up are merged into larger batches. A 409 means this
-//! attempt lost its lease: the outbox drops everything and raises the stop flag.
+//! attempt lost its lease: the outbox drops everything and raises the stop flag. Any other refusal
+//! (e.g. 413 for an artifact over the server's limit) can never succeed: it raises the stop flag
+//! and is kept as [`Outbox::refusal`], so the run ends `failed` with the server's reason instead
+//! of `succeeded` without the result.
 
 use super::client::{ApiCallError, ApiClient};
 use crate::jobs::sink::now_seconds;
@@ -24,6 +27,18 @@ enum Pending {
     Artifact { name: String, file: PathBuf },
 }
 
+impl Pending {
+    /// What the event is, for the error a refusal fails the run with.
+    fn describe(&self) -> String {
+        match self {
+            Pending::Metrics(points) => format!("{} metric points", points.len()),
+            Pending::Logs(lines) => format!("{} log lines", lines.len()),
+            Pending::Proposals(images) => format!("pseudo-boxes of {} images", images.len()),
+            Pending::Artifact { name, .. } => format!("artifact {name:?}"),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     items: VecDeque<Pending>,
@@ -31,6 +46,8 @@ struct Queue {
     closing: bool,
     /// The server answered 409: the attempt is dead, nothing more is sent.
     lost: bool,
+    /// The first event the server refused for good, with its reason.
+    refusal: Option<String>,
 }
 
 pub struct Outbox {
@@ -61,11 +78,29 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).lost
     }
 
-    pub fn mark_lost(&self) {
+    /// The attempt's lease is gone: drop what is queued (the server would 409 it all).
+    /// Returns how many queued events were dropped.
+    pub fn mark_lost(&self) -> usize {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         q.lost = true;
+        let dropped = q.items.len();
         q.items.clear();
         self.wake.notify_all();
+        dropped
+    }
+
+    /// Why the run must fail: the first event the server refused, and the server's reason.
+    pub fn refusal(&self) -> Option<String> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refusal
+            .clone()
+    }
+
+    fn record_refusal(&self, message: String) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.refusal.get_or_insert(message);
     }
 
     /// Take the next item, merging consecutive metric or log batches.
@@ -150,14 +185,24 @@ impl Outbox {
             match result {
                 Ok(()) => {}
                 Err(ApiCallError::Conflict(msg)) => {
-                    eprintln!("run {run_id} attempt {attempt}: {msg}; abandoning the job");
-                    self.mark_lost();
+                    let dropped = self.mark_lost() + 1;
+                    eprintln!(
+                        "run #{run_id} attempt {attempt}: lease lost, the server answered {msg}; \
+                         dropping {dropped} undelivered event(s) ({} and what was queued after it) \
+                         and abandoning the job",
+                        item.describe()
+                    );
                     stop.set();
                     return;
                 }
-                Err(e) => {
-                    // Refused: drop this one item (it can never succeed) and go on.
-                    eprintln!("run {run_id}: dropping an event the server refused: {e}");
+                // (Transient never comes back here: it is retried until delivered or lost.)
+                Err(ApiCallError::Refused(msg)) | Err(ApiCallError::Transient(msg)) => {
+                    // Retrying cannot help; the run fails with this reason. The events after it
+                    // are still delivered so the run page shows what happened up to the end.
+                    let error = format!("the server refused {}: {msg}", item.describe());
+                    eprintln!("run #{run_id} attempt {attempt}: {error}; stopping the job");
+                    self.record_refusal(error);
+                    stop.set();
                 }
             }
         }

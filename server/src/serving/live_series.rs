@@ -1,0 +1,309 @@
+//! A run's curves for the live fragment, at a million points as at a thousand.
+//!
+//! Every key is downsampled in SQL by the one rule of
+//! [`aligndet_common::series::downsample_keep_extremes`] (`db::runs::metric_series_downsampled`),
+//! so at most [`MAX_POINTS_PER_LINE`] points per key leave Postgres. The result is cached per
+//! run until the run's change notification (the NOTIFY that also wakes the page) arrives: fifty
+//! viewers of an unchanged run cost one query between them. When the run has changed, a
+//! request does not wait for the full recomputation unless there is nothing to show yet: it
+//! gets the last snapshot plus the points stored after each key's last step (an index range
+//! scan), so appended points and the last point are exact at once; a full recomputation runs
+//! in the background, at most once per [`COOLDOWN_FACTOR`] × its own cost, so a long run that
+//! logs every second does not keep the database busy recomputing its history.
+
+use crate::db;
+use crate::plots::MAX_POINTS_PER_LINE;
+use crate::state::AppState;
+use sqlx::PgPool;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::sync::watch;
+
+/// A snapshot this old is recomputed even without a notification: one can be lost while the
+/// notification listener reconnects.
+const MAX_AGE: Duration = Duration::from_secs(10);
+/// A run's series are recomputed at most once per this many times the last computation took…
+const COOLDOWN_FACTOR: u32 = 4;
+/// …and never more often than this.
+const MIN_COOLDOWN: Duration = Duration::from_secs(1);
+/// Most points per key patched onto a stale snapshot (a few cooldowns' worth of logging).
+const TAIL_LIMIT: i64 = 20_000;
+/// Runs whose snapshot is this old are forgotten when a new run is looked up.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// One metric key as the page draws it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeySeries {
+    /// Points stored, finite or not.
+    pub count: i64,
+    /// The last stored step (finite value or not).
+    pub last_step: i64,
+    /// The smallest stored value: a one-point series' value.
+    pub min_value: f64,
+    /// The finite points, downsampled, in step order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Every key of a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveSeries {
+    pub keys: BTreeMap<String, KeySeries>,
+}
+
+impl LiveSeries {
+    /// (key, stored points) in key order, as `db::runs::metric_keys` gives them.
+    pub fn key_counts(&self) -> Vec<(String, i64)> {
+        self.keys.iter().map(|(k, s)| (k.clone(), s.count)).collect()
+    }
+
+    /// A key's finite points (downsampled), for a chart.
+    pub fn points(&self, key: &str) -> Vec<(f64, f64)> {
+        self.keys
+            .get(key)
+            .map(|s| s.points.clone())
+            .unwrap_or_default()
+    }
+
+    /// The value of a key that has exactly one point.
+    pub fn single_value(&self, key: &str) -> Option<f64> {
+        self.keys
+            .get(key)
+            .filter(|s| s.count == 1)
+            .map(|s| s.min_value)
+    }
+}
+
+/// The run's curves: cached, or patched with the newest points, or computed now.
+pub async fn for_run(s: &AppState, run_id: i64) -> anyhow::Result<Arc<LiveSeries>> {
+    let cache = cache_for(s);
+    let plan = {
+        let mut inner = cache.lock();
+        inner.drain_notifications();
+        inner.forget_old(run_id);
+        let slot = inner.runs.entry(run_id).or_default();
+        let fresh = slot
+            .latest
+            .as_ref()
+            .filter(|l| l.generation == slot.generation && l.made.elapsed() < MAX_AGE);
+        if let Some(l) = fresh {
+            Plan::Fresh(l.series.clone())
+        } else {
+            let cooling = slot.latest.as_ref().is_some_and(|l| {
+                l.made.elapsed() < (l.cost * COOLDOWN_FACTOR).max(MIN_COOLDOWN)
+            });
+            if slot.pending.is_none() && (!cooling || slot.latest.is_none()) {
+                slot.pending = Some(start(&s.pool, &cache, run_id, slot.generation));
+            }
+            match (&slot.latest, &slot.pending) {
+                (Some(l), _) => Plan::Stale(l.series.clone()),
+                (None, Some(rx)) => Plan::Wait(rx.clone()),
+                (None, None) => unreachable!("a computation was just started"),
+            }
+        }
+    };
+    match plan {
+        Plan::Fresh(series) => Ok(series),
+        Plan::Stale(series) => Ok(with_tail(&s.pool, run_id, series).await?),
+        Plan::Wait(mut rx) => {
+            let done = rx
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| anyhow::anyhow!("computing the curves of run {run_id} stopped"))?;
+            match done.as_ref() {
+                Some(Ok(snap)) => Ok(snap.series.clone()),
+                Some(Err(e)) => Err(anyhow::anyhow!("curves of run {run_id}: {e}")),
+                None => unreachable!("waited for Some"),
+            }
+        }
+    }
+}
+
+enum Plan {
+    Fresh(Arc<LiveSeries>),
+    Stale(Arc<LiveSeries>),
+    Wait(watch::Receiver<Option<Result<Snapshot, String>>>),
+}
+
+#[derive(Clone)]
+struct Snapshot {
+    series: Arc<LiveSeries>,
+    /// The run's notification count when the computation started.
+    generation: u64,
+    made: Instant,
+    cost: Duration,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Change notifications seen for the run.
+    generation: u64,
+    latest: Option<Snapshot>,
+    /// The computation in flight, if any; it runs in its own task, so a viewer that goes away
+    /// cannot leave it half done.
+    pending: Option<watch::Receiver<Option<Result<Snapshot, String>>>>,
+}
+
+struct Inner {
+    changes: broadcast::Receiver<i64>,
+    runs: HashMap<i64, Slot>,
+}
+
+impl Inner {
+    fn drain_notifications(&mut self) {
+        loop {
+            match self.changes.try_recv() {
+                Ok(id) => {
+                    if let Some(slot) = self.runs.get_mut(&id) {
+                        slot.generation += 1;
+                    }
+                }
+                // Missed some: any run may have changed.
+                Err(TryRecvError::Lagged(_)) => {
+                    for slot in self.runs.values_mut() {
+                        slot.generation += 1;
+                    }
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+    }
+
+    fn forget_old(&mut self, keep: i64) {
+        if self.runs.len() < 64 || self.runs.contains_key(&keep) {
+            return;
+        }
+        self.runs.retain(|_, s| {
+            s.pending.is_some() || s.latest.as_ref().is_some_and(|l| l.made.elapsed() < FORGET_AFTER)
+        });
+    }
+}
+
+/// One per server (per change channel).
+pub struct Cache(Mutex<Inner>);
+
+impl Cache {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The map stays consistent across a panic elsewhere: every update is one assignment.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The cache of the server that owns `s.run_changed`. Kept here rather than in `AppState` so
+/// that it needs nothing of it but the channel; several servers in one process (tests) each
+/// get their own.
+fn cache_for(s: &AppState) -> Arc<Cache> {
+    type Registry = Mutex<Vec<(broadcast::WeakSender<i64>, Arc<Cache>)>>;
+    static CACHES: OnceLock<Registry> = OnceLock::new();
+    let mut all = CACHES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    all.retain(|(w, _)| w.strong_count() > 0);
+    if let Some((_, c)) = all
+        .iter()
+        .find(|(w, _)| w.upgrade().is_some_and(|tx| tx.same_channel(&s.run_changed)))
+    {
+        return c.clone();
+    }
+    let cache = Arc::new(Cache(Mutex::new(Inner {
+        changes: s.run_changed.subscribe(),
+        runs: HashMap::new(),
+    })));
+    all.push((s.run_changed.downgrade(), cache.clone()));
+    cache
+}
+
+fn start(
+    pool: &PgPool,
+    cache: &Arc<Cache>,
+    run_id: i64,
+    generation: u64,
+) -> watch::Receiver<Option<Result<Snapshot, String>>> {
+    let (tx, rx) = watch::channel(None);
+    let (pool, cache) = (pool.clone(), cache.clone());
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        let result = compute(&pool, run_id)
+            .await
+            .map(|series| Snapshot {
+                series: Arc::new(series),
+                generation,
+                made: Instant::now(),
+                cost: t0.elapsed(),
+            })
+            .map_err(|e| e.to_string());
+        if let Some(slot) = cache.lock().runs.get_mut(&run_id) {
+            slot.pending = None;
+            if let Ok(snap) = &result
+                && slot
+                    .latest
+                    .as_ref()
+                    .is_none_or(|l| l.generation <= snap.generation)
+            {
+                slot.latest = Some(snap.clone());
+            }
+        }
+        let _ = tx.send(Some(result));
+    });
+    rx
+}
+
+/// Both queries in one read-only snapshot, so counts, last steps and points agree.
+pub async fn compute(pool: &PgPool, run_id: i64) -> sqlx::Result<LiveSeries> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let ends = db::runs::metric_key_ends(&mut *tx, run_id).await?;
+    let rows = db::runs::metric_series_downsampled(&mut *tx, run_id, MAX_POINTS_PER_LINE).await?;
+    tx.commit().await?;
+    let mut keys: BTreeMap<String, KeySeries> = ends
+        .into_iter()
+        .map(|(key, count, last_step, min_value)| {
+            let s = KeySeries {
+                count,
+                last_step,
+                min_value,
+                points: Vec::new(),
+            };
+            (key, s)
+        })
+        .collect();
+    for (key, step, value) in rows {
+        if let Some(s) = keys.get_mut(&key) {
+            s.points.push((step as f64, value));
+        }
+    }
+    Ok(LiveSeries { keys })
+}
+
+/// `base` plus every point stored after its keys' last steps.
+async fn with_tail(
+    pool: &PgPool,
+    run_id: i64,
+    base: Arc<LiveSeries>,
+) -> sqlx::Result<Arc<LiveSeries>> {
+    let after: Vec<(&str, i64)> = base
+        .keys
+        .iter()
+        .map(|(k, s)| (k.as_str(), s.last_step))
+        .collect();
+    let tail = db::runs::metric_tails(pool, run_id, &after, TAIL_LIMIT).await?;
+    if tail.is_empty() {
+        return Ok(base);
+    }
+    let mut out = (*base).clone();
+    for (key, step, value) in tail {
+        if let Some(s) = out.keys.get_mut(&key) {
+            s.count += 1;
+            s.last_step = step;
+            s.min_value = s.min_value.min(value);
+            if value.is_finite() {
+                s.points.push((step as f64, value));
+            }
+        }
+    }
+    Ok(Arc::new(out))
+}
