@@ -123,3 +123,28 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+/// `Json<T>` for the worker API whose refusals are `{"error": …}` like every other API error,
+/// 400 for a body that does not fit the type (the serde message names the field).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    Json<T>: axum::extract::FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => {
+                let status = match rejection.status() {
+                    StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+                    other => other,
+                };
+                Err(ApiError::new(status, rejection.body_text()))
+            }
+        }
+    }
+}

@@ -297,7 +297,10 @@ async fn input_run(
         Some(RunStatus::Failed | RunStatus::Cancelled) | None => {
             return refuse(
                 field,
-                format!("run #{run_id} is {}: it will never produce its output", run.status),
+                format!(
+                    "run #{run_id} is {}: it will never produce its output",
+                    run.status
+                ),
             );
         }
         Some(_) if !waits_for.contains(&run_id) => waits_for.push(run_id),
@@ -321,10 +324,7 @@ async fn has_artifact(
     if artifacts.iter().any(|a| a.name == name) {
         Ok(())
     } else {
-        refuse(
-            field,
-            format!("run #{} has no artifact {name:?}", run.id),
-        )
+        refuse(field, format!("run #{} has no artifact {name:?}", run.id))
     }
 }
 

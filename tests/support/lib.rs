@@ -226,6 +226,11 @@ impl Server {
         }
     }
 
+    /// The server process id (for signals and `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stop with SIGTERM (graceful) and wait.
     pub fn stop(mut self) {
         let _ = Command::new("kill")

@@ -2,11 +2,11 @@
 //! Every route here requires the worker token (see `security::require_worker_token`).
 
 use crate::db;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiJson};
 use crate::queue;
 use crate::submit;
 use crate::routes::experiments;
-use crate::state::{AppState, ArtifactRead};
+use crate::state::AppState;
 use crate::worker_auth::{CallingWorker, new_worker_key};
 use aligndet_common::api::*;
 use aligndet_common::jobs::{JobConfig, RunStatus};
@@ -42,7 +42,7 @@ const MAX_WORKER_INFO_BYTES: usize = 64 * 1024;
 
 async fn register(
     State(s): State<AppState>,
-    Json(req): Json<RegisterWorker>,
+    ApiJson(req): ApiJson<RegisterWorker>,
 ) -> Result<Json<WorkerRegistered>, ApiError> {
     if req.protocol_version != PROTOCOL_VERSION {
         return Err(ApiError::new(
@@ -81,7 +81,7 @@ async fn register(
 async fn claim(
     State(s): State<AppState>,
     CallingWorker(worker_id): CallingWorker,
-    Json(req): Json<ClaimRequest>,
+    ApiJson(req): ApiJson<ClaimRequest>,
 ) -> Result<Response, ApiError> {
     if req.worker_id != worker_id {
         return Err(ApiError::new(
@@ -136,7 +136,7 @@ async fn heartbeat(
     State(s): State<AppState>,
     CallingWorker(worker_id): CallingWorker,
     Path(id): Path<i64>,
-    Json(hb): Json<Heartbeat>,
+    ApiJson(hb): ApiJson<Heartbeat>,
 ) -> Result<Json<HeartbeatReply>, ApiError> {
     let cancel =
         queue::heartbeat(&s.worker_pool, id, worker_id, hb.attempt, s.cfg.lease_seconds).await?;
@@ -150,7 +150,7 @@ async fn metrics(
     State(s): State<AppState>,
     CallingWorker(worker_id): CallingWorker,
     Path(id): Path<i64>,
-    Json(batch): Json<MetricsBatch>,
+    ApiJson(batch): ApiJson<MetricsBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     queue::check_current(&s.worker_pool, id, worker_id, batch.attempt).await?;
     for p in &batch.points {
@@ -177,7 +177,7 @@ async fn logs(
     State(s): State<AppState>,
     CallingWorker(worker_id): CallingWorker,
     Path(id): Path<i64>,
-    Json(batch): Json<LogBatch>,
+    ApiJson(batch): ApiJson<LogBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     queue::check_current(&s.worker_pool, id, worker_id, batch.attempt).await?;
     db::runs::insert_logs(&s.pool, id, batch.attempt, &batch.lines).await?;
@@ -188,7 +188,7 @@ async fn proposals(
     State(s): State<AppState>,
     CallingWorker(worker_id): CallingWorker,
     Path(id): Path<i64>,
-    Json(batch): Json<ProposalsBatch>,
+    ApiJson(batch): ApiJson<ProposalsBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     queue::check_current(&s.worker_pool, id, worker_id, batch.attempt).await?;
     for img in &batch.images {
@@ -244,7 +244,7 @@ async fn status(
     State(s): State<AppState>,
     CallingWorker(worker_id): CallingWorker,
     Path(id): Path<i64>,
-    Json(update): Json<StatusUpdate>,
+    ApiJson(update): ApiJson<StatusUpdate>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !update.status.is_terminal() {
         return Err(ApiError::new(
@@ -330,15 +330,22 @@ async fn upload_artifact(
     Ok(Json(serde_json::json!({ "bytes": bytes })))
 }
 
-/// Workers fetch job inputs (e.g. an evaluate job's detections) from the artifact store.
+/// Workers fetch job inputs (e.g. an evaluate job's detections) from the artifact store:
+/// streamed from the file with Range and ETag, on the worker pool so page viewers cannot
+/// starve it of connections.
 async fn download_artifact(
     State(s): State<AppState>,
     Path((id, name)): Path<(i64, String)>,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    match s.read_artifact(id, &name).await.map_err(internal)? {
-        ArtifactRead::BadName(why) => Err(ApiError::new(StatusCode::BAD_REQUEST, why)),
-        ArtifactRead::Missing(msg) => Err(ApiError::new(StatusCode::NOT_FOUND, msg)),
-        ArtifactRead::Found(bytes) => Ok(bytes.into_response()),
+    use crate::serving::artifacts::{ArtifactFile, locate, serve};
+    match locate(&s, &s.worker_pool, id, &name)
+        .await
+        .map_err(internal)?
+    {
+        ArtifactFile::BadName(why) => Err(ApiError::new(StatusCode::BAD_REQUEST, why)),
+        ArtifactFile::Missing(msg) => Err(ApiError::new(StatusCode::NOT_FOUND, msg)),
+        ArtifactFile::Found(path) => serve(path, req, None).await.map_err(internal),
     }
 }
 
@@ -365,7 +372,7 @@ pub struct CreateRun {
 /// The same checks as the page forms ([`crate::submit`]); a refusal names the field.
 async fn create_run(
     State(s): State<AppState>,
-    Json(req): Json<CreateRun>,
+    ApiJson(req): ApiJson<CreateRun>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let config: JobConfig = serde_json::from_value(req.config)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid config: {e}")))?;
@@ -439,7 +446,7 @@ async fn run_summary(
 /// experiment and its runs, `{id, runs: [{id, role, seed, fraction}]}`.
 async fn create_experiment(
     State(s): State<AppState>,
-    Json(spec): Json<experiments::ExperimentSpec>,
+    ApiJson(spec): ApiJson<experiments::ExperimentSpec>,
 ) -> Result<Json<experiments::CreatedExperiment>, ApiError> {
     match experiments::create(&s, &spec).await? {
         Ok(created) => Ok(Json(created)),

@@ -8,6 +8,7 @@ use crate::plots;
 use crate::routes::render;
 use crate::submit;
 use crate::security::CsrfToken;
+use crate::serving::live_series::LiveSeries;
 use crate::state::{AppState, ArtifactRead};
 use aligndet_common::jobs::{RunKind, RunStatus};
 use aligndet_common::pretrain_config::{
@@ -19,7 +20,7 @@ use aligndet_common::train_config::{
 use askama::Template;
 use axum::Extension;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use futures_util::Stream;
@@ -1360,10 +1361,17 @@ pub async fn create_evaluate_upload(
         .get("split")
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
-    let name = fields
-        .get("name")
-        .cloned()
-        .unwrap_or_else(|| "evaluation".into());
+    let name = aligndet_common::names::check_display_name(
+        fields.get("name").map_or("evaluation", |n| n.as_str()),
+        "the run name",
+        200,
+    )
+    .map_err(PageError::bad_request)?;
+    if db::datasets::get(&s.pool, dataset_id).await?.is_none() {
+        return Err(PageError::bad_request(format!(
+            "dataset_id: dataset {dataset_id} not found"
+        )));
+    }
     let artifact = "detections.json";
 
     let mut tx = s.pool.begin().await?;
@@ -1382,7 +1390,7 @@ pub async fn create_evaluate_upload(
         &mut tx,
         &db::runs::NewRun {
             kind: RunKind::Evaluate.as_str(),
-            name: name.trim(),
+            name: &name,
             config: config_json,
             dataset_id: Some(dataset_id),
             max_attempts: s.cfg.max_attempts,
@@ -1437,6 +1445,7 @@ async fn finetune_charts(
     s: &AppState,
     run: &RunRow,
     keys: &[(String, i64)],
+    curves: &LiveSeries,
 ) -> Result<(Vec<(String, String)>, Vec<(i64, Vec<String>)>, Vec<String>), PageError> {
     use aligndet_common::report::COCO_STAT_NAMES;
     let val_split = finetune_config(run)
@@ -1444,8 +1453,7 @@ async fn finetune_charts(
         .unwrap_or_else(|| "val".into());
     let mut used: Vec<String> = Vec::new();
     let mut charts = grouped_charts(
-        s,
-        run.id,
+        curves,
         keys,
         &[ChartGroup {
             id: "loss",
@@ -1453,17 +1461,13 @@ async fn finetune_charts(
             prefix: "loss/",
         }],
         &mut used,
-    )
-    .await?;
+    );
     let has = |k: &str| keys.iter().any(|(key, _)| key == k);
     let mut ap = Vec::new();
     for stat in ["AP", "AP50", "AP75"] {
         let key = format!("eval/{stat}");
         if has(&key) {
-            ap.push((
-                stat.to_string(),
-                float_series(s, run.id, &key, &mut used).await?,
-            ));
+            ap.push((stat.to_string(), float_series(curves, &key, &mut used)));
         }
     }
     if !ap.is_empty() {
@@ -1476,7 +1480,7 @@ async fn finetune_charts(
             ),
         ));
     }
-    charts.extend(grouped_charts(s, run.id, keys, &[LR_CHART], &mut used).await?);
+    charts.extend(grouped_charts(curves, keys, &[LR_CHART], &mut used));
     // Every evaluation step, with whichever of the 12 statistics it reported.
     let mut history: std::collections::BTreeMap<i64, Vec<Option<f64>>> = Default::default();
     for (i, stat) in COCO_STAT_NAMES.iter().enumerate() {
@@ -1573,13 +1577,12 @@ const PRETRAIN_IMAGE_CHARTS: [ChartGroup; 4] = [
 
 /// One chart per group that has metrics, skipping keys already drawn; a group's `…/total`
 /// comes first so it keeps the first colour whatever the terms are called.
-async fn grouped_charts(
-    s: &AppState,
-    run_id: i64,
+fn grouped_charts(
+    curves: &LiveSeries,
     keys: &[(String, i64)],
     groups: &[ChartGroup],
     used: &mut Vec<String>,
-) -> Result<Vec<(String, String)>, PageError> {
+) -> Vec<(String, String)> {
     let mut charts = Vec::new();
     for g in groups {
         let mut members: Vec<&str> = keys
@@ -1597,7 +1600,7 @@ async fn grouped_charts(
         members.sort_by_key(|k| (!k.ends_with("/total"), *k));
         let mut series = Vec::new();
         for key in members {
-            series.push((key.to_string(), float_series(s, run_id, key, used).await?));
+            series.push((key.to_string(), float_series(curves, key, used)));
         }
         if !series.is_empty() {
             charts.push((
@@ -1606,49 +1609,41 @@ async fn grouped_charts(
             ));
         }
     }
-    Ok(charts)
+    charts
 }
 
-/// One metric as chart points, noting the key as drawn.
-async fn float_series(
-    s: &AppState,
-    run_id: i64,
-    key: &str,
-    used: &mut Vec<String>,
-) -> Result<Vec<(f64, f64)>, PageError> {
+/// One metric as chart points (downsampled: `serving::live_series`), noting the key as drawn.
+fn float_series(curves: &LiveSeries, key: &str, used: &mut Vec<String>) -> Vec<(f64, f64)> {
     used.push(key.to_string());
-    Ok(db::runs::metric_series(&s.pool, run_id, key)
-        .await?
-        .into_iter()
-        .map(|(x, y)| (x as f64, y))
-        .collect())
+    curves.points(key)
 }
 
 async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
     let id = run.id;
-    let keys = db::runs::metric_keys(&s.pool, id).await?;
+    // Cached per run until it changes; never a full read of a long series per viewer.
+    let curves = crate::serving::live_series::for_run(s, id).await?;
+    let keys = curves.key_counts();
     let grouped = match RunKind::parse(&run.kind) {
         Some(RunKind::PretrainBox) => &PRETRAIN_BOX_CHARTS[..],
         Some(RunKind::PretrainImage) => &PRETRAIN_IMAGE_CHARTS[..],
         _ => &[],
     };
     let (mut charts, eval_history, used) = if run.kind == RunKind::Finetune.as_str() {
-        finetune_charts(s, &run, &keys).await?
+        finetune_charts(s, &run, &keys, &curves).await?
     } else {
         let mut used = Vec::new();
-        let charts = grouped_charts(s, id, &keys, grouped, &mut used).await?;
+        let charts = grouped_charts(&curves, &keys, grouped, &mut used);
         (charts, Vec::new(), used)
     };
     let mut summaries = Vec::new();
     for (key, n) in keys.into_iter().filter(|(k, _)| !used.contains(k)) {
-        let series = db::runs::metric_series(&s.pool, id, &key).await?;
         if n <= 1 {
-            if let Some((_, v)) = series.first() {
-                summaries.push((key, *v));
+            if let Some(v) = curves.single_value(&key) {
+                summaries.push((key, v));
             }
             continue;
         }
-        let pts: Vec<(f64, f64)> = series.iter().map(|&(x, y)| (x as f64, y)).collect();
+        let pts = curves.points(&key);
         let svg = plots::line_chart(&key, "step", &[(key.clone(), pts)]);
         charts.push((key, svg));
     }
@@ -2203,24 +2198,19 @@ pub async fn cancel(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Re
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }
 
+/// Streamed from the file, with Range and ETag (`serving::artifacts`).
 pub async fn download_artifact(
     State(s): State<AppState>,
     Path((id, name)): Path<(i64, String)>,
+    req: axum::extract::Request,
 ) -> Result<Response, PageError> {
-    let bytes = match s.read_artifact(id, &name).await? {
-        ArtifactRead::BadName(why) => return Err(PageError::bad_request(why)),
-        ArtifactRead::Missing(msg) => return Err(PageError::not_found(msg)),
-        ArtifactRead::Found(bytes) => bytes,
+    use crate::serving::artifacts::{ArtifactFile, locate, serve};
+    let path = match locate(&s, &s.pool, id, &name).await? {
+        ArtifactFile::BadName(why) => return Err(PageError::bad_request(why)),
+        ArtifactFile::Missing(msg) => return Err(PageError::not_found(msg)),
+        ArtifactFile::Found(path) => path,
     };
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
+    // The name passed the artifact rules (A-Z a-z 0-9 . _ -): safe inside the quotes.
+    let disposition = format!("attachment; filename=\"{name}\"");
+    Ok(serve(path, req, Some(&disposition)).await?)
 }
