@@ -19,6 +19,11 @@ pub enum ApiCallError {
     /// Any other refusal (bad token, bad request): retrying will not help.
     #[error("the server refused the request: {0}")]
     Refused(String),
+    /// The connection broke while an upload's body was being sent. A server that refuses a body
+    /// part-way (413, over its size limit) closes it too, and reqwest's blocking client then drops
+    /// the server's answer; the outbox retries a few times before taking it as a refusal.
+    #[error("the connection was closed part-way through the upload: {0}")]
+    CutOff(String),
 }
 
 pub struct ApiClient {
@@ -63,14 +68,14 @@ impl ApiClient {
     fn handle<R: DeserializeOwned>(
         resp: reqwest::Result<reqwest::blocking::Response>,
     ) -> Result<Option<R>, ApiCallError> {
-        let resp = resp.map_err(|e| ApiCallError::Transient(e.to_string()))?;
+        let resp = resp.map_err(|e| ApiCallError::Transient(with_sources(&e)))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NO_CONTENT {
             return Ok(None);
         }
         let body = resp
             .text()
-            .map_err(|e| ApiCallError::Transient(e.to_string()))?;
+            .map_err(|e| ApiCallError::Transient(format!("{status}, then {}", with_sources(&e))))?;
         if status.is_success() {
             return serde_json::from_str(&body)
                 .map(Some)
@@ -165,14 +170,19 @@ impl ApiClient {
             ApiCallError::Refused(format!("reading staged {}: {e}", file.display()))
         })?;
         let url = self.url(&format!("runs/{run_id}/artifacts/{name}?attempt={attempt}"));
-        Self::handle::<serde_json::Value>(
-            self.authorized(self.http.put(url))
-                // Large uploads take longer than the 60 s meant for JSON calls.
-                .timeout(upload_timeout(len))
-                .body(reqwest::blocking::Body::sized(reader, len))
-                .send(),
-        )
-        .map(|_| ())
+        let sent = self
+            .authorized(self.http.put(url))
+            // Large uploads take longer than the 60 s meant for JSON calls.
+            .timeout(upload_timeout(len))
+            .body(reqwest::blocking::Body::sized(reader, len))
+            .send();
+        match sent {
+            Err(e) if e.is_body() => Err(ApiCallError::CutOff(format!(
+                "{len} bytes to send: {}",
+                with_sources(&e)
+            ))),
+            other => Self::handle::<serde_json::Value>(other).map(|_| ()),
+        }
     }
 }
 
@@ -203,4 +213,15 @@ impl crate::jobs::ArtifactSource for ApiClient {
 /// 60 s plus one second per 10 MiB (a slow 10 MiB/s link), so big artifacts are not cut off.
 fn upload_timeout(bytes: u64) -> Duration {
     Duration::from_secs(60 + bytes / (10 << 20))
+}
+
+/// An error with its causes: reqwest's own message ("error sending request") hides the reason.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }

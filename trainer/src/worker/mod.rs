@@ -213,7 +213,7 @@ fn run_claimed_job(
                         stop.set();
                         return;
                     }
-                    Err(ApiCallError::Transient(_)) => {}
+                    Err(ApiCallError::Transient(_) | ApiCallError::CutOff(_)) => {}
                 }
                 // Sleep in small slices so the thread ends soon after the job.
                 let mut slept = Duration::ZERO;

@@ -180,14 +180,16 @@ impl Outbox {
                         images: images.clone(),
                     },
                 ),
-                Pending::Artifact { name, file } => client.artifact(run_id, attempt, name, file),
+                Pending::Artifact { name, file } => {
+                    deliver_artifact(self, client, run_id, attempt, name, file)
+                }
             });
             match result {
                 Ok(()) => {}
                 Err(ApiCallError::Conflict(msg)) => {
                     let dropped = self.mark_lost() + 1;
                     eprintln!(
-                        "run #{run_id} attempt {attempt}: lease lost, the server answered {msg}; \
+                        "run #{run_id} attempt {attempt}: lease lost ({msg}); \
                          dropping {dropped} undelivered event(s) ({} and what was queued after it) \
                          and abandoning the job",
                         item.describe()
@@ -195,8 +197,13 @@ impl Outbox {
                     stop.set();
                     return;
                 }
-                // (Transient never comes back here: it is retried until delivered or lost.)
-                Err(ApiCallError::Refused(msg)) | Err(ApiCallError::Transient(msg)) => {
+                // (Transient and CutOff never come back here: they are retried until delivered,
+                // lost or, for repeated cut-offs, turned into a refusal.)
+                Err(
+                    ApiCallError::Refused(msg)
+                    | ApiCallError::Transient(msg)
+                    | ApiCallError::CutOff(msg),
+                ) => {
                     // Retrying cannot help; the run fails with this reason. The events after it
                     // are still delivered so the run page shows what happened up to the end.
                     let error = format!("the server refused {}: {msg}", item.describe());
@@ -213,6 +220,47 @@ impl Outbox {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         q.closing = true;
         self.wake.notify_all();
+    }
+}
+
+/// An upload cut off this many times in a row is taken as refused: a network blip or a server
+/// restart cuts one, a server refusing the body part-way cuts every one.
+const MAX_CUT_OFFS: u32 = 3;
+
+fn deliver_artifact(
+    outbox: &Outbox,
+    client: &ApiClient,
+    run_id: i64,
+    attempt: i32,
+    name: &str,
+    file: &Path,
+) -> Result<(), ApiCallError> {
+    let mut cut_offs = 0;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match client.artifact(run_id, attempt, name, file) {
+            Err(ApiCallError::CutOff(msg)) => {
+                cut_offs += 1;
+                if cut_offs >= MAX_CUT_OFFS {
+                    return Err(ApiCallError::Refused(format!(
+                        "the server closed the connection part-way through the upload \
+                         {cut_offs} times in a row, its answer lost (over its artifact size \
+                         limit?): {msg}"
+                    )));
+                }
+                eprintln!("run #{run_id}: uploading {name:?}: {msg}; retrying");
+            }
+            // Server down: wait for it as for any other event.
+            Err(ApiCallError::Transient(msg)) => {
+                if outbox.is_lost() {
+                    return Err(ApiCallError::Conflict(msg));
+                }
+                eprintln!("{msg}; retrying in {:.1} s", delay.as_secs_f64());
+            }
+            other => return other,
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -237,6 +285,7 @@ pub fn retry_transient_value<T>(
                 if outbox.is_lost() {
                     return Err(ApiCallError::Conflict(msg));
                 }
+                eprintln!("{msg}; retrying in {:.1} s", delay.as_secs_f64());
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
