@@ -482,7 +482,9 @@ pub async fn metric_series_downsampled<'e>(
 ) -> sqlx::Result<Vec<(String, i64, f64)>> {
     let max_points = max_points.max(4) as i64;
     // `lo` / `hi` are [value, ±step] so MIN / MAX pick the extreme and, among equals, the
-    // earliest step, as the Rust rule does; steps stay exact in a float8 below 2^53.
+    // earliest step, as the Rust rule does; steps stay exact in a float8 below 2^53. The first
+    // and last points are primary-key lookups; LIMIT 1 keeps them so (no join the planner
+    // could turn into a scan per bucket when a fresh table has no statistics yet).
     let rows: Vec<(String, i64, f64)> = sqlx::query_as(
         "WITH f AS (
              SELECT key, step, value, row_number() OVER (PARTITION BY key ORDER BY step) - 1 AS i
@@ -496,8 +498,11 @@ pub async fn metric_series_downsampled<'e>(
              FROM f JOIN c USING (key)
              GROUP BY f.key, CASE WHEN c.n <= $2 THEN f.i ELSE f.i / ((c.n + $3 - 1) / $3) END
          )
-         SELECT b.key, m.step, m.value FROM b JOIN metrics m
-             ON m.run_id = $1 AND m.key = b.key AND m.step IN (b.first_step, b.last_step)
+         SELECT b.key, p.step, m.value FROM b
+         CROSS JOIN LATERAL (VALUES (b.first_step), (b.last_step)) AS p(step)
+         CROSS JOIN LATERAL (
+             SELECT value FROM metrics WHERE run_id = $1 AND key = b.key AND step = p.step LIMIT 1
+         ) m
          UNION ALL SELECT key, lo[2]::BIGINT, lo[1] FROM b
          UNION ALL SELECT key, (-hi[2])::BIGINT, hi[1] FROM b",
     )

@@ -1471,13 +1471,14 @@ async fn finetune_charts(
         }
     }
     if !ap.is_empty() {
+        let title = format!("COCO AP on {val_split} at each evaluation");
+        let id = format!(
+            "eval-ap:{title}:{:?}",
+            ap.iter().map(|a| &a.0).collect::<Vec<_>>()
+        );
         charts.push((
             "eval-ap".to_string(),
-            plots::line_chart(
-                &format!("COCO AP on {val_split} at each evaluation"),
-                "optimizer step",
-                &ap,
-            ),
+            curves.chart(&id, || plots::line_chart(&title, "optimizer step", &ap)),
         ));
     }
     charts.extend(grouped_charts(curves, keys, &[LR_CHART], &mut used));
@@ -1603,9 +1604,13 @@ fn grouped_charts(
             series.push((key.to_string(), float_series(curves, key, used)));
         }
         if !series.is_empty() {
+            let members: Vec<&String> = series.iter().map(|s| &s.0).collect();
+            let id = format!("group:{}:{}:{members:?}", g.id, g.title);
             charts.push((
                 g.id.to_string(),
-                plots::line_chart(g.title, "optimizer step", &series),
+                curves.chart(&id, || {
+                    plots::line_chart(g.title, "optimizer step", &series)
+                }),
             ));
         }
     }
@@ -1643,8 +1648,9 @@ async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
             }
             continue;
         }
-        let pts = curves.points(&key);
-        let svg = plots::line_chart(&key, "step", &[(key.clone(), pts)]);
+        let svg = curves.chart(&format!("key:{key}"), || {
+            plots::line_chart(&key, "step", &[(key.clone(), curves.points(&key))])
+        });
         charts.push((key, svg));
     }
     let page = RunLive {

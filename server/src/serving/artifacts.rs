@@ -105,9 +105,9 @@ fn entity_tag(meta: &std::fs::Metadata) -> String {
 /// `If-None-Match` compares weakly: `*`, or any listed tag equal up to a `W/` prefix.
 fn none_match_hits(v: &HeaderValue, etag: &str) -> bool {
     let Ok(v) = v.to_str() else { return false };
-    v.split(',').map(str::trim).any(|t| {
-        t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag
-    })
+    v.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
 #[cfg(test)]

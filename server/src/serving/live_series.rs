@@ -50,12 +50,39 @@ pub struct KeySeries {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LiveSeries {
     pub keys: BTreeMap<String, KeySeries>,
+    /// Charts drawn from these points, so viewers of an unchanged run share one drawing.
+    charts: ChartMemo,
+}
+
+#[derive(Default)]
+struct ChartMemo(Mutex<HashMap<String, Arc<str>>>);
+
+impl Clone for ChartMemo {
+    /// A copy is about to get other points: it starts with no drawings.
+    fn clone(&self) -> ChartMemo {
+        ChartMemo::default()
+    }
+}
+
+impl PartialEq for ChartMemo {
+    fn eq(&self, _: &ChartMemo) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ChartMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChartMemo")
+    }
 }
 
 impl LiveSeries {
     /// (key, stored points) in key order, as `db::runs::metric_keys` gives them.
     pub fn key_counts(&self) -> Vec<(String, i64)> {
-        self.keys.iter().map(|(k, s)| (k.clone(), s.count)).collect()
+        self.keys
+            .iter()
+            .map(|(k, s)| (k.clone(), s.count))
+            .collect()
     }
 
     /// A key's finite points (downsampled), for a chart.
@@ -64,6 +91,24 @@ impl LiveSeries {
             .get(key)
             .map(|s| s.points.clone())
             .unwrap_or_default()
+    }
+
+    /// The chart called `id` (which must name everything it shows besides these points), drawn
+    /// once per snapshot.
+    pub fn chart(&self, id: &str, draw: impl FnOnce() -> String) -> String {
+        let memo = |m: &ChartMemo| {
+            m.0.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(id)
+                .cloned()
+        };
+        if let Some(svg) = memo(&self.charts) {
+            return svg.to_string();
+        }
+        let svg = draw();
+        let mut m = self.charts.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(id.to_string(), svg.as_str().into());
+        svg
     }
 
     /// The value of a key that has exactly one point.
@@ -90,22 +135,43 @@ pub async fn for_run(s: &AppState, run_id: i64) -> anyhow::Result<Arc<LiveSeries
         if let Some(l) = fresh {
             Plan::Fresh(l.series.clone())
         } else {
-            let cooling = slot.latest.as_ref().is_some_and(|l| {
-                l.made.elapsed() < (l.cost * COOLDOWN_FACTOR).max(MIN_COOLDOWN)
-            });
+            let cooling = slot
+                .latest
+                .as_ref()
+                .is_some_and(|l| l.made.elapsed() < (l.cost * COOLDOWN_FACTOR).max(MIN_COOLDOWN));
             if slot.pending.is_none() && (!cooling || slot.latest.is_none()) {
                 slot.pending = Some(start(&s.pool, &cache, run_id, slot.generation));
             }
-            match (&slot.latest, &slot.pending) {
-                (Some(l), _) => Plan::Stale(l.series.clone()),
-                (None, Some(rx)) => Plan::Wait(rx.clone()),
-                (None, None) => unreachable!("a computation was just started"),
+            let patched = slot
+                .patched
+                .as_ref()
+                .filter(|p| p.generation == slot.generation && p.made.elapsed() < MAX_AGE);
+            match (patched, &slot.latest, &slot.pending) {
+                (Some(p), _, _) => Plan::Fresh(p.series.clone()),
+                (None, Some(l), _) => Plan::Stale(l.series.clone(), slot.generation),
+                (None, None, Some(rx)) => Plan::Wait(rx.clone()),
+                (None, None, None) => unreachable!("a computation was just started"),
             }
         }
     };
     match plan {
         Plan::Fresh(series) => Ok(series),
-        Plan::Stale(series) => Ok(with_tail(&s.pool, run_id, series).await?),
+        Plan::Stale(series, generation) => {
+            let t0 = Instant::now();
+            let series = with_tail(&s.pool, run_id, series).await?;
+            // Shared by the next viewers until the run changes again.
+            if let Some(slot) = cache.lock().runs.get_mut(&run_id)
+                && slot.generation == generation
+            {
+                slot.patched = Some(Snapshot {
+                    series: series.clone(),
+                    generation,
+                    made: Instant::now(),
+                    cost: t0.elapsed(),
+                });
+            }
+            Ok(series)
+        }
         Plan::Wait(mut rx) => {
             let done = rx
                 .wait_for(Option::is_some)
@@ -122,7 +188,8 @@ pub async fn for_run(s: &AppState, run_id: i64) -> anyhow::Result<Arc<LiveSeries
 
 enum Plan {
     Fresh(Arc<LiveSeries>),
-    Stale(Arc<LiveSeries>),
+    /// The last snapshot, to patch with newer points, and the generation the patch is for.
+    Stale(Arc<LiveSeries>, u64),
     Wait(watch::Receiver<Option<Result<Snapshot, String>>>),
 }
 
@@ -140,6 +207,8 @@ struct Slot {
     /// Change notifications seen for the run.
     generation: u64,
     latest: Option<Snapshot>,
+    /// `latest` plus the points stored after it, at a generation newer than its own.
+    patched: Option<Snapshot>,
     /// The computation in flight, if any; it runs in its own task, so a viewer that goes away
     /// cannot leave it half done.
     pending: Option<watch::Receiver<Option<Result<Snapshot, String>>>>,
@@ -175,7 +244,10 @@ impl Inner {
             return;
         }
         self.runs.retain(|_, s| {
-            s.pending.is_some() || s.latest.as_ref().is_some_and(|l| l.made.elapsed() < FORGET_AFTER)
+            s.pending.is_some()
+                || s.latest
+                    .as_ref()
+                    .is_some_and(|l| l.made.elapsed() < FORGET_AFTER)
         });
     }
 }
@@ -201,10 +273,10 @@ fn cache_for(s: &AppState) -> Arc<Cache> {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     all.retain(|(w, _)| w.strong_count() > 0);
-    if let Some((_, c)) = all
-        .iter()
-        .find(|(w, _)| w.upgrade().is_some_and(|tx| tx.same_channel(&s.run_changed)))
-    {
+    if let Some((_, c)) = all.iter().find(|(w, _)| {
+        w.upgrade()
+            .is_some_and(|tx| tx.same_channel(&s.run_changed))
+    }) {
         return c.clone();
     }
     let cache = Arc::new(Cache(Mutex::new(Inner {
@@ -276,7 +348,10 @@ pub async fn compute(pool: &PgPool, run_id: i64) -> sqlx::Result<LiveSeries> {
             s.points.push((step as f64, value));
         }
     }
-    Ok(LiveSeries { keys })
+    Ok(LiveSeries {
+        keys,
+        charts: ChartMemo::default(),
+    })
 }
 
 /// `base` plus every point stored after its keys' last steps.

@@ -4,3 +4,6 @@
 
 pub mod artifacts;
 pub mod live_series;
+
+#[cfg(test)]
+mod tests;
