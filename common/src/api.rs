@@ -71,6 +71,11 @@ pub struct JobSpec {
     /// Decoded-size limits the worker applies to every image it opens (the server's own).
     #[serde(default)]
     pub image_limits: crate::images::ImageLimits,
+    /// The largest artifact the server stores, in bytes: a worker refuses a bigger one before
+    /// uploading it, with a message that says so (the server's 413 arrives mid-upload, when the
+    /// client may no longer read it).
+    #[serde(default)]
+    pub artifact_limit_bytes: Option<u64>,
 }
 
 /// `POST /api/v1/runs/{id}/heartbeat`

@@ -42,7 +42,7 @@ mod tests {
 
     #[test]
     fn hostile_names_are_refused_by_code_point() {
-        for bad in ["evil\u{202E}gpj.exe", "a\u{200B}b", "x\ny", "tab\t", "\u{2066}iso"] {
+        for bad in ["evil\u{202E}gpj.exe", "a\u{200B}b", "x\ny", "ta\tb", "\u{2066}iso"] {
             let err = check_display_name(bad, "the name", 100).unwrap_err();
             assert!(err.contains("U+"), "{bad:?}: {err}");
         }

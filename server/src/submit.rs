@@ -179,8 +179,12 @@ async fn check_inputs(
                 return refuse(
                     field,
                     format!(
-                        "proposals run #{} made pseudo-boxes for another dataset, not for {:?}",
-                        proposals.id, data.name
+                        "proposals run #{} made pseudo-boxes for another dataset ({}), not for {:?}",
+                        proposals.id,
+                        proposals
+                            .dataset_id
+                            .map_or("none".to_string(), |d| format!("#{d}")),
+                        data.name
                     ),
                 );
             }

@@ -122,6 +122,7 @@ async fn claim(
         resume_artifact: None,
         lease_seconds: s.cfg.lease_seconds,
         image_limits: s.cfg.image_limits(),
+        artifact_limit_bytes: Some(s.cfg.artifact_limit_mib << 20),
     };
     tracing::info!(
         "run #{} attempt {} claimed by worker #{}",

@@ -118,6 +118,7 @@ pub fn read_spec(path: &Path) -> anyhow::Result<JobSpec> {
             resume_artifact: None,
             lease_seconds: 0.0,
             image_limits: Default::default(),
+            artifact_limit_bytes: None,
         }
     };
     spec.config.validate()?;

@@ -99,6 +99,8 @@ pub struct ResumeState {
 
 /// Dispatch a job to its kind's entry point.
 pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
+    // Every loader decodes under the spec's limits (the server's, or the defaults offline).
+    crate::data::augment::set_image_limits(ctx.spec.image_limits);
     match &ctx.spec.config {
         JobConfig::Benchmark(cfg) => benchmark::run(ctx, &cfg.clone()),
         JobConfig::Proposals(cfg) => proposals::run(ctx, &cfg.clone()),

@@ -225,7 +225,8 @@ fn run_claimed_job(
         });
         let sender = scope.spawn(|| outbox.run_sender(client, spec.run_id, spec.attempt, &stop));
 
-        let mut sink = HttpSink::new(outbox.clone(), work_dir.join("outbox"));
+        let mut sink = HttpSink::new(outbox.clone(), work_dir.join("outbox"))
+            .with_artifact_limit(spec.artifact_limit_bytes);
         let result = std::fs::create_dir_all(&work_dir)
             .map_err(anyhow::Error::from)
             .and_then(|_| {
@@ -253,9 +254,6 @@ fn run_claimed_job(
                     resume,
                     inputs: client,
                 };
-                // The training loaders decode through one process-wide setting (one job at a
-                // time per worker); the proposals job reads the spec's limits itself.
-                crate::data::augment::set_image_limits(spec.image_limits);
                 // A panic in a job must fail the run, not kill the worker.
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut ctx)))
                     .unwrap_or_else(|panic| {

@@ -300,6 +300,8 @@ pub struct HttpSink {
     next_log_seq: i64,
     next_artifact_seq: u64,
     staging_dir: PathBuf,
+    /// The server's artifact limit (from the job spec), checked before staging.
+    artifact_limit_bytes: Option<u64>,
 }
 
 impl HttpSink {
@@ -309,7 +311,13 @@ impl HttpSink {
             next_log_seq: 0,
             next_artifact_seq: 0,
             staging_dir,
+            artifact_limit_bytes: None,
         }
+    }
+
+    pub fn with_artifact_limit(mut self, limit: Option<u64>) -> HttpSink {
+        self.artifact_limit_bytes = limit;
+        self
     }
 }
 
@@ -336,6 +344,15 @@ impl EventSink for HttpSink {
 
     fn artifact(&mut self, name: &str, path: &Path) -> anyhow::Result<()> {
         check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
+        let bytes = std::fs::metadata(path)?.len();
+        if let Some(limit) = self.artifact_limit_bytes
+            && bytes > limit
+        {
+            anyhow::bail!(
+                "artifact {name:?} is {bytes} bytes, over the server's artifact limit of {limit} bytes ({} MiB; the server's --artifact-limit-mib)",
+                limit >> 20
+            );
+        }
         // Snapshot the file now: the job may overwrite it before the upload happens.
         std::fs::create_dir_all(&self.staging_dir)?;
         let staged = self
