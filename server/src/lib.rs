@@ -139,7 +139,7 @@ pub async fn serve(cfg: config::ServerConfig) -> anyhow::Result<()> {
 }
 
 /// How long requests other than live streams may take to finish after SIGTERM.
-const GRACE: Duration = Duration::from_secs(4);
+const GRACE: Duration = Duration::from_secs(3);
 
 async fn shutdown_signal() {
     let ctrl_c = async {

@@ -1,11 +1,14 @@
-//! Credentials of the embedded cluster: the generated superuser password, `pg_hba.conf`, and
-//! connection URLs that carry (or hide) the password.
+//! Access to the embedded cluster: the generated superuser password, `pg_hba.conf`, switching a
+//! trusting cluster over to passwords, and connection URLs that carry (or hide) the password.
 
-use anyhow::Context;
+use super::{EmbeddedPostgres, PsqlError, path_str};
+use anyhow::{Context, bail};
 use rand::Rng;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 /// `<data_dir>/postgres-password`: readable only by the server's own user.
 pub fn password_file(data_dir: &Path) -> PathBuf {
@@ -127,6 +130,110 @@ pub fn redact_url(url: &str) -> String {
         None => tail.to_string(),
     };
     format!("{scheme}://{authority}{tail}")
+}
+
+impl EmbeddedPostgres {
+    /// Require the password on every connection. A cluster from an older version still trusts
+    /// local connections: set the password through that door, then close it. A cluster whose
+    /// password is not the one in our file (file lost or edited) gets the file's password.
+    pub(super) fn ensure_password_auth(&self) -> anyhow::Result<()> {
+        let hba_path = self.data.join("pg_hba.conf");
+        let hba = std::fs::read_to_string(&hba_path)
+            .with_context(|| format!("reading {}", hba_path.display()))?;
+        if hba_allows_passwordless(&hba) {
+            self.psql(None, "postgres", &self.set_password_sql())
+                .context("setting the superuser password")?;
+            // Rewritten in place, so the file keeps its owner (the cluster's user) and mode.
+            std::fs::write(&hba_path, HBA_CONF)
+                .with_context(|| format!("writing {}", hba_path.display()))?;
+            self.run_server_tool("pg_ctl", &["-D", path_str(&self.data)?, "reload"])
+                .context("reloading pg_hba.conf")?;
+            self.wait_until_password_required()?;
+            tracing::warn!(
+                "the embedded cluster let local users in without a password; it now requires the one in {}",
+                self.password_file.display()
+            );
+        }
+        match self.psql(Some(&self.password), "postgres", "SELECT 1") {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.downcast_ref::<PsqlError>()
+                    .is_some_and(PsqlError::is_auth_failure) =>
+            {
+                tracing::warn!(
+                    "the embedded cluster refused the password in {}; setting it again",
+                    self.password_file.display()
+                );
+                self.reset_password()
+            }
+            Err(e) => Err(e.context("connecting to the embedded Postgres")),
+        }
+    }
+
+    fn set_password_sql(&self) -> String {
+        format!(
+            "SET password_encryption = 'scram-sha-256';\nALTER USER postgres PASSWORD '{}';\n",
+            self.password.replace('\'', "''")
+        )
+    }
+
+    /// A reload is asynchronous: wait until a connection without the password is refused.
+    fn wait_until_password_required(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.psql(None, "postgres", "SELECT 1") {
+                Err(e)
+                    if e.downcast_ref::<PsqlError>()
+                        .is_some_and(PsqlError::is_auth_failure) =>
+                {
+                    return Ok(());
+                }
+                _ if Instant::now() >= deadline => {
+                    bail!(
+                        "the embedded cluster still accepts connections without a password after reloading pg_hba.conf"
+                    )
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Set the superuser password in single-user mode (no connection, so no authentication),
+    /// which needs the cluster stopped; then start it again.
+    fn reset_password(&self) -> anyhow::Result<()> {
+        self.run_server_tool(
+            "pg_ctl",
+            &["-D", path_str(&self.data)?, "-m", "fast", "-w", "stop"],
+        )
+        .context("stopping the cluster to reset its password")?;
+        let mut child = self
+            .server_tool("postgres")
+            .args(["--single", "-D", path_str(&self.data)?, "postgres"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting postgres --single")?;
+        // Through stdin, never the command line, which every local user can read.
+        let sql = self.set_password_sql().replace('\n', " ");
+        if let Some(mut stdin) = child.stdin.take() {
+            writeln!(stdin, "{sql}").context("writing to postgres --single")?;
+        }
+        let out = child
+            .wait_with_output()
+            .context("waiting for postgres --single")?;
+        if !out.status.success() {
+            bail!(
+                "postgres --single exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.ensure_running()?;
+        self.psql(Some(&self.password), "postgres", "SELECT 1")
+            .context("connecting with the reset password")?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -144,6 +144,7 @@ impl EmbeddedPostgres {
         std::fs::create_dir_all(&self.socket_dir)
             .with_context(|| format!("creating {}", self.socket_dir.display()))?;
         self.give_to_run_as_user(&self.socket_dir, false)?;
+        self.let_run_as_user_reach(&self.socket_dir);
         std::fs::set_permissions(&self.socket_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", self.socket_dir.display()))?;
         Ok(())
@@ -153,6 +154,7 @@ impl EmbeddedPostgres {
         std::fs::create_dir_all(&self.data)
             .with_context(|| format!("creating {}", self.data.display()))?;
         self.give_to_run_as_user(&self.data, true)?;
+        self.let_run_as_user_reach(&self.data);
         // initdb runs as the cluster's user, who may not read our password file: hand it a
         // copy in the (0700, theirs) socket folder, removed right after.
         let pwfile = self.socket_dir.join(".initdb-password");
@@ -289,27 +291,26 @@ impl EmbeddedPostgres {
     /// With no process of the cluster alive, its lock files are stale: Postgres would refuse to
     /// start while their pid is a zombie (`kill(pid, 0)` succeeds), or reused by another process.
     fn remove_stale_locks(&self) {
-        let mut stale = vec![self.data.join("postmaster.pid")];
-        for lock in procs::socket_lock_files(&self.socket_dir) {
-            if let Some(socket) = lock.to_str().and_then(|l| l.strip_suffix(".lock")) {
-                stale.push(PathBuf::from(socket));
-            }
-            stale.push(lock);
-        }
-        for f in stale.iter().filter(|f| f.exists()) {
-            let pid = procs::lock_file_pid(f);
+        let mut locks = procs::socket_lock_files(&self.socket_dir);
+        locks.push(self.data.join("postmaster.pid"));
+        for lock in locks.iter().filter(|f| f.exists()) {
+            let pid = procs::lock_file_pid(lock);
             let what = match pid.and_then(procs::state) {
                 Some('Z') => "a zombie",
-                Some(_) => "not a postmaster of this cluster",
+                Some(_) => "not a process of this cluster",
                 None => "gone",
             };
-            match std::fs::remove_file(f) {
+            match std::fs::remove_file(lock) {
                 Ok(()) => tracing::warn!(
                     "removed stale {} (pid {}: {what})",
-                    f.display(),
-                    pid.map_or("-".to_string(), |p| p.to_string())
+                    lock.display(),
+                    pid.map_or("?".to_string(), |p| p.to_string())
                 ),
-                Err(e) => tracing::warn!("could not remove stale {}: {e}", f.display()),
+                Err(e) => tracing::warn!("could not remove stale {}: {e}", lock.display()),
+            }
+            // The socket beside a socket lock is as stale as the lock.
+            if let Some(socket) = lock.to_str().and_then(|l| l.strip_suffix(".lock")) {
+                let _ = std::fs::remove_file(socket);
             }
         }
     }
@@ -341,108 +342,6 @@ impl EmbeddedPostgres {
             ],
         )
         .with_context(|| format!("pg_ctl start failed; see {}", self.log_file().display()))
-    }
-
-    /// Require the password on every connection. A cluster from an older version still trusts
-    /// local connections: set the password through that door, then close it. A cluster whose
-    /// password is not the one in our file (file lost or edited) gets the file's password.
-    fn ensure_password_auth(&self) -> anyhow::Result<()> {
-        let hba_path = self.data.join("pg_hba.conf");
-        let hba = std::fs::read_to_string(&hba_path)
-            .with_context(|| format!("reading {}", hba_path.display()))?;
-        if auth::hba_allows_passwordless(&hba) {
-            self.psql(None, "postgres", &self.set_password_sql())
-                .context("setting the superuser password")?;
-            // Rewritten in place, so the file keeps its owner (the cluster's user) and mode.
-            std::fs::write(&hba_path, auth::HBA_CONF)
-                .with_context(|| format!("writing {}", hba_path.display()))?;
-            self.run_server_tool("pg_ctl", &["-D", path_str(&self.data)?, "reload"])
-                .context("reloading pg_hba.conf")?;
-            self.wait_until_password_required()?;
-            tracing::warn!(
-                "the embedded cluster let local users in without a password; it now requires the one in {}",
-                self.password_file.display()
-            );
-        }
-        match self.psql(Some(&self.password), "postgres", "SELECT 1") {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.downcast_ref::<PsqlError>()
-                    .is_some_and(PsqlError::is_auth_failure) =>
-            {
-                tracing::warn!(
-                    "the embedded cluster refused the password in {}; setting it again",
-                    self.password_file.display()
-                );
-                self.reset_password()
-            }
-            Err(e) => Err(e.context("connecting to the embedded Postgres")),
-        }
-    }
-
-    fn set_password_sql(&self) -> String {
-        format!(
-            "SET password_encryption = 'scram-sha-256';\nALTER USER postgres PASSWORD '{}';\n",
-            self.password.replace('\'', "''")
-        )
-    }
-
-    /// A reload is asynchronous: wait until a connection without the password is refused.
-    fn wait_until_password_required(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.psql(None, "postgres", "SELECT 1") {
-                Err(e)
-                    if e.downcast_ref::<PsqlError>()
-                        .is_some_and(PsqlError::is_auth_failure) =>
-                {
-                    return Ok(());
-                }
-                _ if Instant::now() >= deadline => {
-                    bail!(
-                        "the embedded cluster still accepts connections without a password after reloading pg_hba.conf"
-                    )
-                }
-                _ => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-    }
-
-    /// Set the superuser password in single-user mode (no connection, so no authentication),
-    /// which needs the cluster stopped; then start it again.
-    fn reset_password(&self) -> anyhow::Result<()> {
-        self.run_server_tool(
-            "pg_ctl",
-            &["-D", path_str(&self.data)?, "-m", "fast", "-w", "stop"],
-        )
-        .context("stopping the cluster to reset its password")?;
-        let mut child = self
-            .server_tool("postgres")
-            .args(["--single", "-D", path_str(&self.data)?, "postgres"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting postgres --single")?;
-        // Through stdin, never the command line, which every local user can read.
-        let sql = self.set_password_sql().replace('\n', " ");
-        if let Some(mut stdin) = child.stdin.take() {
-            writeln!(stdin, "{sql}").context("writing to postgres --single")?;
-        }
-        let out = child
-            .wait_with_output()
-            .context("waiting for postgres --single")?;
-        if !out.status.success() {
-            bail!(
-                "postgres --single exited with {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        self.ensure_running()?;
-        self.psql(Some(&self.password), "postgres", "SELECT 1")
-            .context("connecting with the reset password")?;
-        Ok(())
     }
 
     fn ensure_database(&self) -> anyhow::Result<()> {
@@ -507,7 +406,8 @@ impl EmbeddedPostgres {
         ] {
             c.env_remove(var);
         }
-        c.env("PGPASSFILE", "/dev/null")
+        // A path that cannot exist (libpq ignores a missing file silently, not /dev/null).
+        c.env("PGPASSFILE", "/dev/null/no-pgpass")
             .env("PGCONNECT_TIMEOUT", "10")
             .stdin(Stdio::null());
         c
@@ -556,14 +456,19 @@ impl EmbeddedPostgres {
             if !status.success() {
                 bail!("chown {} to {user} failed", path.display());
             }
-            // The postgres user must be able to reach the folder through its parents.
+        }
+        Ok(())
+    }
+
+    /// The cluster's user must be able to traverse the folders above `path` (search only).
+    fn let_run_as_user_reach(&self, path: &Path) {
+        if self.run_as.is_some() {
             let mut parent = path.parent();
             while let Some(p) = parent {
                 let _ = Command::new("chmod").arg("o+x").arg(p).status();
                 parent = p.parent();
             }
         }
-        Ok(())
     }
 }
 
