@@ -28,7 +28,7 @@ for _ in $(seq 1 300); do
   kill -0 "$SERVER" 2>/dev/null || { echo "the server exited; see the messages above" >&2; exit 1; }
   sleep 0.5
 done
-target/debug/trainer worker --server "http://$BIND" --token "$(cat "$DATA/worker-token")" --name local-worker &
+target/debug/trainer worker --server "http://$BIND" --token-file "$DATA/worker-token" --name local-worker &
 WORKER=$!
 echo
 echo "AlignDet Studio is running at http://$BIND  (Ctrl-C to stop)"

@@ -18,7 +18,7 @@ pub struct ServerConfig {
     #[arg(long = "public-url")]
     pub public_urls: Vec<String>,
     /// Use this Postgres instead of the embedded cluster.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Token workers must present (prefer the environment or --worker-token-file: a command
     /// line is visible to every local user); default: read or create <data-dir>/worker-token.
