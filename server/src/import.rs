@@ -5,6 +5,7 @@ use crate::db;
 use crate::security;
 use crate::state::AppState;
 use aligndet_common::dataset::{self, CocoDataset, DatasetError, ValidationReport};
+use aligndet_common::images::ImageLimits;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -59,8 +60,13 @@ impl From<DatasetError> for ImportError {
 }
 
 impl From<sqlx::Error> for ImportError {
+    /// The database's own text names tables and constraints: logged, never shown.
     fn from(e: sqlx::Error) -> Self {
-        ImportError::msg(format!("database error: {e}"))
+        let incident = &security::random_token()[..8];
+        tracing::error!("incident {incident}: dataset import: database: {e}");
+        ImportError::msg(format!(
+            "the dataset could not be stored because of a database failure (incident {incident}, in the server log); nothing was imported"
+        ))
     }
 }
 
@@ -74,20 +80,23 @@ impl std::fmt::Display for ImportError {
     }
 }
 
-/// Names are shown everywhere and used in URLs' query strings: keep them plain and short.
+/// Names are shown everywhere and used in URLs' query strings: the one rule for display names.
 pub fn check_name(name: &str) -> Result<String, ImportError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ImportError::msg(
-            "the dataset name must be 1 to 100 characters",
-        ));
+    aligndet_common::names::check_display_name(name, "the dataset name", 100)
+        .map_err(ImportError::msg)
+}
+
+fn name_exists(name: &str) -> ImportError {
+    ImportError::msg(format!("a dataset named {name:?} already exists"))
+}
+
+/// Refuses a taken name before any file is unpacked or decoded; the unique constraint still
+/// decides between imports racing past this check (see [`store`]).
+async fn ensure_name_free(state: &AppState, name: &str) -> Result<(), ImportError> {
+    if db::datasets::name_taken(&state.pool, name).await? {
+        return Err(name_exists(name));
     }
-    if name.chars().any(|c| c.is_control()) {
-        return Err(ImportError::msg(
-            "the dataset name must not contain control characters",
-        ));
-    }
-    Ok(name.to_string())
+    Ok(())
 }
 
 /// What the user asked to import from the server's disk.
@@ -105,6 +114,7 @@ pub async fn import_server_paths(
     req: ServerPathImport,
 ) -> Result<i64, ImportError> {
     let name = check_name(&req.name)?;
+    ensure_name_free(state, &name).await?;
     let annotations =
         security::allowed_server_path(state, &req.annotations).map_err(ImportError::msg)?;
     let images = match req.format {
@@ -114,8 +124,9 @@ pub async fn import_server_paths(
         Format::Voc => None,
     };
     let format = req.format;
+    let limits = state.cfg.image_limits();
     let (data, image_root) =
-        tokio::task::spawn_blocking(move || load(format, &annotations, images.as_deref()))
+        tokio::task::spawn_blocking(move || load(format, &annotations, images.as_deref(), limits))
             .await
             .map_err(|e| ImportError::msg(format!("import task failed: {e}")))??;
     let splits = read_splits_beside(&req.annotations).or_else(|| default_splits(&data));
@@ -131,28 +142,30 @@ pub async fn import_server_paths(
     .await
 }
 
+/// Loads and validates; every image is decoded whole under `limits` (in parallel).
 fn load(
     format: Format,
     annotations: &Path,
     images: Option<&Path>,
+    limits: ImageLimits,
 ) -> Result<(CocoDataset, PathBuf), ImportError> {
     match format {
         Format::Coco => {
             let images = images.ok_or_else(|| ImportError::msg("no image folder given"))?;
             Ok((
-                dataset::load_coco(annotations, images)?,
+                dataset::load_coco_with_limits(annotations, images, limits)?,
                 images.to_path_buf(),
             ))
         }
-        Format::Voc => Ok(dataset::load_voc(annotations)?),
+        Format::Voc => Ok(dataset::load_voc_with_limits(annotations, limits)?),
     }
 }
 
 /// A `splits.json` next to a COCO file (the synthetic generator writes one) is kept with the dataset.
 fn read_splits_beside(annotations: &str) -> Option<serde_json::Value> {
     let path = Path::new(annotations).parent()?.join("splits.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let splits: dataset::DatasetSplits = serde_json::from_str(&text).ok()?;
+    // `load` caps the read: the file is as untrusted as the dataset beside it.
+    let splits = dataset::DatasetSplits::load(&path).ok()?;
     serde_json::to_value(splits).ok()
 }
 
@@ -173,11 +186,7 @@ async fn store(
     data: &CocoDataset,
     splits: Option<serde_json::Value>,
 ) -> Result<i64, ImportError> {
-    if db::datasets::name_taken(&state.pool, name).await? {
-        return Err(ImportError::msg(format!(
-            "a dataset named {name:?} already exists"
-        )));
-    }
+    ensure_name_free(state, name).await?;
     let folder = state
         .datasets_dir()
         .join(format!("ann-{}", security::random_token()));
@@ -201,7 +210,15 @@ async fn store(
             },
             data,
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            // Another import of the same name committed first.
+            if db::datasets::is_name_conflict(&e) {
+                name_exists(name)
+            } else {
+                e.into()
+            }
+        })?;
         tx.commit().await?;
         Ok(id)
     }
@@ -212,7 +229,7 @@ async fn store(
     result
 }
 
-/// Limits on what an uploaded zip may expand to (zip bombs).
+/// Most entries an uploaded zip may hold (each costs a file and an inode).
 const MAX_ZIP_ENTRIES: usize = 200_000;
 
 /// Import an uploaded zip (saved at `zip_path`) of a COCO or VOC dataset. The zip is extracted
@@ -223,16 +240,28 @@ pub async fn import_upload(
     original_file_name: &str,
     zip_path: PathBuf,
 ) -> Result<i64, ImportError> {
-    let name = check_name(name)?;
+    let name = match check_name(name) {
+        Ok(name) => name,
+        Err(e) => {
+            let _ = std::fs::remove_file(&zip_path);
+            return Err(e);
+        }
+    };
+    if let Err(e) = ensure_name_free(state, &name).await {
+        let _ = std::fs::remove_file(&zip_path);
+        return Err(e);
+    }
     let dest = state
         .datasets_dir()
         .join(format!("upload-{}", security::random_token()));
-    let max_unpacked = state.cfg.upload_limit_mib * 4 * 1024 * 1024;
+    // Unpacked, a zip may take no more disk than the largest upload would have.
+    let max_unpacked = state.cfg.upload_limit_mib * 1024 * 1024;
+    let limits = state.cfg.image_limits();
     let dest2 = dest.clone();
     let extracted = tokio::task::spawn_blocking(move || {
         let r = extract_zip(&zip_path, &dest2, max_unpacked).and_then(|_| {
             let (format, ann, images) = detect_layout(&dest2)?;
-            let (data, root) = load(format, &ann, images.as_deref())?;
+            let (data, root) = load(format, &ann, images.as_deref(), limits)?;
             Ok((format, data, root, ann))
         });
         let _ = std::fs::remove_file(&zip_path);
@@ -274,6 +303,24 @@ fn extract_zip(zip_path: &Path, dest: &Path, max_unpacked: u64) -> Result<(), Im
             archive.len()
         )));
     }
+    let too_big = || {
+        ImportError::msg(format!(
+            "the zip expands to more than {} MiB, the upload limit; nothing was imported",
+            max_unpacked / (1024 * 1024)
+        ))
+    };
+    // Declared sizes first, to refuse an honest oversized zip without writing anything; the
+    // copy below counts real bytes, since a header can lie.
+    let mut declared: u64 = 0;
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(i)
+            .map_err(|e| ImportError::msg(format!("zip entry {i} is unreadable: {e}")))?;
+        declared = declared.saturating_add(entry.size());
+    }
+    if declared > max_unpacked {
+        return Err(too_big());
+    }
     std::fs::create_dir_all(dest).map_err(|e| ImportError::msg(e.to_string()))?;
     let dest = dest
         .canonicalize()
@@ -311,10 +358,7 @@ fn extract_zip(zip_path: &Path, dest: &Path, max_unpacked: u64) -> Result<(), Im
             .map_err(|e| ImportError::msg(format!("extracting {:?}: {e}", rel)))?;
         total += written;
         if total > max_unpacked {
-            return Err(ImportError::msg(format!(
-                "the zip expands to more than {} MiB; refused",
-                max_unpacked / (1024 * 1024)
-            )));
+            return Err(too_big());
         }
     }
     Ok(())

@@ -13,6 +13,7 @@ pub mod db;
 pub mod demo;
 pub mod error;
 pub mod import;
+pub mod limits;
 pub mod plots;
 pub mod postgres;
 pub mod queue;

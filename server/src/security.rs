@@ -282,6 +282,9 @@ pub fn safe_join(root: &Path, relative: &str) -> Option<PathBuf> {
 }
 
 /// Canonicalise a server-side path and check it lies under one of the allowed roots.
+///
+/// A path outside the roots and a path that does not exist get the same answer: telling them
+/// apart would let anyone with the form probe which files exist anywhere on the server.
 pub fn allowed_server_path(state: &AppState, raw: &str) -> Result<PathBuf, String> {
     if raw.trim().is_empty() {
         return Err("no path given".into());
@@ -293,21 +296,17 @@ pub fn allowed_server_path(state: &AppState, raw: &str) -> Result<PathBuf, Strin
     if !p.is_absolute() {
         return Err(format!("{raw:?} is not an absolute path"));
     }
-    let canonical = p
-        .canonicalize()
-        .map_err(|e| format!("{raw:?} cannot be opened: {e}"))?;
     let roots = import_roots(state);
-    if roots.iter().any(|r| canonical.starts_with(r)) {
-        Ok(canonical)
-    } else {
-        Err(format!(
-            "{raw:?} is outside the folders this server imports from ({}); start the server with --import-root to allow another",
+    match p.canonicalize() {
+        Ok(canonical) if roots.iter().any(|r| canonical.starts_with(r)) => Ok(canonical),
+        _ => Err(format!(
+            "{raw:?} is not allowed or not there: imports read only existing paths inside {}; start the server with --import-root to allow another folder",
             roots
                 .iter()
                 .map(|r| r.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ))
+        )),
     }
 }
 

@@ -90,6 +90,14 @@ pub async fn name_taken(pool: &PgPool, name: &str) -> sqlx::Result<bool> {
         .await
 }
 
+/// Whether `e` is the unique violation (SQLSTATE 23505) of `datasets.name`: another dataset
+/// took the name between the caller's check and its insert.
+pub fn is_name_conflict(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        d.code().as_deref() == Some("23505") && d.constraint() == Some("datasets_name_key")
+    })
+}
+
 /// Insert a validated dataset and all its rows in the caller's transaction (all or nothing).
 /// `annotations_path` may contain `{id}`, replaced by the new dataset id.
 pub async fn insert(

@@ -90,6 +90,9 @@ pub async fn import_from_server(
     }
 }
 
+/// Largest `name` field read from an upload form (100 characters of up to 4 bytes, and slack).
+const MAX_NAME_FIELD_BYTES: usize = 4096;
+
 /// Multipart: `name` then `file`. The file streams to disk with the size limit enforced as it goes.
 pub async fn upload(
     State(s): State<AppState>,
@@ -113,11 +116,23 @@ pub async fn upload(
         {
             match field.name() {
                 Some("name") => {
+                    // Read capped: the body limit is the zip's, far too much for a name.
+                    let mut bytes = Vec::new();
+                    while let Some(chunk) = field
+                        .chunk()
+                        .await
+                        .map_err(|e| fail(format!("reading name: {e}")))?
+                    {
+                        bytes.extend_from_slice(&chunk);
+                        if bytes.len() > MAX_NAME_FIELD_BYTES {
+                            return Err(fail(
+                                "the dataset name must be 1 to 100 characters".to_string(),
+                            ));
+                        }
+                    }
                     name = Some(
-                        field
-                            .text()
-                            .await
-                            .map_err(|e| fail(format!("reading name: {e}")))?,
+                        String::from_utf8(bytes)
+                            .map_err(|_| fail("the dataset name is not UTF-8 text".to_string()))?,
                     );
                 }
                 Some("file") => {

@@ -89,6 +89,10 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/predictions", get(predictions::browser))
         .layer(middleware::from_fn(security::csrf_protect))
         .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::refuse_declared_oversize,
+        ))
         .nest_service("/static", ServeDir::new(static_dir()))
         .layer(middleware::from_fn_with_state(
             state.clone(),
