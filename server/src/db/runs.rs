@@ -517,8 +517,9 @@ pub async fn metric_series_downsampled<'e>(
     Ok(rows)
 }
 
-/// The points of each key after the given step (what arrived since a downsampled snapshot),
-/// at most `limit` per key; (key, step, value) in key and step order.
+/// What was stored after a snapshot: for every key of the run (found by a skip scan of the
+/// primary key, one probe per key), its points after the given step, or from the start for a
+/// key not listed; at most `limit` per key; (key, step, value) in key and step order.
 pub async fn metric_tails(
     pool: &PgPool,
     run_id: i64,
@@ -528,12 +529,21 @@ pub async fn metric_tails(
     let keys: Vec<&str> = after.iter().map(|a| a.0).collect();
     let steps: Vec<i64> = after.iter().map(|a| a.1).collect();
     sqlx::query_as(
-        "SELECT t.key, m.step, m.value FROM UNNEST($2::TEXT[], $3::BIGINT[]) AS t(key, after)
+        "WITH RECURSIVE k(key) AS (
+             (SELECT key FROM metrics WHERE run_id = $1 ORDER BY key LIMIT 1)
+             UNION ALL
+             SELECT (SELECT key FROM metrics WHERE run_id = $1 AND key > k.key ORDER BY key LIMIT 1)
+             FROM k WHERE k.key IS NOT NULL
+         )
+         SELECT k.key, m.step, m.value FROM k
+         LEFT JOIN UNNEST($2::TEXT[], $3::BIGINT[]) AS t(key, after) ON t.key = k.key
          CROSS JOIN LATERAL (
              SELECT step, value FROM metrics
-             WHERE run_id = $1 AND key = t.key AND step > t.after ORDER BY step LIMIT $4
+             WHERE run_id = $1 AND key = k.key AND (t.after IS NULL OR step > t.after)
+             ORDER BY step LIMIT $4
          ) m
-         ORDER BY t.key, m.step",
+         WHERE k.key IS NOT NULL
+         ORDER BY k.key, m.step",
     )
     .bind(run_id)
     .bind(&keys)

@@ -4,12 +4,12 @@
 //! [`aligndet_common::series::downsample_keep_extremes`] (`db::runs::metric_series_downsampled`),
 //! so at most [`MAX_POINTS_PER_LINE`] points per key leave Postgres. The result is cached per
 //! run until the run's change notification (the NOTIFY that also wakes the page) arrives: fifty
-//! viewers of an unchanged run cost one query between them. When the run has changed, a
-//! request does not wait for the full recomputation unless there is nothing to show yet: it
-//! gets the last snapshot plus the points stored after each key's last step (an index range
-//! scan), so appended points and the last point are exact at once; a full recomputation runs
-//! in the background, at most once per [`COOLDOWN_FACTOR`] × its own cost, so a long run that
-//! logs every second does not keep the database busy recomputing its history.
+//! viewers of an unchanged run share one computation and one drawing of each chart. Every view
+//! also fetches what was stored after the snapshot (one index probe per key, new keys
+//! included) and draws it on, so appended points and the last point are exact at once, even
+//! before the asynchronous notification arrives. A full recomputation (rewritten steps, e.g.
+//! after a resume) runs in the background, at most once per [`COOLDOWN_FACTOR`] × its own
+//! cost, so a long run that logs every second does not keep the database busy.
 
 use crate::db;
 use crate::plots::MAX_POINTS_PER_LINE;
@@ -120,10 +120,11 @@ impl LiveSeries {
     }
 }
 
-/// The run's curves: cached, or patched with the newest points, or computed now.
+/// The run's curves: the cached snapshot (computed now if there is none) plus whatever was
+/// stored after it.
 pub async fn for_run(s: &AppState, run_id: i64) -> anyhow::Result<Arc<LiveSeries>> {
     let cache = cache_for(s);
-    let plan = {
+    let ready = {
         let mut inner = cache.lock();
         inner.drain_notifications();
         inner.forget_old(run_id);
@@ -131,66 +132,69 @@ pub async fn for_run(s: &AppState, run_id: i64) -> anyhow::Result<Arc<LiveSeries
         let fresh = slot
             .latest
             .as_ref()
-            .filter(|l| l.generation == slot.generation && l.made.elapsed() < MAX_AGE);
-        if let Some(l) = fresh {
-            Plan::Fresh(l.series.clone())
-        } else {
-            let cooling = slot
-                .latest
-                .as_ref()
-                .is_some_and(|l| l.made.elapsed() < (l.cost * COOLDOWN_FACTOR).max(MIN_COOLDOWN));
-            if slot.pending.is_none() && (!cooling || slot.latest.is_none()) {
-                slot.pending = Some(start(&s.pool, &cache, run_id, slot.generation));
-            }
-            let patched = slot
-                .patched
-                .as_ref()
-                .filter(|p| p.generation == slot.generation && p.made.elapsed() < MAX_AGE);
-            match (patched, &slot.latest, &slot.pending) {
-                (Some(p), _, _) => Plan::Fresh(p.series.clone()),
-                (None, Some(l), _) => Plan::Stale(l.series.clone(), slot.generation),
-                (None, None, Some(rx)) => Plan::Wait(rx.clone()),
-                (None, None, None) => unreachable!("a computation was just started"),
-            }
+            .is_some_and(|l| l.generation == slot.generation && l.made.elapsed() < MAX_AGE);
+        let cooling = slot
+            .latest
+            .as_ref()
+            .is_some_and(|l| l.made.elapsed() < (l.cost * COOLDOWN_FACTOR).max(MIN_COOLDOWN));
+        if !fresh && slot.pending.is_none() && (!cooling || slot.latest.is_none()) {
+            slot.pending = Some(start(&s.pool, &cache, run_id, slot.generation));
+        }
+        match (&slot.latest, &slot.pending) {
+            (Some(l), _) => Ok((l.series.clone(), slot.patched.clone())),
+            (None, Some(rx)) => Err(rx.clone()),
+            (None, None) => unreachable!("a computation was just started"),
         }
     };
-    match plan {
-        Plan::Fresh(series) => Ok(series),
-        Plan::Stale(series, generation) => {
-            let t0 = Instant::now();
-            let series = with_tail(&s.pool, run_id, series).await?;
-            // Shared by the next viewers until the run changes again.
-            if let Some(slot) = cache.lock().runs.get_mut(&run_id)
-                && slot.generation == generation
-            {
-                slot.patched = Some(Snapshot {
-                    series: series.clone(),
-                    generation,
-                    made: Instant::now(),
-                    cost: t0.elapsed(),
-                });
-            }
-            Ok(series)
-        }
-        Plan::Wait(mut rx) => {
+    let (base, patched) = match ready {
+        Ok(ready) => ready,
+        Err(mut rx) => {
             let done = rx
                 .wait_for(Option::is_some)
                 .await
                 .map_err(|_| anyhow::anyhow!("computing the curves of run {run_id} stopped"))?;
             match done.as_ref() {
-                Some(Ok(snap)) => Ok(snap.series.clone()),
-                Some(Err(e)) => Err(anyhow::anyhow!("curves of run {run_id}: {e}")),
+                Some(Ok(snap)) => (snap.series.clone(), None),
+                Some(Err(e)) => return Err(anyhow::anyhow!("curves of run {run_id}: {e}")),
                 None => unreachable!("waited for Some"),
             }
         }
+    };
+    // Read-your-writes: points and keys stored after the snapshot show at once, whether or
+    // not their notification has arrived (it is asynchronous).
+    let after: Vec<(&str, i64)> = base
+        .keys
+        .iter()
+        .map(|(k, s)| (k.as_str(), s.last_step))
+        .collect();
+    let tail = db::runs::metric_tails(&s.pool, run_id, &after, TAIL_LIMIT).await?;
+    if tail.is_empty() {
+        return Ok(base);
     }
+    if let Some(p) = patched
+        && Arc::ptr_eq(&p.base, &base)
+        && p.tail == tail
+    {
+        // The same patch as the previous viewer's: share it and its drawings.
+        return Ok(p.series);
+    }
+    let series = Arc::new(with_tail(&base, &tail));
+    if let Some(slot) = cache.lock().runs.get_mut(&run_id) {
+        slot.patched = Some(Patched {
+            base,
+            tail,
+            series: series.clone(),
+        });
+    }
+    Ok(series)
 }
 
-enum Plan {
-    Fresh(Arc<LiveSeries>),
-    /// The last snapshot, to patch with newer points, and the generation the patch is for.
-    Stale(Arc<LiveSeries>, u64),
-    Wait(watch::Receiver<Option<Result<Snapshot, String>>>),
+/// A snapshot with the points stored after it.
+#[derive(Clone)]
+struct Patched {
+    base: Arc<LiveSeries>,
+    tail: Vec<(String, i64, f64)>,
+    series: Arc<LiveSeries>,
 }
 
 #[derive(Clone)]
@@ -207,8 +211,8 @@ struct Slot {
     /// Change notifications seen for the run.
     generation: u64,
     latest: Option<Snapshot>,
-    /// `latest` plus the points stored after it, at a generation newer than its own.
-    patched: Option<Snapshot>,
+    /// The last patch of a snapshot, shared while nothing more arrives.
+    patched: Option<Patched>,
     /// The computation in flight, if any; it runs in its own task, so a viewer that goes away
     /// cannot leave it half done.
     pending: Option<watch::Receiver<Option<Result<Snapshot, String>>>>,
@@ -354,31 +358,20 @@ pub async fn compute(pool: &PgPool, run_id: i64) -> sqlx::Result<LiveSeries> {
     })
 }
 
-/// `base` plus every point stored after its keys' last steps.
-async fn with_tail(
-    pool: &PgPool,
-    run_id: i64,
-    base: Arc<LiveSeries>,
-) -> sqlx::Result<Arc<LiveSeries>> {
-    let after: Vec<(&str, i64)> = base
-        .keys
-        .iter()
-        .map(|(k, s)| (k.as_str(), s.last_step))
-        .collect();
-    let tail = db::runs::metric_tails(pool, run_id, &after, TAIL_LIMIT).await?;
-    if tail.is_empty() {
-        return Ok(base);
-    }
-    let mut out = (*base).clone();
+/// `base` plus the points stored after it (`db::runs::metric_tails`).
+fn with_tail(base: &LiveSeries, tail: &[(String, i64, f64)]) -> LiveSeries {
+    let mut out = base.clone();
     for (key, step, value) in tail {
-        if let Some(s) = out.keys.get_mut(&key) {
-            s.count += 1;
-            s.last_step = step;
-            s.min_value = s.min_value.min(value);
-            if value.is_finite() {
-                s.points.push((step as f64, value));
-            }
+        let s = out.keys.entry(key.clone()).or_default();
+        // As Postgres's MIN: NaN only when every value is NaN.
+        if s.count == 0 || *value < s.min_value || s.min_value.is_nan() {
+            s.min_value = *value;
+        }
+        s.count += 1;
+        s.last_step = *step;
+        if value.is_finite() {
+            s.points.push((*step as f64, *value));
         }
     }
-    Ok(Arc::new(out))
+    out
 }
