@@ -30,6 +30,9 @@ struct Ctx<'a> {
 
 type Outcome = Result<(), String>;
 
+/// A named attack and its replay.
+type Case = (&'static str, fn(&Ctx) -> Outcome);
+
 fn runs_count(db: &TestDb) -> i64 {
     db.query("SELECT count(*) FROM runs").parse().unwrap_or(-1)
 }
@@ -215,10 +218,11 @@ fn api_refuses_what_the_form_refuses(c: &Ctx) -> Outcome {
     )?;
     // The page refuses the same run with the same field error.
     let ui = c.server.browser_session();
+    let dataset = c.dataset.to_string();
     let form = [
         ("kind", "finetune"),
         ("name", "n"),
-        ("dataset_id", &c.dataset.to_string()),
+        ("dataset_id", dataset.as_str()),
         ("train_split", "nope"),
         ("val_split", "val"),
         ("detector", "fcos"),
@@ -227,7 +231,6 @@ fn api_refuses_what_the_form_refuses(c: &Ctx) -> Outcome {
         ("optimizer", "sgd"),
         ("schedule", "step"),
     ];
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_ref())).collect();
     let r = ui.post_form("/runs", &form);
     let page = r.text().unwrap_or_default();
     let mut api_body = finetune(c.dataset);
@@ -399,7 +402,7 @@ fn every_attack_is_refused_or_survived() {
         dataset,
         bare_run,
     };
-    let cases: &[(&str, fn(&Ctx) -> Outcome)] = &[
+    let cases: &[Case] = &[
         ("DNS rebinding", dns_rebinding_gets_no_cookie_and_no_run),
         (
             "another worker's attempt",

@@ -72,6 +72,10 @@ pub fn open_checked(path: &Path, limits: ImageLimits) -> Result<DynamicImage, Im
         });
     }
     let mut reader = reader(path)?;
+    // The JPEG decoder fills a cut file's missing rows silently: require its end marker.
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        crate::dataset::check_jpeg_complete(path).map_err(ImageRefused::Decode)?;
+    }
     let mut decoder_limits = Limits::default();
     decoder_limits.max_alloc = Some(limits.max_decoded_bytes);
     reader.limits(decoder_limits);

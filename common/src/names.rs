@@ -36,13 +36,22 @@ mod tests {
 
     #[test]
     fn plain_names_pass_trimmed() {
-        assert_eq!(check_display_name("  coco 5% ", "name", 10).unwrap(), "coco 5%");
+        assert_eq!(
+            check_display_name("  coco 5% ", "name", 10).unwrap(),
+            "coco 5%"
+        );
         assert_eq!(check_display_name("数据集", "name", 10).unwrap(), "数据集");
     }
 
     #[test]
     fn hostile_names_are_refused_by_code_point() {
-        for bad in ["evil\u{202E}gpj.exe", "a\u{200B}b", "x\ny", "ta\tb", "\u{2066}iso"] {
+        for bad in [
+            "evil\u{202E}gpj.exe",
+            "a\u{200B}b",
+            "x\ny",
+            "ta\tb",
+            "\u{2066}iso",
+        ] {
             let err = check_display_name(bad, "the name", 100).unwrap_err();
             assert!(err.contains("U+"), "{bad:?}: {err}");
         }

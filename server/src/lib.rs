@@ -77,7 +77,13 @@ pub async fn serve(cfg: config::ServerConfig) -> anyhow::Result<()> {
     }
 
     let worker_token = security::load_or_create_worker_token(&cfg, &data_dir)?;
-    let state = state::AppState::new(pool.clone(), worker_pool, cfg.clone(), data_dir.clone(), worker_token);
+    let state = state::AppState::new(
+        pool.clone(),
+        worker_pool,
+        cfg.clone(),
+        data_dir.clone(),
+        worker_token,
+    );
 
     if cfg.demo {
         demo::import_demo_datasets(&state).await?;

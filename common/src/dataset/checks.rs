@@ -332,7 +332,11 @@ mod tests {
         std::fs::write(&png, &bytes[..bytes.len() * 2 / 5]).unwrap();
         let annotations = one_image_coco(&dir, "cut.png", 64, 48, 16.0);
         let report = report_of(load_coco(&annotations, dir.path()));
-        assert_eq!(report.count(ProblemKind::UnreadableImageFile), 1, "{report}");
+        assert_eq!(
+            report.count(ProblemKind::UnreadableImageFile),
+            1,
+            "{report}"
+        );
     }
 
     #[test]

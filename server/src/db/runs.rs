@@ -539,7 +539,8 @@ pub async fn metric_tails(
          LEFT JOIN UNNEST($2::TEXT[], $3::BIGINT[]) AS t(key, after) ON t.key = k.key
          CROSS JOIN LATERAL (
              SELECT step, value FROM metrics
-             WHERE run_id = $1 AND key = k.key AND (t.after IS NULL OR step > t.after)
+             -- COALESCE, not OR: the bound stays an index range, not a scan of the key.
+             WHERE run_id = $1 AND key = k.key AND step > COALESCE(t.after, -9223372036854775808)
              ORDER BY step LIMIT $4
          ) m
          WHERE k.key IS NOT NULL

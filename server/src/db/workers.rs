@@ -39,12 +39,10 @@ pub async fn register(
 
 /// The worker whose key has this digest, marked as seen.
 pub async fn identify(pool: &PgPool, key_sha256: &str) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar(
-        "UPDATE workers SET last_seen_at = now() WHERE key_sha256 = $1 RETURNING id",
-    )
-    .bind(key_sha256)
-    .fetch_optional(pool)
-    .await
+    sqlx::query_scalar("UPDATE workers SET last_seen_at = now() WHERE key_sha256 = $1 RETURNING id")
+        .bind(key_sha256)
+        .fetch_optional(pool)
+        .await
 }
 
 pub async fn touch(pool: &PgPool, worker_id: i64) -> sqlx::Result<bool> {

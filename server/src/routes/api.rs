@@ -4,9 +4,9 @@
 use crate::db;
 use crate::error::{ApiError, ApiJson};
 use crate::queue;
-use crate::submit;
 use crate::routes::experiments;
 use crate::state::AppState;
+use crate::submit;
 use crate::worker_auth::{CallingWorker, new_worker_key};
 use aligndet_common::api::*;
 use aligndet_common::jobs::{JobConfig, RunStatus};
@@ -68,8 +68,8 @@ async fn register(
         ));
     }
     let (worker_key, digest) = new_worker_key();
-    let id = db::workers::register(&s.worker_pool, &req.name, &req.device, &req.info, &digest)
-        .await?;
+    let id =
+        db::workers::register(&s.worker_pool, &req.name, &req.device, &req.info, &digest).await?;
     tracing::info!("worker #{id} {:?} registered ({})", req.name, req.device);
     Ok(Json(WorkerRegistered {
         worker_id: id,
@@ -139,8 +139,14 @@ async fn heartbeat(
     Path(id): Path<i64>,
     ApiJson(hb): ApiJson<Heartbeat>,
 ) -> Result<Json<HeartbeatReply>, ApiError> {
-    let cancel =
-        queue::heartbeat(&s.worker_pool, id, worker_id, hb.attempt, s.cfg.lease_seconds).await?;
+    let cancel = queue::heartbeat(
+        &s.worker_pool,
+        id,
+        worker_id,
+        hb.attempt,
+        s.cfg.lease_seconds,
+    )
+    .await?;
     Ok(Json(HeartbeatReply {
         cancel_requested: cancel,
         lease_seconds: s.cfg.lease_seconds,
@@ -171,6 +177,7 @@ async fn metrics(
     }
     // JSON cannot carry NaN/inf, so every value here is finite.
     db::runs::insert_metrics(&s.pool, id, batch.attempt, &batch.points).await?;
+    crate::serving::live_series::note_write(&s, id);
     Ok(Json(serde_json::json!({ "stored": batch.points.len() })))
 }
 

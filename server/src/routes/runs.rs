@@ -6,10 +6,10 @@ use crate::db::runs::{ArtifactRow, AttemptRow, LogRow, ParentRow, RunFilter, Run
 use crate::error::PageError;
 use crate::plots;
 use crate::routes::render;
-use crate::submit;
 use crate::security::CsrfToken;
 use crate::serving::live_series::LiveSeries;
 use crate::state::{AppState, ArtifactRead};
+use crate::submit;
 use aligndet_common::jobs::{RunKind, RunStatus};
 use aligndet_common::pretrain_config::{
     PretrainBoxConfig, PretrainImageConfig, aligned_finetune_hyperparameters,

@@ -140,24 +140,42 @@ pub async fn for_run(s: &AppState, run_id: i64) -> anyhow::Result<Arc<LiveSeries
         if !fresh && slot.pending.is_none() && (!cooling || slot.latest.is_none()) {
             slot.pending = Some(start(&s.pool, &cache, run_id, slot.generation));
         }
+        let seen = (slot.writes, slot.checked.clone());
         match (&slot.latest, &slot.pending) {
-            (Some(l), _) => Ok((l.series.clone(), slot.patched.clone())),
-            (None, Some(rx)) => Err(rx.clone()),
+            (Some(l), _) => Ok((l.series.clone(), slot.patched.clone(), seen)),
+            (None, Some(rx)) => Err((rx.clone(), seen)),
             (None, None) => unreachable!("a computation was just started"),
         }
     };
-    let (base, patched) = match ready {
+    let (base, patched, (writes, checked)) = match ready {
         Ok(ready) => ready,
-        Err(mut rx) => {
+        Err((mut rx, seen)) => {
             let done = rx
                 .wait_for(Option::is_some)
                 .await
                 .map_err(|_| anyhow::anyhow!("computing the curves of run {run_id} stopped"))?;
             match done.as_ref() {
-                Some(Ok(snap)) => (snap.series.clone(), None),
+                Some(Ok(snap)) => (snap.series.clone(), None, seen),
                 Some(Err(e)) => return Err(anyhow::anyhow!("curves of run {run_id}: {e}")),
                 None => unreachable!("waited for Some"),
             }
+        }
+    };
+    // Nothing written through this server since the last viewer looked past this snapshot:
+    // that viewer's answer still holds (metrics reach the database only through our API).
+    if let Some(c) = checked
+        && c.writes == writes
+        && Arc::ptr_eq(&c.base, &base)
+    {
+        return Ok(c.series);
+    }
+    let remember = |series: &Arc<LiveSeries>| {
+        if let Some(slot) = cache.lock().runs.get_mut(&run_id) {
+            slot.checked = Some(Checked {
+                writes,
+                base: base.clone(),
+                series: series.clone(),
+            });
         }
     };
     // Read-your-writes: points and keys stored after the snapshot show at once, whether or
@@ -169,6 +187,7 @@ pub async fn for_run(s: &AppState, run_id: i64) -> anyhow::Result<Arc<LiveSeries
         .collect();
     let tail = db::runs::metric_tails(&s.pool, run_id, &after, TAIL_LIMIT).await?;
     if tail.is_empty() {
+        remember(&base);
         return Ok(base);
     }
     if let Some(p) = patched
@@ -176,9 +195,11 @@ pub async fn for_run(s: &AppState, run_id: i64) -> anyhow::Result<Arc<LiveSeries
         && p.tail == tail
     {
         // The same patch as the previous viewer's: share it and its drawings.
+        remember(&p.series);
         return Ok(p.series);
     }
     let series = Arc::new(with_tail(&base, &tail));
+    remember(&series);
     if let Some(slot) = cache.lock().runs.get_mut(&run_id) {
         slot.patched = Some(Patched {
             base,
@@ -187,6 +208,21 @@ pub async fn for_run(s: &AppState, run_id: i64) -> anyhow::Result<Arc<LiveSeries
         });
     }
     Ok(series)
+}
+
+/// What a viewer found after a snapshot, and the run's write count when it looked.
+#[derive(Clone)]
+struct Checked {
+    writes: u64,
+    base: Arc<LiveSeries>,
+    series: Arc<LiveSeries>,
+}
+
+/// Count a metrics write to `run_id` (called by the API before it answers), so the next viewer
+/// knows to look past its snapshot.
+pub fn note_write(s: &AppState, run_id: i64) {
+    let cache = cache_for(s);
+    cache.lock().runs.entry(run_id).or_default().writes += 1;
 }
 
 /// A snapshot with the points stored after it.
@@ -213,6 +249,10 @@ struct Slot {
     latest: Option<Snapshot>,
     /// The last patch of a snapshot, shared while nothing more arrives.
     patched: Option<Patched>,
+    /// Metrics writes through this server (see [`note_write`]).
+    writes: u64,
+    /// The last look past the snapshot, valid while `writes` has not moved.
+    checked: Option<Checked>,
     /// The computation in flight, if any; it runs in its own task, so a viewer that goes away
     /// cannot leave it half done.
     pending: Option<watch::Receiver<Option<Result<Snapshot, String>>>>,
