@@ -4,6 +4,7 @@
 //! The server rejects calls from an attempt that is no longer current (409 Conflict), which fences
 //! off a worker whose lease expired and whose job was handed to someone else.
 
+pub use crate::artifacts::check_artifact_name;
 use crate::jobs::{JobConfig, RunStatus};
 use serde::{Deserialize, Serialize};
 
@@ -209,26 +210,6 @@ pub struct ApiError {
     pub error: String,
 }
 
-/// Artifact names are single path components of safe characters: they become file names in the
-/// server's artifact store. Returns the reason a name is refused.
-pub fn check_artifact_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 128 {
-        return Err("artifact name must be 1 to 128 characters".into());
-    }
-    if name.starts_with('.') {
-        return Err("artifact name must not start with '.'".into());
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "artifact name contains the character {c:?}; allowed are A-Z a-z 0-9 . _ -"
-        ));
-    }
-    Ok(())
-}
-
 /// One event of a job, as written to `events.jsonl` by `trainer run` and as sent over HTTP by a
 /// worker. The job emits these through one sink and never knows which.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -256,16 +237,6 @@ pub enum JobEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn artifact_names_reject_traversal_and_odd_characters() {
-        for bad in ["", "..", "../x", "a/b", ".hidden", "a\\b", "x y", "nul\0"] {
-            assert!(check_artifact_name(bad).is_err(), "{bad:?} accepted");
-        }
-        for good in ["model.safetensors", "ckpt-000100.pt", "metrics_v2.json"] {
-            assert!(check_artifact_name(good).is_ok(), "{good:?} refused");
-        }
-    }
 
     #[test]
     fn job_events_are_tagged_json() {

@@ -103,19 +103,11 @@ impl fmt::Display for RunKind {
     }
 }
 
-/// Why a config was rejected; names the field and the problem.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid config: {field}: {problem}")]
-pub struct ConfigError {
-    pub field: String,
-    pub problem: String,
-}
+pub use crate::artifacts::ArtifactRef;
+pub use crate::config_error::ConfigError;
 
 fn config_error(field: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.to_string(),
-        problem: problem.into(),
-    }
+    ConfigError::new(field, problem)
 }
 
 /// The full, resolved config of a run: every default is filled in before it is stored.
@@ -169,15 +161,6 @@ impl JobConfig {
     }
 }
 
-/// Where an `evaluate` job finds its detections: an artifact of a run (a prediction run, or the
-/// evaluate run itself when the file was uploaded with the form).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArtifactRef {
-    pub run_id: i64,
-    pub name: String,
-}
-
 /// An `evaluate` job: COCO bbox evaluation of a results file against a dataset split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,7 +179,7 @@ impl EvaluateConfig {
         {
             return Err(config_error("split", "must be 1 to 100 characters"));
         }
-        crate::api::check_artifact_name(&self.detections.name)
+        crate::artifacts::check_artifact_name(&self.detections.name)
             .map_err(|e| config_error("detections.name", e))?;
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! Types both sides of the platform must agree on.
 //!
 //! - [`api`]: the worker ⇄ server wire protocol under `/api/v1/` (versioned by [`api::PROTOCOL_VERSION`]).
+//! - [`artifacts`]: artifact names, the rule for them, and references to another run's.
+//! - [`config_error`]: why a config was refused, by field.
 //! - [`jobs`]: run kinds, statuses and the typed config of each job kind.
 //! - [`dataset`]: COCO / Pascal VOC loading with validation reports.
 //! - [`series`]: downsampling of metric series for plots.
@@ -8,6 +10,8 @@
 //! - [`names`]: the one rule for names people type.
 
 pub mod api;
+pub mod artifacts;
+pub mod config_error;
 pub mod dataset;
 pub mod images;
 pub mod jobs;

@@ -12,7 +12,7 @@
 //! one deviation: box-domain pre-training clips the gradient norm at 10 (the reference does not
 //! clip, at 16 image pairs per step; at 2–4 pairs Faster R-CNN's box head diverged without it).
 
-use crate::jobs::ConfigError;
+use crate::config_error::ConfigError;
 use crate::train_config::{
     BackboneKind, DetectorKind, InitConfig, LrSchedule, OptimizerKind, scheduled_lr, validate_init,
     validate_optimisation, validate_split_name,
@@ -20,10 +20,7 @@ use crate::train_config::{
 use serde::{Deserialize, Serialize};
 
 fn err(field: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.to_string(),
-        problem: problem.into(),
-    }
+    ConfigError::new(field, problem)
 }
 
 /// The two-view augmentation of box-domain pre-training (method notes, section 3), at sizes a
@@ -359,16 +356,8 @@ pub fn aligned_finetune_hyperparameters(lr: f64, weight_decay: f64) -> (f64, f64
     (lr * 1.5, weight_decay / 2.0)
 }
 
-/// Artifact names the pre-training jobs write and fine-tuning reads.
-pub mod artifacts {
-    /// `pretrain_box`: the online detector without its pre-training predictors (projector,
-    /// regression and centerness convs), named as the fine-tuning detector names them.
-    pub const PRETRAINED_DETECTOR: &str = "pretrained.safetensors";
-    /// `pretrain_image`: the query encoder's backbone, under `backbone.body.*`.
-    pub const PRETRAINED_BACKBONE: &str = "backbone.safetensors";
-    /// `proposals`: the kept pseudo-boxes of every image, in the run's order.
-    pub const PSEUDO_BOXES: &str = "pseudo_boxes.json";
-}
+/// The artifact names the pre-training jobs write and fine-tuning reads live with all the others.
+pub use crate::artifacts;
 
 /// The `pseudo_boxes.json` artifact of a `proposals` run: every image's kept pseudo-boxes,
 /// `[x, y, w, h]` in original pixels, in the run's order (which `BoxSelection::First` keeps).

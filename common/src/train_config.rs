@@ -2,7 +2,8 @@
 //! trainer. Every field has a default a researcher would start from, so a JSON config only needs
 //! what differs; `validate` names the first field that is out of range.
 
-use crate::jobs::{ArtifactRef, ConfigError};
+use crate::artifacts::ArtifactRef;
+use crate::config_error::ConfigError;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,10 +149,7 @@ impl Default for TrainConfig {
 }
 
 fn err(field: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.to_string(),
-        problem: problem.into(),
-    }
+    ConfigError::new(field, problem)
 }
 
 impl TrainConfig {
@@ -307,7 +305,7 @@ pub(crate) fn validate_init(
     backbone: BackboneKind,
 ) -> Result<(), ConfigError> {
     if let InitConfig::Checkpoint { artifact } = init {
-        crate::api::check_artifact_name(&artifact.name)
+        crate::artifacts::check_artifact_name(&artifact.name)
             .map_err(|problem| err(&format!("{field}.artifact.name"), problem))?;
         if artifact.run_id <= 0 {
             return Err(err(

@@ -1,6 +1,7 @@
 //! Error types at the HTTP edge: HTML error pages for the UI, JSON for `/api/v1/`.
 
 use aligndet_common::api::ApiError as ApiErrorBody;
+use askama::Template;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -30,7 +31,7 @@ impl PageError {
 /// The server's own failures are logged in full under an incident number; the person sees only
 /// the number (internal error chains name paths, SQL and constraints).
 fn log_incident(e: &dyn std::fmt::Display) -> String {
-    let incident = &crate::security::random_token()[..8];
+    let incident = &crate::secrets::random_token()[..8];
     tracing::error!("incident {incident}: {e:#}");
     format!("the server failed to handle this request (incident {incident}, in the server log)")
 }
@@ -45,17 +46,29 @@ impl<E: Into<anyhow::Error>> From<E> for PageError {
     }
 }
 
+/// The error page, inside the site's layout (the template escapes the message).
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    code: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let body = format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Error</title>\
-             <link rel=\"stylesheet\" href=\"/static/style.css\"></head><body><main>\
-             <h1>{} {}</h1><pre class=\"error\">{}</pre><p><a href=\"/\">Home</a></p></main></body></html>",
-            self.status.as_u16(),
-            self.status.canonical_reason().unwrap_or(""),
-            crate::security::escape_html(&self.message)
-        );
-        (self.status, Html(body)).into_response()
+        let page = ErrorPage {
+            code: self.status.as_u16(),
+            reason: self.status.canonical_reason().unwrap_or(""),
+            message: &self.message,
+        };
+        match page.render() {
+            Ok(html) => (self.status, Html(html)).into_response(),
+            Err(e) => {
+                tracing::error!("rendering the error page: {e}");
+                (self.status, self.message).into_response()
+            }
+        }
     }
 }
 

@@ -62,7 +62,7 @@ impl From<DatasetError> for ImportError {
 impl From<sqlx::Error> for ImportError {
     /// The database's own text names tables and constraints: logged, never shown.
     fn from(e: sqlx::Error) -> Self {
-        let incident = &security::random_token()[..8];
+        let incident = &crate::secrets::random_token()[..8];
         tracing::error!("incident {incident}: dataset import: database: {e}");
         ImportError::msg(format!(
             "the dataset could not be stored because of a database failure (incident {incident}, in the server log); nothing was imported"
@@ -189,7 +189,7 @@ async fn store(
     ensure_name_free(state, name).await?;
     let folder = state
         .datasets_dir()
-        .join(format!("ann-{}", security::random_token()));
+        .join(format!("ann-{}", crate::secrets::random_token()));
     std::fs::create_dir_all(&folder)
         .map_err(|e| ImportError::msg(format!("creating {}: {e}", folder.display())))?;
     let result = async {
@@ -253,7 +253,7 @@ pub async fn import_upload(
     }
     let dest = state
         .datasets_dir()
-        .join(format!("upload-{}", security::random_token()));
+        .join(format!("upload-{}", crate::secrets::random_token()));
     // Unpacked, a zip may take no more disk than the largest upload would have.
     let max_unpacked = state.cfg.upload_limit_mib * 1024 * 1024;
     let limits = state.cfg.image_limits();

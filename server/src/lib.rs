@@ -18,6 +18,7 @@ pub mod plots;
 pub mod postgres;
 pub mod queue;
 pub mod routes;
+pub mod secrets;
 pub mod security;
 pub mod serving;
 pub mod state;

@@ -2,6 +2,7 @@
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::secrets::{constant_time_eq, random_token};
 use crate::state::AppState;
 use anyhow::Context;
 use axum::body::Body;
@@ -9,13 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rand::Rng;
 use std::path::{Component, Path, PathBuf};
-
-pub fn random_token() -> String {
-    let bytes: [u8; 24] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The worker token: given on the command line / environment, or kept in `<data>/worker-token`.
 pub fn load_or_create_worker_token(cfg: &ServerConfig, data_dir: &Path) -> anyhow::Result<String> {
@@ -52,10 +47,6 @@ pub fn load_or_create_worker_token(cfg: &ServerConfig, data_dir: &Path) -> anyho
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     }
     Ok(t)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `/api/v1/` requires `Authorization: Bearer <worker token>`.
@@ -251,21 +242,6 @@ pub async fn csrf_protect(req: Request, next: Next) -> Response {
     resp
 }
 
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Join a user-supplied relative path under `root`, refusing absolute paths, `..` and anything
 /// that resolves (through symlinks) outside `root`. `root` must be canonical.
 pub fn safe_join(root: &Path, relative: &str) -> Option<PathBuf> {
@@ -334,14 +310,6 @@ mod tests {
         assert!(safe_join(&root, "/etc/passwd").is_none());
         assert!(safe_join(&root, "a/../../b").is_none());
         assert!(safe_join(&root, "x\0y").is_none());
-    }
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            escape_html("<script>'&\""),
-            "&lt;script&gt;&#39;&amp;&quot;"
-        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 /// A new worker secret and the digest stored for it.
 pub fn new_worker_key() -> (String, String) {
-    let key = crate::security::random_token();
+    let key = crate::secrets::random_token();
     let digest = key_digest(&key);
     (key, digest)
 }

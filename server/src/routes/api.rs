@@ -301,7 +301,7 @@ async fn upload_artifact(
     queue::check_current(&s.worker_pool, id, worker_id, q.attempt).await?;
     let dir = s.artifacts_dir(id);
     tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
-    let tmp = dir.join(format!(".upload-{}", crate::security::random_token()));
+    let tmp = dir.join(format!(".upload-{}", crate::secrets::random_token()));
     let limit = s.cfg.artifact_limit_mib * 1024 * 1024;
     let result: Result<u64, ApiError> = async {
         let mut file = tokio::fs::File::create(&tmp).await.map_err(internal)?;

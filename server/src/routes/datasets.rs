@@ -137,7 +137,7 @@ pub async fn upload(
                 }
                 Some("file") => {
                     let original = field.file_name().unwrap_or("upload.zip").to_string();
-                    let path = tmp_dir.join(format!("{}.zip", security::random_token()));
+                    let path = tmp_dir.join(format!("{}.zip", crate::secrets::random_token()));
                     let mut f = tokio::fs::File::create(&path)
                         .await
                         .map_err(|e| fail(e.to_string()))?;

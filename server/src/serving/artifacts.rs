@@ -31,7 +31,7 @@ pub async fn locate(
     run_id: i64,
     name: &str,
 ) -> anyhow::Result<ArtifactFile> {
-    if let Err(why) = aligndet_common::api::check_artifact_name(name) {
+    if let Err(why) = aligndet_common::artifacts::check_artifact_name(name) {
         return Ok(ArtifactFile::BadName(why));
     }
     let known = db::runs::artifacts(pool, run_id)

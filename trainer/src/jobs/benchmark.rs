@@ -4,6 +4,7 @@
 //! the C5 features) because only the compute matters here.
 
 use super::{JobContext, JobOutcome};
+use aligndet_common::artifacts;
 use aligndet_common::jobs::{BenchmarkBackbone, BenchmarkConfig};
 use std::time::Instant;
 use tch::nn::{self, ModuleT, OptimizerConfig};
@@ -81,9 +82,9 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &BenchmarkConfig) -> anyhow::Result<Jo
         "median_images_per_s": cfg.batch_size as f64 / median,
         "environment": crate::doctor::environment_report(),
     });
-    let path = ctx.work_dir.join("benchmark.json");
+    let path = ctx.work_dir.join(artifacts::BENCHMARK);
     std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)?;
-    ctx.sink.artifact("benchmark.json", &path)?;
+    ctx.sink.artifact(artifacts::BENCHMARK, &path)?;
     ctx.log(format!(
         "median step {:.4} s, {:.2} images/s",
         median,

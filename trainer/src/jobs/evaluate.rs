@@ -5,6 +5,7 @@ use super::{JobContext, JobOutcome};
 use crate::data::detection::split_image_ids;
 use crate::eval::coco::{EvalParams, EvalResult, GroundTruth, evaluate, parse_detections};
 use aligndet_common::api::DatasetLocation;
+use aligndet_common::artifacts;
 use aligndet_common::jobs::EvaluateConfig;
 use aligndet_common::report::{
     COCO_STAT_NAMES, ClassResult, EvaluationReport, PrCurve, SizeResult,
@@ -54,9 +55,9 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<Job
         &result,
         started.elapsed().as_secs_f64(),
     );
-    let path = ctx.work_dir.join("eval.json");
+    let path = ctx.work_dir.join(artifacts::EVAL_REPORT);
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    ctx.sink.artifact("eval.json", &path)?;
+    ctx.sink.artifact(artifacts::EVAL_REPORT, &path)?;
     ctx.log(format!(
         "AP {:.4}  AP50 {:.4}  AP75 {:.4}",
         result.stats[0], result.stats[1], result.stats[2]

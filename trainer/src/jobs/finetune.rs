@@ -25,6 +25,7 @@ use crate::train::evaluation::{predict_split, results_json, score};
 use crate::train::init::{BODY_PREFIX, initialise};
 use crate::train::optim::{Optimizer, trainable_params};
 use aligndet_common::api::MetricPoint;
+use aligndet_common::artifacts;
 use aligndet_common::report::COCO_STAT_NAMES;
 use aligndet_common::train_config::TrainConfig;
 use anyhow::Context;
@@ -34,7 +35,6 @@ use std::time::Instant;
 
 /// Detections kept for evaluation (mmdetection's and the paper's test threshold).
 const EVAL_SCORE_THRESHOLD: f64 = 0.05;
-use super::CHECKPOINT;
 
 /// Metadata stored in every checkpoint and model file.
 fn metadata(
@@ -99,7 +99,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     model.set_score_threshold(EVAL_SCORE_THRESHOLD);
 
     let init = initialise(&mut vs, &cfg.init, cfg.backbone, ctx.inputs, &ctx.work_dir)?;
-    super::store_init_report(ctx, &init, "load_report.json")?;
+    super::store_init_report(ctx, &init, artifacts::LOAD_REPORT)?;
 
     let frozen = freeze_body_stages(&vs, model.as_ref(), cfg.trainable_backbone_stages);
     let params = trainable_params(&vs, cfg.no_decay_norm_and_bias);
@@ -204,9 +204,9 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         ctx.sink.metrics(points);
 
         if done < cfg.steps && done % cfg.checkpoint_every == 0 {
-            let path = ctx.work_dir.join(CHECKPOINT);
+            let path = ctx.work_dir.join(artifacts::CHECKPOINT);
             checkpoint::save(&path, &vs, Some(&opt), metadata(cfg, &train, done)?)?;
-            ctx.sink.artifact(CHECKPOINT, &path)?;
+            ctx.sink.artifact(artifacts::CHECKPOINT, &path)?;
         }
         if done < cfg.steps && done % cfg.eval_every == 0 {
             let (stats, _) = evaluate_now(
@@ -241,15 +241,15 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         &result,
         started.elapsed().as_secs_f64(),
     );
-    let path = ctx.work_dir.join("eval.json");
+    let path = ctx.work_dir.join(artifacts::EVAL_REPORT);
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    ctx.sink.artifact("eval.json", &path)?;
-    let path = ctx.work_dir.join("predictions.json");
+    ctx.sink.artifact(artifacts::EVAL_REPORT, &path)?;
+    let path = ctx.work_dir.join(artifacts::PREDICTIONS);
     std::fs::write(&path, serde_json::to_vec(&results_json(&detections))?)?;
-    ctx.sink.artifact("predictions.json", &path)?;
-    let path = ctx.work_dir.join("model.safetensors");
+    ctx.sink.artifact(artifacts::PREDICTIONS, &path)?;
+    let path = ctx.work_dir.join(artifacts::MODEL);
     checkpoint::save(&path, &vs, None, metadata(cfg, &train, cfg.steps)?)?;
-    ctx.sink.artifact("model.safetensors", &path)?;
+    ctx.sink.artifact(artifacts::MODEL, &path)?;
     ctx.log(format!(
         "final AP {:.4}  AP50 {:.4}  AP75 {:.4} on {} images",
         result.stats[0],

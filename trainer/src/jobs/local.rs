@@ -5,9 +5,8 @@
 
 use super::sink::now_seconds;
 use super::{EventSink, JobContext, JobOutcome, StopFlag, parse_device, run_job};
-use aligndet_common::api::{
-    ImageProposals, JobEvent, JobSpec, LogLine, MetricPoint, check_artifact_name,
-};
+use aligndet_common::api::{ImageProposals, JobEvent, JobSpec, LogLine, MetricPoint};
+use aligndet_common::artifacts::check_artifact_name;
 use aligndet_common::jobs::{JobConfig, RunStatus};
 use anyhow::Context;
 use std::fs::File;

@@ -13,6 +13,7 @@ pub mod proposals;
 pub mod sink;
 
 use aligndet_common::api::JobSpec;
+use aligndet_common::artifacts;
 use aligndet_common::jobs::JobConfig;
 use std::path::PathBuf;
 
@@ -67,7 +68,7 @@ impl ArtifactSource for FolderArtifacts {
     }
 
     fn fetch_optional(&self, run_id: i64, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        aligndet_common::api::check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
+        artifacts::check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
         let Some(dir) = &self.0 else {
             return Ok(None);
         };
@@ -111,13 +112,13 @@ pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
     }
 }
 
-/// The resumable checkpoint every training job stores (replaced at each save).
-pub const CHECKPOINT: &str = "checkpoint.safetensors";
-
 /// The checkpoint an earlier attempt of this run stored (`checkpoint.safetensors`), written into
 /// the work dir; `None` on a first attempt.
 pub fn own_checkpoint(ctx: &JobContext<'_>) -> anyhow::Result<Option<PathBuf>> {
-    let Some(bytes) = ctx.inputs.fetch_optional(ctx.spec.run_id, CHECKPOINT)? else {
+    let Some(bytes) = ctx
+        .inputs
+        .fetch_optional(ctx.spec.run_id, artifacts::CHECKPOINT)?
+    else {
         return Ok(None);
     };
     let path = ctx.work_dir.join("resume.safetensors");

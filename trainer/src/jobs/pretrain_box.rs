@@ -30,14 +30,13 @@ use crate::train::checkpoint;
 use crate::train::init::{BODY_PREFIX, initialise};
 use crate::train::optim::{Optimizer, Param, trainable_params};
 use aligndet_common::api::MetricPoint;
-use aligndet_common::pretrain_config::{PretrainBoxConfig, PseudoBoxes, artifacts};
+use aligndet_common::artifacts;
+use aligndet_common::pretrain_config::{PretrainBoxConfig, PseudoBoxes};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tch::{Tensor, nn};
-
-use super::CHECKPOINT;
 
 /// The torch seed of one step (distinct per step, reproducible across attempts).
 fn step_seed(seed: u64, step: u32) -> i64 {
@@ -316,7 +315,7 @@ fn save_checkpoint(
     opt: &Optimizer,
     step: u32,
 ) -> anyhow::Result<()> {
-    let path = ctx.work_dir.join(CHECKPOINT);
+    let path = ctx.work_dir.join(artifacts::CHECKPOINT);
     let momentum: Vec<(String, Tensor)> = target
         .vs
         .variables()
@@ -330,7 +329,7 @@ fn save_checkpoint(
         momentum,
         metadata(cfg, step, "aligndet-pretrain-checkpoint")?,
     )?;
-    ctx.sink.artifact(CHECKPOINT, &path)
+    ctx.sink.artifact(artifacts::CHECKPOINT, &path)
 }
 
 /// The contrastive loss that embeddings carrying no information would get: the mean over

@@ -24,8 +24,8 @@ use crate::train::checkpoint::{read_metadata, write_tensors};
 use crate::train::init::{BODY_PREFIX, initialise};
 use crate::train::optim::{Optimizer, trainable_params};
 use aligndet_common::api::MetricPoint;
+use aligndet_common::artifacts;
 use aligndet_common::pretrain_config::PretrainImageConfig;
-use aligndet_common::pretrain_config::artifacts::PRETRAINED_BACKBONE;
 use anyhow::Context;
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,7 +33,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use tch::Tensor;
 
-use super::CHECKPOINT;
 const KEY_PREFIX: &str = "key_encoder.";
 const OPTIM_PREFIX: &str = "optim.";
 const QUEUE: &str = "moco.queue";
@@ -185,7 +184,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
         ctx.inputs,
         &ctx.work_dir,
     )?;
-    super::store_init_report(ctx, &init, "load_report.json")?;
+    super::store_init_report(ctx, &init, artifacts::LOAD_REPORT)?;
     moco.sync_key()?;
 
     // MoCo decays every parameter
@@ -269,23 +268,24 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
             ));
         }
         if done < cfg.steps && done % cfg.checkpoint_every == 0 {
-            let path = ctx.work_dir.join(CHECKPOINT);
+            let path = ctx.work_dir.join(artifacts::CHECKPOINT);
             save_checkpoint(
                 &path,
                 &moco,
                 &opt,
                 metadata(cfg, "aligndet-moco-checkpoint", done)?,
             )?;
-            ctx.sink.artifact(CHECKPOINT, &path)?;
+            ctx.sink.artifact(artifacts::CHECKPOINT, &path)?;
         }
     }
     drop(loader);
 
-    let path = ctx.work_dir.join(PRETRAINED_BACKBONE);
+    let path = ctx.work_dir.join(artifacts::PRETRAINED_BACKBONE);
     let n = export_backbone(&path, &moco, metadata(cfg, "aligndet-backbone", cfg.steps)?)?;
-    ctx.sink.artifact(PRETRAINED_BACKBONE, &path)?;
+    ctx.sink.artifact(artifacts::PRETRAINED_BACKBONE, &path)?;
     ctx.log(format!(
-        "wrote {PRETRAINED_BACKBONE}: {n} body tensors under {BODY_PREFIX}.* ({:.1} s of training)",
+        "wrote {}: {n} body tensors under {BODY_PREFIX}.* ({:.1} s of training)",
+        artifacts::PRETRAINED_BACKBONE,
         started.elapsed().as_secs_f64()
     ));
     Ok(JobOutcome::Succeeded)

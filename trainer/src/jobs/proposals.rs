@@ -15,10 +15,11 @@ use crate::proposals::{
     recall::DEFAULT_COUNTS, recall_curve,
 };
 use aligndet_common::api::{FilterRule, ImageProposals};
+use aligndet_common::artifacts;
 use aligndet_common::dataset::CocoDataset;
 use aligndet_common::images::{ImageLimits, open_checked};
 use aligndet_common::jobs::ProposalsConfig;
-use aligndet_common::pretrain_config::{ImagePseudoBoxes, PseudoBoxes, artifacts};
+use aligndet_common::pretrain_config::{ImagePseudoBoxes, PseudoBoxes};
 use anyhow::Context;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -140,9 +141,9 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<Jo
                 .collect(),
         );
     }
-    let path = ctx.work_dir.join("recall.json");
+    let path = ctx.work_dir.join(artifacts::RECALL);
     std::fs::write(&path, serde_json::to_vec_pretty(&report.json)?)?;
-    ctx.sink.artifact("recall.json", &path)?;
+    ctx.sink.artifact(artifacts::RECALL, &path)?;
     let pseudo = PseudoBoxes {
         strategy: cfg.strategy.as_str().to_string(),
         images: ordered

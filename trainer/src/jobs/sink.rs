@@ -11,7 +11,7 @@ pub trait EventSink: Send {
     fn metrics(&mut self, points: Vec<MetricPoint>);
     fn log(&mut self, level: &str, text: String);
     /// Publish the file at `path` as an artifact named `name` (checked by
-    /// `aligndet_common::api::check_artifact_name`).
+    /// `aligndet_common::artifacts::check_artifact_name`).
     fn artifact(&mut self, name: &str, path: &Path) -> anyhow::Result<()>;
     /// Pseudo-boxes of finished images (stored per image; the unit a re-claimed job skips).
     fn proposals(&mut self, images: Vec<ImageProposals>);

@@ -1,6 +1,7 @@
 //! Typed HTTP client for the server's `/api/v1/` worker API.
 
 use aligndet_common::api::*;
+use aligndet_common::artifacts::check_artifact_name;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;

@@ -13,8 +13,8 @@ use crate::jobs::sink::now_seconds;
 use crate::jobs::{EventSink, StopFlag};
 use aligndet_common::api::{
     ImageProposals, LogBatch, LogLine, MetricPoint, MetricsBatch, ProposalsBatch,
-    check_artifact_name,
 };
+use aligndet_common::artifacts::check_artifact_name;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
