@@ -2,9 +2,10 @@
 //! - [`config`]: command line and environment.
 //! - [`postgres`]: the embedded cluster used when DATABASE_URL is unset.
 //! - [`db`]: every SQL query, per table group; [`queue`]: claim / lease / reap.
+//! - [`experiments`]: the experiment planner and its summaries; [`forms`]: HTML forms as text.
 //! - [`routes`]: one module per page or API area; templates live in `templates/`.
 //! - [`import`]: dataset import (server paths and uploaded zips), validated and transactional.
-//! - [`plots`]: plotters SVG charts.
+//! - [`plots`]: plotters SVG charts; [`views`]: page models of the run pages.
 //! - [`security`]: worker token, CSRF, safe paths.
 
 pub mod compare;
@@ -12,6 +13,8 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod experiments;
+pub mod forms;
 pub mod import;
 pub mod limits;
 pub mod plots;
@@ -22,6 +25,7 @@ pub mod security;
 pub mod serving;
 pub mod state;
 pub mod submit;
+pub mod views;
 pub mod worker_auth;
 
 use anyhow::Context;
