@@ -2,10 +2,14 @@
 //! - [`config`]: command line and environment.
 //! - [`postgres`]: the embedded cluster used when DATABASE_URL is unset.
 //! - [`db`]: every SQL query, per table group; [`queue`]: claim / lease / reap.
-//! - [`experiments`]: the experiment planner and its summaries; [`forms`]: HTML forms as text.
-//! - [`routes`]: one module per page or API area; templates live in `templates/`.
+//! - [`experiments`]: the experiment planner, its creation and summaries.
+//! - [`compare`]: comparing any set of runs (pure; `routes::compare` loads the data).
+//! - [`forms`]: the HTML forms as text and their text → config step, with the shared field helpers.
+//! - [`routes`]: one thin module per page or API area; no route module imports another.
+//! - [`views`]: page models of the run pages (charts, evaluations, fine-tune and pre-training
+//!   sections, the new-run page); templates live in `templates/`.
 //! - [`import`]: dataset import (server paths and uploaded zips), validated and transactional.
-//! - [`plots`]: plotters SVG charts; [`views`]: page models of the run pages.
+//! - [`plots`]: plotters SVG charts.
 //! - [`security`]: worker token, CSRF, safe paths.
 
 pub mod compare;
