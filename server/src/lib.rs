@@ -2,7 +2,12 @@
 //! - [`config`]: command line and environment.
 //! - [`postgres`]: the embedded cluster used when DATABASE_URL is unset.
 //! - [`db`]: every SQL query, per table group; [`queue`]: claim / lease / reap.
-//! - [`routes`]: one module per page or API area; templates live in `templates/`.
+//! - [`experiments`]: the experiment planner, its creation and summaries.
+//! - [`compare`]: comparing any set of runs (pure; `routes::compare` loads the data).
+//! - [`forms`]: the HTML forms as text and their text → config step, with the shared field helpers.
+//! - [`routes`]: one thin module per page or API area; no route module imports another.
+//! - [`views`]: page models of the run pages (charts, evaluations, fine-tune and pre-training
+//!   sections, the new-run page); templates live in `templates/`.
 //! - [`import`]: dataset import (server paths and uploaded zips), validated and transactional.
 //! - [`plots`]: plotters SVG charts.
 //! - [`security`]: worker token, CSRF, safe paths.
@@ -12,6 +17,8 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod experiments;
+pub mod forms;
 pub mod import;
 pub mod limits;
 pub mod plots;
@@ -23,6 +30,7 @@ pub mod security;
 pub mod serving;
 pub mod state;
 pub mod submit;
+pub mod views;
 pub mod worker_auth;
 
 use anyhow::Context;

@@ -7,6 +7,7 @@
 use crate::db;
 use crate::db::datasets::DatasetRow;
 use crate::db::runs::RunRow;
+use crate::forms::wire_name;
 use crate::state::AppState;
 use aligndet_common::jobs::{JobConfig, RunKind, RunStatus};
 use aligndet_common::pretrain_config::{aligned_finetune_hyperparameters, artifacts};
@@ -330,14 +331,6 @@ async fn has_artifact(
     } else {
         refuse(field, format!("run #{} has no artifact {name:?}", run.id))
     }
-}
-
-/// A config enum's JSON spelling (`resnet50`, `faster_rcnn`).
-fn wire_name<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn describe<D: serde::Serialize, B: serde::Serialize>(detector: &D, backbone: &B) -> String {

@@ -1,6 +1,7 @@
 //! All SQL lives here, one module per table group. Routes call these functions and never write
 //! SQL themselves; the queue's lease logic lives in `crate::queue`.
 
+pub mod compare;
 pub mod datasets;
 pub mod experiments;
 pub mod liveness;
@@ -20,6 +21,17 @@ where
         .execute(executor)
         .await?;
     Ok(())
+}
+
+/// A read-only transaction at REPEATABLE READ: every query made in it sees one snapshot.
+pub async fn begin_snapshot(
+    pool: &PgPool,
+) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {

@@ -3,8 +3,8 @@
 
 use crate::db;
 use crate::error::{ApiError, ApiJson};
+use crate::experiments;
 use crate::queue;
-use crate::routes::experiments;
 use crate::state::AppState;
 use crate::submit;
 use crate::worker_auth::{CallingWorker, new_worker_key};

@@ -107,23 +107,8 @@ async fn load(s: &AppState, params: &CompareParams) -> Result<Loaded, Failure> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let chart_keys: Vec<String> = CHARTS.iter().map(|c| c.1.to_string()).collect();
     // Every eval/* series (for the last points) and the charted keys, with wall times.
-    let points: Vec<(i64, String, i64, f64, f64)> = sqlx::query_as(
-        "SELECT run_id, key, step, value, wall_time FROM metrics
-         WHERE run_id = ANY($1) AND (key LIKE 'eval/%' OR key = ANY($2))
-         ORDER BY run_id, key, step",
-    )
-    .bind(&ids)
-    .bind(&chart_keys)
-    .fetch_all(&s.pool)
-    .await?;
-    let first_wall: HashMap<i64, f64> = sqlx::query_as::<_, (i64, f64)>(
-        "SELECT run_id, MIN(wall_time) FROM metrics WHERE run_id = ANY($1) GROUP BY run_id",
-    )
-    .bind(&ids)
-    .fetch_all(&s.pool)
-    .await?
-    .into_iter()
-    .collect();
+    let points = db::compare::eval_and_chart_points(&s.pool, &ids, &chart_keys).await?;
+    let first_wall = db::compare::first_wall_times(&s.pool, &ids).await?;
     let mut series: HashMap<(i64, String), Series> = HashMap::new();
     for (run, key, step, value, wall) in points {
         let t0 = first_wall.get(&run).copied().unwrap_or(wall);

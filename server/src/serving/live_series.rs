@@ -368,10 +368,7 @@ fn start(
 
 /// Both queries in one read-only snapshot, so counts, last steps and points agree.
 pub async fn compute(pool: &PgPool, run_id: i64) -> sqlx::Result<LiveSeries> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = db::begin_snapshot(pool).await?;
     let ends = db::runs::metric_key_ends(&mut *tx, run_id).await?;
     let rows = db::runs::metric_series_downsampled(&mut *tx, run_id, MAX_POINTS_PER_LINE).await?;
     tx.commit().await?;

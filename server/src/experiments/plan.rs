@@ -1,0 +1,382 @@
+//! Pure planning of an experiment's runs: the configs of the image-domain pre-training, the
+//! pseudo-boxes, the box-domain pre-training and both fine-tuning arms of a resolved
+//! [`ExperimentSpec`], validated, in creation order. Nothing here reads the database.
+
+use super::Role;
+use super::spec::{DEFAULT_IMAGE_SIZE, ExperimentSpec, default_multipliers};
+use aligndet_common::dataset::DatasetSplits;
+use aligndet_common::jobs::{
+    ArtifactRef, ConfigError, JobConfig, ProposalStrategy, ProposalsConfig,
+};
+use aligndet_common::pretrain_config::{
+    PretrainBoxConfig, PretrainImageConfig, ViewsConfig, aligned_finetune_hyperparameters,
+    artifacts,
+};
+use aligndet_common::train_config::{AugmentConfig, InitConfig, LrSchedule, TrainConfig};
+
+/// Default shorter sides and longer-side cap (given for a 512 px shorter side) at another
+/// shorter side, rounded to whole pixels: 480/512/544 and a 853 cap become 180/192/204 and 320
+/// at 192 px. Fine-tuning's augmentation and pre-training's views both scale this way.
+fn scale_sizes(min_sizes: &[u32], max_size: u32, image_size: u32) -> (Vec<u32>, u32) {
+    let scale = |default: u32| {
+        ((default as u64 * image_size as u64 + DEFAULT_IMAGE_SIZE as u64 / 2)
+            / DEFAULT_IMAGE_SIZE as u64)
+            .max(1) as u32
+    };
+    (
+        min_sizes.iter().map(|&v| scale(v)).collect(),
+        scale(max_size),
+    )
+}
+
+/// A run the experiment makes: its role, kind, name, config and what it waits for.
+#[derive(Debug, Clone)]
+pub struct PlannedRun {
+    pub role: Role,
+    pub name: String,
+    pub config: JobConfig,
+    pub seed: Option<u64>,
+    pub fraction: Option<u32>,
+}
+
+/// Steps, warm-up and milestones of a default schedule, scaled to a different number of steps
+/// (a 1,000-step recipe asked for 100 steps keeps its shape: warm-up 10, milestones 70 and 90).
+fn scaled_schedule(
+    default_steps: u32,
+    default_warmup: u32,
+    schedule: &LrSchedule,
+    steps: u32,
+) -> (u32, LrSchedule) {
+    if steps == default_steps || default_steps == 0 {
+        return (default_warmup, schedule.clone());
+    }
+    let scale = |v: u32| ((v as u64 * steps as u64) / default_steps as u64) as u32;
+    let schedule = match schedule {
+        LrSchedule::Step { milestones, gamma } => {
+            let mut m: Vec<u32> = milestones
+                .iter()
+                .map(|&v| scale(v))
+                .filter(|&v| v > 0)
+                .collect();
+            m.dedup();
+            LrSchedule::Step {
+                milestones: m,
+                gamma: *gamma,
+            }
+        }
+        other => other.clone(),
+    };
+    (scale(default_warmup).min(steps), schedule)
+}
+
+/// A config error as the spec field a person can change (the generated runs' own field names
+/// would mean nothing on the form).
+fn spec_error(prefix: &str, e: &ConfigError) -> String {
+    let field = match (prefix, e.field.as_str()) {
+        (p, f @ ("steps" | "batch_size" | "lr" | "weight_decay")) => format!("{p}_{f}"),
+        ("proposals", "max_images") => "proposals_max_images".to_string(),
+        (p, f) => format!("{p} config: {f}"),
+    };
+    format!("{field}: {}", e.problem)
+}
+
+impl ExperimentSpec {
+    /// The runs of a resolved spec, in creation order (pre-training first); the spec
+    /// ([`ExperimentSpec::validate`]) and the configs are validated. Run ids of the chain are not
+    /// known yet: `1` stands for "the run of that role" and is replaced at creation.
+    pub fn plan(&self) -> Result<Vec<PlannedRun>, String> {
+        self.validate()?;
+        let name = &self.name;
+        let placeholder = |name: &str| ArtifactRef {
+            run_id: 1,
+            name: name.to_string(),
+        };
+        let mut runs = Vec::new();
+        let reuse = self.pretrained_run_id.is_some();
+        let image_init = if self.label_free && !reuse {
+            let d = PretrainImageConfig::default();
+            let steps = self.image_steps.unwrap_or(d.steps);
+            let (warmup_steps, schedule) =
+                scaled_schedule(d.steps, d.warmup_steps, &d.schedule, steps);
+            let batch_size = self.image_batch_size.unwrap_or(d.batch_size);
+            let c = PretrainImageConfig {
+                dataset_id: self.dataset_id,
+                backbone: self.backbone,
+                init: InitConfig::Scratch,
+                steps,
+                batch_size,
+                lr: self.image_lr.unwrap_or(d.lr),
+                warmup_steps,
+                schedule,
+                // The queue must hold whole batches; keep the default size when it fits.
+                queue_size: d.queue_size - d.queue_size % batch_size.max(1),
+                checkpoint_every: d.checkpoint_every.min(steps.max(1)),
+                ..d
+            };
+            runs.push(PlannedRun {
+                role: Role::PretrainImage,
+                name: format!("{name} · image pre-training"),
+                config: JobConfig::PretrainImage(c),
+                seed: None,
+                fraction: None,
+            });
+            InitConfig::Checkpoint {
+                artifact: placeholder(artifacts::PRETRAINED_BACKBONE),
+            }
+        } else {
+            InitConfig::ImagenetBackbone
+        };
+        if self.proposals_run_id.is_none() && !reuse {
+            let c = ProposalsConfig {
+                dataset_id: self.dataset_id,
+                strategy: ProposalStrategy::Aligndet,
+                seed: 0,
+                max_images: self.proposals_max_images,
+                filter: Default::default(),
+                chunk_size: 16,
+            };
+            runs.push(PlannedRun {
+                role: Role::Proposals,
+                name: format!("{name} · pseudo-boxes"),
+                config: JobConfig::Proposals(c),
+                seed: None,
+                fraction: None,
+            });
+        }
+        let image_size = self.image_size.unwrap_or(DEFAULT_IMAGE_SIZE);
+        if !reuse {
+            let d = PretrainBoxConfig::for_detector(self.detector);
+            let steps = self.pretrain_steps.unwrap_or(d.steps);
+            let (warmup_steps, schedule) =
+                scaled_schedule(d.steps, d.warmup_steps, &d.schedule, steps);
+            let pb = PretrainBoxConfig {
+                dataset_id: self.dataset_id,
+                proposals_run_id: self.proposals_run_id.unwrap_or(1),
+                backbone: self.backbone,
+                backbone_init: image_init.clone(),
+                steps,
+                batch_size: self.pretrain_batch_size.unwrap_or(d.batch_size),
+                lr: self.pretrain_lr.unwrap_or(d.lr),
+                samples: self.pretrain_samples.unwrap_or(d.samples),
+                views: {
+                    let (min_sizes, max_size) =
+                        scale_sizes(&d.views.min_sizes, d.views.max_size, image_size);
+                    ViewsConfig {
+                        min_sizes,
+                        max_size,
+                        ..d.views.clone()
+                    }
+                },
+                warmup_steps,
+                schedule,
+                checkpoint_every: d.checkpoint_every.min(steps.max(1)),
+                ..d
+            };
+            runs.push(PlannedRun {
+                role: Role::PretrainBox,
+                name: format!("{name} · box-domain pre-training"),
+                config: JobConfig::PretrainBox(pb),
+                seed: None,
+                fraction: None,
+            });
+        }
+
+        let d = TrainConfig::default();
+        let steps = self.finetune_steps.unwrap_or(d.steps);
+        let (warmup_steps, schedule) = scaled_schedule(d.steps, d.warmup_steps, &d.schedule, steps);
+        let base_lr = self.finetune_lr.unwrap_or(d.lr);
+        let base_wd = self.finetune_weight_decay.unwrap_or(d.weight_decay);
+        let (lr_m, wd_m) = default_multipliers();
+        let (aligned_lr, aligned_wd) = match (self.lr_multiplier, self.wd_multiplier) {
+            (None, None) => aligned_finetune_hyperparameters(base_lr, base_wd),
+            (l, w) => (base_lr * l.unwrap_or(lr_m), base_wd * w.unwrap_or(wd_m)),
+        };
+        let base = TrainConfig {
+            dataset_id: self.dataset_id,
+            val_split: "val".into(),
+            detector: self.detector,
+            backbone: self.backbone,
+            steps,
+            batch_size: self.finetune_batch_size.unwrap_or(d.batch_size),
+            warmup_steps,
+            schedule,
+            eval_every: d.eval_every.min(steps.max(1)),
+            checkpoint_every: d.checkpoint_every.min(steps.max(1)),
+            augment: {
+                let (min_sizes, max_size) =
+                    scale_sizes(&d.augment.min_sizes, d.augment.max_size, image_size);
+                AugmentConfig {
+                    min_sizes,
+                    max_size,
+                    ..d.augment.clone()
+                }
+            },
+            ..d
+        };
+        for &fraction in &self.fractions {
+            for &seed in &self.seeds {
+                let split = DatasetSplits::labeled_key(fraction, seed);
+                let arm = TrainConfig {
+                    train_split: split.clone(),
+                    seed,
+                    ..base.clone()
+                };
+                runs.push(PlannedRun {
+                    role: Role::Aligndet,
+                    name: format!("{name} · AlignDet {fraction}% seed {seed}"),
+                    config: JobConfig::Finetune(TrainConfig {
+                        init: InitConfig::Checkpoint {
+                            artifact: placeholder(artifacts::PRETRAINED_DETECTOR),
+                        },
+                        lr: aligned_lr,
+                        weight_decay: aligned_wd,
+                        ..arm.clone()
+                    }),
+                    seed: Some(seed),
+                    fraction: Some(fraction),
+                });
+                runs.push(PlannedRun {
+                    role: Role::Baseline,
+                    name: format!("{name} · baseline {fraction}% seed {seed}"),
+                    config: JobConfig::Finetune(TrainConfig {
+                        init: image_init.clone(),
+                        lr: base_lr,
+                        weight_decay: base_wd,
+                        ..arm
+                    }),
+                    seed: Some(seed),
+                    fraction: Some(fraction),
+                });
+            }
+        }
+        for r in &runs {
+            let prefix = match r.role {
+                Role::PretrainImage => "image",
+                Role::Proposals => "proposals",
+                Role::PretrainBox => "pretrain",
+                Role::Aligndet | Role::Baseline => "finetune",
+            };
+            r.config.validate().map_err(|e| spec_error(prefix, &e))?;
+        }
+        Ok(runs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ExperimentSpec {
+        serde_json::from_value(serde_json::json!({"name": "x", "dataset_id": 1})).unwrap()
+    }
+
+    #[test]
+    fn default_plan_has_both_arms_at_the_same_seeds_and_splits() {
+        let plan = spec().resolved().plan().unwrap();
+        let roles: Vec<Role> = plan.iter().map(|p| p.role).collect();
+        assert_eq!(roles[..2], [Role::Proposals, Role::PretrainBox]);
+        assert_eq!(plan.len(), 2 + 3 * 2 * 2);
+        for pair in plan[2..].chunks(2) {
+            let (JobConfig::Finetune(a), JobConfig::Finetune(b)) =
+                (&pair[0].config, &pair[1].config)
+            else {
+                panic!("fine-tunes expected")
+            };
+            assert_eq!(
+                (a.seed, &a.train_split, a.steps),
+                (b.seed, &b.train_split, b.steps)
+            );
+            assert!((a.lr - 1.5 * b.lr).abs() < 1e-12);
+            assert!((a.weight_decay - b.weight_decay / 2.0).abs() < 1e-15);
+        }
+    }
+
+    #[test]
+    fn short_runs_keep_a_valid_schedule() {
+        let mut s = spec();
+        s.finetune_steps = Some(20);
+        s.pretrain_steps = Some(10);
+        s.label_free = true;
+        s.image_steps = Some(5);
+        s.image_batch_size = Some(3);
+        s.resolved().plan().unwrap();
+    }
+
+    #[test]
+    fn image_size_sets_both_arms_and_the_views_in_proportion() {
+        let mut s = spec();
+        s.image_size = Some(192);
+        s.pretrain_samples = Some(256);
+        let plan = s.resolved().plan().unwrap();
+        let JobConfig::PretrainBox(pb) = &plan[1].config else {
+            panic!("box-domain pre-training expected")
+        };
+        assert_eq!(pb.views.min_sizes, [180, 192, 204]);
+        assert_eq!(pb.views.max_size, 320);
+        assert_eq!(pb.samples, 256);
+        for p in &plan[2..] {
+            let JobConfig::Finetune(c) = &p.config else {
+                panic!("fine-tune expected")
+            };
+            assert_eq!(
+                (c.augment.min_sizes.as_slice(), c.augment.max_size),
+                (&[192][..], 320)
+            );
+        }
+        // The default size reproduces the job defaults exactly.
+        let plan = spec().resolved().plan().unwrap();
+        let JobConfig::PretrainBox(pb) = &plan[1].config else {
+            panic!("box-domain pre-training expected")
+        };
+        assert_eq!(pb.views, ViewsConfig::default());
+        s.image_size = Some(8);
+        assert!(s.resolved().plan().unwrap_err().starts_with("image_size:"));
+    }
+
+    #[test]
+    fn a_reused_pretraining_plans_only_the_fine_tunes_and_refuses_its_own_settings() {
+        let mut s = spec();
+        s.pretrained_run_id = Some(7);
+        s.lr_multiplier = Some(1.0);
+        let resolved = s.resolved();
+        // nothing of the pre-training is filled in: the stored spec must not claim it
+        assert_eq!(resolved.pretrain_steps, None);
+        let plan = resolved.plan().unwrap();
+        assert_eq!(plan.len(), 3 * 2 * 2);
+        assert!(
+            plan.iter()
+                .all(|p| p.role == Role::Aligndet || p.role == Role::Baseline)
+        );
+        for p in &plan {
+            let JobConfig::Finetune(c) = &p.config else {
+                panic!("fine-tune expected")
+            };
+            let from_checkpoint = matches!(c.init, InitConfig::Checkpoint { .. });
+            assert_eq!(from_checkpoint, p.role == Role::Aligndet);
+        }
+        for (field, set) in [
+            (
+                "pretrain_steps",
+                (|s: &mut ExperimentSpec| s.pretrain_steps = Some(10)) as fn(&mut ExperimentSpec),
+            ),
+            ("proposals_run_id", |s| s.proposals_run_id = Some(3)),
+            ("label_free", |s| s.label_free = true),
+            ("pretrain_samples", |s| s.pretrain_samples = Some(256)),
+        ] {
+            let mut bad = s.clone();
+            set(&mut bad);
+            let err = bad.resolved().plan().unwrap_err();
+            assert!(
+                err.starts_with(&format!("{field}: the pre-training run 7 is reused")),
+                "{err}"
+            );
+        }
+        s.pretrained_run_id = Some(0);
+        assert!(
+            s.resolved()
+                .plan()
+                .unwrap_err()
+                .starts_with("pretrained_run_id:")
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! Reading an experiment back: one [`RunView`] per run (progress, waiting, final AP), the
+//! per-fraction [`SummaryRow`]s of both arms, the `/compare` link and the API's JSON.
+
+use super::Role;
+use crate::db;
+use crate::db::experiments::ExperimentRun;
+use crate::state::{AppState, ArtifactRead};
+use aligndet_common::jobs::{JobConfig, RunKind, RunStatus};
+use aligndet_common::report::{COCO_STAT_NAMES, EvaluationReport};
+use serde::Serialize;
+
+/// One run of an experiment as the page and the API show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    pub id: i64,
+    pub role: String,
+    pub kind: String,
+    pub name: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub seed: Option<u64>,
+    pub fraction: Option<u32>,
+    pub train_split: Option<String>,
+    /// Dependencies not succeeded yet.
+    pub waiting_for: Vec<i64>,
+    /// Last step reported and the run's total, when it has steps.
+    pub step: Option<i64>,
+    pub steps: Option<u64>,
+    /// Final COCO statistics of a succeeded fine-tune (name → value).
+    pub eval: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl RunView {
+    pub fn progress(&self) -> String {
+        match (self.step, self.steps) {
+            _ if self.status == "succeeded" => "done".into(),
+            (Some(s), Some(n)) if n > 0 => format!("step {s} / {n}"),
+            (None, Some(n)) => format!("0 / {n}"),
+            _ => String::new(),
+        }
+    }
+    pub fn waiting_text(&self) -> String {
+        if self.status != "queued" || self.waiting_for.is_empty() {
+            return String::new();
+        }
+        let ids: Vec<String> = self.waiting_for.iter().map(|i| i.to_string()).collect();
+        format!("waiting for run {}", ids.join(", "))
+    }
+    pub fn ap(&self) -> Option<f64> {
+        self.eval
+            .as_ref()
+            .and_then(|e| e.get("AP"))
+            .and_then(|v| v.as_f64())
+    }
+    pub fn ap_text(&self) -> String {
+        self.ap().map(|v| format!("{v:.3}")).unwrap_or_default()
+    }
+    pub fn seed_text(&self) -> String {
+        self.seed.map(|s| s.to_string()).unwrap_or_default()
+    }
+    pub fn fraction_text(&self) -> String {
+        self.fraction.map(|f| format!("{f}%")).unwrap_or_default()
+    }
+    pub fn error_text(&self) -> String {
+        self.error.clone().unwrap_or_default()
+    }
+}
+
+/// The labeled fraction of a split named `{p}pct_seed{s}`.
+fn fraction_of(split: &str) -> Option<u32> {
+    split.split_once("pct_seed")?.0.parse().ok()
+}
+
+/// The final evaluation of a finished fine-tune: its `eval.json`, else the last `eval/*` values.
+async fn final_eval(
+    s: &AppState,
+    run_id: i64,
+) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    if let ArtifactRead::Found(bytes) = s.read_artifact(run_id, "eval.json").await?
+        && let Ok(report) = serde_json::from_slice::<EvaluationReport>(&bytes)
+    {
+        let map = COCO_STAT_NAMES
+            .iter()
+            .zip(report.stats.iter())
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        return Ok(Some(map));
+    }
+    let metrics = db::experiments::final_eval_metrics(&s.pool, run_id).await?;
+    if metrics.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        metrics
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::from(v)))
+            .collect(),
+    ))
+}
+
+pub async fn run_views(s: &AppState, runs: Vec<ExperimentRun>) -> anyhow::Result<Vec<RunView>> {
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let deps = db::runs::dependencies(&s.pool, &ids).await?;
+    let steps = db::experiments::last_steps(&s.pool, &ids).await?;
+    let mut views = Vec::with_capacity(runs.len());
+    for r in runs {
+        let config: Option<JobConfig> = serde_json::from_value(r.config.clone()).ok();
+        let (seed, fraction, train_split, total) = match &config {
+            Some(JobConfig::Finetune(c)) => (
+                Some(c.seed),
+                fraction_of(&c.train_split),
+                Some(c.train_split.clone()),
+                Some(c.steps as u64),
+            ),
+            Some(JobConfig::PretrainBox(c)) => (None, None, None, Some(c.steps as u64)),
+            Some(JobConfig::PretrainImage(c)) => (None, None, None, Some(c.steps as u64)),
+            _ => (None, None, None, None),
+        };
+        let eval = if r.kind == RunKind::Finetune.as_str() && r.status == "succeeded" {
+            final_eval(s, r.id).await?
+        } else {
+            None
+        };
+        views.push(RunView {
+            id: r.id,
+            role: r.experiment_role.clone().unwrap_or_default(),
+            waiting_for: deps
+                .iter()
+                .filter(|d| d.run_id == r.id && d.status != "succeeded")
+                .map(|d| d.parent_id)
+                .collect(),
+            step: steps.iter().find(|(id, _)| *id == r.id).map(|(_, st)| *st),
+            steps: total,
+            kind: r.kind,
+            name: r.name,
+            status: r.status,
+            error: r.error,
+            attempts: r.attempts,
+            seed,
+            fraction,
+            train_split,
+            eval,
+        });
+    }
+    views.sort_by_key(|v| {
+        (
+            Role::ALL
+                .iter()
+                .position(|r| r.as_str() == v.role)
+                .unwrap_or(Role::ALL.len()),
+            v.fraction,
+            v.seed,
+            v.id,
+        )
+    });
+    Ok(views)
+}
+
+/// Mean and sample standard deviation.
+fn mean_std(v: &[f64]) -> Option<(f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    Some((mean, var.sqrt()))
+}
+
+/// One row of the experiment's summary: a labeled fraction, both arms' AP over finished seeds.
+pub struct SummaryRow {
+    pub fraction: String,
+    pub baseline: String,
+    pub aligndet: String,
+    pub margin: String,
+    pub seeds: String,
+}
+
+pub fn summary(views: &[RunView]) -> Vec<SummaryRow> {
+    let mut fractions: Vec<u32> = views.iter().filter_map(|v| v.fraction).collect();
+    fractions.sort_unstable();
+    fractions.dedup();
+    let fmt = |m: Option<(f64, f64)>| {
+        m.map(|(m, s)| format!("{m:.3} ± {s:.3}"))
+            .unwrap_or_else(|| "–".into())
+    };
+    fractions
+        .into_iter()
+        .map(|f| {
+            let ap = |role: Role, seed: Option<u64>| {
+                views
+                    .iter()
+                    .find(|v| v.role == role.as_str() && v.fraction == Some(f) && v.seed == seed)
+                    .and_then(RunView::ap)
+            };
+            let seeds: Vec<Option<u64>> = {
+                let mut s: Vec<Option<u64>> = views
+                    .iter()
+                    .filter(|v| v.fraction == Some(f))
+                    .map(|v| v.seed)
+                    .collect();
+                s.sort_unstable();
+                s.dedup();
+                s
+            };
+            let base: Vec<f64> = seeds
+                .iter()
+                .filter_map(|s| ap(Role::Baseline, *s))
+                .collect();
+            let ours: Vec<f64> = seeds
+                .iter()
+                .filter_map(|s| ap(Role::Aligndet, *s))
+                .collect();
+            let deltas: Vec<f64> = seeds
+                .iter()
+                .filter_map(|s| Some(ap(Role::Aligndet, *s)? - ap(Role::Baseline, *s)?))
+                .collect();
+            SummaryRow {
+                fraction: format!("{f}%"),
+                baseline: fmt(mean_std(&base)),
+                aligndet: fmt(mean_std(&ours)),
+                margin: mean_std(&deltas)
+                    .map(|(m, s)| format!("{m:+.3} ± {s:.3}"))
+                    .unwrap_or_else(|| "–".into()),
+                seeds: format!("{} of {}", deltas.len(), seeds.len()),
+            }
+        })
+        .collect()
+}
+
+/// The ids of the fine-tune runs (in creation order) as the `/compare` page takes them.
+pub fn compare_url(runs: &[RunView]) -> String {
+    let mut ids: Vec<i64> = runs
+        .iter()
+        .filter(|r| r.kind == RunKind::Finetune.as_str())
+        .map(|r| r.id)
+        .collect();
+    ids.sort_unstable();
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    format!("/compare?runs={}", ids.join(","))
+}
+
+/// The experiment as JSON (for `GET /api/v1/experiments/{id}`); `None` when absent.
+pub async fn summary_json(s: &AppState, id: i64) -> anyhow::Result<Option<serde_json::Value>> {
+    let Some(exp) = db::experiments::get(&s.pool, id).await? else {
+        return Ok(None);
+    };
+    let runs = run_views(s, db::experiments::runs(&s.pool, id).await?).await?;
+    let done = runs
+        .iter()
+        .all(|r| RunStatus::parse(&r.status).is_some_and(|st| st.is_terminal()));
+    let dataset_id = exp.spec.get("dataset_id").and_then(|v| v.as_i64());
+    let dataset_name = match dataset_id {
+        Some(d) => db::datasets::get(&s.pool, d).await?.map(|d| d.name),
+        None => None,
+    };
+    Ok(Some(serde_json::json!({
+        "id": exp.id,
+        "name": exp.name,
+        "dataset": {"id": dataset_id, "name": dataset_name},
+        "spec": exp.spec,
+        "created_at": exp.created_at,
+        "done": done,
+        "compare_url": compare_url(&runs),
+        "runs": runs,
+    })))
+}

@@ -1,0 +1,154 @@
+//! The new-experiment form as text, field by field, and its text → [`ExperimentSpec`] step.
+
+use super::{comma_list, enum_of, number, number_list, real, wire_name};
+use crate::experiments::ExperimentSpec;
+use crate::experiments::spec::{
+    DEFAULT_IMAGE_SIZE, default_backbone, default_detector, default_fractions, default_multipliers,
+    default_seeds,
+};
+use aligndet_common::train_config::TrainConfig;
+
+/// The form's fields as text (names as in [`ExperimentSpec`]).
+pub struct ExperimentForm {
+    pub name: String,
+    pub dataset_id: String,
+    pub detector: String,
+    pub backbone: String,
+    pub label_free: bool,
+    pub image_steps: String,
+    pub image_batch_size: String,
+    pub image_lr: String,
+    /// `new`, or the id of a proposals run to reuse.
+    pub proposals: String,
+    pub proposals_max_images: String,
+    /// `new`, or the id of a `pretrain_box` run to reuse.
+    pub pretrained: String,
+    pub pretrain_steps: String,
+    pub pretrain_batch_size: String,
+    pub pretrain_lr: String,
+    pub pretrain_samples: String,
+    pub image_size: String,
+    pub finetune_steps: String,
+    pub finetune_batch_size: String,
+    pub finetune_lr: String,
+    pub finetune_weight_decay: String,
+    pub lr_multiplier: String,
+    pub wd_multiplier: String,
+    pub seeds: String,
+    pub fractions: String,
+}
+
+impl ExperimentForm {
+    pub fn defaults() -> ExperimentForm {
+        let ft = TrainConfig::default();
+        let (lr_m, wd_m) = default_multipliers();
+        ExperimentForm {
+            name: "aligndet experiment".into(),
+            dataset_id: String::new(),
+            detector: wire_name(&default_detector()),
+            backbone: wire_name(&default_backbone()),
+            label_free: false,
+            image_steps: String::new(),
+            image_batch_size: String::new(),
+            image_lr: String::new(),
+            proposals: "new".into(),
+            proposals_max_images: String::new(),
+            pretrained: "new".into(),
+            pretrain_steps: String::new(),
+            pretrain_batch_size: String::new(),
+            pretrain_lr: String::new(),
+            pretrain_samples: String::new(),
+            image_size: DEFAULT_IMAGE_SIZE.to_string(),
+            finetune_steps: ft.steps.to_string(),
+            finetune_batch_size: ft.batch_size.to_string(),
+            finetune_lr: ft.lr.to_string(),
+            finetune_weight_decay: ft.weight_decay.to_string(),
+            lr_multiplier: lr_m.to_string(),
+            wd_multiplier: wd_m.to_string(),
+            seeds: comma_list(&default_seeds()),
+            fractions: comma_list(&default_fractions()),
+        }
+    }
+
+    pub fn posted(fields: &[(String, String)]) -> ExperimentForm {
+        let text = |k: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        ExperimentForm {
+            name: text("name"),
+            dataset_id: text("dataset_id"),
+            detector: text("detector"),
+            backbone: text("backbone"),
+            label_free: fields.iter().any(|(n, _)| n == "label_free"),
+            image_steps: text("image_steps"),
+            image_batch_size: text("image_batch_size"),
+            image_lr: text("image_lr"),
+            proposals: text("proposals"),
+            proposals_max_images: text("proposals_max_images"),
+            pretrained: text("pretrained"),
+            pretrain_steps: text("pretrain_steps"),
+            pretrain_batch_size: text("pretrain_batch_size"),
+            pretrain_lr: text("pretrain_lr"),
+            pretrain_samples: text("pretrain_samples"),
+            image_size: text("image_size"),
+            finetune_steps: text("finetune_steps"),
+            finetune_batch_size: text("finetune_batch_size"),
+            finetune_lr: text("finetune_lr"),
+            finetune_weight_decay: text("finetune_weight_decay"),
+            lr_multiplier: text("lr_multiplier"),
+            wd_multiplier: text("wd_multiplier"),
+            seeds: text("seeds"),
+            fractions: text("fractions"),
+        }
+    }
+
+    /// Text → spec, naming the field that does not parse (ranges are `plan`'s job).
+    pub fn to_spec(&self) -> Result<ExperimentSpec, String> {
+        let dataset_id: i64 = self
+            .dataset_id
+            .parse()
+            .map_err(|_| "dataset_id: choose a dataset".to_string())?;
+        let proposals_run_id = match self.proposals.as_str() {
+            "" | "new" => None,
+            v => Some(v.parse::<i64>().map_err(|_| {
+                format!("proposals_run_id: {v:?} is not \"new\" or a proposals run id")
+            })?),
+        };
+        let pretrained_run_id = match self.pretrained.as_str() {
+            "" | "new" => None,
+            v => Some(v.parse::<i64>().map_err(|_| {
+                format!("pretrained_run_id: {v:?} is not \"new\" or a pre-training run id")
+            })?),
+        };
+        Ok(ExperimentSpec {
+            name: self.name.clone(),
+            dataset_id,
+            detector: enum_of("detector", &self.detector)?,
+            backbone: enum_of("backbone", &self.backbone)?,
+            label_free: self.label_free,
+            image_steps: number("image_steps", &self.image_steps)?,
+            image_batch_size: number("image_batch_size", &self.image_batch_size)?,
+            image_lr: real("image_lr", &self.image_lr)?,
+            proposals_run_id,
+            proposals_max_images: number("proposals_max_images", &self.proposals_max_images)?,
+            pretrained_run_id,
+            pretrain_steps: number("pretrain_steps", &self.pretrain_steps)?,
+            pretrain_batch_size: number("pretrain_batch_size", &self.pretrain_batch_size)?,
+            pretrain_lr: real("pretrain_lr", &self.pretrain_lr)?,
+            pretrain_samples: number("pretrain_samples", &self.pretrain_samples)?,
+            image_size: number("image_size", &self.image_size)?,
+            finetune_steps: number("finetune_steps", &self.finetune_steps)?,
+            finetune_batch_size: number("finetune_batch_size", &self.finetune_batch_size)?,
+            finetune_lr: real("finetune_lr", &self.finetune_lr)?,
+            finetune_weight_decay: real("finetune_weight_decay", &self.finetune_weight_decay)?,
+            lr_multiplier: real("lr_multiplier", &self.lr_multiplier)?,
+            wd_multiplier: real("wd_multiplier", &self.wd_multiplier)?,
+            seeds: number_list("seeds", &self.seeds)?,
+            fractions: number_list("fractions", &self.fractions)?,
+        })
+    }
+}

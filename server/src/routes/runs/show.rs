@@ -1,0 +1,141 @@
+//! A run's page (`GET /runs/{id}`), its live fragment and change events (SSE), cancel, and
+//! artifact downloads.
+
+use crate::db;
+use crate::db::runs::{ArtifactRow, ParentRow, RunRow};
+use crate::error::PageError;
+use crate::routes::render;
+use crate::security::CsrfToken;
+use crate::state::AppState;
+use crate::views::eval::{EvalView, eval_view, format_stat};
+use crate::views::finetune::{FinetuneView, finetune_view};
+use crate::views::pretrain::{PretrainView, pretrain_view};
+use crate::views::run_live::live_html;
+use aligndet_common::jobs::{RunKind, RunStatus};
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use futures_util::Stream;
+use std::convert::Infallible;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+#[derive(Template)]
+#[template(path = "run.html")]
+struct RunPage {
+    evaluation: Option<EvalView>,
+    finetune: Option<FinetuneView>,
+    pretrain: Option<PretrainView>,
+    run: RunRow,
+    terminal: bool,
+    csrf: String,
+    live: String,
+    config_pretty: String,
+    artifacts: Vec<ArtifactRow>,
+    parents: Vec<ParentRow>,
+}
+
+impl RunPage {
+    fn stat(&self, v: &f64) -> String {
+        format_stat(*v)
+    }
+}
+
+async fn get_run(s: &AppState, id: i64) -> Result<RunRow, PageError> {
+    db::runs::get(&s.pool, id)
+        .await?
+        .ok_or_else(|| PageError::not_found(format!("run {id} not found")))
+}
+
+pub async fn show(
+    State(s): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
+    let run = get_run(&s, id).await?;
+    let live = live_html(&s, run.clone()).await?;
+    let is_finetune = run.kind == RunKind::Finetune.as_str();
+    // A fine-tune run's final evaluation has the evaluate job's schema: same section.
+    let evaluation = if run.kind == RunKind::Evaluate.as_str() || is_finetune {
+        tokio::fs::read(s.artifacts_dir(id).join("eval.json"))
+            .await
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .map(eval_view)
+    } else {
+        None
+    };
+    let artifacts = db::runs::artifacts(&s.pool, id).await?;
+    let finetune = if is_finetune {
+        Some(finetune_view(&s, &run, &artifacts).await?)
+    } else {
+        None
+    };
+    let pretrain = pretrain_view(&s, &run, &artifacts).await?;
+    Ok(render(&RunPage {
+        evaluation,
+        finetune,
+        pretrain,
+        terminal: RunStatus::parse(&run.status).is_some_and(|st| st.is_terminal()),
+        config_pretty: serde_json::to_string_pretty(&run.config)?,
+        artifacts,
+        parents: db::runs::parents(&s.pool, id).await?,
+        csrf: csrf.0,
+        live,
+        run,
+    }))
+}
+
+pub async fn live_fragment(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
+    let run = get_run(&s, id).await?;
+    Ok(Html(live_html(&s, run).await?).into_response())
+}
+
+/// Server-sent events: one `changed` event whenever the run's data changes (Postgres NOTIFY).
+pub async fn events(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
+    get_run(&s, id).await?;
+    let stream = BroadcastStream::new(s.run_changed.subscribe()).filter_map(move |msg| match msg {
+        Ok(run_id) if run_id == id => {
+            Some(Ok(Event::default().event("changed").data(id.to_string())))
+        }
+        // Lagged: we missed notifications, so tell the page to refresh anyway.
+        Err(_) => Some(Ok(Event::default().event("changed").data(id.to_string()))),
+        _ => None,
+    });
+    // The stream would otherwise outlive a shutdown for as long as the page stays open; the
+    // page's EventSource reconnects to the restarted server by itself.
+    let stream = futures_util::StreamExt::take_until(stream, s.shutdown.wait());
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+pub async fn cancel(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Response, PageError> {
+    db::runs::request_cancel(&s.pool, id)
+        .await?
+        .ok_or_else(|| PageError::not_found(format!("run {id} not found")))?;
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+}
+
+/// Streamed from the file, with Range and ETag (`serving::artifacts`).
+pub async fn download_artifact(
+    State(s): State<AppState>,
+    Path((id, name)): Path<(i64, String)>,
+    req: axum::extract::Request,
+) -> Result<Response, PageError> {
+    use crate::serving::artifacts::{ArtifactFile, locate, serve};
+    let path = match locate(&s, &s.pool, id, &name).await? {
+        ArtifactFile::BadName(why) => return Err(PageError::bad_request(why)),
+        ArtifactFile::Missing(msg) => return Err(PageError::not_found(msg)),
+        ArtifactFile::Found(path) => path,
+    };
+    // The name passed the artifact rules (A-Z a-z 0-9 . _ -): safe inside the quotes.
+    let disposition = format!("attachment; filename=\"{name}\"");
+    Ok(serve(path, req, Some(&disposition)).await?)
+}

@@ -1,0 +1,112 @@
+//! What a run's page shows of an `eval.json` (an `evaluate` run's, or a fine-tune's final
+//! evaluation): the 12 COCO statistics, precision-recall charts, per-class and per-size rows.
+
+use crate::plots;
+
+/// What the run page shows of an `evaluate` run's `eval.json`.
+pub struct EvalView {
+    pub stats: Vec<(&'static str, f64)>,
+    pub report: aligndet_common::report::EvaluationReport,
+    pub pr_mean_chart: String,
+    pub pr_class_chart: String,
+    /// (class name, GT boxes, formatted AP, AP50, AP75, AR100)
+    pub class_rows: Vec<(String, usize, Vec<String>)>,
+    /// (area range, formatted AP, formatted AR)
+    pub size_rows: Vec<(String, String, String)>,
+}
+
+/// pycocotools prints −1 for undefined statistics; show a dash instead.
+pub fn format_stat(v: f64) -> String {
+    if v < 0.0 {
+        "–".to_string()
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The evaluation section of a run page.
+pub fn eval_view(report: aligndet_common::report::EvaluationReport) -> EvalView {
+    use aligndet_common::report::COCO_STAT_NAMES;
+    let recall_axis = |p: &[f64]| -> Vec<(f64, f64)> {
+        p.iter()
+            .enumerate()
+            .filter(|(_, v)| **v >= 0.0)
+            .map(|(i, v)| (i as f64 / 100.0, *v))
+            .collect()
+    };
+    // Mean over classes (skipping undefined points, as pycocotools does for the summary).
+    let mut mean_series = Vec::new();
+    for (iou, label) in [
+        (Some(0.5), "IoU 0.5"),
+        (Some(0.75), "IoU 0.75"),
+        (None, "IoU 0.5:0.95"),
+    ] {
+        let curves: Vec<&Vec<f64>> = report
+            .pr_curves
+            .iter()
+            .filter(|c| c.iou == iou)
+            .map(|c| &c.precision)
+            .collect();
+        if curves.is_empty() {
+            continue;
+        }
+        let mean: Vec<f64> = (0..101)
+            .map(|i| {
+                let vals: Vec<f64> = curves
+                    .iter()
+                    .filter_map(|c| c.get(i).copied())
+                    .filter(|v| *v >= 0.0)
+                    .collect();
+                if vals.is_empty() {
+                    -1.0
+                } else {
+                    vals.iter().sum::<f64>() / vals.len() as f64
+                }
+            })
+            .collect();
+        mean_series.push((label.to_string(), recall_axis(&mean)));
+    }
+    let class_series: Vec<(String, Vec<(f64, f64)>)> = report
+        .pr_curves
+        .iter()
+        .filter(|c| c.iou == Some(0.5))
+        .take(6)
+        .map(|c| (c.name.clone(), recall_axis(&c.precision)))
+        .collect();
+    let class_rows = report
+        .per_class
+        .iter()
+        .map(|c| {
+            let cells = [c.ap, c.ap50, c.ap75, c.ar100]
+                .into_iter()
+                .map(format_stat)
+                .collect();
+            (c.name.clone(), c.num_gt, cells)
+        })
+        .collect();
+    let size_rows = report
+        .per_size
+        .iter()
+        .map(|s| (s.area.clone(), format_stat(s.ap), format_stat(s.ar)))
+        .collect();
+    EvalView {
+        class_rows,
+        size_rows,
+        stats: COCO_STAT_NAMES
+            .iter()
+            .copied()
+            .zip(report.stats.iter().copied())
+            .collect(),
+        pr_mean_chart: plots::line_chart(
+            "Precision-recall (mean over classes)",
+            "recall",
+            &mean_series,
+        ),
+        pr_class_chart: plots::line_chart(
+            "Precision-recall at IoU 0.5 (per class)",
+            "recall",
+            &class_series,
+        ),
+        report,
+    }
+}

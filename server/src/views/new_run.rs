@@ -1,0 +1,255 @@
+//! The new-run page's model ([`NewRunPage`]): the three training forms' values, the datasets,
+//! splits, pseudo-box sources and checkpoints offered, and the per-detector defaults for the
+//! form's script.
+
+use crate::db;
+use crate::db::datasets::DatasetRow;
+use crate::db::runs::RunFilter;
+use crate::error::PageError;
+use crate::forms::{
+    FinetuneForm, PretrainBoxForm, PretrainImageForm, TrainingForms, checkpoint_value, wire_name,
+};
+use crate::state::AppState;
+use aligndet_common::jobs::{RunKind, RunStatus};
+use aligndet_common::pretrain_config::{PretrainBoxConfig, aligned_finetune_hyperparameters};
+use aligndet_common::train_config::{BackboneKind, DetectorKind, OptimizerKind};
+use askama::Template;
+
+#[derive(Template)]
+#[template(path = "new_run.html")]
+pub struct NewRunPage {
+    csrf: String,
+    error: Option<String>,
+    datasets: Vec<DatasetRow>,
+    /// The fine-tune form's values: defaults, or what was posted when it comes back with an error.
+    ft: FinetuneForm,
+    /// The box-domain pre-training form's values.
+    pb: PretrainBoxForm,
+    /// The image-domain pre-training form's values.
+    pi: PretrainImageForm,
+    /// Split names of every dataset (train, val, labeled subsets), offered as suggestions.
+    split_names: Vec<String>,
+    detectors: Vec<(String, &'static str)>,
+    backbones: Vec<(String, &'static str)>,
+    optimizers: Vec<(String, &'static str)>,
+    /// Succeeded `proposals` runs: the pseudo-box sources of box-domain pre-training.
+    proposals_runs: Vec<ProposalsChoice>,
+    /// Weights a run can start from: pre-trained detectors, pre-trained backbones, fine-tuned
+    /// models (succeeded runs only).
+    checkpoints: Vec<CheckpointChoice>,
+    /// Per-detector defaults of `PretrainBoxConfig::for_detector` that differ between detectors,
+    /// as JSON (`{"fcos": {"lr": 0.01, ...}, ...}`) for the form's script.
+    pb_detector_defaults: String,
+}
+
+/// A `proposals` run offered as the pseudo-box source.
+pub struct ProposalsChoice {
+    pub id: i64,
+    pub name: String,
+    pub dataset_id: i64,
+    /// Images done and pseudo-boxes kept by the filter.
+    pub images: i64,
+    pub kept: i64,
+}
+
+/// A run artifact offered as initial weights; `value` is `checkpoint:RUN:ARTIFACT`.
+pub struct CheckpointChoice {
+    pub value: String,
+    pub run_id: i64,
+    pub name: String,
+    /// `pretrain_box`, `pretrain_image` or `finetune`.
+    pub kind: &'static str,
+    pub detector: String,
+    pub backbone: String,
+    pub dataset_id: i64,
+    pub artifact: &'static str,
+}
+
+impl NewRunPage {
+    pub async fn new(
+        s: &AppState,
+        csrf: String,
+        error: Option<String>,
+        forms: TrainingForms,
+    ) -> Result<NewRunPage, PageError> {
+        use aligndet_common::jobs::JobConfig;
+        use aligndet_common::pretrain_config::artifacts;
+        let datasets = db::datasets::list(&s.pool).await?;
+        let mut split_names: Vec<String> = Vec::new();
+        for name in datasets.iter().flat_map(|d| d.split_names()) {
+            if !split_names.contains(&name) {
+                split_names.push(name);
+            }
+        }
+        let succeeded = |kind: RunKind| RunFilter {
+            kind: Some(kind.as_str().to_string()),
+            status: Some(RunStatus::Succeeded.as_str().to_string()),
+            ..RunFilter::default()
+        };
+        let mut proposals_runs = Vec::new();
+        for run in db::runs::list(&s.pool, &succeeded(RunKind::Proposals))
+            .await?
+            .into_iter()
+            .take(100)
+        {
+            let (images, kept, _, _) = db::proposals::summary(&s.pool, run.id).await?;
+            proposals_runs.push(ProposalsChoice {
+                id: run.id,
+                dataset_id: run.dataset_id.unwrap_or_default(),
+                name: run.name,
+                images,
+                kept,
+            });
+        }
+        let mut checkpoints = Vec::new();
+        for kind in [
+            RunKind::PretrainBox,
+            RunKind::PretrainImage,
+            RunKind::Finetune,
+        ] {
+            for run in db::runs::list(&s.pool, &succeeded(kind)).await? {
+                let (detector, backbone, artifact) =
+                    match serde_json::from_value::<JobConfig>(run.config.clone()) {
+                        Ok(JobConfig::PretrainBox(c)) => (
+                            wire_name(&c.detector),
+                            wire_name(&c.backbone),
+                            artifacts::PRETRAINED_DETECTOR,
+                        ),
+                        Ok(JobConfig::PretrainImage(c)) => (
+                            String::new(),
+                            wire_name(&c.backbone),
+                            artifacts::PRETRAINED_BACKBONE,
+                        ),
+                        Ok(JobConfig::Finetune(c)) => (
+                            wire_name(&c.detector),
+                            wire_name(&c.backbone),
+                            "model.safetensors",
+                        ),
+                        _ => continue,
+                    };
+                checkpoints.push(CheckpointChoice {
+                    value: checkpoint_value(run.id, artifact),
+                    run_id: run.id,
+                    name: run.name,
+                    kind: kind.as_str(),
+                    detector,
+                    backbone,
+                    dataset_id: run.dataset_id.unwrap_or_default(),
+                    artifact,
+                });
+            }
+        }
+        let detector_kinds = [
+            (DetectorKind::Fcos, "FCOS"),
+            (DetectorKind::Retinanet, "RetinaNet"),
+            (DetectorKind::FasterRcnn, "Faster R-CNN"),
+        ];
+        Ok(NewRunPage {
+            csrf,
+            error,
+            datasets,
+            ft: forms.ft,
+            pb: forms.pb,
+            pi: forms.pi,
+            split_names,
+            pb_detector_defaults: detector_defaults_json(&detector_kinds.map(|(k, _)| k)),
+            detectors: detector_kinds
+                .into_iter()
+                .map(|(k, label)| (wire_name(&k), label))
+                .collect(),
+            backbones: [
+                (BackboneKind::EfficientnetLite0, "EfficientNet-Lite0"),
+                (BackboneKind::Resnet18, "ResNet-18"),
+                (BackboneKind::Resnet50, "ResNet-50"),
+            ]
+            .into_iter()
+            .map(|(k, label)| (wire_name(&k), label))
+            .collect(),
+            optimizers: [
+                (OptimizerKind::Sgd, "SGD (momentum)"),
+                (OptimizerKind::Adamw, "AdamW"),
+            ]
+            .into_iter()
+            .map(|(k, label)| (wire_name(&k), label))
+            .collect(),
+            proposals_runs,
+            checkpoints,
+        })
+    }
+
+    /// Checkpoints of one run kind, for one `<optgroup>`.
+    fn checkpoints_of(&self, kind: &str) -> Vec<&CheckpointChoice> {
+        self.checkpoints.iter().filter(|c| c.kind == kind).collect()
+    }
+
+    /// The fine-tune's checkpoint choices, one `<optgroup>` per kind: (label, choices).
+    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<&CheckpointChoice>)> {
+        vec![
+            (
+                "pre-trained detectors (pretrain_box: pretrained.safetensors)",
+                self.checkpoints_of(RunKind::PretrainBox.as_str()),
+            ),
+            (
+                "pre-trained backbones (pretrain_image: backbone.safetensors)",
+                self.checkpoints_of(RunKind::PretrainImage.as_str()),
+            ),
+            (
+                "fine-tuned models (finetune: model.safetensors)",
+                self.checkpoints_of(RunKind::Finetune.as_str()),
+            ),
+        ]
+    }
+
+    /// Whether `value` (an init field's text) is one of the listed checkpoints.
+    fn is_listed(&self, value: &str) -> bool {
+        self.checkpoints.iter().any(|c| c.value == value)
+    }
+
+    /// The fine-tune's lr and weight decay under AlignDet's rule, as shown beside its checkbox.
+    fn aligned_numbers(&self) -> String {
+        match (
+            self.ft.opt.lr.parse::<f64>(),
+            self.ft.opt.weight_decay.parse::<f64>(),
+        ) {
+            (Ok(lr), Ok(wd)) => {
+                let (lr, wd) = aligned_finetune_hyperparameters(lr, wd);
+                format!("lr {}, weight decay {}", short_number(lr), short_number(wd))
+            }
+            _ => "lr ×1.5, weight decay ÷2".to_string(),
+        }
+    }
+}
+
+/// A number at 6 significant digits, without float noise (0.015, not 0.015000000000000001).
+fn short_number(x: f64) -> String {
+    format!("{:.6e}", x)
+        .parse::<f64>()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| x.to_string())
+}
+
+/// The numeric fields of `PretrainBoxConfig::for_detector` that differ between detectors.
+fn detector_defaults_json(detectors: &[DetectorKind]) -> String {
+    let configs: Vec<(String, serde_json::Value)> = detectors
+        .iter()
+        .map(|d| {
+            (
+                wire_name(d),
+                serde_json::to_value(PretrainBoxConfig::for_detector(*d)).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut out = serde_json::Map::new();
+    for (name, config) in &configs {
+        let mut differing = serde_json::Map::new();
+        if let Some(fields) = config.as_object() {
+            for (key, v) in fields {
+                if v.is_number() && configs.iter().any(|(_, other)| other.get(key) != Some(v)) {
+                    differing.insert(key.clone(), v.clone());
+                }
+            }
+        }
+        out.insert(name.clone(), serde_json::Value::Object(differing));
+    }
+    serde_json::Value::Object(out).to_string()
+}
