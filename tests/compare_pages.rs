@@ -3,7 +3,8 @@
 //! inserted directly (configs, metrics, `eval.json`), then arms, means ± std, paired deltas,
 //! per-class deltas, convergence steps, config differences, escaping and bad input.
 
-use aligndet_common::jobs::{ArtifactRef, JobConfig};
+use aligndet_common::artifacts::ArtifactRef;
+use aligndet_common::jobs::JobConfig;
 use aligndet_common::train_config::{InitConfig, TrainConfig};
 use aligndet_studio::*;
 use serde_json::{Value, json};

@@ -4,7 +4,6 @@
 //! The server rejects calls from an attempt that is no longer current (409 Conflict), which fences
 //! off a worker whose lease expired and whose job was handed to someone else.
 
-pub use crate::artifacts::check_artifact_name;
 use crate::jobs::{JobConfig, RunStatus};
 use serde::{Deserialize, Serialize};
 

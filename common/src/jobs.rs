@@ -103,8 +103,8 @@ impl fmt::Display for RunKind {
     }
 }
 
-pub use crate::artifacts::ArtifactRef;
-pub use crate::config_error::ConfigError;
+use crate::artifacts::ArtifactRef;
+use crate::config_error::ConfigError;
 
 fn config_error(field: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError::new(field, problem)

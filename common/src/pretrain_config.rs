@@ -356,9 +356,6 @@ pub fn aligned_finetune_hyperparameters(lr: f64, weight_decay: f64) -> (f64, f64
     (lr * 1.5, weight_decay / 2.0)
 }
 
-/// The artifact names the pre-training jobs write and fine-tuning reads live with all the others.
-pub use crate::artifacts;
-
 /// The `pseudo_boxes.json` artifact of a `proposals` run: every image's kept pseudo-boxes,
 /// `[x, y, w, h]` in original pixels, in the run's order (which `BoxSelection::First` keeps).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -51,17 +51,50 @@ impl AppState {
         self.data_dir.join("datasets")
     }
 
-    /// The bytes of a run's artifact, for the small ones pages parse (downloads stream from the
-    /// file: `serving::artifacts`). [`crate::serving::artifacts::locate`] checks the name against
-    /// the artifact rules and the artifacts table before any file is opened.
-    pub async fn read_artifact(&self, run_id: i64, name: &str) -> anyhow::Result<ArtifactRead> {
-        use crate::serving::artifacts::{ArtifactFile, locate};
-        Ok(match locate(self, &self.pool, run_id, name).await? {
-            ArtifactFile::BadName(why) => ArtifactRead::BadName(why),
-            ArtifactFile::Missing(msg) => ArtifactRead::Missing(msg),
-            ArtifactFile::Found(path) => ArtifactRead::Found(tokio::fs::read(path).await?),
-        })
+    /// Where a run's artifact lives, if it may be read. The name is checked against the
+    /// artifact rules and the artifacts table (read through `pool`) before any path is made, so
+    /// nothing outside the store can be opened.
+    pub async fn locate_artifact(
+        &self,
+        pool: &PgPool,
+        run_id: i64,
+        name: &str,
+    ) -> anyhow::Result<ArtifactFile> {
+        if let Err(why) = aligndet_common::artifacts::check_artifact_name(name) {
+            return Ok(ArtifactFile::BadName(why));
+        }
+        let known = crate::db::runs::artifacts(pool, run_id)
+            .await?
+            .into_iter()
+            .any(|a| a.name == name);
+        if !known {
+            return Ok(ArtifactFile::Missing(format!(
+                "run {run_id} has no artifact {name:?}"
+            )));
+        }
+        Ok(ArtifactFile::Found(self.artifacts_dir(run_id).join(name)))
     }
+
+    /// The bytes of a run's artifact, for the small ones pages parse (downloads stream from the
+    /// file: `serving::artifacts`).
+    pub async fn read_artifact(&self, run_id: i64, name: &str) -> anyhow::Result<ArtifactRead> {
+        Ok(
+            match self.locate_artifact(&self.pool, run_id, name).await? {
+                ArtifactFile::BadName(why) => ArtifactRead::BadName(why),
+                ArtifactFile::Missing(msg) => ArtifactRead::Missing(msg),
+                ArtifactFile::Found(path) => ArtifactRead::Found(tokio::fs::read(path).await?),
+            },
+        )
+    }
+}
+
+/// Where [`AppState::locate_artifact`] found a run's artifact.
+pub enum ArtifactFile {
+    /// The name breaks the artifact rules (the reason).
+    BadName(String),
+    /// No such artifact (a message naming run and artifact).
+    Missing(String),
+    Found(PathBuf),
 }
 
 /// What [`AppState::read_artifact`] found.

@@ -9,8 +9,9 @@ use crate::db::datasets::DatasetRow;
 use crate::db::runs::RunRow;
 use crate::forms::wire_name;
 use crate::state::AppState;
+use aligndet_common::artifacts;
 use aligndet_common::jobs::{JobConfig, RunKind, RunStatus};
-use aligndet_common::pretrain_config::{aligned_finetune_hyperparameters, artifacts};
+use aligndet_common::pretrain_config::aligned_finetune_hyperparameters;
 use aligndet_common::train_config::InitConfig;
 
 /// A run to queue, as a page form or a script describes it.

@@ -9,8 +9,8 @@ use crate::db;
 use crate::db::datasets::DatasetRow;
 use crate::forms::wire_name;
 use crate::state::AppState;
+use aligndet_common::artifacts;
 use aligndet_common::jobs::{JobConfig, RunKind, RunStatus};
-use aligndet_common::pretrain_config::artifacts;
 use aligndet_common::train_config::InitConfig;
 use serde::Serialize;
 

@@ -4,13 +4,12 @@
 
 use super::Role;
 use super::spec::{DEFAULT_IMAGE_SIZE, ExperimentSpec, default_multipliers};
+use aligndet_common::artifacts::{self, ArtifactRef};
+use aligndet_common::config_error::ConfigError;
 use aligndet_common::dataset::DatasetSplits;
-use aligndet_common::jobs::{
-    ArtifactRef, ConfigError, JobConfig, ProposalStrategy, ProposalsConfig,
-};
+use aligndet_common::jobs::{JobConfig, ProposalStrategy, ProposalsConfig};
 use aligndet_common::pretrain_config::{
     PretrainBoxConfig, PretrainImageConfig, ViewsConfig, aligned_finetune_hyperparameters,
-    artifacts,
 };
 use aligndet_common::train_config::{AugmentConfig, InitConfig, LrSchedule, TrainConfig};
 

@@ -5,6 +5,7 @@ use super::Role;
 use crate::db;
 use crate::db::experiments::ExperimentRun;
 use crate::state::{AppState, ArtifactRead};
+use aligndet_common::artifacts;
 use aligndet_common::jobs::{JobConfig, RunKind, RunStatus};
 use aligndet_common::report::{COCO_STAT_NAMES, EvaluationReport};
 use serde::Serialize;
@@ -77,7 +78,7 @@ async fn final_eval(
     s: &AppState,
     run_id: i64,
 ) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
-    if let ArtifactRead::Found(bytes) = s.read_artifact(run_id, "eval.json").await?
+    if let ArtifactRead::Found(bytes) = s.read_artifact(run_id, artifacts::EVAL_REPORT).await?
         && let Ok(report) = serde_json::from_slice::<EvaluationReport>(&bytes)
     {
         let map = COCO_STAT_NAMES

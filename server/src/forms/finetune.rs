@@ -4,6 +4,7 @@ use super::{
     OptimForm, comma_list, enum_value, init_json, init_text, number_list, put_number, put_real,
     wire_name,
 };
+use aligndet_common::artifacts;
 use aligndet_common::jobs::RunKind;
 use aligndet_common::train_config::{BackboneKind, DetectorKind, InitConfig, TrainConfig};
 
@@ -43,7 +44,7 @@ impl FinetuneForm {
             InitConfig::Checkpoint { artifact } => {
                 (artifact.run_id.to_string(), artifact.name.clone())
             }
-            _ => (String::new(), "model.safetensors".to_string()),
+            _ => (String::new(), artifacts::MODEL.to_string()),
         };
         FinetuneForm {
             name: "fine-tune".into(),
@@ -123,7 +124,7 @@ impl FinetuneForm {
                     self.init_run
                 )
             })?;
-            aligndet_common::api::check_artifact_name(&self.init_artifact)
+            aligndet_common::artifacts::check_artifact_name(&self.init_artifact)
                 .map_err(|e| format!("init.artifact.name: {e}"))?;
             json!({ "from": "checkpoint", "artifact": { "run_id": run_id, "name": self.init_artifact } })
         } else {

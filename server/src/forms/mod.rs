@@ -166,7 +166,7 @@ pub fn init_json(field: &str, v: &str) -> Result<serde_json::Value, String> {
                     "{field}: {v:?} is not one of scratch, imagenet_backbone or a listed checkpoint"
                 )
             })?;
-            aligndet_common::api::check_artifact_name(name)
+            aligndet_common::artifacts::check_artifact_name(name)
                 .map_err(|e| format!("{field}.artifact.name: {e}"))?;
             Ok(json!({ "from": "checkpoint", "artifact": { "run_id": run_id, "name": name } }))
         }

@@ -9,6 +9,7 @@ use crate::state::AppState;
 use crate::submit;
 use crate::worker_auth::{CallingWorker, new_worker_key};
 use aligndet_common::api::*;
+use aligndet_common::artifacts::check_artifact_name;
 use aligndet_common::jobs::{JobConfig, RunStatus};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -346,8 +347,10 @@ async fn download_artifact(
     Path((id, name)): Path<(i64, String)>,
     req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    use crate::serving::artifacts::{ArtifactFile, locate, serve};
-    match locate(&s, &s.worker_pool, id, &name)
+    use crate::serving::artifacts::serve;
+    use crate::state::ArtifactFile;
+    match s
+        .locate_artifact(&s.worker_pool, id, &name)
         .await
         .map_err(internal)?
     {

@@ -11,6 +11,7 @@ use crate::error::{ApiError, PageError};
 use crate::plots::{self, OverlayLine};
 use crate::routes::render;
 use crate::state::{AppState, ArtifactRead};
+use aligndet_common::artifacts;
 use aligndet_common::jobs::JobConfig;
 use aligndet_common::report::EvaluationReport;
 use askama::Template;
@@ -144,7 +145,10 @@ async fn load(s: &AppState, params: &CompareParams) -> Result<Loaded, Failure> {
             }
             _ => None,
         };
-        let report: Option<EvaluationReport> = match s.read_artifact(run.id, "eval.json").await? {
+        let report: Option<EvaluationReport> = match s
+            .read_artifact(run.id, artifacts::EVAL_REPORT)
+            .await?
+        {
             ArtifactRead::Found(bytes) => match serde_json::from_slice(&bytes) {
                 Ok(r) => Some(r),
                 Err(e) => {
@@ -406,7 +410,7 @@ fn page(l: Loaded, params: &CompareParams) -> ComparePage {
             arm: r.arm,
             color: color(r.arm),
             source: match r.final_source {
-                compare::FinalSource::EvalJson => "eval.json",
+                compare::FinalSource::EvalJson => artifacts::EVAL_REPORT,
                 compare::FinalSource::LastEvalPoint => "last evaluation",
                 compare::FinalSource::None => "no evaluation",
             },

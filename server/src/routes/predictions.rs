@@ -8,6 +8,7 @@ use crate::error::PageError;
 use crate::routes::render;
 use crate::state::{AppState, ArtifactRead};
 use crate::views::finetune::finetune_config;
+use aligndet_common::artifacts;
 use aligndet_common::jobs::RunKind;
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -150,7 +151,7 @@ pub async fn browser(
         page.message = Some(format!("dataset {} no longer exists", config.dataset_id));
         return Ok(render(&page));
     };
-    let predictions: Vec<Prediction> = match s.read_artifact(id, "predictions.json").await? {
+    let predictions: Vec<Prediction> = match s.read_artifact(id, artifacts::PREDICTIONS).await? {
         ArtifactRead::Found(bytes) => match serde_json::from_slice(&bytes) {
             Ok(p) => p,
             Err(e) => {

@@ -1,50 +1,15 @@
-//! Artifact downloads, streamed from the file: a 150 MB checkpoint fetched by ten clients
+//! Artifact downloads, streamed from the file (found by [`crate::state::AppState::locate_artifact`]): a 150 MB checkpoint fetched by ten clients
 //! costs ten small read buffers, not ten copies. `Range` (206 / 416), `HEAD`,
 //! `Last-Modified` / `If-Modified-Since` come from tower-http's `ServeFile`; an `ETag` with
 //! `If-None-Match` (304) and `If-Range` are added here, so a resumed download never splices
 //! two versions of a file.
 
-use crate::db;
-use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sqlx::PgPool;
 use std::path::PathBuf;
 use tower_http::services::ServeFile;
-
-/// Where a run's artifact lives, if it may be read.
-pub enum ArtifactFile {
-    /// The name breaks the artifact rules (the reason).
-    BadName(String),
-    /// No such artifact (a message naming run and artifact).
-    Missing(String),
-    Found(PathBuf),
-}
-
-/// The name is checked against the artifact rules and the artifacts table before any path is
-/// made, so nothing outside the store can be opened.
-pub async fn locate(
-    s: &AppState,
-    pool: &PgPool,
-    run_id: i64,
-    name: &str,
-) -> anyhow::Result<ArtifactFile> {
-    if let Err(why) = aligndet_common::artifacts::check_artifact_name(name) {
-        return Ok(ArtifactFile::BadName(why));
-    }
-    let known = db::runs::artifacts(pool, run_id)
-        .await?
-        .into_iter()
-        .any(|a| a.name == name);
-    if !known {
-        return Ok(ArtifactFile::Missing(format!(
-            "run {run_id} has no artifact {name:?}"
-        )));
-    }
-    Ok(ArtifactFile::Found(s.artifacts_dir(run_id).join(name)))
-}
 
 /// Stream `path` in answer to `req` (GET or HEAD), as bytes; `attachment` names the download.
 pub async fn serve(

@@ -5,6 +5,7 @@ use crate::db;
 use crate::db::runs::{ArtifactRow, RunRow};
 use crate::error::PageError;
 use crate::state::{AppState, ArtifactRead};
+use aligndet_common::artifacts;
 use aligndet_common::train_config::{InitConfig, TrainConfig};
 use serde::Deserialize;
 
@@ -146,7 +147,7 @@ pub async fn finetune_view(
     let val_split = finetune_config(run)
         .map(|c| c.val_split)
         .unwrap_or_else(|| "val".into());
-    let load = match s.read_artifact(run.id, "load_report.json").await? {
+    let load = match s.read_artifact(run.id, artifacts::LOAD_REPORT).await? {
         ArtifactRead::Found(bytes) => Some(
             serde_json::from_slice::<LoadReport>(&bytes)
                 .map(|r| {
@@ -169,10 +170,10 @@ pub async fn finetune_view(
         ArtifactRead::Missing(_) | ArtifactRead::BadName(_) => None,
     };
     let downloads = [
-        ("model.safetensors", "final weights"),
-        ("predictions.json", "COCO results on the val split"),
-        ("eval.json", "final evaluation"),
-        ("checkpoint.safetensors", "latest resumable checkpoint"),
+        (artifacts::MODEL, "final weights"),
+        (artifacts::PREDICTIONS, "COCO results on the val split"),
+        (artifacts::EVAL_REPORT, "final evaluation"),
+        (artifacts::CHECKPOINT, "latest resumable checkpoint"),
     ]
     .into_iter()
     .filter(|(name, _)| artifacts.iter().any(|a| a.name == *name))

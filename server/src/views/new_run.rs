@@ -10,6 +10,7 @@ use crate::forms::{
     FinetuneForm, PretrainBoxForm, PretrainImageForm, TrainingForms, checkpoint_value, wire_name,
 };
 use crate::state::AppState;
+use aligndet_common::artifacts;
 use aligndet_common::jobs::{RunKind, RunStatus};
 use aligndet_common::pretrain_config::{PretrainBoxConfig, aligned_finetune_hyperparameters};
 use aligndet_common::train_config::{BackboneKind, DetectorKind, OptimizerKind};
@@ -73,7 +74,6 @@ impl NewRunPage {
         forms: TrainingForms,
     ) -> Result<NewRunPage, PageError> {
         use aligndet_common::jobs::JobConfig;
-        use aligndet_common::pretrain_config::artifacts;
         let datasets = db::datasets::list(&s.pool).await?;
         let mut split_names: Vec<String> = Vec::new();
         for name in datasets.iter().flat_map(|d| d.split_names()) {
@@ -123,7 +123,7 @@ impl NewRunPage {
                         Ok(JobConfig::Finetune(c)) => (
                             wire_name(&c.detector),
                             wire_name(&c.backbone),
-                            "model.safetensors",
+                            artifacts::MODEL,
                         ),
                         _ => continue,
                     };

@@ -82,8 +82,8 @@ pub async fn pretrain_view(
     run: &RunRow,
     artifacts: &[ArtifactRow],
 ) -> Result<Option<PretrainView>, PageError> {
+    use aligndet_common::artifacts as names;
     use aligndet_common::jobs::JobConfig;
-    use aligndet_common::pretrain_config::artifacts as names;
     let present = |name: &str| artifacts.iter().any(|a| a.name == name);
     Ok(
         match serde_json::from_value::<JobConfig>(run.config.clone()) {

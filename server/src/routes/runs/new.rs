@@ -343,7 +343,7 @@ pub async fn create_evaluate_upload(
     let mut config = aligndet_common::jobs::EvaluateConfig {
         dataset_id,
         split,
-        detections: aligndet_common::jobs::ArtifactRef {
+        detections: aligndet_common::artifacts::ArtifactRef {
             run_id: 0,
             name: artifact.into(),
         },

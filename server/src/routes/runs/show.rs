@@ -11,6 +11,7 @@ use crate::views::eval::{EvalView, eval_view, format_stat};
 use crate::views::finetune::{FinetuneView, finetune_view};
 use crate::views::pretrain::{PretrainView, pretrain_view};
 use crate::views::run_live::live_html;
+use aligndet_common::artifacts;
 use aligndet_common::jobs::{RunKind, RunStatus};
 use askama::Template;
 use axum::Extension;
@@ -59,7 +60,7 @@ pub async fn show(
     let is_finetune = run.kind == RunKind::Finetune.as_str();
     // A fine-tune run's final evaluation has the evaluate job's schema: same section.
     let evaluation = if run.kind == RunKind::Evaluate.as_str() || is_finetune {
-        tokio::fs::read(s.artifacts_dir(id).join("eval.json"))
+        tokio::fs::read(s.artifacts_dir(id).join(artifacts::EVAL_REPORT))
             .await
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -129,8 +130,9 @@ pub async fn download_artifact(
     Path((id, name)): Path<(i64, String)>,
     req: axum::extract::Request,
 ) -> Result<Response, PageError> {
-    use crate::serving::artifacts::{ArtifactFile, locate, serve};
-    let path = match locate(&s, &s.pool, id, &name).await? {
+    use crate::serving::artifacts::serve;
+    use crate::state::ArtifactFile;
+    let path = match s.locate_artifact(&s.pool, id, &name).await? {
         ArtifactFile::BadName(why) => return Err(PageError::bad_request(why)),
         ArtifactFile::Missing(msg) => return Err(PageError::not_found(msg)),
         ArtifactFile::Found(path) => path,
