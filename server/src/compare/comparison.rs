@@ -3,9 +3,10 @@
 
 use super::{COMPARED_STATS, FinalSource, RunData};
 use super::{
-    Delta, Summary, arm_config, arm_names, at_position, default_baseline, delta, differing_paths,
-    first_crossing, flatten, group_arms, summarize,
+    arm_config, arm_names, at_position, default_baseline, differing_paths, first_crossing, flatten,
+    group_arms,
 };
+use crate::stats::{Delta, Summary, delta, summarize};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -65,22 +65,6 @@ fn prefix(path: &str) -> String {
     }
 }
 
-/// A number as Python would print it (`0.015`, `5e-05`, `1000`): what researchers read in configs.
-pub fn format_number(v: f64) -> String {
-    if v == 0.0 || !v.is_finite() {
-        return format!("{v}");
-    }
-    let e = v.abs().log10().floor() as i32;
-    if !(-4..16).contains(&e) {
-        let s = format!("{v:e}");
-        if let Some((m, ex)) = s.split_once('e') {
-            let ex: i32 = ex.parse().unwrap_or(0);
-            return format!("{m}e{}{:02}", if ex < 0 { '-' } else { '+' }, ex.abs());
-        }
-    }
-    format!("{v}")
-}
-
 /// A leaf value as text: strings bare, numbers as Python prints them, arrays `[a, b]`.
 pub fn value_text(v: &Value) -> String {
     match v {
@@ -88,7 +72,7 @@ pub fn value_text(v: &Value) -> String {
         Value::Number(n) => match (n.as_i64(), n.as_u64()) {
             (Some(i), _) => i.to_string(),
             (_, Some(u)) => u.to_string(),
-            _ => format_number(n.as_f64().unwrap_or(f64::NAN)),
+            _ => crate::numbers::python_style(n.as_f64().unwrap_or(f64::NAN)),
         },
         Value::Bool(b) => b.to_string(),
         Value::Null => "null".into(),

@@ -5,7 +5,7 @@
 //! the convergence speed and the config paths whose values differ.
 //!
 //! - [`configs`]: flattening, normalising and diffing configs into arms;
-//! - [`stats`]: mean ± std, deltas, crossings, mean curves;
+//! - [`stats`]: crossings and mean curves (means and deltas: [`crate::stats`]);
 //! - [`comparison`]: [`compare`] itself and the result it returns.
 
 pub mod comparison;

@@ -1,6 +1,8 @@
 //! Unit tests of the comparison: params, configs and arms, statistics, the whole comparison.
 
 use super::*;
+use crate::numbers::python_style as format_number;
+use crate::stats::{delta, summarize};
 use serde_json::json;
 
 fn cfg(init: Value, lr: f64, seed: u64, split: &str) -> Value {

@@ -38,6 +38,19 @@ pub struct PlannedRun {
     pub fraction: Option<u32>,
 }
 
+impl PlannedRun {
+    /// A run of the chain before the fine-tunes (one per experiment: no seed, no fraction).
+    fn stage(role: Role, name: String, config: JobConfig) -> PlannedRun {
+        PlannedRun {
+            role,
+            name,
+            config,
+            seed: None,
+            fraction: None,
+        }
+    }
+}
+
 /// Steps, warm-up and milestones of a default schedule, scaled to a different number of steps
 /// (a 1,000-step recipe asked for 100 steps keeps its shape: warm-up 10, milestones 70 and 90).
 fn scaled_schedule(
@@ -112,13 +125,11 @@ impl ExperimentSpec {
                 checkpoint_every: d.checkpoint_every.min(steps.max(1)),
                 ..d
             };
-            runs.push(PlannedRun {
-                role: Role::PretrainImage,
-                name: format!("{name} · image pre-training"),
-                config: JobConfig::PretrainImage(c),
-                seed: None,
-                fraction: None,
-            });
+            runs.push(PlannedRun::stage(
+                Role::PretrainImage,
+                format!("{name} · image pre-training"),
+                JobConfig::PretrainImage(c),
+            ));
             InitConfig::Checkpoint {
                 artifact: placeholder(artifacts::PRETRAINED_BACKBONE),
             }
@@ -134,13 +145,11 @@ impl ExperimentSpec {
                 filter: Default::default(),
                 chunk_size: 16,
             };
-            runs.push(PlannedRun {
-                role: Role::Proposals,
-                name: format!("{name} · pseudo-boxes"),
-                config: JobConfig::Proposals(c),
-                seed: None,
-                fraction: None,
-            });
+            runs.push(PlannedRun::stage(
+                Role::Proposals,
+                format!("{name} · pseudo-boxes"),
+                JobConfig::Proposals(c),
+            ));
         }
         let image_size = self.image_size.unwrap_or(DEFAULT_IMAGE_SIZE);
         if !reuse {
@@ -171,13 +180,11 @@ impl ExperimentSpec {
                 checkpoint_every: d.checkpoint_every.min(steps.max(1)),
                 ..d
             };
-            runs.push(PlannedRun {
-                role: Role::PretrainBox,
-                name: format!("{name} · box-domain pre-training"),
-                config: JobConfig::PretrainBox(pb),
-                seed: None,
-                fraction: None,
-            });
+            runs.push(PlannedRun::stage(
+                Role::PretrainBox,
+                format!("{name} · box-domain pre-training"),
+                JobConfig::PretrainBox(pb),
+            ));
         }
 
         let d = TrainConfig::default();

@@ -5,6 +5,7 @@ use super::Role;
 use crate::db;
 use crate::db::experiments::ExperimentRun;
 use crate::state::{AppState, ArtifactRead};
+use crate::{numbers, stats};
 use aligndet_common::artifacts;
 use aligndet_common::jobs::{JobConfig, RunKind, RunStatus};
 use aligndet_common::report::{COCO_STAT_NAMES, EvaluationReport};
@@ -158,21 +159,6 @@ pub async fn run_views(s: &AppState, runs: Vec<ExperimentRun>) -> anyhow::Result
     Ok(views)
 }
 
-/// Mean and sample standard deviation.
-fn mean_std(v: &[f64]) -> Option<(f64, f64)> {
-    if v.is_empty() {
-        return None;
-    }
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    Some((mean, var.sqrt()))
-}
-
 /// One row of the experiment's summary: a labeled fraction, both arms' AP over finished seeds.
 pub struct SummaryRow {
     pub fraction: String,
@@ -186,10 +172,6 @@ pub fn summary(views: &[RunView]) -> Vec<SummaryRow> {
     let mut fractions: Vec<u32> = views.iter().filter_map(|v| v.fraction).collect();
     fractions.sort_unstable();
     fractions.dedup();
-    let fmt = |m: Option<(f64, f64)>| {
-        m.map(|(m, s)| format!("{m:.3} ± {s:.3}"))
-            .unwrap_or_else(|| "–".into())
-    };
     fractions
         .into_iter()
         .map(|f| {
@@ -217,18 +199,23 @@ pub fn summary(views: &[RunView]) -> Vec<SummaryRow> {
                 .iter()
                 .filter_map(|s| ap(Role::Aligndet, *s))
                 .collect();
-            let deltas: Vec<f64> = seeds
+            // The seeds both arms finished, paired.
+            let (paired_base, paired_ours): (Vec<_>, Vec<_>) = seeds
                 .iter()
-                .filter_map(|s| Some(ap(Role::Aligndet, *s)? - ap(Role::Baseline, *s)?))
-                .collect();
+                .filter_map(|s| {
+                    let key = format!("{s:?}");
+                    let pair = (ap(Role::Baseline, *s)?, ap(Role::Aligndet, *s)?);
+                    Some(((key.clone(), pair.0), (key, pair.1)))
+                })
+                .unzip();
             SummaryRow {
                 fraction: format!("{f}%"),
-                baseline: fmt(mean_std(&base)),
-                aligndet: fmt(mean_std(&ours)),
-                margin: mean_std(&deltas)
-                    .map(|(m, s)| format!("{m:+.3} ± {s:.3}"))
+                baseline: numbers::mean_spread(&stats::summarize(&base)),
+                aligndet: numbers::mean_spread(&stats::summarize(&ours)),
+                margin: stats::delta(&paired_base, &paired_ours)
+                    .map(|d| numbers::delta_text(&d))
                     .unwrap_or_else(|| "–".into()),
-                seeds: format!("{} of {}", deltas.len(), seeds.len()),
+                seeds: format!("{} of {}", paired_base.len(), seeds.len()),
             }
         })
         .collect()

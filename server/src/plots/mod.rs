@@ -17,10 +17,24 @@ pub const MAX_POINTS_PER_LINE: usize = 800;
 
 /// A line chart of one or more named series (x, y). Empty input gives a chart saying so.
 pub fn line_chart(title: &str, x_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
+    svg((560, 300), title, |root| {
+        draw_lines(root, title, x_label, series)
+    })
+}
+
+type SvgArea<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// An SVG document of `size` drawn by `draw`; a drawing that fails is logged under `title`
+/// and leaves what was drawn so far.
+fn svg(
+    size: (u32, u32),
+    title: &str,
+    draw: impl FnOnce(&SvgArea) -> Result<(), Box<dyn std::error::Error>>,
+) -> String {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (560, 300)).into_drawing_area();
-        if let Err(e) = draw_lines(&root, title, x_label, series) {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        if let Err(e) = draw(&root) {
             tracing::warn!("plot {title}: {e}");
         }
         let _ = root.present();
@@ -40,45 +54,9 @@ where
     root.fill(&WHITE)?;
     let reduced: Vec<(String, Vec<(f64, f64)>)> = series
         .iter()
-        .map(|(n, pts)| {
-            let finite: Vec<(f64, f64)> = pts
-                .iter()
-                .copied()
-                .filter(|p| p.0.is_finite() && p.1.is_finite())
-                .collect();
-            (
-                n.clone(),
-                downsample_keep_extremes(&finite, MAX_POINTS_PER_LINE),
-            )
-        })
+        .map(|(n, pts)| (n.clone(), drawable(pts)))
         .collect();
-    let all = reduced.iter().flat_map(|(_, p)| p.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in all {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if x0 > x1 {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
-    if x1 - x0 < 1e-12 {
-        x1 = x0 + 1.0;
-    }
-    let pad = ((y1 - y0) * 0.05).max(1e-9);
-    let (y0, y1) = (y0 - pad, y1 + pad);
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 16))
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(56)
-        .build_cartesian_2d(x0..x1, y0..y1)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()?;
+    let mut chart = frame(root, title, x_label, reduced.iter().flat_map(|(_, p)| p))?;
     for (i, (name, pts)) in reduced.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
@@ -100,6 +78,73 @@ where
             .draw()?;
     }
     Ok(())
+}
+
+/// The finite points of a series, downsampled to what a line can show.
+fn drawable(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let finite: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect();
+    downsample_keep_extremes(&finite, MAX_POINTS_PER_LINE)
+}
+
+/// An axis range holding `lo..=hi` with room at both ends, so a marker at the edge is whole. A
+/// single value (one point, a flat series) is centred in a range of its own size (or ±1 at 0),
+/// never squeezed into a sliver whose ticks read "0.0 … −0.0".
+fn padded_range(lo: f64, hi: f64, margin: f64) -> std::ops::Range<f64> {
+    if lo > hi {
+        return 0.0..1.0;
+    }
+    let span = hi - lo;
+    if span < 1e-12 * lo.abs().max(1.0) {
+        let half = if lo.abs() > 1e-12 {
+            lo.abs() * 0.1
+        } else {
+            1.0
+        };
+        return (lo - half)..(hi + half);
+    }
+    (lo - span * margin)..(hi + span * margin)
+}
+
+type Frame<'a, DB> = ChartContext<
+    'a,
+    DB,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// The frame every line chart shares: title, axes spanning `points` (padded), x label, light
+/// grid.
+fn frame<'a, 'p, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    x_label: &str,
+    points: impl Iterator<Item = &'p (f64, f64)>,
+) -> Result<Frame<'a, DB>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(56)
+        .build_cartesian_2d(padded_range(x0, x1, 0.02), padded_range(y0, y1, 0.05))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    Ok(chart)
 }
 
 /// Colours of the arms of a comparison (the first six are the line charts' colours).
@@ -135,15 +180,9 @@ pub struct OverlayLine {
 /// Many runs in one chart, coloured per arm: thin lines for runs, thick ones for arm means.
 /// Same frame and style as [`line_chart`]; empty input gives a chart saying nothing.
 pub fn overlay_chart(title: &str, x_label: &str, lines: &[OverlayLine]) -> String {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (720, 360)).into_drawing_area();
-        if let Err(e) = draw_overlay(&root, title, x_label, lines) {
-            tracing::warn!("plot {title}: {e}");
-        }
-        let _ = root.present();
-    }
-    svg
+    svg((720, 360), title, |root| {
+        draw_overlay(root, title, x_label, lines)
+    })
 }
 
 fn draw_overlay<DB: DrawingBackend>(
@@ -156,44 +195,8 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE)?;
-    let reduced: Vec<Vec<(f64, f64)>> = lines
-        .iter()
-        .map(|l| {
-            let finite: Vec<(f64, f64)> = l
-                .points
-                .iter()
-                .copied()
-                .filter(|p| p.0.is_finite() && p.1.is_finite())
-                .collect();
-            downsample_keep_extremes(&finite, MAX_POINTS_PER_LINE)
-        })
-        .collect();
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in reduced.iter().flatten() {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if x0 > x1 {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
-    if x1 - x0 < 1e-12 {
-        x1 = x0 + 1.0;
-    }
-    let pad = ((y1 - y0) * 0.05).max(1e-9);
-    let (y0, y1) = (y0 - pad, y1 + pad);
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 16))
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(56)
-        .build_cartesian_2d(x0..x1, y0..y1)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()?;
+    let reduced: Vec<Vec<(f64, f64)>> = lines.iter().map(|l| drawable(&l.points)).collect();
+    let mut chart = frame(root, title, x_label, reduced.iter().flatten())?;
     // Runs first, means on top.
     let mut idx: Vec<usize> = (0..lines.len()).collect();
     idx.sort_by_key(|&i| lines[i].thick);
@@ -230,15 +233,9 @@ where
 
 /// Histogram of values over `bins` equal-width bins between 0 and the max.
 pub fn histogram(title: &str, x_label: &str, values: &[f64], bins: usize) -> String {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (560, 260)).into_drawing_area();
-        if let Err(e) = draw_histogram(&root, title, x_label, values, bins.max(1)) {
-            tracing::warn!("histogram {title}: {e}");
-        }
-        let _ = root.present();
-    }
-    svg
+    svg((560, 260), title, |root| {
+        draw_histogram(root, title, x_label, values, bins.max(1))
+    })
 }
 
 fn draw_histogram<DB: DrawingBackend>(
@@ -326,5 +323,21 @@ mod tests {
         assert!(s.contains("polyline") && s.contains("#0 mean"));
         assert!(s.contains("stroke-width=\"3\""));
         assert_eq!(super::arm_color_css(1), "#ff7f0e");
+    }
+
+    #[test]
+    fn one_point_and_flat_series_get_a_range_around_them() {
+        // One evaluation at step 20: the point sits inside the axis, not on its edge.
+        let x = super::padded_range(20.0, 20.0, 0.02);
+        assert!(x.start < 20.0 && x.end > 20.0 && (x.start + x.end) / 2.0 == 20.0);
+        // A flat series at 0 gets ±1, one at 0.5 gets ±0.05.
+        assert_eq!(super::padded_range(0.0, 0.0, 0.05), -1.0..1.0);
+        let y = super::padded_range(0.5, 0.5, 0.05);
+        assert!((y.start - 0.45).abs() < 1e-12 && (y.end - 0.55).abs() < 1e-12);
+        // No data: a unit frame.
+        assert_eq!(super::padded_range(f64::MAX, f64::MIN, 0.05), 0.0..1.0);
+        // A single point is drawn as a marker.
+        let s = super::line_chart("AP", "step", &[("AP".into(), vec![(20.0, 0.3)])]);
+        assert!(s.contains("<circle"), "{s}");
     }
 }

@@ -8,6 +8,7 @@ use crate::compare::{
 };
 use crate::db;
 use crate::error::{ApiError, PageError};
+use crate::numbers;
 use crate::plots::{self, OverlayLine};
 use crate::routes::render;
 use crate::state::{AppState, ArtifactRead};
@@ -291,23 +292,11 @@ struct ComparePage {
     notes: Vec<String>,
 }
 
-fn f3(v: f64) -> String {
-    format!("{v:.3}")
-}
-
 fn cell(a: &ArmStat) -> Cell {
-    let value = match (a.summary.mean, a.summary.std) {
-        (Some(m), Some(sd)) => format!("{} ± {}", f3(m), f3(sd)),
-        (Some(m), None) => f3(m),
-        _ => "–".to_string(),
-    };
+    let value = numbers::mean_spread(&a.summary);
     let (delta, delta_class) = match &a.delta {
         Some(d) => {
-            let text = match (d.paired, d.std) {
-                (true, Some(sd)) => format!("{:+.3} ± {} (paired, n={})", d.mean, f3(sd), d.n),
-                (true, None) => format!("{:+.3} (paired, n={})", d.mean, d.n),
-                (false, _) => format!("{:+.3} (unpaired)", d.mean),
-            };
+            let text = numbers::delta_text(d);
             let class = if d.mean > 0.0 {
                 "up"
             } else if d.mean < 0.0 {
@@ -458,7 +447,13 @@ fn page(l: Loaded, params: &CompareParams) -> ComparePage {
     let fraction_heads = cmp
         .convergence
         .iter()
-        .map(|f| format!("{} × baseline AP = {}", f.fraction, f3(f.target)))
+        .map(|f| {
+            format!(
+                "{} × baseline AP = {}",
+                f.fraction,
+                numbers::fixed3(f.target)
+            )
+        })
         .collect();
     let conv_runs = cmp
         .runs
@@ -553,7 +548,10 @@ fn page(l: Loaded, params: &CompareParams) -> ComparePage {
         stat_rows,
         class_rows,
         fraction_heads,
-        baseline_final_ap: cmp.baseline_final_ap.map(f3).unwrap_or_default(),
+        baseline_final_ap: cmp
+            .baseline_final_ap
+            .map(numbers::fixed3)
+            .unwrap_or_default(),
         conv_runs,
         conv_arms,
         diff_rows,

@@ -5,6 +5,7 @@ use crate::db;
 use crate::db::datasets::{DatasetRow, ImageRow};
 use crate::db::runs::RunRow;
 use crate::error::PageError;
+use crate::numbers::filters;
 use crate::routes::render;
 use crate::state::{AppState, ArtifactRead};
 use crate::views::finetune::finetune_config;

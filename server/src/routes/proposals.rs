@@ -4,6 +4,7 @@ use crate::db;
 use crate::db::datasets::{BoxRow, DatasetRow, ImageRow};
 use crate::db::runs::RunRow;
 use crate::error::PageError;
+use crate::numbers::filters;
 use crate::plots;
 use crate::routes::render;
 use crate::state::AppState;

@@ -1,11 +1,11 @@
 //! A run's live charts: metrics grouped into one chart per [`ChartGroup`] (loss terms, learning
 //! rate, diagnostics), and a fine-tune's AP curves and evaluation history.
 
-use super::eval::format_stat;
 use super::finetune::finetune_config;
 use crate::db;
 use crate::db::runs::RunRow;
 use crate::error::PageError;
+use crate::numbers::coco_stat;
 use crate::plots;
 use crate::serving::live_series::LiveSeries;
 use crate::state::AppState;
@@ -77,7 +77,7 @@ pub async fn finetune_charts(
                 step,
                 cells
                     .into_iter()
-                    .map(|v| v.map(format_stat).unwrap_or_default())
+                    .map(|v| v.map(coco_stat).unwrap_or_default())
                     .collect(),
             )
         })

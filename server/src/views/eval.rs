@@ -15,15 +15,6 @@ pub struct EvalView {
     pub size_rows: Vec<(String, String, String)>,
 }
 
-/// pycocotools prints −1 for undefined statistics; show a dash instead.
-pub fn format_stat(v: f64) -> String {
-    if v < 0.0 {
-        "–".to_string()
-    } else {
-        format!("{v:.3}")
-    }
-}
-
 /// The evaluation section of a run page.
 pub fn eval_view(report: aligndet_common::report::EvaluationReport) -> EvalView {
     use aligndet_common::report::COCO_STAT_NAMES;
@@ -79,7 +70,7 @@ pub fn eval_view(report: aligndet_common::report::EvaluationReport) -> EvalView 
         .map(|c| {
             let cells = [c.ap, c.ap50, c.ap75, c.ar100]
                 .into_iter()
-                .map(format_stat)
+                .map(crate::numbers::coco_stat)
                 .collect();
             (c.name.clone(), c.num_gt, cells)
         })
@@ -87,7 +78,13 @@ pub fn eval_view(report: aligndet_common::report::EvaluationReport) -> EvalView 
     let size_rows = report
         .per_size
         .iter()
-        .map(|s| (s.area.clone(), format_stat(s.ap), format_stat(s.ar)))
+        .map(|s| {
+            (
+                s.area.clone(),
+                crate::numbers::coco_stat(s.ap),
+                crate::numbers::coco_stat(s.ar),
+            )
+        })
         .collect();
     EvalView {
         class_rows,

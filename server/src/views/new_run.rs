@@ -9,6 +9,7 @@ use crate::error::PageError;
 use crate::forms::{
     FinetuneForm, PretrainBoxForm, PretrainImageForm, TrainingForms, checkpoint_value, wire_name,
 };
+use crate::numbers::six_significant;
 use crate::state::AppState;
 use aligndet_common::artifacts;
 use aligndet_common::jobs::{RunKind, RunStatus};
@@ -213,19 +214,15 @@ impl NewRunPage {
         ) {
             (Ok(lr), Ok(wd)) => {
                 let (lr, wd) = aligned_finetune_hyperparameters(lr, wd);
-                format!("lr {}, weight decay {}", short_number(lr), short_number(wd))
+                format!(
+                    "lr {}, weight decay {}",
+                    six_significant(lr),
+                    six_significant(wd)
+                )
             }
             _ => "lr ×1.5, weight decay ÷2".to_string(),
         }
     }
-}
-
-/// A number at 6 significant digits, without float noise (0.015, not 0.015000000000000001).
-fn short_number(x: f64) -> String {
-    format!("{:.6e}", x)
-        .parse::<f64>()
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| x.to_string())
 }
 
 /// The numeric fields of `PretrainBoxConfig::for_detector` that differ between detectors.

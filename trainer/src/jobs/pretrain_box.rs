@@ -22,9 +22,10 @@
 use super::{JobContext, JobOutcome};
 use crate::data::detection::load_split;
 use crate::models::build::body_kind;
+use crate::pretrain::build::build_pretrainer;
 use crate::pretrain::contrastive::{box_contrastive_loss, normalize};
 use crate::pretrain::data::{PretrainSet, pair_loader, pretrain_set};
-use crate::pretrain::detector::{BACKGROUND, BoxPretrainer, build_pretrainer, is_pretraining_only};
+use crate::pretrain::detector::{BACKGROUND, BoxPretrainer, is_pretraining_only};
 use crate::pretrain::ema::{copy_all, ema_update, momentum_at};
 use crate::train::checkpoint;
 use crate::train::init::{BODY_PREFIX, initialise};

@@ -1,41 +1,13 @@
 //! What every detector offers the training engine, evaluation and pre-training: losses on a
 //! batch with targets, and detections in original-image pixels.
 
+pub use super::structures::{Detections, Targets};
 use super::transform::ImageBatch;
 use tch::Tensor;
-
-/// Ground truth of one image, in the coordinates of the (resized) batch. Labels follow
-/// torchvision: the label is the index of the class logit, datasets map category k (1..K) to
-/// label k, so detectors are built with K + 1 classes and index 0 is never a target (it is the
-/// background class of Faster R-CNN):
-/// `boxes` `[n, 4]` xyxy float, `labels` `[n]` int64 (1-based category indices; 0 is background
-/// for the detectors that reserve it).
-#[derive(Debug)]
-pub struct Targets {
-    pub boxes: Tensor,
-    pub labels: Tensor,
-}
-
-impl Targets {
-    pub fn shallow_clone(&self) -> Targets {
-        Targets {
-            boxes: self.boxes.shallow_clone(),
-            labels: self.labels.shallow_clone(),
-        }
-    }
-}
 
 /// Named scalar loss terms in the order the detector defines them (torchvision's dict keys, e.g.
 /// `classification`, `bbox_regression`, `bbox_ctrness`). The training loss is their sum.
 pub type Losses = Vec<(String, Tensor)>;
-
-/// One image's detections: xyxy boxes in original pixels, scores, labels.
-#[derive(Debug)]
-pub struct Detections {
-    pub boxes: Tensor,
-    pub scores: Tensor,
-    pub labels: Tensor,
-}
 
 pub trait Detector: std::fmt::Debug + Send {
     /// Training losses for a transformed batch (see `DetectionTransform::batch_with_targets`).

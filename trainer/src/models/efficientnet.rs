@@ -6,7 +6,7 @@
 //! batch-norm eps 1e-3 (momentum 0.01 in PyTorch's convention). Variable names, relative to the
 //! body: `stem.{conv,bn}`, `blocks.{i}.{expand,depthwise,project}.{conv,bn}`.
 
-use super::backbone::Body;
+use super::body::Body;
 use super::norm::NormKind;
 use tch::Tensor;
 use tch::nn::{self, ModuleT};

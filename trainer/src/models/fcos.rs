@@ -6,6 +6,7 @@ use super::backbone::{Body, BodyKind, build_body};
 use super::box_coder::BoxLinearCoder;
 use super::box_ops::{batched_nms, clip_boxes};
 use super::detector::{Detections, Detector, Losses, Targets};
+pub use super::fcos_loss::FcosOutputs;
 use super::fpn::{ExtraLevels, Fpn};
 use super::head::{flatten_level, head_conv3x3};
 use super::norm::NormKind;
@@ -49,15 +50,6 @@ pub struct FcosHead {
     bbox_reg: nn::Conv2D,
     bbox_ctrness: nn::Conv2D,
     pub num_classes: i64,
-}
-
-/// Raw head outputs over all levels: `[N, ΣHW, C]`, `[N, ΣHW, 4]`, `[N, ΣHW, 1]`, and the
-/// number of locations per level.
-pub struct FcosOutputs {
-    pub cls_logits: Tensor,
-    pub bbox_regression: Tensor,
-    pub bbox_ctrness: Tensor,
-    pub level_sizes: Vec<i64>,
 }
 
 impl FcosHead {

@@ -4,9 +4,17 @@
 
 use super::box_coder::BoxLinearCoder;
 use super::detector::{Losses, Targets};
-use super::fcos::FcosOutputs;
 use super::losses::{generalized_box_iou_loss, sigmoid_focal_loss};
 use tch::{Kind, Reduction, Tensor};
+
+/// Raw head outputs over all levels: `[N, ΣHW, C]`, `[N, ΣHW, 4]`, `[N, ΣHW, 1]`, and the
+/// number of locations per level.
+pub struct FcosOutputs {
+    pub cls_logits: Tensor,
+    pub bbox_regression: Tensor,
+    pub bbox_ctrness: Tensor,
+    pub level_sizes: Vec<i64>,
+}
 
 const CENTER_SAMPLING_RADIUS: f64 = 1.5;
 

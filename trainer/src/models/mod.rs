@@ -12,6 +12,7 @@
 
 pub mod anchors;
 pub mod backbone;
+pub mod body;
 pub mod box_coder;
 pub mod box_ops;
 pub mod build;
@@ -32,5 +33,6 @@ pub mod roi_align;
 pub mod roi_heads;
 pub mod rpn;
 pub mod sampler;
+pub mod structures;
 pub mod transform;
 pub mod weights;

@@ -1,7 +1,7 @@
 //! torchvision's `GeneralizedRCNNTransform` for inference: normalise, keep-ratio resize
 //! (shorter side to `min_size`, longer side at most `max_size`), pad the batch to a multiple of 32.
 
-use super::detector::{Detections, Targets};
+use super::structures::{Detections, Targets};
 use tch::{Kind, Tensor};
 
 #[derive(Debug, Clone)]

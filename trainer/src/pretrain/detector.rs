@@ -13,16 +13,10 @@
 //! class-agnostic regressor) under names the fine-tuning detector does not have, recognised by
 //! [`is_pretraining_only`]: transfer is a non-strict load.
 
-use super::fcos_head::FcosPretrainer;
-use super::rcnn_head::RcnnPretrainer;
-use super::retinanet_head::RetinanetPretrainer;
-use crate::models::backbone::{Body, BodyKind};
+use crate::models::backbone::Body;
 use crate::models::detector::Losses;
-use crate::models::norm::NormKind;
 use crate::models::transform::{DetectionTransform, ImageBatch};
-use aligndet_common::pretrain_config::PretrainBoxConfig;
-use aligndet_common::train_config::DetectorKind;
-use tch::{Kind, Tensor, nn};
+use tch::{Kind, Tensor};
 
 /// The instance id of samples that lie on no pseudo-box: negatives only. Kept apart from every
 /// instance id, unlike the reference's `num_classes` sentinel (method notes, A6).
@@ -52,39 +46,6 @@ pub trait BoxPretrainer: std::fmt::Debug + Send {
 
     /// The frozen image-domain backbone.
     fn body(&self) -> &dyn Body;
-}
-
-/// Build the pre-training form of `cfg.detector` under `vs` (the body with frozen statistics).
-pub fn build_pretrainer(
-    vs: &nn::Path,
-    cfg: &PretrainBoxConfig,
-    body: BodyKind,
-) -> Box<dyn BoxPretrainer> {
-    let dim = i64::from(cfg.embedding_dim);
-    let samples = i64::from(cfg.samples);
-    match cfg.detector {
-        DetectorKind::Fcos => Box::new(FcosPretrainer::new(
-            vs,
-            body,
-            NormKind::FrozenBn,
-            dim,
-            samples,
-        )),
-        DetectorKind::Retinanet => Box::new(RetinanetPretrainer::new(
-            vs,
-            body,
-            NormKind::FrozenBn,
-            dim,
-            samples,
-        )),
-        DetectorKind::FasterRcnn => Box::new(RcnnPretrainer::new(
-            vs,
-            body,
-            NormKind::FrozenBn,
-            dim,
-            samples,
-        )),
-    }
 }
 
 /// Variables that exist only in the pre-training form (projectors and the pretext predictors);
@@ -160,65 +121,5 @@ mod tests {
             "head.classification_head.conv.0.weight"
         ));
         assert!(!is_pretraining_only("backbone.fpn.layer_blocks.0.0.weight"));
-    }
-
-    /// What each pre-training form hands to fine-tuning: every exported variable exists in the
-    /// fine-tuning detector with the same shape, and only the class-specific predictors are left
-    /// fresh.
-    #[test]
-    fn pretrained_variables_cover_the_fine_tuning_detector_except_class_predictors() {
-        use crate::models::build::build_detector;
-        use aligndet_common::train_config::BackboneKind;
-        use std::collections::BTreeMap;
-        for (detector, fresh) in [
-            (
-                DetectorKind::Fcos,
-                vec!["head.classification_head.cls_logits"],
-            ),
-            (
-                DetectorKind::Retinanet,
-                vec!["head.classification_head.cls_logits"],
-            ),
-            (
-                DetectorKind::FasterRcnn,
-                vec![
-                    "roi_heads.box_predictor.bbox_pred",
-                    "roi_heads.box_predictor.cls_score",
-                ],
-            ),
-        ] {
-            let pre_vs = nn::VarStore::new(tch::Device::Cpu);
-            let cfg = PretrainBoxConfig {
-                detector,
-                ..PretrainBoxConfig::default()
-            };
-            let _pre = build_pretrainer(&pre_vs.root(), &cfg, BodyKind::Resnet18);
-            let ft_vs = nn::VarStore::new(tch::Device::Cpu);
-            let _ft = build_detector(
-                &ft_vs.root(),
-                detector,
-                BackboneKind::Resnet18,
-                NormKind::FrozenBn,
-                4,
-            )
-            .unwrap();
-            let shapes = |vs: &nn::VarStore| -> BTreeMap<String, Vec<i64>> {
-                vs.variables()
-                    .into_iter()
-                    .map(|(k, t)| (k, t.size()))
-                    .collect()
-            };
-            let (pre, ft) = (shapes(&pre_vs), shapes(&ft_vs));
-            for (name, shape) in pre.iter().filter(|(k, _)| !is_pretraining_only(k)) {
-                assert_eq!(ft.get(name), Some(shape), "{detector:?}: {name}");
-            }
-            let mut missing: Vec<&str> = ft
-                .keys()
-                .filter(|k| !pre.contains_key(*k))
-                .map(|k| k.rsplit_once('.').map_or(k.as_str(), |(module, _)| module))
-                .collect();
-            missing.dedup();
-            assert_eq!(missing, fresh, "{detector:?}");
-        }
     }
 }

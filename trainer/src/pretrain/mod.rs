@@ -2,6 +2,7 @@
 //! the pre-training forms of FCOS, RetinaNet and Faster R-CNN, and their two-view data.
 //! See ../shared/reference/aligndet-method.md sections 4–7.
 
+pub mod build;
 pub mod contrastive;
 pub mod data;
 pub mod detector;

@@ -1,7 +1,7 @@
 //! Where a detector's weights start: scratch, the shipped ImageNet backbone, or another run's
 //! checkpoint, loaded non-strictly with a report of what was loaded.
 
-use crate::jobs::ArtifactSource;
+use crate::jobs::inputs::ArtifactSource;
 use crate::models::weights::{LoadReport, load_safetensors_mapped};
 use aligndet_common::train_config::{BackboneKind, InitConfig};
 use anyhow::Context;

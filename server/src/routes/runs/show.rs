@@ -4,10 +4,11 @@
 use crate::db;
 use crate::db::runs::{ArtifactRow, ParentRow, RunRow};
 use crate::error::PageError;
+use crate::numbers::coco_stat;
 use crate::routes::render;
 use crate::security::CsrfToken;
 use crate::state::AppState;
-use crate::views::eval::{EvalView, eval_view, format_stat};
+use crate::views::eval::{EvalView, eval_view};
 use crate::views::finetune::{FinetuneView, finetune_view};
 use crate::views::pretrain::{PretrainView, pretrain_view};
 use crate::views::run_live::live_html;
@@ -40,7 +41,7 @@ struct RunPage {
 
 impl RunPage {
     fn stat(&self, v: &f64) -> String {
-        format_stat(*v)
+        coco_stat(*v)
     }
 }
 

@@ -1,0 +1,33 @@
+//! The per-image records detectors, the transform and evaluation pass around: ground truth
+//! ([`Targets`]) and results ([`Detections`]).
+
+use tch::Tensor;
+
+/// Ground truth of one image, in the coordinates of the (resized) batch. Labels follow
+/// torchvision: the label is the index of the class logit, datasets map category k (1..K) to
+/// label k, so detectors are built with K + 1 classes and index 0 is never a target (it is the
+/// background class of Faster R-CNN):
+/// `boxes` `[n, 4]` xyxy float, `labels` `[n]` int64 (1-based category indices; 0 is background
+/// for the detectors that reserve it).
+#[derive(Debug)]
+pub struct Targets {
+    pub boxes: Tensor,
+    pub labels: Tensor,
+}
+
+impl Targets {
+    pub fn shallow_clone(&self) -> Targets {
+        Targets {
+            boxes: self.boxes.shallow_clone(),
+            labels: self.labels.shallow_clone(),
+        }
+    }
+}
+
+/// One image's detections: xyxy boxes in original pixels, scores, labels.
+#[derive(Debug)]
+pub struct Detections {
+    pub boxes: Tensor,
+    pub scores: Tensor,
+    pub labels: Tensor,
+}
