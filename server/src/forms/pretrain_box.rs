@@ -2,8 +2,8 @@
 //! JSON.
 
 use super::{
-    OptimForm, comma_list, enum_of, enum_value, init_json, init_text, number_list, put_number,
-    put_real, wire_name,
+    FieldError, OptimForm, comma_list, enum_of, enum_value, init_json, init_text, number_list,
+    put_number, put_real, wire_name,
 };
 use aligndet_common::jobs::RunKind;
 use aligndet_common::pretrain_config::PretrainBoxConfig;
@@ -69,8 +69,42 @@ impl PretrainBoxForm {
             samples: c.samples.to_string(),
             contrastive_weight: c.contrastive_weight.to_string(),
             regression_weight: c.regression_weight.to_string(),
-            opt: OptimForm::of_config(&serde_json::to_value(c).unwrap_or_default()),
+            opt: OptimForm::of_config(
+                &serde_json::to_value(c).unwrap_or_default(),
+                c.schedule_defaults(),
+            ),
         }
+    }
+
+    /// The input a config field is shown beside.
+    pub fn input_for(field: &str) -> Option<String> {
+        const INPUTS: [&str; 19] = [
+            "name",
+            "dataset_id",
+            "proposals_run_id",
+            "split",
+            "detector",
+            "backbone",
+            "backbone_init",
+            "max_boxes_per_image",
+            "box_selection",
+            "min_sizes",
+            "max_size",
+            "hflip",
+            "color_ops",
+            "embedding_dim",
+            "temperature",
+            "ema_momentum",
+            "samples",
+            "contrastive_weight",
+            "regression_weight",
+        ];
+        let all: Vec<&str> = INPUTS
+            .iter()
+            .chain(super::optim::INPUTS.iter())
+            .copied()
+            .collect();
+        super::input_for(field, &all)
     }
 
     pub fn posted(field: &dyn Fn(&str) -> Option<String>) -> PretrainBoxForm {
@@ -95,31 +129,34 @@ impl PretrainBoxForm {
             samples: text("samples"),
             contrastive_weight: text("contrastive_weight"),
             regression_weight: text("regression_weight"),
-            opt: OptimForm::posted(field),
+            opt: OptimForm::posted(field, PretrainBoxConfig::default().schedule_defaults()),
         }
     }
 
     /// The `pretrain_box` job config as JSON: `PretrainBoxConfig::for_detector` of the chosen
     /// detector, with every non-blank field put over it (so a blank max boxes, samples or lr
     /// takes the detector's reference value).
-    pub fn to_config(&self) -> Result<serde_json::Value, String> {
+    pub fn to_config(&self) -> Result<serde_json::Value, FieldError> {
         use serde_json::Value;
         let detector: DetectorKind = enum_of("detector", &self.detector)?;
         let Ok(Value::Object(mut c)) =
             serde_json::to_value(PretrainBoxConfig::for_detector(detector))
         else {
-            return Err("detector: no defaults".into());
+            return Err(FieldError::new("detector", "no defaults"));
         };
         c.insert("kind".into(), RunKind::PretrainBox.as_str().into());
         let dataset_id: i64 = self
             .dataset_id
             .parse()
-            .map_err(|_| "dataset_id: choose a dataset".to_string())?;
+            .map_err(|_| FieldError::new("dataset_id", "choose a dataset"))?;
         c.insert("dataset_id".into(), dataset_id.into());
         let proposals: i64 = self.proposals_run_id.parse().map_err(|_| {
-            format!(
-                "proposals_run_id: {:?} is not a run id; choose the proposals run whose pseudo-boxes to pre-train on",
-                self.proposals_run_id
+            FieldError::new(
+                "proposals_run_id",
+                format!(
+                    "{:?} is not a run id; choose the proposals run whose pseudo-boxes to pre-train on",
+                    self.proposals_run_id
+                ),
             )
         })?;
         c.insert("proposals_run_id".into(), proposals.into());

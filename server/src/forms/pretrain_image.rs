@@ -1,7 +1,9 @@
 //! The new-run page's image-domain pre-training form as text, and its `pretrain_image` job
 //! config JSON.
 
-use super::{OptimForm, enum_value, init_json, init_text, put_number, put_real, wire_name};
+use super::{
+    FieldError, OptimForm, enum_value, init_json, init_text, put_number, put_real, wire_name,
+};
 use aligndet_common::jobs::RunKind;
 use aligndet_common::pretrain_config::PretrainImageConfig;
 use aligndet_common::train_config::BackboneKind;
@@ -38,8 +40,34 @@ impl PretrainImageForm {
             hidden_dim: c.hidden_dim.to_string(),
             temperature: c.temperature.to_string(),
             key_momentum: c.key_momentum.to_string(),
-            opt: OptimForm::of_config(&serde_json::to_value(&c).unwrap_or_default()),
+            opt: OptimForm::of_config(
+                &serde_json::to_value(&c).unwrap_or_default(),
+                c.schedule_defaults(),
+            ),
         }
+    }
+
+    /// The input a config field is shown beside.
+    pub fn input_for(field: &str) -> Option<String> {
+        const INPUTS: [&str; 11] = [
+            "name",
+            "dataset_id",
+            "split",
+            "backbone",
+            "init",
+            "crop_size",
+            "queue_size",
+            "embedding_dim",
+            "hidden_dim",
+            "temperature",
+            "key_momentum",
+        ];
+        let all: Vec<&str> = INPUTS
+            .iter()
+            .chain(super::optim::INPUTS.iter())
+            .copied()
+            .collect();
+        super::input_for(field, &all)
     }
 
     pub fn posted(field: &dyn Fn(&str) -> Option<String>) -> PretrainImageForm {
@@ -56,19 +84,19 @@ impl PretrainImageForm {
             hidden_dim: text("hidden_dim"),
             temperature: text("temperature"),
             key_momentum: text("key_momentum"),
-            opt: OptimForm::posted(field),
+            opt: OptimForm::posted(field, PretrainImageConfig::default().schedule_defaults()),
         }
     }
 
     /// The `pretrain_image` job config as JSON (a blank field keeps the default).
-    pub fn to_config(&self) -> Result<serde_json::Value, String> {
+    pub fn to_config(&self) -> Result<serde_json::Value, FieldError> {
         use serde_json::Value;
         let mut c = serde_json::Map::new();
         c.insert("kind".into(), RunKind::PretrainImage.as_str().into());
         let dataset_id: i64 = self
             .dataset_id
             .parse()
-            .map_err(|_| "dataset_id: choose a dataset".to_string())?;
+            .map_err(|_| FieldError::new("dataset_id", "choose a dataset"))?;
         c.insert("dataset_id".into(), dataset_id.into());
         if !self.split.is_empty() {
             c.insert("split".into(), self.split.clone().into());

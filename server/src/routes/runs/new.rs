@@ -4,7 +4,8 @@
 use crate::db;
 use crate::error::PageError;
 use crate::forms::{
-    FinetuneForm, PretrainBoxForm, PretrainImageForm, TrainingForms, checkpoint_parts, real,
+    FieldError, FinetuneForm, PlacedError, PretrainBoxForm, PretrainImageForm, TrainingForms,
+    checkpoint_parts, real,
 };
 use crate::routes::render;
 use crate::security::CsrfToken;
@@ -88,13 +89,13 @@ pub async fn new_form(
 }
 
 /// A person's mistake (the form comes back with it) inside a server result (500 otherwise).
-type Checked<T> = Result<Result<T, String>, PageError>;
+type Checked<T> = Result<Result<T, FieldError>, PageError>;
 
 /// Form JSON → the typed job config, validated (the error names the field).
-fn typed_config(json: &serde_json::Value) -> Result<aligndet_common::jobs::JobConfig, String> {
+fn typed_config(json: &serde_json::Value) -> Result<aligndet_common::jobs::JobConfig, FieldError> {
     let config = serde_json::from_value::<aligndet_common::jobs::JobConfig>(json.clone())
-        .map_err(|e| format!("invalid config: {e}"))?;
-    config.validate().map_err(|e| e.to_string())?;
+        .map_err(|e| FieldError::general(format!("invalid config: {e}")))?;
+    config.validate()?;
     Ok(config)
 }
 
@@ -104,7 +105,7 @@ fn typed_config(json: &serde_json::Value) -> Result<aligndet_common::jobs::JobCo
 async fn queue_from_form(
     s: &AppState,
     name: &str,
-    config: Result<serde_json::Value, String>,
+    config: Result<serde_json::Value, FieldError>,
     aligned_rule: bool,
 ) -> Checked<i64> {
     let config = match config.and_then(|c| typed_config(&c)) {
@@ -121,7 +122,7 @@ async fn queue_from_form(
     };
     match submit::submit(s, run).await {
         Ok(id) => Ok(Ok(id)),
-        Err(e @ submit::SubmitError::Field { .. }) => Ok(Err(e.to_string())),
+        Err(submit::SubmitError::Field(e)) => Ok(Err(e)),
         Err(submit::SubmitError::Internal(e)) => Err(e.into()),
     }
 }
@@ -145,7 +146,10 @@ pub async fn create(
             let ft = FinetuneForm::posted(&field);
             let outcome = queue_from_form(&s, &ft.name, ft.to_config(), ft.aligned_rule).await?;
             Some((
-                outcome,
+                outcome.map_err(|e| {
+                    let input = ft.input_for(&e.field);
+                    PlacedError::new(e, "ft", input.as_deref())
+                }),
                 TrainingForms {
                     ft,
                     ..TrainingForms::defaults()
@@ -156,7 +160,10 @@ pub async fn create(
             let pb = PretrainBoxForm::posted(&field);
             let outcome = queue_from_form(&s, &pb.name, pb.to_config(), false).await?;
             Some((
-                outcome,
+                outcome.map_err(|e| {
+                    let input = PretrainBoxForm::input_for(&e.field);
+                    PlacedError::new(e, "pb", input.as_deref())
+                }),
                 TrainingForms {
                     pb,
                     ..TrainingForms::defaults()
@@ -167,7 +174,10 @@ pub async fn create(
             let pi = PretrainImageForm::posted(&field);
             let outcome = queue_from_form(&s, &pi.name, pi.to_config(), false).await?;
             Some((
-                outcome,
+                outcome.map_err(|e| {
+                    let input = PretrainImageForm::input_for(&e.field);
+                    PlacedError::new(e, "pi", input.as_deref())
+                }),
                 TrainingForms {
                     pi,
                     ..TrainingForms::defaults()
@@ -222,7 +232,9 @@ pub async fn create(
                 }
                 let mut filter = serde_json::Map::new();
                 for key in ["min_side", "max_aspect", "max_relative_size", "nms_iou"] {
-                    if let Some(x) = real(key, &field(key).unwrap_or_default())? {
+                    if let Some(x) =
+                        real(key, &field(key).unwrap_or_default()).map_err(|e| e.to_string())?
+                    {
                         filter.insert(key.into(), x.into());
                     }
                 }
@@ -263,13 +275,21 @@ pub async fn create(
     })();
     let outcome = match result {
         Ok((name, config)) => queue_from_form(&s, &name, Ok(config), false).await?,
-        Err(e) => Err(e),
+        Err(e) => Err(FieldError::general(e)),
     };
     match outcome {
         Ok(id) => Ok(Redirect::to(&format!("/runs/{id}")).into_response()),
         Err(e) => Ok((
             StatusCode::UNPROCESSABLE_ENTITY,
-            render(&NewRunPage::new(&s, csrf.0, Some(e), TrainingForms::defaults()).await?),
+            render(
+                &NewRunPage::new(
+                    &s,
+                    csrf.0,
+                    Some(PlacedError::general(e)),
+                    TrainingForms::defaults(),
+                )
+                .await?,
+            ),
         )
             .into_response()),
     }
