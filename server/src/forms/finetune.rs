@@ -1,12 +1,12 @@
 //! The new-run page's fine-tune form as text, and its `finetune` job config JSON.
 
+use super::optim::{optim_of, set_optim};
 use super::{
-    FieldError, OptimForm, comma_list, enum_value, init_json, init_text, number, number_list,
-    put_number, put_real, wire_name,
+    FieldError, OptimForm, checkpoint_init, comma_list, enum_of, init_config, init_text, number,
+    number_list_or, real, wire_name,
 };
 use aligndet_common::artifacts;
-use aligndet_common::jobs::RunKind;
-use aligndet_common::train_config::{BackboneKind, DetectorKind, InitConfig, TrainConfig};
+use aligndet_common::train_config::{AugmentConfig, InitConfig, TrainConfig};
 
 /// The fine-tune form as text, field by field (names follow `TrainConfig`'s JSON).
 pub struct FinetuneForm {
@@ -135,30 +135,19 @@ impl FinetuneForm {
         }
     }
 
-    /// The `finetune` job config as JSON. Only the text → value step happens here (with the
-    /// field named when it fails); ranges and combinations are `TrainConfig::validate`'s job.
-    /// A blank number keeps `TrainConfig`'s default, except `grad_clip_norm` (blank: none) and
-    /// the fields that follow the steps (warm-up, milestones, evaluation and checkpoint
-    /// intervals: blank is derived from the steps, [`OptimForm::derived`]).
-    pub fn to_config(&self) -> Result<serde_json::Value, FieldError> {
-        use serde_json::{Value, json};
+    /// The `finetune` job config. Only the text → value step happens here (with the field
+    /// named when it fails); ranges and combinations are `TrainConfig::validate`'s job. A blank
+    /// number keeps `TrainConfig`'s default, except `grad_clip_norm` (blank: none) and the
+    /// fields that follow the steps (warm-up, milestones, evaluation and checkpoint intervals:
+    /// blank is derived from the steps, [`OptimForm::derived`]).
+    pub fn to_config(&self) -> Result<TrainConfig, FieldError> {
+        let d = TrainConfig::default();
         let dataset_id: i64 = self
             .dataset_id
             .parse()
             .map_err(|_| FieldError::new("dataset_id", "choose a dataset"))?;
-        let mut c = serde_json::Map::new();
-        c.insert("kind".into(), RunKind::Finetune.as_str().into());
-        c.insert("dataset_id".into(), dataset_id.into());
-        c.insert("train_split".into(), self.train_split.clone().into());
-        c.insert("val_split".into(), self.val_split.clone().into());
-        c.insert(
-            "detector".into(),
-            enum_value::<DetectorKind>("detector", &self.detector)?,
-        );
-        c.insert(
-            "backbone".into(),
-            enum_value::<BackboneKind>("backbone", &self.backbone)?,
-        );
+        let detector = enum_of("detector", &self.detector)?;
+        let backbone = enum_of("backbone", &self.backbone)?;
         let init = if self.init == "checkpoint" {
             let run_id: i64 = self.init_run.parse().map_err(|_| {
                 FieldError::new(
@@ -169,54 +158,45 @@ impl FinetuneForm {
                     ),
                 )
             })?;
-            aligndet_common::artifacts::check_artifact_name(&self.init_artifact)
-                .map_err(|e| FieldError::new("init.artifact.name", e))?;
-            json!({ "from": "checkpoint", "artifact": { "run_id": run_id, "name": self.init_artifact } })
+            checkpoint_init("init.artifact.name", run_id, &self.init_artifact)?
         } else {
-            init_json("init", &self.init)?
+            init_config("init", &self.init)?
         };
-        c.insert("init".into(), init);
-        put_number::<u8>(
-            &mut c,
-            "trainable_backbone_stages",
-            "trainable_backbone_stages",
-            &self.trainable_backbone_stages,
-        )?;
-        let mut augment = serde_json::Map::new();
-        if !self.min_sizes.is_empty() {
-            augment.insert(
-                "min_sizes".into(),
-                number_list::<u32>("augment.min_sizes", &self.min_sizes)?.into(),
-            );
-        }
-        put_number::<u32>(&mut augment, "max_size", "augment.max_size", &self.max_size)?;
-        augment.insert("hflip".into(), self.hflip.into());
-        put_real(
-            &mut augment,
-            "color_jitter",
-            "augment.color_jitter",
-            &self.color_jitter,
-        )?;
-        c.insert("augment".into(), Value::Object(augment));
-        put_number::<u32>(
-            &mut c,
-            "eval_max_images",
-            "eval_max_images",
-            &self.eval_max_images,
-        )?;
-        c.insert(
-            "no_decay_norm_and_bias".into(),
-            self.no_decay_norm_and_bias.into(),
-        );
-        self.opt.insert_into(&mut c)?;
-        let derived = self.opt.derived_for_posted_steps(&c);
-        c.insert(
-            "eval_every".into(),
-            number::<u32>("eval_every", &self.eval_every)?
-                .unwrap_or(derived.eval_every)
-                .into(),
-        );
-        Ok(Value::Object(c))
+        let trainable_backbone_stages =
+            number("trainable_backbone_stages", &self.trainable_backbone_stages)?
+                .unwrap_or(d.trainable_backbone_stages);
+        let augment = AugmentConfig {
+            min_sizes: number_list_or(
+                "augment.min_sizes",
+                &self.min_sizes,
+                d.augment.min_sizes.clone(),
+            )?,
+            max_size: number("augment.max_size", &self.max_size)?.unwrap_or(d.augment.max_size),
+            hflip: self.hflip,
+            color_jitter: real("augment.color_jitter", &self.color_jitter)?
+                .unwrap_or(d.augment.color_jitter),
+        };
+        let eval_max_images =
+            number("eval_max_images", &self.eval_max_images)?.unwrap_or(d.eval_max_images);
+        let optim = self.opt.parse(&optim_of!(d))?;
+        let eval_every = number("eval_every", &self.eval_every)?
+            .unwrap_or(self.opt.reference.scaled_to(optim.steps).eval_every);
+        let mut c = TrainConfig {
+            dataset_id,
+            train_split: self.train_split.clone(),
+            val_split: self.val_split.clone(),
+            detector,
+            backbone,
+            init,
+            trainable_backbone_stages,
+            augment,
+            no_decay_norm_and_bias: self.no_decay_norm_and_bias,
+            eval_every,
+            eval_max_images,
+            ..d
+        };
+        set_optim!(c, optim);
+        Ok(c)
     }
 }
 
@@ -280,10 +260,7 @@ mod tests {
     }
 
     fn config(form: &FinetuneForm) -> TrainConfig {
-        let json = form.to_config().unwrap();
-        let mut c: serde_json::Map<_, _> = json.as_object().unwrap().clone();
-        c.remove("kind");
-        let c: TrainConfig = serde_json::from_value(c.into()).unwrap();
+        let c = form.to_config().unwrap();
         c.validate().unwrap();
         c
     }
@@ -376,10 +353,7 @@ mod tests {
         assert_eq!(form.input_for("max_attempts"), None);
         assert_eq!(form.input_for(""), None);
         // A range check: the config's validate names the field.
-        let json = posted(&[("lr", "-1")]).to_config().unwrap();
-        let mut c = json.as_object().unwrap().clone();
-        c.remove("kind");
-        let c: TrainConfig = serde_json::from_value(c.into()).unwrap();
+        let c = posted(&[("lr", "-1")]).to_config().unwrap();
         let e = super::super::FieldError::from(c.validate().unwrap_err());
         assert_eq!(e.to_string(), "lr: must be in (0, 10)");
     }

@@ -219,15 +219,6 @@ pub fn enum_of<T: serde::de::DeserializeOwned>(field: &str, v: &str) -> Result<T
         .map_err(|e| FieldError::new(field, e.to_string()))
 }
 
-/// A config enum's JSON spelling, checked.
-pub fn enum_value<T: serde::de::DeserializeOwned + serde::Serialize>(
-    field: &str,
-    v: &str,
-) -> Result<serde_json::Value, FieldError> {
-    let parsed: T = enum_of(field, v)?;
-    serde_json::to_value(parsed).map_err(|e| FieldError::new(field, e.to_string()))
-}
-
 /// A whole number, or `None` when blank.
 pub fn number<T: std::str::FromStr>(field: &str, v: &str) -> Result<Option<T>, FieldError> {
     if v.is_empty() {
@@ -263,32 +254,6 @@ pub fn number_list<T: std::str::FromStr>(field: &str, v: &str) -> Result<Vec<T>,
         .collect()
 }
 
-/// A whole number into `c[key]` unless blank; `field` names it in the error.
-pub fn put_number<T: std::str::FromStr + Into<serde_json::Value>>(
-    c: &mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-    field: &str,
-    v: &str,
-) -> Result<(), FieldError> {
-    if let Some(n) = number::<T>(field, v)? {
-        c.insert(key.into(), n.into());
-    }
-    Ok(())
-}
-
-/// A finite real number into `c[key]` unless blank; `field` names it in the error.
-pub fn put_real(
-    c: &mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-    field: &str,
-    v: &str,
-) -> Result<(), FieldError> {
-    if let Some(x) = real(field, v)? {
-        c.insert(key.into(), x.into());
-    }
-    Ok(())
-}
-
 /// Where the weights of a run's artifact come from, as the forms spell it.
 pub fn checkpoint_value(run_id: i64, name: &str) -> String {
     format!("checkpoint:{run_id}:{name}")
@@ -302,11 +267,11 @@ pub fn checkpoint_parts(v: &str) -> Option<(i64, &str)> {
 }
 
 /// An `init` field (`scratch`, `imagenet_backbone` or `checkpoint:RUN:ARTIFACT`) as the
-/// config's JSON; `field` names it in errors.
-pub fn init_json(field: &str, v: &str) -> Result<serde_json::Value, FieldError> {
-    use serde_json::json;
+/// config's value; `field` names it in errors.
+pub fn init_config(field: &str, v: &str) -> Result<InitConfig, FieldError> {
     match v {
-        "scratch" | "imagenet_backbone" => Ok(json!({ "from": v })),
+        "scratch" => Ok(InitConfig::Scratch),
+        "imagenet_backbone" => Ok(InitConfig::ImagenetBackbone),
         _ => {
             let (run_id, name) = checkpoint_parts(v).ok_or_else(|| {
                 FieldError::new(
@@ -316,10 +281,32 @@ pub fn init_json(field: &str, v: &str) -> Result<serde_json::Value, FieldError> 
                     ),
                 )
             })?;
-            aligndet_common::artifacts::check_artifact_name(name)
-                .map_err(|e| FieldError::new(&format!("{field}.artifact.name"), e))?;
-            Ok(json!({ "from": "checkpoint", "artifact": { "run_id": run_id, "name": name } }))
+            checkpoint_init(&format!("{field}.artifact.name"), run_id, name)
         }
+    }
+}
+
+/// A checkpoint init of run `run_id`'s artifact `name` (the name checked; `field` names it).
+pub fn checkpoint_init(field: &str, run_id: i64, name: &str) -> Result<InitConfig, FieldError> {
+    aligndet_common::artifacts::check_artifact_name(name).map_err(|e| FieldError::new(field, e))?;
+    Ok(InitConfig::Checkpoint {
+        artifact: aligndet_common::artifacts::ArtifactRef {
+            run_id,
+            name: name.to_string(),
+        },
+    })
+}
+
+/// A list field's numbers, or `default` when blank.
+pub fn number_list_or<T: std::str::FromStr>(
+    field: &str,
+    v: &str,
+    default: Vec<T>,
+) -> Result<Vec<T>, FieldError> {
+    if v.is_empty() {
+        Ok(default)
+    } else {
+        number_list(field, v)
     }
 }
 

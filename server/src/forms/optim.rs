@@ -3,9 +3,7 @@
 //! the checkpoint interval are blank by default and then follow the steps
 //! ([`ScheduleDefaults`]' rule).
 
-use super::{
-    FieldError, comma_list, enum_value, json_text, number, number_list, put_number, put_real, real,
-};
+use super::{FieldError, comma_list, enum_of, json_text, number, number_list_or, real};
 use aligndet_common::train_config::{LrSchedule, OptimizerKind, ScheduleDefaults};
 
 /// Form values when the schedule is switched away from the default's kind (the configs have
@@ -153,62 +151,26 @@ impl OptimForm {
         comma_list(&self.reference.milestones)
     }
 
-    /// Put the fields into a config's JSON object (a blank number keeps what is there, except
-    /// `grad_clip_norm`: blank is none, and warm-up, milestones and the checkpoint interval:
-    /// blank follows the steps, [`OptimForm::derived`]). Ranges are the config's `validate`'s
-    /// job.
-    pub fn insert_into(
-        &self,
-        c: &mut serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(), FieldError> {
-        use serde_json::{Value, json};
-        c.insert(
-            "optimizer".into(),
-            enum_value::<OptimizerKind>("optimizer", &self.optimizer)?,
-        );
-        for (key, v) in [
-            ("batch_size", &self.batch_size),
-            ("steps", &self.steps),
-            ("loader_threads", &self.loader_threads),
-        ] {
-            put_number::<u32>(c, key, key, v)?;
-        }
-        let derived = self.derived_for_posted_steps(c);
-        c.insert(
-            "warmup_steps".into(),
-            number::<u32>("warmup_steps", &self.warmup_steps)?
-                .unwrap_or(derived.warmup_steps)
-                .into(),
-        );
-        c.insert(
-            "checkpoint_every".into(),
-            number::<u32>("checkpoint_every", &self.checkpoint_every)?
-                .unwrap_or(derived.checkpoint_every)
-                .into(),
-        );
-        put_number::<u64>(c, "seed", "seed", &self.seed)?;
-        for (key, v) in [
-            ("lr", &self.lr),
-            ("momentum", &self.momentum),
-            ("weight_decay", &self.weight_decay),
-        ] {
-            put_real(c, key, key, v)?;
-        }
+    /// The typed values: a blank number keeps `d`'s (the config's default), except
+    /// `grad_clip_norm` (blank: none) and warm-up, milestones and the checkpoint interval (blank:
+    /// derived from the steps, [`ScheduleDefaults`]' rule). Ranges are the config's
+    /// `validate`'s job.
+    pub fn parse(&self, d: &Optim) -> Result<Optim, FieldError> {
+        let steps = number::<u32>("steps", &self.steps)?.unwrap_or(d.steps);
+        let derived = self.reference.scaled_to(steps);
         let schedule = match self.schedule.as_str() {
-            "step" => json!({
-                "kind": "step",
-                "milestones": if self.milestones.is_empty() {
-                    derived.milestones
-                } else {
-                    number_list::<u32>("schedule.milestones", &self.milestones)?
-                },
-                "gamma": real("schedule.gamma", &self.gamma)?.unwrap_or(FORM_STEP_GAMMA),
-            }),
-            "cosine" => json!({
-                "kind": "cosine",
-                "min_factor": real("schedule.min_factor", &self.min_factor)?
+            "step" => LrSchedule::Step {
+                milestones: number_list_or(
+                    "schedule.milestones",
+                    &self.milestones,
+                    derived.milestones,
+                )?,
+                gamma: real("schedule.gamma", &self.gamma)?.unwrap_or(FORM_STEP_GAMMA),
+            },
+            "cosine" => LrSchedule::Cosine {
+                min_factor: real("schedule.min_factor", &self.min_factor)?
                     .unwrap_or(FORM_COSINE_MIN_FACTOR),
-            }),
+            },
             other => {
                 return Err(FieldError::new(
                     "schedule",
@@ -216,26 +178,82 @@ impl OptimForm {
                 ));
             }
         };
-        c.insert("schedule".into(), schedule);
-        c.insert(
-            "grad_clip_norm".into(),
-            real("grad_clip_norm", &self.grad_clip_norm)?.map_or(Value::Null, Value::from),
-        );
-        Ok(())
-    }
-
-    /// [`OptimForm::derived`] for the steps the config ends up with (typed, or the kind's
-    /// default when blank).
-    pub fn derived_for_posted_steps(
-        &self,
-        c: &serde_json::Map<String, serde_json::Value>,
-    ) -> ScheduleDefaults {
-        let steps = c
-            .get("steps")
-            .and_then(|v| v.as_u64())
-            .and_then(|s| u32::try_from(s).ok())
-            .filter(|&s| s > 0)
-            .unwrap_or(self.reference.steps);
-        self.reference.scaled_to(steps)
+        Ok(Optim {
+            optimizer: enum_of::<OptimizerKind>("optimizer", &self.optimizer)?,
+            batch_size: number("batch_size", &self.batch_size)?.unwrap_or(d.batch_size),
+            steps,
+            loader_threads: number("loader_threads", &self.loader_threads)?
+                .unwrap_or(d.loader_threads),
+            warmup_steps: number("warmup_steps", &self.warmup_steps)?
+                .unwrap_or(derived.warmup_steps),
+            checkpoint_every: number("checkpoint_every", &self.checkpoint_every)?
+                .unwrap_or(derived.checkpoint_every),
+            seed: number("seed", &self.seed)?.unwrap_or(d.seed),
+            lr: real("lr", &self.lr)?.unwrap_or(d.lr),
+            momentum: real("momentum", &self.momentum)?.unwrap_or(d.momentum),
+            weight_decay: real("weight_decay", &self.weight_decay)?.unwrap_or(d.weight_decay),
+            schedule,
+            grad_clip_norm: real("grad_clip_norm", &self.grad_clip_norm)?,
+        })
     }
 }
+
+/// The optimisation and bookkeeping values, typed: the same fields (and names) in
+/// `TrainConfig`, `PretrainBoxConfig` and `PretrainImageConfig` ([`optim_of`] and
+/// [`set_optim`] move them in and out of a config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Optim {
+    pub batch_size: u32,
+    pub steps: u32,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: u32,
+    pub schedule: LrSchedule,
+    pub grad_clip_norm: Option<f64>,
+    pub checkpoint_every: u32,
+    pub seed: u64,
+    pub loader_threads: u32,
+}
+
+/// A training config's [`Optim`] values.
+macro_rules! optim_of {
+    ($c:expr) => {
+        $crate::forms::optim::Optim {
+            batch_size: $c.batch_size,
+            steps: $c.steps,
+            optimizer: $c.optimizer,
+            lr: $c.lr,
+            momentum: $c.momentum,
+            weight_decay: $c.weight_decay,
+            warmup_steps: $c.warmup_steps,
+            schedule: $c.schedule.clone(),
+            grad_clip_norm: $c.grad_clip_norm,
+            checkpoint_every: $c.checkpoint_every,
+            seed: $c.seed,
+            loader_threads: $c.loader_threads,
+        }
+    };
+}
+
+/// Put [`Optim`] values into a training config.
+macro_rules! set_optim {
+    ($c:expr, $o:expr) => {{
+        let o: $crate::forms::optim::Optim = $o;
+        $c.batch_size = o.batch_size;
+        $c.steps = o.steps;
+        $c.optimizer = o.optimizer;
+        $c.lr = o.lr;
+        $c.momentum = o.momentum;
+        $c.weight_decay = o.weight_decay;
+        $c.warmup_steps = o.warmup_steps;
+        $c.schedule = o.schedule;
+        $c.grad_clip_norm = o.grad_clip_norm;
+        $c.checkpoint_every = o.checkpoint_every;
+        $c.seed = o.seed;
+        $c.loader_threads = o.loader_threads;
+    }};
+}
+
+pub(crate) use {optim_of, set_optim};

@@ -12,7 +12,7 @@ use crate::security::CsrfToken;
 use crate::state::AppState;
 use crate::submit;
 use crate::views::new_run::NewRunPage;
-use aligndet_common::jobs::RunKind;
+use aligndet_common::jobs::{JobConfig, RunKind};
 use aligndet_common::pretrain_config::PretrainBoxConfig;
 use axum::Extension;
 use axum::extract::{Query, State};
@@ -105,10 +105,13 @@ fn typed_config(json: &serde_json::Value) -> Result<aligndet_common::jobs::JobCo
 async fn queue_from_form(
     s: &AppState,
     name: &str,
-    config: Result<serde_json::Value, FieldError>,
+    config: Result<JobConfig, FieldError>,
     aligned_rule: bool,
 ) -> Checked<i64> {
-    let config = match config.and_then(|c| typed_config(&c)) {
+    let config = match config.and_then(|c| {
+        c.validate()?;
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
@@ -144,7 +147,13 @@ pub async fn create(
     let training = match kind {
         Some(RunKind::Finetune) => {
             let ft = FinetuneForm::posted(&field);
-            let outcome = queue_from_form(&s, &ft.name, ft.to_config(), ft.aligned_rule).await?;
+            let outcome = queue_from_form(
+                &s,
+                &ft.name,
+                ft.to_config().map(JobConfig::Finetune),
+                ft.aligned_rule,
+            )
+            .await?;
             Some((
                 outcome.map_err(|e| {
                     let input = ft.input_for(&e.field);
@@ -158,7 +167,13 @@ pub async fn create(
         }
         Some(RunKind::PretrainBox) => {
             let pb = PretrainBoxForm::posted(&field);
-            let outcome = queue_from_form(&s, &pb.name, pb.to_config(), false).await?;
+            let outcome = queue_from_form(
+                &s,
+                &pb.name,
+                pb.to_config().map(JobConfig::PretrainBox),
+                false,
+            )
+            .await?;
             Some((
                 outcome.map_err(|e| {
                     let input = PretrainBoxForm::input_for(&e.field);
@@ -172,7 +187,13 @@ pub async fn create(
         }
         Some(RunKind::PretrainImage) => {
             let pi = PretrainImageForm::posted(&field);
-            let outcome = queue_from_form(&s, &pi.name, pi.to_config(), false).await?;
+            let outcome = queue_from_form(
+                &s,
+                &pi.name,
+                pi.to_config().map(JobConfig::PretrainImage),
+                false,
+            )
+            .await?;
             Some((
                 outcome.map_err(|e| {
                     let input = PretrainImageForm::input_for(&e.field);
@@ -274,7 +295,7 @@ pub async fn create(
         ))
     })();
     let outcome = match result {
-        Ok((name, config)) => queue_from_form(&s, &name, Ok(config), false).await?,
+        Ok((name, config)) => queue_from_form(&s, &name, typed_config(&config), false).await?,
         Err(e) => Err(FieldError::general(e)),
     };
     match outcome {
