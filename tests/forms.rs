@@ -307,3 +307,51 @@ fn in_a_browser_the_placeholders_follow_steps_and_the_bad_field_is_focused() {
         (json!(5), json!(2))
     );
 }
+
+/// The new-experiment form: a refused number comes back beside its input, the rest as typed.
+#[test]
+fn the_experiment_form_shows_the_error_beside_its_field() {
+    let f = fixture("forms-exp");
+    let dataset = f.dataset.to_string();
+    let fields = [
+        ("name", "exp"),
+        ("dataset_id", dataset.as_str()),
+        ("detector", "fcos"),
+        ("backbone", "efficientnet_lite0"),
+        ("proposals", "new"),
+        ("pretrain_steps", "40"),
+        ("finetune_steps", "30"),
+        ("finetune_batch_size", "2"),
+        ("finetune_lr", "-1"),
+        ("finetune_weight_decay", "0.0002"),
+        ("seeds", "1, 2"),
+        ("fractions", "5"),
+    ];
+    let r = f
+        .server
+        .browser_session()
+        .post_form("/experiments", &fields);
+    assert_eq!(r.status(), 422);
+    let body = r.text().unwrap();
+    assert!(body.contains("id=\"form-error\">finetune_lr: must be a positive number"));
+    assert!(body.contains(
+        "name=\"finetune_lr\" type=\"number\" step=\"any\" value=\"-1\" aria-invalid=\"true\" aria-describedby=\"field-error\" autofocus><small class=\"field-error\" id=\"field-error\">must be a positive number"
+    ));
+    assert!(body.contains("name=\"seeds\" value=\"1, 2\""));
+    assert!(body.contains("name=\"finetune_steps\" type=\"number\" min=\"1\" value=\"30\""));
+    // A planner error about the dataset's splits sits beside the fractions.
+    let r = f.server.browser_session().post_form(
+        "/experiments",
+        &fields.map(|(k, v)| match k {
+            "finetune_lr" => (k, "0.01"),
+            "fractions" => (k, "7"),
+            _ => (k, v),
+        }),
+    );
+    assert_eq!(r.status(), 422);
+    let body = r.text().unwrap();
+    assert!(
+        body.contains("name=\"fractions\" value=\"7\" required aria-invalid=\"true\""),
+        "{body}"
+    );
+}
