@@ -1,4 +1,5 @@
-//! The new-run page's fine-tune form as text, and its `finetune` job config JSON.
+//! The new-run page's fine-tune form as text (what was typed, kept for the form's return), and
+//! the typed `TrainConfig` it describes.
 
 use super::optim::{optim_of, set_optim};
 use super::{

@@ -2,7 +2,7 @@
 //! helpers every form shares (enums by their JSON spelling, whole and real numbers, number
 //! lists, init choices), then one module per form:
 //!
-//! - [`optim`]: the optimisation fields every training form has;
+//! - [`optim`]: the optimisation fields every training form has (typed as [`optim::Optim`]);
 //! - [`finetune`], [`pretrain_box`], [`pretrain_image`]: the new-run page's training forms;
 //! - [`experiment`]: the new-experiment form.
 //!

@@ -1,5 +1,5 @@
 //! The optimisation and bookkeeping fields every training form has (fine-tune and both
-//! pre-training kinds), as text, and how they go into a config's JSON. Warm-up, milestones and
+//! pre-training kinds), as text, and their typed values ([`Optim`]). Warm-up, milestones and
 //! the checkpoint interval are blank by default and then follow the steps
 //! ([`ScheduleDefaults`]' rule).
 

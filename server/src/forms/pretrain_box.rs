@@ -1,5 +1,5 @@
-//! The new-run page's box-domain pre-training form as text, and its `pretrain_box` job config
-//! JSON.
+//! The new-run page's box-domain pre-training form as text, and the typed
+//! `PretrainBoxConfig` it describes.
 
 use super::optim::{optim_of, set_optim};
 use super::{

@@ -1,5 +1,5 @@
-//! The new-run page's image-domain pre-training form as text, and its `pretrain_image` job
-//! config JSON.
+//! The new-run page's image-domain pre-training form as text, and the typed
+//! `PretrainImageConfig` it describes.
 
 use super::optim::{optim_of, set_optim};
 use super::{FieldError, OptimForm, enum_of, init_config, init_text, number, real, wire_name};

@@ -91,7 +91,8 @@ pub async fn new_form(
 /// A person's mistake (the form comes back with it) inside a server result (500 otherwise).
 type Checked<T> = Result<Result<T, FieldError>, PageError>;
 
-/// Form JSON → the typed job config, validated (the error names the field).
+/// The other forms' JSON (benchmark, proposals, evaluation) → the typed job config, validated
+/// (the error names the field).
 fn typed_config(json: &serde_json::Value) -> Result<aligndet_common::jobs::JobConfig, FieldError> {
     let config = serde_json::from_value::<aligndet_common::jobs::JobConfig>(json.clone())
         .map_err(|e| FieldError::general(format!("invalid config: {e}")))?;
