@@ -126,10 +126,11 @@ fn the_form_queues_a_valid_config_and_names_the_bad_field() {
     let f = fixture("ft-form");
     let page = f.server.get("/runs/new").text().unwrap();
     assert!(page.contains("id=\"finetune-form\""), "fine-tune form");
-    // Defaults come from TrainConfig::default().
+    // Defaults come from the fine-tuning config's defaults.
     assert!(page.contains("name=\"steps\" type=\"number\" min=\"1\" value=\"1000\""));
     assert!(page.contains("name=\"min_sizes\" value=\"512\""));
-    assert!(page.contains("name=\"milestones\" value=\"700, 900\""));
+    // Milestones follow the steps: blank, with what they will be as the placeholder.
+    assert!(page.contains("name=\"milestones\" value=\"\" placeholder=\"700, 900\""));
     assert!(page.contains("<option value=\"efficientnet_lite0\" selected>"));
     assert!(page.contains("<option value=\"imagenet_backbone\" selected>"));
     // The dataset's split names are offered.

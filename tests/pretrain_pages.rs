@@ -399,7 +399,7 @@ fn the_pretraining_forms_queue_resolved_configs_and_name_bad_fields() {
     assert!(page.contains(
         "name=\"ema_momentum\" type=\"number\" step=\"any\" min=\"0\" max=\"1\" value=\"0.996\""
     ));
-    assert!(page.contains("name=\"milestones\" value=\"667, 917\""));
+    assert!(page.contains("name=\"milestones\" value=\"\" placeholder=\"667, 917\""));
     assert!(page.contains("name=\"queue_size\" type=\"number\" min=\"0\" value=\"4096\""));
     assert!(page.contains("data-detector-defaults=\""));
     assert!(

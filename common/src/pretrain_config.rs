@@ -14,8 +14,8 @@
 
 use crate::config_error::ConfigError;
 use crate::train_config::{
-    BackboneKind, DetectorKind, InitConfig, LrSchedule, OptimizerKind, scheduled_lr, validate_init,
-    validate_optimisation, validate_split_name,
+    BackboneKind, DetectorKind, InitConfig, LrSchedule, OptimizerKind, ScheduleDefaults,
+    scheduled_lr, validate_init, validate_optimisation, validate_split_name,
 };
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +140,18 @@ impl Default for PretrainBoxConfig {
 }
 
 impl PretrainBoxConfig {
+    /// This config's steps and the fields that follow them ([`ScheduleDefaults`]; no periodic
+    /// evaluation).
+    pub fn schedule_defaults(&self) -> ScheduleDefaults {
+        ScheduleDefaults::of(
+            self.steps,
+            self.warmup_steps,
+            &self.schedule,
+            0,
+            self.checkpoint_every,
+        )
+    }
+
     /// The reference's per-detector settings: RetinaNet keeps the first 50 boxes, Faster R-CNN
     /// samples 4,096 RoIs and trains at lr 0.02 (method notes, table of section 7).
     pub fn for_detector(detector: DetectorKind) -> PretrainBoxConfig {
@@ -293,6 +305,18 @@ impl Default for PretrainImageConfig {
 }
 
 impl PretrainImageConfig {
+    /// This config's steps and the fields that follow them ([`ScheduleDefaults`]; no periodic
+    /// evaluation).
+    pub fn schedule_defaults(&self) -> ScheduleDefaults {
+        ScheduleDefaults::of(
+            self.steps,
+            self.warmup_steps,
+            &self.schedule,
+            0,
+            self.checkpoint_every,
+        )
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.dataset_id <= 0 {
             return Err(err("dataset_id", "choose a dataset"));
@@ -353,8 +377,16 @@ impl PretrainImageConfig {
 /// Fine-tuning from AlignDet weights: the reference's rule for SGD recipes is lr ×1.5 and weight
 /// decay ÷2 (method notes, 8.3). Returns the (lr, weight decay) to offer as defaults.
 pub fn aligned_finetune_hyperparameters(lr: f64, weight_decay: f64) -> (f64, f64) {
-    (lr * 1.5, weight_decay / 2.0)
+    (
+        lr * ALIGNED_FINETUNE_LR_FACTOR,
+        weight_decay / ALIGNED_FINETUNE_WD_DIVISOR,
+    )
 }
+
+/// AlignDet's fine-tuning rule: the learning rate is multiplied by this ...
+pub const ALIGNED_FINETUNE_LR_FACTOR: f64 = 1.5;
+/// ... and the weight decay divided by this (the new-run page's script reads both).
+pub const ALIGNED_FINETUNE_WD_DIVISOR: f64 = 2.0;
 
 /// The `pseudo_boxes.json` artifact of a `proposals` run: every image's kept pseudo-boxes,
 /// `[x, y, w, h]` in original pixels, in the run's order (which `BoxSelection::First` keeps).
@@ -438,5 +470,17 @@ mod tests {
     fn aligned_finetune_rule() {
         let (lr, wd) = aligned_finetune_hyperparameters(0.01, 1e-4);
         assert!((lr - 0.015).abs() < 1e-15 && (wd - 5e-5).abs() < 1e-18);
+    }
+
+    #[test]
+    fn pretraining_schedules_scale_by_the_same_rule() {
+        let b = PretrainBoxConfig::default().schedule_defaults();
+        assert_eq!(b.scaled_to(1000), b, "the defaults at the default steps");
+        let s = b.scaled_to(20);
+        assert_eq!(s.milestones, vec![13, 18]);
+        assert_eq!((s.warmup_steps, s.checkpoint_every), (2, 2));
+        let i = PretrainImageConfig::default().schedule_defaults();
+        assert_eq!(i.scaled_to(2000), i);
+        assert_eq!(i.scaled_to(100).checkpoint_every, 10);
     }
 }

@@ -201,9 +201,94 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// This config's steps and the fields that follow them ([`ScheduleDefaults`]).
+    pub fn schedule_defaults(&self) -> ScheduleDefaults {
+        ScheduleDefaults::of(
+            self.steps,
+            self.warmup_steps,
+            &self.schedule,
+            self.eval_every,
+            self.checkpoint_every,
+        )
+    }
+
     /// Learning rate at `step` (0-based): linear warmup from 0.001 × base, then the schedule.
     pub fn lr_at(&self, step: u32) -> f64 {
         scheduled_lr(self.lr, self.warmup_steps, &self.schedule, self.steps, step)
+    }
+}
+
+/// The fields of a training config that follow its length (warm-up, step-schedule milestones,
+/// evaluation and checkpoint intervals), and the one rule that derives them from the number of
+/// steps when a form leaves them blank.
+///
+/// Each kind's defaults are stated for its default number of steps (the reference, e.g. 1000
+/// steps with warm-up 100, milestones 700 and 900, evaluation every 250 and a checkpoint every
+/// 100 for fine-tuning). For another number of steps [`ScheduleDefaults::scaled_to`] keeps each
+/// value's fraction of the run, rounded to the nearest step:
+///
+/// - milestones: the same fractions (70 % and 90 % of the steps for fine-tuning), at least 1,
+///   repeated ones dropped so they stay increasing;
+/// - warm-up: the same fraction (a tenth), but never more than the default, since warm-up is
+///   about the first iterations rather than the length of the schedule;
+/// - evaluation and checkpoint intervals: the same fraction (every quarter and every tenth of
+///   the run for fine-tuning), at least 1 (0 stays 0: the kind has no such interval).
+///
+/// At the reference steps every value is the default itself, so configs are unchanged there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleDefaults {
+    pub steps: u32,
+    pub warmup_steps: u32,
+    /// Milestones of the step schedule (empty when the default schedule is cosine).
+    pub milestones: Vec<u32>,
+    /// 0 for the pre-training kinds, which have no periodic evaluation.
+    pub eval_every: u32,
+    pub checkpoint_every: u32,
+}
+
+impl ScheduleDefaults {
+    /// Fine-tuning's schedule-derived defaults for a run of `steps` steps.
+    pub fn for_steps(steps: u32) -> ScheduleDefaults {
+        TrainConfig::default().schedule_defaults().scaled_to(steps)
+    }
+
+    /// The reference values of a config (its steps and the fields that follow them).
+    pub fn of(
+        steps: u32,
+        warmup_steps: u32,
+        schedule: &LrSchedule,
+        eval_every: u32,
+        checkpoint_every: u32,
+    ) -> ScheduleDefaults {
+        ScheduleDefaults {
+            steps,
+            warmup_steps,
+            milestones: match schedule {
+                LrSchedule::Step { milestones, .. } => milestones.clone(),
+                LrSchedule::Cosine { .. } => Vec::new(),
+            },
+            eval_every,
+            checkpoint_every,
+        }
+    }
+
+    /// The same schedule for a run of `steps` steps (the rule above).
+    pub fn scaled_to(&self, steps: u32) -> ScheduleDefaults {
+        let reference = u64::from(self.steps.max(1));
+        let scale = |v: u32| -> u32 {
+            let scaled = (u64::from(v) * u64::from(steps) + reference / 2) / reference;
+            u32::try_from(scaled).unwrap_or(u32::MAX)
+        };
+        let interval = |v: u32| if v == 0 { 0 } else { scale(v).max(1) };
+        let mut milestones: Vec<u32> = self.milestones.iter().map(|&m| scale(m).max(1)).collect();
+        milestones.dedup();
+        ScheduleDefaults {
+            steps,
+            warmup_steps: scale(self.warmup_steps).min(self.warmup_steps),
+            milestones,
+            eval_every: interval(self.eval_every),
+            checkpoint_every: interval(self.checkpoint_every),
+        }
     }
 }
 
@@ -374,6 +459,72 @@ mod tests {
         assert!((c.lr_at(10) - 0.1).abs() < 1e-12);
         assert!((c.lr_at(50) - 0.01).abs() < 1e-12);
         assert!((c.lr_at(99) - 0.001).abs() < 1e-12);
+    }
+
+    #[test]
+    fn schedule_defaults_follow_the_steps() {
+        let d = TrainConfig::default();
+        let at_default = ScheduleDefaults::for_steps(d.steps);
+        assert_eq!(
+            at_default,
+            d.schedule_defaults(),
+            "the defaults at 1000 steps"
+        );
+        assert_eq!(at_default.warmup_steps, 100);
+        assert_eq!(at_default.milestones, vec![700, 900]);
+        assert_eq!(
+            (at_default.eval_every, at_default.checkpoint_every),
+            (250, 100)
+        );
+        let short = ScheduleDefaults::for_steps(20);
+        assert_eq!(
+            short,
+            ScheduleDefaults {
+                steps: 20,
+                warmup_steps: 2,
+                milestones: vec![14, 18],
+                eval_every: 5,
+                checkpoint_every: 2,
+            }
+        );
+        // Longer runs: milestones and intervals grow, warm-up stays at the default.
+        let long = ScheduleDefaults::for_steps(5000);
+        assert_eq!(long.warmup_steps, 100);
+        assert_eq!(long.milestones, vec![3500, 4500]);
+        assert_eq!((long.eval_every, long.checkpoint_every), (1250, 500));
+        // One step: still a valid config.
+        let one = ScheduleDefaults::for_steps(1);
+        assert_eq!(
+            (one.warmup_steps, one.eval_every, one.checkpoint_every),
+            (0, 1, 1)
+        );
+        assert_eq!(one.milestones, vec![1]);
+        for steps in [1, 2, 3, 7, 20, 999, 1000, 1001, 10_000_000] {
+            let s = ScheduleDefaults::for_steps(steps);
+            let c = TrainConfig {
+                steps,
+                warmup_steps: s.warmup_steps,
+                schedule: LrSchedule::Step {
+                    milestones: s.milestones,
+                    gamma: 0.1,
+                },
+                eval_every: s.eval_every,
+                checkpoint_every: s.checkpoint_every,
+                ..config()
+            };
+            c.validate()
+                .unwrap_or_else(|e| panic!("{steps} steps: {e}"));
+        }
+        // A kind without periodic evaluation keeps none.
+        let no_eval =
+            ScheduleDefaults::of(2000, 0, &LrSchedule::Cosine { min_factor: 0.0 }, 0, 200);
+        assert_eq!(no_eval.scaled_to(2000), no_eval);
+        let s = no_eval.scaled_to(50);
+        assert_eq!(
+            (s.warmup_steps, s.eval_every, s.checkpoint_every),
+            (0, 0, 5)
+        );
+        assert!(s.milestones.is_empty());
     }
 
     #[test]

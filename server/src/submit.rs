@@ -7,7 +7,7 @@
 use crate::db;
 use crate::db::datasets::DatasetRow;
 use crate::db::runs::RunRow;
-use crate::forms::wire_name;
+use crate::forms::{FieldError, wire_name};
 use crate::state::AppState;
 use aligndet_common::artifacts;
 use aligndet_common::jobs::{JobConfig, RunKind, RunStatus};
@@ -32,8 +32,8 @@ pub struct NewRun {
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     /// The person's mistake, in the field it names.
-    #[error("{field}: {message}")]
-    Field { field: String, message: String },
+    #[error("{0}")]
+    Field(FieldError),
     /// The server's (logged; the person sees only that it happened).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -46,10 +46,7 @@ impl From<sqlx::Error> for SubmitError {
 }
 
 fn refuse<T>(field: &str, message: impl Into<String>) -> Result<T, SubmitError> {
-    Err(SubmitError::Field {
-        field: field.to_string(),
-        message: message.into(),
-    })
+    Err(SubmitError::Field(FieldError::new(field, message)))
 }
 
 /// Check everything and queue the run in one transaction. Returns its id.

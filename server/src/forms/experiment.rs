@@ -1,6 +1,6 @@
 //! The new-experiment form as text, field by field, and its text → [`ExperimentSpec`] step.
 
-use super::{comma_list, enum_of, number, number_list, real, wire_name};
+use super::{FieldError, comma_list, enum_of, number, number_list, real, wire_name};
 use crate::experiments::ExperimentSpec;
 use crate::experiments::spec::{
     DEFAULT_IMAGE_SIZE, default_backbone, default_detector, default_fractions, default_multipliers,
@@ -106,22 +106,65 @@ impl ExperimentForm {
         }
     }
 
+    /// The input a spec field (or the planner's) is shown beside: the spec's names, except the
+    /// two reuse choices.
+    pub fn input_for(field: &str) -> Option<String> {
+        const INPUTS: [&str; 24] = [
+            "name",
+            "dataset_id",
+            "detector",
+            "backbone",
+            "label_free",
+            "image_steps",
+            "image_batch_size",
+            "image_lr",
+            "proposals",
+            "proposals_max_images",
+            "pretrained",
+            "pretrain_steps",
+            "pretrain_batch_size",
+            "pretrain_lr",
+            "pretrain_samples",
+            "image_size",
+            "finetune_steps",
+            "finetune_batch_size",
+            "finetune_lr",
+            "finetune_weight_decay",
+            "lr_multiplier",
+            "wd_multiplier",
+            "seeds",
+            "fractions",
+        ];
+        let field = match field {
+            "proposals_run_id" => "proposals",
+            "pretrained_run_id" => "pretrained",
+            other => other,
+        };
+        super::input_for(field, &INPUTS)
+    }
+
     /// Text → spec, naming the field that does not parse (ranges are `plan`'s job).
-    pub fn to_spec(&self) -> Result<ExperimentSpec, String> {
+    pub fn to_spec(&self) -> Result<ExperimentSpec, FieldError> {
         let dataset_id: i64 = self
             .dataset_id
             .parse()
-            .map_err(|_| "dataset_id: choose a dataset".to_string())?;
+            .map_err(|_| FieldError::new("dataset_id", "choose a dataset"))?;
         let proposals_run_id = match self.proposals.as_str() {
             "" | "new" => None,
             v => Some(v.parse::<i64>().map_err(|_| {
-                format!("proposals_run_id: {v:?} is not \"new\" or a proposals run id")
+                FieldError::new(
+                    "proposals_run_id",
+                    format!("{v:?} is not \"new\" or a proposals run id"),
+                )
             })?),
         };
         let pretrained_run_id = match self.pretrained.as_str() {
             "" | "new" => None,
             v => Some(v.parse::<i64>().map_err(|_| {
-                format!("pretrained_run_id: {v:?} is not \"new\" or a pre-training run id")
+                FieldError::new(
+                    "pretrained_run_id",
+                    format!("{v:?} is not \"new\" or a pre-training run id"),
+                )
             })?),
         };
         Ok(ExperimentSpec {

@@ -1,12 +1,13 @@
-//! The new-run page's fine-tune form as text, and its `finetune` job config JSON.
+//! The new-run page's fine-tune form as text (what was typed, kept for the form's return), and
+//! the typed `TrainConfig` it describes.
 
+use super::optim::{optim_of, set_optim};
 use super::{
-    OptimForm, comma_list, enum_value, init_json, init_text, number_list, put_number, put_real,
-    wire_name,
+    FieldError, OptimForm, checkpoint_init, comma_list, enum_of, init_config, init_text, number,
+    number_list_or, real, wire_name,
 };
 use aligndet_common::artifacts;
-use aligndet_common::jobs::RunKind;
-use aligndet_common::train_config::{BackboneKind, DetectorKind, InitConfig, TrainConfig};
+use aligndet_common::train_config::{AugmentConfig, InitConfig, TrainConfig};
 
 /// The fine-tune form as text, field by field (names follow `TrainConfig`'s JSON).
 pub struct FinetuneForm {
@@ -37,7 +38,8 @@ pub struct FinetuneForm {
 }
 
 impl FinetuneForm {
-    /// `TrainConfig::default()` rendered as form values, so the form cannot drift from it.
+    /// `TrainConfig::default()` rendered as form values, so the form cannot drift from it; the
+    /// fields that follow the steps are blank.
     pub fn defaults() -> FinetuneForm {
         let c = TrainConfig::default();
         let (init_run, init_artifact) = match &c.init {
@@ -63,10 +65,49 @@ impl FinetuneForm {
             hflip: c.augment.hflip,
             color_jitter: c.augment.color_jitter.to_string(),
             no_decay_norm_and_bias: c.no_decay_norm_and_bias,
-            eval_every: c.eval_every.to_string(),
+            eval_every: String::new(),
             eval_max_images: c.eval_max_images.to_string(),
-            opt: OptimForm::of_config(&serde_json::to_value(&c).unwrap_or_default()),
+            opt: OptimForm::of_config(
+                &serde_json::to_value(&c).unwrap_or_default(),
+                c.schedule_defaults(),
+            ),
         }
+    }
+
+    /// The input a config field is shown beside (a typed checkpoint's run id and artifact
+    /// name beside their own inputs).
+    pub fn input_for(&self, field: &str) -> Option<String> {
+        const INPUTS: [&str; 16] = [
+            "name",
+            "dataset_id",
+            "train_split",
+            "val_split",
+            "detector",
+            "backbone",
+            "init",
+            "trainable_backbone_stages",
+            "min_sizes",
+            "max_size",
+            "color_jitter",
+            "hflip",
+            "no_decay_norm_and_bias",
+            "aligned_rule",
+            "eval_every",
+            "eval_max_images",
+        ];
+        if self.init == "checkpoint" {
+            match field {
+                "init.artifact.run_id" => return Some("init_run".into()),
+                "init.artifact.name" => return Some("init_artifact".into()),
+                _ => {}
+            }
+        }
+        let all: Vec<&str> = INPUTS
+            .iter()
+            .chain(super::optim::INPUTS.iter())
+            .copied()
+            .collect();
+        super::input_for(field, &all)
     }
 
     /// What was posted (trimmed); an unticked checkbox is absent, so absent means false.
@@ -91,79 +132,230 @@ impl FinetuneForm {
             no_decay_norm_and_bias: field("no_decay_norm_and_bias").is_some(),
             eval_every: text("eval_every"),
             eval_max_images: text("eval_max_images"),
-            opt: OptimForm::posted(field),
+            opt: OptimForm::posted(field, TrainConfig::default().schedule_defaults()),
         }
     }
 
-    /// The `finetune` job config as JSON. Only the text → value step happens here (with the
-    /// field named when it fails); ranges and combinations are `TrainConfig::validate`'s job.
-    /// A blank number keeps `TrainConfig`'s default, except `grad_clip_norm` (blank: none).
-    pub fn to_config(&self) -> Result<serde_json::Value, String> {
-        use serde_json::{Value, json};
+    /// The `finetune` job config. Only the text → value step happens here (with the field
+    /// named when it fails); ranges and combinations are `TrainConfig::validate`'s job. A blank
+    /// number keeps `TrainConfig`'s default, except `grad_clip_norm` (blank: none) and the
+    /// fields that follow the steps (warm-up, milestones, evaluation and checkpoint intervals:
+    /// blank is derived from the steps, [`OptimForm::derived`]).
+    pub fn to_config(&self) -> Result<TrainConfig, FieldError> {
+        let d = TrainConfig::default();
         let dataset_id: i64 = self
             .dataset_id
             .parse()
-            .map_err(|_| "dataset_id: choose a dataset".to_string())?;
-        let mut c = serde_json::Map::new();
-        c.insert("kind".into(), RunKind::Finetune.as_str().into());
-        c.insert("dataset_id".into(), dataset_id.into());
-        c.insert("train_split".into(), self.train_split.clone().into());
-        c.insert("val_split".into(), self.val_split.clone().into());
-        c.insert(
-            "detector".into(),
-            enum_value::<DetectorKind>("detector", &self.detector)?,
-        );
-        c.insert(
-            "backbone".into(),
-            enum_value::<BackboneKind>("backbone", &self.backbone)?,
-        );
+            .map_err(|_| FieldError::new("dataset_id", "choose a dataset"))?;
+        let detector = enum_of("detector", &self.detector)?;
+        let backbone = enum_of("backbone", &self.backbone)?;
         let init = if self.init == "checkpoint" {
             let run_id: i64 = self.init_run.parse().map_err(|_| {
-                format!(
-                    "init.artifact.run_id: {:?} is not a run id; give the run whose checkpoint to start from",
-                    self.init_run
+                FieldError::new(
+                    "init.artifact.run_id",
+                    format!(
+                        "{:?} is not a run id; give the run whose checkpoint to start from",
+                        self.init_run
+                    ),
                 )
             })?;
-            aligndet_common::artifacts::check_artifact_name(&self.init_artifact)
-                .map_err(|e| format!("init.artifact.name: {e}"))?;
-            json!({ "from": "checkpoint", "artifact": { "run_id": run_id, "name": self.init_artifact } })
+            checkpoint_init("init.artifact.name", run_id, &self.init_artifact)?
         } else {
-            init_json("init", &self.init)?
+            init_config("init", &self.init)?
         };
-        c.insert("init".into(), init);
-        put_number::<u8>(
-            &mut c,
-            "trainable_backbone_stages",
-            "trainable_backbone_stages",
-            &self.trainable_backbone_stages,
-        )?;
-        let mut augment = serde_json::Map::new();
-        if !self.min_sizes.is_empty() {
-            augment.insert(
-                "min_sizes".into(),
-                number_list::<u32>("augment.min_sizes", &self.min_sizes)?.into(),
-            );
+        let trainable_backbone_stages =
+            number("trainable_backbone_stages", &self.trainable_backbone_stages)?
+                .unwrap_or(d.trainable_backbone_stages);
+        let augment = AugmentConfig {
+            min_sizes: number_list_or(
+                "augment.min_sizes",
+                &self.min_sizes,
+                d.augment.min_sizes.clone(),
+            )?,
+            max_size: number("augment.max_size", &self.max_size)?.unwrap_or(d.augment.max_size),
+            hflip: self.hflip,
+            color_jitter: real("augment.color_jitter", &self.color_jitter)?
+                .unwrap_or(d.augment.color_jitter),
+        };
+        let eval_max_images =
+            number("eval_max_images", &self.eval_max_images)?.unwrap_or(d.eval_max_images);
+        let optim = self.opt.parse(&optim_of!(d))?;
+        let eval_every = number("eval_every", &self.eval_every)?
+            .unwrap_or(self.opt.reference.scaled_to(optim.steps).eval_every);
+        let mut c = TrainConfig {
+            dataset_id,
+            train_split: self.train_split.clone(),
+            val_split: self.val_split.clone(),
+            detector,
+            backbone,
+            init,
+            trainable_backbone_stages,
+            augment,
+            no_decay_norm_and_bias: self.no_decay_norm_and_bias,
+            eval_every,
+            eval_max_images,
+            ..d
+        };
+        set_optim!(c, optim);
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aligndet_common::train_config::{LrSchedule, ScheduleDefaults};
+
+    /// The default form with some fields replaced, as posted.
+    fn posted(changes: &[(&str, &str)]) -> FinetuneForm {
+        let d = FinetuneForm::defaults();
+        let mut fields: Vec<(String, String)> = vec![
+            ("name".into(), d.name),
+            ("dataset_id".into(), "1".into()),
+            ("train_split".into(), d.train_split),
+            ("val_split".into(), d.val_split),
+            ("detector".into(), d.detector),
+            ("backbone".into(), d.backbone),
+            ("init".into(), d.init),
+            ("init_run".into(), d.init_run),
+            ("init_artifact".into(), d.init_artifact),
+            (
+                "trainable_backbone_stages".into(),
+                d.trainable_backbone_stages,
+            ),
+            ("min_sizes".into(), d.min_sizes),
+            ("max_size".into(), d.max_size),
+            ("color_jitter".into(), d.color_jitter),
+            ("eval_every".into(), d.eval_every),
+            ("eval_max_images".into(), d.eval_max_images),
+            ("batch_size".into(), d.opt.batch_size),
+            ("steps".into(), d.opt.steps),
+            ("optimizer".into(), d.opt.optimizer),
+            ("lr".into(), d.opt.lr),
+            ("momentum".into(), d.opt.momentum),
+            ("weight_decay".into(), d.opt.weight_decay),
+            ("warmup_steps".into(), d.opt.warmup_steps),
+            ("schedule".into(), d.opt.schedule),
+            ("milestones".into(), d.opt.milestones),
+            ("gamma".into(), d.opt.gamma),
+            ("min_factor".into(), d.opt.min_factor),
+            ("grad_clip_norm".into(), d.opt.grad_clip_norm),
+            ("checkpoint_every".into(), d.opt.checkpoint_every),
+            ("seed".into(), d.opt.seed),
+            ("loader_threads".into(), d.opt.loader_threads),
+            ("hflip".into(), "on".into()),
+            ("no_decay_norm_and_bias".into(), "on".into()),
+        ];
+        for (k, v) in changes {
+            match fields.iter_mut().find(|(n, _)| n == k) {
+                Some(f) => f.1 = v.to_string(),
+                None => fields.push((k.to_string(), v.to_string())),
+            }
         }
-        put_number::<u32>(&mut augment, "max_size", "augment.max_size", &self.max_size)?;
-        augment.insert("hflip".into(), self.hflip.into());
-        put_real(
-            &mut augment,
-            "color_jitter",
-            "augment.color_jitter",
-            &self.color_jitter,
-        )?;
-        c.insert("augment".into(), Value::Object(augment));
-        for (key, v) in [
-            ("eval_every", &self.eval_every),
-            ("eval_max_images", &self.eval_max_images),
+        FinetuneForm::posted(&|k: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.trim().to_string())
+        })
+    }
+
+    fn config(form: &FinetuneForm) -> TrainConfig {
+        let c = form.to_config().unwrap();
+        c.validate().unwrap();
+        c
+    }
+
+    #[test]
+    fn the_fields_that_follow_the_steps_are_blank_by_default() {
+        let d = FinetuneForm::defaults();
+        assert_eq!(d.opt.steps, "1000");
+        for blank in [
+            &d.opt.warmup_steps,
+            &d.opt.milestones,
+            &d.opt.checkpoint_every,
+            &d.eval_every,
         ] {
-            put_number::<u32>(&mut c, key, key, v)?;
+            assert!(blank.is_empty());
         }
-        c.insert(
-            "no_decay_norm_and_bias".into(),
-            self.no_decay_norm_and_bias.into(),
+        assert_eq!(d.opt.milestones_placeholder(), "700, 900");
+        // Untouched, the form gives exactly the default config.
+        let c = config(&posted(&[]));
+        assert_eq!(
+            c,
+            TrainConfig {
+                dataset_id: 1,
+                ..TrainConfig::default()
+            }
         );
-        self.opt.insert_into(&mut c)?;
-        Ok(Value::Object(c))
+    }
+
+    #[test]
+    fn blank_schedule_fields_follow_the_steps_and_typed_ones_are_kept() {
+        let c = config(&posted(&[("steps", "20")]));
+        let s = ScheduleDefaults::for_steps(20);
+        assert_eq!(c.steps, 20);
+        assert_eq!(c.warmup_steps, s.warmup_steps);
+        assert_eq!(
+            c.schedule,
+            LrSchedule::Step {
+                milestones: s.milestones.clone(),
+                gamma: 0.1
+            }
+        );
+        assert_eq!((c.eval_every, c.checkpoint_every), (5, 2));
+        assert_eq!(
+            posted(&[("steps", "20")]).opt.milestones_placeholder(),
+            "14, 18"
+        );
+
+        let c = config(&posted(&[
+            ("steps", "20"),
+            ("warmup_steps", "0"),
+            ("milestones", "10"),
+            ("eval_every", "20"),
+            ("checkpoint_every", "7"),
+        ]));
+        assert_eq!(c.warmup_steps, 0);
+        assert_eq!(
+            c.schedule,
+            LrSchedule::Step {
+                milestones: vec![10],
+                gamma: 0.1
+            }
+        );
+        assert_eq!((c.eval_every, c.checkpoint_every), (20, 7));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_its_input() {
+        let form = posted(&[("lr", "abc")]);
+        let e = form.to_config().unwrap_err();
+        assert_eq!(e.to_string(), "lr: \"abc\" is not a finite number");
+        assert_eq!(form.input_for(&e.field).as_deref(), Some("lr"));
+        let e = posted(&[("min_sizes", "512, big")])
+            .to_config()
+            .unwrap_err();
+        assert_eq!(e.field, "augment.min_sizes");
+        assert_eq!(form.input_for(&e.field).as_deref(), Some("min_sizes"));
+        assert_eq!(
+            form.input_for("schedule.milestones").as_deref(),
+            Some("milestones")
+        );
+        assert_eq!(
+            form.input_for("init.artifact.run_id").as_deref(),
+            Some("init")
+        );
+        let typed = posted(&[("init", "checkpoint")]);
+        assert_eq!(
+            typed.input_for("init.artifact.run_id").as_deref(),
+            Some("init_run")
+        );
+        assert_eq!(form.input_for("max_attempts"), None);
+        assert_eq!(form.input_for(""), None);
+        // A range check: the config's validate names the field.
+        let c = posted(&[("lr", "-1")]).to_config().unwrap();
+        let e = super::super::FieldError::from(c.validate().unwrap_err());
+        assert_eq!(e.to_string(), "lr: must be in (0, 10)");
     }
 }

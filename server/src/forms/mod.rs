@@ -2,12 +2,12 @@
 //! helpers every form shares (enums by their JSON spelling, whole and real numbers, number
 //! lists, init choices), then one module per form:
 //!
-//! - [`optim`]: the optimisation fields every training form has;
+//! - [`optim`]: the optimisation fields every training form has (typed as [`optim::Optim`]);
 //! - [`finetune`], [`pretrain_box`], [`pretrain_image`]: the new-run page's training forms;
 //! - [`experiment`]: the new-experiment form.
 //!
-//! Only parsing happens here, with the field named when it fails; ranges and combinations are
-//! the configs' `validate` (and the experiment planner's) job.
+//! Only parsing happens here, with the field named when it fails ([`FieldError`]); ranges and
+//! combinations are the configs' `validate` (and the experiment planner's) job.
 
 pub mod experiment;
 pub mod finetune;
@@ -21,7 +21,151 @@ pub use optim::OptimForm;
 pub use pretrain_box::PretrainBoxForm;
 pub use pretrain_image::PretrainImageForm;
 
+use aligndet_common::config_error::ConfigError;
 use aligndet_common::train_config::InitConfig;
+
+/// A person's mistake in one field: the field as the config names it (`lr`,
+/// `schedule.milestones`, `init.artifact.run_id`; blank when no one field is to blame) and
+/// what is wrong. Shown as "field: message" in the form's summary and as the message beside
+/// the field's input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A mistake no one field is to blame for (shown only in the summary).
+    pub fn general(message: impl Into<String>) -> FieldError {
+        FieldError::new("", message)
+    }
+
+    /// A "field: message" text (the experiment planner's errors) split back into its parts;
+    /// text that does not start with a field name is a general error.
+    pub fn from_text(text: &str) -> FieldError {
+        match text.split_once(": ") {
+            Some((field, message))
+                if !field.is_empty()
+                    && field
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') =>
+            {
+                FieldError::new(field, message)
+            }
+            _ => FieldError::general(text),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl From<ConfigError> for FieldError {
+    fn from(e: ConfigError) -> FieldError {
+        FieldError {
+            field: e.field,
+            message: e.problem,
+        }
+    }
+}
+
+/// A form's error, placed: the input it belongs beside (none: only the summary at the top).
+pub struct PlacedError {
+    pub error: FieldError,
+    /// The form (`ft`, `pb`, `pi`, `experiment`) and the `name` of the input.
+    pub input: Option<(&'static str, String)>,
+}
+
+impl PlacedError {
+    /// The error beside `input` of `form` (when the form has that input).
+    pub fn new(error: FieldError, form: &'static str, input: Option<&str>) -> PlacedError {
+        PlacedError {
+            input: input.map(|i| (form, i.to_string())),
+            error,
+        }
+    }
+
+    /// An error of no one input (the summary box only).
+    pub fn general(error: FieldError) -> PlacedError {
+        PlacedError { error, input: None }
+    }
+
+    /// Whether it belongs beside `name` of `form`.
+    pub fn is_at(&self, form: &str, name: &str) -> bool {
+        self.input
+            .as_ref()
+            .is_some_and(|(f, n)| f == &form && n == name)
+    }
+}
+
+/// The input of a form that a config field is shown beside: the field itself when the form has
+/// an input of that name, else its last part without the config's grouping (`augment.`,
+/// `views.`, `schedule.`), else, for a checkpoint (`init.artifact.run_id`), the init choice.
+pub fn input_for(field: &str, inputs: &[&str]) -> Option<String> {
+    let has = |name: &str| inputs.contains(&name).then(|| name.to_string());
+    if let Some(found) = has(field) {
+        return Some(found);
+    }
+    for group in ["augment.", "views.", "schedule."] {
+        if let Some(rest) = field.strip_prefix(group) {
+            return has(rest);
+        }
+    }
+    field
+        .split_once(".artifact.")
+        .and_then(|(init, _)| has(init))
+}
+
+/// The attributes of an input: marked invalid, focused (so the page scrolls to it) and
+/// described by its message when `error` is beside it, none otherwise.
+pub fn invalid_attrs(error: Option<&PlacedError>, form: &str, name: &str) -> &'static str {
+    if error.is_some_and(|e| e.is_at(form, name)) {
+        r#" aria-invalid="true" aria-describedby="field-error" autofocus"#
+    } else {
+        ""
+    }
+}
+
+/// The message shown under an input (escaped HTML), when `error` is beside it.
+pub fn error_note(error: Option<&PlacedError>, form: &str, name: &str) -> String {
+    match error {
+        Some(e) if e.is_at(form, name) => format!(
+            r#"<small class="field-error" id="field-error">{}</small>"#,
+            escape_html(&e.error.message)
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Text as HTML text or attribute value.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 /// The values of the new-run page's three training forms, each a default or what was posted.
 pub struct TrainingForms {
@@ -70,76 +214,44 @@ pub fn comma_list<T: ToString>(v: &[T]) -> String {
 }
 
 /// A config enum from its JSON spelling; serde's message lists the accepted values.
-pub fn enum_of<T: serde::de::DeserializeOwned>(field: &str, v: &str) -> Result<T, String> {
+pub fn enum_of<T: serde::de::DeserializeOwned>(field: &str, v: &str) -> Result<T, FieldError> {
     serde_json::from_value(serde_json::Value::String(v.to_string()))
-        .map_err(|e| format!("{field}: {e}"))
-}
-
-/// A config enum's JSON spelling, checked.
-pub fn enum_value<T: serde::de::DeserializeOwned + serde::Serialize>(
-    field: &str,
-    v: &str,
-) -> Result<serde_json::Value, String> {
-    let parsed: T = enum_of(field, v)?;
-    serde_json::to_value(parsed).map_err(|e| format!("{field}: {e}"))
+        .map_err(|e| FieldError::new(field, e.to_string()))
 }
 
 /// A whole number, or `None` when blank.
-pub fn number<T: std::str::FromStr>(field: &str, v: &str) -> Result<Option<T>, String> {
+pub fn number<T: std::str::FromStr>(field: &str, v: &str) -> Result<Option<T>, FieldError> {
     if v.is_empty() {
         return Ok(None);
     }
     v.parse()
         .map(Some)
-        .map_err(|_| format!("{field}: {v:?} is not a whole number in range"))
+        .map_err(|_| FieldError::new(field, format!("{v:?} is not a whole number in range")))
 }
 
 /// A finite real number, or `None` when blank (JSON has no NaN or infinity).
-pub fn real(field: &str, v: &str) -> Result<Option<f64>, String> {
+pub fn real(field: &str, v: &str) -> Result<Option<f64>, FieldError> {
     if v.is_empty() {
         return Ok(None);
     }
     match v.parse::<f64>() {
         Ok(x) if x.is_finite() => Ok(Some(x)),
-        _ => Err(format!("{field}: {v:?} is not a finite number")),
+        _ => Err(FieldError::new(
+            field,
+            format!("{v:?} is not a finite number"),
+        )),
     }
 }
 
 /// Comma- (or space-) separated whole numbers; blank gives an empty list.
-pub fn number_list<T: std::str::FromStr>(field: &str, v: &str) -> Result<Vec<T>, String> {
+pub fn number_list<T: std::str::FromStr>(field: &str, v: &str) -> Result<Vec<T>, FieldError> {
     v.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|p| !p.is_empty())
         .map(|p| {
             p.parse()
-                .map_err(|_| format!("{field}: {p:?} is not a whole number"))
+                .map_err(|_| FieldError::new(field, format!("{p:?} is not a whole number")))
         })
         .collect()
-}
-
-/// A whole number into `c[key]` unless blank; `field` names it in the error.
-pub fn put_number<T: std::str::FromStr + Into<serde_json::Value>>(
-    c: &mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-    field: &str,
-    v: &str,
-) -> Result<(), String> {
-    if let Some(n) = number::<T>(field, v)? {
-        c.insert(key.into(), n.into());
-    }
-    Ok(())
-}
-
-/// A finite real number into `c[key]` unless blank; `field` names it in the error.
-pub fn put_real(
-    c: &mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-    field: &str,
-    v: &str,
-) -> Result<(), String> {
-    if let Some(x) = real(field, v)? {
-        c.insert(key.into(), x.into());
-    }
-    Ok(())
 }
 
 /// Where the weights of a run's artifact come from, as the forms spell it.
@@ -155,21 +267,46 @@ pub fn checkpoint_parts(v: &str) -> Option<(i64, &str)> {
 }
 
 /// An `init` field (`scratch`, `imagenet_backbone` or `checkpoint:RUN:ARTIFACT`) as the
-/// config's JSON; `field` names it in errors.
-pub fn init_json(field: &str, v: &str) -> Result<serde_json::Value, String> {
-    use serde_json::json;
+/// config's value; `field` names it in errors.
+pub fn init_config(field: &str, v: &str) -> Result<InitConfig, FieldError> {
     match v {
-        "scratch" | "imagenet_backbone" => Ok(json!({ "from": v })),
+        "scratch" => Ok(InitConfig::Scratch),
+        "imagenet_backbone" => Ok(InitConfig::ImagenetBackbone),
         _ => {
             let (run_id, name) = checkpoint_parts(v).ok_or_else(|| {
-                format!(
-                    "{field}: {v:?} is not one of scratch, imagenet_backbone or a listed checkpoint"
+                FieldError::new(
+                    field,
+                    format!(
+                        "{v:?} is not one of scratch, imagenet_backbone or a listed checkpoint"
+                    ),
                 )
             })?;
-            aligndet_common::artifacts::check_artifact_name(name)
-                .map_err(|e| format!("{field}.artifact.name: {e}"))?;
-            Ok(json!({ "from": "checkpoint", "artifact": { "run_id": run_id, "name": name } }))
+            checkpoint_init(&format!("{field}.artifact.name"), run_id, name)
         }
+    }
+}
+
+/// A checkpoint init of run `run_id`'s artifact `name` (the name checked; `field` names it).
+pub fn checkpoint_init(field: &str, run_id: i64, name: &str) -> Result<InitConfig, FieldError> {
+    aligndet_common::artifacts::check_artifact_name(name).map_err(|e| FieldError::new(field, e))?;
+    Ok(InitConfig::Checkpoint {
+        artifact: aligndet_common::artifacts::ArtifactRef {
+            run_id,
+            name: name.to_string(),
+        },
+    })
+}
+
+/// A list field's numbers, or `default` when blank.
+pub fn number_list_or<T: std::str::FromStr>(
+    field: &str,
+    v: &str,
+    default: Vec<T>,
+) -> Result<Vec<T>, FieldError> {
+    if v.is_empty() {
+        Ok(default)
+    } else {
+        number_list(field, v)
     }
 }
 
@@ -179,5 +316,39 @@ pub fn init_text(init: &InitConfig) -> String {
         InitConfig::Scratch => "scratch".into(),
         InitConfig::ImagenetBackbone => "imagenet_backbone".into(),
         InitConfig::Checkpoint { artifact } => checkpoint_value(artifact.run_id, &artifact.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_errors_as_text_and_back() {
+        let e = FieldError::new("schedule.milestones", "must be increasing");
+        assert_eq!(e.to_string(), "schedule.milestones: must be increasing");
+        assert_eq!(FieldError::from_text(&e.to_string()), e);
+        let general = FieldError::from_text("choose a dataset");
+        assert_eq!(general.field, "");
+        assert_eq!(general.to_string(), "choose a dataset");
+        assert_eq!(
+            FieldError::from_text("fractions: dataset \"x\": y").field,
+            "fractions"
+        );
+    }
+
+    #[test]
+    fn the_error_sits_beside_its_input_only() {
+        let placed = PlacedError::new(FieldError::new("lr", "<bad>"), "ft", Some("lr"));
+        assert!(invalid_attrs(Some(&placed), "ft", "lr").contains("aria-invalid=\"true\""));
+        assert_eq!(invalid_attrs(Some(&placed), "pb", "lr"), "");
+        assert_eq!(invalid_attrs(None, "ft", "lr"), "");
+        assert_eq!(
+            error_note(Some(&placed), "ft", "lr"),
+            "<small class=\"field-error\" id=\"field-error\">&lt;bad&gt;</small>"
+        );
+        assert_eq!(error_note(Some(&placed), "ft", "steps"), "");
+        let general = PlacedError::general(FieldError::general("x"));
+        assert_eq!(invalid_attrs(Some(&general), "ft", "lr"), "");
     }
 }

@@ -1,12 +1,12 @@
-//! The new-run page's box-domain pre-training form as text, and its `pretrain_box` job config
-//! JSON.
+//! The new-run page's box-domain pre-training form as text, and the typed
+//! `PretrainBoxConfig` it describes.
 
+use super::optim::{optim_of, set_optim};
 use super::{
-    OptimForm, comma_list, enum_of, enum_value, init_json, init_text, number_list, put_number,
-    put_real, wire_name,
+    FieldError, OptimForm, comma_list, enum_of, init_config, init_text, number, number_list_or,
+    real, wire_name,
 };
-use aligndet_common::jobs::RunKind;
-use aligndet_common::pretrain_config::PretrainBoxConfig;
+use aligndet_common::pretrain_config::{BoxSelection, PretrainBoxConfig, ViewsConfig};
 use aligndet_common::train_config::{BackboneKind, DetectorKind};
 
 /// The box-domain pre-training form as text (names follow `PretrainBoxConfig`'s JSON; the
@@ -69,8 +69,42 @@ impl PretrainBoxForm {
             samples: c.samples.to_string(),
             contrastive_weight: c.contrastive_weight.to_string(),
             regression_weight: c.regression_weight.to_string(),
-            opt: OptimForm::of_config(&serde_json::to_value(c).unwrap_or_default()),
+            opt: OptimForm::of_config(
+                &serde_json::to_value(c).unwrap_or_default(),
+                c.schedule_defaults(),
+            ),
         }
+    }
+
+    /// The input a config field is shown beside.
+    pub fn input_for(field: &str) -> Option<String> {
+        const INPUTS: [&str; 19] = [
+            "name",
+            "dataset_id",
+            "proposals_run_id",
+            "split",
+            "detector",
+            "backbone",
+            "backbone_init",
+            "max_boxes_per_image",
+            "box_selection",
+            "min_sizes",
+            "max_size",
+            "hflip",
+            "color_ops",
+            "embedding_dim",
+            "temperature",
+            "ema_momentum",
+            "samples",
+            "contrastive_weight",
+            "regression_weight",
+        ];
+        let all: Vec<&str> = INPUTS
+            .iter()
+            .chain(super::optim::INPUTS.iter())
+            .copied()
+            .collect();
+        super::input_for(field, &all)
     }
 
     pub fn posted(field: &dyn Fn(&str) -> Option<String>) -> PretrainBoxForm {
@@ -95,86 +129,131 @@ impl PretrainBoxForm {
             samples: text("samples"),
             contrastive_weight: text("contrastive_weight"),
             regression_weight: text("regression_weight"),
-            opt: OptimForm::posted(field),
+            opt: OptimForm::posted(field, PretrainBoxConfig::default().schedule_defaults()),
         }
     }
 
-    /// The `pretrain_box` job config as JSON: `PretrainBoxConfig::for_detector` of the chosen
+    /// The `pretrain_box` job config: `PretrainBoxConfig::for_detector` of the chosen
     /// detector, with every non-blank field put over it (so a blank max boxes, samples or lr
-    /// takes the detector's reference value).
-    pub fn to_config(&self) -> Result<serde_json::Value, String> {
-        use serde_json::Value;
+    /// takes the detector's reference value; blank warm-up, milestones and checkpoint interval
+    /// follow the steps).
+    pub fn to_config(&self) -> Result<PretrainBoxConfig, FieldError> {
         let detector: DetectorKind = enum_of("detector", &self.detector)?;
-        let Ok(Value::Object(mut c)) =
-            serde_json::to_value(PretrainBoxConfig::for_detector(detector))
-        else {
-            return Err("detector: no defaults".into());
-        };
-        c.insert("kind".into(), RunKind::PretrainBox.as_str().into());
+        let d = PretrainBoxConfig::for_detector(detector);
         let dataset_id: i64 = self
             .dataset_id
             .parse()
-            .map_err(|_| "dataset_id: choose a dataset".to_string())?;
-        c.insert("dataset_id".into(), dataset_id.into());
-        let proposals: i64 = self.proposals_run_id.parse().map_err(|_| {
-            format!(
-                "proposals_run_id: {:?} is not a run id; choose the proposals run whose pseudo-boxes to pre-train on",
-                self.proposals_run_id
+            .map_err(|_| FieldError::new("dataset_id", "choose a dataset"))?;
+        let proposals_run_id: i64 = self.proposals_run_id.parse().map_err(|_| {
+            FieldError::new(
+                "proposals_run_id",
+                format!(
+                    "{:?} is not a run id; choose the proposals run whose pseudo-boxes to pre-train on",
+                    self.proposals_run_id
+                ),
             )
         })?;
-        c.insert("proposals_run_id".into(), proposals.into());
-        if !self.split.is_empty() {
-            c.insert("split".into(), self.split.clone().into());
-        }
-        c.insert(
-            "backbone".into(),
-            enum_value::<BackboneKind>("backbone", &self.backbone)?,
-        );
-        if !self.backbone_init.is_empty() {
-            c.insert(
-                "backbone_init".into(),
-                init_json("backbone_init", &self.backbone_init)?,
-            );
-        }
-        if !self.box_selection.is_empty() {
-            c.insert(
-                "box_selection".into(),
-                enum_value::<aligndet_common::pretrain_config::BoxSelection>(
-                    "box_selection",
-                    &self.box_selection,
-                )?,
-            );
-        }
-        for (key, v) in [
-            ("max_boxes_per_image", &self.max_boxes_per_image),
-            ("embedding_dim", &self.embedding_dim),
-            ("samples", &self.samples),
-        ] {
-            put_number::<u32>(&mut c, key, key, v)?;
-        }
-        for (key, v) in [
-            ("temperature", &self.temperature),
-            ("ema_momentum", &self.ema_momentum),
-            ("contrastive_weight", &self.contrastive_weight),
-            ("regression_weight", &self.regression_weight),
-        ] {
-            put_real(&mut c, key, key, v)?;
-        }
-        let mut views = match c.remove("views") {
-            Some(Value::Object(v)) => v,
-            _ => serde_json::Map::new(),
+        let split = if self.split.is_empty() {
+            d.split.clone()
+        } else {
+            self.split.clone()
         };
-        if !self.min_sizes.is_empty() {
-            views.insert(
-                "min_sizes".into(),
-                number_list::<u32>("views.min_sizes", &self.min_sizes)?.into(),
+        let backbone: BackboneKind = enum_of("backbone", &self.backbone)?;
+        let backbone_init = if self.backbone_init.is_empty() {
+            d.backbone_init.clone()
+        } else {
+            init_config("backbone_init", &self.backbone_init)?
+        };
+        let box_selection: BoxSelection = if self.box_selection.is_empty() {
+            d.box_selection
+        } else {
+            enum_of("box_selection", &self.box_selection)?
+        };
+        let max_boxes_per_image = number("max_boxes_per_image", &self.max_boxes_per_image)?
+            .unwrap_or(d.max_boxes_per_image);
+        let embedding_dim =
+            number("embedding_dim", &self.embedding_dim)?.unwrap_or(d.embedding_dim);
+        let samples = number("samples", &self.samples)?.unwrap_or(d.samples);
+        let temperature = real("temperature", &self.temperature)?.unwrap_or(d.temperature);
+        let ema_momentum = real("ema_momentum", &self.ema_momentum)?.unwrap_or(d.ema_momentum);
+        let contrastive_weight =
+            real("contrastive_weight", &self.contrastive_weight)?.unwrap_or(d.contrastive_weight);
+        let regression_weight =
+            real("regression_weight", &self.regression_weight)?.unwrap_or(d.regression_weight);
+        let views = ViewsConfig {
+            min_sizes: number_list_or(
+                "views.min_sizes",
+                &self.min_sizes,
+                d.views.min_sizes.clone(),
+            )?,
+            max_size: number("views.max_size", &self.max_size)?.unwrap_or(d.views.max_size),
+            hflip: self.hflip,
+            color_ops: self.color_ops,
+        };
+        let optim = self.opt.parse(&optim_of!(d))?;
+        let mut c = PretrainBoxConfig {
+            dataset_id,
+            proposals_run_id,
+            split,
+            detector,
+            backbone,
+            backbone_init,
+            max_boxes_per_image,
+            box_selection,
+            views,
+            embedding_dim,
+            temperature,
+            ema_momentum,
+            samples,
+            contrastive_weight,
+            regression_weight,
+            ..d
+        };
+        set_optim!(c, optim);
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_untouched_form_is_the_detectors_config_and_blank_schedule_fields_follow_the_steps() {
+        for detector in [
+            DetectorKind::Fcos,
+            DetectorKind::Retinanet,
+            DetectorKind::FasterRcnn,
+        ] {
+            let mut form = PretrainBoxForm::of_config(&PretrainBoxConfig::for_detector(detector));
+            form.dataset_id = "3".into();
+            form.proposals_run_id = "4".into();
+            assert_eq!(
+                form.to_config().unwrap(),
+                PretrainBoxConfig {
+                    dataset_id: 3,
+                    proposals_run_id: 4,
+                    ..PretrainBoxConfig::for_detector(detector)
+                }
+            );
+            form.opt.steps = "20".into();
+            let c = form.to_config().unwrap();
+            assert_eq!((c.warmup_steps, c.checkpoint_every), (2, 2));
+            assert_eq!(
+                c.schedule,
+                aligndet_common::train_config::LrSchedule::Step {
+                    milestones: vec![13, 18],
+                    gamma: 0.1
+                }
             );
         }
-        put_number::<u32>(&mut views, "max_size", "views.max_size", &self.max_size)?;
-        views.insert("hflip".into(), self.hflip.into());
-        views.insert("color_ops".into(), self.color_ops.into());
-        c.insert("views".into(), Value::Object(views));
-        self.opt.insert_into(&mut c)?;
-        Ok(Value::Object(c))
+        let mut form = PretrainBoxForm::defaults();
+        form.dataset_id = "3".into();
+        form.proposals_run_id = "x".into();
+        assert_eq!(form.to_config().unwrap_err().field, "proposals_run_id");
+        assert_eq!(
+            PretrainBoxForm::input_for("views.max_size").as_deref(),
+            Some("max_size")
+        );
     }
 }

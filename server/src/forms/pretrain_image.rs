@@ -1,8 +1,8 @@
-//! The new-run page's image-domain pre-training form as text, and its `pretrain_image` job
-//! config JSON.
+//! The new-run page's image-domain pre-training form as text, and the typed
+//! `PretrainImageConfig` it describes.
 
-use super::{OptimForm, enum_value, init_json, init_text, put_number, put_real, wire_name};
-use aligndet_common::jobs::RunKind;
+use super::optim::{optim_of, set_optim};
+use super::{FieldError, OptimForm, enum_of, init_config, init_text, number, real, wire_name};
 use aligndet_common::pretrain_config::PretrainImageConfig;
 use aligndet_common::train_config::BackboneKind;
 
@@ -38,8 +38,34 @@ impl PretrainImageForm {
             hidden_dim: c.hidden_dim.to_string(),
             temperature: c.temperature.to_string(),
             key_momentum: c.key_momentum.to_string(),
-            opt: OptimForm::of_config(&serde_json::to_value(&c).unwrap_or_default()),
+            opt: OptimForm::of_config(
+                &serde_json::to_value(&c).unwrap_or_default(),
+                c.schedule_defaults(),
+            ),
         }
+    }
+
+    /// The input a config field is shown beside.
+    pub fn input_for(field: &str) -> Option<String> {
+        const INPUTS: [&str; 11] = [
+            "name",
+            "dataset_id",
+            "split",
+            "backbone",
+            "init",
+            "crop_size",
+            "queue_size",
+            "embedding_dim",
+            "hidden_dim",
+            "temperature",
+            "key_momentum",
+        ];
+        let all: Vec<&str> = INPUTS
+            .iter()
+            .chain(super::optim::INPUTS.iter())
+            .copied()
+            .collect();
+        super::input_for(field, &all)
     }
 
     pub fn posted(field: &dyn Fn(&str) -> Option<String>) -> PretrainImageForm {
@@ -56,45 +82,77 @@ impl PretrainImageForm {
             hidden_dim: text("hidden_dim"),
             temperature: text("temperature"),
             key_momentum: text("key_momentum"),
-            opt: OptimForm::posted(field),
+            opt: OptimForm::posted(field, PretrainImageConfig::default().schedule_defaults()),
         }
     }
 
-    /// The `pretrain_image` job config as JSON (a blank field keeps the default).
-    pub fn to_config(&self) -> Result<serde_json::Value, String> {
-        use serde_json::Value;
-        let mut c = serde_json::Map::new();
-        c.insert("kind".into(), RunKind::PretrainImage.as_str().into());
+    /// The `pretrain_image` job config (a blank field keeps the default; blank warm-up,
+    /// milestones and checkpoint interval follow the steps).
+    pub fn to_config(&self) -> Result<PretrainImageConfig, FieldError> {
+        let d = PretrainImageConfig::default();
         let dataset_id: i64 = self
             .dataset_id
             .parse()
-            .map_err(|_| "dataset_id: choose a dataset".to_string())?;
-        c.insert("dataset_id".into(), dataset_id.into());
-        if !self.split.is_empty() {
-            c.insert("split".into(), self.split.clone().into());
-        }
-        c.insert(
-            "backbone".into(),
-            enum_value::<BackboneKind>("backbone", &self.backbone)?,
+            .map_err(|_| FieldError::new("dataset_id", "choose a dataset"))?;
+        let split = if self.split.is_empty() {
+            d.split.clone()
+        } else {
+            self.split.clone()
+        };
+        let backbone: BackboneKind = enum_of("backbone", &self.backbone)?;
+        let init = if self.init.is_empty() {
+            d.init.clone()
+        } else {
+            init_config("init", &self.init)?
+        };
+        let crop_size = number("crop_size", &self.crop_size)?.unwrap_or(d.crop_size);
+        let queue_size = number("queue_size", &self.queue_size)?.unwrap_or(d.queue_size);
+        let embedding_dim =
+            number("embedding_dim", &self.embedding_dim)?.unwrap_or(d.embedding_dim);
+        let hidden_dim = number("hidden_dim", &self.hidden_dim)?.unwrap_or(d.hidden_dim);
+        let temperature = real("temperature", &self.temperature)?.unwrap_or(d.temperature);
+        let key_momentum = real("key_momentum", &self.key_momentum)?.unwrap_or(d.key_momentum);
+        let optim = self.opt.parse(&optim_of!(d))?;
+        let mut c = PretrainImageConfig {
+            dataset_id,
+            split,
+            backbone,
+            init,
+            crop_size,
+            queue_size,
+            embedding_dim,
+            hidden_dim,
+            temperature,
+            key_momentum,
+            ..d
+        };
+        set_optim!(c, optim);
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_untouched_form_is_the_default_config() {
+        let mut form = PretrainImageForm::defaults();
+        form.dataset_id = "2".into();
+        assert_eq!(
+            form.to_config().unwrap(),
+            PretrainImageConfig {
+                dataset_id: 2,
+                ..PretrainImageConfig::default()
+            }
         );
-        if !self.init.is_empty() {
-            c.insert("init".into(), init_json("init", &self.init)?);
-        }
-        for (key, v) in [
-            ("crop_size", &self.crop_size),
-            ("queue_size", &self.queue_size),
-            ("embedding_dim", &self.embedding_dim),
-            ("hidden_dim", &self.hidden_dim),
-        ] {
-            put_number::<u32>(&mut c, key, key, v)?;
-        }
-        for (key, v) in [
-            ("temperature", &self.temperature),
-            ("key_momentum", &self.key_momentum),
-        ] {
-            put_real(&mut c, key, key, v)?;
-        }
-        self.opt.insert_into(&mut c)?;
-        Ok(Value::Object(c))
+        form.opt.steps = "100".into();
+        let c = form.to_config().unwrap();
+        assert_eq!((c.warmup_steps, c.checkpoint_every), (0, 10));
+        form.opt.lr = "fast".into();
+        assert_eq!(
+            form.to_config().unwrap_err().to_string(),
+            "lr: \"fast\" is not a finite number"
+        );
     }
 }

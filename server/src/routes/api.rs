@@ -397,7 +397,7 @@ async fn create_run(
     };
     match submit::submit(&s, run).await {
         Ok(id) => Ok(Json(serde_json::json!({ "id": id }))),
-        Err(e @ submit::SubmitError::Field { .. }) => {
+        Err(e @ submit::SubmitError::Field(_)) => {
             Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
         }
         Err(submit::SubmitError::Internal(e)) => Err(ApiError::internal(e)),

@@ -8,7 +8,7 @@ use crate::db::experiments::{ExperimentRow, ExperimentSummary};
 use crate::error::PageError;
 use crate::experiments::summary::summary;
 use crate::experiments::{RunView, SummaryRow, compare_url, create, run_views};
-use crate::forms::{ExperimentForm, wire_name};
+use crate::forms::{ExperimentForm, FieldError, PlacedError, error_note, invalid_attrs, wire_name};
 use crate::routes::render;
 use crate::security::CsrfToken;
 use crate::state::AppState;
@@ -24,7 +24,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 #[template(path = "new_experiment.html")]
 struct NewExperimentPage {
     csrf: String,
-    error: Option<String>,
+    /// A refused post's error, beside its input when the form has it.
+    error: Option<PlacedError>,
     form: ExperimentForm,
     datasets: Vec<DatasetRow>,
     /// Succeeded proposals runs: (id, dataset id, label).
@@ -39,7 +40,7 @@ impl NewExperimentPage {
     async fn new(
         s: &AppState,
         csrf: String,
-        error: Option<String>,
+        error: Option<PlacedError>,
         form: ExperimentForm,
     ) -> Result<NewExperimentPage, PageError> {
         let datasets = db::datasets::list(&s.pool).await?;
@@ -103,6 +104,16 @@ impl NewExperimentPage {
             .collect(),
         })
     }
+
+    /// The attributes of input `name` (marked invalid and focused when the error is beside it).
+    fn invalid(&self, name: &str) -> &'static str {
+        invalid_attrs(self.error.as_ref(), "experiment", name)
+    }
+
+    /// The error's message under input `name`, when it is beside it (escaped HTML).
+    fn note(&self, name: &str) -> String {
+        error_note(self.error.as_ref(), "experiment", name)
+    }
 }
 
 pub async fn new_form(
@@ -121,9 +132,15 @@ pub async fn create_from_form(
 ) -> Result<Response, PageError> {
     let form = ExperimentForm::posted(&fields);
     let outcome = match form.to_spec() {
-        Ok(spec) => create(&s, &spec).await?,
+        Ok(spec) => create(&s, &spec)
+            .await?
+            .map_err(|e| FieldError::from_text(&e)),
         Err(e) => Err(e),
     };
+    let outcome = outcome.map_err(|e| {
+        let input = ExperimentForm::input_for(&e.field);
+        PlacedError::new(e, "experiment", input.as_deref())
+    });
     match outcome {
         Ok(created) => Ok(Redirect::to(&format!("/experiments/{}", created.id)).into_response()),
         Err(e) => Ok((

@@ -7,13 +7,17 @@ use crate::db::datasets::DatasetRow;
 use crate::db::runs::RunFilter;
 use crate::error::PageError;
 use crate::forms::{
-    FinetuneForm, PretrainBoxForm, PretrainImageForm, TrainingForms, checkpoint_value, wire_name,
+    FinetuneForm, PlacedError, PretrainBoxForm, PretrainImageForm, TrainingForms, checkpoint_value,
+    error_note, invalid_attrs, wire_name,
 };
 use crate::numbers::six_significant;
 use crate::state::AppState;
 use aligndet_common::artifacts;
 use aligndet_common::jobs::{RunKind, RunStatus};
-use aligndet_common::pretrain_config::{PretrainBoxConfig, aligned_finetune_hyperparameters};
+use aligndet_common::pretrain_config::{
+    ALIGNED_FINETUNE_LR_FACTOR, ALIGNED_FINETUNE_WD_DIVISOR, PretrainBoxConfig,
+    aligned_finetune_hyperparameters,
+};
 use aligndet_common::train_config::{BackboneKind, DetectorKind, OptimizerKind};
 use askama::Template;
 
@@ -21,7 +25,9 @@ use askama::Template;
 #[template(path = "new_run.html")]
 pub struct NewRunPage {
     csrf: String,
-    error: Option<String>,
+    /// A refused post's error: in the summary at the top, and beside its input when one of the
+    /// training forms (`ft`, `pb`, `pi`) has it.
+    error: Option<PlacedError>,
     datasets: Vec<DatasetRow>,
     /// The fine-tune form's values: defaults, or what was posted when it comes back with an error.
     ft: FinetuneForm,
@@ -71,7 +77,7 @@ impl NewRunPage {
     pub async fn new(
         s: &AppState,
         csrf: String,
-        error: Option<String>,
+        error: Option<PlacedError>,
         forms: TrainingForms,
     ) -> Result<NewRunPage, PageError> {
         use aligndet_common::jobs::JobConfig;
@@ -178,6 +184,17 @@ impl NewRunPage {
         })
     }
 
+    /// The attributes of input `name` of form `form` (marked invalid and focused when the
+    /// error is beside it).
+    fn invalid(&self, form: &str, name: &str) -> &'static str {
+        invalid_attrs(self.error.as_ref(), form, name)
+    }
+
+    /// The error's message under input `name` of form `form`, when it is beside it.
+    fn note(&self, form: &str, name: &str) -> String {
+        error_note(self.error.as_ref(), form, name)
+    }
+
     /// Checkpoints of one run kind, for one `<optgroup>`.
     fn checkpoints_of(&self, kind: &str) -> Vec<&CheckpointChoice> {
         self.checkpoints.iter().filter(|c| c.kind == kind).collect()
@@ -220,8 +237,22 @@ impl NewRunPage {
                     six_significant(wd)
                 )
             }
-            _ => "lr ×1.5, weight decay ÷2".to_string(),
+            _ => format!(
+                "lr ×{}, weight decay ÷{}",
+                self.aligned_lr_factor(),
+                self.aligned_wd_divisor()
+            ),
         }
+    }
+
+    /// AlignDet's fine-tuning rule's learning-rate factor (1.5), for the page and its script.
+    fn aligned_lr_factor(&self) -> String {
+        short_number(ALIGNED_FINETUNE_LR_FACTOR)
+    }
+
+    /// AlignDet's fine-tuning rule's weight-decay divisor (2).
+    fn aligned_wd_divisor(&self) -> String {
+        short_number(ALIGNED_FINETUNE_WD_DIVISOR)
     }
 }
 

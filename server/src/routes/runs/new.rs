@@ -4,14 +4,15 @@
 use crate::db;
 use crate::error::PageError;
 use crate::forms::{
-    FinetuneForm, PretrainBoxForm, PretrainImageForm, TrainingForms, checkpoint_parts, real,
+    FieldError, FinetuneForm, PlacedError, PretrainBoxForm, PretrainImageForm, TrainingForms,
+    checkpoint_parts, real,
 };
 use crate::routes::render;
 use crate::security::CsrfToken;
 use crate::state::AppState;
 use crate::submit;
 use crate::views::new_run::NewRunPage;
-use aligndet_common::jobs::RunKind;
+use aligndet_common::jobs::{JobConfig, RunKind};
 use aligndet_common::pretrain_config::PretrainBoxConfig;
 use axum::Extension;
 use axum::extract::{Query, State};
@@ -88,13 +89,14 @@ pub async fn new_form(
 }
 
 /// A person's mistake (the form comes back with it) inside a server result (500 otherwise).
-type Checked<T> = Result<Result<T, String>, PageError>;
+type Checked<T> = Result<Result<T, FieldError>, PageError>;
 
-/// Form JSON → the typed job config, validated (the error names the field).
-fn typed_config(json: &serde_json::Value) -> Result<aligndet_common::jobs::JobConfig, String> {
+/// The other forms' JSON (benchmark, proposals, evaluation) → the typed job config, validated
+/// (the error names the field).
+fn typed_config(json: &serde_json::Value) -> Result<aligndet_common::jobs::JobConfig, FieldError> {
     let config = serde_json::from_value::<aligndet_common::jobs::JobConfig>(json.clone())
-        .map_err(|e| format!("invalid config: {e}"))?;
-    config.validate().map_err(|e| e.to_string())?;
+        .map_err(|e| FieldError::general(format!("invalid config: {e}")))?;
+    config.validate()?;
     Ok(config)
 }
 
@@ -104,10 +106,13 @@ fn typed_config(json: &serde_json::Value) -> Result<aligndet_common::jobs::JobCo
 async fn queue_from_form(
     s: &AppState,
     name: &str,
-    config: Result<serde_json::Value, String>,
+    config: Result<JobConfig, FieldError>,
     aligned_rule: bool,
 ) -> Checked<i64> {
-    let config = match config.and_then(|c| typed_config(&c)) {
+    let config = match config.and_then(|c| {
+        c.validate()?;
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
@@ -121,7 +126,7 @@ async fn queue_from_form(
     };
     match submit::submit(s, run).await {
         Ok(id) => Ok(Ok(id)),
-        Err(e @ submit::SubmitError::Field { .. }) => Ok(Err(e.to_string())),
+        Err(submit::SubmitError::Field(e)) => Ok(Err(e)),
         Err(submit::SubmitError::Internal(e)) => Err(e.into()),
     }
 }
@@ -143,9 +148,18 @@ pub async fn create(
     let training = match kind {
         Some(RunKind::Finetune) => {
             let ft = FinetuneForm::posted(&field);
-            let outcome = queue_from_form(&s, &ft.name, ft.to_config(), ft.aligned_rule).await?;
+            let outcome = queue_from_form(
+                &s,
+                &ft.name,
+                ft.to_config().map(JobConfig::Finetune),
+                ft.aligned_rule,
+            )
+            .await?;
             Some((
-                outcome,
+                outcome.map_err(|e| {
+                    let input = ft.input_for(&e.field);
+                    PlacedError::new(e, "ft", input.as_deref())
+                }),
                 TrainingForms {
                     ft,
                     ..TrainingForms::defaults()
@@ -154,9 +168,18 @@ pub async fn create(
         }
         Some(RunKind::PretrainBox) => {
             let pb = PretrainBoxForm::posted(&field);
-            let outcome = queue_from_form(&s, &pb.name, pb.to_config(), false).await?;
+            let outcome = queue_from_form(
+                &s,
+                &pb.name,
+                pb.to_config().map(JobConfig::PretrainBox),
+                false,
+            )
+            .await?;
             Some((
-                outcome,
+                outcome.map_err(|e| {
+                    let input = PretrainBoxForm::input_for(&e.field);
+                    PlacedError::new(e, "pb", input.as_deref())
+                }),
                 TrainingForms {
                     pb,
                     ..TrainingForms::defaults()
@@ -165,9 +188,18 @@ pub async fn create(
         }
         Some(RunKind::PretrainImage) => {
             let pi = PretrainImageForm::posted(&field);
-            let outcome = queue_from_form(&s, &pi.name, pi.to_config(), false).await?;
+            let outcome = queue_from_form(
+                &s,
+                &pi.name,
+                pi.to_config().map(JobConfig::PretrainImage),
+                false,
+            )
+            .await?;
             Some((
-                outcome,
+                outcome.map_err(|e| {
+                    let input = PretrainImageForm::input_for(&e.field);
+                    PlacedError::new(e, "pi", input.as_deref())
+                }),
                 TrainingForms {
                     pi,
                     ..TrainingForms::defaults()
@@ -222,7 +254,9 @@ pub async fn create(
                 }
                 let mut filter = serde_json::Map::new();
                 for key in ["min_side", "max_aspect", "max_relative_size", "nms_iou"] {
-                    if let Some(x) = real(key, &field(key).unwrap_or_default())? {
+                    if let Some(x) =
+                        real(key, &field(key).unwrap_or_default()).map_err(|e| e.to_string())?
+                    {
                         filter.insert(key.into(), x.into());
                     }
                 }
@@ -262,14 +296,22 @@ pub async fn create(
         ))
     })();
     let outcome = match result {
-        Ok((name, config)) => queue_from_form(&s, &name, Ok(config), false).await?,
-        Err(e) => Err(e),
+        Ok((name, config)) => queue_from_form(&s, &name, typed_config(&config), false).await?,
+        Err(e) => Err(FieldError::general(e)),
     };
     match outcome {
         Ok(id) => Ok(Redirect::to(&format!("/runs/{id}")).into_response()),
         Err(e) => Ok((
             StatusCode::UNPROCESSABLE_ENTITY,
-            render(&NewRunPage::new(&s, csrf.0, Some(e), TrainingForms::defaults()).await?),
+            render(
+                &NewRunPage::new(
+                    &s,
+                    csrf.0,
+                    Some(PlacedError::general(e)),
+                    TrainingForms::defaults(),
+                )
+                .await?,
+            ),
         )
             .into_response()),
     }
