@@ -247,12 +247,12 @@ impl NewRunPage {
 
     /// AlignDet's fine-tuning rule's learning-rate factor (1.5), for the page and its script.
     fn aligned_lr_factor(&self) -> String {
-        short_number(ALIGNED_FINETUNE_LR_FACTOR)
+        six_significant(ALIGNED_FINETUNE_LR_FACTOR)
     }
 
     /// AlignDet's fine-tuning rule's weight-decay divisor (2).
     fn aligned_wd_divisor(&self) -> String {
-        short_number(ALIGNED_FINETUNE_WD_DIVISOR)
+        six_significant(ALIGNED_FINETUNE_WD_DIVISOR)
     }
 }
 
