@@ -42,6 +42,54 @@ pub enum OptimizerKind {
     Adamw,
 }
 
+impl DetectorKind {
+    /// In the order the forms offer them.
+    pub const ALL: [DetectorKind; 3] = [
+        DetectorKind::Fcos,
+        DetectorKind::Retinanet,
+        DetectorKind::FasterRcnn,
+    ];
+
+    /// The name researchers write.
+    pub fn label(self) -> &'static str {
+        match self {
+            DetectorKind::Fcos => "FCOS",
+            DetectorKind::Retinanet => "RetinaNet",
+            DetectorKind::FasterRcnn => "Faster R-CNN",
+        }
+    }
+}
+
+impl BackboneKind {
+    /// In the order the forms offer them (the one with shipped ImageNet weights first).
+    pub const ALL: [BackboneKind; 3] = [
+        BackboneKind::EfficientnetLite0,
+        BackboneKind::Resnet18,
+        BackboneKind::Resnet50,
+    ];
+
+    /// The name researchers write.
+    pub fn label(self) -> &'static str {
+        match self {
+            BackboneKind::EfficientnetLite0 => "EfficientNet-Lite0",
+            BackboneKind::Resnet18 => "ResNet-18",
+            BackboneKind::Resnet50 => "ResNet-50",
+        }
+    }
+}
+
+impl OptimizerKind {
+    pub const ALL: [OptimizerKind; 2] = [OptimizerKind::Sgd, OptimizerKind::Adamw];
+
+    /// The name researchers write.
+    pub fn label(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "SGD (momentum)",
+            OptimizerKind::Adamw => "AdamW",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LrSchedule {
@@ -107,9 +155,11 @@ pub struct TrainConfig {
     pub eval_every: u32,
     /// Save a resumable checkpoint (weights + optimizer state) every this many steps.
     pub checkpoint_every: u32,
-    /// Images evaluated at each periodic evaluation (0: the whole split); the final evaluation
-    /// always uses the whole split.
+    /// Images evaluated at each periodic evaluation (0: the whole split).
     pub eval_max_images: u32,
+    /// Images of `val_split` the final evaluation scores (0, the default: the whole split). A
+    /// short exploratory run can stop paying for a full evaluation; the report says how many.
+    pub final_eval_max_images: u32,
     pub seed: u64,
     /// Data-loading threads.
     pub loader_threads: u32,
@@ -142,6 +192,7 @@ impl Default for TrainConfig {
             eval_every: 250,
             checkpoint_every: 100,
             eval_max_images: 0,
+            final_eval_max_images: 0,
             seed: 0,
             loader_threads: 2,
         }

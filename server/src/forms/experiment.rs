@@ -109,7 +109,7 @@ impl ExperimentForm {
     /// The input a spec field (or the planner's) is shown beside: the spec's names, except the
     /// two reuse choices.
     pub fn input_for(field: &str) -> Option<String> {
-        const INPUTS: [&str; 24] = [
+        const INPUTS: &[&str] = &[
             "name",
             "dataset_id",
             "detector",
@@ -140,15 +140,12 @@ impl ExperimentForm {
             "pretrained_run_id" => "pretrained",
             other => other,
         };
-        super::input_for(field, &INPUTS)
+        super::input_for(field, INPUTS)
     }
 
     /// Text → spec, naming the field that does not parse (ranges are `plan`'s job).
     pub fn to_spec(&self) -> Result<ExperimentSpec, FieldError> {
-        let dataset_id: i64 = self
-            .dataset_id
-            .parse()
-            .map_err(|_| FieldError::new("dataset_id", "choose a dataset"))?;
+        let dataset_id = super::dataset_id(&self.dataset_id)?;
         let proposals_run_id = match self.proposals.as_str() {
             "" | "new" => None,
             v => Some(v.parse::<i64>().map_err(|_| {

@@ -34,6 +34,7 @@ pub struct FinetuneForm {
     pub no_decay_norm_and_bias: bool,
     pub eval_every: String,
     pub eval_max_images: String,
+    pub final_eval_max_images: String,
     pub opt: OptimForm,
 }
 
@@ -67,6 +68,7 @@ impl FinetuneForm {
             no_decay_norm_and_bias: c.no_decay_norm_and_bias,
             eval_every: String::new(),
             eval_max_images: c.eval_max_images.to_string(),
+            final_eval_max_images: c.final_eval_max_images.to_string(),
             opt: OptimForm::of_config(
                 &serde_json::to_value(&c).unwrap_or_default(),
                 c.schedule_defaults(),
@@ -77,7 +79,7 @@ impl FinetuneForm {
     /// The input a config field is shown beside (a typed checkpoint's run id and artifact
     /// name beside their own inputs).
     pub fn input_for(&self, field: &str) -> Option<String> {
-        const INPUTS: [&str; 16] = [
+        const INPUTS: &[&str] = &[
             "name",
             "dataset_id",
             "train_split",
@@ -94,6 +96,7 @@ impl FinetuneForm {
             "aligned_rule",
             "eval_every",
             "eval_max_images",
+            "final_eval_max_images",
         ];
         if self.init == "checkpoint" {
             match field {
@@ -102,12 +105,7 @@ impl FinetuneForm {
                 _ => {}
             }
         }
-        let all: Vec<&str> = INPUTS
-            .iter()
-            .chain(super::optim::INPUTS.iter())
-            .copied()
-            .collect();
-        super::input_for(field, &all)
+        super::training_input_for(field, INPUTS)
     }
 
     /// What was posted (trimmed); an unticked checkbox is absent, so absent means false.
@@ -132,6 +130,7 @@ impl FinetuneForm {
             no_decay_norm_and_bias: field("no_decay_norm_and_bias").is_some(),
             eval_every: text("eval_every"),
             eval_max_images: text("eval_max_images"),
+            final_eval_max_images: text("final_eval_max_images"),
             opt: OptimForm::posted(field, TrainConfig::default().schedule_defaults()),
         }
     }
@@ -143,10 +142,7 @@ impl FinetuneForm {
     /// blank is derived from the steps, [`OptimForm::derived`]).
     pub fn to_config(&self) -> Result<TrainConfig, FieldError> {
         let d = TrainConfig::default();
-        let dataset_id: i64 = self
-            .dataset_id
-            .parse()
-            .map_err(|_| FieldError::new("dataset_id", "choose a dataset"))?;
+        let dataset_id = super::dataset_id(&self.dataset_id)?;
         let detector = enum_of("detector", &self.detector)?;
         let backbone = enum_of("backbone", &self.backbone)?;
         let init = if self.init == "checkpoint" {
@@ -179,6 +175,8 @@ impl FinetuneForm {
         };
         let eval_max_images =
             number("eval_max_images", &self.eval_max_images)?.unwrap_or(d.eval_max_images);
+        let final_eval_max_images = number("final_eval_max_images", &self.final_eval_max_images)?
+            .unwrap_or(d.final_eval_max_images);
         let optim = self.opt.parse(&optim_of!(d))?;
         let eval_every = number("eval_every", &self.eval_every)?
             .unwrap_or(self.opt.reference.scaled_to(optim.steps).eval_every);
@@ -194,6 +192,7 @@ impl FinetuneForm {
             no_decay_norm_and_bias: self.no_decay_norm_and_bias,
             eval_every,
             eval_max_images,
+            final_eval_max_images,
             ..d
         };
         set_optim!(c, optim);
@@ -228,6 +227,7 @@ mod tests {
             ("color_jitter".into(), d.color_jitter),
             ("eval_every".into(), d.eval_every),
             ("eval_max_images".into(), d.eval_max_images),
+            ("final_eval_max_images".into(), d.final_eval_max_images),
             ("batch_size".into(), d.opt.batch_size),
             ("steps".into(), d.opt.steps),
             ("optimizer".into(), d.opt.optimizer),
@@ -288,6 +288,17 @@ mod tests {
                 ..TrainConfig::default()
             }
         );
+    }
+
+    #[test]
+    fn the_final_evaluation_is_sized_by_its_own_field() {
+        assert_eq!(config(&posted(&[])).final_eval_max_images, 0);
+        let c = config(&posted(&[("final_eval_max_images", "50")]));
+        assert_eq!((c.final_eval_max_images, c.eval_max_images), (50, 0));
+        let e = posted(&[("final_eval_max_images", "-3")])
+            .to_config()
+            .unwrap_err();
+        assert_eq!(e.field, "final_eval_max_images");
     }
 
     #[test]

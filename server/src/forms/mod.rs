@@ -112,6 +112,19 @@ impl PlacedError {
     }
 }
 
+/// [`input_for`] on a training form: its own inputs and the optimisation inputs every training
+/// form has.
+pub fn training_input_for(field: &str, own: &[&str]) -> Option<String> {
+    let all: Vec<&str> = own.iter().chain(optim::INPUTS).copied().collect();
+    input_for(field, &all)
+}
+
+/// The dataset select's value (blank or not a number: none was chosen).
+pub fn dataset_id(v: &str) -> Result<i64, FieldError> {
+    v.parse()
+        .map_err(|_| FieldError::new("dataset_id", "choose a dataset"))
+}
+
 /// The input of a form that a config field is shown beside: the field itself when the form has
 /// an input of that name, else its last part without the config's grouping (`augment.`,
 /// `views.`, `schedule.`), else, for a checkpoint (`init.artifact.run_id`), the init choice.
@@ -182,6 +195,14 @@ impl TrainingForms {
             pi: PretrainImageForm::defaults(),
         }
     }
+}
+
+/// A select's options: each value as JSON spells it, with its label.
+pub fn choices<T: serde::Serialize + Copy>(
+    all: &[T],
+    label: impl Fn(T) -> &'static str,
+) -> Vec<(String, &'static str)> {
+    all.iter().map(|&k| (wire_name(&k), label(k))).collect()
 }
 
 /// How a config enum is spelled in JSON (and so in the form's option values).

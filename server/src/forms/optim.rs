@@ -39,7 +39,7 @@ pub struct OptimForm {
 }
 
 /// The inputs of [`OptimForm`] (their `name`s).
-pub const INPUTS: [&str; 15] = [
+pub const INPUTS: &[&str] = &[
     "batch_size",
     "steps",
     "optimizer",

@@ -78,7 +78,7 @@ impl PretrainBoxForm {
 
     /// The input a config field is shown beside.
     pub fn input_for(field: &str) -> Option<String> {
-        const INPUTS: [&str; 19] = [
+        const INPUTS: &[&str] = &[
             "name",
             "dataset_id",
             "proposals_run_id",
@@ -99,12 +99,7 @@ impl PretrainBoxForm {
             "contrastive_weight",
             "regression_weight",
         ];
-        let all: Vec<&str> = INPUTS
-            .iter()
-            .chain(super::optim::INPUTS.iter())
-            .copied()
-            .collect();
-        super::input_for(field, &all)
+        super::training_input_for(field, INPUTS)
     }
 
     pub fn posted(field: &dyn Fn(&str) -> Option<String>) -> PretrainBoxForm {
@@ -140,10 +135,7 @@ impl PretrainBoxForm {
     pub fn to_config(&self) -> Result<PretrainBoxConfig, FieldError> {
         let detector: DetectorKind = enum_of("detector", &self.detector)?;
         let d = PretrainBoxConfig::for_detector(detector);
-        let dataset_id: i64 = self
-            .dataset_id
-            .parse()
-            .map_err(|_| FieldError::new("dataset_id", "choose a dataset"))?;
+        let dataset_id = super::dataset_id(&self.dataset_id)?;
         let proposals_run_id: i64 = self.proposals_run_id.parse().map_err(|_| {
             FieldError::new(
                 "proposals_run_id",

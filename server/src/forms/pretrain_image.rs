@@ -47,7 +47,7 @@ impl PretrainImageForm {
 
     /// The input a config field is shown beside.
     pub fn input_for(field: &str) -> Option<String> {
-        const INPUTS: [&str; 11] = [
+        const INPUTS: &[&str] = &[
             "name",
             "dataset_id",
             "split",
@@ -60,12 +60,7 @@ impl PretrainImageForm {
             "temperature",
             "key_momentum",
         ];
-        let all: Vec<&str> = INPUTS
-            .iter()
-            .chain(super::optim::INPUTS.iter())
-            .copied()
-            .collect();
-        super::input_for(field, &all)
+        super::training_input_for(field, INPUTS)
     }
 
     pub fn posted(field: &dyn Fn(&str) -> Option<String>) -> PretrainImageForm {
@@ -90,10 +85,7 @@ impl PretrainImageForm {
     /// milestones and checkpoint interval follow the steps).
     pub fn to_config(&self) -> Result<PretrainImageConfig, FieldError> {
         let d = PretrainImageConfig::default();
-        let dataset_id: i64 = self
-            .dataset_id
-            .parse()
-            .map_err(|_| FieldError::new("dataset_id", "choose a dataset"))?;
+        let dataset_id = super::dataset_id(&self.dataset_id)?;
         let split = if self.split.is_empty() {
             d.split.clone()
         } else {

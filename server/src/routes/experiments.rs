@@ -8,7 +8,7 @@ use crate::db::experiments::{ExperimentRow, ExperimentSummary};
 use crate::error::PageError;
 use crate::experiments::summary::summary;
 use crate::experiments::{RunView, SummaryRow, compare_url, create, run_views};
-use crate::forms::{ExperimentForm, FieldError, PlacedError, error_note, invalid_attrs, wire_name};
+use crate::forms::{ExperimentForm, FieldError, PlacedError, choices, error_note, invalid_attrs};
 use crate::routes::render;
 use crate::security::CsrfToken;
 use crate::state::AppState;
@@ -86,22 +86,8 @@ impl NewExperimentPage {
             datasets,
             proposals_runs,
             pretrained_runs,
-            detectors: [
-                (DetectorKind::Fcos, "FCOS"),
-                (DetectorKind::Retinanet, "RetinaNet"),
-                (DetectorKind::FasterRcnn, "Faster R-CNN"),
-            ]
-            .into_iter()
-            .map(|(k, label)| (wire_name(&k), label))
-            .collect(),
-            backbones: [
-                (BackboneKind::EfficientnetLite0, "EfficientNet-Lite0"),
-                (BackboneKind::Resnet18, "ResNet-18"),
-                (BackboneKind::Resnet50, "ResNet-50"),
-            ]
-            .into_iter()
-            .map(|(k, label)| (wire_name(&k), label))
-            .collect(),
+            detectors: choices(&DetectorKind::ALL, |k| k.label()),
+            backbones: choices(&BackboneKind::ALL, |k| k.label()),
         })
     }
 

@@ -8,7 +8,7 @@ use crate::db::runs::RunFilter;
 use crate::error::PageError;
 use crate::forms::{
     FinetuneForm, PlacedError, PretrainBoxForm, PretrainImageForm, TrainingForms, checkpoint_value,
-    error_note, invalid_attrs, wire_name,
+    choices, error_note, invalid_attrs, wire_name,
 };
 use crate::numbers::six_significant;
 use crate::state::AppState;
@@ -146,11 +146,6 @@ impl NewRunPage {
                 });
             }
         }
-        let detector_kinds = [
-            (DetectorKind::Fcos, "FCOS"),
-            (DetectorKind::Retinanet, "RetinaNet"),
-            (DetectorKind::FasterRcnn, "Faster R-CNN"),
-        ];
         Ok(NewRunPage {
             csrf,
             error,
@@ -159,26 +154,10 @@ impl NewRunPage {
             pb: forms.pb,
             pi: forms.pi,
             split_names,
-            pb_detector_defaults: detector_defaults_json(&detector_kinds.map(|(k, _)| k)),
-            detectors: detector_kinds
-                .into_iter()
-                .map(|(k, label)| (wire_name(&k), label))
-                .collect(),
-            backbones: [
-                (BackboneKind::EfficientnetLite0, "EfficientNet-Lite0"),
-                (BackboneKind::Resnet18, "ResNet-18"),
-                (BackboneKind::Resnet50, "ResNet-50"),
-            ]
-            .into_iter()
-            .map(|(k, label)| (wire_name(&k), label))
-            .collect(),
-            optimizers: [
-                (OptimizerKind::Sgd, "SGD (momentum)"),
-                (OptimizerKind::Adamw, "AdamW"),
-            ]
-            .into_iter()
-            .map(|(k, label)| (wire_name(&k), label))
-            .collect(),
+            pb_detector_defaults: detector_defaults_json(&DetectorKind::ALL),
+            detectors: choices(&DetectorKind::ALL, |k| k.label()),
+            backbones: choices(&BackboneKind::ALL, |k| k.label()),
+            optimizers: choices(&OptimizerKind::ALL, |k| k.label()),
             proposals_runs,
             checkpoints,
         })

@@ -222,17 +222,31 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     }
     drop(loader);
 
-    // final evaluation on the whole split, the model and its predictions
+    // final evaluation (the whole split unless the config sizes it), the model and its predictions
     let started = Instant::now();
+    let final_images = match cfg.final_eval_max_images as usize {
+        0 => val.samples.len(),
+        n => n.min(val.samples.len()),
+    };
     let detections = predict_split(
         model.as_ref(),
         &eval_transform,
         &val,
-        0,
+        final_images,
         cfg.batch_size as usize,
         ctx.device,
     )?;
-    let images: Vec<i64> = val.samples.iter().map(|s| s.image_id).collect();
+    if final_images < val.samples.len() {
+        ctx.log(format!(
+            "final evaluation on the first {final_images} of {} images of {} (final_eval_max_images)",
+            val.samples.len(),
+            cfg.val_split
+        ));
+    }
+    let images: Vec<i64> = val.samples[..final_images]
+        .iter()
+        .map(|s| s.image_id)
+        .collect();
     let (gt_used, result) = score(&gt, &detections, &images)?;
     log_eval(ctx, cfg.steps, &result.stats);
     let report = build_report(
