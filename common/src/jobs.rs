@@ -47,6 +47,14 @@ impl RunStatus {
     }
 }
 
+/// A status as the database stores it; an unknown text is refused by name.
+impl TryFrom<String> for RunStatus {
+    type Error = String;
+    fn try_from(s: String) -> Result<RunStatus, String> {
+        RunStatus::parse(&s).ok_or_else(|| format!("unknown run status {s:?}"))
+    }
+}
+
 impl fmt::Display for RunStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -94,6 +102,14 @@ impl RunKind {
 
     pub fn parse(s: &str) -> Option<RunKind> {
         RunKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A kind as the database stores it; an unknown text is refused by name.
+impl TryFrom<String> for RunKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<RunKind, String> {
+        RunKind::parse(&s).ok_or_else(|| format!("unknown run kind {s:?}"))
     }
 }
 

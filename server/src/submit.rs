@@ -288,16 +288,16 @@ async fn input_run(
         return refuse(field, format!("run {run_id} not found"));
     };
     if let Some(kind) = kind
-        && run.kind != kind.as_str()
+        && run.kind != kind
     {
         return refuse(
             field,
             format!("run #{run_id} is a {} run, not a {kind} run", run.kind),
         );
     }
-    match RunStatus::parse(&run.status) {
-        Some(RunStatus::Succeeded) => {}
-        Some(RunStatus::Failed | RunStatus::Cancelled) | None => {
+    match run.status {
+        RunStatus::Succeeded => {}
+        RunStatus::Failed | RunStatus::Cancelled => {
             return refuse(
                 field,
                 format!(
@@ -306,8 +306,10 @@ async fn input_run(
                 ),
             );
         }
-        Some(_) if !waits_for.contains(&run_id) => waits_for.push(run_id),
-        Some(_) => {}
+        RunStatus::Queued | RunStatus::Running if !waits_for.contains(&run_id) => {
+            waits_for.push(run_id)
+        }
+        RunStatus::Queued | RunStatus::Running => {}
     }
     let config = serde_json::from_value(run.config.clone()).ok();
     Ok((run, config))
@@ -320,7 +322,7 @@ async fn has_artifact(
     run: &RunRow,
     name: &str,
 ) -> Result<(), SubmitError> {
-    if RunStatus::parse(&run.status) != Some(RunStatus::Succeeded) {
+    if run.status != RunStatus::Succeeded {
         return Ok(());
     }
     let artifacts = db::runs::artifacts(&s.pool, run.id).await?;

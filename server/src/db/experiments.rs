@@ -1,6 +1,7 @@
 //! Experiments: a named spec and the chain of runs made from it (`runs.experiment_id`, with the
 //! run's place in the chain in `runs.experiment_role`).
 
+use aligndet_common::jobs::{RunKind, RunStatus};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
@@ -28,10 +29,12 @@ pub struct ExperimentSummary {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ExperimentRun {
     pub id: i64,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: RunKind,
     pub name: String,
     pub config: serde_json::Value,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: RunStatus,
     pub error: Option<String>,
     pub attempts: i32,
     pub experiment_role: Option<String>,

@@ -1,14 +1,17 @@
 use aligndet_common::api::{LogLine, MetricPoint};
+use aligndet_common::jobs::{RunKind, RunStatus};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
     pub id: i64,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: RunKind,
     pub name: String,
     pub config: serde_json::Value,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: RunStatus,
     pub dataset_id: Option<i64>,
     pub attempts: i32,
     pub max_attempts: i32,

@@ -53,7 +53,7 @@ pub async fn create(
         let run = db::runs::get(&s.pool, pid).await?;
         let problem = match &run {
             None => Some(format!("run {pid} not found")),
-            Some(r) if r.kind != RunKind::Proposals.as_str() => {
+            Some(r) if r.kind != RunKind::Proposals => {
                 Some(format!("run {pid} is a {} run, not proposals", r.kind))
             }
             Some(r) if r.dataset_id != Some(dataset.id) => {
@@ -61,13 +61,8 @@ pub async fn create(
             }
             // A queued or running proposals run is fine: the box-domain pre-training waits for
             // it, so experiments for several detectors can share one set of pseudo-boxes.
-            Some(r)
-                if r.status == RunStatus::Queued.as_str()
-                    || r.status == RunStatus::Running.as_str() =>
-            {
-                None
-            }
-            Some(r) if r.status != RunStatus::Succeeded.as_str() => Some(format!(
+            Some(r) if r.status == RunStatus::Queued || r.status == RunStatus::Running => None,
+            Some(r) if r.status != RunStatus::Succeeded => Some(format!(
                 "run {pid} is {}: choose a succeeded, running or queued proposals run",
                 r.status
             )),
@@ -201,7 +196,7 @@ async fn reused_pretraining(
     let Some(run) = db::runs::get(&s.pool, pid).await? else {
         return Ok(Err(format!("run {pid} not found")));
     };
-    if run.kind != RunKind::PretrainBox.as_str() {
+    if run.kind != RunKind::PretrainBox {
         return Ok(Err(format!(
             "run {pid} is a {} run, not a box-domain pre-training (pretrain_box)",
             run.kind
@@ -210,7 +205,7 @@ async fn reused_pretraining(
     if run.dataset_id != Some(dataset_id) {
         return Ok(Err(format!("run {pid} pre-trained on another dataset")));
     }
-    if run.status == RunStatus::Failed.as_str() || run.status == RunStatus::Cancelled.as_str() {
+    if run.status == RunStatus::Failed || run.status == RunStatus::Cancelled {
         return Ok(Err(format!(
             "run {pid} is {}: choose a succeeded, running or queued pre-training",
             run.status

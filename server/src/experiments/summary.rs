@@ -16,9 +16,9 @@ use serde::Serialize;
 pub struct RunView {
     pub id: i64,
     pub role: String,
-    pub kind: String,
+    pub kind: RunKind,
     pub name: String,
-    pub status: String,
+    pub status: RunStatus,
     pub error: Option<String>,
     pub attempts: i32,
     pub seed: Option<u64>,
@@ -36,14 +36,14 @@ pub struct RunView {
 impl RunView {
     pub fn progress(&self) -> String {
         match (self.step, self.steps) {
-            _ if self.status == "succeeded" => "done".into(),
+            _ if self.status == RunStatus::Succeeded => "done".into(),
             (Some(s), Some(n)) if n > 0 => format!("step {s} / {n}"),
             (None, Some(n)) => format!("0 / {n}"),
             _ => String::new(),
         }
     }
     pub fn waiting_text(&self) -> String {
-        if self.status != "queued" || self.waiting_for.is_empty() {
+        if self.status != RunStatus::Queued || self.waiting_for.is_empty() {
             return String::new();
         }
         let ids: Vec<String> = self.waiting_for.iter().map(|i| i.to_string()).collect();
@@ -119,7 +119,7 @@ pub async fn run_views(s: &AppState, runs: Vec<ExperimentRun>) -> anyhow::Result
             Some(JobConfig::PretrainImage(c)) => (None, None, None, Some(c.steps as u64)),
             _ => (None, None, None, None),
         };
-        let eval = if r.kind == RunKind::Finetune.as_str() && r.status == "succeeded" {
+        let eval = if r.kind == RunKind::Finetune && r.status == RunStatus::Succeeded {
             final_eval(s, r.id).await?
         } else {
             None
@@ -225,7 +225,7 @@ pub fn summary(views: &[RunView]) -> Vec<SummaryRow> {
 pub fn compare_url(runs: &[RunView]) -> String {
     let mut ids: Vec<i64> = runs
         .iter()
-        .filter(|r| r.kind == RunKind::Finetune.as_str())
+        .filter(|r| r.kind == RunKind::Finetune)
         .map(|r| r.id)
         .collect();
     ids.sort_unstable();
@@ -239,9 +239,7 @@ pub async fn summary_json(s: &AppState, id: i64) -> anyhow::Result<Option<serde_
         return Ok(None);
     };
     let runs = run_views(s, db::experiments::runs(&s.pool, id).await?).await?;
-    let done = runs
-        .iter()
-        .all(|r| RunStatus::parse(&r.status).is_some_and(|st| st.is_terminal()));
+    let done = runs.iter().all(|r| r.status.is_terminal());
     let dataset_id = exp.spec.get("dataset_id").and_then(|v| v.as_i64());
     let dataset_name = match dataset_id {
         Some(d) => db::datasets::get(&s.pool, d).await?.map(|d| d.name),

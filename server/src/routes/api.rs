@@ -10,7 +10,7 @@ use crate::submit;
 use crate::worker_auth::{CallingWorker, new_worker_key};
 use aligndet_common::api::*;
 use aligndet_common::artifacts::check_artifact_name;
-use aligndet_common::jobs::{JobConfig, RunStatus};
+use aligndet_common::jobs::JobConfig;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -440,7 +440,7 @@ async fn run_summary(
         "id": run.id,
         "kind": run.kind,
         "name": run.name,
-        "status": RunStatus::parse(&run.status),
+        "status": run.status,
         "attempts": run.attempts,
         "worker_id": run.worker_id,
         "error": run.error,

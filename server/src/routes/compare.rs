@@ -192,7 +192,7 @@ async fn load(s: &AppState, params: &CompareParams) -> Result<Loaded, Failure> {
         inputs.push(RunData {
             id: run.id,
             name: run.name.clone(),
-            kind: run.kind.clone(),
+            kind: run.kind.as_str().to_string(),
             config,
             batch_size,
             train_images,

@@ -71,9 +71,7 @@ impl NewExperimentPage {
         )
         .await?
         .iter()
-        .filter(|r| {
-            r.status != RunStatus::Failed.as_str() && r.status != RunStatus::Cancelled.as_str()
-        })
+        .filter(|r| r.status != RunStatus::Failed && r.status != RunStatus::Cancelled)
         .map(|r| {
             let (id, text) = label(r);
             (id, format!("{text}, {}", r.status))
@@ -169,13 +167,10 @@ pub async fn show(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Resp
     Ok(render(&ExperimentPage {
         spec_pretty: serde_json::to_string_pretty(&exp.spec)?,
         compare_url: compare_url(&runs),
-        finished: runs
-            .iter()
-            .filter(|r| RunStatus::parse(&r.status).is_some_and(|st| st.is_terminal()))
-            .count(),
+        finished: runs.iter().filter(|r| r.status.is_terminal()).count(),
         failed: runs
             .iter()
-            .filter(|r| r.status == "failed" || r.status == "cancelled")
+            .filter(|r| matches!(r.status, RunStatus::Failed | RunStatus::Cancelled))
             .count(),
         summary: summary(&runs),
         reused_proposals,

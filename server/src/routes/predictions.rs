@@ -119,7 +119,7 @@ pub async fn browser(
     let run = db::runs::get(&s.pool, id)
         .await?
         .ok_or_else(|| PageError::not_found(format!("run {id} not found")))?;
-    if run.kind != RunKind::Finetune.as_str() {
+    if run.kind != RunKind::Finetune {
         return Err(PageError::not_found(format!(
             "run {id} is a {} run; only fine-tune runs have predictions to browse",
             run.kind

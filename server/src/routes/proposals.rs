@@ -9,6 +9,7 @@ use crate::plots;
 use crate::routes::render;
 use crate::state::AppState;
 use aligndet_common::api::FilterRule;
+use aligndet_common::jobs::RunKind;
 use askama::Template;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -64,7 +65,7 @@ async fn proposals_run(s: &AppState, id: i64) -> Result<(RunRow, i64), PageError
         .ok_or_else(|| PageError::not_found(format!("run {id} not found")))?;
     let dataset_id = run
         .dataset_id
-        .filter(|_| run.kind == "proposals")
+        .filter(|_| run.kind == RunKind::Proposals)
         .ok_or_else(|| {
             PageError::not_found(format!("run {id} is not a pseudo-box run with a dataset"))
         })?;

@@ -183,7 +183,7 @@ pub async fn finetune_view(
         Some(InitConfig::Checkpoint { artifact }) => {
             let kind = db::runs::get(&s.pool, artifact.run_id)
                 .await?
-                .map(|r| r.kind)
+                .map(|r| r.kind.as_str().to_string())
                 .unwrap_or_else(|| "deleted".into());
             Some((artifact.run_id, kind, artifact.name))
         }

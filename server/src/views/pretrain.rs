@@ -43,7 +43,7 @@ async fn input_run_view(s: &AppState, id: i64) -> Result<InputRun, PageError> {
         Some(r) => InputRun {
             id,
             name: r.name,
-            status: r.status,
+            status: r.status.to_string(),
         },
         None => InputRun {
             id,

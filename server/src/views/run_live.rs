@@ -7,7 +7,7 @@ use crate::db::runs::{AttemptRow, LogRow, RunRow};
 use crate::error::PageError;
 use crate::plots;
 use crate::state::AppState;
-use aligndet_common::jobs::{RunKind, RunStatus};
+use aligndet_common::jobs::RunKind;
 use askama::Template;
 
 #[derive(Template)]
@@ -35,12 +35,12 @@ pub async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
     // Cached per run until it changes; never a full read of a long series per viewer.
     let curves = crate::serving::live_series::for_run(s, id).await?;
     let keys = curves.key_counts();
-    let grouped = match RunKind::parse(&run.kind) {
-        Some(RunKind::PretrainBox) => &PRETRAIN_BOX_CHARTS[..],
-        Some(RunKind::PretrainImage) => &PRETRAIN_IMAGE_CHARTS[..],
+    let grouped = match run.kind {
+        RunKind::PretrainBox => &PRETRAIN_BOX_CHARTS[..],
+        RunKind::PretrainImage => &PRETRAIN_IMAGE_CHARTS[..],
         _ => &[],
     };
-    let (mut charts, eval_history, used) = if run.kind == RunKind::Finetune.as_str() {
+    let (mut charts, eval_history, used) = if run.kind == RunKind::Finetune {
         finetune_charts(s, &run, &keys, &curves).await?
     } else {
         let mut used = Vec::new();
@@ -61,7 +61,7 @@ pub async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
         charts.push((key, svg));
     }
     let page = RunLive {
-        terminal: RunStatus::parse(&run.status).is_some_and(|st| st.is_terminal()),
+        terminal: run.status.is_terminal(),
         attempts: db::runs::attempts(&s.pool, id).await?,
         logs: db::runs::log_tail(&s.pool, id, 200).await?,
         charts,

@@ -13,7 +13,7 @@ use crate::views::finetune::{FinetuneView, finetune_view};
 use crate::views::pretrain::{PretrainView, pretrain_view};
 use crate::views::run_live::live_html;
 use aligndet_common::artifacts;
-use aligndet_common::jobs::{RunKind, RunStatus};
+use aligndet_common::jobs::RunKind;
 use askama::Template;
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -58,9 +58,9 @@ pub async fn show(
 ) -> Result<Response, PageError> {
     let run = get_run(&s, id).await?;
     let live = live_html(&s, run.clone()).await?;
-    let is_finetune = run.kind == RunKind::Finetune.as_str();
+    let is_finetune = run.kind == RunKind::Finetune;
     // A fine-tune run's final evaluation has the evaluate job's schema: same section.
-    let evaluation = if run.kind == RunKind::Evaluate.as_str() || is_finetune {
+    let evaluation = if run.kind == RunKind::Evaluate || is_finetune {
         tokio::fs::read(s.artifacts_dir(id).join(artifacts::EVAL_REPORT))
             .await
             .ok()
@@ -80,7 +80,7 @@ pub async fn show(
         evaluation,
         finetune,
         pretrain,
-        terminal: RunStatus::parse(&run.status).is_some_and(|st| st.is_terminal()),
+        terminal: run.status.is_terminal(),
         config_pretty: serde_json::to_string_pretty(&run.config)?,
         artifacts,
         parents: db::runs::parents(&s.pool, id).await?,
