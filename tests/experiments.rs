@@ -194,10 +194,6 @@ struct Fixture {
 
 /// Ten images: train 1–8, val 9–10, labeled subsets 5pct/10pct × seeds 1–3.
 fn fixture(tag: &str) -> Fixture {
-    let db = TestDb::create();
-    let data = TempDir::new(&format!("{tag}-data"));
-    let imports = TempDir::new(&format!("{tag}-imports"));
-    let (ann, images) = write_small_coco(imports.path(), 10);
     let mut labeled = serde_json::Map::new();
     for p in [5, 10] {
         for s in 1..=3i64 {
@@ -205,21 +201,13 @@ fn fixture(tag: &str) -> Fixture {
         }
     }
     let splits = json!({"train": [1, 2, 3, 4, 5, 6, 7, 8], "val": [9, 10], "labeled": labeled});
-    std::fs::write(imports.path().join("splits.json"), splits.to_string()).unwrap();
-    let mut opts = ServerOptions::new(&db, data.path());
-    opts.import_roots = vec![imports.path().to_path_buf()];
-    let server = Server::start(&opts);
-    let r = server.browser_session().post_form(
-        "/datasets/import",
-        &[
-            ("name", "small"),
-            ("format", "coco"),
-            ("annotations", ann.to_str().unwrap()),
-            ("images", images.to_str().unwrap()),
-        ],
-    );
-    assert!(r.status().is_success(), "import: {}", r.status());
-    let dataset: i64 = db.query("SELECT id FROM datasets").parse().unwrap();
+    let SmallDataset {
+        server,
+        db,
+        dataset,
+        data,
+        imports,
+    } = SmallDataset::start(tag, 10, &splits);
     Fixture {
         server,
         db,

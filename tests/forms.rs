@@ -16,16 +16,14 @@ struct Fixture {
 
 /// Six small images with splits train 1–4 and val 5–6.
 fn fixture(tag: &str) -> Fixture {
-    let db = TestDb::create();
-    let data = TempDir::new(&format!("{tag}-data"));
-    let imports = TempDir::new(&format!("{tag}-imports"));
-    let (ann, images) = write_small_coco(imports.path(), 6);
     let splits = json!({"train": [1, 2, 3, 4], "val": [5, 6]});
-    std::fs::write(imports.path().join("splits.json"), splits.to_string()).unwrap();
-    let mut opts = ServerOptions::new(&db, data.path());
-    opts.import_roots = vec![imports.path().to_path_buf()];
-    let server = Server::start(&opts);
-    let dataset = import_dataset(&server, "small", &ann, &images);
+    let SmallDataset {
+        server,
+        db,
+        dataset,
+        data,
+        imports,
+    } = SmallDataset::start(tag, 6, &splits);
     Fixture {
         server,
         db,

@@ -72,26 +72,14 @@ fn insert_metrics(db: &TestDb, run: i64, points: &[(&str, i64, f64)]) {
 }
 
 fn fixture(tag: &str) -> Fixture {
-    let db = TestDb::create();
-    let data = TempDir::new(&format!("{tag}-data"));
-    let imports = TempDir::new(&format!("{tag}-imports"));
-    let (ann, images) = write_small_coco(imports.path(), 6);
     let splits = json!({"train": [1, 2, 3, 4], "val": [5, 6], "labeled": {"50pct_seed1": [1, 3]}});
-    std::fs::write(imports.path().join("splits.json"), splits.to_string()).unwrap();
-    let mut opts = ServerOptions::new(&db, data.path());
-    opts.import_roots = vec![imports.path().to_path_buf()];
-    let server = Server::start(&opts);
-    let r = server.browser_session().post_form(
-        "/datasets/import",
-        &[
-            ("name", "small"),
-            ("format", "coco"),
-            ("annotations", ann.to_str().unwrap()),
-            ("images", images.to_str().unwrap()),
-        ],
-    );
-    assert!(r.status().is_success(), "import: {}", r.status());
-    let dataset: i64 = db.query("SELECT id FROM datasets").parse().unwrap();
+    let SmallDataset {
+        server,
+        db,
+        dataset,
+        data,
+        imports,
+    } = SmallDataset::start(tag, 6, &splits);
     let other_dataset: i64 = db
         .query(
             "INSERT INTO datasets (name, format, source, image_root, annotations_path, num_images, num_annotations, splits) \

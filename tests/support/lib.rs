@@ -673,6 +673,40 @@ pub fn import_dataset(server: &Server, name: &str, ann: &Path, images: &Path) ->
         .unwrap_or_else(|| panic!("import failed: {body}"))
 }
 
+/// A server with one small COCO dataset (`write_small_coco`) imported through the datasets page
+/// with `splits` as its splits.json: what the page tests start from. The server is declared
+/// first so it stops before the database and folders go.
+pub struct SmallDataset {
+    pub server: Server,
+    pub db: TestDb,
+    pub dataset: i64,
+    pub data: TempDir,
+    /// Holds `annotations.json`, `images/` and `splits.json` as imported.
+    pub imports: TempDir,
+}
+
+impl SmallDataset {
+    pub fn start(tag: &str, images: u32, splits: &serde_json::Value) -> SmallDataset {
+        let db = TestDb::create();
+        let data = TempDir::new(&format!("{tag}-data"));
+        let imports = TempDir::new(&format!("{tag}-imports"));
+        let (ann, image_dir) = write_small_coco(imports.path(), images);
+        std::fs::write(imports.path().join("splits.json"), splits.to_string())
+            .expect("write splits.json");
+        let mut opts = ServerOptions::new(&db, data.path());
+        opts.import_roots = vec![imports.path().to_path_buf()];
+        let server = Server::start(&opts);
+        let dataset = import_dataset(&server, "small", &ann, &image_dir);
+        SmallDataset {
+            server,
+            db,
+            dataset,
+            data,
+            imports,
+        }
+    }
+}
+
 /// A chromedriver process on a free port with its own Chromium profile, killed on drop.
 pub struct ChromeDriver {
     child: std::process::Child,
