@@ -311,7 +311,7 @@ async fn input_run(
         }
         RunStatus::Queued | RunStatus::Running => {}
     }
-    let config = serde_json::from_value(run.config.clone()).ok();
+    let config = run.config.job().cloned();
     Ok((run, config))
 }
 

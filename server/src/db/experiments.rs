@@ -32,7 +32,7 @@ pub struct ExperimentRun {
     #[sqlx(try_from = "String")]
     pub kind: RunKind,
     pub name: String,
-    pub config: serde_json::Value,
+    pub config: super::stored_config::StoredConfig,
     #[sqlx(try_from = "String")]
     pub status: RunStatus,
     pub error: Option<String>,

@@ -7,6 +7,7 @@ pub mod experiments;
 pub mod liveness;
 pub mod proposals;
 pub mod runs;
+pub mod stored_config;
 pub mod workers;
 
 use sqlx::PgPool;

@@ -9,7 +9,7 @@ pub struct RunRow {
     #[sqlx(try_from = "String")]
     pub kind: RunKind,
     pub name: String,
-    pub config: serde_json::Value,
+    pub config: super::stored_config::StoredConfig,
     #[sqlx(try_from = "String")]
     pub status: RunStatus,
     pub dataset_id: Option<i64>,

@@ -211,8 +211,8 @@ async fn reused_pretraining(
             run.status
         )));
     }
-    let config = match serde_json::from_value::<JobConfig>(run.config.clone()) {
-        Ok(JobConfig::PretrainBox(c)) => c,
+    let config = match &run.config.typed {
+        Ok(JobConfig::PretrainBox(c)) => c.clone(),
         Ok(_) => return Ok(Err(format!("run {pid} is not a box-domain pre-training"))),
         Err(e) => return Ok(Err(format!("run {pid}'s config cannot be read: {e}"))),
     };

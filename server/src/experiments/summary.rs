@@ -107,7 +107,7 @@ pub async fn run_views(s: &AppState, runs: Vec<ExperimentRun>) -> anyhow::Result
     let steps = db::experiments::last_steps(&s.pool, &ids).await?;
     let mut views = Vec::with_capacity(runs.len());
     for r in runs {
-        let config: Option<JobConfig> = serde_json::from_value(r.config.clone()).ok();
+        let config: Option<JobConfig> = r.config.job().cloned();
         let (seed, fraction, train_split, total) = match &config {
             Some(JobConfig::Finetune(c)) => (
                 Some(c.seed),

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 pub struct ClaimedRun {
     pub id: i64,
     pub name: String,
-    pub config: serde_json::Value,
+    pub config: crate::db::stored_config::StoredConfig,
     pub dataset_id: Option<i64>,
     pub attempts: i32,
 }

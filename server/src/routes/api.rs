@@ -96,7 +96,7 @@ async fn claim(
     let Some(run) = queue::claim(&s.worker_pool, worker_id, s.cfg.lease_seconds).await? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let config: JobConfig = serde_json::from_value(run.config.clone()).map_err(|e| {
+    let config: JobConfig = run.config.typed.clone().map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("run {} has an unreadable config: {e}", run.id),

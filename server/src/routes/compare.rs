@@ -7,13 +7,13 @@ use crate::compare::{
     self, ArmStat, ClassAp, CompareParams, Comparison, EvalPoint, RunData, XAxis,
 };
 use crate::db;
+use crate::db::stored_config::StoredConfig;
 use crate::error::{ApiError, PageError};
 use crate::numbers;
 use crate::plots::{self, OverlayLine};
 use crate::routes::render;
 use crate::state::{AppState, ArtifactRead};
 use aligndet_common::artifacts;
-use aligndet_common::jobs::JobConfig;
 use aligndet_common::report::EvaluationReport;
 use askama::Template;
 use axum::Json;
@@ -80,11 +80,11 @@ fn parse(raw: Option<&str>) -> Result<CompareParams, Failure> {
 }
 
 /// A stored config with every default filled in (old configs compare equal to new ones).
-fn resolved_config(config: &serde_json::Value) -> serde_json::Value {
-    serde_json::from_value::<JobConfig>(config.clone())
-        .ok()
+fn resolved_config(config: &StoredConfig) -> serde_json::Value {
+    config
+        .job()
         .and_then(|c| serde_json::to_value(c).ok())
-        .unwrap_or_else(|| config.clone())
+        .unwrap_or_else(|| config.json.clone())
 }
 
 async fn load(s: &AppState, params: &CompareParams) -> Result<Loaded, Failure> {

@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 /// The stored config of a fine-tune run (`None` for other kinds or an unreadable config).
 pub fn finetune_config(run: &RunRow) -> Option<TrainConfig> {
-    match serde_json::from_value(run.config.clone()).ok()? {
-        aligndet_common::jobs::JobConfig::Finetune(c) => Some(c),
+    match run.config.job()? {
+        aligndet_common::jobs::JobConfig::Finetune(c) => Some(c.clone()),
         _ => None,
     }
 }

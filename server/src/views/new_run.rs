@@ -115,25 +115,24 @@ impl NewRunPage {
             RunKind::Finetune,
         ] {
             for run in db::runs::list(&s.pool, &succeeded(kind)).await? {
-                let (detector, backbone, artifact) =
-                    match serde_json::from_value::<JobConfig>(run.config.clone()) {
-                        Ok(JobConfig::PretrainBox(c)) => (
-                            wire_name(&c.detector),
-                            wire_name(&c.backbone),
-                            artifacts::PRETRAINED_DETECTOR,
-                        ),
-                        Ok(JobConfig::PretrainImage(c)) => (
-                            String::new(),
-                            wire_name(&c.backbone),
-                            artifacts::PRETRAINED_BACKBONE,
-                        ),
-                        Ok(JobConfig::Finetune(c)) => (
-                            wire_name(&c.detector),
-                            wire_name(&c.backbone),
-                            artifacts::MODEL,
-                        ),
-                        _ => continue,
-                    };
+                let (detector, backbone, artifact) = match run.config.job() {
+                    Some(JobConfig::PretrainBox(c)) => (
+                        wire_name(&c.detector),
+                        wire_name(&c.backbone),
+                        artifacts::PRETRAINED_DETECTOR,
+                    ),
+                    Some(JobConfig::PretrainImage(c)) => (
+                        String::new(),
+                        wire_name(&c.backbone),
+                        artifacts::PRETRAINED_BACKBONE,
+                    ),
+                    Some(JobConfig::Finetune(c)) => (
+                        wire_name(&c.detector),
+                        wire_name(&c.backbone),
+                        artifacts::MODEL,
+                    ),
+                    _ => continue,
+                };
                 checkpoints.push(CheckpointChoice {
                     value: checkpoint_value(run.id, artifact),
                     run_id: run.id,

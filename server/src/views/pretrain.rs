@@ -85,75 +85,73 @@ pub async fn pretrain_view(
     use aligndet_common::artifacts as names;
     use aligndet_common::jobs::JobConfig;
     let present = |name: &str| artifacts.iter().any(|a| a.name == name);
-    Ok(
-        match serde_json::from_value::<JobConfig>(run.config.clone()) {
-            Ok(JobConfig::PretrainBox(c)) => {
-                let (kept_images, kept, _, _) =
-                    db::proposals::summary(&s.pool, c.proposals_run_id).await?;
-                let (init_text, init_run) = init_view(s, &c.backbone_init).await?;
-                let (detector, backbone) = (wire_name(&c.detector), wire_name(&c.backbone));
-                let init = checkpoint_value(run.id, names::PRETRAINED_DETECTOR);
-                Some(PretrainView {
-                    dataset_id: c.dataset_id,
-                    split: c.split.clone(),
-                    proposals: Some((
-                        input_run_view(s, c.proposals_run_id).await?,
-                        kept,
-                        kept_images,
-                    )),
-                    init_text,
-                    init_run,
-                    artifact: names::PRETRAINED_DETECTOR,
-                    artifact_note: "the online detector after pre-training: the frozen backbone, the FPN and the heads (RetinaNet and FCOS towers, or the RPN and the RoI box head), named as the fine-tuning detector names them, without the pre-training predictors (projector, regression and centerness convs), which fine-tuning initialises fresh",
-                    artifact_present: present(names::PRETRAINED_DETECTOR),
-                    next_steps: vec![(
-                        "finetune-from-this",
-                        "Fine-tune from this pre-trained detector",
+    Ok(match run.config.job() {
+        Some(JobConfig::PretrainBox(c)) => {
+            let (kept_images, kept, _, _) =
+                db::proposals::summary(&s.pool, c.proposals_run_id).await?;
+            let (init_text, init_run) = init_view(s, &c.backbone_init).await?;
+            let (detector, backbone) = (wire_name(&c.detector), wire_name(&c.backbone));
+            let init = checkpoint_value(run.id, names::PRETRAINED_DETECTOR);
+            Some(PretrainView {
+                dataset_id: c.dataset_id,
+                split: c.split.clone(),
+                proposals: Some((
+                    input_run_view(s, c.proposals_run_id).await?,
+                    kept,
+                    kept_images,
+                )),
+                init_text,
+                init_run,
+                artifact: names::PRETRAINED_DETECTOR,
+                artifact_note: "the online detector after pre-training: the frozen backbone, the FPN and the heads (RetinaNet and FCOS towers, or the RPN and the RoI box head), named as the fine-tuning detector names them, without the pre-training predictors (projector, regression and centerness convs), which fine-tuning initialises fresh",
+                artifact_present: present(names::PRETRAINED_DETECTOR),
+                next_steps: vec![(
+                    "finetune-from-this",
+                    "Fine-tune from this pre-trained detector",
+                    format!(
+                        "/runs/new?kind=finetune&dataset_id={}&detector={detector}&backbone={backbone}&init={init}#finetune-form",
+                        c.dataset_id
+                    ),
+                )],
+                detector,
+                backbone,
+            })
+        }
+        Some(JobConfig::PretrainImage(c)) => {
+            let (init_text, init_run) = init_view(s, &c.init).await?;
+            let backbone = wire_name(&c.backbone);
+            let init = checkpoint_value(run.id, names::PRETRAINED_BACKBONE);
+            Some(PretrainView {
+                dataset_id: c.dataset_id,
+                split: c.split.clone(),
+                detector: String::new(),
+                proposals: None,
+                init_text,
+                init_run,
+                artifact: names::PRETRAINED_BACKBONE,
+                artifact_note: "the query encoder's backbone under backbone.body.* (no projector): the image-domain weights a box-domain pre-training or a fine-tuning starts from",
+                artifact_present: present(names::PRETRAINED_BACKBONE),
+                next_steps: vec![
+                    (
+                        "use-as-backbone",
+                        "Use as backbone of a box-domain pre-training",
                         format!(
-                            "/runs/new?kind=finetune&dataset_id={}&detector={detector}&backbone={backbone}&init={init}#finetune-form",
+                            "/runs/new?kind=pretrain_box&dataset_id={}&backbone={backbone}&backbone_init={init}#pretrain-box-form",
                             c.dataset_id
                         ),
-                    )],
-                    detector,
-                    backbone,
-                })
-            }
-            Ok(JobConfig::PretrainImage(c)) => {
-                let (init_text, init_run) = init_view(s, &c.init).await?;
-                let backbone = wire_name(&c.backbone);
-                let init = checkpoint_value(run.id, names::PRETRAINED_BACKBONE);
-                Some(PretrainView {
-                    dataset_id: c.dataset_id,
-                    split: c.split.clone(),
-                    detector: String::new(),
-                    proposals: None,
-                    init_text,
-                    init_run,
-                    artifact: names::PRETRAINED_BACKBONE,
-                    artifact_note: "the query encoder's backbone under backbone.body.* (no projector): the image-domain weights a box-domain pre-training or a fine-tuning starts from",
-                    artifact_present: present(names::PRETRAINED_BACKBONE),
-                    next_steps: vec![
-                        (
-                            "use-as-backbone",
-                            "Use as backbone of a box-domain pre-training",
-                            format!(
-                                "/runs/new?kind=pretrain_box&dataset_id={}&backbone={backbone}&backbone_init={init}#pretrain-box-form",
-                                c.dataset_id
-                            ),
+                    ),
+                    (
+                        "finetune-from-backbone",
+                        "Fine-tune a detector on this backbone",
+                        format!(
+                            "/runs/new?kind=finetune&dataset_id={}&backbone={backbone}&init={init}#finetune-form",
+                            c.dataset_id
                         ),
-                        (
-                            "finetune-from-backbone",
-                            "Fine-tune a detector on this backbone",
-                            format!(
-                                "/runs/new?kind=finetune&dataset_id={}&backbone={backbone}&init={init}#finetune-form",
-                                c.dataset_id
-                            ),
-                        ),
-                    ],
-                    backbone,
-                })
-            }
-            _ => None,
-        },
-    )
+                    ),
+                ],
+                backbone,
+            })
+        }
+        _ => None,
+    })
 }

@@ -81,7 +81,7 @@ pub async fn show(
         finetune,
         pretrain,
         terminal: run.status.is_terminal(),
-        config_pretty: serde_json::to_string_pretty(&run.config)?,
+        config_pretty: serde_json::to_string_pretty(&run.config.json)?,
         artifacts,
         parents: db::runs::parents(&s.pool, id).await?,
         csrf: csrf.0,
