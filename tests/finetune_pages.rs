@@ -99,16 +99,6 @@ fn post_finetune(
     server.browser_session().post_form("/runs", &pairs)
 }
 
-fn run_id_of(r: reqwest::blocking::Response) -> i64 {
-    let url = r.url().clone();
-    let status = r.status();
-    let body = r.text().unwrap();
-    url.path()
-        .strip_prefix("/runs/")
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("not redirected to a run page ({status}): {body}"))
-}
-
 #[test]
 fn the_form_queues_a_valid_config_and_names_the_bad_field() {
     let f = fixture("ft-form");

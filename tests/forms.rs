@@ -6,31 +6,9 @@ use aligndet_studio::*;
 use fantoccini::Locator;
 use serde_json::{Value, json};
 
-struct Fixture {
-    server: Server,
-    db: TestDb,
-    dataset: i64,
-    _data: TempDir,
-    _imports: TempDir,
-}
-
 /// Six small images with splits train 1–4 and val 5–6.
-fn fixture(tag: &str) -> Fixture {
-    let splits = json!({"train": [1, 2, 3, 4], "val": [5, 6]});
-    let SmallDataset {
-        server,
-        db,
-        dataset,
-        data,
-        imports,
-    } = SmallDataset::start(tag, 6, &splits);
-    Fixture {
-        server,
-        db,
-        dataset,
-        _data: data,
-        _imports: imports,
-    }
+fn fixture(tag: &str) -> SmallDataset {
+    SmallDataset::start(tag, 6, &json!({"train": [1, 2, 3, 4], "val": [5, 6]}))
 }
 
 fn stored(db: &TestDb, run: i64) -> Value {
@@ -88,22 +66,12 @@ fn finetune_form(dataset: i64, changes: &[(&str, &str)]) -> Vec<(String, String)
     fields
 }
 
-fn post(f: &Fixture, fields: &[(String, String)]) -> reqwest::blocking::Response {
+fn post(f: &SmallDataset, fields: &[(String, String)]) -> reqwest::blocking::Response {
     let pairs: Vec<(&str, &str)> = fields
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     f.server.browser_session().post_form("/runs", &pairs)
-}
-
-fn run_id_of(r: reqwest::blocking::Response) -> i64 {
-    let url = r.url().clone();
-    let status = r.status();
-    let body = r.text().unwrap();
-    url.path()
-        .strip_prefix("/runs/")
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("not redirected to a run page ({status}): {body}"))
 }
 
 #[test]

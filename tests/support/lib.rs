@@ -707,6 +707,17 @@ impl SmallDataset {
     }
 }
 
+/// The id of the run a form post created, from the run page it redirected to.
+pub fn run_id_of(r: reqwest::blocking::Response) -> i64 {
+    let url = r.url().clone();
+    let status = r.status();
+    let body = r.text().unwrap();
+    url.path()
+        .strip_prefix("/runs/")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("not redirected to a run page ({status}): {body}"))
+}
+
 /// A chromedriver process on a free port with its own Chromium profile, killed on drop.
 pub struct ChromeDriver {
     child: std::process::Child,
