@@ -31,9 +31,16 @@ impl PageError {
 /// The server's own failures are logged in full under an incident number; the person sees only
 /// the number (internal error chains name paths, SQL and constraints).
 fn log_incident(e: &dyn std::fmt::Display) -> String {
-    let incident = &crate::secrets::random_token()[..8];
-    tracing::error!("incident {incident}: {e:#}");
+    let incident = incident(e);
     format!("the server failed to handle this request (incident {incident}, in the server log)")
+}
+
+/// Log a failure of the server's own under a new incident number, and return the number for
+/// the message a person sees.
+pub fn incident(e: &dyn std::fmt::Display) -> String {
+    let incident = crate::secrets::random_token()[..8].to_string();
+    tracing::error!("incident {incident}: {e:#}");
+    incident
 }
 
 impl<E: Into<anyhow::Error>> From<E> for PageError {

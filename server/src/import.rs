@@ -62,8 +62,7 @@ impl From<DatasetError> for ImportError {
 impl From<sqlx::Error> for ImportError {
     /// The database's own text names tables and constraints: logged, never shown.
     fn from(e: sqlx::Error) -> Self {
-        let incident = &crate::secrets::random_token()[..8];
-        tracing::error!("incident {incident}: dataset import: database: {e}");
+        let incident = crate::error::incident(&format_args!("dataset import: database: {e}"));
         ImportError::msg(format!(
             "the dataset could not be stored because of a database failure (incident {incident}, in the server log); nothing was imported"
         ))

@@ -67,11 +67,6 @@ pub mod filters {
     pub fn fixed3(v: &f64, _: &dyn askama::Values) -> askama::Result<String> {
         Ok(super::fixed3(*v))
     }
-
-    #[askama::filter_fn]
-    pub fn coco_stat(v: &f64, _: &dyn askama::Values) -> askama::Result<String> {
-        Ok(super::coco_stat(*v))
-    }
 }
 
 #[cfg(test)]
