@@ -87,8 +87,14 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn create() -> TestDb {
+        // The clock as well as pid and counter: a database left by a killed earlier process with
+        // the same pid must not collide.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let name = format!(
-            "aligndet_test_{}_{}",
+            "aligndet_test_{}_{}_{nanos}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );

@@ -26,7 +26,11 @@ async fn fresh_db() -> Option<TestDb> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let name = format!("aligndet_serving_{}_{nanos}", std::process::id());
+    // pid, a per-process counter and the clock: two tests of one process (the counter) and a
+    // database left behind by a killed earlier process with the same pid (the clock) never collide.
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let name = format!("aligndet_serving_{}_{n}_{nanos}", std::process::id());
     // The name is ours (digits and underscores): nothing to inject.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&admin)
