@@ -14,7 +14,7 @@ fn bench() -> Value {
 fn finetune(dataset: i64) -> Value {
     json!({
         "kind": "finetune", "dataset_id": dataset, "detector": "fcos", "backbone": "resnet18",
-        "init": {"from": "scratch"}, "steps": 2, "batch_size": 1, "warmup_steps": 0,
+        "init": {"from": "scratch"}, "optim": {"steps": 2, "batch_size": 1, "warmup_steps": 0},
         "train_split": "train", "val_split": "val",
         "augment": {"min_sizes": [64], "max_size": 64}
     })

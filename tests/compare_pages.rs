@@ -33,11 +33,9 @@ fn config(dataset: i64, seed: u64, pretrained: bool) -> Value {
     let mut c = TrainConfig {
         dataset_id: dataset,
         train_split: format!("5pct_seed{seed}"),
-        batch_size: 2,
-        steps: 30,
-        seed,
         ..TrainConfig::default()
     };
+    (c.optim.batch_size, c.optim.steps, c.optim.seed) = (2, 30, seed);
     if pretrained {
         c.init = InitConfig::Checkpoint {
             artifact: ArtifactRef {
@@ -45,8 +43,8 @@ fn config(dataset: i64, seed: u64, pretrained: bool) -> Value {
                 name: "pretrained.safetensors".into(),
             },
         };
-        c.lr = 0.015;
-        c.weight_decay = 5e-5;
+        c.optim.lr = 0.015;
+        c.optim.weight_decay = 5e-5;
     }
     serde_json::to_value(JobConfig::Finetune(c)).unwrap()
 }
@@ -369,14 +367,19 @@ fn two_arms_of_three_seeds_compare_with_deltas_convergence_and_config_diff() {
         "init.artifact.run_id",
         "init.artifact.name",
         "init.from",
-        "lr",
-        "seed",
+        "optim.lr",
+        "optim.seed",
         "train_split",
-        "weight_decay",
+        "optim.weight_decay",
     ] {
         assert!(paths.contains(&p), "diff row {p}: {paths:?}");
     }
-    for p in ["batch_size", "steps", "augment.min_sizes", "dataset_id"] {
+    for p in [
+        "optim.batch_size",
+        "optim.steps",
+        "augment.min_sizes",
+        "dataset_id",
+    ] {
         assert!(!paths.contains(&p), "{p} is the same everywhere");
     }
 

@@ -313,8 +313,8 @@ fn the_form_creates_the_whole_chain_with_paired_arms() {
     assert_eq!(pb.2["kind"], "pretrain_box");
     assert_eq!(pb.2["proposals_run_id"], proposals.0);
     assert_eq!(pb.2["backbone_init"], json!({"from": "imagenet_backbone"}));
-    assert_eq!(pb.2["steps"], 40);
-    assert_eq!(pb.2["batch_size"], 2);
+    assert_eq!(pb.2["optim"]["steps"], 40);
+    assert_eq!(pb.2["optim"]["batch_size"], 2);
     assert_eq!(pb.2["detector"], "fcos");
     assert_eq!(waits_for(&f, pb.0), vec![proposals.0]);
 
@@ -326,39 +326,41 @@ fn the_form_creates_the_whole_chain_with_paired_arms() {
             .into_iter()
             .find(|b| b.2["train_split"] == c["train_split"])
             .unwrap_or_else(|| panic!("no baseline on {split}"));
-        pairs.push((c["seed"].as_u64().unwrap(), split.to_string()));
+        pairs.push((c["optim"]["seed"].as_u64().unwrap(), split.to_string()));
         assert!(
-            split.ends_with(&format!("pct_seed{}", c["seed"])),
+            split.ends_with(&format!("pct_seed{}", c["optim"]["seed"])),
             "split {split} matches seed {}",
-            c["seed"]
+            c["optim"]["seed"]
         );
-        for key in [
-            "seed",
-            "steps",
-            "batch_size",
-            "augment",
-            "schedule",
-            "warmup_steps",
-            "val_split",
-            "detector",
-            "backbone",
-            "optimizer",
-        ] {
+        for key in ["augment", "val_split", "detector", "backbone"] {
             assert_eq!(
                 c[key], b.2[key],
                 "{key} differs between the arms on {split}"
             );
         }
+        for key in [
+            "seed",
+            "steps",
+            "batch_size",
+            "schedule",
+            "warmup_steps",
+            "optimizer",
+        ] {
+            assert_eq!(
+                c["optim"][key], b.2["optim"][key],
+                "optim.{key} differs between the arms on {split}"
+            );
+        }
         assert_eq!(c["val_split"], "val");
-        assert_eq!(c["steps"], 30);
+        assert_eq!(c["optim"]["steps"], 30);
         assert!(
-            (c["lr"].as_f64().unwrap() - 0.03).abs() < 1e-12,
+            (c["optim"]["lr"].as_f64().unwrap() - 0.03).abs() < 1e-12,
             "{}",
-            c["lr"]
+            c["optim"]["lr"]
         );
-        assert!((c["weight_decay"].as_f64().unwrap() - 0.0001).abs() < 1e-15);
-        assert!((b.2["lr"].as_f64().unwrap() - 0.02).abs() < 1e-12);
-        assert!((b.2["weight_decay"].as_f64().unwrap() - 0.0002).abs() < 1e-15);
+        assert!((c["optim"]["weight_decay"].as_f64().unwrap() - 0.0001).abs() < 1e-15);
+        assert!((b.2["optim"]["lr"].as_f64().unwrap() - 0.02).abs() < 1e-12);
+        assert!((b.2["optim"]["weight_decay"].as_f64().unwrap() - 0.0002).abs() < 1e-15);
         assert_eq!(
             c["init"],
             json!({"from": "checkpoint", "artifact": {"run_id": pb.0, "name": "pretrained.safetensors"}})
@@ -452,7 +454,7 @@ fn a_label_free_experiment_starts_both_arms_from_the_image_pretraining() {
     let (img, _, ic) = &runs[0];
     assert_eq!(ic["kind"], "pretrain_image");
     assert_eq!(ic["init"], json!({"from": "scratch"}));
-    assert_eq!(ic["steps"], 20);
+    assert_eq!(ic["optim"]["steps"], 20);
     assert_eq!(ic["backbone"], "resnet18");
     let backbone =
         json!({"from": "checkpoint", "artifact": {"run_id": img, "name": "backbone.safetensors"}});

@@ -11,11 +11,13 @@ use std::time::Duration;
 fn config(dataset: i64, steps: u32) -> Value {
     json!({
         "kind": "finetune", "dataset_id": dataset, "detector": "fcos", "backbone": "resnet18",
-        "init": {"from": "scratch"}, "steps": steps, "batch_size": 2, "warmup_steps": 2,
-        "lr": 0.005, "checkpoint_every": 2, "eval_every": 4, "eval_max_images": 2,
-        "loader_threads": 1, "seed": 3,
-        "augment": {"min_sizes": [96], "max_size": 96, "hflip": true, "color_jitter": 0.1},
-        "schedule": {"kind": "cosine", "min_factor": 0.1}
+        "init": {"from": "scratch"}, "eval_every": 4, "eval_max_images": 2,
+        "optim": {
+            "steps": steps, "batch_size": 2, "warmup_steps": 2, "lr": 0.005,
+            "checkpoint_every": 2, "loader_threads": 1, "seed": 3,
+            "schedule": {"kind": "cosine", "min_factor": 0.1}
+        },
+        "augment": {"min_sizes": [96], "max_size": 96, "hflip": true, "color_jitter": 0.1}
     })
 }
 

@@ -133,15 +133,19 @@ fn the_form_queues_a_valid_config_and_names_the_bad_field() {
         stored["augment"],
         json!({"min_sizes": [320, 384], "max_size": 640, "hflip": true, "color_jitter": 0.2})
     );
-    assert_eq!(stored["optimizer"], "adamw");
-    assert_eq!(stored["lr"], 0.0002);
+    assert_eq!(stored["optim"]["optimizer"], "adamw");
+    assert_eq!(stored["optim"]["lr"], 0.0002);
     assert_eq!(stored["no_decay_norm_and_bias"], false, "unticked box");
     assert_eq!(
-        stored["schedule"],
+        stored["optim"]["schedule"],
         json!({"kind": "cosine", "min_factor": 0.01})
     );
-    assert_eq!(stored["grad_clip_norm"], Value::Null, "blank clip = none");
-    assert_eq!(stored["seed"], 7);
+    assert_eq!(
+        stored["optim"]["grad_clip_norm"],
+        Value::Null,
+        "blank clip = none"
+    );
+    assert_eq!(stored["optim"]["seed"], 7);
     assert_eq!(
         f.db.query(&format!(
             "SELECT kind || ' ' || status FROM runs WHERE id = {run}"
@@ -170,10 +174,10 @@ fn the_form_queues_a_valid_config_and_names_the_bad_field() {
         json!({"from": "checkpoint", "artifact": {"run_id": run, "name": "model.safetensors"}})
     );
     assert_eq!(
-        stored["schedule"],
+        stored["optim"]["schedule"],
         json!({"kind": "step", "milestones": [100, 150], "gamma": 0.1})
     );
-    assert_eq!(stored["grad_clip_norm"], 5.0);
+    assert_eq!(stored["optim"]["grad_clip_norm"], 5.0);
     let page = f.server.get(&format!("/runs/{child}")).text().unwrap();
     assert!(
         page.contains(&format!("href=\"/runs/{run}\"")),

@@ -92,14 +92,14 @@ fn twenty_steps_derive_the_schedule_and_a_bad_lr_comes_back_beside_its_field() {
     // Steps 20, the rest as served: the schedule follows the 20 steps.
     let run = run_id_of(post(&f, &finetune_form(f.dataset, &[("steps", "20")])));
     let c = stored(&f.db, run);
-    assert_eq!(c["steps"], 20);
-    assert_eq!(c["warmup_steps"], 2);
+    assert_eq!(c["optim"]["steps"], 20);
+    assert_eq!(c["optim"]["warmup_steps"], 2);
     assert_eq!(
-        c["schedule"],
+        c["optim"]["schedule"],
         json!({"kind": "step", "milestones": [14, 18], "gamma": 0.1})
     );
     assert_eq!(c["eval_every"], 5);
-    assert_eq!(c["checkpoint_every"], 2);
+    assert_eq!(c["optim"]["checkpoint_every"], 2);
     // What is typed is kept.
     let typed = run_id_of(post(
         &f,
@@ -115,13 +115,16 @@ fn twenty_steps_derive_the_schedule_and_a_bad_lr_comes_back_beside_its_field() {
         ),
     ));
     let c = stored(&f.db, typed);
-    assert_eq!(c["warmup_steps"], 0);
+    assert_eq!(c["optim"]["warmup_steps"], 0);
     assert_eq!(
-        c["schedule"],
+        c["optim"]["schedule"],
         json!({"kind": "step", "milestones": [15], "gamma": 0.1})
     );
     assert_eq!(
-        (c["eval_every"].clone(), c["checkpoint_every"].clone()),
+        (
+            c["eval_every"].clone(),
+            c["optim"]["checkpoint_every"].clone()
+        ),
         (json!(10), json!(20))
     );
 
@@ -146,7 +149,7 @@ fn twenty_steps_derive_the_schedule_and_a_bad_lr_comes_back_beside_its_field() {
         .nth(1)
         .and_then(|rest| rest.split("</div>").next())
         .expect("the summary box");
-    assert_eq!(summary, "lr: must be in (0, 10)");
+    assert_eq!(summary, "optim.lr: must be in (0, 10)");
     assert!(body.contains("<a href=\"#field-error\">Go to the field</a>"));
     assert!(body.contains(
         "name=\"lr\" type=\"number\" step=\"any\" value=\"-1\" class=\"lr-field\" aria-invalid=\"true\" aria-describedby=\"field-error\" autofocus><small class=\"field-error\" id=\"field-error\">must be in (0, 10)</small>"
@@ -266,10 +269,13 @@ fn in_a_browser_the_placeholders_follow_steps_and_the_bad_field_is_focused() {
         id
     });
     let c = stored(&f.db, run);
-    assert_eq!(c["warmup_steps"], 2);
-    assert_eq!(c["schedule"]["milestones"], json!([14, 18]));
+    assert_eq!(c["optim"]["warmup_steps"], 2);
+    assert_eq!(c["optim"]["schedule"]["milestones"], json!([14, 18]));
     assert_eq!(
-        (c["eval_every"].clone(), c["checkpoint_every"].clone()),
+        (
+            c["eval_every"].clone(),
+            c["optim"]["checkpoint_every"].clone()
+        ),
         (json!(5), json!(2))
     );
 }

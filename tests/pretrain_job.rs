@@ -13,9 +13,12 @@ fn pretrain_config(dataset: i64, proposals: i64, detector: &str, steps: u32) -> 
         "detector": detector, "backbone": "efficientnet_lite0",
         "backbone_init": {"from": "imagenet_backbone"},
         "views": {"min_sizes": [96, 112], "max_size": 128, "hflip": true, "color_ops": true},
-        "samples": 256, "batch_size": 2, "steps": steps, "warmup_steps": 2, "lr": 0.01,
-        "schedule": {"kind": "cosine", "min_factor": 0.1},
-        "checkpoint_every": 3, "loader_threads": 1, "seed": 5
+        "samples": 256,
+        "optim": {
+            "batch_size": 2, "steps": steps, "warmup_steps": 2, "lr": 0.01,
+            "schedule": {"kind": "cosine", "min_factor": 0.1},
+            "checkpoint_every": 3, "loader_threads": 1, "seed": 5
+        }
     })
 }
 
@@ -24,8 +27,8 @@ fn finetune_config(dataset: i64, detector: &str, pretrain_run: i64) -> Value {
         "kind": "finetune", "dataset_id": dataset, "detector": detector,
         "backbone": "efficientnet_lite0",
         "init": {"from": "checkpoint", "artifact": {"run_id": pretrain_run, "name": "pretrained.safetensors"}},
-        "steps": 1, "batch_size": 2, "warmup_steps": 0, "eval_every": 1, "eval_max_images": 2,
-        "loader_threads": 1, "augment": {"min_sizes": [96], "max_size": 128}
+        "optim": {"steps": 1, "batch_size": 2, "warmup_steps": 0, "loader_threads": 1},
+        "eval_every": 1, "eval_max_images": 2, "augment": {"min_sizes": [96], "max_size": 128}
     })
 }
 

@@ -422,13 +422,13 @@ fn the_pretraining_forms_queue_resolved_configs_and_name_bad_fields() {
     assert!(close(&c["temperature"], 0.3) && close(&c["ema_momentum"], 0.99));
     assert_eq!(c["samples"], 512);
     assert!(close(&c["regression_weight"], 2.0));
-    assert!(close(&c["lr"], 0.005));
+    assert!(close(&c["optim"]["lr"], 0.005));
     assert_eq!(
-        c["schedule"],
+        c["optim"]["schedule"],
         json!({"kind": "step", "milestones": [200, 280], "gamma": 0.1})
     );
-    assert_eq!(c["grad_clip_norm"], Value::Null);
-    assert_eq!(c["seed"], 3);
+    assert_eq!(c["optim"]["grad_clip_norm"], Value::Null);
+    assert_eq!(c["optim"]["seed"], 3);
     let r = f.server.run(run);
     assert_eq!(r["status"], "queued");
     // Its inputs are its parents.
@@ -450,7 +450,7 @@ fn the_pretraining_forms_queue_resolved_configs_and_name_bad_fields() {
     let c = stored(&f, retina);
     assert_eq!(c["max_boxes_per_image"], 50, "RetinaNet keeps the first 50");
     assert_eq!(c["samples"], 2048);
-    assert!(close(&c["lr"], 0.01));
+    assert!(close(&c["optim"]["lr"], 0.01));
     let frcnn = run_id_of(post(
         &f,
         box_form(&f),
@@ -459,7 +459,7 @@ fn the_pretraining_forms_queue_resolved_configs_and_name_bad_fields() {
     let c = stored(&f, frcnn);
     assert_eq!(c["max_boxes_per_image"], 0);
     assert_eq!(c["samples"], 4096, "Faster R-CNN samples 4096");
-    assert!(close(&c["lr"], 0.02), "Faster R-CNN lr 0.02");
+    assert!(close(&c["optim"]["lr"], 0.02), "Faster R-CNN lr 0.02");
 
     // A valid image-domain form.
     let moco = run_id_of(post(&f, image_form(&f), &[]));
@@ -471,8 +471,11 @@ fn the_pretraining_forms_queue_resolved_configs_and_name_bad_fields() {
     assert_eq!(c["queue_size"], 64);
     assert_eq!(c["hidden_dim"], 256);
     assert!(close(&c["key_momentum"], 0.99));
-    assert_eq!(c["schedule"], json!({"kind": "cosine", "min_factor": 0.0}));
-    assert_eq!(c["checkpoint_every"], 20);
+    assert_eq!(
+        c["optim"]["schedule"],
+        json!({"kind": "cosine", "min_factor": 0.0})
+    );
+    assert_eq!(c["optim"]["checkpoint_every"], 20);
 
     // Bad values and wrong input runs: refused, the field named, nothing stored.
     let runs_before = f.db.query("SELECT count(*) FROM runs");
@@ -615,8 +618,12 @@ fn fine_tuning_from_a_pretrained_detector_takes_the_aligndet_rule() {
         c["init"],
         json!({"from": "checkpoint", "artifact": {"run_id": f.box_run, "name": "pretrained.safetensors"}})
     );
-    assert!(close(&c["lr"], 0.015), "lr {}", c["lr"]);
-    assert!(close(&c["weight_decay"], 5e-5), "wd {}", c["weight_decay"]);
+    assert!(close(&c["optim"]["lr"], 0.015), "lr {}", c["optim"]["lr"]);
+    assert!(
+        close(&c["optim"]["weight_decay"], 5e-5),
+        "wd {}",
+        c["optim"]["weight_decay"]
+    );
     let page = f.server.get(&format!("/runs/{run}")).text().unwrap();
     assert!(
         page.contains(&format!("href=\"/runs/{}\"", f.box_run)),
@@ -626,7 +633,7 @@ fn fine_tuning_from_a_pretrained_detector_takes_the_aligndet_rule() {
     let plain = run_id_of(post(&f, finetune_form(&f), &[("aligned_rule", None)]));
     let c = stored(&f, plain);
     assert!(
-        close(&c["lr"], 0.01) && close(&c["weight_decay"], 1e-4),
+        close(&c["optim"]["lr"], 0.01) && close(&c["optim"]["weight_decay"], 1e-4),
         "{c}"
     );
     // The rule is for pre-trained detectors only: a fine-tuned model's weights keep the numbers.
@@ -638,7 +645,7 @@ fn fine_tuning_from_a_pretrained_detector_takes_the_aligndet_rule() {
             Some(&format!("checkpoint:{}:model.safetensors", f.finetune)),
         )],
     ));
-    assert!(close(&stored(&f, from_ft)["lr"], 0.01));
+    assert!(close(&stored(&f, from_ft)["optim"]["lr"], 0.01));
     // A pre-trained backbone of the same kind is fine, without the rule.
     let from_backbone = run_id_of(post(
         &f,
@@ -648,7 +655,7 @@ fn fine_tuning_from_a_pretrained_detector_takes_the_aligndet_rule() {
             Some(&format!("checkpoint:{}:backbone.safetensors", f.image_run)),
         )],
     ));
-    assert!(close(&stored(&f, from_backbone)["lr"], 0.01));
+    assert!(close(&stored(&f, from_backbone)["optim"]["lr"], 0.01));
 
     // Detector and backbone must be the pre-trained ones.
     let runs_before = f.db.query("SELECT count(*) FROM runs");

@@ -39,9 +39,11 @@ fn an_artifact_over_the_servers_limit_fails_the_run_with_the_servers_reason() {
         "too-big",
         json!({
             "kind": "finetune", "dataset_id": dataset, "detector": "fcos", "backbone": "resnet18",
-            "init": {"from": "scratch"}, "steps": 2, "batch_size": 2, "warmup_steps": 1,
-            "checkpoint_every": 100, "eval_every": 100, "eval_max_images": 2,
-            "loader_threads": 1, "seed": 1,
+            "init": {"from": "scratch"}, "eval_every": 100, "eval_max_images": 2,
+            "optim": {
+                "steps": 2, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 100,
+                "loader_threads": 1, "seed": 1
+            },
             "augment": {"min_sizes": [64], "max_size": 64, "hflip": false, "color_jitter": 0.0}
         }),
     );

@@ -8,6 +8,8 @@
 //! - [`series`]: downsampling of metric series for plots.
 //! - [`images`]: opening image files fully decoded under size limits.
 //! - [`names`]: the one rule for names people type.
+//! - [`optim_config`]: the optimisation every training kind shares, and its schedule rules.
+//! - [`written_config`]: a config as people write it, completed as the new-run form does.
 
 pub mod api;
 pub mod artifacts;
@@ -16,7 +18,9 @@ pub mod dataset;
 pub mod images;
 pub mod jobs;
 pub mod names;
+pub mod optim_config;
 pub mod pretrain_config;
 pub mod report;
 pub mod series;
 pub mod train_config;
+pub mod written_config;

@@ -13,9 +13,9 @@
 //! clip, at 16 image pairs per step; at 2–4 pairs Faster R-CNN's box head diverged without it).
 
 use crate::config_error::ConfigError;
+use crate::optim_config::{LrSchedule, OptimConfig, OptimizerKind, ScheduleDefaults};
 use crate::train_config::{
-    BackboneKind, DetectorKind, InitConfig, LrSchedule, OptimizerKind, ScheduleDefaults,
-    scheduled_lr, validate_init, validate_optimisation, validate_split_name,
+    BackboneKind, DetectorKind, InitConfig, validate_init, validate_split_name,
 };
 use serde::{Deserialize, Serialize};
 
@@ -87,19 +87,9 @@ pub struct PretrainBoxConfig {
     pub samples: u32,
     pub contrastive_weight: f64,
     pub regression_weight: f64,
-    pub batch_size: u32,
-    pub steps: u32,
-    pub optimizer: OptimizerKind,
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub warmup_steps: u32,
-    pub schedule: LrSchedule,
-    pub grad_clip_norm: Option<f64>,
-    /// Save a resumable checkpoint (online + momentum detectors, optimizer state) this often.
-    pub checkpoint_every: u32,
-    pub seed: u64,
-    pub loader_threads: u32,
+    /// Batch (image pairs), schedule, checkpoint cadence (online and momentum detectors with
+    /// the optimizer state), seed and loader threads.
+    pub optim: OptimConfig,
 }
 
 impl Default for PretrainBoxConfig {
@@ -120,21 +110,23 @@ impl Default for PretrainBoxConfig {
             samples: 2048,
             contrastive_weight: 1.0,
             regression_weight: 1.0,
-            batch_size: 4,
-            steps: 1000,
-            optimizer: OptimizerKind::Sgd,
-            lr: 0.01,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            warmup_steps: 100,
-            schedule: LrSchedule::Step {
-                milestones: vec![667, 917],
-                gamma: 0.1,
+            optim: OptimConfig {
+                batch_size: 4,
+                steps: 1000,
+                optimizer: OptimizerKind::Sgd,
+                lr: 0.01,
+                momentum: 0.9,
+                weight_decay: 1e-4,
+                warmup_steps: 100,
+                schedule: LrSchedule::Step {
+                    milestones: vec![667, 917],
+                    gamma: 0.1,
+                },
+                grad_clip_norm: Some(10.0),
+                checkpoint_every: 100,
+                seed: 42,
+                loader_threads: 2,
             },
-            grad_clip_norm: Some(10.0),
-            checkpoint_every: 100,
-            seed: 42,
-            loader_threads: 2,
         }
     }
 }
@@ -143,13 +135,7 @@ impl PretrainBoxConfig {
     /// This config's steps and the fields that follow them ([`ScheduleDefaults`]; no periodic
     /// evaluation).
     pub fn schedule_defaults(&self) -> ScheduleDefaults {
-        ScheduleDefaults::of(
-            self.steps,
-            self.warmup_steps,
-            &self.schedule,
-            0,
-            self.checkpoint_every,
-        )
+        self.optim.schedule_defaults(0)
     }
 
     /// The reference's per-detector settings: RetinaNet keeps the first 50 boxes, Faster R-CNN
@@ -167,7 +153,10 @@ impl PretrainBoxConfig {
             },
             DetectorKind::FasterRcnn => PretrainBoxConfig {
                 samples: 4096,
-                lr: 0.02,
+                optim: OptimConfig {
+                    lr: 0.02,
+                    ..base.optim.clone()
+                },
                 ..base
             },
         }
@@ -215,27 +204,7 @@ impl PretrainBoxConfig {
                 return Err(err(field, "must be in [0, 100]"));
             }
         }
-        validate_optimisation(
-            self.batch_size,
-            self.steps,
-            self.lr,
-            self.momentum,
-            self.weight_decay,
-            self.warmup_steps,
-            &self.schedule,
-            self.grad_clip_norm,
-        )?;
-        if self.checkpoint_every == 0 {
-            return Err(err("checkpoint_every", "must be at least 1"));
-        }
-        if !(1..=64).contains(&self.loader_threads) {
-            return Err(err("loader_threads", "must be 1..=64"));
-        }
-        Ok(())
-    }
-
-    pub fn lr_at(&self, step: u32) -> f64 {
-        scheduled_lr(self.lr, self.warmup_steps, &self.schedule, self.steps, step)
+        self.optim.validate()
     }
 }
 
@@ -261,18 +230,7 @@ pub struct PretrainImageConfig {
     pub temperature: f64,
     /// Momentum of the key encoder (constant, as in MoCo).
     pub key_momentum: f64,
-    pub batch_size: u32,
-    pub steps: u32,
-    pub optimizer: OptimizerKind,
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub warmup_steps: u32,
-    pub schedule: LrSchedule,
-    pub grad_clip_norm: Option<f64>,
-    pub checkpoint_every: u32,
-    pub seed: u64,
-    pub loader_threads: u32,
+    pub optim: OptimConfig,
 }
 
 impl Default for PretrainImageConfig {
@@ -288,18 +246,20 @@ impl Default for PretrainImageConfig {
             hidden_dim: 1024,
             temperature: 0.2,
             key_momentum: 0.999,
-            batch_size: 32,
-            steps: 2000,
-            optimizer: OptimizerKind::Sgd,
-            lr: 0.03,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            warmup_steps: 0,
-            schedule: LrSchedule::Cosine { min_factor: 0.0 },
-            grad_clip_norm: None,
-            checkpoint_every: 200,
-            seed: 0,
-            loader_threads: 2,
+            optim: OptimConfig {
+                batch_size: 32,
+                steps: 2000,
+                optimizer: OptimizerKind::Sgd,
+                lr: 0.03,
+                momentum: 0.9,
+                weight_decay: 1e-4,
+                warmup_steps: 0,
+                schedule: LrSchedule::Cosine { min_factor: 0.0 },
+                grad_clip_norm: None,
+                checkpoint_every: 200,
+                seed: 0,
+                loader_threads: 2,
+            },
         }
     }
 }
@@ -308,13 +268,7 @@ impl PretrainImageConfig {
     /// This config's steps and the fields that follow them ([`ScheduleDefaults`]; no periodic
     /// evaluation).
     pub fn schedule_defaults(&self) -> ScheduleDefaults {
-        ScheduleDefaults::of(
-            self.steps,
-            self.warmup_steps,
-            &self.schedule,
-            0,
-            self.checkpoint_every,
-        )
+        self.optim.schedule_defaults(0)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -329,8 +283,8 @@ impl PretrainImageConfig {
         if self.queue_size > 1_000_000 {
             return Err(err("queue_size", "must be at most 1000000"));
         }
-        if !self.queue_size.is_multiple_of(self.batch_size.max(1)) {
-            return Err(err("queue_size", "must be a multiple of batch_size"));
+        if !self.queue_size.is_multiple_of(self.optim.batch_size.max(1)) {
+            return Err(err("queue_size", "must be a multiple of the batch size"));
         }
         if !(8..=4096).contains(&self.embedding_dim) {
             return Err(err("embedding_dim", "must be 8..=4096"));
@@ -344,33 +298,14 @@ impl PretrainImageConfig {
         if !(0.0..=1.0).contains(&self.key_momentum) {
             return Err(err("key_momentum", "must be in [0, 1]"));
         }
-        validate_optimisation(
-            self.batch_size,
-            self.steps,
-            self.lr,
-            self.momentum,
-            self.weight_decay,
-            self.warmup_steps,
-            &self.schedule,
-            self.grad_clip_norm,
-        )?;
-        if self.batch_size < 2 {
+        self.optim.validate()?;
+        if self.optim.batch_size < 2 {
             return Err(err(
-                "batch_size",
+                "optim.batch_size",
                 "contrastive learning needs at least 2 images",
             ));
         }
-        if self.checkpoint_every == 0 {
-            return Err(err("checkpoint_every", "must be at least 1"));
-        }
-        if !(1..=64).contains(&self.loader_threads) {
-            return Err(err("loader_threads", "must be 1..=64"));
-        }
         Ok(())
-    }
-
-    pub fn lr_at(&self, step: u32) -> f64 {
-        scheduled_lr(self.lr, self.warmup_steps, &self.schedule, self.steps, step)
     }
 }
 
@@ -457,7 +392,6 @@ mod tests {
         let i = PretrainImageConfig {
             dataset_id: 1,
             queue_size: 100,
-            batch_size: 32,
             ..PretrainImageConfig::default()
         };
         assert_eq!(i.validate().unwrap_err().field, "queue_size");

@@ -4,6 +4,7 @@
 
 use crate::artifacts::ArtifactRef;
 use crate::config_error::ConfigError;
+use crate::optim_config::{LrSchedule, OptimConfig, OptimizerKind, ScheduleDefaults};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,13 +34,6 @@ pub enum InitConfig {
     /// A checkpoint artifact of an earlier run (pre-training or fine-tuning), loaded
     /// non-strictly: every tensor whose name and shape match is loaded, the rest reported.
     Checkpoint { artifact: ArtifactRef },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimizerKind {
-    Sgd,
-    Adamw,
 }
 
 impl DetectorKind {
@@ -76,27 +70,6 @@ impl BackboneKind {
             BackboneKind::Resnet50 => "ResNet-50",
         }
     }
-}
-
-impl OptimizerKind {
-    pub const ALL: [OptimizerKind; 2] = [OptimizerKind::Sgd, OptimizerKind::Adamw];
-
-    /// The name researchers write.
-    pub fn label(self) -> &'static str {
-        match self {
-            OptimizerKind::Sgd => "SGD (momentum)",
-            OptimizerKind::Adamw => "AdamW",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum LrSchedule {
-    /// Multiply the rate by `gamma` at each milestone step.
-    Step { milestones: Vec<u32>, gamma: f64 },
-    /// Cosine decay from the base rate to `min_factor` × base at the last step.
-    Cosine { min_factor: f64 },
 }
 
 /// Training-time data augmentation.
@@ -137,32 +110,16 @@ pub struct TrainConfig {
     /// Backbone stages that train (torchvision's `trainable_backbone_layers`, 0..=5).
     pub trainable_backbone_stages: u8,
     pub augment: AugmentConfig,
-    pub batch_size: u32,
-    /// Optimizer steps in all.
-    pub steps: u32,
-    pub optimizer: OptimizerKind,
-    pub lr: f64,
-    /// SGD momentum (ignored by AdamW, which uses β = (0.9, 0.999)).
-    pub momentum: f64,
-    pub weight_decay: f64,
+    pub optim: OptimConfig,
     /// Exclude norm parameters and biases from weight decay.
     pub no_decay_norm_and_bias: bool,
-    pub warmup_steps: u32,
-    pub schedule: LrSchedule,
-    /// Clip the global gradient norm to this value (none when absent).
-    pub grad_clip_norm: Option<f64>,
     /// Evaluate on `val_split` every this many steps (and always at the end).
     pub eval_every: u32,
-    /// Save a resumable checkpoint (weights + optimizer state) every this many steps.
-    pub checkpoint_every: u32,
     /// Images evaluated at each periodic evaluation (0: the whole split).
     pub eval_max_images: u32,
     /// Images of `val_split` the final evaluation scores (0, the default: the whole split). A
     /// short exploratory run can stop paying for a full evaluation; the report says how many.
     pub final_eval_max_images: u32,
-    pub seed: u64,
-    /// Data-loading threads.
-    pub loader_threads: u32,
 }
 
 impl Default for TrainConfig {
@@ -176,25 +133,27 @@ impl Default for TrainConfig {
             init: InitConfig::ImagenetBackbone,
             trainable_backbone_stages: 3,
             augment: AugmentConfig::default(),
-            batch_size: 4,
-            steps: 1000,
-            optimizer: OptimizerKind::Sgd,
-            lr: 0.01,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            no_decay_norm_and_bias: true,
-            warmup_steps: 100,
-            schedule: LrSchedule::Step {
-                milestones: vec![700, 900],
-                gamma: 0.1,
+            optim: OptimConfig {
+                batch_size: 4,
+                steps: 1000,
+                optimizer: OptimizerKind::Sgd,
+                lr: 0.01,
+                momentum: 0.9,
+                weight_decay: 1e-4,
+                warmup_steps: 100,
+                schedule: LrSchedule::Step {
+                    milestones: vec![700, 900],
+                    gamma: 0.1,
+                },
+                grad_clip_norm: Some(10.0),
+                checkpoint_every: 100,
+                seed: 0,
+                loader_threads: 2,
             },
-            grad_clip_norm: Some(10.0),
+            no_decay_norm_and_bias: true,
             eval_every: 250,
-            checkpoint_every: 100,
             eval_max_images: 0,
             final_eval_max_images: 0,
-            seed: 0,
-            loader_threads: 2,
         }
     }
 }
@@ -229,24 +188,9 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&a.color_jitter) {
             return Err(err("augment.color_jitter", "must be in 0..=1"));
         }
-        validate_optimisation(
-            self.batch_size,
-            self.steps,
-            self.lr,
-            self.momentum,
-            self.weight_decay,
-            self.warmup_steps,
-            &self.schedule,
-            self.grad_clip_norm,
-        )?;
+        self.optim.validate()?;
         if self.eval_every == 0 {
             return Err(err("eval_every", "must be at least 1"));
-        }
-        if self.checkpoint_every == 0 {
-            return Err(err("checkpoint_every", "must be at least 1"));
-        }
-        if !(1..=64).contains(&self.loader_threads) {
-            return Err(err("loader_threads", "must be 1..=64"));
         }
         validate_init("init", &self.init, self.backbone)?;
         Ok(())
@@ -254,176 +198,19 @@ impl TrainConfig {
 
     /// This config's steps and the fields that follow them ([`ScheduleDefaults`]).
     pub fn schedule_defaults(&self) -> ScheduleDefaults {
-        ScheduleDefaults::of(
-            self.steps,
-            self.warmup_steps,
-            &self.schedule,
-            self.eval_every,
-            self.checkpoint_every,
-        )
+        self.optim.schedule_defaults(self.eval_every)
     }
 
-    /// Learning rate at `step` (0-based): linear warmup from 0.001 × base, then the schedule.
-    pub fn lr_at(&self, step: u32) -> f64 {
-        scheduled_lr(self.lr, self.warmup_steps, &self.schedule, self.steps, step)
-    }
-}
-
-/// The fields of a training config that follow its length (warm-up, step-schedule milestones,
-/// evaluation and checkpoint intervals), and the one rule that derives them from the number of
-/// steps when a form leaves them blank.
-///
-/// Each kind's defaults are stated for its default number of steps (the reference, e.g. 1000
-/// steps with warm-up 100, milestones 700 and 900, evaluation every 250 and a checkpoint every
-/// 100 for fine-tuning). For another number of steps [`ScheduleDefaults::scaled_to`] keeps each
-/// value's fraction of the run, rounded to the nearest step:
-///
-/// - milestones: the same fractions (70 % and 90 % of the steps for fine-tuning), at least 1,
-///   repeated ones dropped so they stay increasing;
-/// - warm-up: the same fraction (a tenth), but never more than the default, since warm-up is
-///   about the first iterations rather than the length of the schedule;
-/// - evaluation and checkpoint intervals: the same fraction (every quarter and every tenth of
-///   the run for fine-tuning), at least 1 (0 stays 0: the kind has no such interval).
-///
-/// At the reference steps every value is the default itself, so configs are unchanged there.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScheduleDefaults {
-    pub steps: u32,
-    pub warmup_steps: u32,
-    /// Milestones of the step schedule (empty when the default schedule is cosine).
-    pub milestones: Vec<u32>,
-    /// 0 for the pre-training kinds, which have no periodic evaluation.
-    pub eval_every: u32,
-    pub checkpoint_every: u32,
-}
-
-impl ScheduleDefaults {
     /// Fine-tuning's schedule-derived defaults for a run of `steps` steps.
-    pub fn for_steps(steps: u32) -> ScheduleDefaults {
+    pub fn schedule_for_steps(steps: u32) -> ScheduleDefaults {
         TrainConfig::default().schedule_defaults().scaled_to(steps)
     }
 
-    /// The reference values of a config (its steps and the fields that follow them).
-    pub fn of(
-        steps: u32,
-        warmup_steps: u32,
-        schedule: &LrSchedule,
-        eval_every: u32,
-        checkpoint_every: u32,
-    ) -> ScheduleDefaults {
-        ScheduleDefaults {
-            steps,
-            warmup_steps,
-            milestones: match schedule {
-                LrSchedule::Step { milestones, .. } => milestones.clone(),
-                LrSchedule::Cosine { .. } => Vec::new(),
-            },
-            eval_every,
-            checkpoint_every,
-        }
+    /// Set the number of steps, and warm-up, milestones and the evaluation and checkpoint
+    /// intervals with it ([`ScheduleDefaults`]' rule applied to this config's values).
+    pub fn scale_schedule_to(&mut self, steps: u32) {
+        self.eval_every = self.optim.scale_to(steps, self.eval_every);
     }
-
-    /// The same schedule for a run of `steps` steps (the rule above).
-    pub fn scaled_to(&self, steps: u32) -> ScheduleDefaults {
-        let reference = u64::from(self.steps.max(1));
-        let scale = |v: u32| -> u32 {
-            let scaled = (u64::from(v) * u64::from(steps) + reference / 2) / reference;
-            u32::try_from(scaled).unwrap_or(u32::MAX)
-        };
-        let interval = |v: u32| if v == 0 { 0 } else { scale(v).max(1) };
-        let mut milestones: Vec<u32> = self.milestones.iter().map(|&m| scale(m).max(1)).collect();
-        milestones.dedup();
-        ScheduleDefaults {
-            steps,
-            warmup_steps: scale(self.warmup_steps).min(self.warmup_steps),
-            milestones,
-            eval_every: interval(self.eval_every),
-            checkpoint_every: interval(self.checkpoint_every),
-        }
-    }
-}
-
-/// Learning rate at `step` (0-based) of `steps`: linear warmup from 0.001 × `base` over
-/// `warmup_steps`, then the schedule (shared by fine-tuning and both pre-training kinds).
-pub fn scheduled_lr(
-    base: f64,
-    warmup_steps: u32,
-    schedule: &LrSchedule,
-    steps: u32,
-    step: u32,
-) -> f64 {
-    let lr = match schedule {
-        LrSchedule::Step { milestones, gamma } => {
-            let passed = milestones.iter().filter(|&&m| step >= m).count() as i32;
-            base * gamma.powi(passed)
-        }
-        LrSchedule::Cosine { min_factor } => {
-            let t = step as f64 / steps.max(1) as f64;
-            let f =
-                min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
-            base * f
-        }
-    };
-    if step < warmup_steps {
-        let alpha = step as f64 / warmup_steps as f64;
-        lr * (0.001 * (1.0 - alpha) + alpha)
-    } else {
-        lr
-    }
-}
-
-/// Checks of the optimisation fields every training config has (the field names are the same in
-/// `TrainConfig`, `PretrainBoxConfig` and `PretrainImageConfig`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn validate_optimisation(
-    batch_size: u32,
-    steps: u32,
-    lr: f64,
-    momentum: f64,
-    weight_decay: f64,
-    warmup_steps: u32,
-    schedule: &LrSchedule,
-    grad_clip_norm: Option<f64>,
-) -> Result<(), ConfigError> {
-    if !(1..=256).contains(&batch_size) {
-        return Err(err("batch_size", "must be 1..=256"));
-    }
-    if !(1..=10_000_000).contains(&steps) {
-        return Err(err("steps", "must be 1..=10000000"));
-    }
-    if !(lr > 0.0 && lr < 10.0) {
-        return Err(err("lr", "must be in (0, 10)"));
-    }
-    if !(0.0..1.0).contains(&momentum) {
-        return Err(err("momentum", "must be in [0, 1)"));
-    }
-    if !(0.0..1.0).contains(&weight_decay) {
-        return Err(err("weight_decay", "must be in [0, 1)"));
-    }
-    if warmup_steps > steps {
-        return Err(err("warmup_steps", "must not exceed steps"));
-    }
-    match schedule {
-        LrSchedule::Step { milestones, gamma } => {
-            if milestones.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(err("schedule.milestones", "must be increasing"));
-            }
-            if !(*gamma > 0.0 && *gamma <= 1.0) {
-                return Err(err("schedule.gamma", "must be in (0, 1]"));
-            }
-        }
-        LrSchedule::Cosine { min_factor } => {
-            if !(0.0..=1.0).contains(min_factor) {
-                return Err(err("schedule.min_factor", "must be in [0, 1]"));
-            }
-        }
-    }
-    if let Some(c) = grad_clip_norm
-        && !(c > 0.0 && c.is_finite())
-    {
-        return Err(err("grad_clip_norm", "must be positive"));
-    }
-    Ok(())
 }
 
 /// A split name: letters, digits and `_`, at most 64 characters.
@@ -471,20 +258,15 @@ mod tests {
     }
 
     #[test]
-    fn defaults_validate_and_partial_json_fills_defaults() {
+    fn defaults_validate() {
         config().validate().unwrap();
-        let c: TrainConfig =
-            serde_json::from_str(r#"{"dataset_id": 3, "steps": 50, "warmup_steps": 5}"#).unwrap();
-        assert_eq!(c.steps, 50);
-        assert_eq!(c.detector, DetectorKind::Fcos);
-        c.validate().unwrap();
     }
 
     #[test]
     fn bad_fields_are_named() {
         let mut c = config();
-        c.batch_size = 0;
-        assert_eq!(c.validate().unwrap_err().field, "batch_size");
+        c.optim.batch_size = 0;
+        assert_eq!(c.validate().unwrap_err().field, "optim.batch_size");
         let mut c = config();
         c.backbone = BackboneKind::Resnet50;
         assert_eq!(c.validate().unwrap_err().field, "init");
@@ -492,30 +274,14 @@ mod tests {
         c.train_split = "../x".into();
         assert_eq!(c.validate().unwrap_err().field, "train_split");
         assert!(serde_json::from_str::<TrainConfig>(r#"{"dataset_id": 1, "stepz": 3}"#).is_err());
-    }
-
-    #[test]
-    fn warmup_then_step_schedule() {
-        let c = TrainConfig {
-            lr: 0.1,
-            warmup_steps: 10,
-            steps: 100,
-            schedule: LrSchedule::Step {
-                milestones: vec![50, 80],
-                gamma: 0.1,
-            },
-            ..config()
-        };
-        assert!((c.lr_at(0) - 0.0001).abs() < 1e-12);
-        assert!((c.lr_at(10) - 0.1).abs() < 1e-12);
-        assert!((c.lr_at(50) - 0.01).abs() < 1e-12);
-        assert!((c.lr_at(99) - 0.001).abs() < 1e-12);
+        // The old flat shape is refused by name, not silently ignored.
+        assert!(serde_json::from_str::<TrainConfig>(r#"{"dataset_id": 1, "steps": 3}"#).is_err());
     }
 
     #[test]
     fn schedule_defaults_follow_the_steps() {
         let d = TrainConfig::default();
-        let at_default = ScheduleDefaults::for_steps(d.steps);
+        let at_default = TrainConfig::schedule_for_steps(d.optim.steps);
         assert_eq!(
             at_default,
             d.schedule_defaults(),
@@ -527,7 +293,7 @@ mod tests {
             (at_default.eval_every, at_default.checkpoint_every),
             (250, 100)
         );
-        let short = ScheduleDefaults::for_steps(20);
+        let short = TrainConfig::schedule_for_steps(20);
         assert_eq!(
             short,
             ScheduleDefaults {
@@ -539,55 +305,27 @@ mod tests {
             }
         );
         // Longer runs: milestones and intervals grow, warm-up stays at the default.
-        let long = ScheduleDefaults::for_steps(5000);
+        let long = TrainConfig::schedule_for_steps(5000);
         assert_eq!(long.warmup_steps, 100);
         assert_eq!(long.milestones, vec![3500, 4500]);
         assert_eq!((long.eval_every, long.checkpoint_every), (1250, 500));
         // One step: still a valid config.
-        let one = ScheduleDefaults::for_steps(1);
+        let one = TrainConfig::schedule_for_steps(1);
         assert_eq!(
             (one.warmup_steps, one.eval_every, one.checkpoint_every),
             (0, 1, 1)
         );
         assert_eq!(one.milestones, vec![1]);
         for steps in [1, 2, 3, 7, 20, 999, 1000, 1001, 10_000_000] {
-            let s = ScheduleDefaults::for_steps(steps);
-            let c = TrainConfig {
-                steps,
-                warmup_steps: s.warmup_steps,
-                schedule: LrSchedule::Step {
-                    milestones: s.milestones,
-                    gamma: 0.1,
-                },
-                eval_every: s.eval_every,
-                checkpoint_every: s.checkpoint_every,
-                ..config()
-            };
+            let mut c = config();
+            c.scale_schedule_to(steps);
+            assert_eq!(c.optim.steps, steps);
+            assert_eq!(
+                c.schedule_defaults(),
+                TrainConfig::schedule_for_steps(steps)
+            );
             c.validate()
                 .unwrap_or_else(|e| panic!("{steps} steps: {e}"));
         }
-        // A kind without periodic evaluation keeps none.
-        let no_eval =
-            ScheduleDefaults::of(2000, 0, &LrSchedule::Cosine { min_factor: 0.0 }, 0, 200);
-        assert_eq!(no_eval.scaled_to(2000), no_eval);
-        let s = no_eval.scaled_to(50);
-        assert_eq!(
-            (s.warmup_steps, s.eval_every, s.checkpoint_every),
-            (0, 0, 5)
-        );
-        assert!(s.milestones.is_empty());
-    }
-
-    #[test]
-    fn cosine_ends_at_min_factor() {
-        let c = TrainConfig {
-            lr: 1.0,
-            warmup_steps: 0,
-            steps: 100,
-            schedule: LrSchedule::Cosine { min_factor: 0.05 },
-            ..config()
-        };
-        assert!((c.lr_at(0) - 1.0).abs() < 1e-12);
-        assert!((c.lr_at(100) - 0.05).abs() < 1e-12);
     }
 }

@@ -32,6 +32,8 @@ pub mod serving;
 pub mod state;
 pub mod stats;
 pub mod submit;
+#[cfg(test)]
+mod test_db;
 pub mod views;
 pub mod worker_auth;
 

@@ -149,8 +149,8 @@ async fn check_inputs(
                             );
                         }
                         if aligned_rule {
-                            (c.lr, c.weight_decay) =
-                                aligned_finetune_hyperparameters(c.lr, c.weight_decay);
+                            (c.optim.lr, c.optim.weight_decay) =
+                                aligned_finetune_hyperparameters(c.optim.lr, c.optim.weight_decay);
                         }
                     }
                     Some(JobConfig::PretrainImage(p)) if p.backbone != c.backbone => {

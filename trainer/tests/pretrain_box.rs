@@ -68,13 +68,15 @@ fn pretrain_box_runs_resumes_exactly_and_exports_the_detector() {
             "views": {"min_sizes": [64, 80], "max_size": 96, "hflip": true, "color_ops": true},
             "samples": 128,
             "embedding_dim": 32,
-            "batch_size": 2,
-            "steps": steps,
-            "lr": 0.01,
-            "warmup_steps": 1,
-            "schedule": {"kind": "step", "milestones": [5], "gamma": 0.1},
-            "checkpoint_every": 3,
-            "loader_threads": 1,
+            "optim": {
+                "batch_size": 2,
+                "steps": steps,
+                "lr": 0.01,
+                "warmup_steps": 1,
+                "schedule": {"kind": "step", "milestones": [5], "gamma": 0.1},
+                "checkpoint_every": 3,
+                "loader_threads": 1,
+            },
         });
         let spec = local_spec(RUN_ID, &data, &splits, config);
         let spec_path = case.join("spec.json");

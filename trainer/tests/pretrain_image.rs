@@ -32,11 +32,13 @@ fn pretrain_image_runs_resumes_and_exports_a_loadable_backbone() {
         "queue_size": 16,
         "embedding_dim": 32,
         "hidden_dim": 64,
-        "batch_size": 4,
-        "steps": steps,
-        "lr": 0.03,
-        "checkpoint_every": 10,
-        "loader_threads": 1,
+        "optim": {
+            "batch_size": 4,
+            "steps": steps,
+            "lr": 0.03,
+            "checkpoint_every": 10,
+            "loader_threads": 1,
+        },
     });
     let spec = local_spec(RUN_ID, &data, &splits, config);
     let spec_path = dir.join("spec.json");

@@ -207,7 +207,8 @@ pub fn arm_names(arm_configs: &[Value], baseline: usize) -> Vec<(String, Vec<(St
             let mut parts: Vec<String> = shown
                 .iter()
                 .take(4)
-                .map(|(p, v)| format!("{p}={v}"))
+                // `optim.lr` reads as `lr`: the nesting says nothing to a person comparing arms.
+                .map(|(p, v)| format!("{}={v}", p.strip_prefix("optim.").unwrap_or(p)))
                 .collect();
             if shown.len() > 4 {
                 parts.push(format!("… (+{} more)", shown.len() - 4));

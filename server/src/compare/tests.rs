@@ -7,7 +7,7 @@ use serde_json::json;
 
 fn cfg(init: Value, lr: f64, seed: u64, split: &str) -> Value {
     json!({"kind": "finetune", "dataset_id": 1, "train_split": split, "val_split": "val",
-           "init": init, "lr": lr, "weight_decay": 1e-4, "seed": seed,
+           "init": init, "optim": {"lr": lr, "weight_decay": 1e-4, "seed": seed},
            "augment": {"min_sizes": [512, 640], "hflip": true}})
 }
 
@@ -62,7 +62,7 @@ fn seeds_split_draws_and_checkpoint_runs_fold_into_one_arm() {
     let (na, ka) = arm_config(&a);
     let (nb, _) = arm_config(&b);
     assert_eq!(na, nb);
-    assert_eq!(ka, "seed=1, train_split=5pct_seed1");
+    assert_eq!(ka, "optim.seed=1, train_split=5pct_seed1");
     assert_eq!(na["train_split"], "5pct");
     assert!(na["init"]["artifact"].get("run_id").is_none());
     let arms = group_arms(&[na.clone(), arm_config(&c).0, nb]);
@@ -90,7 +90,7 @@ fn numbers_print_like_python_and_configs_flatten() {
     let f = flatten(&cfg(ckpt(7), 0.015, 1, "5pct_seed1"));
     assert_eq!(f["init.artifact.run_id"], "7");
     assert_eq!(f["augment.min_sizes"], "[512, 640]");
-    assert_eq!(f["weight_decay"], "0.0001");
+    assert_eq!(f["optim.weight_decay"], "0.0001");
     let g = flatten(&cfg(json!({"from": "scratch"}), 0.015, 2, "5pct_seed2"));
     assert_eq!(
         differing_paths(&[f, g]),
@@ -98,7 +98,7 @@ fn numbers_print_like_python_and_configs_flatten() {
             "init.artifact.name",
             "init.artifact.run_id",
             "init.from",
-            "seed",
+            "optim.seed",
             "train_split"
         ]
     );
@@ -231,9 +231,9 @@ fn compare_builds_arms_deltas_convergence_and_diff() {
     );
     assert_eq!(c.convergence[2].arms[1].n, 2);
     let paths: Vec<&str> = c.config_diff.iter().map(|d| d.path.as_str()).collect();
-    assert!(paths.contains(&"lr") && paths.contains(&"seed"));
-    assert!(!paths.contains(&"weight_decay"));
-    let lr = c.config_diff.iter().find(|d| d.path == "lr").unwrap();
+    assert!(paths.contains(&"optim.lr") && paths.contains(&"optim.seed"));
+    assert!(!paths.contains(&"optim.weight_decay"));
+    let lr = c.config_diff.iter().find(|d| d.path == "optim.lr").unwrap();
     assert_eq!(lr.values[0].as_deref(), Some("0.015"));
     assert_eq!(lr.values[2].as_deref(), Some("0.01"));
     assert!(

@@ -10,6 +10,9 @@ pub mod runs;
 pub mod stored_config;
 pub mod workers;
 
+#[cfg(test)]
+mod migration_tests;
+
 use sqlx::PgPool;
 
 /// Tell listeners (run pages) that something about a run changed.

@@ -8,10 +8,11 @@ use aligndet_common::artifacts::{self, ArtifactRef};
 use aligndet_common::config_error::ConfigError;
 use aligndet_common::dataset::DatasetSplits;
 use aligndet_common::jobs::{JobConfig, ProposalStrategy, ProposalsConfig};
+use aligndet_common::optim_config::OptimConfig;
 use aligndet_common::pretrain_config::{
     PretrainBoxConfig, PretrainImageConfig, ViewsConfig, aligned_finetune_hyperparameters,
 };
-use aligndet_common::train_config::{AugmentConfig, InitConfig, LrSchedule, TrainConfig};
+use aligndet_common::train_config::{AugmentConfig, InitConfig, TrainConfig};
 
 /// Default shorter sides and longer-side cap (given for a 512 px shorter side) at another
 /// shorter side, rounded to whole pixels: 480/512/544 and a 853 cap become 180/192/204 and 320
@@ -26,6 +27,26 @@ fn scale_sizes(min_sizes: &[u32], max_size: u32, image_size: u32) -> (Vec<u32>, 
         min_sizes.iter().map(|&v| scale(v)).collect(),
         scale(max_size),
     )
+}
+
+/// Pre-training's views at another shorter side ([`scale_sizes`]).
+fn scaled_views(d: &ViewsConfig, image_size: u32) -> ViewsConfig {
+    let (min_sizes, max_size) = scale_sizes(&d.min_sizes, d.max_size, image_size);
+    ViewsConfig {
+        min_sizes,
+        max_size,
+        ..d.clone()
+    }
+}
+
+/// Fine-tuning's augmentation at another shorter side ([`scale_sizes`]).
+fn scaled_augment(d: &AugmentConfig, image_size: u32) -> AugmentConfig {
+    let (min_sizes, max_size) = scale_sizes(&d.min_sizes, d.max_size, image_size);
+    AugmentConfig {
+        min_sizes,
+        max_size,
+        ..d.clone()
+    }
 }
 
 /// A run the experiment makes: its role, kind, name, config and what it waits for.
@@ -51,40 +72,29 @@ impl PlannedRun {
     }
 }
 
-/// Steps, warm-up and milestones of a default schedule, scaled to a different number of steps
-/// (a 1,000-step recipe asked for 100 steps keeps its shape: warm-up 10, milestones 70 and 90).
-fn scaled_schedule(
-    default_steps: u32,
-    default_warmup: u32,
-    schedule: &LrSchedule,
-    steps: u32,
-) -> (u32, LrSchedule) {
-    if steps == default_steps || default_steps == 0 {
-        return (default_warmup, schedule.clone());
-    }
-    let scale = |v: u32| ((v as u64 * steps as u64) / default_steps as u64) as u32;
-    let schedule = match schedule {
-        LrSchedule::Step { milestones, gamma } => {
-            let mut m: Vec<u32> = milestones
-                .iter()
-                .map(|&v| scale(v))
-                .filter(|&v| v > 0)
-                .collect();
-            m.dedup();
-            LrSchedule::Step {
-                milestones: m,
-                gamma: *gamma,
-            }
-        }
-        other => other.clone(),
+/// A kind's default `optim` with the spec's steps, batch size and learning rate where given;
+/// warm-up, milestones and the checkpoint interval follow the steps (the one schedule rule,
+/// `ScheduleDefaults`, as on the new-run form and in the API).
+fn scaled_optim(
+    d: &OptimConfig,
+    steps: Option<u32>,
+    batch_size: Option<u32>,
+    lr: Option<f64>,
+) -> OptimConfig {
+    let mut optim = OptimConfig {
+        batch_size: batch_size.unwrap_or(d.batch_size),
+        lr: lr.unwrap_or(d.lr),
+        ..d.clone()
     };
-    (scale(default_warmup).min(steps), schedule)
+    optim.scale_to(steps.unwrap_or(d.steps), 0);
+    optim
 }
 
 /// A config error as the spec field a person can change (the generated runs' own field names
 /// would mean nothing on the form).
 fn spec_error(prefix: &str, e: &ConfigError) -> String {
-    let field = match (prefix, e.field.as_str()) {
+    let field = e.field.strip_prefix("optim.").unwrap_or(&e.field);
+    let field = match (prefix, field) {
         (p, f @ ("steps" | "batch_size" | "lr" | "weight_decay")) => format!("{p}_{f}"),
         ("proposals", "max_images") => "proposals_max_images".to_string(),
         (p, f) => format!("{p} config: {f}"),
@@ -107,22 +117,19 @@ impl ExperimentSpec {
         let reuse = self.pretrained_run_id.is_some();
         let image_init = if self.label_free && !reuse {
             let d = PretrainImageConfig::default();
-            let steps = self.image_steps.unwrap_or(d.steps);
-            let (warmup_steps, schedule) =
-                scaled_schedule(d.steps, d.warmup_steps, &d.schedule, steps);
-            let batch_size = self.image_batch_size.unwrap_or(d.batch_size);
+            let optim = scaled_optim(
+                &d.optim,
+                self.image_steps,
+                self.image_batch_size,
+                self.image_lr,
+            );
             let c = PretrainImageConfig {
                 dataset_id: self.dataset_id,
                 backbone: self.backbone,
                 init: InitConfig::Scratch,
-                steps,
-                batch_size,
-                lr: self.image_lr.unwrap_or(d.lr),
-                warmup_steps,
-                schedule,
                 // The queue must hold whole batches; keep the default size when it fits.
-                queue_size: d.queue_size - d.queue_size % batch_size.max(1),
-                checkpoint_every: d.checkpoint_every.min(steps.max(1)),
+                queue_size: d.queue_size - d.queue_size % optim.batch_size.max(1),
+                optim,
                 ..d
             };
             runs.push(PlannedRun::stage(
@@ -154,30 +161,19 @@ impl ExperimentSpec {
         let image_size = self.image_size.unwrap_or(DEFAULT_IMAGE_SIZE);
         if !reuse {
             let d = PretrainBoxConfig::for_detector(self.detector);
-            let steps = self.pretrain_steps.unwrap_or(d.steps);
-            let (warmup_steps, schedule) =
-                scaled_schedule(d.steps, d.warmup_steps, &d.schedule, steps);
             let pb = PretrainBoxConfig {
                 dataset_id: self.dataset_id,
                 proposals_run_id: self.proposals_run_id.unwrap_or(1),
                 backbone: self.backbone,
                 backbone_init: image_init.clone(),
-                steps,
-                batch_size: self.pretrain_batch_size.unwrap_or(d.batch_size),
-                lr: self.pretrain_lr.unwrap_or(d.lr),
+                optim: scaled_optim(
+                    &d.optim,
+                    self.pretrain_steps,
+                    self.pretrain_batch_size,
+                    self.pretrain_lr,
+                ),
                 samples: self.pretrain_samples.unwrap_or(d.samples),
-                views: {
-                    let (min_sizes, max_size) =
-                        scale_sizes(&d.views.min_sizes, d.views.max_size, image_size);
-                    ViewsConfig {
-                        min_sizes,
-                        max_size,
-                        ..d.views.clone()
-                    }
-                },
-                warmup_steps,
-                schedule,
-                checkpoint_every: d.checkpoint_every.min(steps.max(1)),
+                views: scaled_views(&d.views, image_size),
                 ..d
             };
             runs.push(PlannedRun::stage(
@@ -188,10 +184,15 @@ impl ExperimentSpec {
         }
 
         let d = TrainConfig::default();
-        let steps = self.finetune_steps.unwrap_or(d.steps);
-        let (warmup_steps, schedule) = scaled_schedule(d.steps, d.warmup_steps, &d.schedule, steps);
-        let base_lr = self.finetune_lr.unwrap_or(d.lr);
-        let base_wd = self.finetune_weight_decay.unwrap_or(d.weight_decay);
+        let mut optim = scaled_optim(
+            &d.optim,
+            self.finetune_steps,
+            self.finetune_batch_size,
+            self.finetune_lr,
+        );
+        let eval_every = d.schedule_defaults().scaled_to(optim.steps).eval_every;
+        optim.weight_decay = self.finetune_weight_decay.unwrap_or(d.optim.weight_decay);
+        let (base_lr, base_wd) = (optim.lr, optim.weight_decay);
         let (lr_m, wd_m) = default_multipliers();
         let (aligned_lr, aligned_wd) = match (self.lr_multiplier, self.wd_multiplier) {
             (None, None) => aligned_finetune_hyperparameters(base_lr, base_wd),
@@ -202,31 +203,19 @@ impl ExperimentSpec {
             val_split: "val".into(),
             detector: self.detector,
             backbone: self.backbone,
-            steps,
-            batch_size: self.finetune_batch_size.unwrap_or(d.batch_size),
-            warmup_steps,
-            schedule,
-            eval_every: d.eval_every.min(steps.max(1)),
-            checkpoint_every: d.checkpoint_every.min(steps.max(1)),
-            augment: {
-                let (min_sizes, max_size) =
-                    scale_sizes(&d.augment.min_sizes, d.augment.max_size, image_size);
-                AugmentConfig {
-                    min_sizes,
-                    max_size,
-                    ..d.augment.clone()
-                }
-            },
+            optim,
+            eval_every,
+            augment: scaled_augment(&d.augment, image_size),
             ..d
         };
         for &fraction in &self.fractions {
             for &seed in &self.seeds {
                 let split = DatasetSplits::labeled_key(fraction, seed);
-                let arm = TrainConfig {
+                let mut arm = TrainConfig {
                     train_split: split.clone(),
-                    seed,
                     ..base.clone()
                 };
+                arm.optim.seed = seed;
                 runs.push(PlannedRun {
                     role: Role::Aligndet,
                     name: format!("{name} · AlignDet {fraction}% seed {seed}"),
@@ -234,8 +223,11 @@ impl ExperimentSpec {
                         init: InitConfig::Checkpoint {
                             artifact: placeholder(artifacts::PRETRAINED_DETECTOR),
                         },
-                        lr: aligned_lr,
-                        weight_decay: aligned_wd,
+                        optim: OptimConfig {
+                            lr: aligned_lr,
+                            weight_decay: aligned_wd,
+                            ..arm.optim.clone()
+                        },
                         ..arm.clone()
                     }),
                     seed: Some(seed),
@@ -246,8 +238,6 @@ impl ExperimentSpec {
                     name: format!("{name} · baseline {fraction}% seed {seed}"),
                     config: JobConfig::Finetune(TrainConfig {
                         init: image_init.clone(),
-                        lr: base_lr,
-                        weight_decay: base_wd,
                         ..arm
                     }),
                     seed: Some(seed),
@@ -289,11 +279,11 @@ mod tests {
                 panic!("fine-tunes expected")
             };
             assert_eq!(
-                (a.seed, &a.train_split, a.steps),
-                (b.seed, &b.train_split, b.steps)
+                (a.optim.seed, &a.train_split, a.optim.steps),
+                (b.optim.seed, &b.train_split, b.optim.steps)
             );
-            assert!((a.lr - 1.5 * b.lr).abs() < 1e-12);
-            assert!((a.weight_decay - b.weight_decay / 2.0).abs() < 1e-15);
+            assert!((a.optim.lr - 1.5 * b.optim.lr).abs() < 1e-12);
+            assert!((a.optim.weight_decay - b.optim.weight_decay / 2.0).abs() < 1e-15);
         }
     }
 
@@ -305,7 +295,12 @@ mod tests {
         s.label_free = true;
         s.image_steps = Some(5);
         s.image_batch_size = Some(3);
-        s.resolved().plan().unwrap();
+        let plan = s.resolved().plan().unwrap();
+        // The one schedule rule: what the new-run form and the API derive for 20 steps.
+        let JobConfig::Finetune(c) = &plan.last().expect("runs").config else {
+            panic!("fine-tune expected")
+        };
+        assert_eq!(c.schedule_defaults(), TrainConfig::schedule_for_steps(20));
     }
 
     #[test]

@@ -124,21 +124,21 @@ impl ExperimentSpec {
         s.name = s.name.trim().to_string();
         let pretrains = s.pretrained_run_id.is_none();
         if s.label_free && pretrains {
-            s.image_steps = s.image_steps.or(Some(pi.steps));
-            s.image_batch_size = s.image_batch_size.or(Some(pi.batch_size));
-            s.image_lr = s.image_lr.or(Some(pi.lr));
+            s.image_steps = s.image_steps.or(Some(pi.optim.steps));
+            s.image_batch_size = s.image_batch_size.or(Some(pi.optim.batch_size));
+            s.image_lr = s.image_lr.or(Some(pi.optim.lr));
         }
         if pretrains {
-            s.pretrain_steps = s.pretrain_steps.or(Some(pb.steps));
-            s.pretrain_batch_size = s.pretrain_batch_size.or(Some(pb.batch_size));
-            s.pretrain_lr = s.pretrain_lr.or(Some(pb.lr));
+            s.pretrain_steps = s.pretrain_steps.or(Some(pb.optim.steps));
+            s.pretrain_batch_size = s.pretrain_batch_size.or(Some(pb.optim.batch_size));
+            s.pretrain_lr = s.pretrain_lr.or(Some(pb.optim.lr));
             s.pretrain_samples = s.pretrain_samples.or(Some(pb.samples));
         }
         s.image_size = s.image_size.or(Some(DEFAULT_IMAGE_SIZE));
-        s.finetune_steps = s.finetune_steps.or(Some(ft.steps));
-        s.finetune_batch_size = s.finetune_batch_size.or(Some(ft.batch_size));
-        s.finetune_lr = s.finetune_lr.or(Some(ft.lr));
-        s.finetune_weight_decay = s.finetune_weight_decay.or(Some(ft.weight_decay));
+        s.finetune_steps = s.finetune_steps.or(Some(ft.optim.steps));
+        s.finetune_batch_size = s.finetune_batch_size.or(Some(ft.optim.batch_size));
+        s.finetune_lr = s.finetune_lr.or(Some(ft.optim.lr));
+        s.finetune_weight_decay = s.finetune_weight_decay.or(Some(ft.optim.weight_decay));
         s.lr_multiplier = s.lr_multiplier.or(Some(lr_m));
         s.wd_multiplier = s.wd_multiplier.or(Some(wd_m));
         s

@@ -110,13 +110,13 @@ pub async fn run_views(s: &AppState, runs: Vec<ExperimentRun>) -> anyhow::Result
         let config: Option<JobConfig> = r.config.job().cloned();
         let (seed, fraction, train_split, total) = match &config {
             Some(JobConfig::Finetune(c)) => (
-                Some(c.seed),
+                Some(c.optim.seed),
                 fraction_of(&c.train_split),
                 Some(c.train_split.clone()),
-                Some(c.steps as u64),
+                Some(c.optim.steps as u64),
             ),
-            Some(JobConfig::PretrainBox(c)) => (None, None, None, Some(c.steps as u64)),
-            Some(JobConfig::PretrainImage(c)) => (None, None, None, Some(c.steps as u64)),
+            Some(JobConfig::PretrainBox(c)) => (None, None, None, Some(c.optim.steps as u64)),
+            Some(JobConfig::PretrainImage(c)) => (None, None, None, Some(c.optim.steps as u64)),
             _ => (None, None, None, None),
         };
         let eval = if r.kind == RunKind::Finetune && r.status == RunStatus::Succeeded {

@@ -1,7 +1,6 @@
 //! The new-run page's fine-tune form as text (what was typed, kept for the form's return), and
 //! the typed `TrainConfig` it describes.
 
-use super::optim::{optim_of, set_optim};
 use super::{
     FieldError, OptimForm, checkpoint_init, comma_list, enum_of, init_config, init_text, number,
     number_list_or, real, wire_name,
@@ -69,10 +68,7 @@ impl FinetuneForm {
             eval_every: String::new(),
             eval_max_images: c.eval_max_images.to_string(),
             final_eval_max_images: c.final_eval_max_images.to_string(),
-            opt: OptimForm::of_config(
-                &serde_json::to_value(&c).unwrap_or_default(),
-                c.schedule_defaults(),
-            ),
+            opt: OptimForm::of_config(&c.optim, c.schedule_defaults()),
         }
     }
 
@@ -177,10 +173,10 @@ impl FinetuneForm {
             number("eval_max_images", &self.eval_max_images)?.unwrap_or(d.eval_max_images);
         let final_eval_max_images = number("final_eval_max_images", &self.final_eval_max_images)?
             .unwrap_or(d.final_eval_max_images);
-        let optim = self.opt.parse(&optim_of!(d))?;
+        let optim = self.opt.parse(&d.optim)?;
         let eval_every = number("eval_every", &self.eval_every)?
             .unwrap_or(self.opt.reference.scaled_to(optim.steps).eval_every);
-        let mut c = TrainConfig {
+        let c = TrainConfig {
             dataset_id,
             train_split: self.train_split.clone(),
             val_split: self.val_split.clone(),
@@ -193,9 +189,8 @@ impl FinetuneForm {
             eval_every,
             eval_max_images,
             final_eval_max_images,
-            ..d
+            optim,
         };
-        set_optim!(c, optim);
         Ok(c)
     }
 }
@@ -203,7 +198,7 @@ impl FinetuneForm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aligndet_common::train_config::{LrSchedule, ScheduleDefaults};
+    use aligndet_common::optim_config::LrSchedule;
 
     /// The default form with some fields replaced, as posted.
     fn posted(changes: &[(&str, &str)]) -> FinetuneForm {
@@ -304,17 +299,17 @@ mod tests {
     #[test]
     fn blank_schedule_fields_follow_the_steps_and_typed_ones_are_kept() {
         let c = config(&posted(&[("steps", "20")]));
-        let s = ScheduleDefaults::for_steps(20);
-        assert_eq!(c.steps, 20);
-        assert_eq!(c.warmup_steps, s.warmup_steps);
+        let s = TrainConfig::schedule_for_steps(20);
+        assert_eq!(c.optim.steps, 20);
+        assert_eq!(c.optim.warmup_steps, s.warmup_steps);
         assert_eq!(
-            c.schedule,
+            c.optim.schedule,
             LrSchedule::Step {
                 milestones: s.milestones.clone(),
                 gamma: 0.1
             }
         );
-        assert_eq!((c.eval_every, c.checkpoint_every), (5, 2));
+        assert_eq!((c.eval_every, c.optim.checkpoint_every), (5, 2));
         assert_eq!(
             posted(&[("steps", "20")]).opt.milestones_placeholder(),
             "14, 18"
@@ -327,22 +322,22 @@ mod tests {
             ("eval_every", "20"),
             ("checkpoint_every", "7"),
         ]));
-        assert_eq!(c.warmup_steps, 0);
+        assert_eq!(c.optim.warmup_steps, 0);
         assert_eq!(
-            c.schedule,
+            c.optim.schedule,
             LrSchedule::Step {
                 milestones: vec![10],
                 gamma: 0.1
             }
         );
-        assert_eq!((c.eval_every, c.checkpoint_every), (20, 7));
+        assert_eq!((c.eval_every, c.optim.checkpoint_every), (20, 7));
     }
 
     #[test]
     fn errors_name_the_field_and_its_input() {
         let form = posted(&[("lr", "abc")]);
         let e = form.to_config().unwrap_err();
-        assert_eq!(e.to_string(), "lr: \"abc\" is not a finite number");
+        assert_eq!(e.to_string(), "optim.lr: \"abc\" is not a finite number");
         assert_eq!(form.input_for(&e.field).as_deref(), Some("lr"));
         let e = posted(&[("min_sizes", "512, big")])
             .to_config()
@@ -350,7 +345,7 @@ mod tests {
         assert_eq!(e.field, "augment.min_sizes");
         assert_eq!(form.input_for(&e.field).as_deref(), Some("min_sizes"));
         assert_eq!(
-            form.input_for("schedule.milestones").as_deref(),
+            form.input_for("optim.schedule.milestones").as_deref(),
             Some("milestones")
         );
         assert_eq!(
@@ -367,6 +362,6 @@ mod tests {
         // A range check: the config's validate names the field.
         let c = posted(&[("lr", "-1")]).to_config().unwrap();
         let e = super::super::FieldError::from(c.validate().unwrap_err());
-        assert_eq!(e.to_string(), "lr: must be in (0, 10)");
+        assert_eq!(e.to_string(), "optim.lr: must be in (0, 10)");
     }
 }

@@ -2,8 +2,9 @@
 //! helpers every form shares (enums by their JSON spelling, whole and real numbers, number
 //! lists, init choices), then one module per form:
 //!
-//! - [`optim`]: the optimisation fields every training form has (typed as [`optim::Optim`]);
+//! - [`optim`]: the optimisation fields every training form has (a config's `optim`);
 //! - [`finetune`], [`pretrain_box`], [`pretrain_image`]: the new-run page's training forms;
+//! - [`training`]: what the new-run page does with any of the three ([`TrainingForm`]);
 //! - [`experiment`]: the new-experiment form.
 //!
 //! Only parsing happens here, with the field named when it fails ([`FieldError`]); ranges and
@@ -14,14 +15,17 @@ pub mod finetune;
 pub mod optim;
 pub mod pretrain_box;
 pub mod pretrain_image;
+pub mod training;
 
 pub use experiment::ExperimentForm;
 pub use finetune::FinetuneForm;
 pub use optim::OptimForm;
 pub use pretrain_box::PretrainBoxForm;
 pub use pretrain_image::PretrainImageForm;
+pub use training::{TrainingForm, TrainingForms};
 
 use aligndet_common::config_error::ConfigError;
+use aligndet_common::optim_config::OPTIM_KEY;
 use aligndet_common::train_config::InitConfig;
 
 /// A person's mistake in one field: the field as the config names it (`lr`,
@@ -126,10 +130,15 @@ pub fn dataset_id(v: &str) -> Result<i64, FieldError> {
 }
 
 /// The input of a form that a config field is shown beside: the field itself when the form has
-/// an input of that name, else its last part without the config's grouping (`augment.`,
-/// `views.`, `schedule.`), else, for a checkpoint (`init.artifact.run_id`), the init choice.
+/// an input of that name, else its last part without the config's grouping (`optim.`,
+/// `augment.`, `views.`, `schedule.`), else, for a checkpoint (`init.artifact.run_id`), the
+/// init choice.
 pub fn input_for(field: &str, inputs: &[&str]) -> Option<String> {
     let has = |name: &str| inputs.contains(&name).then(|| name.to_string());
+    let field = field
+        .strip_prefix(OPTIM_KEY)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(field);
     if let Some(found) = has(field) {
         return Some(found);
     }
@@ -178,23 +187,6 @@ pub fn escape_html(s: &str) -> String {
         }
     }
     out
-}
-
-/// The values of the new-run page's three training forms, each a default or what was posted.
-pub struct TrainingForms {
-    pub ft: FinetuneForm,
-    pub pb: PretrainBoxForm,
-    pub pi: PretrainImageForm,
-}
-
-impl TrainingForms {
-    pub fn defaults() -> TrainingForms {
-        TrainingForms {
-            ft: FinetuneForm::defaults(),
-            pb: PretrainBoxForm::defaults(),
-            pi: PretrainImageForm::defaults(),
-        }
-    }
 }
 
 /// A select's options: each value as JSON spells it, with its label.

@@ -1,10 +1,11 @@
 //! The optimisation and bookkeeping fields every training form has (fine-tune and both
-//! pre-training kinds), as text, and their typed values ([`Optim`]). Warm-up, milestones and
+//! pre-training kinds), as text, and their typed values (the config's nested [`OptimConfig`]).
+//! Warm-up, milestones and
 //! the checkpoint interval are blank by default and then follow the steps
 //! ([`ScheduleDefaults`]' rule).
 
-use super::{FieldError, comma_list, enum_of, json_text, number, number_list_or, real};
-use aligndet_common::train_config::{LrSchedule, OptimizerKind, ScheduleDefaults};
+use super::{FieldError, comma_list, enum_of, number, number_list_or, real, wire_name};
+use aligndet_common::optim_config::{LrSchedule, OptimConfig, OptimizerKind, ScheduleDefaults};
 
 /// Form values when the schedule is switched away from the default's kind (the configs have
 /// a default for only one of them).
@@ -12,8 +13,7 @@ pub const FORM_STEP_GAMMA: f64 = 0.1;
 pub const FORM_COSINE_MIN_FACTOR: f64 = 0.0;
 
 /// The optimisation and bookkeeping fields every training form has (fine-tune and both
-/// pre-training kinds). The names are the configs' JSON names, which are the same in
-/// `TrainConfig`, `PretrainBoxConfig` and `PretrainImageConfig`, and so are the checks.
+/// pre-training kinds): the config's `optim`, whose field names the inputs carry.
 pub struct OptimForm {
     pub batch_size: String,
     pub steps: String,
@@ -58,42 +58,29 @@ pub const INPUTS: &[&str] = &[
 ];
 
 impl OptimForm {
-    /// The fields of a serialised training config (any of the three kinds) as form text, for a
-    /// fresh form: the fields that follow the steps are left blank (their placeholders show
-    /// what they will be).
-    pub fn of_config(c: &serde_json::Value, reference: ScheduleDefaults) -> OptimForm {
-        let text = |k: &str| json_text(&c[k]);
-        let schedule: Option<LrSchedule> = serde_json::from_value(c["schedule"].clone()).ok();
-        let (schedule, milestones, gamma, min_factor) = match &schedule {
-            Some(LrSchedule::Step { gamma, .. }) => {
-                ("step", String::new(), *gamma, FORM_COSINE_MIN_FACTOR)
-            }
-            Some(LrSchedule::Cosine { min_factor }) => {
-                ("cosine", String::new(), FORM_STEP_GAMMA, *min_factor)
-            }
-            None => (
-                "step",
-                String::new(),
-                FORM_STEP_GAMMA,
-                FORM_COSINE_MIN_FACTOR,
-            ),
+    /// A training config's `optim` as form text, for a fresh form: the fields that follow the
+    /// steps are left blank (their placeholders show what they will be).
+    pub fn of_config(c: &OptimConfig, reference: ScheduleDefaults) -> OptimForm {
+        let (schedule, gamma, min_factor) = match &c.schedule {
+            LrSchedule::Step { gamma, .. } => ("step", *gamma, FORM_COSINE_MIN_FACTOR),
+            LrSchedule::Cosine { min_factor } => ("cosine", FORM_STEP_GAMMA, *min_factor),
         };
         OptimForm {
-            batch_size: text("batch_size"),
-            steps: text("steps"),
-            optimizer: text("optimizer"),
-            lr: text("lr"),
-            momentum: text("momentum"),
-            weight_decay: text("weight_decay"),
+            batch_size: c.batch_size.to_string(),
+            steps: c.steps.to_string(),
+            optimizer: wire_name(&c.optimizer),
+            lr: c.lr.to_string(),
+            momentum: c.momentum.to_string(),
+            weight_decay: c.weight_decay.to_string(),
             warmup_steps: String::new(),
             schedule: schedule.into(),
-            milestones,
+            milestones: String::new(),
             gamma: gamma.to_string(),
             min_factor: min_factor.to_string(),
-            grad_clip_norm: text("grad_clip_norm"),
+            grad_clip_norm: c.grad_clip_norm.map(|v| v.to_string()).unwrap_or_default(),
             checkpoint_every: String::new(),
-            seed: text("seed"),
-            loader_threads: text("loader_threads"),
+            seed: c.seed.to_string(),
+            loader_threads: c.loader_threads.to_string(),
             reference,
         }
     }
@@ -155,105 +142,45 @@ impl OptimForm {
     /// `grad_clip_norm` (blank: none) and warm-up, milestones and the checkpoint interval (blank:
     /// derived from the steps, [`ScheduleDefaults`]' rule). Ranges are the config's
     /// `validate`'s job.
-    pub fn parse(&self, d: &Optim) -> Result<Optim, FieldError> {
-        let steps = number::<u32>("steps", &self.steps)?.unwrap_or(d.steps);
+    pub fn parse(&self, d: &OptimConfig) -> Result<OptimConfig, FieldError> {
+        let steps = number::<u32>("optim.steps", &self.steps)?.unwrap_or(d.steps);
         let derived = self.reference.scaled_to(steps);
         let schedule = match self.schedule.as_str() {
             "step" => LrSchedule::Step {
                 milestones: number_list_or(
-                    "schedule.milestones",
+                    "optim.schedule.milestones",
                     &self.milestones,
                     derived.milestones,
                 )?,
-                gamma: real("schedule.gamma", &self.gamma)?.unwrap_or(FORM_STEP_GAMMA),
+                gamma: real("optim.schedule.gamma", &self.gamma)?.unwrap_or(FORM_STEP_GAMMA),
             },
             "cosine" => LrSchedule::Cosine {
-                min_factor: real("schedule.min_factor", &self.min_factor)?
+                min_factor: real("optim.schedule.min_factor", &self.min_factor)?
                     .unwrap_or(FORM_COSINE_MIN_FACTOR),
             },
             other => {
                 return Err(FieldError::new(
-                    "schedule",
+                    "optim.schedule",
                     format!("{other:?} is not one of step, cosine"),
                 ));
             }
         };
-        Ok(Optim {
-            optimizer: enum_of::<OptimizerKind>("optimizer", &self.optimizer)?,
-            batch_size: number("batch_size", &self.batch_size)?.unwrap_or(d.batch_size),
+        Ok(OptimConfig {
+            optimizer: enum_of::<OptimizerKind>("optim.optimizer", &self.optimizer)?,
+            batch_size: number("optim.batch_size", &self.batch_size)?.unwrap_or(d.batch_size),
             steps,
-            loader_threads: number("loader_threads", &self.loader_threads)?
+            loader_threads: number("optim.loader_threads", &self.loader_threads)?
                 .unwrap_or(d.loader_threads),
-            warmup_steps: number("warmup_steps", &self.warmup_steps)?
+            warmup_steps: number("optim.warmup_steps", &self.warmup_steps)?
                 .unwrap_or(derived.warmup_steps),
-            checkpoint_every: number("checkpoint_every", &self.checkpoint_every)?
+            checkpoint_every: number("optim.checkpoint_every", &self.checkpoint_every)?
                 .unwrap_or(derived.checkpoint_every),
-            seed: number("seed", &self.seed)?.unwrap_or(d.seed),
-            lr: real("lr", &self.lr)?.unwrap_or(d.lr),
-            momentum: real("momentum", &self.momentum)?.unwrap_or(d.momentum),
-            weight_decay: real("weight_decay", &self.weight_decay)?.unwrap_or(d.weight_decay),
+            seed: number("optim.seed", &self.seed)?.unwrap_or(d.seed),
+            lr: real("optim.lr", &self.lr)?.unwrap_or(d.lr),
+            momentum: real("optim.momentum", &self.momentum)?.unwrap_or(d.momentum),
+            weight_decay: real("optim.weight_decay", &self.weight_decay)?.unwrap_or(d.weight_decay),
             schedule,
-            grad_clip_norm: real("grad_clip_norm", &self.grad_clip_norm)?,
+            grad_clip_norm: real("optim.grad_clip_norm", &self.grad_clip_norm)?,
         })
     }
 }
-
-/// The optimisation and bookkeeping values, typed: the same fields (and names) in
-/// `TrainConfig`, `PretrainBoxConfig` and `PretrainImageConfig` ([`optim_of`] and
-/// [`set_optim`] move them in and out of a config).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Optim {
-    pub batch_size: u32,
-    pub steps: u32,
-    pub optimizer: OptimizerKind,
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub warmup_steps: u32,
-    pub schedule: LrSchedule,
-    pub grad_clip_norm: Option<f64>,
-    pub checkpoint_every: u32,
-    pub seed: u64,
-    pub loader_threads: u32,
-}
-
-/// A training config's [`Optim`] values.
-macro_rules! optim_of {
-    ($c:expr) => {
-        $crate::forms::optim::Optim {
-            batch_size: $c.batch_size,
-            steps: $c.steps,
-            optimizer: $c.optimizer,
-            lr: $c.lr,
-            momentum: $c.momentum,
-            weight_decay: $c.weight_decay,
-            warmup_steps: $c.warmup_steps,
-            schedule: $c.schedule.clone(),
-            grad_clip_norm: $c.grad_clip_norm,
-            checkpoint_every: $c.checkpoint_every,
-            seed: $c.seed,
-            loader_threads: $c.loader_threads,
-        }
-    };
-}
-
-/// Put [`Optim`] values into a training config.
-macro_rules! set_optim {
-    ($c:expr, $o:expr) => {{
-        let o: $crate::forms::optim::Optim = $o;
-        $c.batch_size = o.batch_size;
-        $c.steps = o.steps;
-        $c.optimizer = o.optimizer;
-        $c.lr = o.lr;
-        $c.momentum = o.momentum;
-        $c.weight_decay = o.weight_decay;
-        $c.warmup_steps = o.warmup_steps;
-        $c.schedule = o.schedule;
-        $c.grad_clip_norm = o.grad_clip_norm;
-        $c.checkpoint_every = o.checkpoint_every;
-        $c.seed = o.seed;
-        $c.loader_threads = o.loader_threads;
-    }};
-}
-
-pub(crate) use {optim_of, set_optim};

@@ -1,7 +1,6 @@
 //! The new-run page's box-domain pre-training form as text, and the typed
 //! `PretrainBoxConfig` it describes.
 
-use super::optim::{optim_of, set_optim};
 use super::{
     FieldError, OptimForm, comma_list, enum_of, init_config, init_text, number, number_list_or,
     real, wire_name,
@@ -69,10 +68,7 @@ impl PretrainBoxForm {
             samples: c.samples.to_string(),
             contrastive_weight: c.contrastive_weight.to_string(),
             regression_weight: c.regression_weight.to_string(),
-            opt: OptimForm::of_config(
-                &serde_json::to_value(c).unwrap_or_default(),
-                c.schedule_defaults(),
-            ),
+            opt: OptimForm::of_config(&c.optim, c.schedule_defaults()),
         }
     }
 
@@ -182,8 +178,8 @@ impl PretrainBoxForm {
             hflip: self.hflip,
             color_ops: self.color_ops,
         };
-        let optim = self.opt.parse(&optim_of!(d))?;
-        let mut c = PretrainBoxConfig {
+        let optim = self.opt.parse(&d.optim)?;
+        let c = PretrainBoxConfig {
             dataset_id,
             proposals_run_id,
             split,
@@ -199,9 +195,8 @@ impl PretrainBoxForm {
             samples,
             contrastive_weight,
             regression_weight,
-            ..d
+            optim,
         };
-        set_optim!(c, optim);
         Ok(c)
     }
 }
@@ -230,10 +225,10 @@ mod tests {
             );
             form.opt.steps = "20".into();
             let c = form.to_config().unwrap();
-            assert_eq!((c.warmup_steps, c.checkpoint_every), (2, 2));
+            assert_eq!((c.optim.warmup_steps, c.optim.checkpoint_every), (2, 2));
             assert_eq!(
-                c.schedule,
-                aligndet_common::train_config::LrSchedule::Step {
+                c.optim.schedule,
+                aligndet_common::optim_config::LrSchedule::Step {
                     milestones: vec![13, 18],
                     gamma: 0.1
                 }

@@ -1,7 +1,6 @@
 //! The new-run page's image-domain pre-training form as text, and the typed
 //! `PretrainImageConfig` it describes.
 
-use super::optim::{optim_of, set_optim};
 use super::{FieldError, OptimForm, enum_of, init_config, init_text, number, real, wire_name};
 use aligndet_common::pretrain_config::PretrainImageConfig;
 use aligndet_common::train_config::BackboneKind;
@@ -38,10 +37,7 @@ impl PretrainImageForm {
             hidden_dim: c.hidden_dim.to_string(),
             temperature: c.temperature.to_string(),
             key_momentum: c.key_momentum.to_string(),
-            opt: OptimForm::of_config(
-                &serde_json::to_value(&c).unwrap_or_default(),
-                c.schedule_defaults(),
-            ),
+            opt: OptimForm::of_config(&c.optim, c.schedule_defaults()),
         }
     }
 
@@ -104,8 +100,8 @@ impl PretrainImageForm {
         let hidden_dim = number("hidden_dim", &self.hidden_dim)?.unwrap_or(d.hidden_dim);
         let temperature = real("temperature", &self.temperature)?.unwrap_or(d.temperature);
         let key_momentum = real("key_momentum", &self.key_momentum)?.unwrap_or(d.key_momentum);
-        let optim = self.opt.parse(&optim_of!(d))?;
-        let mut c = PretrainImageConfig {
+        let optim = self.opt.parse(&d.optim)?;
+        let c = PretrainImageConfig {
             dataset_id,
             split,
             backbone,
@@ -116,9 +112,8 @@ impl PretrainImageForm {
             hidden_dim,
             temperature,
             key_momentum,
-            ..d
+            optim,
         };
-        set_optim!(c, optim);
         Ok(c)
     }
 }
@@ -140,11 +135,11 @@ mod tests {
         );
         form.opt.steps = "100".into();
         let c = form.to_config().unwrap();
-        assert_eq!((c.warmup_steps, c.checkpoint_every), (0, 10));
+        assert_eq!((c.optim.warmup_steps, c.optim.checkpoint_every), (0, 10));
         form.opt.lr = "fast".into();
         assert_eq!(
             form.to_config().unwrap_err().to_string(),
-            "lr: \"fast\" is not a finite number"
+            "optim.lr: \"fast\" is not a finite number"
         );
     }
 }

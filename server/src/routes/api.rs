@@ -385,7 +385,7 @@ async fn create_run(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<CreateRun>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let config: JobConfig = serde_json::from_value(req.config)
+    let config = JobConfig::from_written(req.config)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid config: {e}")))?;
     let run = submit::NewRun {
         name: req.name,

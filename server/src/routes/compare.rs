@@ -126,7 +126,7 @@ async fn load(s: &AppState, params: &CompareParams) -> Result<Loaded, Failure> {
     for run in &rows {
         let config = resolved_config(&run.config);
         let batch_size = config
-            .get("batch_size")
+            .pointer("/optim/batch_size")
             .and_then(|b| b.as_u64())
             .map(|b| b as u32);
         let train_images = match (

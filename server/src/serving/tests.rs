@@ -4,53 +4,12 @@
 use super::live_series;
 use crate::config::ServerConfig;
 use crate::state::AppState;
+use crate::test_db::fresh_db;
 use aligndet_common::api::MetricPoint;
 use aligndet_common::series::downsample_keep_extremes;
 use clap::Parser;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
-
-struct TestDb {
-    admin: PgPool,
-    name: String,
-    url: String,
-}
-
-async fn fresh_db() -> Option<TestDb> {
-    let Ok(admin_url) = std::env::var("ALIGNDET_TEST_PG") else {
-        eprintln!("ALIGNDET_TEST_PG unset: skipping");
-        return None;
-    };
-    let admin = PgPool::connect(&admin_url).await.expect("admin connection");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    // pid, a per-process counter and the clock: two tests of one process (the counter) and a
-    // database left behind by a killed earlier process with the same pid (the clock) never collide.
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let name = format!("aligndet_serving_{}_{n}_{nanos}", std::process::id());
-    // The name is ours (digits and underscores): nothing to inject.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .expect("create database");
-    let base = admin_url.rsplit_once('/').expect("URL with a database").0;
-    let url = format!("{base}/{name}");
-    Some(TestDb { admin, name, url })
-}
-
-impl TestDb {
-    async fn drop_db(self) {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&self.admin)
-        .await;
-    }
-}
 
 async fn new_run(pool: &PgPool) -> i64 {
     sqlx::query_scalar(

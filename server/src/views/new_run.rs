@@ -14,11 +14,12 @@ use crate::numbers::six_significant;
 use crate::state::AppState;
 use aligndet_common::artifacts;
 use aligndet_common::jobs::{RunKind, RunStatus};
+use aligndet_common::optim_config::{OPTIM_KEY, OptimizerKind};
 use aligndet_common::pretrain_config::{
     ALIGNED_FINETUNE_LR_FACTOR, ALIGNED_FINETUNE_WD_DIVISOR, PretrainBoxConfig,
     aligned_finetune_hyperparameters,
 };
-use aligndet_common::train_config::{BackboneKind, DetectorKind, OptimizerKind};
+use aligndet_common::train_config::{BackboneKind, DetectorKind};
 use askama::Template;
 
 #[derive(Template)]
@@ -236,25 +237,27 @@ impl NewRunPage {
 
 /// The numeric fields of `PretrainBoxConfig::for_detector` that differ between detectors.
 fn detector_defaults_json(detectors: &[DetectorKind]) -> String {
-    let configs: Vec<(String, serde_json::Value)> = detectors
-        .iter()
-        .map(|d| {
-            (
-                wire_name(d),
-                serde_json::to_value(PretrainBoxConfig::for_detector(*d)).unwrap_or_default(),
-            )
-        })
-        .collect();
-    let mut out = serde_json::Map::new();
-    for (name, config) in &configs {
-        let mut differing = serde_json::Map::new();
-        if let Some(fields) = config.as_object() {
-            for (key, v) in fields {
-                if v.is_number() && configs.iter().any(|(_, other)| other.get(key) != Some(v)) {
-                    differing.insert(key.clone(), v.clone());
-                }
-            }
+    // The form's inputs are flat: a config's own fields and its `optim` fields side by side.
+    let inputs_of = |d: DetectorKind| {
+        let mut fields = match serde_json::to_value(PretrainBoxConfig::for_detector(d)) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => serde_json::Map::new(),
+        };
+        if let Some(serde_json::Value::Object(optim)) = fields.remove(OPTIM_KEY) {
+            fields.extend(optim);
         }
+        (wire_name(&d), fields)
+    };
+    let configs: Vec<_> = detectors.iter().map(|&d| inputs_of(d)).collect();
+    let mut out = serde_json::Map::new();
+    for (name, fields) in &configs {
+        let differing: serde_json::Map<String, serde_json::Value> = fields
+            .iter()
+            .filter(|(key, v)| {
+                v.is_number() && configs.iter().any(|(_, other)| other.get(*key) != Some(*v))
+            })
+            .map(|(key, v)| (key.clone(), v.clone()))
+            .collect();
         out.insert(name.clone(), serde_json::Value::Object(differing));
     }
     serde_json::Value::Object(out).to_string()

@@ -86,7 +86,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         cfg.val_split
     ));
 
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(cfg.optim.seed as i64);
     let mut vs = tch::nn::VarStore::new(ctx.device);
     let num_classes = train.num_classes() as i64 + 1;
     let mut model = build_detector(
@@ -109,7 +109,12 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         params.len(),
         cfg.trainable_backbone_stages
     ));
-    let mut opt = Optimizer::new(cfg.optimizer, params, cfg.momentum, cfg.weight_decay);
+    let mut opt = Optimizer::new(
+        cfg.optim.optimizer,
+        params,
+        cfg.optim.momentum,
+        cfg.optim.weight_decay,
+    );
 
     // resume from our own checkpoint when an earlier attempt left one
     let mut start_step = 0u32;
@@ -125,18 +130,18 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     let mut loader = Loader::start(
         train.clone(),
         LoaderConfig {
-            batch_size: cfg.batch_size as usize,
-            seed: cfg.seed,
+            batch_size: cfg.optim.batch_size as usize,
+            seed: cfg.optim.seed,
             hflip: cfg.augment.hflip,
             color_jitter: cfg.augment.color_jitter,
             min_sizes: cfg.augment.min_sizes.clone(),
-            threads: cfg.loader_threads as usize,
-            prefetch: 2 * cfg.loader_threads as usize,
+            threads: cfg.optim.loader_threads as usize,
+            prefetch: 2 * cfg.optim.loader_threads as usize,
         },
         start_step as u64,
     )?;
 
-    for step in start_step..cfg.steps {
+    for step in start_step..cfg.optim.steps {
         if ctx.should_stop() {
             return Ok(JobOutcome::Stopped);
         }
@@ -173,11 +178,11 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         }
         opt.zero_grad();
         total.backward();
-        let grad_norm = match cfg.grad_clip_norm {
+        let grad_norm = match cfg.optim.grad_clip_norm {
             Some(max) => opt.clip_grad_norm(max),
             None => opt.clip_grad_norm(f64::INFINITY),
         };
-        let lr = cfg.lr_at(step);
+        let lr = cfg.optim.lr_at(step);
         opt.step(lr);
         let done = step + 1;
         let seconds = t0.elapsed().as_secs_f64();
@@ -194,7 +199,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
             point("train/grad_norm", grad_norm),
             point(
                 "train/images_per_s",
-                cfg.batch_size as f64 / seconds.max(1e-9),
+                cfg.optim.batch_size as f64 / seconds.max(1e-9),
             ),
             point("train/data_wait_ms", wait.as_secs_f64() * 1000.0),
         ];
@@ -203,12 +208,12 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         }
         ctx.sink.metrics(points);
 
-        if done < cfg.steps && done % cfg.checkpoint_every == 0 {
+        if done < cfg.optim.steps && done % cfg.optim.checkpoint_every == 0 {
             let path = ctx.work_dir.join(artifacts::CHECKPOINT);
             checkpoint::save(&path, &vs, Some(&opt), metadata(cfg, &train, done)?)?;
             ctx.sink.artifact(artifacts::CHECKPOINT, &path)?;
         }
-        if done < cfg.steps && done % cfg.eval_every == 0 {
+        if done < cfg.optim.steps && done % cfg.eval_every == 0 {
             let (stats, _) = evaluate_now(
                 model.as_ref(),
                 &eval_transform,
@@ -233,7 +238,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         &eval_transform,
         &val,
         final_images,
-        cfg.batch_size as usize,
+        cfg.optim.batch_size as usize,
         ctx.device,
     )?;
     if final_images < val.samples.len() {
@@ -248,7 +253,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         .map(|s| s.image_id)
         .collect();
     let (gt_used, result) = score(&gt, &detections, &images)?;
-    log_eval(ctx, cfg.steps, &result.stats);
+    log_eval(ctx, cfg.optim.steps, &result.stats);
     let report = build_report(
         &gt_used,
         detections.len(),
@@ -262,7 +267,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     std::fs::write(&path, serde_json::to_vec(&results_json(&detections))?)?;
     ctx.sink.artifact(artifacts::PREDICTIONS, &path)?;
     let path = ctx.work_dir.join(artifacts::MODEL);
-    checkpoint::save(&path, &vs, None, metadata(cfg, &train, cfg.steps)?)?;
+    checkpoint::save(&path, &vs, None, metadata(cfg, &train, cfg.optim.steps)?)?;
     ctx.sink.artifact(artifacts::MODEL, &path)?;
     ctx.log(format!(
         "final AP {:.4}  AP50 {:.4}  AP75 {:.4} on {} images",

@@ -96,18 +96,24 @@ impl EventSink for FileSink {
     }
 }
 
-/// Read SPEC.json as a job spec, or as a bare job config wrapped into a local spec.
+/// Read SPEC.json as a job spec, or as a bare job config wrapped into a local spec. The config
+/// may be written as for the API: only what differs from the kind's defaults
+/// ([`JobConfig::from_written`]).
 pub fn read_spec(path: &Path) -> anyhow::Result<JobSpec> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
+    let mut value: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    let spec = if value.get("config").is_some() {
+    let written_config = |v: serde_json::Value| {
+        JobConfig::from_written(v)
+            .with_context(|| format!("{} is not a valid job config", path.display()))
+    };
+    let spec = if let Some(config) = value.get_mut("config") {
+        *config = serde_json::to_value(written_config(config.take())?)?;
         serde_json::from_value::<JobSpec>(value)
             .with_context(|| format!("{} is not a valid job spec", path.display()))?
     } else {
-        let config: JobConfig = serde_json::from_value(value)
-            .with_context(|| format!("{} is not a valid job config", path.display()))?;
+        let config = written_config(value)?;
         JobSpec {
             run_id: 0,
             attempt: 1,

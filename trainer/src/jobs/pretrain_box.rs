@@ -113,7 +113,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
         cfg.proposals_run_id
     ));
 
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(cfg.optim.seed as i64);
     let mut online = build(cfg, ctx.device);
     let init = initialise(
         &mut online.vs,
@@ -157,7 +157,12 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
         "{} trainable tensors ({numel} parameters) in the neck and heads",
         params.len()
     ));
-    let mut opt = Optimizer::new(cfg.optimizer, params, cfg.momentum, cfg.weight_decay);
+    let mut opt = Optimizer::new(
+        cfg.optim.optimizer,
+        params,
+        cfg.optim.momentum,
+        cfg.optim.weight_decay,
+    );
 
     let mut start_step = 0u32;
     if let Some(path) = super::own_checkpoint(ctx)? {
@@ -170,13 +175,13 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
     }
 
     let mut loader = pair_loader(set.clone(), cfg, start_step as u64);
-    for step in start_step..cfg.steps {
+    for step in start_step..cfg.optim.steps {
         if ctx.should_stop() {
             return Ok(JobOutcome::Stopped);
         }
         // The samplers draw from torch's generator: seeding it per step makes a step a function
         // of (seed, step), so a resumed run repeats the steps it had not saved exactly.
-        tch::manual_seed(step_seed(cfg.seed, step));
+        tch::manual_seed(step_seed(cfg.optim.seed, step));
         let t0 = Instant::now();
         let batch = loader.next_batch()?;
         let wait = t0.elapsed();
@@ -232,10 +237,10 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
         }
         opt.zero_grad();
         total.backward();
-        let grad_norm = opt.clip_grad_norm(cfg.grad_clip_norm.unwrap_or(f64::INFINITY));
-        let lr = cfg.lr_at(step);
+        let grad_norm = opt.clip_grad_norm(cfg.optim.grad_clip_norm.unwrap_or(f64::INFINITY));
+        let lr = cfg.optim.lr_at(step);
         opt.step(lr);
-        let m = momentum_at(step as u64, cfg.steps as u64, cfg.ema_momentum);
+        let m = momentum_at(step as u64, cfg.optim.steps as u64, cfg.ema_momentum);
         ema_update(&target.vs, &online.vs, m);
         let update_ms = t_update.elapsed().as_secs_f64() * 1e3;
 
@@ -255,7 +260,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
             point("train/grad_norm", grad_norm),
             point(
                 "train/images_per_s",
-                cfg.batch_size as f64 / seconds.max(1e-9),
+                cfg.optim.batch_size as f64 / seconds.max(1e-9),
             ),
             point("train/data_wait_ms", wait.as_secs_f64() * 1000.0),
             point("time/online_forward_ms", online_ms),
@@ -287,7 +292,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
         ));
         ctx.sink.metrics(points);
 
-        if done < cfg.steps && done % cfg.checkpoint_every == 0 {
+        if done < cfg.optim.steps && done % cfg.optim.checkpoint_every == 0 {
             save_checkpoint(ctx, cfg, &online, &target, &opt, done)?;
         }
     }
@@ -297,7 +302,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
     let kept = export_pretrained(
         &path,
         &online.vs,
-        metadata(cfg, cfg.steps, "aligndet-pretrained-detector")?,
+        metadata(cfg, cfg.optim.steps, "aligndet-pretrained-detector")?,
     )?;
     ctx.sink.artifact(artifacts::PRETRAINED_DETECTOR, &path)?;
     ctx.log(format!(

@@ -140,10 +140,10 @@ pub fn export_backbone(
 pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Result<JobOutcome> {
     cfg.validate()?;
     anyhow::ensure!(
-        cfg.queue_size >= cfg.batch_size,
+        cfg.queue_size >= cfg.optim.batch_size,
         "queue_size ({}) must hold at least one batch ({}): its keys are the negatives",
         cfg.queue_size,
-        cfg.batch_size
+        cfg.optim.batch_size
     );
     let location = ctx
         .spec
@@ -161,13 +161,13 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
         cfg.backbone,
         split.samples.len(),
         cfg.split,
-        cfg.steps,
-        cfg.batch_size,
+        cfg.optim.steps,
+        cfg.optim.batch_size,
         cfg.crop_size,
         cfg.queue_size
     ));
 
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(cfg.optim.seed as i64);
     let mut moco = Moco::new(
         ctx.device,
         body_kind(cfg.backbone),
@@ -194,7 +194,12 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
         "{} trainable tensors ({numel} parameters) in the query encoder",
         params.len()
     ));
-    let mut opt = Optimizer::new(cfg.optimizer, params, cfg.momentum, cfg.weight_decay);
+    let mut opt = Optimizer::new(
+        cfg.optim.optimizer,
+        params,
+        cfg.optim.momentum,
+        cfg.optim.weight_decay,
+    );
 
     let mut start_step = 0u32;
     if let Some(path) = super::own_checkpoint(ctx)? {
@@ -207,19 +212,19 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
     let mut loader = moco_loader(
         split.clone(),
         MocoLoaderConfig {
-            batch_size: cfg.batch_size as usize,
-            seed: cfg.seed,
+            batch_size: cfg.optim.batch_size as usize,
+            seed: cfg.optim.seed,
             aug: MocoAugConfig::moco_v2(cfg.crop_size),
             pixel_norm: (mean, std),
-            threads: cfg.loader_threads as usize,
-            prefetch: 2 * cfg.loader_threads as usize,
+            threads: cfg.optim.loader_threads as usize,
+            prefetch: 2 * cfg.optim.loader_threads as usize,
         },
         start_step as u64,
     )?;
 
-    let log_every = (cfg.steps / 20).max(1);
+    let log_every = (cfg.optim.steps / 20).max(1);
     let started = Instant::now();
-    for step in start_step..cfg.steps {
+    for step in start_step..cfg.optim.steps {
         if ctx.should_stop() {
             return Ok(JobOutcome::Stopped);
         }
@@ -237,8 +242,8 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
         }
         opt.zero_grad();
         out.loss.backward();
-        let grad_norm = opt.clip_grad_norm(cfg.grad_clip_norm.unwrap_or(f64::INFINITY));
-        let lr = cfg.lr_at(step);
+        let grad_norm = opt.clip_grad_norm(cfg.optim.grad_clip_norm.unwrap_or(f64::INFINITY));
+        let lr = cfg.optim.lr_at(step);
         opt.step(lr);
         moco.queue.enqueue(&out.keys);
         let done = step + 1;
@@ -257,17 +262,17 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
             point("train/grad_norm", grad_norm),
             point(
                 "train/images_per_s",
-                cfg.batch_size as f64 / seconds.max(1e-9),
+                cfg.optim.batch_size as f64 / seconds.max(1e-9),
             ),
             point("train/data_wait_ms", wait.as_secs_f64() * 1000.0),
         ]);
-        if done % log_every == 0 || done == cfg.steps {
+        if done % log_every == 0 || done == cfg.optim.steps {
             ctx.log(format!(
                 "step {done}/{}: loss {loss:.4}, accuracy {:.3}, lr {lr:.5}, {seconds:.2} s/step",
-                cfg.steps, out.accuracy
+                cfg.optim.steps, out.accuracy
             ));
         }
-        if done < cfg.steps && done % cfg.checkpoint_every == 0 {
+        if done < cfg.optim.steps && done % cfg.optim.checkpoint_every == 0 {
             let path = ctx.work_dir.join(artifacts::CHECKPOINT);
             save_checkpoint(
                 &path,
@@ -281,7 +286,11 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
     drop(loader);
 
     let path = ctx.work_dir.join(artifacts::PRETRAINED_BACKBONE);
-    let n = export_backbone(&path, &moco, metadata(cfg, "aligndet-backbone", cfg.steps)?)?;
+    let n = export_backbone(
+        &path,
+        &moco,
+        metadata(cfg, "aligndet-backbone", cfg.optim.steps)?,
+    )?;
     ctx.sink.artifact(artifacts::PRETRAINED_BACKBONE, &path)?;
     ctx.log(format!(
         "wrote {}: {n} body tensors under {BODY_PREFIX}.* ({:.1} s of training)",

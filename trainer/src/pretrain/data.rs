@@ -120,7 +120,12 @@ pub fn build_pair_batch(
     views: &MultiViewConfig,
     step: u64,
 ) -> anyhow::Result<PairBatch> {
-    let idx = batch_indices(set.images.len(), cfg.batch_size as usize, cfg.seed, step);
+    let idx = batch_indices(
+        set.images.len(),
+        cfg.optim.batch_size as usize,
+        cfg.optim.seed,
+        step,
+    );
     let mut batch = PairBatch {
         image_ids: vec![],
         online: ViewBatch {
@@ -134,7 +139,7 @@ pub fn build_pair_batch(
     };
     for (j, &i) in idx.iter().enumerate() {
         let img = &set.images[i];
-        let mut rng = rng_for(cfg.seed, step, j as u64);
+        let mut rng = rng_for(cfg.optim.seed, step, j as u64);
         let chosen = select_boxes(
             &img.boxes,
             cfg.max_boxes_per_image as usize,
@@ -167,7 +172,7 @@ pub fn pair_loader(
         hflip: cfg.views.hflip,
         color_ops: cfg.views.color_ops,
     };
-    let threads = cfg.loader_threads as usize;
+    let threads = cfg.optim.loader_threads as usize;
     let cfg = cfg.clone();
     let build: BuildFn<PairBatch> =
         Arc::new(move |step| build_pair_batch(&set, &cfg, &views, step));

@@ -2,7 +2,7 @@
 //! state can be saved in our checkpoints and a resumed run continues exactly (libtorch's C++
 //! optimizers do not expose their state through tch).
 
-use aligndet_common::train_config::OptimizerKind;
+use aligndet_common::optim_config::OptimizerKind;
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 

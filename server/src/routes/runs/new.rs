@@ -4,8 +4,8 @@
 use crate::db;
 use crate::error::PageError;
 use crate::forms::{
-    FieldError, FinetuneForm, PlacedError, PretrainBoxForm, PretrainImageForm, TrainingForms,
-    checkpoint_parts, real,
+    FieldError, FinetuneForm, PlacedError, PretrainBoxForm, PretrainImageForm, TrainingForm,
+    TrainingForms, checkpoint_parts, real,
 };
 use crate::routes::render;
 use crate::security::CsrfToken;
@@ -131,6 +131,21 @@ async fn queue_from_form(
     }
 }
 
+/// Queue the run a posted training form describes: the form comes back with the outcome (the
+/// run's id, or the error placed beside its input) so that a refused form keeps it.
+async fn queue_training<F: TrainingForm>(
+    s: &AppState,
+    form: F,
+) -> Result<(Result<i64, PlacedError>, TrainingForms), PageError> {
+    let outcome = queue_from_form(s, form.run_name(), form.job_config(), form.aligned_rule())
+        .await?
+        .map_err(|e| {
+            let input = form.input_of(&e.field);
+            PlacedError::new(e, F::TAG, input.as_deref())
+        });
+    Ok((outcome, form.among_defaults()))
+}
+
 /// The new-run form, posted as url-encoded fields. Numbers arrive as strings; the typed config
 /// (with its validation) decides what is acceptable.
 pub async fn create(
@@ -146,65 +161,12 @@ pub async fn create(
     // The training forms come back with what was typed and the error naming the field.
     let kind = field("kind").as_deref().and_then(RunKind::parse);
     let training = match kind {
-        Some(RunKind::Finetune) => {
-            let ft = FinetuneForm::posted(&field);
-            let outcome = queue_from_form(
-                &s,
-                &ft.name,
-                ft.to_config().map(JobConfig::Finetune),
-                ft.aligned_rule,
-            )
-            .await?;
-            Some((
-                outcome.map_err(|e| {
-                    let input = ft.input_for(&e.field);
-                    PlacedError::new(e, "ft", input.as_deref())
-                }),
-                TrainingForms {
-                    ft,
-                    ..TrainingForms::defaults()
-                },
-            ))
-        }
+        Some(RunKind::Finetune) => Some(queue_training(&s, FinetuneForm::posted(&field)).await?),
         Some(RunKind::PretrainBox) => {
-            let pb = PretrainBoxForm::posted(&field);
-            let outcome = queue_from_form(
-                &s,
-                &pb.name,
-                pb.to_config().map(JobConfig::PretrainBox),
-                false,
-            )
-            .await?;
-            Some((
-                outcome.map_err(|e| {
-                    let input = PretrainBoxForm::input_for(&e.field);
-                    PlacedError::new(e, "pb", input.as_deref())
-                }),
-                TrainingForms {
-                    pb,
-                    ..TrainingForms::defaults()
-                },
-            ))
+            Some(queue_training(&s, PretrainBoxForm::posted(&field)).await?)
         }
         Some(RunKind::PretrainImage) => {
-            let pi = PretrainImageForm::posted(&field);
-            let outcome = queue_from_form(
-                &s,
-                &pi.name,
-                pi.to_config().map(JobConfig::PretrainImage),
-                false,
-            )
-            .await?;
-            Some((
-                outcome.map_err(|e| {
-                    let input = PretrainImageForm::input_for(&e.field);
-                    PlacedError::new(e, "pi", input.as_deref())
-                }),
-                TrainingForms {
-                    pi,
-                    ..TrainingForms::defaults()
-                },
-            ))
+            Some(queue_training(&s, PretrainImageForm::posted(&field)).await?)
         }
         _ => None,
     };
