@@ -188,7 +188,7 @@ impl OptimConfig {
 ///   the run for fine-tuning), at least 1 (0 stays 0: the kind has no such interval).
 ///
 /// At the reference steps every value is the default itself, so configs are unchanged there.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ScheduleDefaults {
     pub steps: u32,
     pub warmup_steps: u32,

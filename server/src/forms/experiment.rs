@@ -1,6 +1,7 @@
 //! The new-experiment form as text, field by field, and its text → [`ExperimentSpec`] step.
 
 use super::{FieldError, comma_list, enum_of, number, number_list, real, wire_name};
+use crate::error::PageError;
 use crate::experiments::ExperimentSpec;
 use crate::experiments::spec::{
     DEFAULT_IMAGE_SIZE, default_backbone, default_detector, default_fractions, default_multipliers,
@@ -9,11 +10,14 @@ use crate::experiments::spec::{
 use aligndet_common::train_config::TrainConfig;
 
 /// The form's fields as text (names as in [`ExperimentSpec`]).
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
 pub struct ExperimentForm {
     pub name: String,
     pub dataset_id: String,
     pub detector: String,
     pub backbone: String,
+    #[serde(deserialize_with = "super::ticked")]
     pub label_free: bool,
     pub image_steps: String,
     pub image_batch_size: String,
@@ -70,40 +74,9 @@ impl ExperimentForm {
         }
     }
 
-    pub fn posted(fields: &[(String, String)]) -> ExperimentForm {
-        let text = |k: &str| {
-            fields
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.trim().to_string())
-                .unwrap_or_default()
-        };
-        ExperimentForm {
-            name: text("name"),
-            dataset_id: text("dataset_id"),
-            detector: text("detector"),
-            backbone: text("backbone"),
-            label_free: fields.iter().any(|(n, _)| n == "label_free"),
-            image_steps: text("image_steps"),
-            image_batch_size: text("image_batch_size"),
-            image_lr: text("image_lr"),
-            proposals: text("proposals"),
-            proposals_max_images: text("proposals_max_images"),
-            pretrained: text("pretrained"),
-            pretrain_steps: text("pretrain_steps"),
-            pretrain_batch_size: text("pretrain_batch_size"),
-            pretrain_lr: text("pretrain_lr"),
-            pretrain_samples: text("pretrain_samples"),
-            image_size: text("image_size"),
-            finetune_steps: text("finetune_steps"),
-            finetune_batch_size: text("finetune_batch_size"),
-            finetune_lr: text("finetune_lr"),
-            finetune_weight_decay: text("finetune_weight_decay"),
-            lr_multiplier: text("lr_multiplier"),
-            wd_multiplier: text("wd_multiplier"),
-            seeds: text("seeds"),
-            fractions: text("fractions"),
-        }
+    /// What was posted ([`super::read_posted`]).
+    pub fn posted(fields: &[(String, String)]) -> Result<ExperimentForm, PageError> {
+        super::read_posted(fields)
     }
 
     /// The input a spec field (or the planner's) is shown beside: the spec's names, except the

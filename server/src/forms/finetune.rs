@@ -5,10 +5,13 @@ use super::{
     FieldError, OptimForm, checkpoint_init, comma_list, enum_of, init_config, init_text, number,
     number_list_or, real, wire_name,
 };
+use crate::error::PageError;
 use aligndet_common::artifacts;
 use aligndet_common::train_config::{AugmentConfig, InitConfig, TrainConfig};
 
 /// The fine-tune form as text, field by field (names follow `TrainConfig`'s JSON).
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
 pub struct FinetuneForm {
     pub name: String,
     pub dataset_id: String,
@@ -23,17 +26,21 @@ pub struct FinetuneForm {
     pub init_artifact: String,
     /// Apply AlignDet's fine-tuning rule (lr ×1.5, weight decay ÷2) when the init is a
     /// `pretrain_box` run's pre-trained detector.
+    #[serde(deserialize_with = "super::ticked")]
     pub aligned_rule: bool,
     pub trainable_backbone_stages: String,
     /// Comma-separated shorter-side sizes.
     pub min_sizes: String,
     pub max_size: String,
+    #[serde(deserialize_with = "super::ticked")]
     pub hflip: bool,
     pub color_jitter: String,
+    #[serde(deserialize_with = "super::ticked")]
     pub no_decay_norm_and_bias: bool,
     pub eval_every: String,
     pub eval_max_images: String,
     pub final_eval_max_images: String,
+    #[serde(flatten)]
     pub opt: OptimForm,
 }
 
@@ -104,31 +111,11 @@ impl FinetuneForm {
         super::training_input_for(field, INPUTS)
     }
 
-    /// What was posted (trimmed); an unticked checkbox is absent, so absent means false.
-    pub fn posted(field: &dyn Fn(&str) -> Option<String>) -> FinetuneForm {
-        let text = |k: &str| field(k).unwrap_or_default();
-        FinetuneForm {
-            name: text("name"),
-            dataset_id: text("dataset_id"),
-            train_split: text("train_split"),
-            val_split: text("val_split"),
-            detector: text("detector"),
-            backbone: text("backbone"),
-            init: text("init"),
-            init_run: text("init_run"),
-            init_artifact: text("init_artifact"),
-            aligned_rule: field("aligned_rule").is_some(),
-            trainable_backbone_stages: text("trainable_backbone_stages"),
-            min_sizes: text("min_sizes"),
-            max_size: text("max_size"),
-            hflip: field("hflip").is_some(),
-            color_jitter: text("color_jitter"),
-            no_decay_norm_and_bias: field("no_decay_norm_and_bias").is_some(),
-            eval_every: text("eval_every"),
-            eval_max_images: text("eval_max_images"),
-            final_eval_max_images: text("final_eval_max_images"),
-            opt: OptimForm::posted(field, TrainConfig::default().schedule_defaults()),
-        }
+    /// What was posted ([`super::read_posted`]).
+    pub fn posted(fields: &[(String, String)]) -> Result<FinetuneForm, PageError> {
+        let mut form: FinetuneForm = super::read_posted(fields)?;
+        form.opt.reference = TrainConfig::default().schedule_defaults();
+        Ok(form)
     }
 
     /// The `finetune` job config. Only the text → value step happens here (with the field
@@ -247,12 +234,7 @@ mod tests {
                 None => fields.push((k.to_string(), v.to_string())),
             }
         }
-        FinetuneForm::posted(&|k: &str| {
-            fields
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.trim().to_string())
-        })
+        FinetuneForm::posted(&fields).expect("a form of text fields")
     }
 
     fn config(form: &FinetuneForm) -> TrainConfig {

@@ -27,6 +27,7 @@ pub use training::{TrainingForm, TrainingForms};
 use aligndet_common::config_error::ConfigError;
 use aligndet_common::optim_config::OPTIM_KEY;
 use aligndet_common::train_config::InitConfig;
+use serde::Deserialize;
 
 /// A person's mistake in one field: the field as the config names it (`lr`,
 /// `schedule.milestones`, `init.artifact.run_id`; blank when no one field is to blame) and
@@ -121,6 +122,31 @@ impl PlacedError {
 pub fn training_input_for(field: &str, own: &[&str]) -> Option<String> {
     let all: Vec<&str> = own.iter().chain(optim::INPUTS).copied().collect();
     input_for(field, &all)
+}
+
+/// A posted form as its text struct (`#[derive(Deserialize)]` with `#[serde(default)]`): each
+/// field as typed, trimmed; an absent field blank, an absent (unticked) checkbox `false` (see
+/// [`ticked`]); names the struct does not have (the CSRF token, `kind`) ignored; of a repeated
+/// name the first counts.
+pub fn read_posted<T: serde::de::DeserializeOwned>(
+    fields: &[(String, String)],
+) -> Result<T, crate::error::PageError> {
+    let mut seen = std::collections::HashSet::new();
+    let pairs = fields
+        .iter()
+        .filter(|(name, _)| seen.insert(name.as_str()))
+        .map(|(name, value)| (name.as_str(), value.trim()));
+    T::deserialize(serde::de::value::MapDeserializer::<
+        _,
+        serde::de::value::Error,
+    >::new(pairs))
+    .map_err(|e| crate::error::PageError::bad_request(format!("the form could not be read: {e}")))
+}
+
+/// `deserialize_with` of a checkbox: posted (whatever its value) means ticked.
+pub fn ticked<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d)?;
+    Ok(true)
 }
 
 /// The dataset select's value (blank or not a number: none was chosen).
@@ -347,6 +373,30 @@ mod tests {
         assert_eq!(
             FieldError::from_text("fractions: dataset \"x\": y").field,
             "fractions"
+        );
+    }
+
+    #[test]
+    fn posted_fields_become_the_forms_text() {
+        let fields: Vec<(String, String)> = [
+            ("name", "  my run "),
+            ("csrf", "token"),
+            ("lr", "0.02"),
+            ("lr", "9"),
+            ("hflip", "on"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let form = FinetuneForm::posted(&fields).unwrap();
+        assert_eq!(form.name, "my run", "trimmed");
+        assert_eq!(form.opt.lr, "0.02", "the first of a repeated name");
+        assert!(form.hflip, "a posted checkbox is ticked");
+        assert!(!form.no_decay_norm_and_bias, "an absent one is not");
+        assert_eq!(form.opt.steps, "", "absent is blank");
+        assert_eq!(
+            form.opt.reference.steps, 1000,
+            "the kind's reference schedule"
         );
     }
 

@@ -14,6 +14,8 @@ pub const FORM_COSINE_MIN_FACTOR: f64 = 0.0;
 
 /// The optimisation and bookkeeping fields every training form has (fine-tune and both
 /// pre-training kinds): the config's `optim`, whose field names the inputs carry.
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
 pub struct OptimForm {
     pub batch_size: String,
     pub steps: String,
@@ -34,7 +36,8 @@ pub struct OptimForm {
     pub seed: String,
     pub loader_threads: String,
     /// The kind's schedule at its default steps, from which blank warm-up, milestones and
-    /// intervals are derived for the steps given.
+    /// intervals are derived for the steps given (set by the kind's form, not posted).
+    #[serde(skip)]
     pub reference: ScheduleDefaults,
 }
 
@@ -81,31 +84,6 @@ impl OptimForm {
             checkpoint_every: String::new(),
             seed: c.seed.to_string(),
             loader_threads: c.loader_threads.to_string(),
-            reference,
-        }
-    }
-
-    pub fn posted(
-        field: &dyn Fn(&str) -> Option<String>,
-        reference: ScheduleDefaults,
-    ) -> OptimForm {
-        let text = |k: &str| field(k).unwrap_or_default();
-        OptimForm {
-            batch_size: text("batch_size"),
-            steps: text("steps"),
-            optimizer: text("optimizer"),
-            lr: text("lr"),
-            momentum: text("momentum"),
-            weight_decay: text("weight_decay"),
-            warmup_steps: text("warmup_steps"),
-            schedule: text("schedule"),
-            milestones: text("milestones"),
-            gamma: text("gamma"),
-            min_factor: text("min_factor"),
-            grad_clip_norm: text("grad_clip_norm"),
-            checkpoint_every: text("checkpoint_every"),
-            seed: text("seed"),
-            loader_threads: text("loader_threads"),
             reference,
         }
     }

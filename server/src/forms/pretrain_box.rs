@@ -5,11 +5,14 @@ use super::{
     FieldError, OptimForm, comma_list, enum_of, init_config, init_text, number, number_list_or,
     real, wire_name,
 };
+use crate::error::PageError;
 use aligndet_common::pretrain_config::{BoxSelection, PretrainBoxConfig, ViewsConfig};
 use aligndet_common::train_config::{BackboneKind, DetectorKind};
 
 /// The box-domain pre-training form as text (names follow `PretrainBoxConfig`'s JSON; the
 /// views' fields sit at the top level).
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
 pub struct PretrainBoxForm {
     pub name: String,
     pub dataset_id: String,
@@ -24,7 +27,9 @@ pub struct PretrainBoxForm {
     pub box_selection: String,
     pub min_sizes: String,
     pub max_size: String,
+    #[serde(deserialize_with = "super::ticked")]
     pub hflip: bool,
+    #[serde(deserialize_with = "super::ticked")]
     pub color_ops: bool,
     pub embedding_dim: String,
     pub temperature: String,
@@ -32,6 +37,7 @@ pub struct PretrainBoxForm {
     pub samples: String,
     pub contrastive_weight: String,
     pub regression_weight: String,
+    #[serde(flatten)]
     pub opt: OptimForm,
 }
 
@@ -98,30 +104,11 @@ impl PretrainBoxForm {
         super::training_input_for(field, INPUTS)
     }
 
-    pub fn posted(field: &dyn Fn(&str) -> Option<String>) -> PretrainBoxForm {
-        let text = |k: &str| field(k).unwrap_or_default();
-        PretrainBoxForm {
-            name: text("name"),
-            dataset_id: text("dataset_id"),
-            proposals_run_id: text("proposals_run_id"),
-            split: text("split"),
-            detector: text("detector"),
-            backbone: text("backbone"),
-            backbone_init: text("backbone_init"),
-            max_boxes_per_image: text("max_boxes_per_image"),
-            box_selection: text("box_selection"),
-            min_sizes: text("min_sizes"),
-            max_size: text("max_size"),
-            hflip: field("hflip").is_some(),
-            color_ops: field("color_ops").is_some(),
-            embedding_dim: text("embedding_dim"),
-            temperature: text("temperature"),
-            ema_momentum: text("ema_momentum"),
-            samples: text("samples"),
-            contrastive_weight: text("contrastive_weight"),
-            regression_weight: text("regression_weight"),
-            opt: OptimForm::posted(field, PretrainBoxConfig::default().schedule_defaults()),
-        }
+    /// What was posted ([`super::read_posted`]).
+    pub fn posted(fields: &[(String, String)]) -> Result<PretrainBoxForm, PageError> {
+        let mut form: PretrainBoxForm = super::read_posted(fields)?;
+        form.opt.reference = PretrainBoxConfig::default().schedule_defaults();
+        Ok(form)
     }
 
     /// The `pretrain_box` job config: `PretrainBoxConfig::for_detector` of the chosen

@@ -2,10 +2,13 @@
 //! `PretrainImageConfig` it describes.
 
 use super::{FieldError, OptimForm, enum_of, init_config, init_text, number, real, wire_name};
+use crate::error::PageError;
 use aligndet_common::pretrain_config::PretrainImageConfig;
 use aligndet_common::train_config::BackboneKind;
 
 /// The image-domain pre-training form as text (names follow `PretrainImageConfig`'s JSON).
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
 pub struct PretrainImageForm {
     pub name: String,
     pub dataset_id: String,
@@ -19,6 +22,7 @@ pub struct PretrainImageForm {
     pub hidden_dim: String,
     pub temperature: String,
     pub key_momentum: String,
+    #[serde(flatten)]
     pub opt: OptimForm,
 }
 
@@ -59,22 +63,11 @@ impl PretrainImageForm {
         super::training_input_for(field, INPUTS)
     }
 
-    pub fn posted(field: &dyn Fn(&str) -> Option<String>) -> PretrainImageForm {
-        let text = |k: &str| field(k).unwrap_or_default();
-        PretrainImageForm {
-            name: text("name"),
-            dataset_id: text("dataset_id"),
-            split: text("split"),
-            backbone: text("backbone"),
-            init: text("init"),
-            crop_size: text("crop_size"),
-            queue_size: text("queue_size"),
-            embedding_dim: text("embedding_dim"),
-            hidden_dim: text("hidden_dim"),
-            temperature: text("temperature"),
-            key_momentum: text("key_momentum"),
-            opt: OptimForm::posted(field, PretrainImageConfig::default().schedule_defaults()),
-        }
+    /// What was posted ([`super::read_posted`]).
+    pub fn posted(fields: &[(String, String)]) -> Result<PretrainImageForm, PageError> {
+        let mut form: PretrainImageForm = super::read_posted(fields)?;
+        form.opt.reference = PretrainImageConfig::default().schedule_defaults();
+        Ok(form)
     }
 
     /// The `pretrain_image` job config (a blank field keeps the default; blank warm-up,

@@ -114,7 +114,7 @@ pub async fn create_from_form(
     Extension(csrf): Extension<CsrfToken>,
     axum::Form(fields): axum::Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    let form = ExperimentForm::posted(&fields);
+    let form = ExperimentForm::posted(&fields)?;
     let outcome = match form.to_spec() {
         Ok(spec) => create(&s, &spec)
             .await?

@@ -161,12 +161,12 @@ pub async fn create(
     // The training forms come back with what was typed and the error naming the field.
     let kind = field("kind").as_deref().and_then(RunKind::parse);
     let training = match kind {
-        Some(RunKind::Finetune) => Some(queue_training(&s, FinetuneForm::posted(&field)).await?),
+        Some(RunKind::Finetune) => Some(queue_training(&s, FinetuneForm::posted(&form)?).await?),
         Some(RunKind::PretrainBox) => {
-            Some(queue_training(&s, PretrainBoxForm::posted(&field)).await?)
+            Some(queue_training(&s, PretrainBoxForm::posted(&form)?).await?)
         }
         Some(RunKind::PretrainImage) => {
-            Some(queue_training(&s, PretrainImageForm::posted(&field)).await?)
+            Some(queue_training(&s, PretrainImageForm::posted(&form)?).await?)
         }
         _ => None,
     };
