@@ -1,0 +1,284 @@
+//! Reading segmentations for segm evaluation, as pycocotools' `COCO.annToRLE` and
+//! `COCO.loadRes` do.
+//!
+//! The bbox loader ([`crate::eval::coco::load`]) skips `segmentation` to stay fast; segm
+//! evaluation reads the files a second time for the masks and image sizes only.
+//!
+//! Ground truth: polygons (rasterized at the image's `height` x `width`), uncompressed RLE
+//! (`counts` a list) or compressed RLE (`counts` a string). Annotations on images or
+//! categories outside the ground truth are not evaluated, so they are not converted.
+//!
+//! Results follow `loadRes`, whose branch is chosen by the *first* result:
+//! - it has a non-empty `bbox`: every result's area is its box's `w * h` (even though the
+//!   IoU uses the mask), and a result without `segmentation` is its box as a polygon;
+//! - otherwise every result needs a `segmentation`; its area is the mask's area and its box
+//!   the mask's `toBbox`. pycocotools accepts only compressed RLE here; polygons and list
+//!   counts are converted as for the ground truth instead of failing.
+//!
+//! Deliberate differences, all on inputs pycocotools mishandles: an RLE whose `size` is not
+//! its image's height/width is an error (pycocotools scores it IoU -1, never matching), as
+//! are counts that do not cover the mask exactly and polygons with an odd number of values.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::super::load::{Detection, GroundTruth, IndexedList, ItemName, LoadError, json_error};
+use super::poly;
+use super::rle::Rle;
+
+/// Image id -> `(height, width)` where the image gives both.
+pub type ImageSizes = HashMap<i64, Option<(u32, u32)>>;
+
+#[derive(Deserialize)]
+struct RawGt {
+    #[serde(default)]
+    images: Vec<RawImage>,
+    #[serde(default)]
+    annotations: Vec<RawSegmentation>,
+}
+
+#[derive(Deserialize)]
+struct RawImage {
+    id: i64,
+    height: Option<u32>,
+    width: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct RawSegmentation {
+    segmentation: Option<Value>,
+}
+
+impl ItemName for RawResult {
+    const NAME: &'static str = "detection";
+}
+
+#[derive(Deserialize)]
+struct RawResult {
+    image_id: Option<i64>,
+    category_id: Option<i64>,
+    bbox: Option<Vec<f64>>,
+    score: Option<f64>,
+    segmentation: Option<Value>,
+}
+
+/// Detections of a segm results file with their masks and the areas pycocotools gives them.
+pub struct SegmResults {
+    pub detections: Vec<Detection>,
+    pub masks: Vec<Rle>,
+    pub areas: Vec<f64>,
+}
+
+/// Masks of every ground-truth annotation (aligned with `gt.annotations`, which must come
+/// from the same `bytes`) and the image sizes. Annotations that are not evaluated get an
+/// empty mask.
+pub fn ground_truth_masks(
+    bytes: &[u8],
+    gt: &GroundTruth,
+) -> Result<(Vec<Rle>, ImageSizes), LoadError> {
+    let raw: RawGt = serde_json::from_slice(bytes).map_err(|e| json_error(bytes, e))?;
+    let sizes: ImageSizes = raw
+        .images
+        .iter()
+        .map(|i| (i.id, i.height.zip(i.width)))
+        .collect();
+    let categories: std::collections::HashSet<i64> = gt.categories.iter().map(|c| c.id).collect();
+    debug_assert_eq!(raw.annotations.len(), gt.annotations.len());
+    let masks = raw
+        .annotations
+        .iter()
+        .zip(&gt.annotations)
+        .enumerate()
+        .map(|(index, (raw, ann))| {
+            let Some(&size) = sizes.get(&ann.image_id) else {
+                return Ok(Rle::default());
+            };
+            if !categories.contains(&ann.category_id) {
+                return Ok(Rle::default());
+            }
+            let segmentation = raw
+                .segmentation
+                .as_ref()
+                .ok_or_else(|| "missing field `segmentation`".to_string());
+            segmentation
+                .and_then(|s| to_rle(s, ann.image_id, size))
+                .map_err(|problem| LoadError::Annotation {
+                    index,
+                    problem: format!("(id {}) {problem}", ann.id),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((masks, sizes))
+}
+
+/// Parses a results file for segm evaluation (see the module comment for the rules).
+pub fn parse_segm_results(bytes: &[u8], sizes: &ImageSizes) -> Result<SegmResults, LoadError> {
+    let raw = serde_json::from_slice::<IndexedList<RawResult>>(bytes)
+        .map_err(|e| json_error(bytes, e))?
+        .0;
+    let area_from_box = match raw.first() {
+        None => false,
+        Some(r) if r.bbox.as_ref().is_some_and(|b| !b.is_empty()) => true,
+        Some(r) if r.segmentation.is_some() => false,
+        Some(_) => {
+            return Err(LoadError::Detection {
+                index: 0,
+                problem: "has neither `bbox` nor `segmentation`".into(),
+            });
+        }
+    };
+    let mut out = SegmResults {
+        detections: Vec::with_capacity(raw.len()),
+        masks: Vec::with_capacity(raw.len()),
+        areas: Vec::with_capacity(raw.len()),
+    };
+    for (index, r) in raw.into_iter().enumerate() {
+        let (det, mask, area) = result(r, area_from_box, sizes)
+            .map_err(|problem| LoadError::Detection { index, problem })?;
+        out.detections.push(det);
+        out.masks.push(mask);
+        out.areas.push(area);
+    }
+    Ok(out)
+}
+
+fn result(
+    r: RawResult,
+    area_from_box: bool,
+    sizes: &ImageSizes,
+) -> Result<(Detection, Rle, f64), String> {
+    let missing = |field: &str| format!("missing field `{field}`");
+    let image_id = r.image_id.ok_or_else(|| missing("image_id"))?;
+    let category_id = r.category_id.ok_or_else(|| missing("category_id"))?;
+    let score = r.score.ok_or_else(|| missing("score"))?;
+    if !score.is_finite() {
+        return Err(format!("score {score} is not finite"));
+    }
+    let size = *sizes.get(&image_id).ok_or_else(|| {
+        format!("image_id {image_id} is not an image of the ground truth")
+    })?;
+    let given_box = match r.bbox.as_deref() {
+        Some([x, y, w, h]) => Some([*x, *y, *w, *h]),
+        Some(other) if area_from_box => {
+            return Err(format!(
+                "bbox has {} values, expected [x, y, w, h] (the first result has a bbox, so \
+                 areas come from boxes)",
+                other.len()
+            ));
+        }
+        _ => None,
+    };
+    if let Some(b) = &given_box
+        && (b.iter().any(|v| !v.is_finite()) || b[2] < 0.0 || b[3] < 0.0)
+    {
+        return Err(format!(
+            "bbox {b:?} has a non-finite value or a negative size"
+        ));
+    }
+    let (bbox, mask, area) = match (area_from_box, given_box, &r.segmentation) {
+        (true, Some(b), Some(s)) => (b, to_rle(s, image_id, size)?, b[2] * b[3]),
+        (true, Some(b), None) => {
+            let (x1, y1, x2, y2) = (b[0], b[1], b[0] + b[2], b[1] + b[3]);
+            let outline = [vec![x1, y1, x1, y2, x2, y2, x2, y1]];
+            let (h, w) = need_size(image_id, size)?;
+            (b, poly::from_parts(&outline, h, w), b[2] * b[3])
+        }
+        (true, None, _) => return Err(missing("bbox")),
+        (false, _, None) => {
+            return Err(
+                "missing field `segmentation` (the first result has no bbox, so every \
+                 result needs a mask)"
+                    .into(),
+            );
+        }
+        (false, _, Some(s)) => {
+            let mask = to_rle(s, image_id, size)?;
+            let area = f64::from(mask.area());
+            (mask.to_bbox(), mask, area)
+        }
+    };
+    let detection = Detection {
+        image_id,
+        category_id,
+        bbox,
+        score,
+    };
+    Ok((detection, mask, area))
+}
+
+fn need_size(image_id: i64, size: Option<(u32, u32)>) -> Result<(u32, u32), String> {
+    size.ok_or_else(|| {
+        format!("image {image_id} has no `height` and `width`, needed to rasterize a polygon")
+    })
+}
+
+/// `COCO.annToRLE`: one segmentation as an RLE mask of its image.
+pub fn to_rle(value: &Value, image_id: i64, size: Option<(u32, u32)>) -> Result<Rle, String> {
+    match value {
+        Value::Array(parts) => {
+            let parts = parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| polygon(i, p))
+                .collect::<Result<Vec<_>, _>>()?;
+            poly::check_parts(&parts).map_err(|e| format!("segmentation: {e}"))?;
+            let (h, w) = need_size(image_id, size)?;
+            Ok(poly::from_parts(&parts, h, w))
+        }
+        Value::Object(rle) => {
+            let (h, w) = rle_size(rle.get("size"))?;
+            let mask = match rle.get("counts") {
+                Some(Value::String(s)) => Rle::from_compressed(s, h, w),
+                Some(Value::Array(counts)) => {
+                    let counts = counts
+                        .iter()
+                        .map(|c| c.as_u64().and_then(|c| u32::try_from(c).ok()))
+                        .collect::<Option<Vec<u32>>>()
+                        .ok_or("RLE counts must be integers in 0..2^32")?;
+                    Rle::new(h, w, counts)
+                }
+                Some(_) => return Err("RLE counts must be a string or a list of integers".into()),
+                None => return Err("RLE segmentation has no `counts`".into()),
+            }
+            .map_err(|e| format!("RLE segmentation: {e}"))?;
+            if let Some((ih, iw)) = size
+                && (ih, iw) != (h, w)
+            {
+                return Err(format!(
+                    "RLE size [{h}, {w}] differs from image {image_id}'s [height, width] \
+                     [{ih}, {iw}]"
+                ));
+            }
+            Ok(mask)
+        }
+        _ => Err("segmentation must be a list of polygons or an RLE object".into()),
+    }
+}
+
+fn polygon(index: usize, part: &Value) -> Result<Vec<f64>, String> {
+    let Value::Array(values) = part else {
+        return Err(format!(
+            "segmentation polygon {index} is not a list of numbers (polygons are a list of \
+             lists)"
+        ));
+    };
+    values
+        .iter()
+        .map(Value::as_f64)
+        .collect::<Option<Vec<f64>>>()
+        .ok_or_else(|| format!("segmentation polygon {index} has a value that is not a number"))
+}
+
+fn rle_size(size: Option<&Value>) -> Result<(u32, u32), String> {
+    let bad = || "RLE `size` must be [height, width], two integers in 0..2^32".to_string();
+    let Some(Value::Array(hw)) = size else {
+        return Err(bad());
+    };
+    let dim = |v: &Value| v.as_u64().and_then(|v| u32::try_from(v).ok());
+    match hw.as_slice() {
+        [h, w] => Ok((dim(h).ok_or_else(bad)?, dim(w).ok_or_else(bad)?)),
+        _ => Err(bad()),
+    }
+}
