@@ -124,45 +124,31 @@ pub fn from_bbox(bbox: &[f64; 4], height: u32, width: u32) -> Rle {
     from_polygon(&[xs, ys, xs, ye, xe, ye, xe, ys], height, width)
 }
 
-/// What `COCO.annToRLE` does with a polygon list: pycocotools' `frPyObjects` reads the
-/// parts as boxes when the first has exactly 4 values, as polygons otherwise; the parts'
-/// masks are then merged (union). The caller has validated the parts.
+/// What `COCO.annToRLE` does with a polygon list: each part rasterized, then merged
+/// (union). The caller has validated the parts with [`check_parts`].
 pub fn from_parts(parts: &[Vec<f64>], height: u32, width: u32) -> Rle {
-    let as_boxes = parts.first().is_some_and(|p| p.len() == 4);
     let masks: Vec<Rle> = parts
         .iter()
-        .map(|p| {
-            if as_boxes {
-                from_bbox(&[p[0], p[1], p[2], p[3]], height, width)
-            } else {
-                from_polygon(p, height, width)
-            }
-        })
+        .map(|p| from_polygon(p, height, width))
         .collect();
     Rle::merge(&masks, false)
 }
 
-/// Why a polygon list cannot be rasterized the way pycocotools would (which either raises or
-/// reads out of bounds on these).
+/// Why a polygon list cannot be rasterized the way pycocotools would. pycocotools 2.0.11
+/// raises when the first part has 4 values or fewer (`frPyObjects` takes a 4-value first
+/// part for boxes and then fails), reads out of bounds on an empty part and silently drops
+/// the last value of an odd-length one; later parts of 1 or 2 points are rasterized.
 pub fn check_parts(parts: &[Vec<f64>]) -> Result<(), String> {
     let Some(first) = parts.first() else {
         return Err("polygon segmentation is an empty list".into());
     };
-    let as_boxes = first.len() == 4;
-    if first.len() < 4 {
+    if first.len() <= 4 {
         return Err(format!(
-            "polygon 0 has {} values; a polygon needs at least 3 points (6 values)",
+            "polygon 0 has {} values; the first polygon needs at least 3 points (6 values)",
             first.len()
         ));
     }
     for (i, part) in parts.iter().enumerate() {
-        if as_boxes && part.len() != 4 {
-            return Err(format!(
-                "polygon 0 has 4 values, which pycocotools reads as a box [x, y, w, h], but \
-                 polygon {i} has {} values",
-                part.len()
-            ));
-        }
         if part.len() < 2 || part.len() % 2 != 0 {
             return Err(format!(
                 "polygon {i} has {} values; it needs an even number (x, y pairs)",
