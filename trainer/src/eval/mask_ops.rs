@@ -57,8 +57,8 @@ enum Request {
 }
 
 pub fn main(args: MaskOpsArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.input)
-        .with_context(|| format!("reading {}", args.input.display()))?;
+    let bytes =
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let requests: Vec<Request> = serde_json::from_slice(&bytes)
         .with_context(|| format!("parsing {}", args.input.display()))?;
     let answers: Vec<Value> = requests
@@ -89,11 +89,7 @@ fn answer(request: &Request) -> Result<Value, String> {
             height,
             width,
             segmentation,
-        } => Ok(describe(&to_rle(
-            segmentation,
-            0,
-            Some((*height, *width)),
-        )?)),
+        } => Ok(describe(&to_rle(segmentation, 0, Some((*height, *width)))?)),
         Request::Merge { rles, intersect } => {
             let rles = parse_all(rles)?;
             Ok(describe(&Rle::merge(&rles, *intersect)))

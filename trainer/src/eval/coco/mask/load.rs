@@ -65,6 +65,7 @@ struct RawResult {
 }
 
 /// Detections of a segm results file with their masks and the areas pycocotools gives them.
+#[derive(Debug)]
 pub struct SegmResults {
     pub detections: Vec<Detection>,
     pub masks: Vec<Rle>,
@@ -156,9 +157,9 @@ fn result(
     if !score.is_finite() {
         return Err(format!("score {score} is not finite"));
     }
-    let size = *sizes.get(&image_id).ok_or_else(|| {
-        format!("image_id {image_id} is not an image of the ground truth")
-    })?;
+    let size = *sizes
+        .get(&image_id)
+        .ok_or_else(|| format!("image_id {image_id} is not an image of the ground truth"))?;
     let given_box = match r.bbox.as_deref() {
         Some([x, y, w, h]) => Some([*x, *y, *w, *h]),
         Some(other) if area_from_box => {
@@ -280,5 +281,83 @@ fn rle_size(size: Option<&Value>) -> Result<(u32, u32), String> {
     match hw.as_slice() {
         [h, w] => Ok((dim(h).ok_or_else(bad)?, dim(w).ok_or_else(bad)?)),
         _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GT: &[u8] = br#"{
+        "images": [{"id": 1, "height": 4, "width": 5}, {"id": 2}],
+        "categories": [{"id": 3, "name": "a"}],
+        "annotations": [
+            {"id": 10, "image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "area": 7,
+             "segmentation": {"size": [4, 5], "counts": "522000OO2"}},
+            {"id": 11, "image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "iscrowd": 1,
+             "segmentation": {"size": [4, 5], "counts": [8, 12]}},
+            {"id": 12, "image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1],
+             "segmentation": [[0, 0, 3, 0, 3, 3]]},
+            {"id": 13, "image_id": 9, "category_id": 3, "bbox": [0, 0, 1, 1],
+             "segmentation": "not evaluated: unknown image"}
+        ]}"#;
+
+    fn gt() -> (GroundTruth, Vec<Rle>, ImageSizes) {
+        let gt = GroundTruth::from_json_bytes(GT).unwrap();
+        let (masks, sizes) = ground_truth_masks(GT, &gt).unwrap();
+        (gt, masks, sizes)
+    }
+
+    #[test]
+    fn ground_truth_forms() {
+        let (_, masks, sizes) = gt();
+        assert_eq!(masks[0].area(), 7);
+        assert_eq!(masks[1].counts, vec![8, 12]);
+        assert_eq!(masks[2].height, 4);
+        assert_eq!(masks[3], Rle::default());
+        assert_eq!(sizes[&2], None);
+    }
+
+    #[test]
+    fn result_areas_follow_the_first_result() {
+        let (_, _, sizes) = gt();
+        // No bbox first: area and box from the mask, later boxes ignored.
+        let dt = br#"[{"image_id": 1, "category_id": 3, "score": 0.5,
+                       "segmentation": {"size": [4, 5], "counts": "522000OO2"}},
+                      {"image_id": 1, "category_id": 3, "score": 0.5, "bbox": [0, 0, 1, 1],
+                       "segmentation": {"size": [4, 5], "counts": [8, 12]}}]"#;
+        let r = parse_segm_results(dt, &sizes).unwrap();
+        assert_eq!(r.areas, vec![7.0, 12.0]);
+        assert_eq!(r.detections[0].bbox, [1.0, 0.0, 4.0, 3.0]);
+        // A bbox first: areas are w * h; no segmentation means the box itself.
+        let dt = br#"[{"image_id": 1, "category_id": 3, "score": 0.5, "bbox": [0, 0, 2, 3],
+                       "segmentation": {"size": [4, 5], "counts": "522000OO2"}},
+                      {"image_id": 1, "category_id": 3, "score": 0.5, "bbox": [1, 1, 2, 2]}]"#;
+        let r = parse_segm_results(dt, &sizes).unwrap();
+        assert_eq!(r.areas, vec![6.0, 4.0]);
+        assert_eq!(r.masks[1].area(), 4);
+    }
+
+    #[test]
+    fn errors_name_the_annotation_or_result() {
+        let bad_gt = br#"{"images": [{"id": 1, "height": 4, "width": 5}],
+            "categories": [{"id": 3}],
+            "annotations": [{"id": 77, "image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1],
+                             "segmentation": [[0, 0, 3, 0, 3]]}]}"#;
+        let truth = GroundTruth::from_json_bytes(bad_gt).unwrap();
+        let err = ground_truth_masks(bad_gt, &truth).unwrap_err().to_string();
+        assert!(err.contains("index 0") && err.contains("id 77") && err.contains("even"));
+
+        let (_, _, sizes) = gt();
+        let dt = br#"[{"image_id": 1, "category_id": 3, "score": 0.5,
+                       "segmentation": {"size": [4, 5], "counts": "522000OO2"}},
+                      {"image_id": 2, "category_id": 3, "score": 0.5,
+                       "segmentation": [[0, 0, 3, 0, 3, 3]]}]"#;
+        let err = parse_segm_results(dt, &sizes).unwrap_err().to_string();
+        assert!(err.contains("index 1") && err.contains("height"), "{err}");
+        let dt = br#"[{"image_id": 1, "category_id": 3, "score": 0.5,
+                       "segmentation": {"size": [5, 4], "counts": "522000OO2"}}]"#;
+        let err = parse_segm_results(dt, &sizes).unwrap_err().to_string();
+        assert!(err.contains("index 0") && err.contains("differs"), "{err}");
     }
 }

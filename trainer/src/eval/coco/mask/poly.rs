@@ -57,11 +57,7 @@ pub fn from_polygon(xy: &[f64], height: u32, width: u32) -> Rle {
     // Points where the outline moves to another column, downsampled to pixel boundaries.
     let (h, w) = (f64::from(height), f64::from(width));
     // C compares against `w - 1` computed in unsigned `siz`.
-    let max_x = if width == 0 {
-        u64::MAX as f64
-    } else {
-        w - 1.0
-    };
+    let max_x = if width == 0 { u64::MAX as f64 } else { w - 1.0 };
     let mut boundary: Vec<u32> = Vec::new();
     for j in 1..u.len() {
         if u[j] == u[j - 1] {
@@ -166,4 +162,63 @@ pub fn check_parts(parts: &[Vec<f64>]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Expected values from pycocotools 2.0.11 (`frPyObjects` + `merge`, `_mask.frBbox`).
+
+    #[test]
+    fn concave_polygon_matches_pycocotools() {
+        let poly = vec![vec![1.2, 0.5, 8.7, 2.1, 6.3, 7.9, 3.0, 4.0, 0.4, 6.6]];
+        let rle = from_parts(&poly, 9, 10);
+        assert_eq!(rle.to_compressed(), ":45O1002N100OM3N9");
+        assert_eq!(rle.area(), 31);
+        assert_eq!(rle.to_bbox(), [1.0, 1.0, 8.0, 7.0]);
+    }
+
+    #[test]
+    fn box_matches_pycocotools() {
+        let rle = from_bbox(&[1.5, 2.0, 4.0, 3.2], 8, 9);
+        assert_eq!(rle.to_compressed(), "b03500000f0");
+        assert_eq!(rle.area(), 12);
+        assert_eq!(rle.to_bbox(), [2.0, 2.0, 4.0, 3.0]);
+    }
+
+    #[test]
+    fn multi_part_polygons_are_a_union() {
+        let a = vec![0.0, 0.0, 4.0, 0.0, 4.0, 4.0, 0.0, 4.0];
+        let b = vec![2.0, 2.0, 8.0, 2.0, 8.0, 8.0, 2.0, 8.0];
+        let union = from_parts(&[a.clone(), b.clone()], 10, 10);
+        let separate = [from_polygon(&a, 10, 10), from_polygon(&b, 10, 10)];
+        assert_eq!(union, Rle::merge(&separate, false));
+        assert!(union.area() < separate[0].area() + separate[1].area());
+        // The sum of runs is always the image.
+        assert_eq!(union.counts.iter().sum::<u32>(), 100);
+    }
+
+    #[test]
+    fn polygon_outside_the_image_is_empty() {
+        let rle = from_polygon(&[-20.0, -20.0, -10.0, -20.0, -10.0, -10.0], 6, 7);
+        assert_eq!(rle.counts, vec![42]);
+        assert_eq!(rle.area(), 0);
+    }
+
+    #[test]
+    fn malformed_polygons_are_errors() {
+        assert!(check_parts(&[]).unwrap_err().contains("empty"));
+        assert!(
+            check_parts(&[vec![0.0, 0.0, 5.0, 5.0]])
+                .unwrap_err()
+                .contains("at least 3 points")
+        );
+        let odd = [vec![0.0, 0.0, 5.0, 0.0, 5.0, 5.0], vec![1.0, 2.0, 3.0]];
+        assert!(check_parts(&odd).unwrap_err().contains("polygon 1"));
+        let nan = [vec![0.0, 0.0, 5.0, f64::NAN, 5.0, 5.0]];
+        assert!(check_parts(&nan).unwrap_err().contains("not finite"));
+        let ok = [vec![0.0, 0.0, 5.0, 0.0, 5.0, 5.0], vec![1.0, 2.0]];
+        assert!(check_parts(&ok).is_ok());
+    }
 }

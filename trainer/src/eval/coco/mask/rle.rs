@@ -320,3 +320,100 @@ fn merge_two(a: &[u32], b: &[u32], intersect: bool) -> Vec<u32> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Column-major digits -> mask.
+    fn mask(digits: &str) -> Vec<bool> {
+        digits.bytes().map(|b| b == b'1').collect()
+    }
+
+    /// The 4x5 mask used below: rows 1-2 x columns 1-3, plus pixel (row 0, column 4).
+    fn small() -> Rle {
+        Rle::encode(&mask("00000110011001101000"), 4, 5)
+    }
+
+    // Expected values from pycocotools 2.0.11 (`mask.encode`, `area`, `toBbox`, `iou`,
+    // `merge`, `frPyObjects`) in a one-off run.
+
+    #[test]
+    fn small_mask_matches_pycocotools() {
+        let rle = small();
+        assert_eq!(rle.to_compressed(), "522000OO2");
+        assert_eq!(rle.area(), 7);
+        assert_eq!(rle.to_bbox(), [1.0, 0.0, 4.0, 3.0]);
+    }
+
+    #[test]
+    fn encode_decode_and_string_round_trip() {
+        let digits = "00000110011001101000";
+        let rle = small();
+        assert_eq!(rle.decode(), mask(digits));
+        assert_eq!(Rle::from_compressed(&rle.to_compressed(), 4, 5), Ok(rle));
+        // Large counts and the delta coding past the second count.
+        let big = Rle::new(300, 400, vec![0, 5, 100_000, 19_995]).unwrap();
+        assert_eq!(big.to_compressed(), "05PeQ3f`c0");
+        assert_eq!(Rle::from_compressed("05PeQ3f`c0", 300, 400), Ok(big));
+        // An all-zero mask starting with a 1 and an empty one.
+        let ones = Rle::encode(&[true, true, true], 3, 1);
+        assert_eq!(ones.counts, vec![0, 3]);
+        assert_eq!(Rle::encode(&[], 0, 0).counts, vec![0]);
+    }
+
+    #[test]
+    fn to_bbox_follows_pycocotools_on_odd_runs() {
+        // A foreground run wrapping from column 0 into column 1 spans the full height.
+        let wrap = Rle::new(4, 5, vec![3, 2, 15]).unwrap();
+        assert_eq!(wrap.to_compressed(), "32?");
+        assert_eq!(wrap.to_bbox(), [0.0, 0.0, 2.0, 4.0]);
+        // A trailing zero-length foreground run: pycocotools' uint arithmetic wraps.
+        let empty = Rle::new(4, 5, vec![20, 0]).unwrap();
+        assert_eq!(empty.to_bbox(), [5.0, 4.0, 4294967292.0, 4294967293.0]);
+        assert_eq!(Rle::new(4, 5, vec![20]).unwrap().to_bbox(), [0.0; 4]);
+    }
+
+    #[test]
+    fn iou_with_and_without_crowd() {
+        let dt = small();
+        let gt = Rle::encode(&mask("00000000111111111111"), 4, 5);
+        let (db, gb) = (dt.to_bbox(), gt.to_bbox());
+        // Intersection 5, union 7 + 12 - 5 = 14; crowd: union is the detection's 7.
+        assert_eq!(Rle::iou(&dt, &gt, &db, &gb, false), 5.0 / 14.0);
+        assert_eq!(Rle::iou(&dt, &gt, &db, &gb, true), 5.0 / 7.0);
+        assert_eq!(Rle::iou(&dt, &dt, &db, &db, false), 1.0);
+        let other_size = Rle::new(5, 4, dt.counts.clone()).unwrap();
+        assert_eq!(Rle::iou(&dt, &other_size, &db, &db, false), -1.0);
+    }
+
+    #[test]
+    fn merge_union_and_intersection() {
+        let a = small();
+        let b = Rle::encode(&mask("00000000111111111111"), 4, 5);
+        let both = [a.clone(), b.clone()];
+        assert_eq!(Rle::merge(&both, true).to_compressed(), "9220OO2");
+        assert_eq!(Rle::merge(&both, false).to_compressed(), "521:");
+        assert_eq!(Rle::merge(&[a.clone()], false), a);
+        assert_eq!(Rle::merge(&[], false), Rle::default());
+        let other = Rle::new(5, 4, vec![20]).unwrap();
+        assert_eq!(Rle::merge(&[a, other], false), Rle::default());
+    }
+
+    #[test]
+    fn malformed_counts_are_errors() {
+        assert!(
+            Rle::new(4, 5, vec![3, 4])
+                .unwrap_err()
+                .0
+                .contains("20 pixels")
+        );
+        let bad = |s: &str| Rle::from_compressed(s, 4, 5).unwrap_err().0;
+        assert!(bad("52 ").contains("outside"), "{}", bad("52 "));
+        assert!(bad("5P").contains("middle of a number"));
+        assert!(bad("ooooooo0").contains("too large"));
+        // "1" then "O" (-1 after the first two counts would be fine, but here it is the
+        // second count itself): negative.
+        assert!(bad("1O").contains("outside 0..2^32"));
+    }
+}
