@@ -209,10 +209,18 @@ fn result(
     Ok((detection, mask, area))
 }
 
+/// The image size a polygon is rasterized at; pycocotools' rasterization is meaningless on
+/// an empty image, so that is an error too.
 fn need_size(image_id: i64, size: Option<(u32, u32)>) -> Result<(u32, u32), String> {
-    size.ok_or_else(|| {
-        format!("image {image_id} has no `height` and `width`, needed to rasterize a polygon")
-    })
+    match size {
+        None => Err(format!(
+            "image {image_id} has no `height` and `width`, needed to rasterize a polygon"
+        )),
+        Some((h, w)) if h == 0 || w == 0 => Err(format!(
+            "image {image_id} is {h}x{w} pixels; a polygon cannot be rasterized on it"
+        )),
+        Some(size) => Ok(size),
+    }
 }
 
 /// `COCO.annToRLE`: one segmentation as an RLE mask of its image.

@@ -7,7 +7,7 @@ use super::rle::Rle;
 
 /// Coordinates beyond this magnitude are rejected: the C code casts `5 * x` to `int`, and
 /// tracing a huge outline would allocate without bound.
-pub const MAX_COORDINATE: f64 = 1e6;
+pub const MAX_COORDINATE: f64 = 1e5;
 
 /// `rleFrPoly` for one polygon `[x0, y0, x1, y1, ...]` (an even number of at least 2 values,
 /// all finite and within [`MAX_COORDINATE`]; the caller checks).

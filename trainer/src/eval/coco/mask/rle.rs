@@ -394,7 +394,7 @@ mod tests {
         let both = [a.clone(), b.clone()];
         assert_eq!(Rle::merge(&both, true).to_compressed(), "9220OO2");
         assert_eq!(Rle::merge(&both, false).to_compressed(), "521:");
-        assert_eq!(Rle::merge(&[a.clone()], false), a);
+        assert_eq!(Rle::merge(std::slice::from_ref(&a), false), a);
         assert_eq!(Rle::merge(&[], false), Rle::default());
         let other = Rle::new(5, 4, vec![20]).unwrap();
         assert_eq!(Rle::merge(&[a, other], false), Rle::default());
