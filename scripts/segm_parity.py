@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Parity check: `trainer eval --iou-type segm` against pycocotools 2.0.11 (iouType="segm").
 
-Usage: segm_parity.py --trainer PATH [--cases N] [--seed S]
+Usage: segm_parity.py --trainer PATH [--cases N] [--ops N] [--seed S]
 
-1. Direct mask checks through the hidden `trainer eval-mask-ops`: for random masks, random
+1. Direct mask checks (--ops of them) through the hidden `trainer eval-mask-ops`: for random masks, random
    uncompressed counts (zero-length runs included), random polygons (multi-part, concave,
    partly outside the image, degenerate later parts), merges and crowd IoUs, the
    compressed string, area, toBbox and IoU must equal pycocotools.mask's exactly.
@@ -386,14 +386,16 @@ def check_malformed(trainer, tmp):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainer", required=True, help="path to the trainer binary")
-    parser.add_argument("--cases", type=int, default=120)
+    # Each case starts the trainer (~0.5 s: it links libtorch), so the default stays small.
+    parser.add_argument("--cases", type=int, default=60)
+    parser.add_argument("--ops", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=20261206)
     args = parser.parse_args()
 
     passed = failed = 0
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        for problem in check_mask_ops(args.trainer, tmp, args.seed, 40 * max(1, args.cases)) or [None]:
+        for problem in check_mask_ops(args.trainer, tmp, args.seed, args.ops) or [None]:
             if problem:
                 failed += 1
                 print(f"mask ops: FAIL {problem}")

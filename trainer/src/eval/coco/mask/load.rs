@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -87,9 +88,11 @@ pub fn ground_truth_masks(
         .collect();
     let categories: std::collections::HashSet<i64> = gt.categories.iter().map(|c| c.id).collect();
     debug_assert_eq!(raw.annotations.len(), gt.annotations.len());
+    // Rasterizing is the slow part: convert in parallel, then report the first error in
+    // file order.
     let masks = raw
         .annotations
-        .iter()
+        .par_iter()
         .zip(&gt.annotations)
         .enumerate()
         .map(|(index, (raw, ann))| {
@@ -110,6 +113,8 @@ pub fn ground_truth_masks(
                     problem: format!("(id {}) {problem}", ann.id),
                 })
         })
+        .collect::<Vec<_>>()
+        .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
     Ok((masks, sizes))
 }
@@ -130,14 +135,22 @@ pub fn parse_segm_results(bytes: &[u8], sizes: &ImageSizes) -> Result<SegmResult
             });
         }
     };
+    let converted = raw
+        .into_par_iter()
+        .enumerate()
+        .map(|(index, r)| {
+            result(r, area_from_box, sizes)
+                .map_err(|problem| LoadError::Detection { index, problem })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
     let mut out = SegmResults {
-        detections: Vec::with_capacity(raw.len()),
-        masks: Vec::with_capacity(raw.len()),
-        areas: Vec::with_capacity(raw.len()),
+        detections: Vec::with_capacity(converted.len()),
+        masks: Vec::with_capacity(converted.len()),
+        areas: Vec::with_capacity(converted.len()),
     };
-    for (index, r) in raw.into_iter().enumerate() {
-        let (det, mask, area) = result(r, area_from_box, sizes)
-            .map_err(|problem| LoadError::Detection { index, problem })?;
+    for (det, mask, area) in converted {
         out.detections.push(det);
         out.masks.push(mask);
         out.areas.push(area);
@@ -171,7 +184,8 @@ fn result(
         }
         _ => None,
     };
-    if let Some(b) = &given_box
+    if area_from_box
+        && let Some(b) = &given_box
         && (b.iter().any(|v| !v.is_finite()) || b[2] < 0.0 || b[3] < 0.0)
     {
         return Err(format!(

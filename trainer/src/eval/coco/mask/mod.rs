@@ -73,3 +73,65 @@ impl IouMeasure for MaskSet {
         self.dt_areas[det as usize]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::coco::load::{Category, Detection, GroundTruth, GtAnnotation};
+    use crate::eval::coco::{EvalParams, evaluate, evaluate_segm};
+
+    fn mask(digits: &str) -> Rle {
+        let pixels: Vec<bool> = digits.bytes().map(|b| b == b'1').collect();
+        Rle::encode(&pixels, 4, 5)
+    }
+
+    #[test]
+    fn mask_iou_decides_matches() {
+        // GT: 12 pixels (columns 2-4). The detection covers 8 of them plus 2 in column 0:
+        // IoU 8/14, while its box (the whole image) would give 12/20.
+        let gt_mask = mask("00000000111111111111");
+        let dt_mask = mask("00110000110011111100");
+        let gt = GroundTruth {
+            images: vec![1],
+            categories: vec![Category {
+                id: 1,
+                name: "a".into(),
+            }],
+            annotations: vec![GtAnnotation {
+                id: 1,
+                image_id: 1,
+                category_id: 1,
+                bbox: gt_mask.to_bbox(),
+                area: 12.0,
+                iscrowd: false,
+            }],
+        };
+        let dets = [Detection {
+            image_id: 1,
+            category_id: 1,
+            bbox: dt_mask.to_bbox(),
+            score: 0.9,
+        }];
+        assert_eq!(
+            Rle::iou(
+                &dt_mask,
+                &gt_mask,
+                &dt_mask.to_bbox(),
+                &gt_mask.to_bbox(),
+                false
+            ),
+            8.0 / 14.0
+        );
+        let masks = MaskSet::new(vec![gt_mask], vec![false], vec![dt_mask], vec![10.0]);
+        let result = evaluate_segm(&gt, &dets, &masks, &EvalParams::segm()).unwrap();
+        // Matched at IoU .50 and .55 only (2 of 10 thresholds).
+        // (Means over the 101 recall points are summed pairwise, as numpy does.)
+        assert!((result.stats[1] - 1.0).abs() < 1e-12);
+        assert_eq!(result.stats[2], 0.0);
+        assert!((result.stats[0] - 0.2).abs() < 1e-12);
+
+        // Each entry point insists on its own IoU type.
+        assert!(evaluate(&gt, &dets, &EvalParams::segm()).is_err());
+        assert!(evaluate_segm(&gt, &dets, &masks, &EvalParams::default()).is_err());
+    }
+}
