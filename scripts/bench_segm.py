@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark `trainer eval --iou-type segm` against pycocotools (iouType="segm").
 
-Usage: bench_segm.py --trainer PATH [--images 500] [--dets-per-image 20] [--classes 10]
+Usage: bench_segm.py --trainer PATH [--images 2000] [--dets-per-image 40] [--classes 10]
                      [--seed S] [--threads N] [--repeats 3]
 
 Generates a seeded COCO instance-segmentation set (polygon ground truth, about 2% crowd
@@ -96,8 +96,8 @@ def pycocotools_run(gt_path, dt_path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainer", required=True)
-    parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--dets-per-image", type=int, default=20)
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--dets-per-image", type=int, default=40)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None)
