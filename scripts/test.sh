@@ -26,7 +26,7 @@ cargo build -q --workspace --bins --tests
 echo "[test] cargo test" >&2
 cargo test -q --workspace --no-fail-fast -- --test-threads=2
 
-for script in scripts/eval_parity.py; do
+for script in scripts/eval_parity.py scripts/segm_parity.py; do
   if [ -f "$script" ]; then
     echo "[test] $script" >&2
     "$CACHE/venv/bin/python" "$script" --trainer target/debug/trainer

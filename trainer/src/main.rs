@@ -24,8 +24,11 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Run one job spec without a server; events go to DIR/events.jsonl, artifacts to DIR/artifacts.
     Run(jobs::RunArgs),
-    /// COCO bbox evaluation with pycocotools' semantics.
+    /// COCO bbox or segm evaluation with pycocotools' semantics.
     Eval(eval::cli::EvalArgs),
+    /// Single RLE mask operations as JSON, for the segm parity script.
+    #[command(hide = true)]
+    EvalMaskOps(eval::mask_ops::MaskOpsArgs),
     /// Time training steps of a detector fed by our data pipeline (see scripts/bench_train.py).
     BenchStep(train::bench_cli::BenchStepArgs),
     /// Detections of a trained model on a folder of images, as a COCO results file.
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         Command::Worker(args) => worker::run_worker(args),
         Command::Run(args) => jobs::run_local(args),
         Command::Eval(args) => eval::cli::main(args),
+        Command::EvalMaskOps(args) => eval::mask_ops::main(args),
         Command::BenchStep(args) => train::bench_cli::main(args),
         Command::Predict(args) => train::predict_cli::main(args),
         Command::Proposals(args) => proposals::cli::main(args),

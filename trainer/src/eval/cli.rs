@@ -1,5 +1,5 @@
-//! `trainer eval --gt GT.json --dt DT.json [--threads N] [--pr-curves]`: COCO bbox
-//! evaluation of a results file, printed as JSON on stdout.
+//! `trainer eval --gt GT.json --dt DT.json [--iou-type bbox|segm] [--threads N]
+//! [--pr-curves]`: COCO evaluation of a results file, printed as JSON on stdout.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,9 +8,11 @@ use std::time::Instant;
 use anyhow::{Context, anyhow};
 use serde::Serialize;
 
+use super::coco::mask::MaskSet;
+use super::coco::mask::load::{ground_truth_masks, parse_segm_results};
 use super::coco::{
-    AreaSummary, ClassSummary, Detection, EvalError, EvalParams, GroundTruth, PrCurve, STAT_NAMES,
-    evaluate, parse_detections,
+    AreaSummary, ClassSummary, Detection, EvalError, EvalParams, EvalResult, GroundTruth, IouType,
+    PrCurve, STAT_NAMES, evaluate, evaluate_segm, parse_detections,
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -18,9 +20,13 @@ pub struct EvalArgs {
     /// COCO ground-truth file (images, categories, annotations).
     #[arg(long, value_name = "GT.json")]
     pub gt: PathBuf,
-    /// COCO results file: a JSON array of {image_id, category_id, bbox, score}.
+    /// COCO results file: a JSON array of {image_id, category_id, bbox, score}, with
+    /// `segmentation` (RLE or polygons) for segm.
     #[arg(long, value_name = "DT.json")]
     pub dt: PathBuf,
+    /// Overlap measure: boxes, or masks (pycocotools' iouType="segm").
+    #[arg(long, value_enum, default_value = "bbox")]
+    pub iou_type: IouType,
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -58,12 +64,21 @@ pub fn main(args: EvalArgs) -> anyhow::Result<()> {
 
 fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (gt, detections) =
-        rayon::join(|| load_ground_truth(&args.gt), || load_detections(&args.dt));
-    let (gt, detections) = (gt?, detections?);
+    let (gt, detections, masks) = match args.iou_type {
+        IouType::Bbox => {
+            let (gt, detections) =
+                rayon::join(|| load_ground_truth(&args.gt), || load_detections(&args.dt));
+            (gt?, detections?, None)
+        }
+        IouType::Segm => load_segm(args)?,
+    };
     let load = started.elapsed().as_secs_f64();
 
-    let result = evaluate(&gt, &detections, &EvalParams::default()).map_err(|e| match e {
+    let result: Result<EvalResult, EvalError> = match &masks {
+        None => evaluate(&gt, &detections, &EvalParams::default()),
+        Some(masks) => evaluate_segm(&gt, &detections, masks, &EvalParams::segm()),
+    };
+    let result = result.map_err(|e| match e {
         EvalError::UnknownImage { .. } | EvalError::UnknownCategory { .. } => {
             anyhow!("detections file {}: {e}", args.dt.display())
         }
@@ -97,6 +112,25 @@ fn load_ground_truth(path: &Path) -> anyhow::Result<GroundTruth> {
     let bytes = read(path, "ground-truth")?;
     GroundTruth::from_json_bytes(&bytes)
         .map_err(|e| anyhow!("ground-truth file {}: {e}", path.display()))
+}
+
+/// Ground truth, detections and their masks. The results need the ground truth's image
+/// sizes (polygons are rasterized at them), so they are read after it.
+fn load_segm(args: &EvalArgs) -> anyhow::Result<(GroundTruth, Vec<Detection>, Option<MaskSet>)> {
+    let (gt_bytes, dt_bytes) = rayon::join(
+        || read(&args.gt, "ground-truth"),
+        || read(&args.dt, "detections"),
+    );
+    let (gt_bytes, dt_bytes) = (gt_bytes?, dt_bytes?);
+    let gt_error = |e| anyhow!("ground-truth file {}: {e}", args.gt.display());
+    let gt = GroundTruth::from_json_bytes(&gt_bytes).map_err(gt_error)?;
+    let (gt_masks, sizes) = ground_truth_masks(&gt_bytes, &gt).map_err(gt_error)?;
+    drop(gt_bytes);
+    let results = parse_segm_results(&dt_bytes, &sizes)
+        .map_err(|e| anyhow!("detections file {}: {e}", args.dt.display()))?;
+    let crowd = gt.annotations.iter().map(|a| a.iscrowd).collect();
+    let masks = MaskSet::new(gt_masks, crowd, results.masks, results.areas);
+    Ok((gt, results.detections, Some(masks)))
 }
 
 fn load_detections(path: &Path) -> anyhow::Result<Vec<Detection>> {

@@ -3,3 +3,4 @@
 
 pub mod cli;
 pub mod coco;
+pub mod mask_ops;

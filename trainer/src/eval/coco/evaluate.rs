@@ -10,6 +10,7 @@ use super::accumulate::accumulate;
 use super::cells::{Cells, UnknownId};
 use super::iou::{BoxIou, IouMeasure};
 use super::load::{Detection, GroundTruth};
+use super::mask::MaskSet;
 use super::matching::{CategoryMatches, MatchInput};
 use super::params::{EvalParams, IouType};
 use super::summary::{self, AreaSummary, ClassSummary, PrCurve};
@@ -47,13 +48,54 @@ pub struct EvalResult {
     pub timings: StageTimings,
 }
 
-/// Evaluates `detections` (a results file, in file order) against `gt`.
+/// Evaluates `detections` (a results file, in file order) against `gt` by box IoU.
 ///
 /// Fails if a detection refers to an image or category that is not in the ground truth.
 pub fn evaluate(
     gt: &GroundTruth,
     detections: &[Detection],
     params: &EvalParams,
+) -> Result<EvalResult, EvalError> {
+    if params.iou_type != IouType::Bbox {
+        return Err(EvalError::InvalidParams(
+            "segm evaluation needs the masks: call evaluate_segm".into(),
+        ));
+    }
+    let measure = BoxIou {
+        detections,
+        ground_truth: gt,
+    };
+    run(gt, detections, params, &measure)
+}
+
+/// Evaluates by mask IoU (`iouType="segm"`); `masks` holds one mask per ground-truth
+/// annotation and per detection (see [`super::mask::load`]).
+pub fn evaluate_segm(
+    gt: &GroundTruth,
+    detections: &[Detection],
+    masks: &MaskSet,
+    params: &EvalParams,
+) -> Result<EvalResult, EvalError> {
+    if params.iou_type != IouType::Segm {
+        return Err(EvalError::InvalidParams(
+            "evaluate_segm needs iou_type segm".into(),
+        ));
+    }
+    if masks.num_ground_truth() != gt.annotations.len()
+        || masks.num_detections() != detections.len()
+    {
+        return Err(EvalError::InvalidParams(
+            "there must be one mask per annotation and per detection".into(),
+        ));
+    }
+    run(gt, detections, params, masks)
+}
+
+fn run<M: IouMeasure>(
+    gt: &GroundTruth,
+    detections: &[Detection],
+    params: &EvalParams,
+    measure: &M,
 ) -> Result<EvalResult, EvalError> {
     params.validate().map_err(EvalError::InvalidParams)?;
     let started = Instant::now();
@@ -63,21 +105,13 @@ pub fn evaluate(
             EvalError::UnknownCategory { index, category_id }
         }
     })?;
-    let matches = match params.iou_type {
-        IouType::Bbox => {
-            let measure = BoxIou {
-                detections,
-                ground_truth: gt,
-            };
-            match_all(&MatchInput {
-                params,
-                cells: &cells,
-                ground_truth: gt,
-                detections,
-                measure: &measure,
-            })
-        }
-    };
+    let matches = match_all(&MatchInput {
+        params,
+        cells: &cells,
+        ground_truth: gt,
+        detections,
+        measure,
+    });
     let evaluate_s = started.elapsed().as_secs_f64();
 
     let started = Instant::now();

@@ -1,7 +1,7 @@
 //! Overlap between detections and ground truth.
 //!
-//! [`IouMeasure`] is the seam for other IoU types: segm evaluation would add a mask-based
-//! implementation and select it from `EvalParams::iou_type`.
+//! [`IouMeasure`] is the seam between IoU types: boxes here, masks in
+//! [`super::mask::MaskSet`]; `EvalParams::iou_type` selects one.
 
 use super::load::{BBox, Detection, GroundTruth};
 
@@ -9,6 +9,9 @@ pub trait IouMeasure: Sync {
     /// Fills `out` with the row-major `dets.len() x gts.len()` overlap matrix, where `dets`
     /// index the detection list and `gts` index `GroundTruth::annotations`.
     fn iou_matrix(&self, dets: &[u32], gts: &[u32], out: &mut Vec<f64>);
+
+    /// The detection's area for area ranges: pycocotools' `loadRes` sets it per IoU type.
+    fn detection_area(&self, det: u32) -> f64;
 }
 
 /// Box IoU, pycocotools' `maskUtils.iou` on `[x, y, w, h]` boxes.
@@ -27,6 +30,10 @@ impl IouMeasure for BoxIou<'_> {
                 box_iou(det, &gt.bbox, gt.iscrowd)
             }));
         }
+    }
+
+    fn detection_area(&self, det: u32) -> f64 {
+        self.detections[det as usize].area()
     }
 }
 

@@ -158,7 +158,7 @@ pub fn parse_detections(bytes: &[u8]) -> Result<Vec<Detection>, LoadError> {
 
 /// Adds a hint when the parser stopped at a `NaN` or `Infinity` token (which Python's
 /// `json.dump` writes but JSON does not allow).
-fn json_error(bytes: &[u8], source: serde_json::Error) -> LoadError {
+pub(super) fn json_error(bytes: &[u8], source: serde_json::Error) -> LoadError {
     let line_start = bytes
         .split(|&b| b == b'\n')
         .take(source.line().saturating_sub(1))
@@ -226,10 +226,10 @@ fn validate_detection(d: RawDetection) -> Result<Detection, String> {
 }
 
 /// A JSON array whose element errors name the element's index.
-struct IndexedList<T>(Vec<T>);
+pub(super) struct IndexedList<T>(pub Vec<T>);
 
 /// How an element of an [`IndexedList`] is called in error messages.
-trait ItemName {
+pub(super) trait ItemName {
     const NAME: &'static str;
 }
 

@@ -10,7 +10,8 @@
 //!   later one in that order), skipping already-matched non-crowd ground truth, and stops
 //!   looking once it holds a non-ignored match and reaches the ignored ones;
 //! - a detection matched to ignored ground truth is ignored; an unmatched detection whose
-//!   box area (`w * h`) is outside the area range is ignored.
+//!   area (box `w * h`, or as [`IouMeasure::detection_area`] says) is outside the area
+//!   range is ignored.
 //!
 //! pycocotools records a match as the ground truth's `id` and tests it for truthiness, so a
 //! match with a ground-truth annotation whose id is 0 counts as unmatched; this is reproduced.
@@ -162,7 +163,7 @@ impl<M: IouMeasure> MatchInput<'_, M> {
             s.det_out_of_range.extend(
                 s.dets_by_score
                     .iter()
-                    .map(|&d| range.excludes(detections[d as usize].area())),
+                    .map(|&d| range.excludes(self.measure.detection_area(d))),
             );
 
             for (t, &threshold) in p.iou_thresholds.iter().enumerate() {

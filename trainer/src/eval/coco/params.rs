@@ -1,13 +1,15 @@
-//! Evaluation parameters; `EvalParams::default()` is pycocotools' `Params(iouType="bbox")`.
+//! Evaluation parameters; `EvalParams::default()` is pycocotools' `Params(iouType="bbox")`
+//! and [`EvalParams::segm`] its `Params(iouType="segm")` (the same numbers).
 
 use serde::{Deserialize, Serialize};
 
-/// Which overlap measure the evaluation uses. Only boxes are implemented; `Segm` would add
-/// mask IoU behind the same [`crate::eval::coco::iou::IouMeasure`] trait.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Which overlap measure the evaluation uses: box IoU, or mask IoU (which needs the masks,
+/// see [`crate::eval::coco::evaluate_segm`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum IouType {
     Bbox,
+    Segm,
 }
 
 /// An object-area bucket; both bounds are inclusive, as in pycocotools.
@@ -84,6 +86,14 @@ impl Default for EvalParams {
 }
 
 impl EvalParams {
+    /// pycocotools' `Params(iouType="segm")`: the bbox defaults with mask IoU.
+    pub fn segm() -> Self {
+        Self {
+            iou_type: IouType::Segm,
+            ..Self::default()
+        }
+    }
+
     /// Detections kept per (image, category): pycocotools evaluates with `maxDets[-1]`.
     pub fn max_dets_per_image(&self) -> usize {
         self.max_dets.last().copied().unwrap_or(0)
