@@ -1,8 +1,9 @@
 //! The `finetune` job: supervised training of a detector from a chosen initialisation, with
 //! periodic COCO evaluation and resumable checkpoints.
 //!
-//! Metrics (step = optimizer steps done): `loss/total`, `loss/<term>`, `train/lr`,
-//! `train/grad_norm`, `train/images_per_s`, `train/data_wait_ms`; `eval/<COCO stat>` at each
+//! Metrics (step = optimizer steps done): `loss/total`, `loss/<term>` and what the training loop
+//! reports for every run (`train/lr`, `train/grad_norm`, `train/images_per_s`,
+//! `train/data_wait_ms`, `time/*`, [`crate::train::engine`]); `eval/<COCO stat>` at each
 //! evaluation. Artifacts: `load_report.json`, `checkpoint.safetensors` (weights + optimizer state,
 //! replaced at every checkpoint), and at the end `model.safetensors`, `eval.json`,
 //! `predictions.json`.
@@ -14,13 +15,14 @@
 use super::evaluate::{build_report, ground_truth};
 use super::{JobContext, JobOutcome};
 use crate::data::detection::{DetectionSplit, load_split};
-use crate::data::loader::{Loader, LoaderConfig};
+use crate::data::loader::{Batch, Loader, LoaderConfig};
 use crate::eval::coco::GroundTruth;
 use crate::models::backbone::freeze_stages;
 use crate::models::build::{body_norm, build_detector};
-use crate::models::detector::{Detector, total_loss};
+use crate::models::detector::Detector;
 use crate::models::transform::DetectionTransform;
 use crate::train::checkpoint;
+use crate::train::engine::{StepLosses, TrainStep, checkpoint_step, resume, run_loop};
 use crate::train::evaluation::{predict_split, results_json, score};
 use crate::train::init::{BODY_PREFIX, initialise};
 use crate::train::optim::{Optimizer, trainable_params};
@@ -30,6 +32,7 @@ use aligndet_common::report::COCO_STAT_NAMES;
 use aligndet_common::train_config::TrainConfig;
 use anyhow::Context;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,6 +57,75 @@ fn metadata(
         ("config".into(), serde_json::to_string(cfg)?),
         ("categories".into(), serde_json::to_string(&categories)?),
     ]))
+}
+
+/// What the training loop needs of a fine-tune: its batches and losses, its checkpoint and its
+/// periodic evaluation.
+struct FinetuneStep<'a> {
+    cfg: &'a TrainConfig,
+    model: &'a dyn Detector,
+    vs: &'a tch::nn::VarStore,
+    train: &'a DetectionSplit,
+    val: &'a DetectionSplit,
+    gt: &'a GroundTruth,
+    loader: Loader<Batch>,
+    base_transform: &'a DetectionTransform,
+    eval_transform: &'a DetectionTransform,
+    device: tch::Device,
+}
+
+impl TrainStep for FinetuneStep<'_> {
+    type Batch = Batch;
+
+    fn next_batch(&mut self) -> anyhow::Result<Batch> {
+        self.loader.next_batch()
+    }
+
+    fn losses(&mut self, batch: Batch, _step: u32) -> anyhow::Result<StepLosses> {
+        let transform = transform_at(self.base_transform, self.cfg, batch.min_size);
+        let images: Vec<_> = batch
+            .images
+            .iter()
+            .map(|t| t.to_device(self.device))
+            .collect();
+        let targets: Vec<_> = batch
+            .targets
+            .iter()
+            .map(|t| crate::models::detector::Targets {
+                boxes: t.boxes.to_device(self.device),
+                labels: t.labels.to_device(self.device),
+            })
+            .collect();
+        let (tb, tt) = transform.batch_with_targets(&images, &targets);
+        Ok(StepLosses {
+            terms: self.model.losses(&tb, &tt, true),
+            metrics: Vec::new(),
+        })
+    }
+
+    fn save_checkpoint(&self, path: &Path, opt: &Optimizer, done: u32) -> anyhow::Result<()> {
+        checkpoint::save(
+            path,
+            self.vs,
+            Some(opt),
+            metadata(self.cfg, self.train, done)?,
+        )
+    }
+
+    fn after_step(&mut self, ctx: &mut JobContext<'_>, done: u32) -> anyhow::Result<()> {
+        if done.is_multiple_of(self.cfg.eval_every) {
+            let (stats, _) = evaluate_now(
+                self.model,
+                self.eval_transform,
+                self.val,
+                self.gt,
+                self.cfg.eval_max_images as usize,
+                self.device,
+            )?;
+            log_eval(ctx, done, &stats);
+        }
+        Ok(())
+    }
 }
 
 /// The transform at a given training scale.
@@ -116,18 +188,13 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         cfg.optim.weight_decay,
     );
 
-    // resume from our own checkpoint when an earlier attempt left one
-    let mut start_step = 0u32;
-    if let Some(path) = super::own_checkpoint(ctx)? {
-        let meta = checkpoint::restore(&path, &mut vs, &mut opt)
-            .context("restoring the run's checkpoint")?;
-        start_step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
-        ctx.log(format!("resumed from the checkpoint at step {start_step}"));
-    }
+    let start_step = resume(ctx, |path| {
+        checkpoint::restore(path, &mut vs, &mut opt).map(|meta| checkpoint_step(&meta))
+    })?;
 
     let base_transform = model.transform().clone();
     let eval_transform = transform_at(&base_transform, cfg, cfg.augment.min_sizes[0]);
-    let mut loader = Loader::start(
+    let loader = Loader::start(
         train.clone(),
         LoaderConfig {
             batch_size: cfg.optim.batch_size as usize,
@@ -140,92 +207,22 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         },
         start_step as u64,
     )?;
-
-    for step in start_step..cfg.optim.steps {
-        if ctx.should_stop() {
-            return Ok(JobOutcome::Stopped);
-        }
-        let t0 = Instant::now();
-        let batch = loader.next_batch()?;
-        let wait = t0.elapsed();
-        let transform = transform_at(&base_transform, cfg, batch.min_size);
-        let images: Vec<_> = batch
-            .images
-            .iter()
-            .map(|t| t.to_device(ctx.device))
-            .collect();
-        let targets: Vec<_> = batch
-            .targets
-            .iter()
-            .map(|t| crate::models::detector::Targets {
-                boxes: t.boxes.to_device(ctx.device),
-                labels: t.labels.to_device(ctx.device),
-            })
-            .collect();
-        let (tb, tt) = transform.batch_with_targets(&images, &targets);
-        let losses = model.losses(&tb, &tt, true);
-        let total = total_loss(&losses);
-        let total_value = total.double_value(&[]);
-        if !total_value.is_finite() {
-            let terms: Vec<String> = losses
-                .iter()
-                .map(|(k, v)| format!("{k} = {}", v.double_value(&[])))
-                .collect();
-            anyhow::bail!(
-                "the loss diverged at step {step} ({}); lower the learning rate or add gradient clipping",
-                terms.join(", ")
-            );
-        }
-        opt.zero_grad();
-        total.backward();
-        let grad_norm = match cfg.optim.grad_clip_norm {
-            Some(max) => opt.clip_grad_norm(max),
-            None => opt.clip_grad_norm(f64::INFINITY),
-        };
-        let lr = cfg.optim.lr_at(step);
-        opt.step(lr);
-        let done = step + 1;
-        let seconds = t0.elapsed().as_secs_f64();
-        let now = crate::jobs::sink::now_seconds();
-        let point = |key: &str, value: f64| MetricPoint {
-            key: key.to_string(),
-            step: done as i64,
-            value,
-            wall_time: now,
-        };
-        let mut points = vec![
-            point("loss/total", total_value),
-            point("train/lr", lr),
-            point("train/grad_norm", grad_norm),
-            point(
-                "train/images_per_s",
-                cfg.optim.batch_size as f64 / seconds.max(1e-9),
-            ),
-            point("train/data_wait_ms", wait.as_secs_f64() * 1000.0),
-        ];
-        for (k, v) in &losses {
-            points.push(point(&format!("loss/{k}"), v.double_value(&[])));
-        }
-        ctx.sink.metrics(points);
-
-        if done < cfg.optim.steps && done % cfg.optim.checkpoint_every == 0 {
-            let path = ctx.work_dir.join(artifacts::CHECKPOINT);
-            checkpoint::save(&path, &vs, Some(&opt), metadata(cfg, &train, done)?)?;
-            ctx.sink.artifact(artifacts::CHECKPOINT, &path)?;
-        }
-        if done < cfg.optim.steps && done % cfg.eval_every == 0 {
-            let (stats, _) = evaluate_now(
-                model.as_ref(),
-                &eval_transform,
-                &val,
-                &gt,
-                cfg.eval_max_images as usize,
-                ctx.device,
-            )?;
-            log_eval(ctx, done, &stats);
-        }
+    let mut job = FinetuneStep {
+        cfg,
+        model: model.as_ref(),
+        vs: &vs,
+        train: &train,
+        val: &val,
+        gt: &gt,
+        loader,
+        base_transform: &base_transform,
+        eval_transform: &eval_transform,
+        device: ctx.device,
+    };
+    if run_loop(ctx, &cfg.optim, &mut opt, &mut job, start_step)? == JobOutcome::Stopped {
+        return Ok(JobOutcome::Stopped);
     }
-    drop(loader);
+    drop(job);
 
     // final evaluation (the whole split unless the config sizes it), the model and its predictions
     let started = Instant::now();

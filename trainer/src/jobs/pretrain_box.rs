@@ -13,28 +13,30 @@
 //! `pretrain/contrastive_chance` (the loss of uninformative embeddings at this step's counts),
 //! `pretrain/top1_retrieval` and `pretrain/top1_chance` (cross-view nearest-key accuracy, and
 //! a random pick's), `pretrain/weight_change` (‖w − w₀‖/‖w₀‖ of what transfers),
-//! `time/online_forward_ms`, `time/momentum_forward_ms`,
-//! `time/loss_backward_update_ms`.
+//! `time/online_forward_ms`, `time/momentum_forward_ms`, and the training loop's
+//! `time/forward_ms` (both views and the loss) and `time/backward_update_ms` (with the EMA).
 //! Artifacts: `backbone_load_report.json`, `checkpoint.safetensors` (online and momentum
 //! detectors, optimizer state; resumable), and at the end `pretrained.safetensors`: the online
 //! detector without its pre-training predictors, under the fine-tuning detector's names.
 
 use super::{JobContext, JobOutcome};
 use crate::data::detection::load_split;
+use crate::data::loader::Loader;
 use crate::models::build::body_kind;
 use crate::pretrain::build::build_pretrainer;
 use crate::pretrain::contrastive::{box_contrastive_loss, normalize};
-use crate::pretrain::data::{PretrainSet, pair_loader, pretrain_set};
+use crate::pretrain::data::{PairBatch, PretrainSet, pair_loader, pretrain_set};
 use crate::pretrain::detector::{BACKGROUND, BoxPretrainer, is_pretraining_only};
 use crate::pretrain::ema::{copy_all, ema_update, momentum_at};
 use crate::train::checkpoint;
+use crate::train::engine::{StepLosses, TrainStep, checkpoint_step, resume, run_loop};
 use crate::train::init::{BODY_PREFIX, initialise};
 use crate::train::optim::{Optimizer, Param, trainable_params};
-use aligndet_common::api::MetricPoint;
 use aligndet_common::artifacts;
 use aligndet_common::pretrain_config::{PretrainBoxConfig, PseudoBoxes};
 use anyhow::Context;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use tch::{Tensor, nn};
@@ -88,6 +90,108 @@ fn load_pseudo_boxes(ctx: &JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::R
             cfg.proposals_run_id
         )
     })
+}
+
+/// What the training loop needs of box-domain pre-training: both views through the online and
+/// the momentum detector and the box-level contrastive loss, the momentum detector's EMA update,
+/// and the checkpoint of both detectors.
+struct BoxStep<'a> {
+    cfg: &'a PretrainBoxConfig,
+    online: &'a Detector,
+    target: &'a Detector,
+    loader: Loader<PairBatch>,
+    initial: TransferableWeights,
+    device: tch::Device,
+}
+
+impl TrainStep for BoxStep<'_> {
+    type Batch = PairBatch;
+
+    fn next_batch(&mut self) -> anyhow::Result<PairBatch> {
+        self.loader.next_batch()
+    }
+
+    fn losses(&mut self, batch: PairBatch, step: u32) -> anyhow::Result<StepLosses> {
+        // The samplers draw from torch's generator: seeding it per step makes a step a function
+        // of (seed, step), so a resumed run repeats the steps it had not saved exactly.
+        tch::manual_seed(step_seed(self.cfg.optim.seed, step));
+        let device = self.device;
+        let to_device =
+            |v: &[Tensor]| -> Vec<Tensor> { v.iter().map(|t| t.to_device(device)).collect() };
+        let (online, target) = (&self.online.model, &self.target.model);
+        let online_batch = online
+            .transform()
+            .pad_batch(&to_device(&batch.online.images));
+        let target_batch = target
+            .transform()
+            .pad_batch(&to_device(&batch.target.images));
+        let t_online = Instant::now();
+        let out = online.forward_view(&online_batch, &to_device(&batch.online.boxes), true);
+        let online_ms = t_online.elapsed().as_secs_f64() * 1e3;
+        let t_target = Instant::now();
+        let keys = tch::no_grad(|| {
+            target.forward_view(&target_batch, &to_device(&batch.target.boxes), false)
+        });
+        let target_ms = t_target.elapsed().as_secs_f64() * 1e3;
+        let contrastive = box_contrastive_loss(
+            &out.embeddings,
+            &out.instances,
+            &keys.embeddings,
+            &keys.instances,
+            self.cfg.temperature,
+            Some(BACKGROUND),
+        ) * self.cfg.contrastive_weight;
+        let mut terms = vec![("contrastive".to_string(), contrastive)];
+        for (k, v) in out.losses {
+            terms.push((k, v * self.cfg.regression_weight));
+        }
+        let (top1, top1_chance) = top1_retrieval(
+            &out.embeddings,
+            &out.instances,
+            &keys.embeddings,
+            &keys.instances,
+        );
+        let mut metrics: Vec<(String, f64)> = out
+            .stats
+            .iter()
+            .map(|(k, v)| (format!("pretrain/{k}"), *v))
+            .collect();
+        metrics.extend([
+            (
+                "pretrain/contrastive_chance".to_string(),
+                chance_level(&out.instances, &keys.instances),
+            ),
+            ("pretrain/top1_retrieval".to_string(), top1),
+            ("pretrain/top1_chance".to_string(), top1_chance),
+            (
+                "pretrain/embedding_spread".to_string(),
+                embedding_spread(&out.embeddings),
+            ),
+            ("time/online_forward_ms".to_string(), online_ms),
+            ("time/momentum_forward_ms".to_string(), target_ms),
+        ]);
+        Ok(StepLosses { terms, metrics })
+    }
+
+    fn after_update(&mut self, step: u32) -> anyhow::Result<Vec<(String, f64)>> {
+        let m = momentum_at(
+            step as u64,
+            self.cfg.optim.steps as u64,
+            self.cfg.ema_momentum,
+        );
+        ema_update(&self.target.vs, &self.online.vs, m);
+        Ok(vec![
+            ("train/ema_momentum".to_string(), m),
+            (
+                "pretrain/weight_change".to_string(),
+                self.initial.relative_change(),
+            ),
+        ])
+    }
+
+    fn save_checkpoint(&self, path: &Path, opt: &Optimizer, done: u32) -> anyhow::Result<()> {
+        save_checkpoint(path, self.cfg, self.online, self.target, opt, done)
+    }
 }
 
 pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<JobOutcome> {
@@ -164,139 +268,25 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
         cfg.optim.weight_decay,
     );
 
-    let mut start_step = 0u32;
-    if let Some(path) = super::own_checkpoint(ctx)? {
-        let meta = checkpoint::restore(&path, &mut online.vs, &mut opt)
-            .context("restoring the run's checkpoint")?;
-        checkpoint::restore_prefixed(&path, MOMENTUM_PREFIX, &mut target.vs)
+    let start_step = resume(ctx, |path| {
+        let meta = checkpoint::restore(path, &mut online.vs, &mut opt)?;
+        checkpoint::restore_prefixed(path, MOMENTUM_PREFIX, &mut target.vs)
             .context("restoring the momentum detector")?;
-        start_step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
-        ctx.log(format!("resumed from the checkpoint at step {start_step}"));
+        Ok(checkpoint_step(&meta))
+    })?;
+
+    let mut job = BoxStep {
+        cfg,
+        online: &online,
+        target: &target,
+        loader: pair_loader(set.clone(), cfg, start_step as u64),
+        initial,
+        device: ctx.device,
+    };
+    if run_loop(ctx, &cfg.optim, &mut opt, &mut job, start_step)? == JobOutcome::Stopped {
+        return Ok(JobOutcome::Stopped);
     }
-
-    let mut loader = pair_loader(set.clone(), cfg, start_step as u64);
-    for step in start_step..cfg.optim.steps {
-        if ctx.should_stop() {
-            return Ok(JobOutcome::Stopped);
-        }
-        // The samplers draw from torch's generator: seeding it per step makes a step a function
-        // of (seed, step), so a resumed run repeats the steps it had not saved exactly.
-        tch::manual_seed(step_seed(cfg.optim.seed, step));
-        let t0 = Instant::now();
-        let batch = loader.next_batch()?;
-        let wait = t0.elapsed();
-        let to_device =
-            |v: &[Tensor]| -> Vec<Tensor> { v.iter().map(|t| t.to_device(ctx.device)).collect() };
-        let online_batch = online
-            .model
-            .transform()
-            .pad_batch(&to_device(&batch.online.images));
-        let target_batch = target
-            .model
-            .transform()
-            .pad_batch(&to_device(&batch.target.images));
-        let t_online = Instant::now();
-        let out = online
-            .model
-            .forward_view(&online_batch, &to_device(&batch.online.boxes), true);
-        let online_ms = t_online.elapsed().as_secs_f64() * 1e3;
-        let t_target = Instant::now();
-        let keys = tch::no_grad(|| {
-            target
-                .model
-                .forward_view(&target_batch, &to_device(&batch.target.boxes), false)
-        });
-        let target_ms = t_target.elapsed().as_secs_f64() * 1e3;
-        let t_update = Instant::now();
-        let contrastive = box_contrastive_loss(
-            &out.embeddings,
-            &out.instances,
-            &keys.embeddings,
-            &keys.instances,
-            cfg.temperature,
-            Some(BACKGROUND),
-        ) * cfg.contrastive_weight;
-        let mut terms = vec![("contrastive".to_string(), contrastive)];
-        for (k, v) in out.losses {
-            terms.push((k, v * cfg.regression_weight));
-        }
-        let total = terms
-            .iter()
-            .skip(1)
-            .fold(terms[0].1.shallow_clone(), |acc, (_, t)| acc + t);
-        let total_value = total.double_value(&[]);
-        if !total_value.is_finite() {
-            let shown: Vec<String> = terms
-                .iter()
-                .map(|(k, v)| format!("{k} = {}", v.double_value(&[])))
-                .collect();
-            anyhow::bail!(
-                "the loss diverged at step {step} ({}); lower the learning rate or add gradient clipping",
-                shown.join(", ")
-            );
-        }
-        opt.zero_grad();
-        total.backward();
-        let grad_norm = opt.clip_grad_norm(cfg.optim.grad_clip_norm.unwrap_or(f64::INFINITY));
-        let lr = cfg.optim.lr_at(step);
-        opt.step(lr);
-        let m = momentum_at(step as u64, cfg.optim.steps as u64, cfg.ema_momentum);
-        ema_update(&target.vs, &online.vs, m);
-        let update_ms = t_update.elapsed().as_secs_f64() * 1e3;
-
-        let done = step + 1;
-        let seconds = t0.elapsed().as_secs_f64();
-        let now = crate::jobs::sink::now_seconds();
-        let point = |key: &str, value: f64| MetricPoint {
-            key: key.to_string(),
-            step: done as i64,
-            value,
-            wall_time: now,
-        };
-        let mut points = vec![
-            point("loss/total", total_value),
-            point("train/lr", lr),
-            point("train/ema_momentum", m),
-            point("train/grad_norm", grad_norm),
-            point(
-                "train/images_per_s",
-                cfg.optim.batch_size as f64 / seconds.max(1e-9),
-            ),
-            point("train/data_wait_ms", wait.as_secs_f64() * 1000.0),
-            point("time/online_forward_ms", online_ms),
-            point("time/momentum_forward_ms", target_ms),
-            point("time/loss_backward_update_ms", update_ms),
-        ];
-        for (k, v) in &terms {
-            points.push(point(&format!("loss/{k}"), v.double_value(&[])));
-        }
-        for (k, v) in &out.stats {
-            points.push(point(&format!("pretrain/{k}"), *v));
-        }
-        points.push(point(
-            "pretrain/contrastive_chance",
-            chance_level(&out.instances, &keys.instances),
-        ));
-        points.push(point("pretrain/weight_change", initial.relative_change()));
-        let (top1, top1_chance) = top1_retrieval(
-            &out.embeddings,
-            &out.instances,
-            &keys.embeddings,
-            &keys.instances,
-        );
-        points.push(point("pretrain/top1_retrieval", top1));
-        points.push(point("pretrain/top1_chance", top1_chance));
-        points.push(point(
-            "pretrain/embedding_spread",
-            embedding_spread(&out.embeddings),
-        ));
-        ctx.sink.metrics(points);
-
-        if done < cfg.optim.steps && done % cfg.optim.checkpoint_every == 0 {
-            save_checkpoint(ctx, cfg, &online, &target, &opt, done)?;
-        }
-    }
-    drop(loader);
+    drop(job);
 
     let path = ctx.work_dir.join(artifacts::PRETRAINED_DETECTOR);
     let kept = export_pretrained(
@@ -313,15 +303,15 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
     Ok(JobOutcome::Succeeded)
 }
 
+/// The online and momentum detectors and the optimizer state, in one resumable file.
 fn save_checkpoint(
-    ctx: &mut JobContext<'_>,
+    path: &std::path::Path,
     cfg: &PretrainBoxConfig,
     online: &Detector,
     target: &Detector,
     opt: &Optimizer,
     step: u32,
 ) -> anyhow::Result<()> {
-    let path = ctx.work_dir.join(artifacts::CHECKPOINT);
     let momentum: Vec<(String, Tensor)> = target
         .vs
         .variables()
@@ -329,13 +319,12 @@ fn save_checkpoint(
         .map(|(k, v)| (format!("{MOMENTUM_PREFIX}{k}"), v))
         .collect();
     checkpoint::save_with_extra(
-        &path,
+        path,
         &online.vs,
         Some(opt),
         momentum,
         metadata(cfg, step, "aligndet-pretrain-checkpoint")?,
-    )?;
-    ctx.sink.artifact(artifacts::CHECKPOINT, &path)
+    )
 }
 
 /// The contrastive loss that embeddings carrying no information would get: the mean over

@@ -3,8 +3,8 @@
 //! `data::moco_aug` for the views.
 //!
 //! Metrics (step = optimizer steps done): `loss/contrastive`, `train/accuracy` (instance
-//! discrimination top-1 against the queue), `train/lr`, `train/grad_norm`, `train/images_per_s`,
-//! `train/data_wait_ms`. Artifacts: `load_report.json`; `checkpoint.safetensors` every
+//! discrimination top-1 against the queue), and what the training loop reports for every run
+//! (`train/lr`, `train/grad_norm`, `train/images_per_s`, `train/data_wait_ms`, `time/*`). Artifacts: `load_report.json`; `checkpoint.safetensors` every
 //! `checkpoint_every` steps (query encoder under its own names, key encoder under
 //! `key_encoder.*`, the queue `moco.queue` and its pointer, optimizer state); at the end
 //! `backbone.safetensors`: only the query encoder's body under `backbone.body.*` (batch-norm
@@ -17,13 +17,14 @@
 
 use super::{JobContext, JobOutcome};
 use crate::data::detection::load_split;
-use crate::data::moco_aug::{MocoAugConfig, MocoLoaderConfig, moco_loader};
+use crate::data::loader::Loader;
+use crate::data::moco_aug::{MocoAugConfig, MocoBatch, MocoLoaderConfig, moco_loader};
 use crate::models::build::body_kind;
 use crate::pretrain::moco::Moco;
 use crate::train::checkpoint::{read_metadata, write_tensors};
+use crate::train::engine::{StepLosses, TrainStep, resume, run_loop};
 use crate::train::init::{BODY_PREFIX, initialise};
 use crate::train::optim::{Optimizer, trainable_params};
-use aligndet_common::api::MetricPoint;
 use aligndet_common::artifacts;
 use aligndet_common::pretrain_config::PretrainImageConfig;
 use anyhow::Context;
@@ -119,6 +120,52 @@ fn restore_checkpoint(path: &Path, moco: &mut Moco, opt: &mut Optimizer) -> anyh
         .context("the checkpoint's metadata has no step")
 }
 
+/// What the training loop needs of MoCo: the contrastive loss of two views, the queue update
+/// after each step, and the checkpoint of both encoders and the queue.
+struct MocoStep<'a> {
+    cfg: &'a PretrainImageConfig,
+    moco: &'a mut Moco,
+    loader: Loader<MocoBatch>,
+    /// This step's keys, enqueued once the optimizer has stepped.
+    keys: Option<Tensor>,
+    device: tch::Device,
+}
+
+impl TrainStep for MocoStep<'_> {
+    type Batch = MocoBatch;
+
+    fn next_batch(&mut self) -> anyhow::Result<MocoBatch> {
+        self.loader.next_batch()
+    }
+
+    fn losses(&mut self, batch: MocoBatch, _step: u32) -> anyhow::Result<StepLosses> {
+        let view_q = batch.view_q.to_device(self.device);
+        let view_k = batch.view_k.to_device(self.device);
+        let out = self.moco.forward(&view_q, &view_k);
+        self.keys = Some(out.keys);
+        Ok(StepLosses {
+            terms: vec![("contrastive".to_string(), out.loss)],
+            metrics: vec![("train/accuracy".to_string(), out.accuracy)],
+        })
+    }
+
+    fn after_update(&mut self, _step: u32) -> anyhow::Result<Vec<(String, f64)>> {
+        if let Some(keys) = self.keys.take() {
+            self.moco.queue.enqueue(&keys);
+        }
+        Ok(Vec::new())
+    }
+
+    fn save_checkpoint(&self, path: &Path, opt: &Optimizer, done: u32) -> anyhow::Result<()> {
+        save_checkpoint(
+            path,
+            self.moco,
+            opt,
+            metadata(self.cfg, "aligndet-moco-checkpoint", done)?,
+        )
+    }
+}
+
 /// Only the query encoder's body, under `backbone.body.*`.
 pub fn export_backbone(
     path: &Path,
@@ -201,15 +248,10 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
         cfg.optim.weight_decay,
     );
 
-    let mut start_step = 0u32;
-    if let Some(path) = super::own_checkpoint(ctx)? {
-        start_step = restore_checkpoint(&path, &mut moco, &mut opt)
-            .context("restoring the run's checkpoint")?;
-        ctx.log(format!("resumed from the checkpoint at step {start_step}"));
-    }
+    let start_step = resume(ctx, |path| restore_checkpoint(path, &mut moco, &mut opt))?;
 
     let (mean, std) = moco.query.body.pixel_norm();
-    let mut loader = moco_loader(
+    let loader = moco_loader(
         split.clone(),
         MocoLoaderConfig {
             batch_size: cfg.optim.batch_size as usize,
@@ -222,68 +264,18 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
         start_step as u64,
     )?;
 
-    let log_every = (cfg.optim.steps / 20).max(1);
     let started = Instant::now();
-    for step in start_step..cfg.optim.steps {
-        if ctx.should_stop() {
-            return Ok(JobOutcome::Stopped);
-        }
-        let t0 = Instant::now();
-        let batch = loader.next_batch()?;
-        let wait = t0.elapsed();
-        let view_q = batch.view_q.to_device(ctx.device);
-        let view_k = batch.view_k.to_device(ctx.device);
-        let out = moco.forward(&view_q, &view_k);
-        let loss = out.loss.double_value(&[]);
-        if !loss.is_finite() {
-            anyhow::bail!(
-                "the contrastive loss diverged at step {step} (loss = {loss}); lower the learning rate or add gradient clipping"
-            );
-        }
-        opt.zero_grad();
-        out.loss.backward();
-        let grad_norm = opt.clip_grad_norm(cfg.optim.grad_clip_norm.unwrap_or(f64::INFINITY));
-        let lr = cfg.optim.lr_at(step);
-        opt.step(lr);
-        moco.queue.enqueue(&out.keys);
-        let done = step + 1;
-        let seconds = t0.elapsed().as_secs_f64();
-        let now = crate::jobs::sink::now_seconds();
-        let point = |key: &str, value: f64| MetricPoint {
-            key: key.to_string(),
-            step: done as i64,
-            value,
-            wall_time: now,
-        };
-        ctx.sink.metrics(vec![
-            point("loss/contrastive", loss),
-            point("train/accuracy", out.accuracy),
-            point("train/lr", lr),
-            point("train/grad_norm", grad_norm),
-            point(
-                "train/images_per_s",
-                cfg.optim.batch_size as f64 / seconds.max(1e-9),
-            ),
-            point("train/data_wait_ms", wait.as_secs_f64() * 1000.0),
-        ]);
-        if done % log_every == 0 || done == cfg.optim.steps {
-            ctx.log(format!(
-                "step {done}/{}: loss {loss:.4}, accuracy {:.3}, lr {lr:.5}, {seconds:.2} s/step",
-                cfg.optim.steps, out.accuracy
-            ));
-        }
-        if done < cfg.optim.steps && done % cfg.optim.checkpoint_every == 0 {
-            let path = ctx.work_dir.join(artifacts::CHECKPOINT);
-            save_checkpoint(
-                &path,
-                &moco,
-                &opt,
-                metadata(cfg, "aligndet-moco-checkpoint", done)?,
-            )?;
-            ctx.sink.artifact(artifacts::CHECKPOINT, &path)?;
-        }
+    let mut job = MocoStep {
+        cfg,
+        moco: &mut moco,
+        loader,
+        keys: None,
+        device: ctx.device,
+    };
+    if run_loop(ctx, &cfg.optim, &mut opt, &mut job, start_step)? == JobOutcome::Stopped {
+        return Ok(JobOutcome::Stopped);
     }
-    drop(loader);
+    drop(job);
 
     let path = ctx.work_dir.join(artifacts::PRETRAINED_BACKBONE);
     let n = export_backbone(

@@ -1,8 +1,9 @@
 //! The training engine: optimizers with savable state, checkpoints, evaluation during training.
-//! The `finetune` job (jobs/finetune.rs) drives them.
+//! One loop ([`engine`]) drives the `finetune`, `pretrain_box` and `pretrain_image` jobs.
 
 pub mod bench_cli;
 pub mod checkpoint;
+pub mod engine;
 pub mod evaluation;
 pub mod init;
 pub mod optim;
