@@ -269,3 +269,29 @@ fn an_experiments_roles_name_its_arms() {
     let half = d["ci95"].as_f64().unwrap();
     assert!((half - 4.302653 * 0.01 / 3f64.sqrt()).abs() < 1e-6, "{d}");
 }
+
+#[test]
+fn the_comparison_fits_a_400_px_screen() {
+    let f = fixture("roles-narrow");
+    let mut all = f.aligndet.clone();
+    all.extend(&f.baseline);
+    all.push(f.label_free);
+    let driver = ChromeDriver::with_viewport(400, 900);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let c = driver.client().await;
+        c.goto(&format!("{}/compare?runs={}", f.server.url, ids(&all)))
+            .await
+            .unwrap();
+        let widths = c
+            .execute(
+                "return [document.documentElement.scrollWidth, window.innerWidth];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        // The wide tables (config differences) scroll inside their own box.
+        assert_eq!(widths, json!([400, 400]), "the page scrolls sideways");
+        c.close().await.unwrap();
+    });
+}

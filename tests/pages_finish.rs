@@ -277,6 +277,7 @@ fn no_page_scrolls_sideways_at_400_px() {
             "/experiments".into(),
             "/experiments/new".into(),
             "/datasets/abc".into(),
+            format!("/compare?runs={run}"),
         ] {
             c.goto(&format!("{}{path}", f.server.url)).await.unwrap();
             let (width, inner) = match c
@@ -290,10 +291,11 @@ fn no_page_scrolls_sideways_at_400_px() {
                 serde_json::Value::Array(v) => (v[0].as_u64().unwrap(), v[1].as_u64().unwrap()),
                 other => panic!("{other}"),
             };
-            assert!(inner <= 400, "the window is 400 px wide: {inner}");
+            // An emulated phone widens its layout viewport to fit a page that overflows (and
+            // zooms out), so both numbers stay at 400 only for a page that fits.
             assert!(
-                width <= 400 && width <= inner,
-                "{path} scrolls sideways at 400 px: scrollWidth {width}"
+                width <= 400 && inner <= 400,
+                "{path} scrolls sideways at 400 px: scrollWidth {width}, innerWidth {inner}"
             );
         }
         c.close().await.unwrap();
