@@ -11,7 +11,15 @@
     lastFetch = Date.now();
     try {
       const resp = await fetch(`/runs/${runId}/live`, { headers: { 'Accept': 'text/html' } });
-      if (resp.ok) live.innerHTML = await resp.text();
+      if (resp.ok) {
+        live.innerHTML = await resp.text();
+        // A run that ended while the page was open can no longer be cancelled.
+        const status = document.getElementById('run-status');
+        const cancel = document.getElementById('cancel-form');
+        if (cancel && status && ['succeeded', 'failed', 'cancelled'].includes(status.textContent.trim())) {
+          cancel.remove();
+        }
+      }
     } catch (e) { /* server restarting: the next event or the timer retries */ }
   }
   function schedule() {

@@ -237,9 +237,12 @@ fn two_arms_of_three_seeds_compare_with_deltas_convergence_and_config_diff() {
     assert_eq!(arms[0]["runs"], json!(f.b));
     assert_eq!(arms[1]["runs"], json!(f.a));
     assert_eq!(c["baseline"], 1, "the arm not started from a checkpoint");
-    assert_eq!(arms[1]["label"], "init=imagenet_backbone");
+    // Arms are named by role; the settings that tell them apart are the subtitle.
+    assert_eq!(arms[1]["label"], "baseline");
+    assert_eq!(arms[1]["subtitle"], "init=imagenet_backbone");
+    assert_eq!(arms[0]["label"], "AlignDet");
     assert_eq!(
-        arms[0]["label"],
+        arms[0]["subtitle"],
         "init=checkpoint pretrained.safetensors, lr=0.015, weight_decay=5e-05"
     );
     let stat = |name: &str| -> Value {
@@ -402,7 +405,7 @@ fn two_arms_of_three_seeds_compare_with_deltas_convergence_and_config_diff() {
         assert!(page.contains(&format!("id=\"{id}\"")), "section {id}");
     }
     assert!(page.contains("<polyline"), "curves drawn");
-    assert!(page.contains("#0 mean of 3"), "arm means drawn");
+    assert!(page.contains("AlignDet mean of 3"), "arm means drawn");
     assert!(
         page.contains("init=checkpoint pretrained.safetensors, lr=0.015, weight_decay=5e-05"),
         "arm label"
@@ -414,10 +417,17 @@ fn two_arms_of_three_seeds_compare_with_deltas_convergence_and_config_diff() {
         .split("</tr>")
         .next()
         .unwrap();
-    assert!(ap_row.contains("0.420 ± 0.026"), "B mean ± std: {ap_row}");
-    assert!(ap_row.contains("0.320 ± 0.020"), "A mean ± std: {ap_row}");
-    assert!(ap_row.contains("+0.100 ± 0.010 (paired, n=3)"), "{ap_row}");
-    assert!(page.contains("+0.110 (unpaired)"), "per-class delta");
+    // AP ×100; the paired delta with its 95% t interval: 10.0 ± 4.303 × 1.0 / √3.
+    assert!(ap_row.contains("42.0 ± 2.6"), "B mean ± std: {ap_row}");
+    assert!(ap_row.contains("32.0 ± 2.0"), "A mean ± std: {ap_row}");
+    assert!(
+        ap_row.contains("+10.0 (95% CI +7.5 to +12.5, paired, n=3)"),
+        "{ap_row}"
+    );
+    assert!(
+        page.contains("+11.0 (unpaired: seeds differ, no CI)"),
+        "per-class delta"
+    );
     assert!(page.contains("not reached, 0/3 reached"), "baseline at 1.2");
     let a1 = crossing(AP_A[0], &CURVE_A, 0.5 * base_ap).unwrap();
     assert!(
@@ -470,12 +480,17 @@ fn two_arms_of_three_seeds_compare_with_deltas_convergence_and_config_diff() {
         "INSERT INTO metrics (run_id, key, step, value, wall_time, attempt) VALUES \
          ({bench}, 'step_time_s', 1, 0.5, 5.0, 1)"
     ));
+    // … but not beside fine-tunes: runs of different kinds are refused, naming them.
     let r = f.server.get(&format!("/compare?runs={},{bench}", f.a[0]));
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 422);
     let page = r.text().unwrap();
-    assert!(page.contains("bench") && page.contains("no evaluation"));
+    assert!(
+        page.contains("different kinds") && page.contains(&format!("benchmark: #{bench}")),
+        "{page}"
+    );
     let r = f.server.get(&format!("/compare?runs={bench}"));
     assert_eq!(r.status(), 200, "a run without any eval metric");
+    assert!(r.text().unwrap().contains("no evaluation"));
 
     // The runs list offers the checkboxes and the button.
     let list = f.server.get("/runs").text().unwrap();

@@ -79,6 +79,94 @@ impl IntoResponse for PageError {
     }
 }
 
+/// `Path<T>` for the pages: a path that does not parse (`/datasets/abc`) is a page that does
+/// not exist, answered as a 404 page inside the layout (axum's own rejection is plain text).
+pub struct PagePath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for PagePath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, PageError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PagePath(value)),
+            Err(rejection) => {
+                tracing::debug!("path {}: {}", parts.uri.path(), rejection.body_text());
+                Err(PageError::not_found(format!(
+                    "There is no page at {}: ids in addresses are whole numbers, as in /runs/12.",
+                    parts.uri.path()
+                )))
+            }
+        }
+    }
+}
+
+/// `Query<T>` for the pages: a query string that does not fit (`?page=abc`) is a 400 page
+/// inside the layout naming the problem (axum's own rejection is plain text).
+pub struct PageQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for PageQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, PageError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(PageQuery(value)),
+            Err(rejection) => Err(PageError::bad_request(format!(
+                "The address's query does not fit this page: {}",
+                rejection
+                    .body_text()
+                    .trim_start_matches("Failed to deserialize query string: ")
+            ))),
+        }
+    }
+}
+
+/// The answer to an address no route takes: a 404 page inside the layout, or
+/// `{"error": …}` under `/api/`.
+pub async fn no_such_page(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return ApiError::new(StatusCode::NOT_FOUND, format!("no API at {}", uri.path()))
+            .into_response();
+    }
+    PageError::not_found(format!(
+        "There is no page at {}. The navigation above leads to every part of the studio.",
+        uri.path()
+    ))
+    .into_response()
+}
+
+/// The answer to a method a route does not take (a GET of a form's action): a 405 page.
+pub async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not accepted at {}", uri.path()),
+        )
+        .into_response();
+    }
+    PageError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not answer {method}: it is the target of a form on another page.",
+            uri.path()
+        ),
+    )
+    .into_response()
+}
+
 /// An error answered to a worker or script as `{"error": "..."}`.
 #[derive(Debug)]
 pub struct ApiError {

@@ -41,22 +41,102 @@ pub fn fixed3(v: f64) -> String {
     format!("{v:.3}")
 }
 
-/// Mean ± sample std at 3 decimals; the spread is a dash when undefined (one value), and the
-/// whole is a dash without values.
-pub fn mean_spread(s: &Summary) -> String {
+/// What the pages print where a number is undefined (a spread of one value, a missing mean).
+pub const UNDEFINED: &str = "—";
+
+/// A COCO AP-type statistic (AP, AP50, per-class AP, …) ×100 at one decimal, as detection
+/// papers print it: 0.3142 → "31.4".
+pub fn ap100(v: f64) -> String {
+    format!("{:.1}", v * 100.0)
+}
+
+/// A difference of APs ×100, signed: +2.5, −0.3 (ASCII minus).
+fn ap100_signed(v: f64) -> String {
+    format!("{:+.1}", v * 100.0)
+}
+
+/// Mean ± sample std of AP values, ×100; the spread is a dash when undefined (one value), and
+/// the whole is a dash without values.
+pub fn ap_spread(s: &Summary) -> String {
     match (s.mean, s.std) {
-        (Some(m), Some(sd)) => format!("{} ± {}", fixed3(m), fixed3(sd)),
-        (Some(m), None) => format!("{} ± –", fixed3(m)),
-        _ => "–".to_string(),
+        (Some(m), Some(sd)) => format!("{} ± {}", ap100(m), ap100(sd)),
+        (Some(m), None) => format!("{} ± {UNDEFINED}", ap100(m)),
+        _ => UNDEFINED.to_string(),
     }
 }
 
-/// A difference to the baseline, signed, with its spread and how it was paired.
-pub fn delta_text(d: &Delta) -> String {
-    match (d.paired, d.std) {
-        (true, Some(sd)) => format!("{:+.3} ± {} (paired, n={})", d.mean, fixed3(sd), d.n),
-        (true, None) => format!("{:+.3} ± – (paired, n={})", d.mean, d.n),
-        (false, _) => format!("{:+.3} (unpaired)", d.mean),
+/// A difference of APs to the baseline, ×100, signed, with the 95% confidence interval of the
+/// mean paired difference (Student's t over the per-seed differences) and how it was paired.
+pub fn ap_delta(d: &Delta) -> String {
+    let mean = ap100_signed(d.mean);
+    match (d.paired, d.ci95) {
+        (true, Some(h)) => format!(
+            "{mean} (95% CI {} to {}, paired, n={})",
+            ap100_signed(d.mean - h),
+            ap100_signed(d.mean + h),
+            d.n
+        ),
+        (true, None) => format!("{mean} (95% CI {UNDEFINED}: one seed: no spread)"),
+        (false, _) => format!("{mean} (unpaired: seeds differ, no CI)"),
+    }
+}
+
+/// `1 worker`, `2 workers`, `0 runs`: a count with its noun, singular only for exactly one.
+pub fn count(n: impl Into<i64>, singular: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", noun(n, singular))
+}
+
+/// The noun alone, singular for exactly one: for sentences that print the number apart.
+/// English plurals of the nouns the pages count: `box` → `boxes`, `run` → `runs`.
+pub fn noun(n: impl Into<i64>, singular: &str) -> String {
+    if n.into() == 1 {
+        singular.to_string()
+    } else if ["s", "x", "ch", "sh"].iter().any(|e| singular.ends_with(e)) {
+        format!("{singular}es")
+    } else {
+        format!("{singular}s")
+    }
+}
+
+/// Whatever the templates count (lengths, database counts), as one integer type.
+pub trait Countable {
+    fn as_count(&self) -> i64;
+}
+
+impl Countable for i64 {
+    fn as_count(&self) -> i64 {
+        *self
+    }
+}
+
+impl Countable for usize {
+    fn as_count(&self) -> i64 {
+        i64::try_from(*self).unwrap_or(i64::MAX)
+    }
+}
+
+impl Countable for u64 {
+    fn as_count(&self) -> i64 {
+        i64::try_from(*self).unwrap_or(i64::MAX)
+    }
+}
+
+impl Countable for i32 {
+    fn as_count(&self) -> i64 {
+        i64::from(*self)
+    }
+}
+
+impl Countable for u32 {
+    fn as_count(&self) -> i64 {
+        i64::from(*self)
+    }
+}
+
+impl<T: Countable + ?Sized> Countable for &T {
+    fn as_count(&self) -> i64 {
+        (**self).as_count()
     }
 }
 
@@ -66,6 +146,26 @@ pub mod filters {
     #[askama::filter_fn]
     pub fn fixed3(v: &f64, _: &dyn askama::Values) -> askama::Result<String> {
         Ok(super::fixed3(*v))
+    }
+
+    /// `{{ n|plural("worker") }}` → "1 worker", "3 workers".
+    #[askama::filter_fn]
+    pub fn plural<T: super::Countable>(
+        n: T,
+        _: &dyn askama::Values,
+        noun: &str,
+    ) -> askama::Result<String> {
+        Ok(super::count(n.as_count(), noun))
+    }
+
+    /// `{{ n|noun("worker") }}` → "worker" for 1, else "workers" (the number printed apart).
+    #[askama::filter_fn]
+    pub fn noun<T: super::Countable>(
+        n: T,
+        _: &dyn askama::Values,
+        noun: &str,
+    ) -> askama::Result<String> {
+        Ok(super::noun(n.as_count(), noun))
     }
 }
 
@@ -81,8 +181,33 @@ mod tests {
         assert_eq!(six_significant(0.1 + 0.2), "0.3");
         assert_eq!(coco_stat(-1.0), "–");
         assert_eq!(coco_stat(0.25), "0.250");
-        assert_eq!(mean_spread(&summarize(&[0.4, 0.44])), "0.420 ± 0.028");
-        assert_eq!(mean_spread(&summarize(&[0.006])), "0.006 ± –");
-        assert_eq!(mean_spread(&summarize(&[])), "–");
+        assert_eq!(ap100(0.3142), "31.4");
+        assert_eq!(ap_spread(&summarize(&[0.4, 0.44])), "42.0 ± 2.8");
+        assert_eq!(ap_spread(&summarize(&[0.006])), "0.6 ± —");
+        assert_eq!(ap_spread(&summarize(&[])), "—");
+    }
+
+    #[test]
+    fn deltas_print_their_interval_or_say_why_not() {
+        let b = [("1".to_string(), 0.30), ("2".to_string(), 0.34)];
+        let a = [("1".to_string(), 0.32), ("2".to_string(), 0.40)];
+        let d = crate::stats::delta(&b, &a).unwrap();
+        // Mean +4.0, half-width 12.706 × 2.83 / √2 = 25.4.
+        assert_eq!(ap_delta(&d), "+4.0 (95% CI -21.4 to +29.4, paired, n=2)");
+        let one = crate::stats::delta(&b[..1], &a[..1]).unwrap();
+        assert_eq!(ap_delta(&one), "+2.0 (95% CI —: one seed: no spread)");
+        let unpaired = crate::stats::delta(&b, &a[1..]).unwrap();
+        assert_eq!(ap_delta(&unpaired), "+8.0 (unpaired: seeds differ, no CI)");
+    }
+
+    #[test]
+    fn counts_take_the_singular_only_for_one() {
+        assert_eq!(count(1, "worker"), "1 worker");
+        assert_eq!(count(0, "worker"), "0 workers");
+        assert_eq!(count(3, "run"), "3 runs");
+        assert_eq!(noun(1, "arm"), "arm");
+        assert_eq!(noun(2, "arm"), "arms");
+        assert_eq!(count(2, "box"), "2 boxes");
+        assert_eq!(count(1, "box"), "1 box");
     }
 }

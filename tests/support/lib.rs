@@ -730,6 +730,8 @@ pub struct ChromeDriver {
     port: u16,
     profile: TempDir,
     window: (u32, u32),
+    /// An emulated viewport (Chromium's device metrics), for widths below the window's minimum.
+    viewport: Option<(u32, u32)>,
 }
 
 impl ChromeDriver {
@@ -757,7 +759,16 @@ impl ChromeDriver {
             port,
             profile: TempDir::new("chrome"),
             window: (width, height),
+            viewport: None,
         }
+    }
+
+    /// A viewport of `width`×`height` CSS pixels, emulated (headless Chromium's windows are at
+    /// least 500 px wide): what a phone of that width lays out.
+    pub fn with_viewport(width: u32, height: u32) -> ChromeDriver {
+        let mut d = Self::with_window(1024, height);
+        d.viewport = Some((width, height));
+        d
     }
 
     pub async fn client(&self) -> fantoccini::Client {
@@ -771,9 +782,14 @@ impl ChromeDriver {
                          format!("--user-data-dir={}", self.profile.path().display())]
             }
         });
-        let Value::Object(caps) = caps else {
+        let Value::Object(mut caps) = caps else {
             unreachable!("a JSON object")
         };
+        if let Some((w, h)) = self.viewport {
+            caps["goog:chromeOptions"]["mobileEmulation"] = json!({
+                "deviceMetrics": {"width": w, "height": h, "pixelRatio": 1.0, "touch": false}
+            });
+        }
         fantoccini::ClientBuilder::native()
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{}", self.port))

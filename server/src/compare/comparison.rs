@@ -1,7 +1,7 @@
 //! The comparison itself: [`compare`] groups runs into arms, summarises their final numbers,
 //! deltas, convergence and config differences into a [`Comparison`].
 
-use super::{COMPARED_STATS, FinalSource, RunData};
+use super::{ArmRole, COMPARED_STATS, FinalSource, MIN_EVALS, RunData, arm_role, role_labels};
 use super::{
     arm_config, arm_names, at_position, default_baseline, differing_paths, first_crossing, flatten,
     group_arms,
@@ -26,7 +26,12 @@ pub struct RunSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Arm {
     pub index: usize,
+    /// The arm's name: its role ("AlignDet", "baseline", "label-free"), numbered when several
+    /// arms share a role.
     pub label: String,
+    pub role: ArmRole,
+    /// The settings that tell it apart ("init=imagenet_backbone", "lr=0.015, …").
+    pub subtitle: String,
     /// The fields that differ between arms, with this arm's values.
     pub fields: Vec<(String, String)>,
     pub runs: Vec<i64>,
@@ -65,6 +70,7 @@ pub struct RunCrossing {
 pub struct ArmCrossing {
     /// Runs that reached the target, of `n`.
     pub reached: usize,
+    /// The arm's runs with at least [`MIN_EVALS`] evaluations (the others say nothing here).
     pub n: usize,
     /// Means over the runs that reached it.
     pub mean_step: Option<f64>,
@@ -78,6 +84,7 @@ pub struct FractionRow {
     pub fraction: f64,
     /// fraction × the baseline arm's mean final AP.
     pub target: f64,
+    /// The runs with at least [`MIN_EVALS`] evaluations, in arm order.
     pub runs: Vec<RunCrossing>,
     pub arms: Vec<ArmCrossing>,
 }
@@ -115,6 +122,10 @@ pub fn compare(
     let arm_cfgs: Vec<Value> = normalized.iter().map(|n| n.0.clone()).collect();
     let groups = group_arms(&arm_cfgs);
     let first_cfgs: Vec<Value> = groups.iter().map(|g| arm_cfgs[g[0]].clone()).collect();
+    let roles: Vec<ArmRole> = groups
+        .iter()
+        .map(|g| arm_role(&input[g[0]].config, input[g[0]].experiment_role.as_deref()))
+        .collect();
     let baseline = match baseline {
         Some(b) if b < groups.len() => b,
         Some(b) => {
@@ -124,9 +135,13 @@ pub fn compare(
                 groups.len() - 1
             ));
         }
-        None => default_baseline(&first_cfgs),
+        None => roles
+            .iter()
+            .position(|r| *r == ArmRole::Baseline)
+            .unwrap_or_else(|| default_baseline(&first_cfgs)),
     };
     let names = arm_names(&first_cfgs, baseline);
+    let labels = role_labels(&roles);
     // Runs in arm order: `order[k]` is the input index of the k-th run.
     let order: Vec<usize> = groups.iter().flatten().copied().collect();
     let arm_of = |i: usize| groups.iter().position(|g| g.contains(&i)).unwrap_or(0);
@@ -146,9 +161,11 @@ pub fn compare(
         .iter()
         .zip(names)
         .enumerate()
-        .map(|(a, (g, (label, fields)))| Arm {
+        .map(|(a, (g, (subtitle, fields)))| Arm {
             index: a,
-            label,
+            label: labels[a].clone(),
+            role: roles[a],
+            subtitle,
             fields,
             runs: g.iter().map(|&i| input[i].id).collect(),
             is_baseline: a == baseline,
@@ -218,7 +235,10 @@ pub fn compare(
     )
     .mean;
     let mut convergence = Vec::new();
-    if let Some(base_ap) = baseline_final_ap.filter(|v| *v > 0.0) {
+    let enough_evals = |r: &RunData| r.eval_ap.len() >= MIN_EVALS;
+    if let Some(base_ap) = baseline_final_ap.filter(|v| *v > 0.0)
+        && input.iter().any(enough_evals)
+    {
         for &f in fractions {
             let target = f * base_ap;
             let crossing = |r: &RunData| -> RunCrossing {
@@ -234,24 +254,23 @@ pub fn compare(
                     wall_s: pos.map(|p| at_position(&walls, p)),
                 }
             };
-            let per_run: Vec<RunCrossing> = order.iter().map(|&i| crossing(&input[i])).collect();
+            let per_run: Vec<RunCrossing> = order
+                .iter()
+                .filter(|&&i| enough_evals(&input[i]))
+                .map(|&i| crossing(&input[i]))
+                .collect();
             let arm_rows: Vec<ArmCrossing> = groups
                 .iter()
                 .map(|g| {
                     let cs: Vec<&RunCrossing> = g
                         .iter()
-                        .map(|&i| {
-                            per_run
-                                .iter()
-                                .find(|c| c.run_id == input[i].id)
-                                .expect("every run has a crossing row")
-                        })
+                        .filter_map(|&i| per_run.iter().find(|c| c.run_id == input[i].id))
                         .collect();
                     let steps: Vec<f64> = cs.iter().filter_map(|c| c.step).collect();
                     let epochs: Vec<f64> = cs.iter().filter_map(|c| c.epoch).collect();
                     ArmCrossing {
                         reached: steps.len(),
-                        n: g.len(),
+                        n: cs.len(),
                         mean_step: summarize(&steps).mean,
                         mean_epoch: summarize(&epochs).mean,
                         speedup: None,

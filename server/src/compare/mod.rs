@@ -10,12 +10,14 @@
 
 pub mod comparison;
 pub mod configs;
+pub mod roles;
 pub mod stats;
 #[cfg(test)]
 mod tests;
 
 pub use comparison::*;
 pub use configs::*;
+pub use roles::*;
 pub use stats::*;
 
 use serde::Serialize;
@@ -27,6 +29,8 @@ pub const MAX_RUNS: usize = 50;
 /// The final statistics compared (COCO order).
 pub const COMPARED_STATS: [&str; 6] = ["AP", "AP50", "AP75", "APs", "APm", "APl"];
 pub const DEFAULT_FRACTIONS: [f64; 3] = [0.5, 0.75, 0.9];
+/// Evaluations a run needs before its curve says anything about convergence speed.
+pub const MIN_EVALS: usize = 3;
 
 /// What the x axis of the curves measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -181,6 +185,8 @@ pub struct RunData {
     pub id: i64,
     pub name: String,
     pub kind: String,
+    /// `runs.experiment_role` of a run made by an experiment.
+    pub experiment_role: Option<String>,
     pub config: Value,
     pub batch_size: Option<u32>,
     /// Images in the run's training split (for epochs).

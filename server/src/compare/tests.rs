@@ -152,6 +152,7 @@ fn run(id: i64, config: Value, ap: f64, curve: &[(i64, f64)]) -> RunData {
         id,
         name: format!("run {id}"),
         kind: "finetune".into(),
+        experiment_role: None,
         config,
         batch_size: Some(2),
         train_images: Some(10),
@@ -181,31 +182,40 @@ fn compare_builds_arms_deltas_convergence_and_diff() {
             1,
             cfg(ckpt(9), 0.015, 1, "5pct_seed1"),
             0.5,
-            &[(10, 0.2), (20, 0.5)],
+            &[(10, 0.2), (20, 0.5), (30, 0.5)],
         ),
         run(
             2,
             cfg(im.clone(), 0.01, 1, "5pct_seed1"),
             0.4,
-            &[(10, 0.1), (20, 0.4)],
+            &[(10, 0.1), (20, 0.4), (30, 0.4)],
         ),
         run(
             3,
             cfg(ckpt(9), 0.015, 2, "5pct_seed2"),
             0.6,
-            &[(10, 0.3), (20, 0.6)],
+            &[(10, 0.3), (20, 0.6), (30, 0.6)],
         ),
         run(
             4,
             cfg(im, 0.01, 2, "5pct_seed2"),
             0.4,
-            &[(10, 0.2), (20, 0.4)],
+            &[(10, 0.2), (20, 0.4), (30, 0.4)],
         ),
     ];
     let (c, order) = compare(&input, None, &[0.5, 0.9, 2.0]).unwrap();
     assert_eq!(order, vec![0, 2, 1, 3]);
     assert_eq!(c.baseline, 1, "the arm not started from a checkpoint");
     assert_eq!(c.arms[0].runs, vec![1, 3]);
+    assert_eq!(
+        (c.arms[0].label.as_str(), c.arms[1].label.as_str()),
+        ("AlignDet", "baseline")
+    );
+    assert_eq!(
+        c.arms[0].subtitle,
+        "init=checkpoint pretrained.safetensors, lr=0.015"
+    );
+    assert!(d_ci(&c), "a paired delta of 2 seeds has a t interval");
     let ap = &c.stats[0];
     assert_eq!(ap.stat, "AP");
     assert!((ap.arms[0].summary.mean.unwrap() - 0.55).abs() < 1e-12);
@@ -240,6 +250,43 @@ fn compare_builds_arms_deltas_convergence_and_diff() {
         compare(&input, Some(2), &[0.5])
             .unwrap_err()
             .contains("0 to 1")
+    );
+}
+
+/// The AP delta of arm 0 carries a CI: t(0.975; 1) × std / √2.
+fn d_ci(c: &Comparison) -> bool {
+    let d = c.stats[0].arms[0].delta.unwrap();
+    (d.ci95.unwrap() - crate::stats::t975(1).unwrap() * d.std.unwrap() / 2f64.sqrt()).abs() < 1e-12
+}
+
+#[test]
+fn convergence_leaves_out_runs_with_few_evaluations() {
+    let im = json!({"from": "imagenet_backbone"});
+    let input = vec![
+        run(
+            1,
+            cfg(ckpt(9), 0.015, 1, "5pct_seed1"),
+            0.5,
+            &[(10, 0.2), (20, 0.5)],
+        ),
+        run(
+            2,
+            cfg(im.clone(), 0.01, 1, "5pct_seed1"),
+            0.4,
+            &[(10, 0.1), (20, 0.3), (30, 0.4)],
+        ),
+    ];
+    let (c, _) = compare(&input, None, &[0.5]).unwrap();
+    let row = &c.convergence[0];
+    assert_eq!(row.runs.len(), 1, "run 1 has 2 evaluations");
+    assert_eq!((row.arms[0].n, row.arms[1].n), (0, 1));
+    let few = vec![run(3, cfg(im, 0.01, 1, "5pct_seed1"), 0.4, &[(10, 0.4)])];
+    assert!(
+        compare(&few, None, &[0.5])
+            .unwrap()
+            .0
+            .convergence
+            .is_empty()
     );
 }
 

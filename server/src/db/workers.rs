@@ -58,3 +58,13 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<WorkerRow>> {
         .fetch_all(pool)
         .await
 }
+
+/// The run each worker is running now: (worker id, run id, run name).
+pub async fn current_runs(pool: &PgPool) -> sqlx::Result<Vec<(i64, i64, String)>> {
+    sqlx::query_as(
+        "SELECT worker_id, id, name FROM runs
+         WHERE status = 'running' AND worker_id IS NOT NULL ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+}

@@ -56,7 +56,7 @@ impl RunView {
             .and_then(|v| v.as_f64())
     }
     pub fn ap_text(&self) -> String {
-        self.ap().map(|v| format!("{v:.3}")).unwrap_or_default()
+        self.ap().map(numbers::ap100).unwrap_or_default()
     }
     pub fn seed_text(&self) -> String {
         self.seed.map(|s| s.to_string()).unwrap_or_default()
@@ -208,13 +208,20 @@ pub fn summary(views: &[RunView]) -> Vec<SummaryRow> {
                     Some(((key.clone(), pair.0), (key, pair.1)))
                 })
                 .unzip();
+            let arm = |v: &[f64]| {
+                format!(
+                    "{} (n={})",
+                    numbers::ap_spread(&stats::summarize(v)),
+                    v.len()
+                )
+            };
             SummaryRow {
                 fraction: format!("{f}%"),
-                baseline: numbers::mean_spread(&stats::summarize(&base)),
-                aligndet: numbers::mean_spread(&stats::summarize(&ours)),
+                baseline: arm(&base),
+                aligndet: arm(&ours),
                 margin: stats::delta(&paired_base, &paired_ours)
-                    .map(|d| numbers::delta_text(&d))
-                    .unwrap_or_else(|| "–".into()),
+                    .map(|d| numbers::ap_delta(&d))
+                    .unwrap_or_else(|| numbers::UNDEFINED.into()),
                 seeds: format!("{} of {}", paired_base.len(), seeds.len()),
             }
         })
@@ -255,4 +262,63 @@ pub async fn summary_json(s: &AppState, id: i64) -> anyhow::Result<Option<serde_
         "compare_url": compare_url(&runs),
         "runs": runs,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: i64, role: Role, seed: u64, ap: f64) -> RunView {
+        RunView {
+            id,
+            role: role.as_str().into(),
+            kind: RunKind::Finetune,
+            name: format!("run {id}"),
+            status: RunStatus::Succeeded,
+            error: None,
+            attempts: 1,
+            seed: Some(seed),
+            fraction: Some(5),
+            train_split: Some(format!("5pct_seed{seed}")),
+            waiting_for: vec![],
+            step: None,
+            steps: Some(10),
+            eval: Some(
+                [("AP".to_string(), serde_json::Value::from(ap))]
+                    .into_iter()
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn one_seed_has_no_spread_and_three_have_an_interval() {
+        let one = [
+            view(1, Role::Baseline, 1, 0.006),
+            view(2, Role::Aligndet, 1, 0.008),
+        ];
+        let row = &summary(&one)[0];
+        assert_eq!(row.baseline, "0.6 ± — (n=1)");
+        assert_eq!(row.aligndet, "0.8 ± — (n=1)");
+        assert_eq!(row.margin, "+0.2 (95% CI —: one seed: no spread)");
+        assert_eq!(one[0].ap_text(), "0.6");
+        let three: Vec<RunView> = [(0.30, 0.40), (0.32, 0.41), (0.34, 0.45)]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (b, a))| {
+                let s = i as u64 + 1;
+                [
+                    view(10 + s as i64, Role::Baseline, s, *b),
+                    view(20 + s as i64, Role::Aligndet, s, *a),
+                ]
+            })
+            .collect();
+        let row = &summary(&three)[0];
+        assert_eq!(row.baseline, "32.0 ± 2.0 (n=3)");
+        assert_eq!(row.margin, "+10.0 (95% CI +7.5 to +12.5, paired, n=3)");
+        assert_eq!(row.seeds, "3 of 3");
+        // A baseline without its AlignDet twin: nothing paired yet.
+        let row = &summary(&three[..1])[0];
+        assert_eq!(row.margin, "—");
+    }
 }

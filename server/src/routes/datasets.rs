@@ -2,8 +2,9 @@
 
 use crate::db;
 use crate::db::datasets::{BoxRow, CategoryCount, DatasetRow, ImageRow};
-use crate::error::PageError;
+use crate::error::{PageError, PagePath, PageQuery};
 use crate::import::{self, Format, ImportError, ServerPathImport};
+use crate::numbers::filters;
 use crate::plots;
 use crate::routes::render;
 use crate::security::{self, CsrfToken};
@@ -11,7 +12,7 @@ use crate::state::AppState;
 use askama::Template;
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Multipart, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -212,7 +213,7 @@ impl DatasetPage {
 }
 
 #[derive(Deserialize)]
-pub struct PageQuery {
+pub struct DatasetPageQuery {
     #[serde(default)]
     page: i64,
 }
@@ -221,8 +222,8 @@ const IMAGES_PER_PAGE: i64 = 24;
 
 pub async fn show(
     State(s): State<AppState>,
-    Path(id): Path<i64>,
-    Query(q): Query<PageQuery>,
+    PagePath(id): PagePath<i64>,
+    PageQuery(q): PageQuery<DatasetPageQuery>,
 ) -> Result<Response, PageError> {
     let dataset = db::datasets::get(&s.pool, id)
         .await?
@@ -271,7 +272,7 @@ pub async fn show(
 
 pub async fn histogram(
     State(s): State<AppState>,
-    Path(id): Path<i64>,
+    PagePath(id): PagePath<i64>,
 ) -> Result<Response, PageError> {
     if db::datasets::get(&s.pool, id).await?.is_none() {
         return Err(PageError::not_found(format!("dataset {id} not found")));
@@ -285,7 +286,7 @@ pub async fn histogram(
 /// dataset's root and refuse anything that escapes it.
 pub async fn image_file(
     State(s): State<AppState>,
-    Path((id, image_id)): Path<(i64, i64)>,
+    PagePath((id, image_id)): PagePath<(i64, i64)>,
 ) -> Result<Response, PageError> {
     let dataset = db::datasets::get(&s.pool, id)
         .await?

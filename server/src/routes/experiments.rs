@@ -5,10 +5,11 @@
 use crate::db;
 use crate::db::datasets::DatasetRow;
 use crate::db::experiments::{ExperimentRow, ExperimentSummary};
-use crate::error::PageError;
+use crate::error::{PageError, PagePath};
 use crate::experiments::summary::summary;
 use crate::experiments::{RunView, SummaryRow, compare_url, create, run_views};
 use crate::forms::{ExperimentForm, FieldError, PlacedError, choices, error_note, invalid_attrs};
+use crate::numbers::filters;
 use crate::routes::render;
 use crate::security::CsrfToken;
 use crate::state::AppState;
@@ -16,7 +17,7 @@ use aligndet_common::jobs::{RunKind, RunStatus};
 use aligndet_common::train_config::{BackboneKind, DetectorKind};
 use askama::Template;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
@@ -155,7 +156,10 @@ async fn get_experiment(s: &AppState, id: i64) -> Result<ExperimentRow, PageErro
         .ok_or_else(|| PageError::not_found(format!("experiment {id} not found")))
 }
 
-pub async fn show(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Response, PageError> {
+pub async fn show(
+    State(s): State<AppState>,
+    PagePath(id): PagePath<i64>,
+) -> Result<Response, PageError> {
     let exp = get_experiment(&s, id).await?;
     let runs = run_views(&s, db::experiments::runs(&s.pool, id).await?).await?;
     let reused_proposals = exp

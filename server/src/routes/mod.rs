@@ -87,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/proposals", get(proposals::browser))
         .route("/runs/{id}/proposals.json", get(proposals::export_coco))
         .route("/runs/{id}/predictions", get(predictions::browser))
+        .fallback(crate::error::no_such_page)
+        .method_not_allowed_fallback(crate::error::wrong_method)
         .layer(middleware::from_fn(security::csrf_protect))
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .layer(middleware::from_fn_with_state(

@@ -5,6 +5,7 @@ use crate::db::datasets::DatasetRow;
 use crate::db::runs::{RunFilter, RunRow};
 use crate::db::workers::WorkerRow;
 use crate::error::PageError;
+use crate::numbers::filters;
 use crate::routes::render;
 use crate::state::AppState;
 use askama::Template;
@@ -37,16 +38,43 @@ pub async fn home(State(s): State<AppState>) -> Result<Response, PageError> {
     }))
 }
 
+/// A worker as its page shows it: the row, its environment as key / value pairs (the JSON it
+/// registered with, flattened to dotted keys) and the runs it is running.
+struct WorkerView {
+    row: WorkerRow,
+    environment: Vec<(String, String)>,
+    running: Vec<(i64, String)>,
+}
+
 #[derive(Template)]
 #[template(path = "workers.html")]
 struct WorkersPage {
-    workers: Vec<WorkerRow>,
+    workers: Vec<WorkerView>,
+    connected: usize,
     token_path: String,
 }
 
 pub async fn workers(State(s): State<AppState>) -> Result<Response, PageError> {
+    let current = db::workers::current_runs(&s.pool).await?;
+    let workers: Vec<WorkerView> = db::workers::list(&s.pool)
+        .await?
+        .into_iter()
+        .map(|row| WorkerView {
+            environment: crate::compare::flatten(&row.info)
+                .into_iter()
+                .filter(|(k, _)| !k.is_empty())
+                .collect(),
+            running: current
+                .iter()
+                .filter(|(w, _, _)| *w == row.id)
+                .map(|(_, id, name)| (*id, name.clone()))
+                .collect(),
+            row,
+        })
+        .collect();
     Ok(render(&WorkersPage {
-        workers: db::workers::list(&s.pool).await?,
+        connected: workers.iter().filter(|w| w.row.is_connected()).count(),
+        workers,
         token_path: s.data_dir.join("worker-token").display().to_string(),
     }))
 }

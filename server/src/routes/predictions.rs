@@ -4,7 +4,7 @@
 use crate::db;
 use crate::db::datasets::{DatasetRow, ImageRow};
 use crate::db::runs::RunRow;
-use crate::error::PageError;
+use crate::error::{PageError, PagePath, PageQuery};
 use crate::numbers::filters;
 use crate::routes::render;
 use crate::state::{AppState, ArtifactRead};
@@ -12,7 +12,7 @@ use crate::views::finetune::finetune_config;
 use aligndet_common::artifacts;
 use aligndet_common::jobs::RunKind;
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -113,8 +113,8 @@ pub struct PredictionsQuery {
 
 pub async fn browser(
     State(s): State<AppState>,
-    Path(id): Path<i64>,
-    Query(q): Query<PredictionsQuery>,
+    PagePath(id): PagePath<i64>,
+    PageQuery(q): PageQuery<PredictionsQuery>,
 ) -> Result<Response, PageError> {
     let run = db::runs::get(&s.pool, id)
         .await?

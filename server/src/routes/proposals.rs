@@ -3,7 +3,7 @@
 use crate::db;
 use crate::db::datasets::{BoxRow, DatasetRow, ImageRow};
 use crate::db::runs::RunRow;
-use crate::error::PageError;
+use crate::error::{PageError, PagePath, PageQuery};
 use crate::numbers::filters;
 use crate::plots;
 use crate::routes::render;
@@ -12,7 +12,7 @@ use aligndet_common::api::FilterRule;
 use aligndet_common::jobs::RunKind;
 use askama::Template;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -74,8 +74,8 @@ async fn proposals_run(s: &AppState, id: i64) -> Result<(RunRow, i64), PageError
 
 pub async fn browser(
     State(s): State<AppState>,
-    Path(id): Path<i64>,
-    Query(q): Query<ImageQuery>,
+    PagePath(id): PagePath<i64>,
+    PageQuery(q): PageQuery<ImageQuery>,
 ) -> Result<Response, PageError> {
     let (run, dataset_id) = proposals_run(&s, id).await?;
     let (images_done, boxes_kept, boxes_total, median_seconds) =
@@ -182,8 +182,8 @@ pub struct ExportQuery {
 /// COCO JSON with one category `selective_search`, like AlignDet's `filtered_proposals` file.
 pub async fn export_coco(
     State(s): State<AppState>,
-    Path(id): Path<i64>,
-    Query(q): Query<ExportQuery>,
+    PagePath(id): PagePath<i64>,
+    PageQuery(q): PageQuery<ExportQuery>,
 ) -> Result<Response, PageError> {
     let (run, dataset_id) = proposals_run(&s, id).await?;
     let include_removed = q.all.unwrap_or(0) != 0;

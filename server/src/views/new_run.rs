@@ -10,7 +10,7 @@ use crate::forms::{
     FinetuneForm, PlacedError, PretrainBoxForm, PretrainImageForm, TrainingForms, checkpoint_value,
     choices, error_note, invalid_attrs, wire_name,
 };
-use crate::numbers::six_significant;
+use crate::numbers::{filters, six_significant};
 use crate::state::AppState;
 use aligndet_common::artifacts;
 use aligndet_common::jobs::{RunKind, RunStatus};

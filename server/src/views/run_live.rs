@@ -5,6 +5,7 @@ use super::charts::{PRETRAIN_BOX_CHARTS, PRETRAIN_IMAGE_CHARTS, finetune_charts,
 use crate::db;
 use crate::db::runs::{AttemptRow, LogRow, RunRow};
 use crate::error::PageError;
+use crate::numbers::filters;
 use crate::plots;
 use crate::state::AppState;
 use aligndet_common::jobs::RunKind;

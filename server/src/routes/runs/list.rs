@@ -3,12 +3,12 @@
 use crate::db;
 use crate::db::datasets::DatasetRow;
 use crate::db::runs::{RunFilter, RunRow, RunSort};
-use crate::error::PageError;
+use crate::error::{PageError, PageQuery};
 use crate::routes::render;
 use crate::state::AppState;
 use aligndet_common::jobs::{RunKind, RunStatus};
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 
@@ -40,7 +40,7 @@ pub struct RunsQuery {
 
 pub async fn list(
     State(s): State<AppState>,
-    Query(q): Query<RunsQuery>,
+    PageQuery(q): PageQuery<RunsQuery>,
 ) -> Result<Response, PageError> {
     // Unknown filter values are ignored rather than trusted: only known kinds/statuses reach SQL.
     let filter = RunFilter {

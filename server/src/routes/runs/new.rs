@@ -2,7 +2,7 @@
 //! from its forms (`POST /runs`) and from an uploaded detections file (`POST /runs/evaluate`).
 
 use crate::db;
-use crate::error::PageError;
+use crate::error::{PageError, PageQuery};
 use crate::forms::{
     FieldError, FinetuneForm, PlacedError, PretrainBoxForm, PretrainImageForm, TrainingForm,
     TrainingForms, checkpoint_parts, real,
@@ -15,7 +15,7 @@ use crate::views::new_run::NewRunPage;
 use aligndet_common::jobs::{JobConfig, RunKind};
 use aligndet_common::pretrain_config::PretrainBoxConfig;
 use axum::Extension;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use std::collections::HashMap;
@@ -26,7 +26,7 @@ use std::collections::HashMap;
 pub async fn new_form(
     State(s): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
-    Query(query): Query<Vec<(String, String)>>,
+    PageQuery(query): PageQuery<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     let given = |k: &str| {
         query

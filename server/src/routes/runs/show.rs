@@ -3,8 +3,8 @@
 
 use crate::db;
 use crate::db::runs::{ArtifactRow, ParentRow, RunRow};
-use crate::error::PageError;
-use crate::numbers::coco_stat;
+use crate::error::{PageError, PagePath};
+use crate::numbers::{coco_stat, filters};
 use crate::routes::render;
 use crate::security::CsrfToken;
 use crate::state::AppState;
@@ -16,7 +16,7 @@ use aligndet_common::artifacts;
 use aligndet_common::jobs::RunKind;
 use askama::Template;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use futures_util::Stream;
@@ -43,6 +43,21 @@ impl RunPage {
     fn stat(&self, v: &f64) -> String {
         coco_stat(*v)
     }
+
+    /// Why the artifacts list is empty, from where the run stands.
+    fn no_artifacts(&self) -> &'static str {
+        use aligndet_common::jobs::RunStatus;
+        match self.run.status {
+            RunStatus::Queued => "none yet: the run is queued",
+            RunStatus::Running if self.run.cancel_requested => {
+                "none yet: cancelling (the worker stops at its next step)"
+            }
+            RunStatus::Running => "none yet: running (files appear as the job writes them)",
+            RunStatus::Succeeded => "none: the job finished without writing files",
+            RunStatus::Failed => "none: the run failed before writing any",
+            RunStatus::Cancelled => "none: the run was cancelled before its first checkpoint",
+        }
+    }
 }
 
 async fn get_run(s: &AppState, id: i64) -> Result<RunRow, PageError> {
@@ -54,7 +69,7 @@ async fn get_run(s: &AppState, id: i64) -> Result<RunRow, PageError> {
 pub async fn show(
     State(s): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
-    Path(id): Path<i64>,
+    PagePath(id): PagePath<i64>,
 ) -> Result<Response, PageError> {
     let run = get_run(&s, id).await?;
     let live = live_html(&s, run.clone()).await?;
@@ -92,7 +107,7 @@ pub async fn show(
 
 pub async fn live_fragment(
     State(s): State<AppState>,
-    Path(id): Path<i64>,
+    PagePath(id): PagePath<i64>,
 ) -> Result<Response, PageError> {
     let run = get_run(&s, id).await?;
     Ok(Html(live_html(&s, run).await?).into_response())
@@ -101,7 +116,7 @@ pub async fn live_fragment(
 /// Server-sent events: one `changed` event whenever the run's data changes (Postgres NOTIFY).
 pub async fn events(
     State(s): State<AppState>,
-    Path(id): Path<i64>,
+    PagePath(id): PagePath<i64>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
     get_run(&s, id).await?;
     let stream = BroadcastStream::new(s.run_changed.subscribe()).filter_map(move |msg| match msg {
@@ -118,7 +133,10 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-pub async fn cancel(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Response, PageError> {
+pub async fn cancel(
+    State(s): State<AppState>,
+    PagePath(id): PagePath<i64>,
+) -> Result<Response, PageError> {
     db::runs::request_cancel(&s.pool, id)
         .await?
         .ok_or_else(|| PageError::not_found(format!("run {id} not found")))?;
@@ -128,7 +146,7 @@ pub async fn cancel(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Re
 /// Streamed from the file, with Range and ETag (`serving::artifacts`).
 pub async fn download_artifact(
     State(s): State<AppState>,
-    Path((id, name)): Path<(i64, String)>,
+    PagePath((id, name)): PagePath<(i64, String)>,
     req: axum::extract::Request,
 ) -> Result<Response, PageError> {
     use crate::serving::artifacts::serve;
