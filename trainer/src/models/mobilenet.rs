@@ -66,7 +66,6 @@ fn conv(vs: nn::Path, cin: i64, cout: i64, kernel: i64, stride: i64, groups: i64
 }
 
 impl ConvBnRelu {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         vs: &nn::Path,
         cin: i64,
