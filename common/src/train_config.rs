@@ -21,6 +21,7 @@ pub enum BackboneKind {
     Resnet18,
     Resnet50,
     EfficientnetLite0,
+    MobilenetV2,
 }
 
 /// Where the weights come from before training starts.
@@ -29,7 +30,8 @@ pub enum BackboneKind {
 pub enum InitConfig {
     /// Random initialisation of every module.
     Scratch,
-    /// The ImageNet weights shipped for the backbone (EfficientNet-Lite0); the rest random.
+    /// The ImageNet weights shipped for the backbone (EfficientNet-Lite0, MobileNetV2); the rest
+    /// random.
     ImagenetBackbone,
     /// A checkpoint artifact of an earlier run (pre-training or fine-tuning), loaded
     /// non-strictly: every tensor whose name and shape match is loaded, the rest reported.
@@ -56,8 +58,9 @@ impl DetectorKind {
 
 impl BackboneKind {
     /// In the order the forms offer them (the one with shipped ImageNet weights first).
-    pub const ALL: [BackboneKind; 3] = [
+    pub const ALL: [BackboneKind; 4] = [
         BackboneKind::EfficientnetLite0,
+        BackboneKind::MobilenetV2,
         BackboneKind::Resnet18,
         BackboneKind::Resnet50,
     ];
@@ -66,9 +69,18 @@ impl BackboneKind {
     pub fn label(self) -> &'static str {
         match self {
             BackboneKind::EfficientnetLite0 => "EfficientNet-Lite0",
+            BackboneKind::MobilenetV2 => "MobileNetV2",
             BackboneKind::Resnet18 => "ResNet-18",
             BackboneKind::Resnet50 => "ResNet-50",
         }
+    }
+
+    /// Whether ImageNet weights are shipped for it (scripts/setup.sh converts them).
+    pub fn has_imagenet_weights(self) -> bool {
+        matches!(
+            self,
+            BackboneKind::EfficientnetLite0 | BackboneKind::MobilenetV2
+        )
     }
 }
 
@@ -237,10 +249,10 @@ pub(crate) fn validate_init(
             ));
         }
     }
-    if *init == InitConfig::ImagenetBackbone && backbone != BackboneKind::EfficientnetLite0 {
+    if *init == InitConfig::ImagenetBackbone && !backbone.has_imagenet_weights() {
         return Err(err(
             field,
-            "ImageNet weights are shipped only for efficientnet_lite0; start ResNets from scratch or a checkpoint",
+            "ImageNet weights are shipped only for efficientnet_lite0 and mobilenet_v2; start ResNets from scratch or a checkpoint",
         ));
     }
     Ok(())
@@ -270,6 +282,13 @@ mod tests {
         let mut c = config();
         c.backbone = BackboneKind::Resnet50;
         assert_eq!(c.validate().unwrap_err().field, "init");
+        let mut c = config();
+        c.backbone = BackboneKind::MobilenetV2;
+        c.validate().unwrap();
+        assert_eq!(
+            serde_json::to_value(BackboneKind::MobilenetV2).unwrap(),
+            "mobilenet_v2"
+        );
         let mut c = config();
         c.train_split = "../x".into();
         assert_eq!(c.validate().unwrap_err().field, "train_split");

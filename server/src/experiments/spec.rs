@@ -197,8 +197,8 @@ impl ExperimentSpec {
                     "{field}: the pre-training run {id} is reused, so its own setting applies; leave this blank"
                 ));
             }
-        } else if !self.label_free && self.backbone != BackboneKind::EfficientnetLite0 {
-            return Err("backbone: ImageNet weights are shipped only for efficientnet_lite0; choose it, or tick label-free image pre-training".into());
+        } else if !self.label_free && !self.backbone.has_imagenet_weights() {
+            return Err("backbone: ImageNet weights are shipped only for efficientnet_lite0 and mobilenet_v2; choose one, or tick label-free image pre-training".into());
         }
         for (field, v) in [
             ("image_lr", self.image_lr),

@@ -63,10 +63,9 @@ async fn init_view(
             "random initialisation (no pre-trained weights)".into(),
             None,
         ),
-        InitConfig::ImagenetBackbone => (
-            "the shipped ImageNet weights (EfficientNet-Lite0)".into(),
-            None,
-        ),
+        InitConfig::ImagenetBackbone => {
+            ("the shipped ImageNet weights of the backbone".into(), None)
+        }
         InitConfig::Checkpoint { artifact } => (
             format!("{} of run #{}", artifact.name, artifact.run_id),
             Some((

@@ -3,6 +3,7 @@
 //! it needs. Each body also says how its pixels are normalised, since ImageNet weights expect it.
 
 use super::efficientnet::EfficientNetLite;
+use super::mobilenet::MobileNetV2;
 use super::norm::NormKind;
 use super::resnet::{ResNet, ResNetDepth};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,7 @@ pub enum BodyKind {
     Resnet18,
     Resnet50,
     EfficientnetLite0,
+    MobilenetV2,
 }
 
 /// ImageNet statistics (torchvision's detection transforms).
@@ -64,11 +66,13 @@ impl Body for ResNet {
     }
 }
 
-/// Build the body under `vs` (torchvision names for ResNet: `conv1`, `layer1`, …).
+/// Build the body under `vs` (torchvision names for ResNet, `conv1`, `layer1`, …, and for
+/// MobileNetV2, `features.…`).
 pub fn build_body(vs: &nn::Path, kind: BodyKind, norm: NormKind) -> Box<dyn Body> {
     match kind {
         BodyKind::Resnet18 => Box::new(ResNet::new(vs, ResNetDepth::Resnet18, norm)),
         BodyKind::Resnet50 => Box::new(ResNet::new(vs, ResNetDepth::Resnet50, norm)),
         BodyKind::EfficientnetLite0 => Box::new(EfficientNetLite::lite0(vs, norm)),
+        BodyKind::MobilenetV2 => Box::new(MobileNetV2::new(vs, norm)),
     }
 }

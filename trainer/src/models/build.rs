@@ -14,6 +14,7 @@ pub fn body_kind(b: BackboneKind) -> BodyKind {
         BackboneKind::Resnet18 => BodyKind::Resnet18,
         BackboneKind::Resnet50 => BodyKind::Resnet50,
         BackboneKind::EfficientnetLite0 => BodyKind::EfficientnetLite0,
+        BackboneKind::MobilenetV2 => BodyKind::MobilenetV2,
     }
 }
 

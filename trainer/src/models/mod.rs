@@ -4,6 +4,7 @@
 //! - [`norm`]: batch norm, trainable or frozen (torchvision's `FrozenBatchNorm2d`).
 //! - [`resnet`]: ResNet-18/50 bodies returning C2–C5.
 //! - [`efficientnet`]: the EfficientNet-Lite0 body (TF "same" padding, ImageNet weights).
+//! - [`mobilenet`]: the MobileNetV2 body (torchvision's names and taps, ImageNet weights).
 //! - [`fpn`]: feature pyramid (P2–P6 with max-pool, or P3–P7 with P6/P7 convs).
 //! - [`anchors`], [`box_coder`], [`box_ops`] (IoU, clipping, NMS), [`transform`]: the shared detection pieces.
 //! - [`fcos`]: the FCOS detector.
@@ -26,6 +27,7 @@ pub mod head;
 pub mod linear;
 pub mod losses;
 pub mod matcher;
+pub mod mobilenet;
 pub mod norm;
 pub mod resnet;
 pub mod retinanet;

@@ -52,6 +52,7 @@ pub enum BackboneArg {
     Resnet18,
     Resnet50,
     EfficientnetLite0,
+    MobilenetV2,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -73,6 +74,7 @@ pub fn main(args: BenchStepArgs) -> anyhow::Result<()> {
         BackboneArg::Resnet18 => BackboneKind::Resnet18,
         BackboneArg::Resnet50 => BackboneKind::Resnet50,
         BackboneArg::EfficientnetLite0 => BackboneKind::EfficientnetLite0,
+        BackboneArg::MobilenetV2 => BackboneKind::MobilenetV2,
     };
     let splits_path = args.dataset.with_file_name("splits.json");
     let splits: serde_json::Value = serde_json::from_slice(&std::fs::read(&splits_path)?)?;

@@ -40,6 +40,7 @@ pub fn imagenet_weights(backbone: BackboneKind) -> Option<PathBuf> {
         BackboneKind::EfficientnetLite0 => {
             Some(weights_dir().join("efficientnet_lite0.safetensors"))
         }
+        BackboneKind::MobilenetV2 => Some(weights_dir().join("mobilenet_v2.safetensors")),
         _ => None,
     }
 }
