@@ -4,6 +4,7 @@
 //! (`trainer run`); it only calls the sink and checks [`JobContext::should_stop`] at safe points.
 
 pub mod benchmark;
+pub mod context;
 pub mod evaluate;
 pub mod finetune;
 pub mod inputs;
@@ -13,53 +14,12 @@ pub mod pretrain_image;
 pub mod proposals;
 pub mod sink;
 
-use aligndet_common::api::JobSpec;
-use aligndet_common::artifacts;
 use aligndet_common::jobs::JobConfig;
-use std::path::PathBuf;
 
+pub use context::{JobContext, JobOutcome, ResumeState, own_checkpoint};
 pub use inputs::{ArtifactSource, FolderArtifacts};
 pub use local::{RunArgs, run_local};
 pub use sink::{EventSink, StopFlag};
-
-/// How a job ended when it did not fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobOutcome {
-    Succeeded,
-    /// Stopped early at the user's request (or because the worker lost the job's lease).
-    Stopped,
-}
-
-/// Everything a job entry point gets.
-pub struct JobContext<'a> {
-    pub spec: &'a JobSpec,
-    pub device: tch::Device,
-    pub sink: &'a mut dyn EventSink,
-    /// Scratch folder for this attempt (checkpoints, artifacts before upload).
-    pub work_dir: PathBuf,
-    pub stop: StopFlag,
-    /// What an earlier attempt already finished and stored (resumption).
-    pub resume: ResumeState,
-    /// Where job inputs stored as artifacts of other runs come from.
-    pub inputs: &'a dyn ArtifactSource,
-}
-
-impl JobContext<'_> {
-    pub fn should_stop(&self) -> bool {
-        self.stop.is_set()
-    }
-
-    pub fn log(&mut self, text: impl Into<String>) {
-        self.sink.log("info", text.into());
-    }
-}
-
-/// What a re-claimed job gets back from its earlier attempts.
-#[derive(Debug, Clone, Default)]
-pub struct ResumeState {
-    /// Pseudo-boxes of images a `proposals` job already finished.
-    pub proposals: Vec<aligndet_common::api::ImageProposals>,
-}
 
 /// Dispatch a job to its kind's entry point.
 pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
@@ -73,20 +33,6 @@ pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
         JobConfig::PretrainBox(cfg) => pretrain_box::run(ctx, &cfg.clone()),
         JobConfig::PretrainImage(cfg) => pretrain_image::run(ctx, &cfg.clone()),
     }
-}
-
-/// The checkpoint an earlier attempt of this run stored (`checkpoint.safetensors`), written into
-/// the work dir; `None` on a first attempt.
-pub fn own_checkpoint(ctx: &JobContext<'_>) -> anyhow::Result<Option<PathBuf>> {
-    let Some(bytes) = ctx
-        .inputs
-        .fetch_optional(ctx.spec.run_id, artifacts::CHECKPOINT)?
-    else {
-        return Ok(None);
-    };
-    let path = ctx.work_dir.join("resume.safetensors");
-    std::fs::write(&path, bytes)?;
-    Ok(Some(path))
 }
 
 /// Log where the initial weights came from and store the load report as an artifact.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 use tch::nn;
 
-pub use super::body::Body;
+pub use super::body::{Body, IMAGENET_NORM};
 
 /// Freeze the first stages as torchvision's `trainable_backbone_layers` does: with `trainable`
 /// = 3 only the stages ending in C3..C5 train; 0 freezes the body, 5 nothing.
@@ -44,9 +44,6 @@ pub enum BodyKind {
     EfficientnetLite0,
     MobilenetV2,
 }
-
-/// ImageNet statistics (torchvision's detection transforms).
-pub const IMAGENET_NORM: ([f64; 3], [f64; 3]) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
 
 impl Body for ResNet {
     fn forward_t(&self, images: &Tensor, train: bool) -> Vec<Tensor> {

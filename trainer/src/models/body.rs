@@ -3,6 +3,10 @@
 
 use tch::Tensor;
 
+/// ImageNet statistics (torchvision's detection transforms), the pixel normalisation of the
+/// bodies trained on ImageNet with them.
+pub const IMAGENET_NORM: ([f64; 3], [f64; 3]) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+
 /// A backbone body: `[N, 3, H, W]` normalised images → [C2, C3, C4, C5].
 pub trait Body: std::fmt::Debug + Send {
     fn forward_t(&self, images: &Tensor, train: bool) -> Vec<Tensor>;

@@ -19,8 +19,7 @@
 //! torchvision's `trainable_layers = t + 1` (t ≥ 1): the blocks from `features.[2, 4, 7, 14][4 − t]`
 //! on train; 0 freezes the body, 5 nothing.
 
-use super::backbone::IMAGENET_NORM;
-use super::body::Body;
+use super::body::{Body, IMAGENET_NORM};
 use super::norm::{Norm2d, NormKind, norm2d};
 use tch::Tensor;
 use tch::nn::{self, Module, ModuleT};

@@ -8,7 +8,7 @@
 //! metric points every run reports, timing, progress lines and the checkpoint cadence.
 
 use super::optim::Optimizer;
-use crate::jobs::{JobContext, JobOutcome};
+use crate::jobs::context::{JobContext, JobOutcome, own_checkpoint};
 use aligndet_common::api::MetricPoint;
 use aligndet_common::artifacts;
 use aligndet_common::optim_config::OptimConfig;
@@ -57,7 +57,7 @@ pub fn resume(
     ctx: &mut JobContext<'_>,
     restore: impl FnOnce(&Path) -> anyhow::Result<u32>,
 ) -> anyhow::Result<u32> {
-    let Some(path) = crate::jobs::own_checkpoint(ctx)? else {
+    let Some(path) = own_checkpoint(ctx)? else {
         return Ok(0);
     };
     let step = restore(&path).context("restoring the run's checkpoint")?;
@@ -174,7 +174,9 @@ fn millis(d: std::time::Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::{EventSink, FolderArtifacts, ResumeState, StopFlag};
+    use crate::jobs::context::ResumeState;
+    use crate::jobs::inputs::FolderArtifacts;
+    use crate::jobs::sink::{EventSink, StopFlag};
     use crate::train::optim::Param;
     use aligndet_common::api::{ImageProposals, JobSpec};
     use aligndet_common::jobs::{BenchmarkConfig, JobConfig};
