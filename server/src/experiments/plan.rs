@@ -205,6 +205,10 @@ impl ExperimentSpec {
             backbone: self.backbone,
             optim,
             eval_every,
+            eval_max_images: self.eval_max_images.unwrap_or(d.eval_max_images),
+            final_eval_max_images: self
+                .final_eval_max_images
+                .unwrap_or(d.final_eval_max_images),
             augment: scaled_augment(&d.augment, image_size),
             ..d
         };
@@ -301,6 +305,24 @@ mod tests {
             panic!("fine-tune expected")
         };
         assert_eq!(c.schedule_defaults(), TrainConfig::schedule_for_steps(20));
+    }
+
+    #[test]
+    fn evaluation_sizes_reach_every_fine_tune() {
+        let resolved = spec().resolved();
+        assert_eq!(
+            (resolved.eval_max_images, resolved.final_eval_max_images),
+            (Some(0), Some(0)),
+            "the whole split unless sized"
+        );
+        let mut s = spec();
+        s.eval_max_images = Some(20);
+        s.final_eval_max_images = Some(100);
+        for p in s.resolved().plan().unwrap() {
+            if let JobConfig::Finetune(c) = &p.config {
+                assert_eq!((c.eval_max_images, c.final_eval_max_images), (20, 100));
+            }
+        }
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub struct ExperimentSpec {
     pub pretrain_samples: Option<u32>,
     #[serde(default)]
     pub finetune_steps: Option<u32>,
+    /// Validation images each periodic evaluation of the fine-tunes scores (0: the whole split).
+    #[serde(default)]
+    pub eval_max_images: Option<u32>,
+    /// Validation images the fine-tunes' final evaluation scores (0, the default: the whole
+    /// split): tiny exploratory fine-tunes need not pay for a full evaluation each.
+    #[serde(default)]
+    pub final_eval_max_images: Option<u32>,
     #[serde(default)]
     pub finetune_batch_size: Option<u32>,
     /// Base learning rate and weight decay: the baseline's; the AlignDet arm's are these times
@@ -136,6 +143,8 @@ impl ExperimentSpec {
         }
         s.image_size = s.image_size.or(Some(DEFAULT_IMAGE_SIZE));
         s.finetune_steps = s.finetune_steps.or(Some(ft.optim.steps));
+        s.eval_max_images = s.eval_max_images.or(Some(ft.eval_max_images));
+        s.final_eval_max_images = s.final_eval_max_images.or(Some(ft.final_eval_max_images));
         s.finetune_batch_size = s.finetune_batch_size.or(Some(ft.optim.batch_size));
         s.finetune_lr = s.finetune_lr.or(Some(ft.optim.lr));
         s.finetune_weight_decay = s.finetune_weight_decay.or(Some(ft.optim.weight_decay));

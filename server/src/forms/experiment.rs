@@ -33,6 +33,8 @@ pub struct ExperimentForm {
     pub pretrain_samples: String,
     pub image_size: String,
     pub finetune_steps: String,
+    pub eval_max_images: String,
+    pub final_eval_max_images: String,
     pub finetune_batch_size: String,
     pub finetune_lr: String,
     pub finetune_weight_decay: String,
@@ -64,6 +66,8 @@ impl ExperimentForm {
             pretrain_samples: String::new(),
             image_size: DEFAULT_IMAGE_SIZE.to_string(),
             finetune_steps: ft.optim.steps.to_string(),
+            eval_max_images: ft.eval_max_images.to_string(),
+            final_eval_max_images: ft.final_eval_max_images.to_string(),
             finetune_batch_size: ft.optim.batch_size.to_string(),
             finetune_lr: ft.optim.lr.to_string(),
             finetune_weight_decay: ft.optim.weight_decay.to_string(),
@@ -100,6 +104,8 @@ impl ExperimentForm {
             "pretrain_samples",
             "image_size",
             "finetune_steps",
+            "eval_max_images",
+            "final_eval_max_images",
             "finetune_batch_size",
             "finetune_lr",
             "finetune_weight_decay",
@@ -155,6 +161,8 @@ impl ExperimentForm {
             pretrain_samples: number("pretrain_samples", &self.pretrain_samples)?,
             image_size: number("image_size", &self.image_size)?,
             finetune_steps: number("finetune_steps", &self.finetune_steps)?,
+            eval_max_images: number("eval_max_images", &self.eval_max_images)?,
+            final_eval_max_images: number("final_eval_max_images", &self.final_eval_max_images)?,
             finetune_batch_size: number("finetune_batch_size", &self.finetune_batch_size)?,
             finetune_lr: real("finetune_lr", &self.finetune_lr)?,
             finetune_weight_decay: real("finetune_weight_decay", &self.finetune_weight_decay)?,
@@ -163,5 +171,42 @@ impl ExperimentForm {
             seeds: number_list("seeds", &self.seeds)?,
             fractions: number_list("fractions", &self.fractions)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn posted(changes: &[(&str, &str)]) -> ExperimentForm {
+        let mut fields: Vec<(String, String)> = vec![
+            ("name".into(), "e".into()),
+            ("dataset_id".into(), "3".into()),
+            ("detector".into(), "fcos".into()),
+            ("backbone".into(), "efficientnet_lite0".into()),
+            ("seeds".into(), "1".into()),
+            ("fractions".into(), "5".into()),
+        ];
+        fields.extend(changes.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        ExperimentForm::posted(&fields).expect("a form of text fields")
+    }
+
+    #[test]
+    fn evaluation_sizes_are_read_and_named_when_wrong() {
+        let spec = posted(&[("final_eval_max_images", "50")])
+            .to_spec()
+            .unwrap();
+        assert_eq!(spec.final_eval_max_images, Some(50));
+        assert_eq!(spec.eval_max_images, None, "blank keeps the default");
+        let e = posted(&[("eval_max_images", "many")])
+            .to_spec()
+            .unwrap_err();
+        assert_eq!(e.field, "eval_max_images");
+        assert_eq!(
+            ExperimentForm::input_for("final_eval_max_images").as_deref(),
+            Some("final_eval_max_images")
+        );
+        // The defaults shown are the fine-tune's: the whole split.
+        assert_eq!(ExperimentForm::defaults().final_eval_max_images, "0");
     }
 }
