@@ -20,7 +20,8 @@ PY_REQS=(torch==2.11.0 torchvision==0.26.0 safetensors setuptools numpy pillow p
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 # --- 1. Debian packages -----------------------------------------------------------------------
-APT_PKGS=(postgresql chromium chromium-driver python3-venv unzip curl ca-certificates pkg-config)
+# g++ and libgloo-dev: the trainer's C++ shim (autocast, c10d over Gloo; the torch wheel ships no Gloo headers).
+APT_PKGS=(postgresql chromium chromium-driver python3-venv unzip curl ca-certificates pkg-config g++ libgloo-dev)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -133,6 +133,10 @@ pub struct StatusUpdate {
     pub status: RunStatus,
     #[serde(default)]
     pub error: Option<String>,
+    /// A `failed` attempt whose cause lies outside the job (a data-parallel rank died): the run
+    /// goes back to the queue while attempts remain, and resumes from its checkpoint.
+    #[serde(default)]
+    pub retryable: bool,
 }
 
 /// Why the pseudo-box filter removed a box (0 = kept). Stored per box.

@@ -164,6 +164,16 @@ impl JobConfig {
         }
     }
 
+    /// The optimisation settings of the training kinds (`None` for the others).
+    pub fn optim(&self) -> Option<&crate::optim_config::OptimConfig> {
+        match self {
+            JobConfig::Finetune(c) => Some(&c.optim),
+            JobConfig::PretrainBox(c) => Some(&c.optim),
+            JobConfig::PretrainImage(c) => Some(&c.optim),
+            JobConfig::Benchmark(_) | JobConfig::Proposals(_) | JobConfig::Evaluate(_) => None,
+        }
+    }
+
     /// The dataset this job reads, if any (for filtering runs by dataset).
     pub fn dataset_id(&self) -> Option<i64> {
         match self {

@@ -1,6 +1,7 @@
 //! The optimisation and bookkeeping every training kind shares ([`OptimConfig`], nested as
 //! `optim` in `TrainConfig`, `PretrainBoxConfig` and `PretrainImageConfig`): batch, steps,
-//! optimizer, learning-rate schedule, clipping, checkpoint cadence, seed and loader threads.
+//! optimizer, learning-rate schedule, clipping, checkpoint cadence, seed, loader threads, the
+//! forward pass's precision and the number of data-parallel ranks.
 //! One validation, one learning-rate rule ([`OptimConfig::lr_at`]) and one rule for the fields
 //! that follow the number of steps ([`ScheduleDefaults`]).
 //!
@@ -31,6 +32,37 @@ impl OptimizerKind {
     }
 }
 
+/// The forward pass's arithmetic. `bf16` and `fp16` autocast the forward (convolutions and
+/// matrix products in 16 bits); losses, optimizer state, momentum copies and checkpoints stay
+/// fp32. `fp16` needs CUDA and trains with a dynamic loss scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+    Fp16,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 3] = [Precision::Fp32, Precision::Bf16, Precision::Fp16];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16 autocast",
+            Precision::Fp16 => "fp16 autocast + loss scaling (CUDA)",
+        }
+    }
+}
+
+/// Most data-parallel ranks one run may ask for.
+pub const MAX_WORLD_SIZE: u32 = 64;
+
+fn one() -> u32 {
+    1
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LrSchedule {
@@ -43,7 +75,8 @@ pub enum LrSchedule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimConfig {
-    /// Images per optimizer step (image pairs for the pre-training kinds).
+    /// Images per optimizer step over all ranks (image pairs for the pre-training kinds): the
+    /// global batch, so that the learning rate does not depend on `world_size`.
     pub batch_size: u32,
     /// Optimizer steps in all.
     pub steps: u32,
@@ -61,8 +94,14 @@ pub struct OptimConfig {
     /// Save a resumable checkpoint (weights, optimizer and any momentum model) this often.
     pub checkpoint_every: u32,
     pub seed: u64,
-    /// Data-loading threads.
+    /// Data-loading threads (per rank).
     pub loader_threads: u32,
+    #[serde(default)]
+    pub precision: Precision,
+    /// Data-parallel ranks, one process per device, each taking `batch_size / world_size` of
+    /// every batch; 1 trains in one process.
+    #[serde(default = "one")]
+    pub world_size: u32,
 }
 
 /// The JSON key of [`OptimConfig`] in every training config; refused fields are named under it.
@@ -118,6 +157,18 @@ impl OptimConfig {
         }
         if !(1..=64).contains(&self.loader_threads) {
             return Err(err("loader_threads", "must be 1..=64"));
+        }
+        if !(1..=MAX_WORLD_SIZE).contains(&self.world_size) {
+            return Err(err("world_size", format!("must be 1..={MAX_WORLD_SIZE}")));
+        }
+        if !self.batch_size.is_multiple_of(self.world_size) {
+            return Err(err(
+                "batch_size",
+                format!(
+                    "{} images do not split evenly over {} ranks (world_size): use a multiple of {}",
+                    self.batch_size, self.world_size, self.world_size
+                ),
+            ));
         }
         Ok(())
     }
@@ -253,6 +304,8 @@ mod tests {
             checkpoint_every: 10,
             seed: 0,
             loader_threads: 1,
+            precision: Precision::Fp32,
+            world_size: 1,
         }
     }
 

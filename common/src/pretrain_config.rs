@@ -13,7 +13,7 @@
 //! clip, at 16 image pairs per step; at 2–4 pairs Faster R-CNN's box head diverged without it).
 
 use crate::config_error::ConfigError;
-use crate::optim_config::{LrSchedule, OptimConfig, OptimizerKind, ScheduleDefaults};
+use crate::optim_config::{LrSchedule, OptimConfig, OptimizerKind, Precision, ScheduleDefaults};
 use crate::train_config::{
     BackboneKind, DetectorKind, InitConfig, validate_init, validate_split_name,
 };
@@ -126,6 +126,8 @@ impl Default for PretrainBoxConfig {
                 checkpoint_every: 100,
                 seed: 42,
                 loader_threads: 2,
+                precision: Precision::Fp32,
+                world_size: 1,
             },
         }
     }
@@ -259,6 +261,8 @@ impl Default for PretrainImageConfig {
                 checkpoint_every: 200,
                 seed: 0,
                 loader_threads: 2,
+                precision: Precision::Fp32,
+                world_size: 1,
             },
         }
     }

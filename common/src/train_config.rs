@@ -4,7 +4,7 @@
 
 use crate::artifacts::ArtifactRef;
 use crate::config_error::ConfigError;
-use crate::optim_config::{LrSchedule, OptimConfig, OptimizerKind, ScheduleDefaults};
+use crate::optim_config::{LrSchedule, OptimConfig, OptimizerKind, Precision, ScheduleDefaults};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +161,8 @@ impl Default for TrainConfig {
                 checkpoint_every: 100,
                 seed: 0,
                 loader_threads: 2,
+                precision: Precision::Fp32,
+                world_size: 1,
             },
             no_decay_norm_and_bias: true,
             eval_every: 250,

@@ -3,14 +3,17 @@
 //! - [`proposals`]: Felzenszwalb segmentation, selective search, the AlignDet/SoCo filter, recall.
 //! - [`eval`]: COCO bbox evaluation.
 //! - [`jobs`]: one entry point per job kind, and the event sink they report through.
+//! - [`dist`]: data-parallel ranks over c10d process groups (Gloo), and their launch.
 //! - [`worker`]: the HTTP client that claims jobs, heartbeats and buffers events.
 
 pub mod data;
+pub mod dist;
 pub mod doctor;
 pub mod eval;
 pub mod jobs;
 pub mod models;
 pub mod pretrain;
 pub mod proposals;
+pub mod torch_shim;
 pub mod train;
 pub mod worker;

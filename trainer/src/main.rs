@@ -24,6 +24,9 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Run one job spec without a server; events go to DIR/events.jsonl, artifacts to DIR/artifacts.
     Run(jobs::RunArgs),
+    /// One data-parallel rank (> 0) of a job; started by rank 0, not by hand.
+    #[command(hide = true)]
+    Rank(jobs::ranks::RankArgs),
     /// COCO bbox or segm evaluation with pycocotools' semantics.
     Eval(eval::cli::EvalArgs),
     /// Single RLE mask operations as JSON, for the segm parity script.
@@ -67,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::Doctor => doctor::print_report(),
         Command::Worker(args) => worker::run_worker(args),
         Command::Run(args) => jobs::run_local(args),
+        Command::Rank(args) => jobs::ranks::run_rank(args),
         Command::Eval(args) => eval::cli::main(args),
         Command::EvalMaskOps(args) => eval::mask_ops::main(args),
         Command::BenchStep(args) => train::bench_cli::main(args),

@@ -5,7 +5,9 @@
 //! ([`ScheduleDefaults`]' rule).
 
 use super::{FieldError, comma_list, enum_of, number, number_list_or, real, wire_name};
-use aligndet_common::optim_config::{LrSchedule, OptimConfig, OptimizerKind, ScheduleDefaults};
+use aligndet_common::optim_config::{
+    LrSchedule, OptimConfig, OptimizerKind, Precision, ScheduleDefaults,
+};
 
 /// Form values when the schedule is switched away from the default's kind (the configs have
 /// a default for only one of them).
@@ -35,6 +37,9 @@ pub struct OptimForm {
     pub checkpoint_every: String,
     pub seed: String,
     pub loader_threads: String,
+    /// `fp32`, `bf16` or `fp16`.
+    pub precision: String,
+    pub world_size: String,
     /// The kind's schedule at its default steps, from which blank warm-up, milestones and
     /// intervals are derived for the steps given (set by the kind's form, not posted).
     #[serde(skip)]
@@ -58,6 +63,8 @@ pub const INPUTS: &[&str] = &[
     "checkpoint_every",
     "seed",
     "loader_threads",
+    "precision",
+    "world_size",
 ];
 
 impl OptimForm {
@@ -84,6 +91,8 @@ impl OptimForm {
             checkpoint_every: String::new(),
             seed: c.seed.to_string(),
             loader_threads: c.loader_threads.to_string(),
+            precision: wire_name(&c.precision),
+            world_size: c.world_size.to_string(),
             reference,
         }
     }
@@ -159,6 +168,11 @@ impl OptimForm {
             weight_decay: real("optim.weight_decay", &self.weight_decay)?.unwrap_or(d.weight_decay),
             schedule,
             grad_clip_norm: real("optim.grad_clip_norm", &self.grad_clip_norm)?,
+            precision: match self.precision.as_str() {
+                "" => d.precision,
+                text => enum_of::<Precision>("optim.precision", text)?,
+            },
+            world_size: number("optim.world_size", &self.world_size)?.unwrap_or(d.world_size),
         })
     }
 }

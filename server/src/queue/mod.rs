@@ -141,7 +141,10 @@ async fn not_current(pool: &PgPool, run_id: i64, attempt: i32) -> QueueError {
     }
 }
 
-/// The worker's final word on its attempt (only the worker holding it may give it).
+/// The worker's final word on its attempt (only the worker holding it may give it). A
+/// `retryable` failure (a cause outside the job, such as a data-parallel rank that died) puts the
+/// run back in the queue while attempts remain and no cancel was asked; the next attempt resumes
+/// from the run's checkpoint.
 pub async fn finish(
     pool: &PgPool,
     run_id: i64,
@@ -149,34 +152,53 @@ pub async fn finish(
     attempt: i32,
     status: RunStatus,
     error: Option<&str>,
+    retryable: bool,
 ) -> Result<(), QueueError> {
     let mut tx = pool.begin().await?;
-    let updated = sqlx::query(
-        "UPDATE runs SET status = $3, error = $4, finished_at = now(), lease_expires_at = NULL, updated_at = now()
-         WHERE id = $1 AND attempts = $2 AND status = 'running' AND worker_id = $5",
+    let requeue = retryable && status == RunStatus::Failed;
+    let new_status: Option<String> = sqlx::query_scalar(
+        "UPDATE runs SET
+            status = CASE WHEN $6 AND attempts < max_attempts AND NOT cancel_requested
+                          THEN 'queued' ELSE $3 END,
+            error = CASE WHEN $6 AND attempts < max_attempts AND NOT cancel_requested
+                         THEN NULL ELSE $4 END,
+            finished_at = CASE WHEN $6 AND attempts < max_attempts AND NOT cancel_requested
+                               THEN NULL ELSE now() END,
+            worker_id = CASE WHEN $6 AND attempts < max_attempts AND NOT cancel_requested
+                             THEN NULL ELSE worker_id END,
+            lease_expires_at = NULL, updated_at = now()
+         WHERE id = $1 AND attempts = $2 AND status = 'running' AND worker_id = $5
+         RETURNING status",
     )
     .bind(run_id)
     .bind(attempt)
     .bind(status.as_str())
     .bind(error)
     .bind(worker_id)
-    .execute(&mut *tx)
+    .bind(requeue)
+    .fetch_optional(&mut *tx)
     .await?;
-    if updated.rows_affected() != 1 {
+    let Some(new_status) = new_status else {
         drop(tx);
         return Err(not_current(pool, run_id, attempt).await);
-    }
+    };
+    let requeued = new_status == RunStatus::Queued.as_str();
+    let note = match (requeued, error) {
+        (true, Some(e)) => Some(format!("{e}; run re-queued")),
+        (true, None) => Some("run re-queued".to_string()),
+        (false, e) => e.map(str::to_string),
+    };
     sqlx::query(
         "UPDATE run_attempts SET ended_at = now(), outcome = $3, note = $4 WHERE run_id = $1 AND attempt = $2",
     )
     .bind(run_id)
     .bind(attempt)
     .bind(status.as_str())
-    .bind(error)
+    .bind(note)
     .execute(&mut *tx)
     .await?;
     db::notify_run_changed(&mut *tx, run_id).await?;
-    if matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
+    if !requeued && matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
         db::runs::fail_dependents_in(&mut tx, run_id).await?;
     }
     tx.commit().await?;

@@ -268,6 +268,7 @@ async fn status(
         update.attempt,
         update.status,
         update.error.as_deref(),
+        update.retryable,
     )
     .await?;
     tracing::info!("run #{id} attempt {}: {}", update.attempt, update.status);

@@ -14,7 +14,7 @@ use crate::numbers::{filters, six_significant};
 use crate::state::AppState;
 use aligndet_common::artifacts;
 use aligndet_common::jobs::{RunKind, RunStatus};
-use aligndet_common::optim_config::{OPTIM_KEY, OptimizerKind};
+use aligndet_common::optim_config::{OPTIM_KEY, OptimizerKind, Precision};
 use aligndet_common::pretrain_config::{
     ALIGNED_FINETUNE_LR_FACTOR, ALIGNED_FINETUNE_WD_DIVISOR, PretrainBoxConfig,
     aligned_finetune_hyperparameters,
@@ -41,6 +41,7 @@ pub struct NewRunPage {
     detectors: Vec<(String, &'static str)>,
     backbones: Vec<(String, &'static str)>,
     optimizers: Vec<(String, &'static str)>,
+    precisions: Vec<(String, &'static str)>,
     /// Succeeded `proposals` runs: the pseudo-box sources of box-domain pre-training.
     proposals_runs: Vec<ProposalsChoice>,
     /// Weights a run can start from: pre-trained detectors, pre-trained backbones, fine-tuned
@@ -158,6 +159,7 @@ impl NewRunPage {
             detectors: choices(&DetectorKind::ALL, |k| k.label()),
             backbones: choices(&BackboneKind::ALL, |k| k.label()),
             optimizers: choices(&OptimizerKind::ALL, |k| k.label()),
+            precisions: choices(&Precision::ALL, |p| p.label()),
             proposals_runs,
             checkpoints,
         })

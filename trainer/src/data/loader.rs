@@ -74,12 +74,27 @@ pub fn batch_indices(num_samples: usize, batch_size: usize, seed: u64, step: u64
         .collect()
 }
 
+/// This rank's share of a global batch: `(position in the global batch, sample index)` of its
+/// consecutive slice. Random draws are keyed by the global position, so N ranks with batch B
+/// each see exactly the images and augmentations of one process with batch N × B.
+pub fn rank_share(global: &[usize]) -> Vec<(usize, usize)> {
+    let (rank, world) = (crate::dist::rank(), crate::dist::world_size());
+    let per_rank = global.len() / world;
+    global
+        .iter()
+        .copied()
+        .enumerate()
+        .skip(rank * per_rank)
+        .take(per_rank)
+        .collect()
+}
+
 fn build_batch(split: &DetectionSplit, cfg: &LoaderConfig, step: u64) -> anyhow::Result<Batch> {
     let idx = batch_indices(split.samples.len(), cfg.batch_size, cfg.seed, step);
     let mut scale_rng = rng_for(cfg.seed, step, u64::MAX - 1);
     let min_size = cfg.min_sizes[scale_rng.random_range(0..cfg.min_sizes.len())];
     let (mut images, mut targets, mut ids) = (vec![], vec![], vec![]);
-    for (j, &i) in idx.iter().enumerate() {
+    for (j, i) in rank_share(&idx) {
         let sample = &split.samples[i];
         let mut rng = rng_for(cfg.seed, step, j as u64);
         let draw = AugmentDraw::sample(&mut rng, cfg.hflip, cfg.color_jitter);

@@ -13,7 +13,7 @@
 
 use super::augment::decode_image;
 use super::detection::DetectionSplit;
-use super::loader::{BuildFn, Loader, batch_indices, rng_for};
+use super::loader::{BuildFn, Loader, batch_indices, rank_share, rng_for};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use std::sync::Arc;
@@ -333,7 +333,7 @@ pub fn build_batch(
 ) -> anyhow::Result<MocoBatch> {
     let idx = batch_indices(split.samples.len(), cfg.batch_size, cfg.seed, step);
     let (mut qs, mut ks, mut ids) = (vec![], vec![], vec![]);
-    for (j, &i) in idx.iter().enumerate() {
+    for (j, i) in rank_share(&idx) {
         let sample = &split.samples[i];
         let image = decode_image(&sample.path)?;
         let mut rng = rng_for(cfg.seed ^ MOCO_STREAM, step, j as u64);

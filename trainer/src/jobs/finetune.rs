@@ -222,6 +222,10 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     if run_loop(ctx, &cfg.optim, &mut opt, &mut job, start_step)? == JobOutcome::Stopped {
         return Ok(JobOutcome::Stopped);
     }
+    if crate::dist::rank() != 0 {
+        // rank 0 alone evaluates and stores what the run produced
+        return Ok(JobOutcome::Succeeded);
+    }
     drop(job);
 
     // final evaluation (the whole split unless the config sizes it), the model and its predictions

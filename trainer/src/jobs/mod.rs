@@ -12,6 +12,7 @@ pub mod local;
 pub mod pretrain_box;
 pub mod pretrain_image;
 pub mod proposals;
+pub mod ranks;
 pub mod sink;
 
 use aligndet_common::jobs::JobConfig;
@@ -21,10 +22,27 @@ pub use inputs::{ArtifactSource, FolderArtifacts};
 pub use local::{RunArgs, run_local};
 pub use sink::{EventSink, StopFlag};
 
-/// Dispatch a job to its kind's entry point.
+/// Run a job: as `optim.world_size` data-parallel ranks when its config asks for more than one
+/// (this process is rank 0, [`ranks`]), otherwise here.
 pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
     // Every loader decodes under the spec's limits (the server's, or the defaults offline).
     crate::data::augment::set_image_limits(ctx.spec.image_limits);
+    let world_size = ctx.spec.config.optim().map_or(1, |o| o.world_size as usize);
+    if let Some(optim) = ctx.spec.config.optim() {
+        crate::train::precision::check_supported(optim.precision, ctx.device)?;
+    }
+    if world_size > 1 && crate::dist::current().is_none() {
+        anyhow::ensure!(
+            !matches!(ctx.spec.config, JobConfig::PretrainImage(_)),
+            "optim.world_size > 1 is not available for pretrain_image yet: MoCo needs its key batch shuffled across ranks (shuffle-BN) and its queue filled from all of them"
+        );
+        return ranks::run_as_rank_zero(ctx, world_size, dispatch);
+    }
+    dispatch(ctx)
+}
+
+/// The kind's entry point.
+fn dispatch(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
     match &ctx.spec.config {
         JobConfig::Benchmark(cfg) => benchmark::run(ctx, &cfg.clone()),
         JobConfig::Proposals(cfg) => proposals::run(ctx, &cfg.clone()),

@@ -286,6 +286,10 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
     if run_loop(ctx, &cfg.optim, &mut opt, &mut job, start_step)? == JobOutcome::Stopped {
         return Ok(JobOutcome::Stopped);
     }
+    if crate::dist::rank() != 0 {
+        // rank 0 alone evaluates and stores what the run produced
+        return Ok(JobOutcome::Succeeded);
+    }
     drop(job);
 
     let path = ctx.work_dir.join(artifacts::PRETRAINED_DETECTOR);

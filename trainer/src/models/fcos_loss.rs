@@ -110,7 +110,8 @@ pub fn fcos_losses(out: &FcosOutputs, anchors: &Tensor, targets: &[Targets]) -> 
     let cls_t = Tensor::stack(&cls_t, 0); // [N, A]
     let box_t = Tensor::stack(&box_t, 0); // [N, A, 4]
     let fg = cls_t.ge(0);
-    let num_fg = (fg.sum(Kind::Int64).int64_value(&[]).max(1)) as f64;
+    // max(foreground locations, 1) over the global batch when ranks share it (dist::normalizer).
+    let num_fg = crate::dist::normalizer(fg.sum(Kind::Int64).int64_value(&[]) as f64);
 
     let logits = &out.cls_logits;
     let onehot = cls_t

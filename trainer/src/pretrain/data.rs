@@ -3,7 +3,7 @@
 
 use crate::data::augment::decode_image;
 use crate::data::detection::DetectionSplit;
-use crate::data::loader::{BuildFn, Loader, batch_indices, rng_for};
+use crate::data::loader::{BuildFn, Loader, batch_indices, rank_share, rng_for};
 use crate::data::multiview::{MultiViewConfig, two_views};
 use aligndet_common::pretrain_config::{BoxSelection, PretrainBoxConfig, PseudoBoxes};
 use anyhow::Context;
@@ -137,7 +137,7 @@ pub fn build_pair_batch(
             boxes: vec![],
         },
     };
-    for (j, &i) in idx.iter().enumerate() {
+    for (j, i) in rank_share(&idx) {
         let img = &set.images[i];
         let mut rng = rng_for(cfg.optim.seed, step, j as u64);
         let chosen = select_boxes(

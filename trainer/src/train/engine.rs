@@ -5,9 +5,14 @@
 //!
 //! The loop owns what they share: resumption from the run's own checkpoint ([`resume`]), the
 //! stop check, the learning-rate schedule, gradient clipping, the bail on a non-finite loss, the
-//! metric points every run reports, timing, progress lines and the checkpoint cadence.
+//! metric points every run reports, timing, progress lines, the checkpoint cadence, precision
+//! (autocast, fp16's loss scale: [`super::precision`]) and data-parallel ranks ([`crate::dist`]:
+//! gradients averaged after backward, the stop decided by all ranks, rank 0 alone reporting and
+//! checkpointing). With one rank and fp32 it is the plain loop.
 
 use super::optim::Optimizer;
+use super::precision::{Autocast, LossScaler, as_fp32, check_supported};
+use crate::dist;
 use crate::jobs::context::{JobContext, JobOutcome, own_checkpoint};
 use aligndet_common::api::MetricPoint;
 use aligndet_common::artifacts;
@@ -78,23 +83,43 @@ pub fn run_loop<S: TrainStep>(
     job: &mut S,
     start_step: u32,
 ) -> anyhow::Result<JobOutcome> {
+    check_supported(optim.precision, ctx.device)?;
+    let params: Vec<Tensor> = opt
+        .params
+        .iter()
+        .map(|p| p.tensor.shallow_clone())
+        .collect();
+    // Ranks start from rank 0's weights whatever their own initialisation drew.
+    dist::broadcast_from_rank0(&params)?;
+    let primary = dist::rank() == 0;
+    let mut scaler = LossScaler::for_precision(optim.precision);
     let progress_every = (optim.steps / 20).max(1);
     for step in start_step..optim.steps {
-        if ctx.should_stop() {
+        if dist::any_rank(ctx.should_stop())? {
             return Ok(JobOutcome::Stopped);
         }
         let t0 = Instant::now();
         let batch = job.next_batch()?;
         let wait = t0.elapsed();
-        let StepLosses { terms, metrics } = job.losses(batch, step)?;
+        let StepLosses { terms, metrics } = {
+            let _autocast = Autocast::enter(optim.precision, ctx.device);
+            job.losses(batch, step)?
+        };
+        if let Some(lost) = dist::take_error() {
+            return Err(anyhow::Error::new(lost).context(format!("step {step}")));
+        }
         let forward = t0.elapsed() - wait;
         anyhow::ensure!(!terms.is_empty(), "the step computed no loss");
+        let terms: Vec<(String, Tensor)> =
+            terms.into_iter().map(|(k, t)| (k, as_fp32(t))).collect();
         let total = terms
             .iter()
             .skip(1)
             .fold(terms[0].1.shallow_clone(), |acc, (_, t)| acc + t);
-        let total_value = total.double_value(&[]);
-        let values: Vec<f64> = terms.iter().map(|(_, t)| t.double_value(&[])).collect();
+        // Reported values are the global batch's: the mean of the ranks' (see dist::normalizer).
+        let local: Vec<f64> = terms.iter().map(|(_, t)| t.double_value(&[])).collect();
+        let values = dist::mean_over_ranks(&local)?;
+        let total_value: f64 = values.iter().sum();
         if !total_value.is_finite() {
             let shown: Vec<String> = terms
                 .iter()
@@ -108,11 +133,26 @@ pub fn run_loop<S: TrainStep>(
         }
         let t_update = Instant::now();
         opt.zero_grad();
-        total.backward();
+        match &scaler {
+            Some(s) => s.scale_loss(&total).backward(),
+            None => total.backward(),
+        }
+        dist::average_gradients(&params)?;
+        let finite = match &mut scaler {
+            Some(s) => s.unscale(&params.iter().map(Tensor::grad).collect::<Vec<_>>()),
+            None => true,
+        };
         let grad_norm = opt.clip_grad_norm(optim.grad_clip_norm.unwrap_or(f64::INFINITY));
         let lr = optim.lr_at(step);
-        opt.step(lr);
-        let after = job.after_update(step)?;
+        // fp16: a step whose gradients overflowed is skipped (the scale has halved).
+        if finite {
+            opt.step(lr);
+        }
+        let mut after = job.after_update(step)?;
+        if let Some(s) = &scaler {
+            after.push(("train/amp_skipped_steps".to_string(), s.skipped as f64));
+            after.push(("train/loss_scale".to_string(), s.scale));
+        }
         let update = t_update.elapsed();
 
         let done = step + 1;
@@ -155,7 +195,7 @@ pub fn run_loop<S: TrainStep>(
                 optim.steps
             ));
         }
-        if done < optim.steps {
+        if done < optim.steps && primary {
             if done % optim.checkpoint_every == 0 {
                 let path = ctx.work_dir.join(artifacts::CHECKPOINT);
                 job.save_checkpoint(&path, opt, done)?;
@@ -180,7 +220,7 @@ mod tests {
     use crate::train::optim::Param;
     use aligndet_common::api::{ImageProposals, JobSpec};
     use aligndet_common::jobs::{BenchmarkConfig, JobConfig};
-    use aligndet_common::optim_config::{LrSchedule, OptimizerKind};
+    use aligndet_common::optim_config::{LrSchedule, OptimizerKind, Precision};
     use tch::{Kind, Tensor};
 
     /// Everything a job reported.
@@ -252,6 +292,8 @@ mod tests {
             checkpoint_every: 4,
             seed: 0,
             loader_threads: 1,
+            precision: Precision::Fp32,
+            world_size: 1,
         }
     }
 

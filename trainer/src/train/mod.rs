@@ -7,4 +7,5 @@ pub mod engine;
 pub mod evaluation;
 pub mod init;
 pub mod optim;
+pub mod precision;
 pub mod predict_cli;

@@ -292,6 +292,7 @@ fn run_claimed_job(
                 attempt: spec.attempt,
                 status,
                 error,
+                retryable: result.as_ref().is_err_and(crate::dist::is_rank_lost),
             };
             match retry_transient(&outbox, || client.status(spec.run_id, &update)) {
                 Ok(()) => Some(status),

@@ -1,0 +1,374 @@
+//! Data-parallel ranks over c10d (PyTorch's own process groups, through `csrc/torch_shim.cpp`):
+//! a TCPStore rendezvous and a Gloo group for CPU tensors.
+//!
+//! One process is one rank, and runs one job at a time, so the job's group is process-wide
+//! ([`join`] sets it, dropping the [`Membership`] clears it). Code deep in a model reaches it
+//! through [`normalizer`] without a parameter; with no group every function here is the
+//! one-process identity, so single-process training is unchanged.
+//!
+//! A collective that fails (a rank died, the store is gone) inside loss code cannot return an
+//! error there: it is recorded and [`take_error`] hands it to the training loop, which ends the
+//! attempt.
+
+use crate::torch_shim;
+use anyhow::Context;
+use std::ffi::CString;
+use std::os::raw::{c_char, c_void};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tch::{Kind, Tensor};
+
+/// Gradients are all-reduced in flat buckets of at most this many elements (100 MB of fp32),
+/// as DistributedDataParallel's 25 MB buckets but fewer calls on CPU.
+const BUCKET_ELEMENTS: i64 = 25 << 20;
+
+fn c_string(s: &str) -> anyhow::Result<CString> {
+    CString::new(s).with_context(|| format!("{s:?} contains a NUL byte"))
+}
+
+/// A rank of the job's group is gone (it died, or cannot be reached): the attempt cannot go
+/// on, but the run can, from its last checkpoint (the worker reports the failure as retryable).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RankLost(pub String);
+
+/// Whether `e` (or a cause of it) is a [`RankLost`].
+pub fn is_rank_lost(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<RankLost>())
+}
+
+/// The TCPStore the ranks meet through.
+pub struct Store {
+    ptr: *mut c_void,
+}
+
+// The store is a socket client (or server) that libtorch guards itself.
+unsafe impl Send for Store {}
+unsafe impl Sync for Store {}
+
+impl Store {
+    /// Rank 0's store, listening on `host` at a free port ([`Store::port`]).
+    pub fn serve(host: &str, world_size: usize, timeout: Duration) -> anyhow::Result<Store> {
+        Store::open(host, 0, true, world_size, timeout)
+            .with_context(|| format!("starting the rendezvous store on {host}"))
+    }
+
+    /// Another rank's connection to the store at `host:port`.
+    pub fn connect(
+        host: &str,
+        port: u16,
+        world_size: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Store> {
+        Store::open(host, port, false, world_size, timeout).with_context(|| {
+            format!(
+                "cannot reach the rendezvous store at {host}:{port} within {} s",
+                timeout.as_secs()
+            )
+        })
+    }
+
+    fn open(
+        host: &str,
+        port: u16,
+        server: bool,
+        world_size: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Store> {
+        let host = c_string(host)?;
+        let mut err = [0 as c_char; torch_shim::ERR_LEN];
+        let ptr = unsafe {
+            torch_shim::adt_store_new(
+                host.as_ptr(),
+                port,
+                server as i32,
+                world_size as i32,
+                timeout.as_millis() as i64,
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        anyhow::ensure!(!ptr.is_null(), "{}", torch_shim::message(&err));
+        Ok(Store { ptr })
+    }
+
+    pub fn port(&self) -> u16 {
+        unsafe { torch_shim::adt_store_port(self.ptr) as u16 }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        unsafe { torch_shim::adt_store_free(self.ptr) }
+    }
+}
+
+/// A Gloo process group: this process is rank `rank` of `world_size`.
+pub struct ProcessGroup {
+    ptr: *mut c_void,
+    pub rank: usize,
+    pub world_size: usize,
+    _store: Store,
+    /// The first collective that failed where no error could be returned.
+    error: Mutex<Option<String>>,
+}
+
+// ProcessGroupGloo queues collectives from any thread; each call here waits for its work.
+unsafe impl Send for ProcessGroup {}
+unsafe impl Sync for ProcessGroup {}
+
+impl ProcessGroup {
+    /// Join the group (blocks until all `world_size` ranks have, or `join_timeout`); each
+    /// collective then waits at most `collective_timeout`. `interface_host` is the address this
+    /// rank's Gloo transport binds.
+    pub fn join(
+        store: Store,
+        interface_host: &str,
+        rank: usize,
+        world_size: usize,
+        join_timeout: Duration,
+        collective_timeout: Duration,
+    ) -> anyhow::Result<ProcessGroup> {
+        let host = c_string(interface_host)?;
+        let mut err = [0 as c_char; torch_shim::ERR_LEN];
+        let ptr = unsafe {
+            torch_shim::adt_group_new(
+                store.ptr,
+                host.as_ptr(),
+                rank as i32,
+                world_size as i32,
+                join_timeout.as_millis() as i64,
+                collective_timeout.as_millis() as i64,
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        anyhow::ensure!(
+            !ptr.is_null(),
+            "rank {rank} of {world_size} could not join the process group: {}",
+            torch_shim::message(&err)
+        );
+        Ok(ProcessGroup {
+            ptr,
+            rank,
+            world_size,
+            _store: store,
+            error: Mutex::new(None),
+        })
+    }
+
+    fn check(&self, code: i32, err: &[c_char], what: &str) -> anyhow::Result<()> {
+        if code != 0 {
+            return Err(RankLost(format!(
+                "{what} across {} ranks failed (did a rank die?): {}",
+                self.world_size,
+                torch_shim::message(err)
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Sum a contiguous tensor over the ranks, in place.
+    pub fn all_reduce_sum(&self, tensor: &mut Tensor) -> anyhow::Result<()> {
+        let mut err = [0 as c_char; torch_shim::ERR_LEN];
+        let code = unsafe {
+            torch_shim::adt_allreduce_sum(
+                self.ptr,
+                tensor.as_mut_ptr(),
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        self.check(code, &err, "all-reduce")
+    }
+
+    /// Overwrite every rank's `tensor` with rank `root`'s, in place.
+    pub fn broadcast(&self, tensor: &mut Tensor, root: usize) -> anyhow::Result<()> {
+        let mut err = [0 as c_char; torch_shim::ERR_LEN];
+        let code = unsafe {
+            torch_shim::adt_broadcast(
+                self.ptr,
+                tensor.as_mut_ptr(),
+                root as i32,
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        self.check(code, &err, "broadcast")
+    }
+
+    /// Every rank's `tensor` (same shape on all ranks), in rank order.
+    pub fn all_gather(&self, tensor: &Tensor) -> anyhow::Result<Vec<Tensor>> {
+        let mut input = tensor.contiguous();
+        let mut outputs: Vec<Tensor> = (0..self.world_size).map(|_| input.empty_like()).collect();
+        let mut ptrs: Vec<_> = outputs.iter_mut().map(|t| t.as_mut_ptr()).collect();
+        let mut err = [0 as c_char; torch_shim::ERR_LEN];
+        let code = unsafe {
+            torch_shim::adt_allgather(
+                self.ptr,
+                input.as_mut_ptr(),
+                ptrs.as_mut_ptr(),
+                self.world_size as i32,
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        self.check(code, &err, "all-gather")?;
+        Ok(outputs)
+    }
+
+    fn record(&self, e: anyhow::Error) {
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| format!("{e:#}"));
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        unsafe { torch_shim::adt_group_free(self.ptr) }
+    }
+}
+
+static CURRENT: RwLock<Option<Arc<ProcessGroup>>> = RwLock::new(None);
+
+/// This process's membership of the current job's group; leaving clears it.
+pub struct Membership(Arc<ProcessGroup>);
+
+impl Membership {
+    pub fn group(&self) -> &ProcessGroup {
+        &self.0
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        *CURRENT.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Make `group` the process's group until the returned membership is dropped.
+pub fn join(group: ProcessGroup) -> Membership {
+    let group = Arc::new(group);
+    *CURRENT.write().unwrap_or_else(|p| p.into_inner()) = Some(group.clone());
+    Membership(group)
+}
+
+/// The current job's group, if it has more than one rank.
+pub fn current() -> Option<Arc<ProcessGroup>> {
+    CURRENT.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// This process's rank (0 without a group).
+pub fn rank() -> usize {
+    current().map_or(0, |g| g.rank)
+}
+
+pub fn world_size() -> usize {
+    current().map_or(1, |g| g.world_size)
+}
+
+/// The error of a collective that failed where it could not be returned (see the module doc).
+pub fn take_error() -> Option<RankLost> {
+    let g = current()?;
+    let taken = g.error.lock().unwrap_or_else(|p| p.into_inner()).take();
+    taken.map(RankLost)
+}
+
+/// A loss normalizer from this rank's `count` (foreground locations, sampled boxes, …):
+/// `max(Σ_ranks count, 1) / world_size`. Each rank divides its summed loss by it, so the mean of
+/// the ranks' losses, and of their gradients, is the loss of the whole global batch normalised
+/// by its whole count: what one process with the global batch computes (`max(count, 1)`).
+pub fn normalizer(count: f64) -> f64 {
+    let Some(g) = current() else {
+        return count.max(1.0);
+    };
+    let mut t = Tensor::from_slice(&[count]);
+    match g.all_reduce_sum(&mut t) {
+        Ok(()) => t.double_value(&[0]).max(1.0) / g.world_size as f64,
+        Err(e) => {
+            g.record(e);
+            count.max(1.0)
+        }
+    }
+}
+
+/// The mean over ranks of each value (a step's loss terms, for reporting).
+pub fn mean_over_ranks(values: &[f64]) -> anyhow::Result<Vec<f64>> {
+    let Some(g) = current() else {
+        return Ok(values.to_vec());
+    };
+    let mut t = Tensor::from_slice(values);
+    g.all_reduce_sum(&mut t)?;
+    let n = g.world_size as f64;
+    Ok(Vec::<f64>::try_from(&t)?
+        .into_iter()
+        .map(|v| v / n)
+        .collect())
+}
+
+/// Whether any rank says yes (a stop request that only rank 0 receives).
+pub fn any_rank(flag: bool) -> anyhow::Result<bool> {
+    let Some(g) = current() else {
+        return Ok(flag);
+    };
+    let mut t = Tensor::from_slice(&[flag as i32 as f64]);
+    g.all_reduce_sum(&mut t)?;
+    Ok(t.double_value(&[0]) > 0.0)
+}
+
+/// Average the gradients of `params` over the ranks, in flat buckets. A parameter that got no
+/// gradient on this rank is given zeros first, so that every rank's buckets line up (it is then
+/// updated like the others: weight decay and momentum apply, as in DistributedDataParallel).
+pub fn average_gradients(params: &[Tensor]) -> anyhow::Result<()> {
+    let Some(g) = current() else {
+        return Ok(());
+    };
+    for p in params {
+        if !p.grad().defined() {
+            // backward of (p · 0).sum() gives p a zero gradient
+            (p * 0.0).sum(Kind::Float).backward();
+        }
+    }
+    let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+    let n = g.world_size as f64;
+    let mut start = 0;
+    while start < grads.len() {
+        let (mut end, mut elements) = (start, 0);
+        while end < grads.len()
+            && (end == start || elements + grads[end].numel() as i64 <= BUCKET_ELEMENTS)
+        {
+            elements += grads[end].numel() as i64;
+            end += 1;
+        }
+        let views: Vec<Tensor> = grads[start..end].iter().map(|t| t.reshape([-1])).collect();
+        let mut flat = Tensor::cat(&views, 0).to_kind(Kind::Float);
+        g.all_reduce_sum(&mut flat)?;
+        let flat = flat / n;
+        let mut offset = 0;
+        for grad in &grads[start..end] {
+            let len = grad.numel() as i64;
+            let mut grad = grad.shallow_clone();
+            grad.copy_(&flat.narrow(0, offset, len).view_as(&grad));
+            offset += len;
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+/// Overwrite every rank's `tensors` with rank 0's (the initial parameters, so that ranks start
+/// identical whatever their own initialisation drew).
+pub fn broadcast_from_rank0(tensors: &[Tensor]) -> anyhow::Result<()> {
+    let Some(g) = current() else {
+        return Ok(());
+    };
+    tch::no_grad(|| {
+        for t in tensors {
+            let mut buf = t.detach().contiguous();
+            g.broadcast(&mut buf, 0)?;
+            t.detach().copy_(&buf);
+        }
+        Ok(())
+    })
+}
