@@ -82,9 +82,15 @@ pub struct PretrainBoxConfig {
     pub temperature: f64,
     /// m₀ of the momentum detector's cosine schedule (m goes from m₀ to 1).
     pub ema_momentum: f64,
-    /// FCOS: points sampled per view over the whole batch; RetinaNet: anchors per image;
+    /// FCOS: points sampled per view over each group; RetinaNet: anchors per image;
     /// Faster R-CNN: RPN anchors and RoIs per image. Positives first, then negatives fill up.
     pub samples: u32,
+    /// Image pairs per group, the reference's images per GPU: each group is padded, sampled,
+    /// numbered (instance ids) and contrasted on its own (negatives come from its own images
+    /// only), and the losses are the mean over groups. So results do not depend on how many
+    /// processes share the batch, and one process reproduces the paper's 8 GPUs × 2 images.
+    /// 0: the whole batch of each rank is one group.
+    pub group_size: u32,
     pub contrastive_weight: f64,
     pub regression_weight: f64,
     /// Batch (image pairs), schedule, checkpoint cadence (online and momentum detectors with
@@ -108,6 +114,7 @@ impl Default for PretrainBoxConfig {
             temperature: 0.5,
             ema_momentum: 0.996,
             samples: 2048,
+            group_size: 2,
             contrastive_weight: 1.0,
             regression_weight: 1.0,
             optim: OptimConfig {
@@ -185,6 +192,24 @@ impl PretrainBoxConfig {
         }
         if self.max_boxes_per_image > 10_000 {
             return Err(err("max_boxes_per_image", "must be 0 (all) to 10000"));
+        }
+        if self.group_size > 256 {
+            return Err(err(
+                "group_size",
+                "must be 0 (the rank's whole batch) to 256",
+            ));
+        }
+        let per_rank = self.optim.batch_size / self.optim.world_size.max(1);
+        if self.optim.world_size > 1
+            && (self.group_size == 0 || !per_rank.is_multiple_of(self.group_size))
+        {
+            return Err(err(
+                "group_size",
+                format!(
+                    "with {} ranks each rank takes {per_rank} image pairs, which must be whole groups: choose a group size that divides {per_rank}",
+                    self.optim.world_size
+                ),
+            ));
         }
         if !(8..=4096).contains(&self.embedding_dim) {
             return Err(err("embedding_dim", "must be 8..=4096"));

@@ -14,6 +14,10 @@ use std::borrow::Cow;
 /// The migration that nested the optimisation fields under `optim`.
 const NESTED_OPTIM: i64 = 6;
 
+/// Fields added after the nesting, absent from configs stored before it (their defaults fill
+/// them when such a config is read).
+const ADDED_LATER: &[&str] = &["precision", "world_size", "group_size"];
+
 /// A config as it was stored before `optim` was nested: its fields at the top.
 fn flat(config: &JobConfig) -> Value {
     let mut v = serde_json::to_value(config).expect("serialise");
@@ -22,6 +26,7 @@ fn flat(config: &JobConfig) -> Value {
         panic!("no optim in {config:?}")
     };
     fields.extend(optim);
+    fields.retain(|k, _| !ADDED_LATER.contains(&k.as_str()));
     v
 }
 

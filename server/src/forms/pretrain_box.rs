@@ -35,6 +35,7 @@ pub struct PretrainBoxForm {
     pub temperature: String,
     pub ema_momentum: String,
     pub samples: String,
+    pub group_size: String,
     pub contrastive_weight: String,
     pub regression_weight: String,
     #[serde(flatten)]
@@ -72,6 +73,7 @@ impl PretrainBoxForm {
             temperature: c.temperature.to_string(),
             ema_momentum: c.ema_momentum.to_string(),
             samples: c.samples.to_string(),
+            group_size: c.group_size.to_string(),
             contrastive_weight: c.contrastive_weight.to_string(),
             regression_weight: c.regression_weight.to_string(),
             opt: OptimForm::of_config(&c.optim, c.schedule_defaults()),
@@ -98,6 +100,7 @@ impl PretrainBoxForm {
             "temperature",
             "ema_momentum",
             "samples",
+            "group_size",
             "contrastive_weight",
             "regression_weight",
         ];
@@ -149,6 +152,7 @@ impl PretrainBoxForm {
         let embedding_dim =
             number("embedding_dim", &self.embedding_dim)?.unwrap_or(d.embedding_dim);
         let samples = number("samples", &self.samples)?.unwrap_or(d.samples);
+        let group_size = number("group_size", &self.group_size)?.unwrap_or(d.group_size);
         let temperature = real("temperature", &self.temperature)?.unwrap_or(d.temperature);
         let ema_momentum = real("ema_momentum", &self.ema_momentum)?.unwrap_or(d.ema_momentum);
         let contrastive_weight =
@@ -180,6 +184,7 @@ impl PretrainBoxForm {
             temperature,
             ema_momentum,
             samples,
+            group_size,
             contrastive_weight,
             regression_weight,
             optim,

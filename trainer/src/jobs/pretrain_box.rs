@@ -41,9 +41,11 @@ use std::sync::Arc;
 use std::time::Instant;
 use tch::{Tensor, nn};
 
-/// The torch seed of one step (distinct per step, reproducible across attempts).
-fn step_seed(seed: u64, step: u32) -> i64 {
-    (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(step)) as i64
+/// The torch seed of one group of one step (distinct per step and group, reproducible across
+/// attempts and ranks).
+fn group_seed(seed: u64, step: u32, group: usize) -> i64 {
+    let mut rng = crate::data::loader::rng_for(seed, u64::from(step), group as u64);
+    rand::Rng::random::<i64>(&mut rng)
 }
 
 /// Where the momentum detector's weights live inside the checkpoint.
@@ -104,17 +106,9 @@ struct BoxStep<'a> {
     device: tch::Device,
 }
 
-impl TrainStep for BoxStep<'_> {
-    type Batch = PairBatch;
-
-    fn next_batch(&mut self) -> anyhow::Result<PairBatch> {
-        self.loader.next_batch()
-    }
-
-    fn losses(&mut self, batch: PairBatch, step: u32) -> anyhow::Result<StepLosses> {
-        // The samplers draw from torch's generator: seeding it per step makes a step a function
-        // of (seed, step), so a resumed run repeats the steps it had not saved exactly.
-        tch::manual_seed(step_seed(self.cfg.optim.seed, step));
+impl BoxStep<'_> {
+    /// The losses of one group of image pairs (one GPU batch of the reference).
+    fn group_losses(&self, batch: &PairBatch) -> StepLosses {
         let device = self.device;
         let to_device =
             |v: &[Tensor]| -> Vec<Tensor> { v.iter().map(|t| t.to_device(device)).collect() };
@@ -170,7 +164,52 @@ impl TrainStep for BoxStep<'_> {
             ("time/online_forward_ms".to_string(), online_ms),
             ("time/momentum_forward_ms".to_string(), target_ms),
         ]);
-        Ok(StepLosses { terms, metrics })
+        StepLosses { terms, metrics }
+    }
+}
+
+impl TrainStep for BoxStep<'_> {
+    type Batch = PairBatch;
+
+    fn next_batch(&mut self) -> anyhow::Result<PairBatch> {
+        self.loader.next_batch()
+    }
+
+    /// The mean over the batch's groups of each group's losses and measures (timings summed).
+    /// The samplers draw from torch's generator, seeded per group with (seed, step, the group's
+    /// index in the global batch): a step is a function of (seed, step), so a resumed run repeats
+    /// the steps it had not saved exactly, and a group is the same whichever rank computes it.
+    fn losses(&mut self, batch: PairBatch, step: u32) -> anyhow::Result<StepLosses> {
+        let groups = batch.into_groups(self.cfg.group_size as usize);
+        let first = crate::dist::rank() * groups.len();
+        let n = groups.len() as f64;
+        let mut total: Option<StepLosses> = None;
+        for (g, group) in groups.iter().enumerate() {
+            tch::manual_seed(group_seed(self.cfg.optim.seed, step, first + g));
+            let part = self.group_losses(group);
+            total = Some(match total {
+                None => part,
+                Some(mut acc) => {
+                    for ((_, a), (_, b)) in acc.terms.iter_mut().zip(part.terms) {
+                        *a = &*a + b;
+                    }
+                    for ((_, a), (_, b)) in acc.metrics.iter_mut().zip(part.metrics) {
+                        *a += b;
+                    }
+                    acc
+                }
+            });
+        }
+        let mut mean = total.context("the batch has no image pairs")?;
+        for (_, t) in mean.terms.iter_mut() {
+            *t = &*t / n;
+        }
+        for (k, v) in mean.metrics.iter_mut() {
+            if !k.starts_with("time/") {
+                *v /= n;
+            }
+        }
+        Ok(mean)
     }
 
     fn after_update(&mut self, step: u32) -> anyhow::Result<Vec<(String, f64)>> {

@@ -93,6 +93,34 @@ pub struct PairBatch {
     pub target: ViewBatch,
 }
 
+impl PairBatch {
+    /// Consecutive groups of `size` pairs (the last may be smaller); 0: one group.
+    pub fn into_groups(self, size: usize) -> Vec<PairBatch> {
+        let n = self.image_ids.len();
+        let size = if size == 0 { n.max(1) } else { size };
+        let take = |v: &[Tensor], at: usize| -> Vec<Tensor> {
+            v[at..(at + size).min(n)]
+                .iter()
+                .map(Tensor::shallow_clone)
+                .collect()
+        };
+        (0..n)
+            .step_by(size)
+            .map(|at| PairBatch {
+                image_ids: self.image_ids[at..(at + size).min(n)].to_vec(),
+                online: ViewBatch {
+                    images: take(&self.online.images, at),
+                    boxes: take(&self.online.boxes, at),
+                },
+                target: ViewBatch {
+                    images: take(&self.target.images, at),
+                    boxes: take(&self.target.boxes, at),
+                },
+            })
+            .collect()
+    }
+}
+
 /// Which boxes of an image take part: all, the first `k`, or `k` drawn at random (in order).
 pub fn select_boxes(
     boxes: &[[f32; 4]],

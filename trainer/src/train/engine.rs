@@ -116,9 +116,17 @@ pub fn run_loop<S: TrainStep>(
             .iter()
             .skip(1)
             .fold(terms[0].1.shallow_clone(), |acc, (_, t)| acc + t);
-        // Reported values are the global batch's: the mean of the ranks' (see dist::normalizer).
-        let local: Vec<f64> = terms.iter().map(|(_, t)| t.double_value(&[])).collect();
-        let values = dist::mean_over_ranks(&local)?;
+        // Reported values are the global batch's: the mean of the ranks' (see dist::normalizer),
+        // the job's own measures too.
+        let mut local: Vec<f64> = terms.iter().map(|(_, t)| t.double_value(&[])).collect();
+        local.extend(metrics.iter().map(|(_, v)| *v));
+        let mut values = dist::mean_over_ranks(&local)?;
+        let metric_values = values.split_off(terms.len());
+        let metrics: Vec<(String, f64)> = metrics
+            .into_iter()
+            .zip(metric_values)
+            .map(|((k, _), v)| (k, v))
+            .collect();
         let total_value: f64 = values.iter().sum();
         if !total_value.is_finite() {
             let shown: Vec<String> = terms
