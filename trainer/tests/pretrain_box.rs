@@ -7,43 +7,14 @@
 mod support;
 
 use aligndet_trainer::train::checkpoint::read_metadata;
-use std::collections::BTreeMap;
 use std::path::Path;
 use support::{
     assert_repeats, local_spec, metric_series as series, rerun_from_checkpoint, run_local_job,
-    synthetic_dataset,
+    synthetic_dataset, write_pseudo_boxes,
 };
 
 const RUN_ID: i64 = 9;
 const PROPOSALS_RUN_ID: i64 = 4;
-
-/// The synthetic ground-truth boxes stand in for a proposals run's `pseudo_boxes.json` (the job
-/// never reads labels, so any boxes will do).
-fn write_pseudo_boxes(data: &Path, inputs: &Path) {
-    let coco: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join("annotations.json")).unwrap()).unwrap();
-    let mut by_image: BTreeMap<i64, Vec<serde_json::Value>> = BTreeMap::new();
-    for img in coco["images"].as_array().unwrap() {
-        by_image.entry(img["id"].as_i64().unwrap()).or_default();
-    }
-    for a in coco["annotations"].as_array().unwrap() {
-        by_image
-            .get_mut(&a["image_id"].as_i64().unwrap())
-            .unwrap()
-            .push(a["bbox"].clone());
-    }
-    let images: Vec<serde_json::Value> = by_image
-        .into_iter()
-        .map(|(id, boxes)| serde_json::json!({"image_id": id, "boxes": boxes}))
-        .collect();
-    let dir = inputs.join(PROPOSALS_RUN_ID.to_string());
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("pseudo_boxes.json"),
-        serde_json::to_vec(&serde_json::json!({"strategy": "test", "images": images})).unwrap(),
-    )
-    .unwrap();
-}
 
 #[test]
 fn pretrain_box_runs_resumes_exactly_and_exports_the_detector() {
@@ -55,7 +26,7 @@ fn pretrain_box_runs_resumes_exactly_and_exports_the_detector() {
     for detector in ["fcos", "faster_rcnn"] {
         let case = dir.join(detector);
         let inputs = case.join("inputs");
-        write_pseudo_boxes(&data, &inputs);
+        write_pseudo_boxes(&data, &inputs, PROPOSALS_RUN_ID);
         let steps = 6;
         let config = serde_json::json!({
             "kind": "pretrain_box",

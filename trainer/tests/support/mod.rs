@@ -157,3 +157,33 @@ pub fn assert_repeats(
         );
     }
 }
+
+/// The synthetic ground-truth boxes as the `pseudo_boxes.json` of proposals run
+/// `proposals_run_id` under `inputs` (box-domain pre-training never reads labels, so any boxes
+/// will do).
+pub fn write_pseudo_boxes(data: &std::path::Path, inputs: &std::path::Path, proposals_run_id: i64) {
+    let coco: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("annotations.json")).unwrap()).unwrap();
+    let mut by_image: std::collections::BTreeMap<i64, Vec<serde_json::Value>> =
+        std::collections::BTreeMap::new();
+    for img in coco["images"].as_array().unwrap() {
+        by_image.entry(img["id"].as_i64().unwrap()).or_default();
+    }
+    for a in coco["annotations"].as_array().unwrap() {
+        by_image
+            .get_mut(&a["image_id"].as_i64().unwrap())
+            .unwrap()
+            .push(a["bbox"].clone());
+    }
+    let images: Vec<serde_json::Value> = by_image
+        .into_iter()
+        .map(|(id, boxes)| serde_json::json!({"image_id": id, "boxes": boxes}))
+        .collect();
+    let dir = inputs.join(proposals_run_id.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pseudo_boxes.json"),
+        serde_json::to_vec(&serde_json::json!({"strategy": "test", "images": images})).unwrap(),
+    )
+    .unwrap();
+}
