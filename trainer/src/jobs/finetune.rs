@@ -22,6 +22,7 @@ use crate::models::build::{body_norm, build_detector};
 use crate::models::detector::Detector;
 use crate::models::transform::DetectionTransform;
 use crate::train::checkpoint;
+use crate::train::device;
 use crate::train::engine::{StepLosses, TrainStep, checkpoint_step, resume, run_loop};
 use crate::train::evaluation::{predict_split, results_json, score};
 use crate::train::init::{BODY_PREFIX, initialise};
@@ -86,14 +87,14 @@ impl TrainStep for FinetuneStep<'_> {
         let images: Vec<_> = batch
             .images
             .iter()
-            .map(|t| t.to_device(self.device))
+            .map(|t| device::to_device(t, self.device))
             .collect();
         let targets: Vec<_> = batch
             .targets
             .iter()
             .map(|t| crate::models::detector::Targets {
-                boxes: t.boxes.to_device(self.device),
-                labels: t.labels.to_device(self.device),
+                boxes: device::to_device(&t.boxes, self.device),
+                labels: device::to_device(&t.labels, self.device),
             })
             .collect();
         let (tb, tt) = transform.batch_with_targets(&images, &targets);

@@ -29,6 +29,7 @@ use crate::pretrain::data::{PairBatch, PretrainSet, pair_loader, pretrain_set};
 use crate::pretrain::detector::{BACKGROUND, BoxPretrainer, is_pretraining_only};
 use crate::pretrain::ema::{copy_all, ema_update, momentum_at};
 use crate::train::checkpoint;
+use crate::train::device::to_device;
 use crate::train::engine::{StepLosses, TrainStep, checkpoint_step, resume, run_loop};
 use crate::train::init::{BODY_PREFIX, initialise};
 use crate::train::optim::{Optimizer, Param, trainable_params};
@@ -111,7 +112,7 @@ impl BoxStep<'_> {
     fn group_losses(&self, batch: &PairBatch) -> StepLosses {
         let device = self.device;
         let to_device =
-            |v: &[Tensor]| -> Vec<Tensor> { v.iter().map(|t| t.to_device(device)).collect() };
+            |v: &[Tensor]| -> Vec<Tensor> { v.iter().map(|t| to_device(t, device)).collect() };
         let (online, target) = (&self.online.model, &self.target.model);
         let online_batch = online
             .transform()

@@ -10,6 +10,7 @@
 //! gradients averaged after backward, the stop decided by all ranks, rank 0 alone reporting and
 //! checkpointing). With one rank and fp32 it is the plain loop.
 
+use super::device;
 use super::optim::Optimizer;
 use super::precision::{Autocast, LossScaler, as_fp32, check_supported};
 use crate::dist;
@@ -84,6 +85,7 @@ pub fn run_loop<S: TrainStep>(
     start_step: u32,
 ) -> anyhow::Result<JobOutcome> {
     check_supported(optim.precision, ctx.device)?;
+    device::prepare(ctx.device);
     let params: Vec<Tensor> = opt
         .params
         .iter()
@@ -103,7 +105,13 @@ pub fn run_loop<S: TrainStep>(
         let wait = t0.elapsed();
         let StepLosses { terms, metrics } = {
             let _autocast = Autocast::enter(optim.precision, ctx.device);
-            job.losses(batch, step)?
+            // libtorch's errors (a CUDA out-of-memory among them) arrive as panics
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.losses(batch, step)))
+                .map_err(|panic| {
+                    let what = panic_text(panic.as_ref());
+                    let hint = device::out_of_memory_hint(&what, step, optim);
+                    anyhow::anyhow!(hint.unwrap_or_else(|| format!("step {step}: {what}")))
+                })??
         };
         if let Some(lost) = dist::take_error() {
             return Err(anyhow::Error::new(lost).context(format!("step {step}")));
@@ -213,6 +221,15 @@ pub fn run_loop<S: TrainStep>(
         }
     }
     Ok(JobOutcome::Succeeded)
+}
+
+/// The message a panic carried.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 fn millis(d: std::time::Duration) -> f64 {

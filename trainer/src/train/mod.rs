@@ -3,6 +3,7 @@
 
 pub mod bench_cli;
 pub mod checkpoint;
+pub mod device;
 pub mod engine;
 pub mod evaluation;
 pub mod init;
