@@ -123,12 +123,12 @@ mod tests {
         assert_eq!(a.matmul(&a).kind(), Kind::Float);
     }
 
-    /// The losses of one FCOS fine-tune step on a fixed batch, at `precision`.
-    fn fcos_step_losses(precision: Precision) -> Vec<(String, f64)> {
+    /// The losses of one FCOS fine-tune step at each of `precisions`, on one model and batch
+    /// (built once: other tests draw from torch's global generator meanwhile).
+    fn fcos_step_losses(precisions: &[Precision]) -> Vec<Vec<(String, f64)>> {
         use crate::models::build::build_detector;
         use crate::models::detector::Targets;
         use aligndet_common::train_config::{BackboneKind, DetectorKind};
-        tch::manual_seed(7);
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let model = build_detector(
             &vs.root(),
@@ -158,14 +158,19 @@ mod tests {
             })
             .collect();
         let (batch, targets) = model.transform().batch_with_targets(&images, &targets);
-        let _autocast = Autocast::enter(precision, Device::Cpu);
-        model
-            .losses(&batch, &targets, true)
-            .into_iter()
-            .map(|(k, t)| {
-                let t = as_fp32(t);
-                assert_eq!(t.kind(), Kind::Float, "{k} is fp32");
-                (k, t.double_value(&[]))
+        precisions
+            .iter()
+            .map(|&precision| {
+                let _autocast = Autocast::enter(precision, Device::Cpu);
+                model
+                    .losses(&batch, &targets, true)
+                    .into_iter()
+                    .map(|(k, t)| {
+                        let t = as_fp32(t);
+                        assert_eq!(t.kind(), Kind::Float, "{k} is fp32");
+                        (k, t.double_value(&[]))
+                    })
+                    .collect()
             })
             .collect()
     }
@@ -174,11 +179,11 @@ mod tests {
     /// losses stay within 2% of fp32's on the same batch and weights.
     #[test]
     fn a_bf16_fcos_step_stays_within_two_percent_of_fp32() {
-        let fp32 = fcos_step_losses(Precision::Fp32);
-        let bf16 = fcos_step_losses(Precision::Bf16);
+        let both = fcos_step_losses(&[Precision::Fp32, Precision::Bf16]);
+        let (fp32, bf16) = (&both[0], &both[1]);
         assert_eq!(fp32.len(), 3);
         let mut differs = false;
-        for ((k, a), (_, b)) in fp32.iter().zip(&bf16) {
+        for ((k, a), (_, b)) in fp32.iter().zip(bf16) {
             assert!(a.is_finite() && b.is_finite(), "{k}: {a} {b}");
             let rel = (a - b).abs() / a.abs().max(1e-6);
             assert!(rel < 0.02, "{k}: fp32 {a}, bf16 {b} ({rel:.4} relative)");
