@@ -372,3 +372,81 @@ pub fn broadcast_from_rank0(tensors: &[Tensor]) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHORT: Duration = Duration::from_secs(20);
+
+    /// Two ranks in two threads of this process, over a real Gloo group.
+    #[test]
+    fn two_ranks_sum_broadcast_and_gather_over_gloo() {
+        let store = Store::serve("127.0.0.1", 2, SHORT).unwrap();
+        let port = store.port();
+        let other = std::thread::spawn(move || {
+            let store = Store::connect("127.0.0.1", port, 2, SHORT).unwrap();
+            let g = ProcessGroup::join(store, "127.0.0.1", 1, 2, SHORT, SHORT).unwrap();
+            let mut t = Tensor::from_slice(&[2.0f32, 20.0]);
+            g.all_reduce_sum(&mut t).unwrap();
+            let mut b = Tensor::from_slice(&[0.0f32]);
+            g.broadcast(&mut b, 0).unwrap();
+            let gathered = g.all_gather(&Tensor::from_slice(&[11i64])).unwrap();
+            (
+                Vec::<f32>::try_from(&t).unwrap(),
+                b.double_value(&[0]),
+                gathered
+                    .iter()
+                    .map(|x| x.int64_value(&[0]))
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let g = ProcessGroup::join(store, "127.0.0.1", 0, 2, SHORT, SHORT).unwrap();
+        let mut t = Tensor::from_slice(&[1.0f32, 10.0]);
+        g.all_reduce_sum(&mut t).unwrap();
+        let mut b = Tensor::from_slice(&[7.0f32]);
+        g.broadcast(&mut b, 0).unwrap();
+        let gathered = g.all_gather(&Tensor::from_slice(&[10i64])).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&t).unwrap(), vec![3.0, 30.0]);
+        assert_eq!(
+            gathered
+                .iter()
+                .map(|x| x.int64_value(&[0]))
+                .collect::<Vec<_>>(),
+            vec![10, 11]
+        );
+        let (t1, b1, gathered1) = other.join().unwrap();
+        assert_eq!(t1, vec![3.0, 30.0]);
+        assert_eq!(b1, 7.0);
+        assert_eq!(gathered1, vec![10, 11]);
+    }
+
+    #[test]
+    fn a_store_nobody_serves_is_named_in_the_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = Store::connect("127.0.0.1", port, 2, Duration::from_secs(2))
+            .err()
+            .expect("nobody listens there");
+        let text = format!("{e:#}");
+        assert!(
+            text.contains(&format!(
+                "cannot reach the rendezvous store at 127.0.0.1:{port}"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn without_a_group_everything_is_the_one_process_identity() {
+        assert!(current().is_none());
+        assert_eq!((rank(), world_size()), (0, 1));
+        assert_eq!(normalizer(0.0), 1.0);
+        assert_eq!(normalizer(5.0), 5.0);
+        assert_eq!(mean_over_ranks(&[1.5, 2.5]).unwrap(), vec![1.5, 2.5]);
+        assert!(any_rank(true).unwrap() && !any_rank(false).unwrap());
+    }
+}
