@@ -20,6 +20,9 @@ pub enum JobOutcome {
 pub struct JobContext<'a> {
     pub spec: &'a JobSpec,
     pub device: tch::Device,
+    /// The devices a data-parallel job's ranks take, rank 0's first (`--gpus`); empty: CPU
+    /// ranks share the CPU, CUDA ranks take consecutive GPUs from `device`.
+    pub rank_devices: Vec<tch::Device>,
     pub sink: &'a mut dyn EventSink,
     /// Scratch folder for this attempt (checkpoints, artifacts before upload).
     pub work_dir: PathBuf,

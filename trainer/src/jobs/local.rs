@@ -4,7 +4,7 @@
 //! into DIR/artifacts/. SPEC.json is either a full job spec or just a job config.
 
 use super::sink::now_seconds;
-use super::{EventSink, JobContext, JobOutcome, StopFlag, parse_device, run_job};
+use super::{EventSink, JobContext, JobOutcome, StopFlag, parse_device, parse_gpus, run_job};
 use aligndet_common::api::{ImageProposals, JobEvent, JobSpec, LogLine, MetricPoint};
 use aligndet_common::artifacts::check_artifact_name;
 use aligndet_common::jobs::{JobConfig, RunStatus};
@@ -26,6 +26,9 @@ pub struct RunArgs {
     /// Folder with inputs stored as artifacts of other runs: DIR/<run id>/<artifact name>.
     #[arg(long)]
     pub inputs: Option<PathBuf>,
+    /// CUDA devices of a data-parallel job's ranks, e.g. 0,1,2,3 (rank 0 runs on the first).
+    #[arg(long, conflicts_with = "device")]
+    pub gpus: Option<String>,
 }
 
 /// Appends events to DIR/events.jsonl, flushing after each so a crash loses nothing written.
@@ -132,7 +135,16 @@ pub fn read_spec(path: &Path) -> anyhow::Result<JobSpec> {
 
 pub fn run_local(args: RunArgs) -> anyhow::Result<()> {
     let spec = read_spec(&args.spec)?;
-    let device = parse_device(&args.device)?;
+    let rank_devices = args
+        .gpus
+        .as_deref()
+        .map(parse_gpus)
+        .transpose()?
+        .unwrap_or_default();
+    let device = match rank_devices.first() {
+        Some(first) => *first,
+        None => parse_device(&args.device)?,
+    };
     let mut sink = FileSink::create(&args.out)?;
     let inputs = super::FolderArtifacts(args.inputs.clone());
     let work_dir = args.out.join("work");
@@ -141,6 +153,7 @@ pub fn run_local(args: RunArgs) -> anyhow::Result<()> {
         let mut ctx = JobContext {
             spec: &spec,
             device,
+            rank_devices,
             sink: &mut sink,
             work_dir,
             stop: StopFlag::default(),

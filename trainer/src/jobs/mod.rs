@@ -72,6 +72,13 @@ pub fn store_init_report(
     ctx.sink.artifact(artifact, &path)
 }
 
+/// `--gpus 0,1,…`: the CUDA devices of a job's ranks, each visible.
+pub fn parse_gpus(list: &str) -> anyhow::Result<Vec<tch::Device>> {
+    list.split(',')
+        .map(|i| parse_device(&format!("cuda:{}", i.trim())))
+        .collect()
+}
+
 /// Parse a device name given on the command line.
 pub fn parse_device(name: &str) -> anyhow::Result<tch::Device> {
     match name {

@@ -51,9 +51,27 @@ pub struct RankArgs {
     pub launch: PathBuf,
 }
 
-/// The devices of `world_size` ranks when rank 0 runs on `device`: CPU ranks share the CPU,
-/// CUDA ranks take consecutive GPUs from rank 0's.
-fn rank_devices(device: tch::Device, world_size: usize) -> anyhow::Result<Vec<String>> {
+/// The devices of `world_size` ranks: the first of `given` (`--gpus`), or when none are given
+/// and rank 0 runs on `device`, the CPU for all, or consecutive GPUs from rank 0's.
+fn rank_devices(
+    device: tch::Device,
+    given: &[tch::Device],
+    world_size: usize,
+) -> anyhow::Result<Vec<String>> {
+    if !given.is_empty() {
+        anyhow::ensure!(
+            world_size <= given.len(),
+            "optim.world_size {world_size} needs {world_size} devices; this worker has {} (--gpus)",
+            given.len()
+        );
+        return Ok(given[..world_size]
+            .iter()
+            .map(|d| match d {
+                tch::Device::Cuda(i) => format!("cuda:{i}"),
+                _ => "cpu".to_string(),
+            })
+            .collect());
+    }
     match device {
         tch::Device::Cuda(first) => {
             let visible = tch::Cuda::device_count() as usize;
@@ -91,7 +109,7 @@ pub fn run_as_rank_zero(
     world_size: usize,
     job: impl FnOnce(&mut JobContext<'_>) -> anyhow::Result<JobOutcome>,
 ) -> anyhow::Result<JobOutcome> {
-    let devices = rank_devices(ctx.device, world_size)?;
+    let devices = rank_devices(ctx.device, &ctx.rank_devices, world_size)?;
     let store = Store::serve(LOCAL_HOST, world_size, JOIN_TIMEOUT)?;
     let shared_inputs = ctx.work_dir.join("rank-inputs");
     std::fs::create_dir_all(&shared_inputs)?;
@@ -141,6 +159,7 @@ pub fn run_as_rank_zero(
         let mut rank_ctx = JobContext {
             spec: ctx.spec,
             device: ctx.device,
+            rank_devices: ctx.rank_devices.clone(),
             sink: &mut *ctx.sink,
             work_dir: ctx.work_dir.clone(),
             stop: ctx.stop.clone(),
@@ -327,6 +346,7 @@ pub fn run_rank(args: RankArgs) -> anyhow::Result<()> {
     let mut ctx = JobContext {
         spec: &launch.spec,
         device,
+        rank_devices: Vec::new(),
         sink: &mut sink,
         work_dir: launch.work_dir.clone(),
         stop: StopFlag::default(),

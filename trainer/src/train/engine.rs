@@ -345,6 +345,7 @@ mod tests {
         let mut ctx = JobContext {
             spec: &spec,
             device: tch::Device::Cpu,
+            rank_devices: Vec::new(),
             sink: &mut sink,
             work_dir: work,
             stop: flag,

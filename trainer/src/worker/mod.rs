@@ -9,7 +9,7 @@ pub mod outbox;
 
 use crate::doctor::environment_report;
 use crate::jobs::{
-    EventSink, JobContext, JobOutcome, ResumeState, StopFlag, parse_device, run_job,
+    EventSink, JobContext, JobOutcome, ResumeState, StopFlag, parse_device, parse_gpus, run_job,
 };
 use aligndet_common::api::{
     Heartbeat, JobSpec, PROTOCOL_VERSION, RegisterWorker, StatusUpdate, WorkerRegistered,
@@ -37,6 +37,10 @@ pub struct WorkerArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// CUDA devices for data-parallel jobs, e.g. 0,1,2,3: a job with optim.world_size N runs its
+    /// ranks on the first N (rank 0, this process, on the first; single-device jobs too).
+    #[arg(long, conflicts_with = "device")]
+    pub gpus: Option<String>,
     /// Name shown in the UI (default: host name and process id).
     #[arg(long)]
     pub name: Option<String>,
@@ -103,7 +107,16 @@ fn non_empty(token: &str, source: &str) -> anyhow::Result<String> {
 }
 
 pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let device = parse_device(&args.device)?;
+    let rank_devices = args
+        .gpus
+        .as_deref()
+        .map(parse_gpus)
+        .transpose()?
+        .unwrap_or_default();
+    let device = match rank_devices.first() {
+        Some(first) => *first,
+        None => parse_device(&args.device)?,
+    };
     let token = resolve_token(&args)?;
     let client = ApiClient::new(&args.server, &token)?;
     let name = args.name.clone().unwrap_or_else(default_worker_name);
@@ -122,7 +135,14 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         }
         match client.claim(registration.worker_id) {
             Ok(Some(spec)) => {
-                run_claimed_job(&client, &registration, &spec, device, &work_root);
+                run_claimed_job(
+                    &client,
+                    &registration,
+                    &spec,
+                    device,
+                    &rank_devices,
+                    &work_root,
+                );
                 jobs_done += 1;
             }
             Ok(None) => std::thread::sleep(Duration::from_secs_f64(args.poll_interval)),
@@ -174,6 +194,7 @@ fn run_claimed_job(
     registration: &WorkerRegistered,
     spec: &JobSpec,
     device: tch::Device,
+    rank_devices: &[tch::Device],
     work_root: &std::path::Path,
 ) {
     eprintln!(
@@ -248,6 +269,7 @@ fn run_claimed_job(
                 let mut ctx = JobContext {
                     spec,
                     device,
+                    rank_devices: rank_devices.to_vec(),
                     sink: &mut sink,
                     work_dir: work_dir.clone(),
                     stop: stop.clone(),

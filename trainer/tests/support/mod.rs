@@ -94,6 +94,7 @@ pub fn run_local_job(spec: &std::path::Path, out: PathBuf, inputs: Option<PathBu
         out,
         device: "cpu".into(),
         inputs,
+        gpus: None,
     })
     .expect("the job runs");
 }
