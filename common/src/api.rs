@@ -24,6 +24,9 @@ pub struct RegisterWorker {
     #[serde(default)]
     pub info: serde_json::Value,
     pub protocol_version: u32,
+    /// What it has, for capability-matched claims (a worker without: one CPU core).
+    #[serde(default)]
+    pub capabilities: Option<crate::capabilities::Capabilities>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

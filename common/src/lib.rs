@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod artifacts;
+pub mod capabilities;
 pub mod config_error;
 pub mod dataset;
 pub mod images;

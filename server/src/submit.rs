@@ -10,6 +10,7 @@ use crate::db::runs::RunRow;
 use crate::forms::{FieldError, wire_name};
 use crate::state::AppState;
 use aligndet_common::artifacts;
+use aligndet_common::capabilities::Requirements;
 use aligndet_common::jobs::{JobConfig, RunKind, RunStatus};
 use aligndet_common::pretrain_config::aligned_finetune_hyperparameters;
 use aligndet_common::train_config::InitConfig;
@@ -27,6 +28,11 @@ pub struct NewRun {
     /// Fine-tuning from a box-domain pre-training takes AlignDet's lr ×1.5, wd ÷2 (the form's
     /// tick box; a script's config is taken as written).
     pub aligned_rule: bool,
+    /// What the worker must have; `None`: what the config needs
+    /// ([`Requirements::for_config`]).
+    pub requirements: Option<Requirements>,
+    /// Higher is claimed first (−100..=100; 0 by default).
+    pub priority: i32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +62,16 @@ pub async fn submit(s: &AppState, mut new: NewRun) -> Result<i64, SubmitError> {
     new.config
         .validate()
         .or_else(|e| refuse(&e.field, e.problem))?;
+    let requirements = match new.requirements.take() {
+        Some(given) => given.completed_for(&new.config),
+        None => Requirements::for_config(&new.config),
+    };
+    requirements
+        .validate(&new.config)
+        .or_else(|e| refuse(&e.field, e.problem))?;
+    if !(-100..=100).contains(&new.priority) {
+        return refuse("priority", "must be between -100 and 100");
+    }
     let max_attempts = new.max_attempts.unwrap_or(s.cfg.max_attempts);
     if !(1..=20).contains(&max_attempts) {
         return refuse("max_attempts", "must be between 1 and 20");
@@ -96,6 +112,8 @@ pub async fn submit(s: &AppState, mut new: NewRun) -> Result<i64, SubmitError> {
     if let Err(e) = db::runs::add_dependencies_in(&mut tx, id, &deps).await? {
         return refuse("depends_on", e);
     }
+    let requirements = serde_json::to_value(&requirements).map_err(anyhow::Error::from)?;
+    db::runs::set_requirements_in(&mut tx, id, &requirements, new.priority).await?;
     tx.commit().await?;
     Ok(id)
 }

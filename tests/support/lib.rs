@@ -432,10 +432,22 @@ pub struct ApiWorker<'a> {
 
 impl<'a> ApiWorker<'a> {
     pub fn register(server: &'a Server, name: &str) -> ApiWorker<'a> {
+        ApiWorker::register_with(server, name, "cpu", None)
+    }
+
+    /// Register with a device name and, when given, capabilities (JSON of
+    /// `aligndet_common::capabilities::Capabilities`).
+    pub fn register_with(
+        server: &'a Server,
+        name: &str,
+        device: &str,
+        capabilities: Option<Value>,
+    ) -> ApiWorker<'a> {
         let r = server.api_post(
             "workers/register",
-            &json!({"name": name, "device": "cpu", "info": {},
-                    "protocol_version": aligndet_common::api::PROTOCOL_VERSION}),
+            &json!({"name": name, "device": device, "info": {},
+                    "protocol_version": aligndet_common::api::PROTOCOL_VERSION,
+                    "capabilities": capabilities}),
         );
         assert!(r.status().is_success(), "register: {}", r.status());
         let v: Value = r.json().expect("register reply");

@@ -61,6 +61,34 @@ pub struct NewRun<'a> {
     pub parents: Vec<(i64, String)>,
 }
 
+/// What a run needs of its worker, and its priority (higher first), inside the transaction that
+/// created it.
+pub async fn set_requirements_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    run_id: i64,
+    requirements: &serde_json::Value,
+    priority: i32,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE runs SET requirements = $2, priority = $3 WHERE id = $1")
+        .bind(run_id)
+        .bind(requirements)
+        .bind(priority)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A run's requirements (JSON) and priority.
+pub async fn requirements(
+    pool: &PgPool,
+    run_id: i64,
+) -> sqlx::Result<Option<(serde_json::Value, i32)>> {
+    sqlx::query_as("SELECT requirements, priority FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// Store a run and enqueue it in one transaction.
 pub async fn create(pool: &PgPool, new: &NewRun<'_>) -> sqlx::Result<i64> {
     let mut tx = pool.begin().await?;

@@ -9,6 +9,10 @@ pub struct WorkerRow {
     pub info: serde_json::Value,
     pub registered_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
+    /// `aligndet_common::capabilities::Capabilities` as JSON.
+    pub capabilities: serde_json::Value,
+    /// Finishes its current run, claims no more.
+    pub draining: bool,
 }
 
 impl WorkerRow {
@@ -24,14 +28,17 @@ pub async fn register(
     name: &str,
     device: &str,
     info: &serde_json::Value,
+    capabilities: &serde_json::Value,
     key_sha256: &str,
 ) -> sqlx::Result<i64> {
     sqlx::query_scalar(
-        "INSERT INTO workers (name, device, info, key_sha256) VALUES ($1, $2, $3, $4) RETURNING id",
+        "INSERT INTO workers (name, device, info, capabilities, key_sha256)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
     .bind(name)
     .bind(device)
     .bind(info)
+    .bind(capabilities)
     .bind(key_sha256)
     .fetch_one(pool)
     .await
@@ -54,9 +61,34 @@ pub async fn touch(pool: &PgPool, worker_id: i64) -> sqlx::Result<bool> {
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<WorkerRow>> {
-    sqlx::query_as("SELECT * FROM workers ORDER BY last_seen_at DESC LIMIT 100")
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(
+        "SELECT id, name, device, info, registered_at, last_seen_at, capabilities, draining
+         FROM workers ORDER BY last_seen_at DESC LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Drain a worker (it finishes its current run and claims no more) or undo it; `false` when
+/// there is no such worker.
+pub async fn set_draining(pool: &PgPool, worker_id: i64, draining: bool) -> sqlx::Result<bool> {
+    let r = sqlx::query("UPDATE workers SET draining = $2 WHERE id = $1")
+        .bind(worker_id)
+        .bind(draining)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// The capabilities (JSON) and draining flag of the workers seen in the last 30 s (as
+/// [`WorkerRow::is_connected`]).
+pub async fn connected_capabilities(pool: &PgPool) -> sqlx::Result<Vec<(serde_json::Value, bool)>> {
+    sqlx::query_as(
+        "SELECT capabilities, draining FROM workers
+         WHERE last_seen_at > now() - interval '30 seconds'",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// The run each worker is running now: (worker id, run id, run name).

@@ -10,6 +10,7 @@ use crate::db::datasets::DatasetRow;
 use crate::forms::wire_name;
 use crate::state::AppState;
 use aligndet_common::artifacts;
+use aligndet_common::capabilities::Requirements;
 use aligndet_common::jobs::{JobConfig, RunKind, RunStatus};
 use aligndet_common::train_config::InitConfig;
 use serde::Serialize;
@@ -151,6 +152,9 @@ pub async fn create(
         )
         .await?;
         db::experiments::attach_run_in(&mut tx, experiment_id, id, p.role.as_str()).await?;
+        let needs = serde_json::to_value(Requirements::for_config(&config))
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        db::runs::set_requirements_in(&mut tx, id, &needs, 0).await?;
         if let Err(e) = db::runs::add_dependencies_in(&mut tx, id, &deps).await? {
             // Only a reused run can have ended since it was checked.
             let field = if spec.pretrained_run_id.is_some() {

@@ -1,7 +1,9 @@
 //! The job queue: runs in Postgres, claimed with `FOR UPDATE SKIP LOCKED`, held under a lease.
 //!
-//! - claim: the oldest queued run whose dependencies (`run_parents.waits`) have all succeeded goes
-//!   to the worker; attempts += 1; a `run_attempts` row opens.
+//! - claim: the highest-priority, then oldest, queued run whose dependencies (`run_parents.waits`)
+//!   have all succeeded and whose requirements the worker's capabilities satisfy (the rules of
+//!   `Requirements::unmet_by`, in SQL) goes to the worker, unless it is draining; attempts += 1;
+//!   a `run_attempts` row opens.
 //! - a run that ends failed or cancelled fails the queued runs waiting for it (transitively), so
 //!   nothing waits forever (`db::runs::fail_dependents_in`).
 //! - heartbeat: extends the lease of the current attempt; answers whether a cancel was asked.
@@ -9,6 +11,8 @@
 //!   whose lease expired (and whose job went to someone else) is fenced off with 409.
 //! - reap: an expired lease puts the run back in the queue, or fails it once `max_attempts` is
 //!   used up; the attempt row records why.
+
+pub mod matching;
 
 use crate::db;
 use aligndet_common::jobs::RunStatus;
@@ -51,11 +55,21 @@ pub async fn claim(
         "UPDATE runs SET status = 'running', attempts = attempts + 1, worker_id = $1,
                 lease_expires_at = now() + make_interval(secs => $2), cancel_requested = false,
                 started_at = COALESCE(started_at, now()), updated_at = now(), error = NULL
-         WHERE id = (SELECT q.id FROM runs q
-                     WHERE q.status = 'queued'
+         WHERE id = (SELECT q.id FROM runs q, workers w
+                     WHERE w.id = $1 AND NOT w.draining AND q.status = 'queued'
                        AND NOT EXISTS (SELECT 1 FROM run_parents p JOIN runs d ON d.id = p.parent_id
                                        WHERE p.run_id = q.id AND p.waits AND d.status <> 'succeeded')
-                     ORDER BY q.id
+                       AND COALESCE(q.requirements->>'device', 'any')
+                           IN ('any', COALESCE(w.capabilities->>'device', 'cpu'))
+                       AND COALESCE((q.requirements->>'min_gpu_memory_mb')::bigint, 0)
+                           <= COALESCE((w.capabilities->>'gpu_memory_mb')::bigint, 0)
+                       AND GREATEST(COALESCE((q.requirements->>'devices')::int, 1), 1)
+                           <= CASE WHEN w.capabilities->>'device' = 'cuda'
+                                   THEN COALESCE((w.capabilities->>'gpu_count')::int, 0)
+                                   ELSE GREATEST(COALESCE((w.capabilities->>'cpu_threads')::int, 1), 1) END
+                       AND COALESCE(q.requirements->'labels', '[]'::jsonb)
+                           <@ COALESCE(w.capabilities->'labels', '[]'::jsonb)
+                     ORDER BY q.priority DESC, q.id
                      FOR UPDATE OF q SKIP LOCKED LIMIT 1)
          RETURNING id, name, config, dataset_id, attempts",
     )

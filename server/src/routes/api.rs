@@ -10,6 +10,7 @@ use crate::submit;
 use crate::worker_auth::{CallingWorker, new_worker_key};
 use aligndet_common::api::*;
 use aligndet_common::artifacts::check_artifact_name;
+use aligndet_common::capabilities::Capabilities;
 use aligndet_common::jobs::JobConfig;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -68,9 +69,26 @@ async fn register(
             ),
         ));
     }
+    let capabilities = match req.capabilities {
+        Some(c) => {
+            c.validate().map_err(|m| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("capabilities: {m}"))
+            })?;
+            c
+        }
+        None => Capabilities::assumed_for_device(&req.device),
+    };
+    let capabilities = serde_json::to_value(&capabilities).map_err(ApiError::internal)?;
     let (worker_key, digest) = new_worker_key();
-    let id =
-        db::workers::register(&s.worker_pool, &req.name, &req.device, &req.info, &digest).await?;
+    let id = db::workers::register(
+        &s.worker_pool,
+        &req.name,
+        &req.device,
+        &req.info,
+        &capabilities,
+        &digest,
+    )
+    .await?;
     tracing::info!("worker #{id} {:?} registered ({})", req.name, req.device);
     Ok(Json(WorkerRegistered {
         worker_id: id,
@@ -379,6 +397,13 @@ pub struct CreateRun {
     /// fails or is cancelled.
     #[serde(default)]
     pub depends_on: Vec<i64>,
+    /// What the worker must have (device, GPU memory, devices, labels); by default what the
+    /// config needs.
+    #[serde(default)]
+    pub requirements: Option<aligndet_common::capabilities::Requirements>,
+    /// Higher is claimed first (−100..=100).
+    #[serde(default)]
+    pub priority: i32,
 }
 
 /// The same checks as the page forms ([`crate::submit`]); a refusal names the field.
@@ -395,6 +420,8 @@ async fn create_run(
         parents: req.parents,
         depends_on: req.depends_on,
         aligned_rule: false,
+        requirements: req.requirements,
+        priority: req.priority,
     };
     match submit::submit(&s, run).await {
         Ok(id) => Ok(Json(serde_json::json!({ "id": id }))),
@@ -435,7 +462,18 @@ async fn run_summary(
         .map(|d| d.parent_id)
         .collect();
     let waiting_for = db::runs::waiting_for(&s.pool, id).await?;
+    let (requirements, priority) = db::runs::requirements(&s.pool, id)
+        .await?
+        .unwrap_or_default();
+    let waiting_for_worker = if run.status == aligndet_common::jobs::RunStatus::Queued {
+        crate::queue::matching::waiting_reason(&s.pool, id).await?
+    } else {
+        None
+    };
     Ok(Json(serde_json::json!({
+        "requirements": requirements,
+        "priority": priority,
+        "waiting_for_worker": waiting_for_worker,
         "depends_on": depends_on,
         "waiting_for": waiting_for,
         "id": run.id,

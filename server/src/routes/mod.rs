@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
     let pages = Router::new()
         .route("/", get(pages::home))
         .route("/workers", get(pages::workers))
+        .route("/workers/{id}/drain", post(pages::drain))
         .route("/datasets", get(datasets::list))
         .route("/datasets/import", post(datasets::import_from_server))
         .route(

@@ -4,13 +4,18 @@ use crate::db;
 use crate::db::datasets::DatasetRow;
 use crate::db::runs::{RunFilter, RunRow};
 use crate::db::workers::WorkerRow;
-use crate::error::PageError;
+use crate::error::{PageError, PagePath};
 use crate::numbers::filters;
 use crate::routes::render;
+use crate::security::CsrfToken;
 use crate::state::AppState;
+use aligndet_common::capabilities::Capabilities;
 use askama::Template;
+use axum::Extension;
+use axum::Form;
 use axum::extract::State;
 use axum::response::Response;
+use axum::response::{IntoResponse, Redirect};
 
 #[derive(Template)]
 #[template(path = "home.html")]
@@ -42,6 +47,8 @@ pub async fn home(State(s): State<AppState>) -> Result<Response, PageError> {
 /// registered with, flattened to dotted keys) and the runs it is running.
 struct WorkerView {
     row: WorkerRow,
+    /// What it has, in one line (`Capabilities::summary`).
+    capabilities: String,
     environment: Vec<(String, String)>,
     running: Vec<(i64, String)>,
 }
@@ -52,14 +59,21 @@ struct WorkersPage {
     workers: Vec<WorkerView>,
     connected: usize,
     token_path: String,
+    csrf: String,
 }
 
-pub async fn workers(State(s): State<AppState>) -> Result<Response, PageError> {
+pub async fn workers(
+    State(s): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+) -> Result<Response, PageError> {
     let current = db::workers::current_runs(&s.pool).await?;
     let workers: Vec<WorkerView> = db::workers::list(&s.pool)
         .await?
         .into_iter()
         .map(|row| WorkerView {
+            capabilities: serde_json::from_value::<Capabilities>(row.capabilities.clone())
+                .map(|c| c.summary())
+                .unwrap_or_else(|_| "not reported".to_string()),
             environment: crate::compare::flatten(&row.info)
                 .into_iter()
                 .filter(|(k, _)| !k.is_empty())
@@ -76,5 +90,26 @@ pub async fn workers(State(s): State<AppState>) -> Result<Response, PageError> {
         connected: workers.iter().filter(|w| w.row.is_connected()).count(),
         workers,
         token_path: s.data_dir.join("worker-token").display().to_string(),
+        csrf: csrf.0,
     }))
+}
+
+#[derive(serde::Deserialize)]
+pub struct DrainForm {
+    /// `1`: drain; `0`: take runs again.
+    drain: String,
+}
+
+/// `POST /workers/{id}/drain`: the worker finishes its current run and claims no more (or,
+/// with `drain=0`, claims again).
+pub async fn drain(
+    State(s): State<AppState>,
+    PagePath(id): PagePath<i64>,
+    Form(form): Form<DrainForm>,
+) -> Result<Response, PageError> {
+    let draining = form.drain == "1";
+    if !db::workers::set_draining(&s.pool, id, draining).await? {
+        return Err(PageError::not_found(format!("worker {id} not found")));
+    }
+    Ok(Redirect::to("/workers").into_response())
 }

@@ -16,6 +16,8 @@ use askama::Template;
 struct RunLive {
     run: RunRow,
     terminal: bool,
+    /// A queued run no connected worker can take: what it waits for.
+    waiting: Option<String>,
     attempts: Vec<AttemptRow>,
     logs: Vec<LogRow>,
     charts: Vec<(String, String)>,
@@ -61,8 +63,14 @@ pub async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
         });
         charts.push((key, svg));
     }
+    let waiting = if run.status == aligndet_common::jobs::RunStatus::Queued {
+        crate::queue::matching::waiting_reason(&s.pool, id).await?
+    } else {
+        None
+    };
     let page = RunLive {
         terminal: run.status.is_terminal(),
+        waiting,
         attempts: db::runs::attempts(&s.pool, id).await?,
         logs: db::runs::log_tail(&s.pool, id, 200).await?,
         charts,

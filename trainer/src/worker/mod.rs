@@ -41,6 +41,9 @@ pub struct WorkerArgs {
     /// ranks on the first N (rank 0, this process, on the first; single-device jobs too).
     #[arg(long, conflicts_with = "device")]
     pub gpus: Option<String>,
+    /// A label runs may require (repeat: `--label a100 --label site=lab2`).
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
     /// Name shown in the UI (default: host name and process id).
     #[arg(long)]
     pub name: Option<String>,
@@ -123,7 +126,13 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let work_root = args.work_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("aligndet-worker-{}", std::process::id()))
     });
-    let registration = register_with_retry(&client, &name, &args.device)?;
+    for label in &args.labels {
+        aligndet_common::capabilities::check_label(label).map_err(anyhow::Error::msg)?;
+    }
+    let capabilities =
+        crate::doctor::capabilities(device, &rank_devices, args.labels.clone(), &work_root);
+    eprintln!("worker capabilities: {}", capabilities.summary());
+    let registration = register_with_retry(&client, &name, &args.device, capabilities)?;
     eprintln!(
         "worker {name} registered as #{} on {}",
         registration.worker_id, args.server
@@ -168,12 +177,14 @@ fn register_with_retry(
     client: &ApiClient,
     name: &str,
     device: &str,
+    capabilities: aligndet_common::capabilities::Capabilities,
 ) -> anyhow::Result<WorkerRegistered> {
     let request = RegisterWorker {
         name: name.to_string(),
         device: device.to_string(),
         info: serde_json::to_value(environment_report())?,
         protocol_version: PROTOCOL_VERSION,
+        capabilities: Some(capabilities),
     };
     let mut delay = Duration::from_millis(200);
     loop {

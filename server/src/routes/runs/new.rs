@@ -123,6 +123,8 @@ async fn queue_from_form(
         parents: vec![],
         depends_on: vec![],
         aligned_rule,
+        requirements: None,
+        priority: 0,
     };
     match submit::submit(s, run).await {
         Ok(id) => Ok(Ok(id)),
