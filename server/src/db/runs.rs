@@ -23,6 +23,8 @@ pub struct RunRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Its place in the chain of the experiment that made it, if one did.
+    pub experiment_role: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -59,6 +61,8 @@ pub struct NewRun<'a> {
     pub max_attempts: i32,
     /// (parent run id, role), e.g. a fine-tune's pre-training.
     pub parents: Vec<(i64, String)>,
+    /// (experiment id, role) of a run an experiment makes.
+    pub experiment: Option<(i64, &'a str)>,
 }
 
 /// Store a run and enqueue it in one transaction.
@@ -76,14 +80,17 @@ pub async fn create_in(
     new: &NewRun<'_>,
 ) -> sqlx::Result<i64> {
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO runs (kind, name, config, status, dataset_id, max_attempts)
-         VALUES ($1, $2, $3, 'queued', $4, $5) RETURNING id",
+        "INSERT INTO runs (kind, name, config, status, dataset_id, max_attempts,
+                           experiment_id, experiment_role)
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7) RETURNING id",
     )
     .bind(new.kind)
     .bind(new.name)
     .bind(&new.config)
     .bind(new.dataset_id)
     .bind(new.max_attempts)
+    .bind(new.experiment.map(|e| e.0))
+    .bind(new.experiment.map(|e| e.1))
     .fetch_one(&mut **tx)
     .await?;
     for (parent, role) in &new.parents {
@@ -156,24 +163,24 @@ pub struct DependencyRow {
 
 /// The dependencies of these runs (every one, met or not), by run then dependency.
 pub async fn dependencies(pool: &PgPool, run_ids: &[i64]) -> sqlx::Result<Vec<DependencyRow>> {
-    sqlx::query_as(
+    super::rows_by(
+        pool,
         "SELECT p.run_id, p.parent_id, p.role, r.status FROM run_parents p
          JOIN runs r ON r.id = p.parent_id
          WHERE p.run_id = ANY($1) AND p.waits ORDER BY p.run_id, p.parent_id",
+        run_ids,
     )
-    .bind(run_ids)
-    .fetch_all(pool)
     .await
 }
 
 /// The dependencies of a run that have not succeeded yet (what it waits for).
 pub async fn waiting_for(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar(
+    super::values_by(
+        pool,
         "SELECT p.parent_id FROM run_parents p JOIN runs r ON r.id = p.parent_id
          WHERE p.run_id = $1 AND p.waits AND r.status <> 'succeeded' ORDER BY p.parent_id",
+        run_id,
     )
-    .bind(run_id)
-    .fetch_all(pool)
     .await
 }
 
@@ -303,30 +310,27 @@ pub async fn list(pool: &PgPool, f: &RunFilter) -> sqlx::Result<Vec<RunRow>> {
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<RunRow>> {
-    sqlx::query_as("SELECT * FROM runs WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    super::row_by(pool, "SELECT * FROM runs WHERE id = $1", id).await
 }
 
 pub async fn attempts(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<AttemptRow>> {
-    sqlx::query_as(
+    super::rows_by(
+        pool,
         "SELECT a.attempt, a.worker_id, w.name AS worker_name, a.started_at, a.ended_at, a.outcome, a.note
          FROM run_attempts a LEFT JOIN workers w ON w.id = a.worker_id
          WHERE a.run_id = $1 ORDER BY a.attempt",
+        run_id,
     )
-    .bind(run_id)
-    .fetch_all(pool)
     .await
 }
 
 pub async fn parents(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<ParentRow>> {
-    sqlx::query_as(
+    super::rows_by(
+        pool,
         "SELECT p.parent_id, p.role, r.name FROM run_parents p JOIN runs r ON r.id = p.parent_id
          WHERE p.run_id = $1 ORDER BY p.parent_id",
+        run_id,
     )
-    .bind(run_id)
-    .fetch_all(pool)
     .await
 }
 
@@ -443,10 +447,12 @@ pub async fn log_tail(pool: &PgPool, run_id: i64, n: i64) -> sqlx::Result<Vec<Lo
 }
 
 pub async fn metric_keys(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<(String, i64)>> {
-    sqlx::query_as("SELECT key, COUNT(*) FROM metrics WHERE run_id = $1 GROUP BY key ORDER BY key")
-        .bind(run_id)
-        .fetch_all(pool)
-        .await
+    super::rows_by(
+        pool,
+        "SELECT key, COUNT(*) FROM metrics WHERE run_id = $1 GROUP BY key ORDER BY key",
+        run_id,
+    )
+    .await
 }
 
 /// (step, value) pairs of one series in step order.
@@ -585,11 +591,11 @@ pub async fn upsert_artifact(
 }
 
 pub async fn artifacts(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<ArtifactRow>> {
-    sqlx::query_as(
+    super::rows_by(
+        pool,
         "SELECT name, bytes, attempt, created_at FROM artifacts WHERE run_id = $1 ORDER BY name",
+        run_id,
     )
-    .bind(run_id)
-    .fetch_all(pool)
     .await
 }
 

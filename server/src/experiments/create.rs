@@ -147,10 +147,10 @@ pub async fn create(
                 dataset_id: config.dataset_id(),
                 max_attempts: s.cfg.max_attempts,
                 parents: Vec::new(),
+                experiment: Some((experiment_id, p.role.as_str())),
             },
         )
         .await?;
-        db::experiments::attach_run_in(&mut tx, experiment_id, id, p.role.as_str()).await?;
         if let Err(e) = db::runs::add_dependencies_in(&mut tx, id, &deps).await? {
             // Only a reused run can have ended since it was checked.
             let field = if spec.pretrained_run_id.is_some() {

@@ -363,6 +363,7 @@ pub async fn create_evaluate_upload(
             dataset_id: Some(dataset_id),
             max_attempts: s.cfg.max_attempts,
             parents: vec![],
+            experiment: None,
         },
     )
     .await?;
