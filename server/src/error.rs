@@ -3,7 +3,9 @@
 use aligndet_common::api::ApiError as ApiErrorBody;
 use askama::Template;
 use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse, Response};
 
 /// An error shown to a person: a status and a message (HTML-escaped when rendered).
@@ -83,19 +85,16 @@ impl IntoResponse for PageError {
 /// not exist, answered as a 404 page inside the layout (axum's own rejection is plain text).
 pub struct PagePath<T>(pub T);
 
-impl<S, T> axum::extract::FromRequestParts<S> for PagePath<T>
+impl<S, T> FromRequestParts<S> for PagePath<T>
 where
     T: serde::de::DeserializeOwned + Send,
     S: Send + Sync,
 {
     type Rejection = PageError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, PageError> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(PagePath(value)),
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PagePath(value)),
             Err(rejection) => {
                 tracing::debug!("path {}: {}", parts.uri.path(), rejection.body_text());
                 Err(PageError::not_found(format!(
@@ -111,19 +110,16 @@ where
 /// inside the layout naming the problem (axum's own rejection is plain text).
 pub struct PageQuery<T>(pub T);
 
-impl<S, T> axum::extract::FromRequestParts<S> for PageQuery<T>
+impl<S, T> FromRequestParts<S> for PageQuery<T>
 where
     T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = PageError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, PageError> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(PageQuery(value)),
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(PageQuery(value)),
             Err(rejection) => Err(PageError::bad_request(format!(
                 "The address's query does not fit this page: {}",
                 rejection
