@@ -81,6 +81,18 @@ impl IntoResponse for PageError {
     }
 }
 
+/// A row looked up by its id, or the 404 page saying it does not exist:
+/// `db::runs::get(&s.pool, id).await?.or_not_found("run", id)?`.
+pub trait OrNotFound<T> {
+    fn or_not_found(self, what: &str, id: i64) -> Result<T, PageError>;
+}
+
+impl<T> OrNotFound<T> for Option<T> {
+    fn or_not_found(self, what: &str, id: i64) -> Result<T, PageError> {
+        self.ok_or_else(|| PageError::not_found(format!("{what} {id} not found")))
+    }
+}
+
 /// `Path<T>` for the pages: a path that does not parse (`/datasets/abc`) is a page that does
 /// not exist, answered as a 404 page inside the layout (axum's own rejection is plain text).
 pub struct PagePath<T>(pub T);
