@@ -103,11 +103,10 @@ fn class_color(category_id: i64) -> String {
     format!("hsl({hue:.0}, 85%, 45%)")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct PredictionsQuery {
-    #[serde(default)]
     page: usize,
-    #[serde(default)]
     threshold: Option<f64>,
 }
 
