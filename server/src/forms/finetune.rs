@@ -5,7 +5,6 @@ use super::{
     FieldError, OptimForm, checkpoint_init, comma_list, enum_of, init_config, init_text, number,
     number_list_or, real, wire_name,
 };
-use crate::error::PageError;
 use aligndet_common::artifacts;
 use aligndet_common::train_config::{AugmentConfig, InitConfig, TrainConfig};
 
@@ -111,13 +110,6 @@ impl FinetuneForm {
         super::training_input_for(field, INPUTS)
     }
 
-    /// What was posted ([`super::read_posted`]).
-    pub fn posted(fields: &[(String, String)]) -> Result<FinetuneForm, PageError> {
-        let mut form: FinetuneForm = super::read_posted(fields)?;
-        form.opt.reference = TrainConfig::default().schedule_defaults();
-        Ok(form)
-    }
-
     /// The `finetune` job config. Only the text → value step happens here (with the field
     /// named when it fails); ranges and combinations are `TrainConfig::validate`'s job. A blank
     /// number keeps `TrainConfig`'s default, except `grad_clip_norm` (blank: none) and the
@@ -185,6 +177,7 @@ impl FinetuneForm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forms::TrainingForm;
     use aligndet_common::optim_config::LrSchedule;
 
     /// The default form with some fields replaced, as posted.
