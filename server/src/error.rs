@@ -146,8 +146,7 @@ where
 /// `{"error": …}` under `/api/`.
 pub async fn no_such_page(uri: axum::http::Uri) -> Response {
     if uri.path().starts_with("/api/") {
-        return ApiError::new(StatusCode::NOT_FOUND, format!("no API at {}", uri.path()))
-            .into_response();
+        return ApiError::not_found(format!("no API at {}", uri.path())).into_response();
     }
     PageError::not_found(format!(
         "There is no page at {}. The navigation above leads to every part of the studio.",
@@ -192,6 +191,15 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The caller's mistake, named: 400.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
     /// A failure of the server's own, logged; the caller gets only the incident number.
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, log_incident(&e))
@@ -207,8 +215,7 @@ impl From<sqlx::Error> for ApiError {
             .and_then(|d| d.code())
             .map(|c| c.to_string());
         match code.as_deref() {
-            Some("23503") => ApiError::new(
-                StatusCode::BAD_REQUEST,
+            Some("23503") => ApiError::bad_request(
                 "the request refers to a run, dataset or worker that does not exist",
             ),
             Some("23505") => ApiError::new(StatusCode::CONFLICT, "that already exists"),
@@ -221,7 +228,7 @@ impl From<crate::queue::QueueError> for ApiError {
     fn from(e: crate::queue::QueueError) -> Self {
         use crate::queue::QueueError;
         match e {
-            QueueError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            QueueError::NotFound(_) => ApiError::not_found(e.to_string()),
             QueueError::NotCurrent { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             QueueError::Db(db) => db.into(),
         }
