@@ -72,13 +72,11 @@ pub async fn for_image(
     run_id: i64,
     image_id: i64,
 ) -> sqlx::Result<Option<ProposalRow>> {
-    sqlx::query_as(
-        "SELECT image_id, boxes, removed_by, seconds FROM proposal_images WHERE run_id = $1 AND image_id = $2",
-    )
-    .bind(run_id)
-    .bind(image_id)
-    .fetch_optional(pool)
-    .await
+    sqlx::query_as("SELECT image_id, boxes, removed_by, seconds FROM proposal_images WHERE run_id = $1 AND image_id = $2")
+        .bind(run_id)
+        .bind(image_id)
+        .fetch_optional(pool)
+        .await
 }
 
 pub async fn all(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<ProposalRow>> {
