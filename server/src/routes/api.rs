@@ -52,9 +52,9 @@ async fn register(
         )));
     }
     aligndet_common::names::check_display_name(&req.name, "the worker name", 200)
-        .map_err(|m| ApiError::bad_request(m))?;
+        .map_err(ApiError::bad_request)?;
     aligndet_common::names::check_display_name(&req.device, "the worker device", 100)
-        .map_err(|m| ApiError::bad_request(m))?;
+        .map_err(ApiError::bad_request)?;
     // The facts are shown on the workers page: a few KiB is plenty, megabytes are an attack.
     let info_bytes = serde_json::to_string(&req.info).map_or(usize::MAX, |t| t.len());
     if info_bytes > MAX_WORKER_INFO_BYTES {
@@ -288,7 +288,7 @@ async fn upload_artifact(
     Query(q): Query<AttemptQuery>,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_artifact_name(&name).map_err(|e| ApiError::bad_request(e))?;
+    check_artifact_name(&name).map_err(ApiError::bad_request)?;
     queue::check_current(&s.worker_pool, id, worker_id, q.attempt).await?;
     let dir = s.artifacts_dir(id);
     tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
