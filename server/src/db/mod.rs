@@ -5,6 +5,7 @@ pub mod compare;
 pub mod datasets;
 pub mod experiments;
 pub mod liveness;
+pub mod logs;
 pub mod proposals;
 pub mod runs;
 pub mod stored_config;

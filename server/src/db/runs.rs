@@ -1,4 +1,4 @@
-use aligndet_common::api::{LogLine, MetricPoint};
+use aligndet_common::api::MetricPoint;
 use aligndet_common::jobs::{RunKind, RunStatus};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -394,56 +394,6 @@ pub async fn insert_metrics(
     .await?;
     super::notify_run_changed(&mut *tx, run_id).await?;
     tx.commit().await
-}
-
-pub async fn insert_logs(
-    pool: &PgPool,
-    run_id: i64,
-    attempt: i32,
-    lines: &[LogLine],
-) -> sqlx::Result<()> {
-    let seqs: Vec<i64> = lines.iter().map(|l| l.seq).collect();
-    let walls: Vec<f64> = lines.iter().map(|l| l.wall_time).collect();
-    let levels: Vec<&str> = lines.iter().map(|l| l.level.as_str()).collect();
-    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO run_logs (run_id, attempt, seq, wall_time, level, text)
-         SELECT $1, $2, * FROM UNNEST($3::BIGINT[], $4::FLOAT8[], $5::TEXT[], $6::TEXT[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(run_id)
-    .bind(attempt)
-    .bind(&seqs)
-    .bind(&walls)
-    .bind(&levels)
-    .bind(&texts)
-    .execute(&mut *tx)
-    .await?;
-    super::notify_run_changed(&mut *tx, run_id).await?;
-    tx.commit().await
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct LogRow {
-    pub attempt: i32,
-    pub seq: i64,
-    pub wall_time: f64,
-    pub level: String,
-    pub text: String,
-}
-
-pub async fn log_tail(pool: &PgPool, run_id: i64, n: i64) -> sqlx::Result<Vec<LogRow>> {
-    let mut rows: Vec<LogRow> = sqlx::query_as(
-        "SELECT attempt, seq, wall_time, level, text FROM run_logs WHERE run_id = $1
-         ORDER BY attempt DESC, seq DESC LIMIT $2",
-    )
-    .bind(run_id)
-    .bind(n)
-    .fetch_all(pool)
-    .await?;
-    rows.reverse();
-    Ok(rows)
 }
 
 pub async fn metric_keys(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<(String, i64)>> {

@@ -183,7 +183,7 @@ async fn logs(
     ApiJson(batch): ApiJson<LogBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     queue::check_current(&s.worker_pool, id, worker_id, batch.attempt).await?;
-    db::runs::insert_logs(&s.pool, id, batch.attempt, &batch.lines).await?;
+    db::logs::insert(&s.pool, id, batch.attempt, &batch.lines).await?;
     Ok(Json(serde_json::json!({ "stored": batch.lines.len() })))
 }
 
