@@ -257,8 +257,12 @@ pub async fn boxes_for_images(
 
 /// sqrt(w·h) of every box, for the size histogram.
 pub async fn box_sizes(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Vec<f64>> {
-    let sql = "SELECT sqrt(GREATEST(w * h, 0)) FROM annotations WHERE dataset_id = $1";
-    super::values_by(pool, sql, dataset_id).await
+    super::values_by(
+        pool,
+        "SELECT sqrt(GREATEST(w * h, 0)) FROM annotations WHERE dataset_id = $1",
+        dataset_id,
+    )
+    .await
 }
 
 pub async fn counts(pool: &PgPool) -> sqlx::Result<(i64, i64, i64)> {
@@ -271,8 +275,12 @@ pub async fn counts(pool: &PgPool) -> sqlx::Result<(i64, i64, i64)> {
 
 /// (id, name) of every category of a dataset, for labelling boxes without counting them.
 pub async fn category_names(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Vec<(i64, String)>> {
-    let sql = "SELECT id, name FROM categories WHERE dataset_id = $1 ORDER BY id";
-    super::rows_by(pool, sql, dataset_id).await
+    super::rows_by(
+        pool,
+        "SELECT id, name FROM categories WHERE dataset_id = $1 ORDER BY id",
+        dataset_id,
+    )
+    .await
 }
 
 /// The images with these ids (those that exist), in id order.
@@ -292,6 +300,10 @@ pub async fn images_by_ids(
 
 /// Ids of every image of a dataset in id order (a split when the dataset has none).
 pub async fn image_ids(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Vec<i64>> {
-    let sql = "SELECT id FROM images WHERE dataset_id = $1 ORDER BY id";
-    super::values_by(pool, sql, dataset_id).await
+    super::values_by(
+        pool,
+        "SELECT id FROM images WHERE dataset_id = $1 ORDER BY id",
+        dataset_id,
+    )
+    .await
 }

@@ -52,20 +52,32 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<ExperimentSummary>> {
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<ExperimentRow>> {
-    let sql = "SELECT id, name, spec, created_at FROM experiments WHERE id = $1";
-    super::row_by(pool, sql, id).await
+    super::row_by(
+        pool,
+        "SELECT id, name, spec, created_at FROM experiments WHERE id = $1",
+        id,
+    )
+    .await
 }
 
 /// The runs of an experiment, each with its role ([`RunRow::experiment_role`]).
 pub async fn runs(pool: &PgPool, experiment_id: i64) -> sqlx::Result<Vec<RunRow>> {
-    let sql = "SELECT * FROM runs WHERE experiment_id = $1 ORDER BY id";
-    super::rows_by(pool, sql, experiment_id).await
+    super::rows_by(
+        pool,
+        "SELECT * FROM runs WHERE experiment_id = $1 ORDER BY id",
+        experiment_id,
+    )
+    .await
 }
 
 /// The last step each run reported a metric at (runs without metrics are absent).
 pub async fn last_steps(pool: &PgPool, run_ids: &[i64]) -> sqlx::Result<Vec<(i64, i64)>> {
-    let sql = "SELECT run_id, MAX(step) FROM metrics WHERE run_id = ANY($1) GROUP BY run_id";
-    super::rows_by(pool, sql, run_ids).await
+    super::rows_by(
+        pool,
+        "SELECT run_id, MAX(step) FROM metrics WHERE run_id = ANY($1) GROUP BY run_id",
+        run_ids,
+    )
+    .await
 }
 
 /// The latest value of every `eval/*` metric of a run: (key without `eval/`, value).

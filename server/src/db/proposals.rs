@@ -59,8 +59,12 @@ pub async fn upsert(
 }
 
 pub async fn done_image_ids(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<i64>> {
-    let sql = "SELECT image_id FROM proposal_images WHERE run_id = $1 ORDER BY image_id";
-    super::values_by(pool, sql, run_id).await
+    super::values_by(
+        pool,
+        "SELECT image_id FROM proposal_images WHERE run_id = $1 ORDER BY image_id",
+        run_id,
+    )
+    .await
 }
 
 pub async fn for_image(

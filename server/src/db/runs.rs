@@ -397,8 +397,12 @@ pub async fn insert_metrics(
 }
 
 pub async fn metric_keys(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<(String, i64)>> {
-    let sql = "SELECT key, COUNT(*) FROM metrics WHERE run_id = $1 GROUP BY key ORDER BY key";
-    super::rows_by(pool, sql, run_id).await
+    super::rows_by(
+        pool,
+        "SELECT key, COUNT(*) FROM metrics WHERE run_id = $1 GROUP BY key ORDER BY key",
+        run_id,
+    )
+    .await
 }
 
 /// (step, value) pairs of one series in step order.
@@ -537,9 +541,12 @@ pub async fn upsert_artifact(
 }
 
 pub async fn artifacts(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<ArtifactRow>> {
-    let sql =
-        "SELECT name, bytes, attempt, created_at FROM artifacts WHERE run_id = $1 ORDER BY name";
-    super::rows_by(pool, sql, run_id).await
+    super::rows_by(
+        pool,
+        "SELECT name, bytes, attempt, created_at FROM artifacts WHERE run_id = $1 ORDER BY name",
+        run_id,
+    )
+    .await
 }
 
 pub async fn status_counts(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
