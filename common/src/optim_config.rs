@@ -309,25 +309,34 @@ mod tests {
         }
     }
 
+    /// [`optim`] with a cosine schedule and no warm-up.
+    fn cosine_without_warmup(min_factor: f64) -> OptimConfig {
+        OptimConfig {
+            warmup_steps: 0,
+            schedule: LrSchedule::Cosine { min_factor },
+            ..optim()
+        }
+    }
+
+    /// `c`'s learning rate at each (step, lr) given, to 1e-12.
+    fn assert_lrs(c: &OptimConfig, expected: &[(u32, f64)]) {
+        for &(step, lr) in expected {
+            assert!((c.lr_at(step) - lr).abs() < 1e-12, "lr at step {step}");
+        }
+    }
+
     #[test]
     fn warmup_then_step_schedule() {
-        let c = optim();
-        assert!((c.lr_at(0) - 0.0001).abs() < 1e-12);
-        assert!((c.lr_at(10) - 0.1).abs() < 1e-12);
-        assert!((c.lr_at(50) - 0.01).abs() < 1e-12);
-        assert!((c.lr_at(99) - 0.001).abs() < 1e-12);
+        assert_lrs(&optim(), &[(0, 0.0001), (10, 0.1), (50, 0.01), (99, 0.001)]);
     }
 
     #[test]
     fn cosine_ends_at_min_factor() {
         let c = OptimConfig {
             lr: 1.0,
-            warmup_steps: 0,
-            schedule: LrSchedule::Cosine { min_factor: 0.05 },
-            ..optim()
+            ..cosine_without_warmup(0.05)
         };
-        assert!((c.lr_at(0) - 1.0).abs() < 1e-12);
-        assert!((c.lr_at(100) - 0.05).abs() < 1e-12);
+        assert_lrs(&c, &[(0, 1.0), (100, 0.05)]);
     }
 
     #[test]
@@ -349,10 +358,8 @@ mod tests {
     fn a_kind_without_evaluation_keeps_none() {
         let no_eval = OptimConfig {
             steps: 2000,
-            warmup_steps: 0,
-            schedule: LrSchedule::Cosine { min_factor: 0.0 },
             checkpoint_every: 200,
-            ..optim()
+            ..cosine_without_warmup(0.0)
         }
         .schedule_defaults(0);
         assert_eq!(no_eval.scaled_to(2000), no_eval);

@@ -214,12 +214,7 @@ impl PretrainBoxConfig {
         if !(8..=4096).contains(&self.embedding_dim) {
             return Err(err("embedding_dim", "must be 8..=4096"));
         }
-        if !(self.temperature > 0.0 && self.temperature <= 10.0) {
-            return Err(err("temperature", "must be in (0, 10]"));
-        }
-        if !(0.0..=1.0).contains(&self.ema_momentum) {
-            return Err(err("ema_momentum", "must be in [0, 1]"));
-        }
+        validate_contrast(self.temperature, "ema_momentum", self.ema_momentum)?;
         if !(16..=65_536).contains(&self.samples) {
             return Err(err("samples", "must be 16..=65536"));
         }
@@ -321,12 +316,7 @@ impl PretrainImageConfig {
         if !(8..=16_384).contains(&self.hidden_dim) {
             return Err(err("hidden_dim", "must be 8..=16384"));
         }
-        if !(self.temperature > 0.0 && self.temperature <= 10.0) {
-            return Err(err("temperature", "must be in (0, 10]"));
-        }
-        if !(0.0..=1.0).contains(&self.key_momentum) {
-            return Err(err("key_momentum", "must be in [0, 1]"));
-        }
+        validate_contrast(self.temperature, "key_momentum", self.key_momentum)?;
         self.optim.validate()?;
         if self.optim.batch_size < 2 {
             return Err(err(
@@ -336,6 +326,22 @@ impl PretrainImageConfig {
         }
         Ok(())
     }
+}
+
+/// What both pre-trainings' contrastive losses share: the InfoNCE temperature, and the momentum
+/// of the slowly following encoder (`ema_momentum`, `key_momentum`).
+fn validate_contrast(
+    temperature: f64,
+    momentum_field: &str,
+    momentum: f64,
+) -> Result<(), ConfigError> {
+    if !(temperature > 0.0 && temperature <= 10.0) {
+        return Err(err("temperature", "must be in (0, 10]"));
+    }
+    if !(0.0..=1.0).contains(&momentum) {
+        return Err(err(momentum_field, "must be in [0, 1]"));
+    }
+    Ok(())
 }
 
 /// Fine-tuning from AlignDet weights: the reference's rule for SGD recipes is lr ×1.5 and weight
@@ -370,14 +376,18 @@ pub struct ImagePseudoBoxes {
 mod tests {
     use super::*;
 
-    #[test]
-    fn defaults_validate_once_the_inputs_are_named() {
-        let c = PretrainBoxConfig {
+    /// The default box-domain config with its dataset and proposals run named.
+    fn named_box_config() -> PretrainBoxConfig {
+        PretrainBoxConfig {
             dataset_id: 1,
             proposals_run_id: 2,
             ..PretrainBoxConfig::default()
-        };
-        c.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn defaults_validate_once_the_inputs_are_named() {
+        named_box_config().validate().unwrap();
         assert_eq!(
             PretrainBoxConfig::default().validate().unwrap_err().field,
             "dataset_id"
@@ -403,11 +413,7 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let ok = PretrainBoxConfig {
-            dataset_id: 1,
-            proposals_run_id: 2,
-            ..PretrainBoxConfig::default()
-        };
+        let ok = named_box_config();
         let c = PretrainBoxConfig {
             temperature: 0.0,
             ..ok.clone()

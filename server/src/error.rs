@@ -3,7 +3,9 @@
 use aligndet_common::api::ApiError as ApiErrorBody;
 use askama::Template;
 use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse, Response};
 
 /// An error shown to a person: a status and a message (HTML-escaped when rendered).
@@ -79,23 +81,32 @@ impl IntoResponse for PageError {
     }
 }
 
+/// A row looked up by its id, or the 404 page saying it does not exist:
+/// `db::runs::get(&s.pool, id).await?.or_not_found("run", id)?`.
+pub trait OrNotFound<T> {
+    fn or_not_found(self, what: &str, id: i64) -> Result<T, PageError>;
+}
+
+impl<T> OrNotFound<T> for Option<T> {
+    fn or_not_found(self, what: &str, id: i64) -> Result<T, PageError> {
+        self.ok_or_else(|| PageError::not_found(format!("{what} {id} not found")))
+    }
+}
+
 /// `Path<T>` for the pages: a path that does not parse (`/datasets/abc`) is a page that does
 /// not exist, answered as a 404 page inside the layout (axum's own rejection is plain text).
 pub struct PagePath<T>(pub T);
 
-impl<S, T> axum::extract::FromRequestParts<S> for PagePath<T>
+impl<S, T> FromRequestParts<S> for PagePath<T>
 where
     T: serde::de::DeserializeOwned + Send,
     S: Send + Sync,
 {
     type Rejection = PageError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, PageError> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(PagePath(value)),
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PagePath(value)),
             Err(rejection) => {
                 tracing::debug!("path {}: {}", parts.uri.path(), rejection.body_text());
                 Err(PageError::not_found(format!(
@@ -111,19 +122,16 @@ where
 /// inside the layout naming the problem (axum's own rejection is plain text).
 pub struct PageQuery<T>(pub T);
 
-impl<S, T> axum::extract::FromRequestParts<S> for PageQuery<T>
+impl<S, T> FromRequestParts<S> for PageQuery<T>
 where
     T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = PageError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, PageError> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(PageQuery(value)),
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(PageQuery(value)),
             Err(rejection) => Err(PageError::bad_request(format!(
                 "The address's query does not fit this page: {}",
                 rejection
@@ -138,8 +146,7 @@ where
 /// `{"error": …}` under `/api/`.
 pub async fn no_such_page(uri: axum::http::Uri) -> Response {
     if uri.path().starts_with("/api/") {
-        return ApiError::new(StatusCode::NOT_FOUND, format!("no API at {}", uri.path()))
-            .into_response();
+        return ApiError::not_found(format!("no API at {}", uri.path())).into_response();
     }
     PageError::not_found(format!(
         "There is no page at {}. The navigation above leads to every part of the studio.",
@@ -184,6 +191,15 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The caller's mistake, named: 400.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
     /// A failure of the server's own, logged; the caller gets only the incident number.
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, log_incident(&e))
@@ -199,8 +215,7 @@ impl From<sqlx::Error> for ApiError {
             .and_then(|d| d.code())
             .map(|c| c.to_string());
         match code.as_deref() {
-            Some("23503") => ApiError::new(
-                StatusCode::BAD_REQUEST,
+            Some("23503") => ApiError::bad_request(
                 "the request refers to a run, dataset or worker that does not exist",
             ),
             Some("23505") => ApiError::new(StatusCode::CONFLICT, "that already exists"),
@@ -213,7 +228,7 @@ impl From<crate::queue::QueueError> for ApiError {
     fn from(e: crate::queue::QueueError) -> Self {
         use crate::queue::QueueError;
         match e {
-            QueueError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            QueueError::NotFound(_) => ApiError::not_found(e.to_string()),
             QueueError::NotCurrent { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             QueueError::Db(db) => db.into(),
         }

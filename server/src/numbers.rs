@@ -143,28 +143,23 @@ impl<T: Countable + ?Sized> Countable for &T {
 /// The same rules as askama filters: `{{ x|fixed3 }}`. A template's module brings them in with
 /// `use crate::numbers::filters;`.
 pub mod filters {
+    use super::Countable;
+    use askama::Values;
+
     #[askama::filter_fn]
-    pub fn fixed3(v: &f64, _: &dyn askama::Values) -> askama::Result<String> {
+    pub fn fixed3(v: &f64, _: &dyn Values) -> askama::Result<String> {
         Ok(super::fixed3(*v))
     }
 
     /// `{{ n|plural("worker") }}` → "1 worker", "3 workers".
     #[askama::filter_fn]
-    pub fn plural<T: super::Countable>(
-        n: T,
-        _: &dyn askama::Values,
-        noun: &str,
-    ) -> askama::Result<String> {
+    pub fn plural<T: Countable>(n: T, _: &dyn Values, noun: &str) -> askama::Result<String> {
         Ok(super::count(n.as_count(), noun))
     }
 
     /// `{{ n|noun("worker") }}` → "worker" for 1, else "workers" (the number printed apart).
     #[askama::filter_fn]
-    pub fn noun<T: super::Countable>(
-        n: T,
-        _: &dyn askama::Values,
-        noun: &str,
-    ) -> askama::Result<String> {
+    pub fn noun<T: Countable>(n: T, _: &dyn Values, noun: &str) -> askama::Result<String> {
         Ok(super::noun(n.as_count(), noun))
     }
 }

@@ -49,17 +49,19 @@ pub fn load_or_create_worker_token(cfg: &ServerConfig, data_dir: &Path) -> anyho
     Ok(t)
 }
 
+/// A header's value as text (`None` when absent or not visible ASCII).
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 /// `/api/v1/` requires `Authorization: Bearer <worker token>`.
 pub async fn require_worker_token(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented =
+        header_text(req.headers(), header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(t) if constant_time_eq(t.as_bytes(), state.worker_token.as_bytes()) => {
             next.run(req).await
@@ -113,10 +115,7 @@ pub async fn require_allowed_host(
     req: Request,
     next: Next,
 ) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
+    let host = header_text(req.headers(), header::HOST)
         .map(host_name)
         .unwrap_or_default();
     if allowed_hosts(&state.cfg).contains(&host) {
@@ -152,7 +151,7 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
 
 /// The request comes from our own pages: Origin (or, failing that, Referer) names our host.
 fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+    let Some(host) = header_text(headers, header::HOST) else {
         return false;
     };
     let source = headers

@@ -101,6 +101,7 @@ pub async fn submit(s: &AppState, mut new: NewRun) -> Result<i64, SubmitError> {
                 .filter(|p| !new.depends_on.contains(p))
                 .map(|p| (*p, "parent".to_string()))
                 .collect(),
+            experiment: None,
         },
     )
     .await?;

@@ -299,9 +299,8 @@ mod tests {
         chunk
     }
 
-    #[test]
-    fn truncated_images_are_refused_by_name() {
-        let dir = TempDir::new("checks_truncated");
+    /// The report on a dataset of one 64×48 image saved as `name` and cut to 2/5 of its bytes.
+    fn report_on_a_cut_image(dir: &TempDir, name: &str) -> ValidationReport {
         let noisy = image::RgbImage::from_fn(64, 48, |x, y| {
             image::Rgb([
                 (x * 7 % 256) as u8,
@@ -309,12 +308,18 @@ mod tests {
                 ((x * y) % 256) as u8,
             ])
         });
-        let path = dir.path().join("cut.jpg");
+        let path = dir.path().join(name);
         noisy.save(&path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() * 2 / 5]).unwrap();
-        let annotations = one_image_coco(&dir, "cut.jpg", 64, 48, 16.0);
-        let report = report_of(load_coco(&annotations, dir.path()));
+        let annotations = one_image_coco(dir, name, 64, 48, 16.0);
+        report_of(load_coco(&annotations, dir.path()))
+    }
+
+    #[test]
+    fn truncated_images_are_refused_by_name() {
+        let dir = TempDir::new("checks_truncated");
+        let report = report_on_a_cut_image(&dir, "cut.jpg");
         assert_eq!(
             report.count(ProblemKind::UnreadableImageFile),
             1,
@@ -326,12 +331,7 @@ mod tests {
             .examples[0];
         assert!(message.contains("\"cut.jpg\""), "{message}");
         // A PNG cut short fails in the decoder itself.
-        let png = dir.path().join("cut.png");
-        noisy.save(&png).unwrap();
-        let bytes = std::fs::read(&png).unwrap();
-        std::fs::write(&png, &bytes[..bytes.len() * 2 / 5]).unwrap();
-        let annotations = one_image_coco(&dir, "cut.png", 64, 48, 16.0);
-        let report = report_of(load_coco(&annotations, dir.path()));
+        let report = report_on_a_cut_image(&dir, "cut.png");
         assert_eq!(
             report.count(ProblemKind::UnreadableImageFile),
             1,

@@ -109,13 +109,9 @@ fn parse_coco_tree(root: &Value, report: &mut ValidationReport) -> (CocoDataset,
             "top level: \"images\" is empty; a dataset needs at least one image",
         );
     }
-    let mut image_ids = HashSet::new();
+    let mut image_ids = SeenIds::new("image", ProblemKind::DuplicateImageId);
     for (index, item) in images.iter().enumerate() {
-        let mut fields = ItemFields::new(item, format!("image at index {index}"), report);
-        let id = fields.integer("id");
-        if let Some(id) = id {
-            fields.label = format!("image id {id} (index {index})");
-        }
+        let (mut fields, id) = ItemFields::with_id(item, "image", index, report);
         let file_name = fields.string("file_name");
         let width = fields.dimension("width");
         let height = fields.dimension("height");
@@ -130,11 +126,7 @@ fn parse_coco_tree(root: &Value, report: &mut ValidationReport) -> (CocoDataset,
         else {
             continue;
         };
-        if !image_ids.insert(id) {
-            report.push(
-                ProblemKind::DuplicateImageId,
-                format!("image id {id} (index {index}): id already used by an earlier image"),
-            );
+        if !image_ids.first_use(id, index, report) {
             continue;
         }
         indices.images.push(index);
@@ -146,23 +138,15 @@ fn parse_coco_tree(root: &Value, report: &mut ValidationReport) -> (CocoDataset,
         });
     }
 
-    let mut category_ids = HashSet::new();
+    let mut category_ids = SeenIds::new("category", ProblemKind::DuplicateCategoryId);
     for (index, item) in top_array(top, "categories", report).iter().enumerate() {
-        let mut fields = ItemFields::new(item, format!("category at index {index}"), report);
-        let id = fields.integer("id");
-        if let Some(id) = id {
-            fields.label = format!("category id {id} (index {index})");
-        }
+        let (mut fields, id) = ItemFields::with_id(item, "category", index, report);
         let name = fields.string("name");
         let supercategory = fields.optional_string("supercategory");
         let (Some(id), Some(name)) = (id, name) else {
             continue;
         };
-        if !category_ids.insert(id) {
-            report.push(
-                ProblemKind::DuplicateCategoryId,
-                format!("category id {id} (index {index}): id already used by an earlier category"),
-            );
+        if !category_ids.first_use(id, index, report) {
             continue;
         }
         dataset.categories.push(CocoCategory {
@@ -172,13 +156,9 @@ fn parse_coco_tree(root: &Value, report: &mut ValidationReport) -> (CocoDataset,
         });
     }
 
-    let mut annotation_ids = HashSet::new();
+    let mut annotation_ids = SeenIds::new("annotation", ProblemKind::DuplicateAnnotationId);
     for (index, item) in top_array(top, "annotations", report).iter().enumerate() {
-        let mut fields = ItemFields::new(item, format!("annotation at index {index}"), report);
-        let id = fields.integer("id");
-        if let Some(id) = id {
-            fields.label = format!("annotation id {id} (index {index})");
-        }
+        let (mut fields, id) = ItemFields::with_id(item, "annotation", index, report);
         let image_id = fields.integer("image_id");
         let category_id = fields.integer("category_id");
         let bbox = fields.bbox("bbox");
@@ -190,13 +170,7 @@ fn parse_coco_tree(root: &Value, report: &mut ValidationReport) -> (CocoDataset,
         else {
             continue;
         };
-        if !annotation_ids.insert(id) {
-            report.push(
-                ProblemKind::DuplicateAnnotationId,
-                format!(
-                    "annotation id {id} (index {index}): id already used by an earlier annotation"
-                ),
-            );
+        if !annotation_ids.first_use(id, index, report) {
             continue;
         }
         indices.annotations.push(index);
@@ -273,6 +247,35 @@ fn top_array<'a>(
 }
 
 /// Field access for one item that reports missing/invalid fields against its label.
+/// The ids of one kind of item seen so far; a repeated one is reported.
+struct SeenIds {
+    what: &'static str,
+    kind: ProblemKind,
+    ids: HashSet<i64>,
+}
+
+impl SeenIds {
+    fn new(what: &'static str, kind: ProblemKind) -> SeenIds {
+        SeenIds {
+            what,
+            kind,
+            ids: HashSet::new(),
+        }
+    }
+
+    /// Whether `id` (of the item at `index`) is new; a repeat is reported.
+    fn first_use(&mut self, id: i64, index: usize, report: &mut ValidationReport) -> bool {
+        let new = self.ids.insert(id);
+        if !new {
+            let what = self.what;
+            let message =
+                format!("{what} id {id} (index {index}): id already used by an earlier {what}");
+            report.push(self.kind, message);
+        }
+        new
+    }
+}
+
 struct ItemFields<'a, 'r> {
     object: Option<&'a Map<String, Value>>,
     label: String,
@@ -296,6 +299,27 @@ impl<'a, 'r> ItemFields<'a, 'r> {
     }
 
     /// The value under `key`; reports it missing (once per item and key) if absent or null.
+    /// The fields of the `what` (image, category, annotation) at `index`, and its id; once the
+    /// id is read, problems name the item by it.
+    fn with_id(
+        item: &'a Value,
+        what: &str,
+        index: usize,
+        report: &'r mut ValidationReport,
+    ) -> (Self, Option<i64>) {
+        let mut fields = ItemFields::new(item, format!("{what} at index {index}"), report);
+        let id = fields.integer("id");
+        if let Some(id) = id {
+            fields.label = format!("{what} id {id} (index {index})");
+        }
+        (fields, id)
+    }
+
+    /// The value of an optional field: `None`, and no problem, when it is absent or null.
+    fn present(&self, key: &str) -> Option<&'a Value> {
+        self.object?.get(key).filter(|v| !v.is_null())
+    }
+
     fn required(&mut self, key: &str) -> Option<&'a Value> {
         let object = self.object?;
         match object.get(key) {
@@ -353,16 +377,12 @@ impl<'a, 'r> ItemFields<'a, 'r> {
     }
 
     fn optional_string(&mut self, key: &str) -> Option<String> {
-        let value = self.object?.get(key).filter(|v| !v.is_null())?;
-        let string = value.as_str().map(str::to_owned);
-        if string.is_none() {
-            self.invalid(key, value, "a string");
-        }
-        string
+        self.present(key)?;
+        self.string(key)
     }
 
     fn optional_number(&mut self, key: &str) -> Option<f64> {
-        let value = self.object?.get(key).filter(|v| !v.is_null())?;
+        let value = self.present(key)?;
         let number = value.as_f64();
         if number.is_none() {
             self.invalid(key, value, "a number");
@@ -371,7 +391,7 @@ impl<'a, 'r> ItemFields<'a, 'r> {
     }
 
     fn optional_flag(&mut self, key: &str) -> Option<u8> {
-        let value = self.object?.get(key).filter(|v| !v.is_null())?;
+        let value = self.present(key)?;
         let flag = match value {
             Value::Bool(b) => Some(u8::from(*b)),
             other => as_integer(other)
@@ -490,25 +510,15 @@ mod tests {
         dir.write("broken.png", b"not a png at all");
         let report = problems(&dir, |json| {
             let images = json["images"].as_array_mut().unwrap();
-            images.push(
+            images.extend([
                 serde_json::json!({"id": 3, "file_name": "gone.png", "width": 8, "height": 8}),
-            );
-            images.push(
                 serde_json::json!({"id": 4, "file_name": "broken.png", "width": 8, "height": 8}),
-            );
-            images.push(
                 serde_json::json!({"id": 5, "file_name": "a.png", "width": 65, "height": 48}),
-            );
-            images.push(
                 serde_json::json!({"id": 1, "file_name": "a.png", "width": 64, "height": 48}),
-            );
-            images.push(
                 serde_json::json!({"id": 6, "file_name": "../a.png", "width": 64, "height": 48}),
-            );
-            images.push(
                 serde_json::json!({"id": 7, "file_name": "/etc/passwd", "width": 64, "height": 48}),
-            );
-            images.push(serde_json::json!({"id": 8, "width": 64, "height": "tall"}));
+                serde_json::json!({"id": 8, "width": 64, "height": "tall"}),
+            ]);
             let annotations = json["annotations"].as_array_mut().unwrap();
             annotations.push(serde_json::json!({"id": 10, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}));
             annotations.push(serde_json::json!({"id": 12, "image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1]}));

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::numbers::python_style as format_number;
-use crate::stats::{delta, summarize};
+use crate::stats::delta;
 use serde_json::json;
 
 fn cfg(init: Value, lr: f64, seed: u64, split: &str) -> Value {
@@ -104,12 +104,9 @@ fn numbers_print_like_python_and_configs_flatten() {
     );
 }
 
+/// (The summaries' n - 1 rule is `stats`' own test, `spread_needs_two_values`.)
 #[test]
-fn summaries_use_n_minus_one_and_deltas_pair_by_seed() {
-    let s = summarize(&[1.0, 2.0, 3.0]);
-    assert_eq!((s.n, s.mean, s.std), (3, Some(2.0), Some(1.0)));
-    assert_eq!(summarize(&[4.0]).std, None);
-    assert_eq!(summarize(&[]).mean, None);
+fn deltas_pair_by_seed() {
     let k = |s: &str, v: f64| (s.to_string(), v);
     let base = [k("a", 1.0), k("b", 2.0), k("c", 3.0)];
     let arm = [k("a", 1.5), k("b", 2.0), k("c", 4.0)];
@@ -174,34 +171,26 @@ fn run(id: i64, config: Value, ap: f64, curve: &[(i64, f64)]) -> RunData {
     }
 }
 
+/// A fine-tune from pre-training run 9's checkpoint at lr 0.015, on split `5pct_seed{seed}`.
+fn aligndet_run(id: i64, seed: u64, ap: f64, curve: &[(i64, f64)]) -> RunData {
+    let split = format!("5pct_seed{seed}");
+    run(id, cfg(ckpt(9), 0.015, seed, &split), ap, curve)
+}
+
+/// A fine-tune from ImageNet weights at lr 0.01, on split `5pct_seed{seed}`.
+fn baseline_run(id: i64, seed: u64, ap: f64, curve: &[(i64, f64)]) -> RunData {
+    let split = format!("5pct_seed{seed}");
+    let imagenet = json!({"from": "imagenet_backbone"});
+    run(id, cfg(imagenet, 0.01, seed, &split), ap, curve)
+}
+
 #[test]
 fn compare_builds_arms_deltas_convergence_and_diff() {
-    let im = json!({"from": "imagenet_backbone"});
     let input = vec![
-        run(
-            1,
-            cfg(ckpt(9), 0.015, 1, "5pct_seed1"),
-            0.5,
-            &[(10, 0.2), (20, 0.5), (30, 0.5)],
-        ),
-        run(
-            2,
-            cfg(im.clone(), 0.01, 1, "5pct_seed1"),
-            0.4,
-            &[(10, 0.1), (20, 0.4), (30, 0.4)],
-        ),
-        run(
-            3,
-            cfg(ckpt(9), 0.015, 2, "5pct_seed2"),
-            0.6,
-            &[(10, 0.3), (20, 0.6), (30, 0.6)],
-        ),
-        run(
-            4,
-            cfg(im, 0.01, 2, "5pct_seed2"),
-            0.4,
-            &[(10, 0.2), (20, 0.4), (30, 0.4)],
-        ),
+        aligndet_run(1, 1, 0.5, &[(10, 0.2), (20, 0.5), (30, 0.5)]),
+        baseline_run(2, 1, 0.4, &[(10, 0.1), (20, 0.4), (30, 0.4)]),
+        aligndet_run(3, 2, 0.6, &[(10, 0.3), (20, 0.6), (30, 0.6)]),
+        baseline_run(4, 2, 0.4, &[(10, 0.2), (20, 0.4), (30, 0.4)]),
     ];
     let (c, order) = compare(&input, None, &[0.5, 0.9, 2.0]).unwrap();
     assert_eq!(order, vec![0, 2, 1, 3]);
@@ -261,26 +250,15 @@ fn d_ci(c: &Comparison) -> bool {
 
 #[test]
 fn convergence_leaves_out_runs_with_few_evaluations() {
-    let im = json!({"from": "imagenet_backbone"});
     let input = vec![
-        run(
-            1,
-            cfg(ckpt(9), 0.015, 1, "5pct_seed1"),
-            0.5,
-            &[(10, 0.2), (20, 0.5)],
-        ),
-        run(
-            2,
-            cfg(im.clone(), 0.01, 1, "5pct_seed1"),
-            0.4,
-            &[(10, 0.1), (20, 0.3), (30, 0.4)],
-        ),
+        aligndet_run(1, 1, 0.5, &[(10, 0.2), (20, 0.5)]),
+        baseline_run(2, 1, 0.4, &[(10, 0.1), (20, 0.3), (30, 0.4)]),
     ];
     let (c, _) = compare(&input, None, &[0.5]).unwrap();
     let row = &c.convergence[0];
     assert_eq!(row.runs.len(), 1, "run 1 has 2 evaluations");
     assert_eq!((row.arms[0].n, row.arms[1].n), (0, 1));
-    let few = vec![run(3, cfg(im, 0.01, 1, "5pct_seed1"), 0.4, &[(10, 0.4)])];
+    let few = vec![baseline_run(3, 1, 0.4, &[(10, 0.4)])];
     assert!(
         compare(&few, None, &[0.5])
             .unwrap()

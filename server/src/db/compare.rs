@@ -32,15 +32,3 @@ pub async fn first_wall_times(pool: &PgPool, ids: &[i64]) -> sqlx::Result<HashMa
     .into_iter()
     .collect())
 }
-
-/// `runs.experiment_role` of the runs `ids` that an experiment made.
-pub async fn experiment_roles(pool: &PgPool, ids: &[i64]) -> sqlx::Result<HashMap<i64, String>> {
-    Ok(sqlx::query_as::<_, (i64, String)>(
-        "SELECT id, experiment_role FROM runs WHERE id = ANY($1) AND experiment_role IS NOT NULL",
-    )
-    .bind(ids)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .collect())
-}

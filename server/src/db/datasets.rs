@@ -192,27 +192,21 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<DatasetRow>> {
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<DatasetRow>> {
-    sqlx::query_as("SELECT * FROM datasets WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    super::row_by(pool, "SELECT * FROM datasets WHERE id = $1", id).await
 }
 
 pub async fn get_by_name(pool: &PgPool, name: &str) -> sqlx::Result<Option<DatasetRow>> {
-    sqlx::query_as("SELECT * FROM datasets WHERE name = $1")
-        .bind(name)
-        .fetch_optional(pool)
-        .await
+    super::row_by(pool, "SELECT * FROM datasets WHERE name = $1", name).await
 }
 
 pub async fn category_counts(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Vec<CategoryCount>> {
-    sqlx::query_as(
+    super::rows_by(
+        pool,
         "SELECT c.id, c.name, COUNT(a.id) AS count
          FROM categories c LEFT JOIN annotations a ON a.dataset_id = c.dataset_id AND a.category_id = c.id
          WHERE c.dataset_id = $1 GROUP BY c.id, c.name ORDER BY c.id",
+        dataset_id,
     )
-    .bind(dataset_id)
-    .fetch_all(pool)
     .await
 }
 
@@ -263,10 +257,12 @@ pub async fn boxes_for_images(
 
 /// sqrt(w·h) of every box, for the size histogram.
 pub async fn box_sizes(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Vec<f64>> {
-    sqlx::query_scalar("SELECT sqrt(GREATEST(w * h, 0)) FROM annotations WHERE dataset_id = $1")
-        .bind(dataset_id)
-        .fetch_all(pool)
-        .await
+    super::values_by(
+        pool,
+        "SELECT sqrt(GREATEST(w * h, 0)) FROM annotations WHERE dataset_id = $1",
+        dataset_id,
+    )
+    .await
 }
 
 pub async fn counts(pool: &PgPool) -> sqlx::Result<(i64, i64, i64)> {
@@ -279,10 +275,12 @@ pub async fn counts(pool: &PgPool) -> sqlx::Result<(i64, i64, i64)> {
 
 /// (id, name) of every category of a dataset, for labelling boxes without counting them.
 pub async fn category_names(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Vec<(i64, String)>> {
-    sqlx::query_as("SELECT id, name FROM categories WHERE dataset_id = $1 ORDER BY id")
-        .bind(dataset_id)
-        .fetch_all(pool)
-        .await
+    super::rows_by(
+        pool,
+        "SELECT id, name FROM categories WHERE dataset_id = $1 ORDER BY id",
+        dataset_id,
+    )
+    .await
 }
 
 /// The images with these ids (those that exist), in id order.
@@ -302,8 +300,10 @@ pub async fn images_by_ids(
 
 /// Ids of every image of a dataset in id order (a split when the dataset has none).
 pub async fn image_ids(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar("SELECT id FROM images WHERE dataset_id = $1 ORDER BY id")
-        .bind(dataset_id)
-        .fetch_all(pool)
-        .await
+    super::values_by(
+        pool,
+        "SELECT id FROM images WHERE dataset_id = $1 ORDER BY id",
+        dataset_id,
+    )
+    .await
 }

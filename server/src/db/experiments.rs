@@ -1,7 +1,7 @@
 //! Experiments: a named spec and the chain of runs made from it (`runs.experiment_id`, with the
 //! run's place in the chain in `runs.experiment_role`).
 
-use aligndet_common::jobs::{RunKind, RunStatus};
+use super::runs::RunRow;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
@@ -25,21 +25,6 @@ pub struct ExperimentSummary {
     pub active: i64,
 }
 
-/// A run of an experiment, with its role.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ExperimentRun {
-    pub id: i64,
-    #[sqlx(try_from = "String")]
-    pub kind: RunKind,
-    pub name: String,
-    pub config: super::stored_config::StoredConfig,
-    #[sqlx(try_from = "String")]
-    pub status: RunStatus,
-    pub error: Option<String>,
-    pub attempts: i32,
-    pub experiment_role: Option<String>,
-}
-
 pub async fn create_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     name: &str,
@@ -50,22 +35,6 @@ pub async fn create_in(
         .bind(spec)
         .fetch_one(&mut **tx)
         .await
-}
-
-/// Put a run (created in the same transaction) into an experiment under a role.
-pub async fn attach_run_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    experiment_id: i64,
-    run_id: i64,
-    role: &str,
-) -> sqlx::Result<()> {
-    sqlx::query("UPDATE runs SET experiment_id = $1, experiment_role = $3 WHERE id = $2")
-        .bind(experiment_id)
-        .bind(run_id)
-        .bind(role)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<ExperimentSummary>> {
@@ -83,37 +52,41 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<ExperimentSummary>> {
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<ExperimentRow>> {
-    sqlx::query_as("SELECT id, name, spec, created_at FROM experiments WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    super::row_by(
+        pool,
+        "SELECT id, name, spec, created_at FROM experiments WHERE id = $1",
+        id,
+    )
+    .await
 }
 
-pub async fn runs(pool: &PgPool, experiment_id: i64) -> sqlx::Result<Vec<ExperimentRun>> {
-    sqlx::query_as(
-        "SELECT id, kind, name, config, status, error, attempts, experiment_role FROM runs
-         WHERE experiment_id = $1 ORDER BY id",
+/// The runs of an experiment, each with its role ([`RunRow::experiment_role`]).
+pub async fn runs(pool: &PgPool, experiment_id: i64) -> sqlx::Result<Vec<RunRow>> {
+    super::rows_by(
+        pool,
+        "SELECT * FROM runs WHERE experiment_id = $1 ORDER BY id",
+        experiment_id,
     )
-    .bind(experiment_id)
-    .fetch_all(pool)
     .await
 }
 
 /// The last step each run reported a metric at (runs without metrics are absent).
 pub async fn last_steps(pool: &PgPool, run_ids: &[i64]) -> sqlx::Result<Vec<(i64, i64)>> {
-    sqlx::query_as("SELECT run_id, MAX(step) FROM metrics WHERE run_id = ANY($1) GROUP BY run_id")
-        .bind(run_ids)
-        .fetch_all(pool)
-        .await
+    super::rows_by(
+        pool,
+        "SELECT run_id, MAX(step) FROM metrics WHERE run_id = ANY($1) GROUP BY run_id",
+        run_ids,
+    )
+    .await
 }
 
 /// The latest value of every `eval/*` metric of a run: (key without `eval/`, value).
 pub async fn final_eval_metrics(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<(String, f64)>> {
-    sqlx::query_as(
+    super::rows_by(
+        pool,
         "SELECT DISTINCT ON (key) substr(key, 6), value FROM metrics
          WHERE run_id = $1 AND key LIKE 'eval/%' ORDER BY key, step DESC",
+        run_id,
     )
-    .bind(run_id)
-    .fetch_all(pool)
     .await
 }

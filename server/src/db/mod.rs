@@ -5,6 +5,7 @@ pub mod compare;
 pub mod datasets;
 pub mod experiments;
 pub mod liveness;
+pub mod logs;
 pub mod proposals;
 pub mod runs;
 pub mod stored_config;
@@ -13,7 +14,38 @@ pub mod workers;
 #[cfg(test)]
 mod migration_tests;
 
-use sqlx::PgPool;
+use sqlx::postgres::{PgRow, Postgres};
+use sqlx::{Encode, FromRow, PgPool, Type};
+
+// Most reads here are "the rows of this table for this one key" (`$1`): these three run such a
+// read, so each function says only its SQL, its key and what a row is.
+
+/// Every row of `sql`, with `$1` bound to `key`.
+pub async fn rows_by<'q, T, K>(pool: &PgPool, sql: &'static str, key: K) -> sqlx::Result<Vec<T>>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    K: 'q + Encode<'q, Postgres> + Type<Postgres> + Send,
+{
+    sqlx::query_as(sql).bind(key).fetch_all(pool).await
+}
+
+/// The row of `sql` (at most one), with `$1` bound to `key`.
+pub async fn row_by<'q, T, K>(pool: &PgPool, sql: &'static str, key: K) -> sqlx::Result<Option<T>>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    K: 'q + Encode<'q, Postgres> + Type<Postgres> + Send,
+{
+    sqlx::query_as(sql).bind(key).fetch_optional(pool).await
+}
+
+/// The one-column rows of `sql` as values, with `$1` bound to `key`.
+pub async fn values_by<'q, T, K>(pool: &PgPool, sql: &'static str, key: K) -> sqlx::Result<Vec<T>>
+where
+    T: for<'r> sqlx::Decode<'r, Postgres> + Type<Postgres> + Send + Unpin,
+    K: 'q + Encode<'q, Postgres> + Type<Postgres> + Send,
+{
+    sqlx::query_scalar(sql).bind(key).fetch_all(pool).await
+}
 
 /// Tell listeners (run pages) that something about a run changed.
 pub async fn notify_run_changed<'e, E>(executor: E, run_id: i64) -> sqlx::Result<()>

@@ -59,10 +59,12 @@ pub async fn upsert(
 }
 
 pub async fn done_image_ids(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar("SELECT image_id FROM proposal_images WHERE run_id = $1 ORDER BY image_id")
-        .bind(run_id)
-        .fetch_all(pool)
-        .await
+    super::values_by(
+        pool,
+        "SELECT image_id FROM proposal_images WHERE run_id = $1 ORDER BY image_id",
+        run_id,
+    )
+    .await
 }
 
 pub async fn for_image(
@@ -78,10 +80,13 @@ pub async fn for_image(
 }
 
 pub async fn all(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<ProposalRow>> {
-    sqlx::query_as("SELECT image_id, boxes, removed_by, seconds FROM proposal_images WHERE run_id = $1 ORDER BY image_id")
-        .bind(run_id)
-        .fetch_all(pool)
-        .await
+    super::rows_by(
+        pool,
+        "SELECT image_id, boxes, removed_by, seconds FROM proposal_images
+         WHERE run_id = $1 ORDER BY image_id",
+        run_id,
+    )
+    .await
 }
 
 /// (images done, boxes kept, boxes produced, median seconds per image)

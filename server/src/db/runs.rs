@@ -1,4 +1,4 @@
-use aligndet_common::api::{LogLine, MetricPoint};
+use aligndet_common::api::MetricPoint;
 use aligndet_common::jobs::{RunKind, RunStatus};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -23,6 +23,8 @@ pub struct RunRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Its place in the chain of the experiment that made it, if one did.
+    pub experiment_role: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -59,6 +61,8 @@ pub struct NewRun<'a> {
     pub max_attempts: i32,
     /// (parent run id, role), e.g. a fine-tune's pre-training.
     pub parents: Vec<(i64, String)>,
+    /// (experiment id, role) of a run an experiment makes.
+    pub experiment: Option<(i64, &'a str)>,
 }
 
 /// What a run needs of its worker, and its priority (higher first), inside the transaction that
@@ -104,14 +108,17 @@ pub async fn create_in(
     new: &NewRun<'_>,
 ) -> sqlx::Result<i64> {
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO runs (kind, name, config, status, dataset_id, max_attempts)
-         VALUES ($1, $2, $3, 'queued', $4, $5) RETURNING id",
+        "INSERT INTO runs (kind, name, config, status, dataset_id, max_attempts,
+                           experiment_id, experiment_role)
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7) RETURNING id",
     )
     .bind(new.kind)
     .bind(new.name)
     .bind(&new.config)
     .bind(new.dataset_id)
     .bind(new.max_attempts)
+    .bind(new.experiment.map(|e| e.0))
+    .bind(new.experiment.map(|e| e.1))
     .fetch_one(&mut **tx)
     .await?;
     for (parent, role) in &new.parents {
@@ -184,24 +191,24 @@ pub struct DependencyRow {
 
 /// The dependencies of these runs (every one, met or not), by run then dependency.
 pub async fn dependencies(pool: &PgPool, run_ids: &[i64]) -> sqlx::Result<Vec<DependencyRow>> {
-    sqlx::query_as(
+    super::rows_by(
+        pool,
         "SELECT p.run_id, p.parent_id, p.role, r.status FROM run_parents p
          JOIN runs r ON r.id = p.parent_id
          WHERE p.run_id = ANY($1) AND p.waits ORDER BY p.run_id, p.parent_id",
+        run_ids,
     )
-    .bind(run_ids)
-    .fetch_all(pool)
     .await
 }
 
 /// The dependencies of a run that have not succeeded yet (what it waits for).
 pub async fn waiting_for(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar(
+    super::values_by(
+        pool,
         "SELECT p.parent_id FROM run_parents p JOIN runs r ON r.id = p.parent_id
          WHERE p.run_id = $1 AND p.waits AND r.status <> 'succeeded' ORDER BY p.parent_id",
+        run_id,
     )
-    .bind(run_id)
-    .fetch_all(pool)
     .await
 }
 
@@ -331,30 +338,27 @@ pub async fn list(pool: &PgPool, f: &RunFilter) -> sqlx::Result<Vec<RunRow>> {
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<RunRow>> {
-    sqlx::query_as("SELECT * FROM runs WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    super::row_by(pool, "SELECT * FROM runs WHERE id = $1", id).await
 }
 
 pub async fn attempts(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<AttemptRow>> {
-    sqlx::query_as(
+    super::rows_by(
+        pool,
         "SELECT a.attempt, a.worker_id, w.name AS worker_name, a.started_at, a.ended_at, a.outcome, a.note
          FROM run_attempts a LEFT JOIN workers w ON w.id = a.worker_id
          WHERE a.run_id = $1 ORDER BY a.attempt",
+        run_id,
     )
-    .bind(run_id)
-    .fetch_all(pool)
     .await
 }
 
 pub async fn parents(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<ParentRow>> {
-    sqlx::query_as(
+    super::rows_by(
+        pool,
         "SELECT p.parent_id, p.role, r.name FROM run_parents p JOIN runs r ON r.id = p.parent_id
          WHERE p.run_id = $1 ORDER BY p.parent_id",
+        run_id,
     )
-    .bind(run_id)
-    .fetch_all(pool)
     .await
 }
 
@@ -420,61 +424,13 @@ pub async fn insert_metrics(
     tx.commit().await
 }
 
-pub async fn insert_logs(
-    pool: &PgPool,
-    run_id: i64,
-    attempt: i32,
-    lines: &[LogLine],
-) -> sqlx::Result<()> {
-    let seqs: Vec<i64> = lines.iter().map(|l| l.seq).collect();
-    let walls: Vec<f64> = lines.iter().map(|l| l.wall_time).collect();
-    let levels: Vec<&str> = lines.iter().map(|l| l.level.as_str()).collect();
-    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO run_logs (run_id, attempt, seq, wall_time, level, text)
-         SELECT $1, $2, * FROM UNNEST($3::BIGINT[], $4::FLOAT8[], $5::TEXT[], $6::TEXT[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(run_id)
-    .bind(attempt)
-    .bind(&seqs)
-    .bind(&walls)
-    .bind(&levels)
-    .bind(&texts)
-    .execute(&mut *tx)
-    .await?;
-    super::notify_run_changed(&mut *tx, run_id).await?;
-    tx.commit().await
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct LogRow {
-    pub attempt: i32,
-    pub seq: i64,
-    pub wall_time: f64,
-    pub level: String,
-    pub text: String,
-}
-
-pub async fn log_tail(pool: &PgPool, run_id: i64, n: i64) -> sqlx::Result<Vec<LogRow>> {
-    let mut rows: Vec<LogRow> = sqlx::query_as(
-        "SELECT attempt, seq, wall_time, level, text FROM run_logs WHERE run_id = $1
-         ORDER BY attempt DESC, seq DESC LIMIT $2",
-    )
-    .bind(run_id)
-    .bind(n)
-    .fetch_all(pool)
-    .await?;
-    rows.reverse();
-    Ok(rows)
-}
-
 pub async fn metric_keys(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<(String, i64)>> {
-    sqlx::query_as("SELECT key, COUNT(*) FROM metrics WHERE run_id = $1 GROUP BY key ORDER BY key")
-        .bind(run_id)
-        .fetch_all(pool)
-        .await
+    super::rows_by(
+        pool,
+        "SELECT key, COUNT(*) FROM metrics WHERE run_id = $1 GROUP BY key ORDER BY key",
+        run_id,
+    )
+    .await
 }
 
 /// (step, value) pairs of one series in step order.
@@ -613,11 +569,11 @@ pub async fn upsert_artifact(
 }
 
 pub async fn artifacts(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<ArtifactRow>> {
-    sqlx::query_as(
+    super::rows_by(
+        pool,
         "SELECT name, bytes, attempt, created_at FROM artifacts WHERE run_id = $1 ORDER BY name",
+        run_id,
     )
-    .bind(run_id)
-    .fetch_all(pool)
     .await
 }
 

@@ -148,10 +148,10 @@ pub async fn create(
                 dataset_id: config.dataset_id(),
                 max_attempts: s.cfg.max_attempts,
                 parents: Vec::new(),
+                experiment: Some((experiment_id, p.role.as_str())),
             },
         )
         .await?;
-        db::experiments::attach_run_in(&mut tx, experiment_id, id, p.role.as_str()).await?;
         let needs = serde_json::to_value(Requirements::for_config(&config))
             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         db::runs::set_requirements_in(&mut tx, id, &needs, 0).await?;

@@ -10,42 +10,18 @@ use aligndet_common::dataset::DatasetSplits;
 use aligndet_common::jobs::{JobConfig, ProposalStrategy, ProposalsConfig};
 use aligndet_common::optim_config::OptimConfig;
 use aligndet_common::pretrain_config::{
-    PretrainBoxConfig, PretrainImageConfig, ViewsConfig, aligned_finetune_hyperparameters,
+    PretrainBoxConfig, PretrainImageConfig, aligned_finetune_hyperparameters,
 };
-use aligndet_common::train_config::{AugmentConfig, InitConfig, TrainConfig};
+use aligndet_common::train_config::{InitConfig, TrainConfig};
 
 /// Default shorter sides and longer-side cap (given for a 512 px shorter side) at another
 /// shorter side, rounded to whole pixels: 480/512/544 and a 853 cap become 180/192/204 and 320
-/// at 192 px. Fine-tuning's augmentation and pre-training's views both scale this way.
-fn scale_sizes(min_sizes: &[u32], max_size: u32, image_size: u32) -> (Vec<u32>, u32) {
-    let scale = |default: u32| {
-        ((default as u64 * image_size as u64 + DEFAULT_IMAGE_SIZE as u64 / 2)
+/// at 192 px. Fine-tuning's augmentation and pre-training's views both scale this way, in place.
+fn scale_sizes(min_sizes: &mut [u32], max_size: &mut u32, image_size: u32) {
+    for size in min_sizes.iter_mut().chain([max_size]) {
+        *size = ((*size as u64 * image_size as u64 + DEFAULT_IMAGE_SIZE as u64 / 2)
             / DEFAULT_IMAGE_SIZE as u64)
-            .max(1) as u32
-    };
-    (
-        min_sizes.iter().map(|&v| scale(v)).collect(),
-        scale(max_size),
-    )
-}
-
-/// Pre-training's views at another shorter side ([`scale_sizes`]).
-fn scaled_views(d: &ViewsConfig, image_size: u32) -> ViewsConfig {
-    let (min_sizes, max_size) = scale_sizes(&d.min_sizes, d.max_size, image_size);
-    ViewsConfig {
-        min_sizes,
-        max_size,
-        ..d.clone()
-    }
-}
-
-/// Fine-tuning's augmentation at another shorter side ([`scale_sizes`]).
-fn scaled_augment(d: &AugmentConfig, image_size: u32) -> AugmentConfig {
-    let (min_sizes, max_size) = scale_sizes(&d.min_sizes, d.max_size, image_size);
-    AugmentConfig {
-        min_sizes,
-        max_size,
-        ..d.clone()
+            .max(1) as u32;
     }
 }
 
@@ -161,7 +137,7 @@ impl ExperimentSpec {
         let image_size = self.image_size.unwrap_or(DEFAULT_IMAGE_SIZE);
         if !reuse {
             let d = PretrainBoxConfig::for_detector(self.detector);
-            let pb = PretrainBoxConfig {
+            let mut pb = PretrainBoxConfig {
                 dataset_id: self.dataset_id,
                 proposals_run_id: self.proposals_run_id.unwrap_or(1),
                 backbone: self.backbone,
@@ -173,9 +149,9 @@ impl ExperimentSpec {
                     self.pretrain_lr,
                 ),
                 samples: self.pretrain_samples.unwrap_or(d.samples),
-                views: scaled_views(&d.views, image_size),
                 ..d
             };
+            scale_sizes(&mut pb.views.min_sizes, &mut pb.views.max_size, image_size);
             runs.push(PlannedRun::stage(
                 Role::PretrainBox,
                 format!("{name} · box-domain pre-training"),
@@ -198,7 +174,7 @@ impl ExperimentSpec {
             (None, None) => aligned_finetune_hyperparameters(base_lr, base_wd),
             (l, w) => (base_lr * l.unwrap_or(lr_m), base_wd * w.unwrap_or(wd_m)),
         };
-        let base = TrainConfig {
+        let mut base = TrainConfig {
             dataset_id: self.dataset_id,
             val_split: "val".into(),
             detector: self.detector,
@@ -209,9 +185,13 @@ impl ExperimentSpec {
             final_eval_max_images: self
                 .final_eval_max_images
                 .unwrap_or(d.final_eval_max_images),
-            augment: scaled_augment(&d.augment, image_size),
             ..d
         };
+        scale_sizes(
+            &mut base.augment.min_sizes,
+            &mut base.augment.max_size,
+            image_size,
+        );
         for &fraction in &self.fractions {
             for &seed in &self.seeds {
                 let split = DatasetSplits::labeled_key(fraction, seed);
@@ -265,6 +245,7 @@ impl ExperimentSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aligndet_common::pretrain_config::ViewsConfig;
 
     fn spec() -> ExperimentSpec {
         serde_json::from_value(serde_json::json!({"name": "x", "dataset_id": 1})).unwrap()

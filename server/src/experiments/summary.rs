@@ -3,7 +3,7 @@
 
 use super::Role;
 use crate::db;
-use crate::db::experiments::ExperimentRun;
+use crate::db::runs::RunRow;
 use crate::state::{AppState, ArtifactRead};
 use crate::{numbers, stats};
 use aligndet_common::artifacts;
@@ -101,7 +101,7 @@ async fn final_eval(
     ))
 }
 
-pub async fn run_views(s: &AppState, runs: Vec<ExperimentRun>) -> anyhow::Result<Vec<RunView>> {
+pub async fn run_views(s: &AppState, runs: Vec<RunRow>) -> anyhow::Result<Vec<RunView>> {
     let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
     let deps = db::runs::dependencies(&s.pool, &ids).await?;
     let steps = db::experiments::last_steps(&s.pool, &ids).await?;

@@ -125,24 +125,13 @@ impl ExperimentForm {
     /// Text → spec, naming the field that does not parse (ranges are `plan`'s job).
     pub fn to_spec(&self) -> Result<ExperimentSpec, FieldError> {
         let dataset_id = super::dataset_id(&self.dataset_id)?;
-        let proposals_run_id = match self.proposals.as_str() {
-            "" | "new" => None,
-            v => Some(v.parse::<i64>().map_err(|_| {
-                FieldError::new(
-                    "proposals_run_id",
-                    format!("{v:?} is not \"new\" or a proposals run id"),
-                )
-            })?),
-        };
-        let pretrained_run_id = match self.pretrained.as_str() {
-            "" | "new" => None,
-            v => Some(v.parse::<i64>().map_err(|_| {
-                FieldError::new(
-                    "pretrained_run_id",
-                    format!("{v:?} is not \"new\" or a pre-training run id"),
-                )
-            })?),
-        };
+        let proposals_run_id =
+            new_or_run_id("proposals_run_id", &self.proposals, "a proposals run id")?;
+        let pretrained_run_id = new_or_run_id(
+            "pretrained_run_id",
+            &self.pretrained,
+            "a pre-training run id",
+        )?;
         Ok(ExperimentSpec {
             name: self.name.clone(),
             dataset_id,
@@ -171,6 +160,17 @@ impl ExperimentForm {
             seeds: number_list("seeds", &self.seeds)?,
             fractions: number_list("fractions", &self.fractions)?,
         })
+    }
+}
+
+/// A "reuse this run" choice: blank or `new` (make the run) is `None`, else the run's id.
+fn new_or_run_id(field: &str, v: &str, what: &str) -> Result<Option<i64>, FieldError> {
+    match v {
+        "" | "new" => Ok(None),
+        v => v
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| FieldError::new(field, format!("{v:?} is not \"new\" or {what}"))),
     }
 }
 

@@ -5,12 +5,12 @@ use super::{
     FieldError, OptimForm, checkpoint_init, comma_list, enum_of, init_config, init_text, number,
     number_list_or, real, wire_name,
 };
-use crate::error::PageError;
 use aligndet_common::artifacts;
 use aligndet_common::train_config::{AugmentConfig, InitConfig, TrainConfig};
 
 /// The fine-tune form as text, field by field (names follow `TrainConfig`'s JSON).
 #[derive(Default, serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(default)]
 pub struct FinetuneForm {
     pub name: String,
@@ -111,13 +111,6 @@ impl FinetuneForm {
         super::training_input_for(field, INPUTS)
     }
 
-    /// What was posted ([`super::read_posted`]).
-    pub fn posted(fields: &[(String, String)]) -> Result<FinetuneForm, PageError> {
-        let mut form: FinetuneForm = super::read_posted(fields)?;
-        form.opt.reference = TrainConfig::default().schedule_defaults();
-        Ok(form)
-    }
-
     /// The `finetune` job config. Only the text → value step happens here (with the field
     /// named when it fails); ranges and combinations are `TrainConfig::validate`'s job. A blank
     /// number keeps `TrainConfig`'s default, except `grad_clip_norm` (blank: none) and the
@@ -185,49 +178,28 @@ impl FinetuneForm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forms::TrainingForm;
     use aligndet_common::optim_config::LrSchedule;
 
-    /// The default form with some fields replaced, as posted.
+    /// The default form with some fields replaced, as posted: its text fields, the ticked boxes
+    /// as `on` (AlignDet's rule unticked), dataset 1.
     fn posted(changes: &[(&str, &str)]) -> FinetuneForm {
-        let d = FinetuneForm::defaults();
-        let mut fields: Vec<(String, String)> = vec![
-            ("name".into(), d.name),
-            ("dataset_id".into(), "1".into()),
-            ("train_split".into(), d.train_split),
-            ("val_split".into(), d.val_split),
-            ("detector".into(), d.detector),
-            ("backbone".into(), d.backbone),
-            ("init".into(), d.init),
-            ("init_run".into(), d.init_run),
-            ("init_artifact".into(), d.init_artifact),
-            (
-                "trainable_backbone_stages".into(),
-                d.trainable_backbone_stages,
-            ),
-            ("min_sizes".into(), d.min_sizes),
-            ("max_size".into(), d.max_size),
-            ("color_jitter".into(), d.color_jitter),
-            ("eval_every".into(), d.eval_every),
-            ("eval_max_images".into(), d.eval_max_images),
-            ("final_eval_max_images".into(), d.final_eval_max_images),
-            ("batch_size".into(), d.opt.batch_size),
-            ("steps".into(), d.opt.steps),
-            ("optimizer".into(), d.opt.optimizer),
-            ("lr".into(), d.opt.lr),
-            ("momentum".into(), d.opt.momentum),
-            ("weight_decay".into(), d.opt.weight_decay),
-            ("warmup_steps".into(), d.opt.warmup_steps),
-            ("schedule".into(), d.opt.schedule),
-            ("milestones".into(), d.opt.milestones),
-            ("gamma".into(), d.opt.gamma),
-            ("min_factor".into(), d.opt.min_factor),
-            ("grad_clip_norm".into(), d.opt.grad_clip_norm),
-            ("checkpoint_every".into(), d.opt.checkpoint_every),
-            ("seed".into(), d.opt.seed),
-            ("loader_threads".into(), d.opt.loader_threads),
-            ("hflip".into(), "on".into()),
-            ("no_decay_norm_and_bias".into(), "on".into()),
-        ];
+        let d = FinetuneForm {
+            dataset_id: "1".into(),
+            aligned_rule: false,
+            ..FinetuneForm::defaults()
+        };
+        let serde_json::Value::Object(text) = serde_json::to_value(&d).unwrap() else {
+            panic!("a form is an object of fields")
+        };
+        let mut fields: Vec<(String, String)> = text
+            .into_iter()
+            .filter_map(|(name, v)| match v {
+                serde_json::Value::String(s) => Some((name, s)),
+                serde_json::Value::Bool(true) => Some((name, "on".into())),
+                _ => None,
+            })
+            .collect();
         for (k, v) in changes {
             match fields.iter_mut().find(|(n, _)| n == k) {
                 Some(f) => f.1 = v.to_string(),

@@ -17,6 +17,7 @@ pub const FORM_COSINE_MIN_FACTOR: f64 = 0.0;
 /// The optimisation and bookkeeping fields every training form has (fine-tune and both
 /// pre-training kinds): the config's `optim`, whose field names the inputs carry.
 #[derive(Default, serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(default)]
 pub struct OptimForm {
     pub batch_size: String,

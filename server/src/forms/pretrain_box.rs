@@ -5,7 +5,6 @@ use super::{
     FieldError, OptimForm, comma_list, enum_of, init_config, init_text, number, number_list_or,
     real, wire_name,
 };
-use crate::error::PageError;
 use aligndet_common::pretrain_config::{BoxSelection, PretrainBoxConfig, ViewsConfig};
 use aligndet_common::train_config::{BackboneKind, DetectorKind};
 
@@ -105,13 +104,6 @@ impl PretrainBoxForm {
             "regression_weight",
         ];
         super::training_input_for(field, INPUTS)
-    }
-
-    /// What was posted ([`super::read_posted`]).
-    pub fn posted(fields: &[(String, String)]) -> Result<PretrainBoxForm, PageError> {
-        let mut form: PretrainBoxForm = super::read_posted(fields)?;
-        form.opt.reference = PretrainBoxConfig::default().schedule_defaults();
-        Ok(form)
     }
 
     /// The `pretrain_box` job config: `PretrainBoxConfig::for_detector` of the chosen

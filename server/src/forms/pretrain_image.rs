@@ -2,7 +2,6 @@
 //! `PretrainImageConfig` it describes.
 
 use super::{FieldError, OptimForm, enum_of, init_config, init_text, number, real, wire_name};
-use crate::error::PageError;
 use aligndet_common::pretrain_config::PretrainImageConfig;
 use aligndet_common::train_config::BackboneKind;
 
@@ -61,13 +60,6 @@ impl PretrainImageForm {
             "key_momentum",
         ];
         super::training_input_for(field, INPUTS)
-    }
-
-    /// What was posted ([`super::read_posted`]).
-    pub fn posted(fields: &[(String, String)]) -> Result<PretrainImageForm, PageError> {
-        let mut form: PretrainImageForm = super::read_posted(fields)?;
-        form.opt.reference = PretrainImageConfig::default().schedule_defaults();
-        Ok(form)
     }
 
     /// The `pretrain_image` job config (a blank field keeps the default; blank warm-up,

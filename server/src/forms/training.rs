@@ -2,8 +2,12 @@
 //! page's create handler needs of each posted form (its job config, the input an error goes
 //! beside, the page to show again), so one code path queues all three.
 
-use super::{FieldError, FinetuneForm, PretrainBoxForm, PretrainImageForm};
+use super::{FieldError, FinetuneForm, OptimForm, PretrainBoxForm, PretrainImageForm};
+use crate::error::PageError;
 use aligndet_common::jobs::JobConfig;
+use aligndet_common::optim_config::ScheduleDefaults;
+use aligndet_common::pretrain_config::{PretrainBoxConfig, PretrainImageConfig};
+use aligndet_common::train_config::TrainConfig;
 
 /// The values of the new-run page's three training forms, each a default or what was posted.
 pub struct TrainingForms {
@@ -23,7 +27,7 @@ impl TrainingForms {
 }
 
 /// A training form of the new-run page.
-pub trait TrainingForm: Sized + Send + Sync {
+pub trait TrainingForm: Sized + Send + Sync + serde::de::DeserializeOwned {
     /// The form's tag on the page (`ft`, `pb`, `pi`), by which an error is placed.
     const TAG: &'static str;
     /// The run name typed.
@@ -36,8 +40,26 @@ pub trait TrainingForm: Sized + Send + Sync {
     fn aligned_rule(&self) -> bool {
         false
     }
+    /// This form's place among the page's forms.
+    fn slot(forms: &mut TrainingForms) -> &mut Self;
+    /// The form's optimisation fields.
+    fn opt_mut(&mut self) -> &mut OptimForm;
+    /// The kind's schedule at its default steps, which blank schedule fields follow.
+    fn schedule_reference() -> ScheduleDefaults;
+
+    /// What was posted ([`super::read_posted`]), measured against the kind's schedule.
+    fn posted(fields: &[(String, String)]) -> Result<Self, PageError> {
+        let mut form: Self = super::read_posted(fields)?;
+        form.opt_mut().reference = Self::schedule_reference();
+        Ok(form)
+    }
+
     /// The page's forms with this one as posted and the others at their defaults.
-    fn among_defaults(self) -> TrainingForms;
+    fn among_defaults(self) -> TrainingForms {
+        let mut forms = TrainingForms::defaults();
+        *Self::slot(&mut forms) = self;
+        forms
+    }
 }
 
 impl TrainingForm for FinetuneForm {
@@ -54,11 +76,14 @@ impl TrainingForm for FinetuneForm {
     fn aligned_rule(&self) -> bool {
         self.aligned_rule
     }
-    fn among_defaults(self) -> TrainingForms {
-        TrainingForms {
-            ft: self,
-            ..TrainingForms::defaults()
-        }
+    fn slot(forms: &mut TrainingForms) -> &mut Self {
+        &mut forms.ft
+    }
+    fn opt_mut(&mut self) -> &mut OptimForm {
+        &mut self.opt
+    }
+    fn schedule_reference() -> ScheduleDefaults {
+        TrainConfig::default().schedule_defaults()
     }
 }
 
@@ -73,11 +98,14 @@ impl TrainingForm for PretrainBoxForm {
     fn input_of(&self, field: &str) -> Option<String> {
         PretrainBoxForm::input_for(field)
     }
-    fn among_defaults(self) -> TrainingForms {
-        TrainingForms {
-            pb: self,
-            ..TrainingForms::defaults()
-        }
+    fn slot(forms: &mut TrainingForms) -> &mut Self {
+        &mut forms.pb
+    }
+    fn opt_mut(&mut self) -> &mut OptimForm {
+        &mut self.opt
+    }
+    fn schedule_reference() -> ScheduleDefaults {
+        PretrainBoxConfig::default().schedule_defaults()
     }
 }
 
@@ -92,10 +120,13 @@ impl TrainingForm for PretrainImageForm {
     fn input_of(&self, field: &str) -> Option<String> {
         PretrainImageForm::input_for(field)
     }
-    fn among_defaults(self) -> TrainingForms {
-        TrainingForms {
-            pi: self,
-            ..TrainingForms::defaults()
-        }
+    fn slot(forms: &mut TrainingForms) -> &mut Self {
+        &mut forms.pi
+    }
+    fn opt_mut(&mut self) -> &mut OptimForm {
+        &mut self.opt
+    }
+    fn schedule_reference() -> ScheduleDefaults {
+        PretrainImageConfig::default().schedule_defaults()
     }
 }

@@ -3,14 +3,8 @@
 use aligndet_common::series::downsample_keep_extremes;
 use plotters::prelude::*;
 
-const COLORS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
+/// Line charts cycle through the first this many of [`ARM_COLORS`].
+const LINE_COLORS: usize = 6;
 
 /// Most points one line keeps; extremes of each bucket survive downsampling.
 pub const MAX_POINTS_PER_LINE: usize = 800;
@@ -24,17 +18,20 @@ pub fn line_chart(title: &str, x_label: &str, series: &[(String, Vec<(f64, f64)>
 
 type SvgArea<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
-/// An SVG document of `size` drawn by `draw`; a drawing that fails is logged under `title`
-/// and leaves what was drawn so far.
-fn svg(
-    size: (u32, u32),
-    title: &str,
-    draw: impl FnOnce(&SvgArea) -> Result<(), Box<dyn std::error::Error>>,
-) -> String {
+/// What drawing a chart gives: nothing, or the error that stopped it.
+type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+/// An SVG document of `size` on white, drawn by `draw`; a drawing that fails is logged under
+/// `title` and leaves what was drawn so far.
+fn svg(size: (u32, u32), title: &str, draw: impl FnOnce(&SvgArea) -> Drawn) -> String {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        if let Err(e) = draw(&root) {
+        let drawn = root
+            .fill(&WHITE)
+            .map_err(Into::into)
+            .and_then(|()| draw(&root));
+        if let Err(e) = drawn {
             tracing::warn!("plot {title}: {e}");
         }
         let _ = root.present();
@@ -42,23 +39,19 @@ fn svg(
     svg
 }
 
-fn draw_lines<DB: DrawingBackend>(
-    root: &DrawingArea<DB, plotters::coord::Shift>,
+fn draw_lines(
+    root: &SvgArea,
     title: &str,
     x_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
-) -> Result<(), Box<dyn std::error::Error>>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE)?;
+) -> Drawn {
     let reduced: Vec<(String, Vec<(f64, f64)>)> = series
         .iter()
         .map(|(n, pts)| (n.clone(), drawable(pts)))
         .collect();
     let mut chart = frame(root, title, x_label, reduced.iter().flat_map(|(_, p)| p))?;
     for (i, (name, pts)) in reduced.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+        let color = ARM_COLORS[i % LINE_COLORS];
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
             .label(name.clone())
@@ -71,12 +64,18 @@ where
         }
     }
     if reduced.len() > 1 {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        draw_legend(&mut chart)?;
     }
+    Ok(())
+}
+
+/// The legend box of the labelled series, in the chart's corner.
+fn draw_legend<'a, 'b: 'a>(chart: &mut Frame<'a, 'b>) -> Drawn {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     Ok(())
 }
 
@@ -109,23 +108,20 @@ fn padded_range(lo: f64, hi: f64, margin: f64) -> std::ops::Range<f64> {
     (lo - span * margin)..(hi + span * margin)
 }
 
-type Frame<'a, DB> = ChartContext<
+type Frame<'a, 'b> = ChartContext<
     'a,
-    DB,
+    SVGBackend<'b>,
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
 >;
 
 /// The frame every line chart shares: title, axes spanning `points` (padded), x label, light
 /// grid.
-fn frame<'a, 'p, DB: DrawingBackend>(
-    root: &'a DrawingArea<DB, plotters::coord::Shift>,
+fn frame<'a, 'b, 'p>(
+    root: &'a SvgArea<'b>,
     title: &str,
     x_label: &str,
     points: impl Iterator<Item = &'p (f64, f64)>,
-) -> Result<Frame<'a, DB>, Box<dyn std::error::Error>>
-where
-    DB::ErrorType: 'static,
-{
+) -> Result<Frame<'a, 'b>, Box<dyn std::error::Error>> {
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in points {
         x0 = x0.min(x);
@@ -185,16 +181,7 @@ pub fn overlay_chart(title: &str, x_label: &str, lines: &[OverlayLine]) -> Strin
     })
 }
 
-fn draw_overlay<DB: DrawingBackend>(
-    root: &DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    x_label: &str,
-    lines: &[OverlayLine],
-) -> Result<(), Box<dyn std::error::Error>>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE)?;
+fn draw_overlay(root: &SvgArea, title: &str, x_label: &str, lines: &[OverlayLine]) -> Drawn {
     let reduced: Vec<Vec<(f64, f64)>> = lines.iter().map(|l| drawable(&l.points)).collect();
     let mut chart = frame(root, title, x_label, reduced.iter().flatten())?;
     // Runs first, means on top.
@@ -222,11 +209,7 @@ where
         }
     }
     if legend {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        draw_legend(&mut chart)?;
     }
     Ok(())
 }
@@ -238,17 +221,13 @@ pub fn histogram(title: &str, x_label: &str, values: &[f64], bins: usize) -> Str
     })
 }
 
-fn draw_histogram<DB: DrawingBackend>(
-    root: &DrawingArea<DB, plotters::coord::Shift>,
+fn draw_histogram(
+    root: &SvgArea,
     title: &str,
     x_label: &str,
     values: &[f64],
     bins: usize,
-) -> Result<(), Box<dyn std::error::Error>>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE)?;
+) -> Drawn {
     let max = values
         .iter()
         .copied()
@@ -275,7 +254,7 @@ where
         .draw()?;
     chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
         let x0 = i as f64 * width;
-        Rectangle::new([(x0, 0), (x0 + width, c)], COLORS[0].filled())
+        Rectangle::new([(x0, 0), (x0 + width, c)], ARM_COLORS[0].filled())
     }))?;
     Ok(())
 }

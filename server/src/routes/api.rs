@@ -47,18 +47,15 @@ async fn register(
     ApiJson(req): ApiJson<RegisterWorker>,
 ) -> Result<Json<WorkerRegistered>, ApiError> {
     if req.protocol_version != PROTOCOL_VERSION {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "protocol version {} not supported; this server speaks {PROTOCOL_VERSION}",
-                req.protocol_version
-            ),
-        ));
+        return Err(ApiError::bad_request(format!(
+            "protocol version {} not supported; this server speaks {PROTOCOL_VERSION}",
+            req.protocol_version
+        )));
     }
     aligndet_common::names::check_display_name(&req.name, "the worker name", 200)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+        .map_err(ApiError::bad_request)?;
     aligndet_common::names::check_display_name(&req.device, "the worker device", 100)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+        .map_err(ApiError::bad_request)?;
     // The facts are shown on the workers page: a few KiB is plenty, megabytes are an attack.
     let info_bytes = serde_json::to_string(&req.info).map_or(usize::MAX, |t| t.len());
     if info_bytes > MAX_WORKER_INFO_BYTES {
@@ -71,9 +68,8 @@ async fn register(
     }
     let capabilities = match req.capabilities {
         Some(c) => {
-            c.validate().map_err(|m| {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("capabilities: {m}"))
-            })?;
+            c.validate()
+                .map_err(|m| ApiError::bad_request(format!("capabilities: {m}")))?;
             c
         }
         None => Capabilities::assumed_for_device(&req.device),
@@ -185,13 +181,10 @@ async fn metrics(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-'));
         if p.key.is_empty() || p.key.len() > 200 || !safe {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "metric key {:?}: use 1 to 200 of A-Z a-z 0-9 _ . / -",
-                    p.key
-                ),
-            ));
+            return Err(ApiError::bad_request(format!(
+                "metric key {:?}: use 1 to 200 of A-Z a-z 0-9 _ . / -",
+                p.key
+            )));
         }
     }
     // JSON cannot carry NaN/inf, so every value here is finite.
@@ -207,7 +200,7 @@ async fn logs(
     ApiJson(batch): ApiJson<LogBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     queue::check_current(&s.worker_pool, id, worker_id, batch.attempt).await?;
-    db::runs::insert_logs(&s.pool, id, batch.attempt, &batch.lines).await?;
+    db::logs::insert(&s.pool, id, batch.attempt, &batch.lines).await?;
     Ok(Json(serde_json::json!({ "stored": batch.lines.len() })))
 }
 
@@ -220,15 +213,12 @@ async fn proposals(
     queue::check_current(&s.worker_pool, id, worker_id, batch.attempt).await?;
     for img in &batch.images {
         if img.boxes.len() != img.removed_by.len() {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "image {}: {} boxes but {} filter verdicts",
-                    img.image_id,
-                    img.boxes.len(),
-                    img.removed_by.len()
-                ),
-            ));
+            return Err(ApiError::bad_request(format!(
+                "image {}: {} boxes but {} filter verdicts",
+                img.image_id,
+                img.boxes.len(),
+                img.removed_by.len()
+            )));
         }
     }
     db::proposals::upsert(&s.pool, id, batch.attempt, &batch.images).await?;
@@ -274,8 +264,7 @@ async fn status(
     ApiJson(update): ApiJson<StatusUpdate>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !update.status.is_terminal() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "a worker reports only succeeded, failed or cancelled",
         ));
     }
@@ -317,7 +306,7 @@ async fn upload_artifact(
     Query(q): Query<AttemptQuery>,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_artifact_name(&name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    check_artifact_name(&name).map_err(ApiError::bad_request)?;
     queue::check_current(&s.worker_pool, id, worker_id, q.attempt).await?;
     let dir = s.artifacts_dir(id);
     tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
@@ -328,9 +317,8 @@ async fn upload_artifact(
         let mut stream = body.into_data_stream();
         let mut total = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}"))
-            })?;
+            let chunk =
+                chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
             total += chunk.len() as u64;
             if total > limit {
                 return Err(ApiError::new(
@@ -373,8 +361,8 @@ async fn download_artifact(
         .await
         .map_err(internal)?
     {
-        ArtifactFile::BadName(why) => Err(ApiError::new(StatusCode::BAD_REQUEST, why)),
-        ArtifactFile::Missing(msg) => Err(ApiError::new(StatusCode::NOT_FOUND, msg)),
+        ArtifactFile::BadName(why) => Err(ApiError::bad_request(why)),
+        ArtifactFile::Missing(msg) => Err(ApiError::not_found(msg)),
         ArtifactFile::Found(path) => serve(path, req, None).await.map_err(internal),
     }
 }
@@ -412,7 +400,7 @@ async fn create_run(
     ApiJson(req): ApiJson<CreateRun>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let config = JobConfig::from_written(req.config)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid config: {e}")))?;
+        .map_err(|e| ApiError::bad_request(format!("invalid config: {e}")))?;
     let run = submit::NewRun {
         name: req.name,
         config,
@@ -425,9 +413,7 @@ async fn create_run(
     };
     match submit::submit(&s, run).await {
         Ok(id) => Ok(Json(serde_json::json!({ "id": id }))),
-        Err(e @ submit::SubmitError::Field(_)) => {
-            Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
-        }
+        Err(e @ submit::SubmitError::Field(_)) => Err(ApiError::bad_request(e.to_string())),
         Err(submit::SubmitError::Internal(e)) => Err(ApiError::internal(e)),
     }
 }
@@ -438,10 +424,7 @@ async fn cancel(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     match db::runs::request_cancel(&s.pool, id).await? {
         Some(status) => Ok(Json(serde_json::json!({ "status": status }))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("run {id} not found"),
-        )),
+        None => Err(ApiError::not_found(format!("run {id} not found"))),
     }
 }
 
@@ -452,7 +435,7 @@ async fn run_summary(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let run = db::runs::get(&s.pool, id)
         .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("run {id} not found")))?;
+        .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
     let attempts = db::runs::attempts(&s.pool, id).await?;
     let metric_points = db::runs::metric_count(&s.pool, id).await?;
     let keys = db::runs::metric_keys(&s.pool, id).await?;
@@ -500,7 +483,7 @@ async fn create_experiment(
 ) -> Result<Json<experiments::CreatedExperiment>, ApiError> {
     match experiments::create(&s, &spec).await? {
         Ok(created) => Ok(Json(created)),
-        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, e)),
+        Err(e) => Err(ApiError::bad_request(e)),
     }
 }
 
@@ -512,9 +495,6 @@ async fn experiment_summary(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     match experiments::summary_json(&s, id).await.map_err(internal)? {
         Some(v) => Ok(Json(v)),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("experiment {id} not found"),
-        )),
+        None => Err(ApiError::not_found(format!("experiment {id} not found"))),
     }
 }

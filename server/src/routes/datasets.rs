@@ -2,7 +2,7 @@
 
 use crate::db;
 use crate::db::datasets::{BoxRow, CategoryCount, DatasetRow, ImageRow};
-use crate::error::{PageError, PagePath, PageQuery};
+use crate::error::{OrNotFound, PageError, PagePath, PageQuery};
 use crate::import::{self, Format, ImportError, ServerPathImport};
 use crate::numbers::filters;
 use crate::plots;
@@ -227,7 +227,7 @@ pub async fn show(
 ) -> Result<Response, PageError> {
     let dataset = db::datasets::get(&s.pool, id)
         .await?
-        .ok_or_else(|| PageError::not_found(format!("dataset {id} not found")))?;
+        .or_not_found("dataset", id)?;
     let pages = ((dataset.num_images as i64 + IMAGES_PER_PAGE - 1) / IMAGES_PER_PAGE).max(1);
     let page = q.page.clamp(0, pages - 1);
     let rows =
@@ -274,9 +274,9 @@ pub async fn histogram(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
 ) -> Result<Response, PageError> {
-    if db::datasets::get(&s.pool, id).await?.is_none() {
-        return Err(PageError::not_found(format!("dataset {id} not found")));
-    }
+    db::datasets::get(&s.pool, id)
+        .await?
+        .or_not_found("dataset", id)?;
     let sizes = db::datasets::box_sizes(&s.pool, id).await?;
     let svg = plots::histogram("Box size (sqrt of area)", "pixels", &sizes, 40);
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
@@ -290,7 +290,7 @@ pub async fn image_file(
 ) -> Result<Response, PageError> {
     let dataset = db::datasets::get(&s.pool, id)
         .await?
-        .ok_or_else(|| PageError::not_found(format!("dataset {id} not found")))?;
+        .or_not_found("dataset", id)?;
     let image = db::datasets::image(&s.pool, id, image_id)
         .await?
         .ok_or_else(|| PageError::not_found(format!("image {image_id} not in dataset {id}")))?;

@@ -5,7 +5,7 @@
 use crate::db;
 use crate::db::datasets::DatasetRow;
 use crate::db::experiments::{ExperimentRow, ExperimentSummary};
-use crate::error::{PageError, PagePath};
+use crate::error::{OrNotFound, PageError, PagePath};
 use crate::experiments::summary::summary;
 use crate::experiments::{RunView, SummaryRow, compare_url, create, run_views};
 use crate::forms::{ExperimentForm, FieldError, PlacedError, choices, error_note, invalid_attrs};
@@ -150,17 +150,13 @@ struct ExperimentPage {
     summary: Vec<SummaryRow>,
 }
 
-async fn get_experiment(s: &AppState, id: i64) -> Result<ExperimentRow, PageError> {
-    db::experiments::get(&s.pool, id)
-        .await?
-        .ok_or_else(|| PageError::not_found(format!("experiment {id} not found")))
-}
-
 pub async fn show(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
 ) -> Result<Response, PageError> {
-    let exp = get_experiment(&s, id).await?;
+    let exp = db::experiments::get(&s.pool, id)
+        .await?
+        .or_not_found("experiment", id)?;
     let runs = run_views(&s, db::experiments::runs(&s.pool, id).await?).await?;
     let reused_proposals = exp
         .spec

@@ -4,7 +4,7 @@
 use crate::db;
 use crate::db::datasets::{DatasetRow, ImageRow};
 use crate::db::runs::RunRow;
-use crate::error::{PageError, PagePath, PageQuery};
+use crate::error::{OrNotFound, PageError, PagePath, PageQuery};
 use crate::numbers::filters;
 use crate::routes::render;
 use crate::state::{AppState, ArtifactRead};
@@ -103,11 +103,10 @@ fn class_color(category_id: i64) -> String {
     format!("hsl({hue:.0}, 85%, 45%)")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct PredictionsQuery {
-    #[serde(default)]
     page: usize,
-    #[serde(default)]
     threshold: Option<f64>,
 }
 
@@ -116,9 +115,7 @@ pub async fn browser(
     PagePath(id): PagePath<i64>,
     PageQuery(q): PageQuery<PredictionsQuery>,
 ) -> Result<Response, PageError> {
-    let run = db::runs::get(&s.pool, id)
-        .await?
-        .ok_or_else(|| PageError::not_found(format!("run {id} not found")))?;
+    let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
     if run.kind != RunKind::Finetune {
         return Err(PageError::not_found(format!(
             "run {id} is a {} run; only fine-tune runs have predictions to browse",

@@ -3,7 +3,7 @@
 use crate::db;
 use crate::db::datasets::{BoxRow, DatasetRow, ImageRow};
 use crate::db::runs::RunRow;
-use crate::error::{PageError, PagePath, PageQuery};
+use crate::error::{OrNotFound, PageError, PagePath, PageQuery};
 use crate::numbers::filters;
 use crate::plots;
 use crate::routes::render;
@@ -60,9 +60,7 @@ pub struct ImageQuery {
 }
 
 async fn proposals_run(s: &AppState, id: i64) -> Result<(RunRow, i64), PageError> {
-    let run = db::runs::get(&s.pool, id)
-        .await?
-        .ok_or_else(|| PageError::not_found(format!("run {id} not found")))?;
+    let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
     let dataset_id = run
         .dataset_id
         .filter(|_| run.kind == RunKind::Proposals)

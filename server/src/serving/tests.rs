@@ -4,21 +4,27 @@
 use super::live_series;
 use crate::config::ServerConfig;
 use crate::state::AppState;
-use crate::test_db::fresh_db;
+use crate::test_db::{TestDb, fresh_db};
 use aligndet_common::api::MetricPoint;
 use aligndet_common::series::downsample_keep_extremes;
 use clap::Parser;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
-async fn new_run(pool: &PgPool) -> i64 {
-    sqlx::query_scalar(
+/// A fresh, migrated database with one running run in it: the database, a pool on it and the
+/// run's id (`None`, the test skipped, when `ALIGNDET_TEST_PG` is unset).
+async fn db_with_a_run() -> Option<(TestDb, PgPool, i64)> {
+    let db = fresh_db().await?;
+    let pool = PgPool::connect(&db.url).await.expect("connect");
+    crate::db::migrate(&pool).await.expect("migrate");
+    let run = sqlx::query_scalar(
         "INSERT INTO runs (kind, name, config, status) VALUES ('benchmark', 't', '{}', 'running')
          RETURNING id",
     )
-    .fetch_one(pool)
+    .fetch_one(&pool)
     .await
-    .expect("run")
+    .expect("run");
+    Some((db, pool, run))
 }
 
 fn point(key: &str, step: i64, value: f64) -> MetricPoint {
@@ -66,10 +72,9 @@ fn series_points() -> Vec<MetricPoint> {
 
 #[tokio::test]
 async fn sql_downsampling_is_the_rust_rule() {
-    let Some(db) = fresh_db().await else { return };
-    let pool = PgPool::connect(&db.url).await.expect("connect");
-    crate::db::migrate(&pool).await.expect("migrate");
-    let run = new_run(&pool).await;
+    let Some((db, pool, run)) = db_with_a_run().await else {
+        return;
+    };
     let pts = series_points();
     for chunk in pts.chunks(5_000) {
         crate::db::runs::insert_metrics(&pool, run, 1, chunk)
@@ -116,10 +121,9 @@ async fn sql_downsampling_is_the_rust_rule() {
 
 #[tokio::test]
 async fn live_series_follow_the_run() {
-    let Some(db) = fresh_db().await else { return };
-    let pool = PgPool::connect(&db.url).await.expect("connect");
-    crate::db::migrate(&pool).await.expect("migrate");
-    let run = new_run(&pool).await;
+    let Some((db, pool, run)) = db_with_a_run().await else {
+        return;
+    };
     let data = std::env::temp_dir().join(&db.name);
     let cfg = ServerConfig::parse_from(["aligndet-server", "--database-url", &db.url]);
     let s = AppState::new(pool.clone(), pool.clone(), cfg, data, "token".into());

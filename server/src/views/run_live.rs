@@ -3,7 +3,8 @@
 
 use super::charts::{PRETRAIN_BOX_CHARTS, PRETRAIN_IMAGE_CHARTS, finetune_charts, grouped_charts};
 use crate::db;
-use crate::db::runs::{AttemptRow, LogRow, RunRow};
+use crate::db::logs::LogRow;
+use crate::db::runs::{AttemptRow, RunRow};
 use crate::error::PageError;
 use crate::numbers::filters;
 use crate::plots;
@@ -72,7 +73,7 @@ pub async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
         terminal: run.status.is_terminal(),
         waiting,
         attempts: db::runs::attempts(&s.pool, id).await?,
-        logs: db::runs::log_tail(&s.pool, id, 200).await?,
+        logs: db::logs::tail(&s.pool, id, 200).await?,
         charts,
         summaries,
         eval_history,

@@ -113,7 +113,6 @@ async fn load(s: &AppState, params: &CompareParams) -> Result<Loaded, Failure> {
     // Every eval/* series (for the last points) and the charted keys, with wall times.
     let points = db::compare::eval_and_chart_points(&s.pool, &ids, &chart_keys).await?;
     let first_wall = db::compare::first_wall_times(&s.pool, &ids).await?;
-    let roles = db::compare::experiment_roles(&s.pool, &ids).await?;
     let mut series: HashMap<(i64, String), Series> = HashMap::new();
     for (run, key, step, value, wall) in points {
         let t0 = first_wall.get(&run).copied().unwrap_or(wall);
@@ -196,7 +195,7 @@ async fn load(s: &AppState, params: &CompareParams) -> Result<Loaded, Failure> {
             id: run.id,
             name: run.name.clone(),
             kind: run.kind.as_str().to_string(),
-            experiment_role: roles.get(&run.id).cloned(),
+            experiment_role: run.experiment_role.clone(),
             config,
             batch_size,
             train_images,

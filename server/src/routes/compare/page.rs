@@ -2,7 +2,7 @@
 //! their 95% confidence intervals, curves, convergence and config differences.
 
 use super::{CHARTS, Loaded, Series};
-use crate::compare::{self, ArmStat, CompareParams, XAxis};
+use crate::compare::{self, Arm, ArmStat, CompareParams, Comparison, DiffRow, RunSummary, XAxis};
 use crate::numbers::{self, filters};
 use crate::plots::{self, OverlayLine};
 use aligndet_common::artifacts;
@@ -164,6 +164,81 @@ fn chart_lines(l: &Loaded, key: &str, axis: XAxis, skipped: &mut Vec<i64>) -> Ve
     lines
 }
 
+impl RunHead {
+    fn of(cmp: &Comparison, r: &RunSummary) -> RunHead {
+        RunHead {
+            id: r.id,
+            name: r.name.clone(),
+            arm_label: cmp.arms[r.arm].label.clone(),
+            color: plots::arm_color_css(r.arm),
+            source: match r.final_source {
+                compare::FinalSource::EvalJson => artifacts::EVAL_REPORT,
+                compare::FinalSource::LastEvalPoint => "last evaluation",
+                compare::FinalSource::None => "no evaluation",
+            },
+        }
+    }
+}
+
+/// Where a target was reached: "step 120 (epoch 2.40)", "step 120", or "not reached".
+fn crossing_text(step: Option<f64>, epoch: Option<f64>) -> String {
+    match (step, epoch) {
+        (Some(s), Some(e)) => format!("step {} (epoch {:.2})", short(s), e),
+        (Some(s), None) => format!("step {}", short(s)),
+        (None, _) => "not reached".to_string(),
+    }
+}
+
+impl ConvRunRow {
+    /// A run's crossing of each convergence target.
+    fn of(cmp: &Comparison, r: &RunSummary) -> ConvRunRow {
+        let crossing = |f: &compare::FractionRow| {
+            let c = f.runs.iter().find(|c| c.run_id == r.id);
+            crossing_text(c.and_then(|c| c.step), c.and_then(|c| c.epoch))
+        };
+        ConvRunRow {
+            id: r.id,
+            name: r.name.clone(),
+            arm: r.arm,
+            color: plots::arm_color_css(r.arm),
+            cells: cmp.convergence.iter().map(crossing).collect(),
+        }
+    }
+}
+
+impl ConvArmRow {
+    /// An arm's mean crossing of each convergence target, how many of its runs reached it and
+    /// (but for the baseline) its speed-up.
+    fn of(cmp: &Comparison, a: &Arm) -> ConvArmRow {
+        let crossing = |f: &compare::FractionRow| {
+            let c = &f.arms[a.index];
+            let mut t = crossing_text(c.mean_step, c.mean_epoch);
+            t.push_str(&format!(", {}/{} reached", c.reached, c.n));
+            if let Some(x) = c.speedup
+                && !a.is_baseline
+            {
+                t.push_str(&format!(", speed-up ×{x:.2}"));
+            }
+            t
+        };
+        ConvArmRow {
+            arm: a.index,
+            color: plots::arm_color_css(a.index),
+            label: a.label.clone(),
+            cells: cmp.convergence.iter().map(crossing).collect(),
+        }
+    }
+}
+
+/// A config path and each run's value there ("—" where its config lacks the path).
+fn diff_row(d: &DiffRow) -> (String, Vec<String>) {
+    let values = d
+        .values
+        .iter()
+        .map(|v| v.clone().unwrap_or_else(|| "—".into()));
+    (d.path.clone(), values.collect())
+}
+
 /// Each arm's AP against the baseline's, for the answer at the top of the page.
 fn verdicts(l: &Loaded) -> Vec<Verdict> {
     let cmp = &l.cmp;
@@ -197,7 +272,6 @@ fn verdicts(l: &Loaded) -> Vec<Verdict> {
 
 pub(super) fn page(l: Loaded, params: &CompareParams) -> ComparePage {
     let cmp = &l.cmp;
-    let color = |arm: usize| plots::arm_color_css(arm);
     let name_of = |id: i64| {
         cmp.runs
             .iter()
@@ -210,7 +284,7 @@ pub(super) fn page(l: Loaded, params: &CompareParams) -> ComparePage {
         .iter()
         .map(|a| ArmView {
             index: a.index,
-            color: color(a.index),
+            color: plots::arm_color_css(a.index),
             label: a.label.clone(),
             subtitle: a.subtitle.clone(),
             meaning: a.role.meaning(),
@@ -219,21 +293,7 @@ pub(super) fn page(l: Loaded, params: &CompareParams) -> ComparePage {
             is_baseline: a.is_baseline,
         })
         .collect();
-    let heads = cmp
-        .runs
-        .iter()
-        .map(|r| RunHead {
-            id: r.id,
-            name: r.name.clone(),
-            arm_label: cmp.arms[r.arm].label.clone(),
-            color: color(r.arm),
-            source: match r.final_source {
-                compare::FinalSource::EvalJson => artifacts::EVAL_REPORT,
-                compare::FinalSource::LastEvalPoint => "last evaluation",
-                compare::FinalSource::None => "no evaluation",
-            },
-        })
-        .collect();
+    let heads = cmp.runs.iter().map(|r| RunHead::of(cmp, r)).collect();
 
     let mut notes = l.notes.clone();
     let mut skipped = Vec::new();
@@ -292,70 +352,10 @@ pub(super) fn page(l: Loaded, params: &CompareParams) -> ComparePage {
                 .first()
                 .is_some_and(|f| f.runs.iter().any(|c| c.run_id == r.id))
         })
-        .map(|r| ConvRunRow {
-            id: r.id,
-            name: r.name.clone(),
-            arm: r.arm,
-            color: color(r.arm),
-            cells: cmp
-                .convergence
-                .iter()
-                .map(|f| {
-                    match f
-                        .runs
-                        .iter()
-                        .find(|c| c.run_id == r.id)
-                        .and_then(|c| c.step.map(|s| (s, c.epoch)))
-                    {
-                        Some((s, Some(e))) => format!("step {} (epoch {:.2})", short(s), e),
-                        Some((s, None)) => format!("step {}", short(s)),
-                        None => "not reached".to_string(),
-                    }
-                })
-                .collect(),
-        })
+        .map(|r| ConvRunRow::of(cmp, r))
         .collect();
-    let conv_arms = cmp
-        .arms
-        .iter()
-        .map(|a| ConvArmRow {
-            arm: a.index,
-            color: color(a.index),
-            label: a.label.clone(),
-            cells: cmp
-                .convergence
-                .iter()
-                .map(|f| {
-                    let c = &f.arms[a.index];
-                    let mut t = match (c.mean_step, c.mean_epoch) {
-                        (Some(s), Some(e)) => format!("step {} (epoch {:.2})", short(s), e),
-                        (Some(s), None) => format!("step {}", short(s)),
-                        _ => "not reached".to_string(),
-                    };
-                    t.push_str(&format!(", {}/{} reached", c.reached, c.n));
-                    if let Some(x) = c.speedup
-                        && !a.is_baseline
-                    {
-                        t.push_str(&format!(", speed-up ×{x:.2}"));
-                    }
-                    t
-                })
-                .collect(),
-        })
-        .collect();
-    let diff_rows = cmp
-        .config_diff
-        .iter()
-        .map(|d| {
-            (
-                d.path.clone(),
-                d.values
-                    .iter()
-                    .map(|v| v.clone().unwrap_or_else(|| "—".into()))
-                    .collect(),
-            )
-        })
-        .collect();
+    let conv_arms = cmp.arms.iter().map(|a| ConvArmRow::of(cmp, a)).collect();
+    let diff_rows = cmp.config_diff.iter().map(diff_row).collect();
     if cmp.convergence.is_empty() {
         notes.push(format!(
             "convergence speed needs a final AP for the baseline arm and runs with at least {} \

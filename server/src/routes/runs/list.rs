@@ -26,15 +26,13 @@ struct RunsPage {
     sort: String,
 }
 
+/// Every filter is optional (absent: blank).
 #[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct RunsQuery {
-    #[serde(default)]
     kind: String,
-    #[serde(default)]
     status: String,
-    #[serde(default)]
     dataset: String,
-    #[serde(default)]
     sort: String,
 }
 

@@ -28,64 +28,73 @@ pub async fn new_form(
     Extension(csrf): Extension<CsrfToken>,
     PageQuery(query): PageQuery<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    let given = |k: &str| {
-        query
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
     let mut forms = TrainingForms::defaults();
-    match given("kind").as_deref().and_then(RunKind::parse) {
+    match given(&query, "kind").as_deref().and_then(RunKind::parse) {
         Some(RunKind::Finetune) => {
             let ft = &mut forms.ft;
-            for (key, slot) in [
+            let inputs = [
                 ("dataset_id", &mut ft.dataset_id),
                 ("detector", &mut ft.detector),
                 ("backbone", &mut ft.backbone),
                 ("init", &mut ft.init),
-            ] {
-                if let Some(v) = given(key) {
-                    *slot = v;
-                }
-            }
+            ];
+            prefill(&query, inputs);
             if let Some((run, artifact)) = checkpoint_parts(&ft.init) {
                 ft.init_run = run.to_string();
                 ft.init_artifact = artifact.to_string();
             }
         }
         Some(RunKind::PretrainBox) => {
-            if let Some(d) = given("detector")
+            if let Some(d) = given(&query, "detector")
                 .and_then(|d| serde_json::from_value(serde_json::Value::String(d)).ok())
             {
                 forms.pb = PretrainBoxForm::of_config(&PretrainBoxConfig::for_detector(d));
             }
             let pb = &mut forms.pb;
-            for (key, slot) in [
-                ("dataset_id", &mut pb.dataset_id),
-                ("proposals_run_id", &mut pb.proposals_run_id),
-                ("backbone", &mut pb.backbone),
-                ("backbone_init", &mut pb.backbone_init),
-            ] {
-                if let Some(v) = given(key) {
-                    *slot = v;
-                }
-            }
+            prefill(
+                &query,
+                [
+                    ("dataset_id", &mut pb.dataset_id),
+                    ("proposals_run_id", &mut pb.proposals_run_id),
+                    ("backbone", &mut pb.backbone),
+                    ("backbone_init", &mut pb.backbone_init),
+                ],
+            );
         }
         Some(RunKind::PretrainImage) => {
             let pi = &mut forms.pi;
-            for (key, slot) in [
-                ("dataset_id", &mut pi.dataset_id),
-                ("backbone", &mut pi.backbone),
-            ] {
-                if let Some(v) = given(key) {
-                    *slot = v;
-                }
-            }
+            prefill(
+                &query,
+                [
+                    ("dataset_id", &mut pi.dataset_id),
+                    ("backbone", &mut pi.backbone),
+                ],
+            );
         }
         _ => {}
     }
     Ok(render(&NewRunPage::new(&s, csrf.0, None, forms).await?))
+}
+
+/// A query parameter's value, trimmed (`None` when absent or blank).
+fn given(query: &[(String, String)], key: &str) -> Option<String> {
+    query
+        .iter()
+        .find(|(n, _)| n == key)
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Each (query key, input) pair: the query's value, where given, replaces the input's default.
+fn prefill<'a>(
+    query: &[(String, String)],
+    inputs: impl IntoIterator<Item = (&'a str, &'a mut String)>,
+) {
+    for (key, input) in inputs {
+        if let Some(v) = given(query, key) {
+            *input = v;
+        }
+    }
 }
 
 /// A person's mistake (the form comes back with it) inside a server result (500 otherwise).
@@ -365,6 +374,7 @@ pub async fn create_evaluate_upload(
             dataset_id: Some(dataset_id),
             max_attempts: s.cfg.max_attempts,
             parents: vec![],
+            experiment: None,
         },
     )
     .await?;

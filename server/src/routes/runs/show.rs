@@ -3,7 +3,7 @@
 
 use crate::db;
 use crate::db::runs::{ArtifactRow, ParentRow, RunRow};
-use crate::error::{PageError, PagePath};
+use crate::error::{OrNotFound, PageError, PagePath};
 use crate::numbers::{coco_stat, filters};
 use crate::routes::render;
 use crate::security::CsrfToken;
@@ -60,18 +60,12 @@ impl RunPage {
     }
 }
 
-async fn get_run(s: &AppState, id: i64) -> Result<RunRow, PageError> {
-    db::runs::get(&s.pool, id)
-        .await?
-        .ok_or_else(|| PageError::not_found(format!("run {id} not found")))
-}
-
 pub async fn show(
     State(s): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
     PagePath(id): PagePath<i64>,
 ) -> Result<Response, PageError> {
-    let run = get_run(&s, id).await?;
+    let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
     let live = live_html(&s, run.clone()).await?;
     let is_finetune = run.kind == RunKind::Finetune;
     // A fine-tune run's final evaluation has the evaluate job's schema: same section.
@@ -109,7 +103,7 @@ pub async fn live_fragment(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
 ) -> Result<Response, PageError> {
-    let run = get_run(&s, id).await?;
+    let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
     Ok(Html(live_html(&s, run).await?).into_response())
 }
 
@@ -118,7 +112,7 @@ pub async fn events(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
-    get_run(&s, id).await?;
+    db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
     let stream = BroadcastStream::new(s.run_changed.subscribe()).filter_map(move |msg| match msg {
         Ok(run_id) if run_id == id => {
             Some(Ok(Event::default().event("changed").data(id.to_string())))
@@ -139,7 +133,7 @@ pub async fn cancel(
 ) -> Result<Response, PageError> {
     db::runs::request_cancel(&s.pool, id)
         .await?
-        .ok_or_else(|| PageError::not_found(format!("run {id} not found")))?;
+        .or_not_found("run", id)?;
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }
 
