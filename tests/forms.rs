@@ -327,3 +327,56 @@ fn the_experiment_form_shows_the_error_beside_its_field() {
         "{body}"
     );
 }
+
+#[test]
+fn the_worker_fields_become_the_run_s_requirements_and_a_bad_label_comes_back_beside_its_input() {
+    let f = fixture("forms-placement");
+    let page = f.server.get("/runs/new").text().unwrap();
+    assert!(page.contains("name=\"min_gpu_memory_gb\"") && page.contains("name=\"world_size\""));
+    // Blank: what the config needs (two ranks → two devices), priority 0.
+    let run = run_id_of(post(
+        &f,
+        &finetune_form(f.dataset, &[("world_size", "2"), ("batch_size", "4")]),
+    ));
+    let r = f.server.run(run);
+    assert_eq!(r["requirements"]["devices"], 2, "{r}");
+    assert_eq!(r["requirements"]["device"], "any");
+    assert_eq!(r["priority"], 0);
+    // Typed: cuda, 40 GB, labels, priority.
+    let run = run_id_of(post(
+        &f,
+        &finetune_form(
+            f.dataset,
+            &[
+                ("device", "cuda"),
+                ("min_gpu_memory_gb", "40"),
+                ("labels", "a100 site=lab2"),
+                ("priority", "9"),
+            ],
+        ),
+    ));
+    let r = f.server.run(run);
+    assert_eq!(
+        r["requirements"],
+        json!({"device": "cuda", "min_gpu_memory_mb": 40960, "devices": 1, "labels": ["a100", "site=lab2"]})
+    );
+    assert_eq!(r["priority"], 9);
+    assert!(
+        r["waiting_for_worker"]
+            .as_str()
+            .unwrap()
+            .starts_with("waits for a worker with cuda, ≥ 40 GB")
+    );
+    // A label that is not a name is refused beside its input, with what was typed kept.
+    let resp = post(&f, &finetune_form(f.dataset, &[("labels", "a b;c")]));
+    assert_eq!(resp.status(), 422);
+    let page = resp.text().unwrap();
+    assert!(
+        page.contains("requirements.labels"),
+        "the error names the field"
+    );
+    assert!(
+        page.contains("name=\"labels\" value=\"a b;c\""),
+        "what was typed is kept"
+    );
+}

@@ -43,7 +43,8 @@ fn a_killed_rank_ends_the_attempt_and_the_run_resumes_from_its_checkpoint() {
     opts.heartbeat_seconds = 0.5;
     let server = Server::start(&opts);
     let dataset = import_dataset(&server, "rects", &ann, &images);
-    let steps = 12;
+    // enough steps after the first checkpoint that rank 1 is still alive when the test kills it
+    let steps = 24;
     let run = server.create_run(
         "two ranks",
         json!({

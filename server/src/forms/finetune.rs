@@ -2,8 +2,8 @@
 //! the typed `TrainConfig` it describes.
 
 use super::{
-    FieldError, OptimForm, checkpoint_init, comma_list, enum_of, init_config, init_text, number,
-    number_list_or, real, wire_name,
+    FieldError, OptimForm, PlacementForm, checkpoint_init, comma_list, enum_of, init_config,
+    init_text, number, number_list_or, real, wire_name,
 };
 use aligndet_common::artifacts;
 use aligndet_common::train_config::{AugmentConfig, InitConfig, TrainConfig};
@@ -42,6 +42,9 @@ pub struct FinetuneForm {
     pub final_eval_max_images: String,
     #[serde(flatten)]
     pub opt: OptimForm,
+    /// Worker requirements and priority.
+    #[serde(flatten)]
+    pub place: PlacementForm,
 }
 
 impl FinetuneForm {
@@ -76,6 +79,7 @@ impl FinetuneForm {
             eval_max_images: c.eval_max_images.to_string(),
             final_eval_max_images: c.final_eval_max_images.to_string(),
             opt: OptimForm::of_config(&c.optim, c.schedule_defaults()),
+            place: PlacementForm::default(),
         }
     }
 

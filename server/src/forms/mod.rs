@@ -13,6 +13,7 @@
 pub mod experiment;
 pub mod finetune;
 pub mod optim;
+pub mod placement;
 pub mod pretrain_box;
 pub mod pretrain_image;
 pub mod training;
@@ -20,6 +21,7 @@ pub mod training;
 pub use experiment::ExperimentForm;
 pub use finetune::FinetuneForm;
 pub use optim::OptimForm;
+pub use placement::PlacementForm;
 pub use pretrain_box::PretrainBoxForm;
 pub use pretrain_image::PretrainImageForm;
 pub use training::{TrainingForm, TrainingForms};
@@ -120,7 +122,15 @@ impl PlacedError {
 /// [`input_for`] on a training form: its own inputs and the optimisation inputs every training
 /// form has.
 pub fn training_input_for(field: &str, own: &[&str]) -> Option<String> {
-    let all: Vec<&str> = own.iter().chain(optim::INPUTS).copied().collect();
+    if let Some(input) = placement::input_of_requirement(field) {
+        return Some(input.to_string());
+    }
+    let all: Vec<&str> = own
+        .iter()
+        .chain(optim::INPUTS)
+        .chain(placement::INPUTS)
+        .copied()
+        .collect();
     input_for(field, &all)
 }
 

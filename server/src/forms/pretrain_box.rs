@@ -2,8 +2,8 @@
 //! `PretrainBoxConfig` it describes.
 
 use super::{
-    FieldError, OptimForm, comma_list, enum_of, init_config, init_text, number, number_list_or,
-    real, wire_name,
+    FieldError, OptimForm, PlacementForm, comma_list, enum_of, init_config, init_text, number,
+    number_list_or, real, wire_name,
 };
 use aligndet_common::pretrain_config::{BoxSelection, PretrainBoxConfig, ViewsConfig};
 use aligndet_common::train_config::{BackboneKind, DetectorKind};
@@ -39,6 +39,9 @@ pub struct PretrainBoxForm {
     pub regression_weight: String,
     #[serde(flatten)]
     pub opt: OptimForm,
+    /// Worker requirements and priority.
+    #[serde(flatten)]
+    pub place: PlacementForm,
 }
 
 impl PretrainBoxForm {
@@ -76,6 +79,7 @@ impl PretrainBoxForm {
             contrastive_weight: c.contrastive_weight.to_string(),
             regression_weight: c.regression_weight.to_string(),
             opt: OptimForm::of_config(&c.optim, c.schedule_defaults()),
+            place: PlacementForm::default(),
         }
     }
 

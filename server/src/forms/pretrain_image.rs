@@ -1,7 +1,9 @@
 //! The new-run page's image-domain pre-training form as text, and the typed
 //! `PretrainImageConfig` it describes.
 
-use super::{FieldError, OptimForm, enum_of, init_config, init_text, number, real, wire_name};
+use super::{
+    FieldError, OptimForm, PlacementForm, enum_of, init_config, init_text, number, real, wire_name,
+};
 use aligndet_common::pretrain_config::PretrainImageConfig;
 use aligndet_common::train_config::BackboneKind;
 
@@ -23,6 +25,9 @@ pub struct PretrainImageForm {
     pub key_momentum: String,
     #[serde(flatten)]
     pub opt: OptimForm,
+    /// Worker requirements and priority.
+    #[serde(flatten)]
+    pub place: PlacementForm,
 }
 
 impl PretrainImageForm {
@@ -41,6 +46,7 @@ impl PretrainImageForm {
             temperature: c.temperature.to_string(),
             key_momentum: c.key_momentum.to_string(),
             opt: OptimForm::of_config(&c.optim, c.schedule_defaults()),
+            place: PlacementForm::default(),
         }
     }
 

@@ -2,7 +2,9 @@
 //! page's create handler needs of each posted form (its job config, the input an error goes
 //! beside, the page to show again), so one code path queues all three.
 
-use super::{FieldError, FinetuneForm, OptimForm, PretrainBoxForm, PretrainImageForm};
+use super::{
+    FieldError, FinetuneForm, OptimForm, PlacementForm, PretrainBoxForm, PretrainImageForm,
+};
 use crate::error::PageError;
 use aligndet_common::jobs::JobConfig;
 use aligndet_common::optim_config::ScheduleDefaults;
@@ -44,6 +46,8 @@ pub trait TrainingForm: Sized + Send + Sync + serde::de::DeserializeOwned {
     fn slot(forms: &mut TrainingForms) -> &mut Self;
     /// The form's optimisation fields.
     fn opt_mut(&mut self) -> &mut OptimForm;
+    /// The form's worker requirements and priority.
+    fn placement(&self) -> &PlacementForm;
     /// The kind's schedule at its default steps, which blank schedule fields follow.
     fn schedule_reference() -> ScheduleDefaults;
 
@@ -82,6 +86,9 @@ impl TrainingForm for FinetuneForm {
     fn opt_mut(&mut self) -> &mut OptimForm {
         &mut self.opt
     }
+    fn placement(&self) -> &PlacementForm {
+        &self.place
+    }
     fn schedule_reference() -> ScheduleDefaults {
         TrainConfig::default().schedule_defaults()
     }
@@ -104,6 +111,9 @@ impl TrainingForm for PretrainBoxForm {
     fn opt_mut(&mut self) -> &mut OptimForm {
         &mut self.opt
     }
+    fn placement(&self) -> &PlacementForm {
+        &self.place
+    }
     fn schedule_reference() -> ScheduleDefaults {
         PretrainBoxConfig::default().schedule_defaults()
     }
@@ -125,6 +135,9 @@ impl TrainingForm for PretrainImageForm {
     }
     fn opt_mut(&mut self) -> &mut OptimForm {
         &mut self.opt
+    }
+    fn placement(&self) -> &PlacementForm {
+        &self.place
     }
     fn schedule_reference() -> ScheduleDefaults {
         PretrainImageConfig::default().schedule_defaults()

@@ -4,8 +4,8 @@
 use crate::db;
 use crate::error::{PageError, PageQuery};
 use crate::forms::{
-    FieldError, FinetuneForm, PlacedError, PretrainBoxForm, PretrainImageForm, TrainingForm,
-    TrainingForms, checkpoint_parts, real,
+    FieldError, FinetuneForm, PlacedError, PlacementForm, PretrainBoxForm, PretrainImageForm,
+    TrainingForm, TrainingForms, checkpoint_parts, real,
 };
 use crate::routes::render;
 use crate::security::CsrfToken;
@@ -117,12 +117,14 @@ async fn queue_from_form(
     name: &str,
     config: Result<JobConfig, FieldError>,
     aligned_rule: bool,
+    placement: &PlacementForm,
 ) -> Checked<i64> {
-    let config = match config.and_then(|c| {
+    let checked = config.and_then(|c| {
         c.validate()?;
-        Ok(c)
-    }) {
-        Ok(c) => c,
+        Ok((c, placement.parse()?))
+    });
+    let (config, (requirements, priority)) = match checked {
+        Ok(parsed) => parsed,
         Err(e) => return Ok(Err(e)),
     };
     let run = submit::NewRun {
@@ -132,8 +134,8 @@ async fn queue_from_form(
         parents: vec![],
         depends_on: vec![],
         aligned_rule,
-        requirements: None,
-        priority: 0,
+        requirements,
+        priority,
     };
     match submit::submit(s, run).await {
         Ok(id) => Ok(Ok(id)),
@@ -148,12 +150,18 @@ async fn queue_training<F: TrainingForm>(
     s: &AppState,
     form: F,
 ) -> Result<(Result<i64, PlacedError>, TrainingForms), PageError> {
-    let outcome = queue_from_form(s, form.run_name(), form.job_config(), form.aligned_rule())
-        .await?
-        .map_err(|e| {
-            let input = form.input_of(&e.field);
-            PlacedError::new(e, F::TAG, input.as_deref())
-        });
+    let outcome = queue_from_form(
+        s,
+        form.run_name(),
+        form.job_config(),
+        form.aligned_rule(),
+        form.placement(),
+    )
+    .await?
+    .map_err(|e| {
+        let input = form.input_of(&e.field);
+        PlacedError::new(e, F::TAG, input.as_deref())
+    });
     Ok((outcome, form.among_defaults()))
 }
 
@@ -269,7 +277,10 @@ pub async fn create(
         ))
     })();
     let outcome = match result {
-        Ok((name, config)) => queue_from_form(&s, &name, typed_config(&config), false).await?,
+        Ok((name, config)) => {
+            let anywhere = PlacementForm::default();
+            queue_from_form(&s, &name, typed_config(&config), false, &anywhere).await?
+        }
         Err(e) => Err(FieldError::general(e)),
     };
     match outcome {
