@@ -119,4 +119,14 @@ fn a_killed_rank_ends_the_attempt_and_the_run_resumes_from_its_checkpoint() {
         rank_children(worker.child.id()).is_empty(),
         "no rank outlives its job"
     );
+    // The workers page shows what the worker has and its recent training throughput.
+    let page = server.get("/workers").text().unwrap();
+    assert!(
+        page.contains("cpu, ") && page.contains(" threads"),
+        "capabilities shown"
+    );
+    assert!(
+        page.contains("images/s <span class=\"hint\">(median of "),
+        "throughput shown"
+    );
 }

@@ -91,6 +91,23 @@ pub async fn connected_capabilities(pool: &PgPool) -> sqlx::Result<Vec<(serde_js
     .await
 }
 
+/// Each worker's training throughput over the attempts it started in the last hour: (worker
+/// id, median `train/images_per_s`, steps measured).
+pub async fn recent_throughput(pool: &PgPool) -> sqlx::Result<Vec<(i64, f64, i64)>> {
+    sqlx::query_as(
+        "SELECT a.worker_id,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY m.value),
+                count(*)
+         FROM run_attempts a
+         JOIN metrics m ON m.run_id = a.run_id AND m.key = 'train/images_per_s'
+                       AND m.attempt = a.attempt
+         WHERE a.worker_id IS NOT NULL AND a.started_at > now() - interval '1 hour'
+         GROUP BY a.worker_id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// The run each worker is running now: (worker id, run id, run name).
 pub async fn current_runs(pool: &PgPool) -> sqlx::Result<Vec<(i64, i64, String)>> {
     sqlx::query_as(

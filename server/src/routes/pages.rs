@@ -49,6 +49,8 @@ struct WorkerView {
     row: WorkerRow,
     /// What it has, in one line (`Capabilities::summary`).
     capabilities: String,
+    /// Median images/s of its training steps in the last hour, and how many steps.
+    throughput: Option<(f64, i64)>,
     environment: Vec<(String, String)>,
     running: Vec<(i64, String)>,
 }
@@ -67,10 +69,15 @@ pub async fn workers(
     Extension(csrf): Extension<CsrfToken>,
 ) -> Result<Response, PageError> {
     let current = db::workers::current_runs(&s.pool).await?;
+    let throughput = db::workers::recent_throughput(&s.pool).await?;
     let workers: Vec<WorkerView> = db::workers::list(&s.pool)
         .await?
         .into_iter()
         .map(|row| WorkerView {
+            throughput: throughput
+                .iter()
+                .find(|(w, _, _)| *w == row.id)
+                .map(|(_, median, steps)| (*median, *steps)),
             capabilities: serde_json::from_value::<Capabilities>(row.capabilities.clone())
                 .map(|c| c.summary())
                 .unwrap_or_else(|_| "not reported".to_string()),
