@@ -130,7 +130,7 @@ pub fn run_as_rank_zero(
         match spawn_rank(&launch) {
             Ok(child) => children.push((rank, child)),
             Err(e) => {
-                stop_ranks(&mut children);
+                let _ = stop_ranks(&mut children);
                 return Err(e);
             }
         }
@@ -144,8 +144,8 @@ pub fn run_as_rank_zero(
     let group = match joined {
         Ok(g) => g,
         Err(e) => {
-            let exits = stop_ranks(&mut children);
-            return Err(e.context(exits));
+            let ends = stop_ranks(&mut children);
+            return Err(with_rank_ends(e, ends));
         }
     };
     let threads_before = tch::get_num_threads();
@@ -179,7 +179,10 @@ pub fn run_as_rank_zero(
             Ok(outcome)
         }
         // Say which rank died, when one did: the collective's own error only says it failed.
-        Err(e) => Err(e.context(stop_ranks(&mut children))),
+        Err(e) => {
+            let ends = stop_ranks(&mut children);
+            Err(with_rank_ends(e, ends))
+        }
     }
 }
 
@@ -230,9 +233,9 @@ fn wait_ranks(children: &mut Vec<(usize, Child)>) -> Vec<String> {
     failed
 }
 
-/// Stop the other ranks after a failure; says how each had ended (a rank that died first is
-/// usually the cause).
-fn stop_ranks(children: &mut Vec<(usize, Child)>) -> String {
+/// Stop the other ranks after a failure; says how those that had already ended did (a rank that
+/// died first is usually the cause), `None` when all were still running.
+fn stop_ranks(children: &mut Vec<(usize, Child)>) -> Option<String> {
     std::thread::sleep(Duration::from_millis(200));
     let mut ends = Vec::new();
     for (rank, child) in children.iter_mut() {
@@ -245,10 +248,14 @@ fn stop_ranks(children: &mut Vec<(usize, Child)>) -> String {
         }
     }
     children.clear();
-    if ends.is_empty() {
-        "the other ranks were stopped".to_string()
-    } else {
-        ends.join("; ")
+    (!ends.is_empty()).then(|| ends.join("; "))
+}
+
+/// `e`, led by how the ranks that had died ended, when some had.
+fn with_rank_ends(e: anyhow::Error, ends: Option<String>) -> anyhow::Error {
+    match ends {
+        Some(ends) => e.context(ends),
+        None => e,
     }
 }
 
