@@ -76,8 +76,10 @@ pub fn capabilities(
         gpu_model: used.first().map(|g| g.1.clone()),
         gpu_memory_mb: used.iter().map(|g| g.2).min().unwrap_or(0),
         gpu_count: gpus.len() as u32,
+        // the CUDA libtorch was built for; meaningless for a worker that trains on the CPU
         cuda_version: version_py
             .as_ref()
+            .filter(|_| device.is_cuda())
             .and_then(|(t, _)| version_field(t, "cuda")),
         libtorch_version: libtorch_version(),
         cpu_threads: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
@@ -122,27 +124,14 @@ fn free_mb(path: &std::path::Path) -> Option<u64> {
 /// tch exposes no version call. The libtorch actually loaded (rpath, or LD_LIBRARY_PATH on a GPU
 /// machine) is found in /proc/self/maps; the torch package beside its `lib/` has `version.py`.
 fn libtorch_version() -> String {
-    // Touch libtorch so it is surely mapped before we look.
-    let _ = tch::get_num_threads();
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let lib_dir = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| p.ends_with("/libtorch_cpu.so"))
-        .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()));
-    let Some(lib_dir) = lib_dir else {
-        return "unknown (libtorch_cpu.so not mapped)".to_string();
-    };
-    let version = lib_dir
-        .parent()
-        .and_then(|root| std::fs::read_to_string(root.join("version.py")).ok())
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("__version__ = "))
-                .map(|v| v.trim().trim_matches('\'').to_string())
-        })
-        .unwrap_or_else(|| "unknown".to_string());
-    format!("{version} ({})", lib_dir.display())
+    match loaded_torch_version_py() {
+        Some((text, lib_dir)) => format!(
+            "{} ({})",
+            version_field(&text, "__version__").unwrap_or_else(|| "unknown".to_string()),
+            lib_dir.display()
+        ),
+        None => "unknown (libtorch_cpu.so not mapped, or no version.py beside it)".to_string(),
+    }
 }
 
 pub fn print_report() -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 //! into DIR/artifacts/. SPEC.json is either a full job spec or just a job config.
 
 use super::sink::now_seconds;
-use super::{EventSink, JobContext, JobOutcome, StopFlag, parse_device, parse_gpus, run_job};
+use super::{EventSink, JobContext, JobOutcome, StopFlag, devices, run_job};
 use aligndet_common::api::{ImageProposals, JobEvent, JobSpec, LogLine, MetricPoint};
 use aligndet_common::artifacts::check_artifact_name;
 use aligndet_common::jobs::{JobConfig, RunStatus};
@@ -135,16 +135,7 @@ pub fn read_spec(path: &Path) -> anyhow::Result<JobSpec> {
 
 pub fn run_local(args: RunArgs) -> anyhow::Result<()> {
     let spec = read_spec(&args.spec)?;
-    let rank_devices = args
-        .gpus
-        .as_deref()
-        .map(parse_gpus)
-        .transpose()?
-        .unwrap_or_default();
-    let device = match rank_devices.first() {
-        Some(first) => *first,
-        None => parse_device(&args.device)?,
-    };
+    let (device, rank_devices) = devices(&args.device, args.gpus.as_deref())?;
     let mut sink = FileSink::create(&args.out)?;
     let inputs = super::FolderArtifacts(args.inputs.clone());
     let work_dir = args.out.join("work");

@@ -72,11 +72,23 @@ pub fn store_init_report(
     ctx.sink.artifact(artifact, &path)
 }
 
-/// `--gpus 0,1,…`: the CUDA devices of a job's ranks, each visible.
-pub fn parse_gpus(list: &str) -> anyhow::Result<Vec<tch::Device>> {
-    list.split(',')
+/// The device a job runs on and its ranks' devices, from `--device` and `--gpus 0,1,…`: with
+/// `--gpus` (each visible), rank 0 runs on the first; without, ranks are placed from `--device`.
+pub fn devices(
+    device: &str,
+    gpus: Option<&str>,
+) -> anyhow::Result<(tch::Device, Vec<tch::Device>)> {
+    let Some(list) = gpus else {
+        return Ok((parse_device(device)?, Vec::new()));
+    };
+    let ranks: Vec<tch::Device> = list
+        .split(',')
         .map(|i| parse_device(&format!("cuda:{}", i.trim())))
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    let first = *ranks
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("--gpus names no GPU"))?;
+    Ok((first, ranks))
 }
 
 /// Parse a device name given on the command line.

@@ -8,9 +8,7 @@ pub mod client;
 pub mod outbox;
 
 use crate::doctor::environment_report;
-use crate::jobs::{
-    EventSink, JobContext, JobOutcome, ResumeState, StopFlag, parse_device, parse_gpus, run_job,
-};
+use crate::jobs::{EventSink, JobContext, JobOutcome, ResumeState, StopFlag, devices, run_job};
 use aligndet_common::api::{
     Heartbeat, JobSpec, PROTOCOL_VERSION, RegisterWorker, StatusUpdate, WorkerRegistered,
 };
@@ -110,16 +108,7 @@ fn non_empty(token: &str, source: &str) -> anyhow::Result<String> {
 }
 
 pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let rank_devices = args
-        .gpus
-        .as_deref()
-        .map(parse_gpus)
-        .transpose()?
-        .unwrap_or_default();
-    let device = match rank_devices.first() {
-        Some(first) => *first,
-        None => parse_device(&args.device)?,
-    };
+    let (device, rank_devices) = devices(&args.device, args.gpus.as_deref())?;
     let token = resolve_token(&args)?;
     let client = ApiClient::new(&args.server, &token)?;
     let name = args.name.clone().unwrap_or_else(default_worker_name);
