@@ -23,20 +23,16 @@ fn config(dataset: i64, steps: u32) -> Value {
 
 #[test]
 fn a_killed_finetune_resumes_from_its_checkpoint_and_predict_uses_the_model() {
-    let db = TestDb::create();
-    let data = TempDir::new("ft");
-    let imports = TempDir::new("ft-imports");
-    let (ann, images) = write_rect_dataset(imports.path(), 12, 96);
-    let mut opts = ServerOptions::new(&db, data.path());
-    opts.import_roots = vec![imports.path().to_path_buf()];
-    opts.lease_seconds = 4.0;
-    opts.heartbeat_seconds = 0.5;
-    let server = Server::start(&opts);
-    let dataset = import_dataset(&server, "rects", &ann, &images);
+    let f = RectDataset::start("ft", 12, 96, |o| {
+        o.lease_seconds = 4.0;
+        o.heartbeat_seconds = 0.5;
+    });
+    let (server, db, dataset, data) = (&f.server, &f.db, f.dataset, &f.data);
+    let (ann, images) = (&f.ann, &f.images);
     let steps = 10;
     let run = server.create_run("ft", config(dataset, steps));
 
-    let mut first = Worker::start(&server, "doomed");
+    let mut first = Worker::start(server, "doomed");
     let checkpoint_stored = || {
         db.query(&format!(
             "SELECT count(*) FROM artifacts WHERE run_id = {run} AND name = 'checkpoint.safetensors'"
@@ -53,7 +49,7 @@ fn a_killed_finetune_resumes_from_its_checkpoint_and_predict_uses_the_model() {
     let steps_before = db.query(&format!(
         "SELECT coalesce(max(step), 0) FROM metrics WHERE run_id = {run} AND key = 'loss/total'"
     ));
-    let _second = Worker::start(&server, "rescuer");
+    let _second = Worker::start(server, "rescuer");
     let r = server.wait_run(run, Duration::from_secs(900), "finished", |r| {
         r["status"] == "succeeded" || r["status"] == "failed"
     });
@@ -138,9 +134,9 @@ fn a_killed_finetune_resumes_from_its_checkpoint_and_predict_uses_the_model() {
         .args(["predict", "--weights"])
         .arg(&model)
         .arg("--images")
-        .arg(&images)
+        .arg(images)
         .arg("--dataset")
-        .arg(&ann)
+        .arg(ann)
         .arg("--out")
         .arg(&out)
         .arg("--score-threshold")
@@ -163,7 +159,7 @@ fn a_killed_finetune_resumes_from_its_checkpoint_and_predict_uses_the_model() {
         .args(["predict", "--weights"])
         .arg(&junk)
         .arg("--images")
-        .arg(&images)
+        .arg(images)
         .arg("--out")
         .arg(data.path().join("x.json"))
         .output()

@@ -34,15 +34,8 @@ fn rank_children(parent: u32) -> Vec<i32> {
 
 #[test]
 fn a_killed_rank_ends_the_attempt_and_the_run_resumes_from_its_checkpoint() {
-    let db = TestDb::create();
-    let data = TempDir::new("ranks");
-    let imports = TempDir::new("ranks-imports");
-    let (ann, images) = write_rect_dataset(imports.path(), 12, 96);
-    let mut opts = ServerOptions::new(&db, data.path());
-    opts.import_roots = vec![imports.path().to_path_buf()];
-    opts.heartbeat_seconds = 0.5;
-    let server = Server::start(&opts);
-    let dataset = import_dataset(&server, "rects", &ann, &images);
+    let f = RectDataset::start("ranks", 12, 96, |o| o.heartbeat_seconds = 0.5);
+    let (server, db, dataset) = (&f.server, &f.db, f.dataset);
     // enough steps after the first checkpoint that rank 1 is still alive when the test kills it
     let steps = 24;
     let run = server.create_run(
@@ -58,7 +51,7 @@ fn a_killed_rank_ends_the_attempt_and_the_run_resumes_from_its_checkpoint() {
             "augment": {"min_sizes": [96], "max_size": 96, "hflip": true, "color_jitter": 0.1}
         }),
     );
-    let worker = Worker::start(&server, "two-rank worker");
+    let worker = Worker::start(server, "two-rank worker");
     let checkpoint_stored = || {
         db.query(&format!(
             "SELECT count(*) FROM artifacts WHERE run_id = {run} AND name = 'checkpoint.safetensors'"

@@ -691,6 +691,48 @@ pub fn import_dataset(server: &Server, name: &str, ann: &Path, images: &Path) ->
         .unwrap_or_else(|| panic!("import failed: {body}"))
 }
 
+/// A server with the rectangles dataset (`write_rect_dataset`: `images` of `size` px) imported:
+/// what the job tests start from. `options` adjusts the server (lease, heartbeat) before it
+/// starts. The server is declared first so it stops before the database and folders go.
+pub struct RectDataset {
+    pub server: Server,
+    pub db: TestDb,
+    pub dataset: i64,
+    pub data: TempDir,
+    /// The COCO file and the image folder as imported.
+    pub ann: PathBuf,
+    pub images: PathBuf,
+    pub imports: TempDir,
+}
+
+impl RectDataset {
+    pub fn start(
+        tag: &str,
+        images: u32,
+        size: u32,
+        options: impl FnOnce(&mut ServerOptions),
+    ) -> RectDataset {
+        let db = TestDb::create();
+        let data = TempDir::new(tag);
+        let imports = TempDir::new(&format!("{tag}-imports"));
+        let (ann, image_dir) = write_rect_dataset(imports.path(), images, size);
+        let mut opts = ServerOptions::new(&db, data.path());
+        opts.import_roots = vec![imports.path().to_path_buf()];
+        options(&mut opts);
+        let server = Server::start(&opts);
+        let dataset = import_dataset(&server, "rects", &ann, &image_dir);
+        RectDataset {
+            server,
+            db,
+            dataset,
+            data,
+            ann,
+            images: image_dir,
+            imports,
+        }
+    }
+}
+
 /// A server with one small COCO dataset (`write_small_coco`) imported through the datasets page
 /// with `splits` as its splits.json: what the page tests start from. The server is declared
 /// first so it stops before the database and folders go.
