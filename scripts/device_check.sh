@@ -64,7 +64,7 @@ start=$(date +%s.%N)
 "$TRAINER" run "$WORK/ft.json" --out "$WORK/ft" --device cuda:0 > "$WORK/ft.log" 2>&1
 ft_rc=$?
 kill $SMI 2>/dev/null
-secs=$(echo "$(date +%s.%N) - $start" | bc)
+secs=$("$PY" -c "print(round($(date +%s.%N) - $start, 1))")
 busy=$(awk '{s+=$1; n++} END {if (n) printf "%.0f", s/n; else print "n/a"}' "$WORK/util.txt")
 row "fine-tune FCOS R50 bf16, 60 steps, cuda:0" "$([ $ft_rc = 0 ] && echo ok || echo FAILED)" "${secs}s wall, GPU busy ${busy}% (mean of 200 ms samples); $(last_line "$WORK/ft")"
 wait_ms=$("$PY" - "$WORK/ft/events.jsonl" <<'PYEOF'
@@ -84,7 +84,7 @@ spec 7 "$PB" > "$WORK/pb.json"
 start=$(date +%s.%N)
 "$TRAINER" run "$WORK/pb.json" --out "$WORK/pb" --device cuda:0 --inputs "$WORK/inputs" > "$WORK/pb.log" 2>&1
 pb_rc=$?
-secs=$(echo "$(date +%s.%N) - $start" | bc)
+secs=$("$PY" -c "print(round($(date +%s.%N) - $start, 1))")
 row "pretrain_box FCOS R50 bf16, 30 steps, cuda:0" "$([ $pb_rc = 0 ] && echo ok || echo FAILED)" "${secs}s wall; $(last_line "$WORK/pb")"
 
 # 5. our step against torchvision's, same model, batch and resolution
