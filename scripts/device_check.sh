@@ -75,11 +75,13 @@ PYEOF
 )
 row "fine-tune loader wait (median, after 5 steps)" "${wait_ms} ms" "train/data_wait_ms"
 
-# 4. box-domain pre-training on cuda:0 (pseudo-boxes from a proposals job)
+# 4. box-domain pre-training on cuda:0 (pseudo-boxes from a proposals job, the backbone from step 3)
 spec 5 '{"kind": "proposals", "dataset_id": 1, "strategy": "fast"}' > "$WORK/prop.json"
 "$TRAINER" run "$WORK/prop.json" --out "$WORK/prop" > "$WORK/prop.log" 2>&1
 mkdir -p "$WORK/inputs/5" && cp "$WORK/prop/artifacts/pseudo_boxes.json" "$WORK/inputs/5/" 2>/dev/null
-PB='{"kind": "pretrain_box", "dataset_id": 1, "proposals_run_id": 5, "detector": "fcos", "backbone": "resnet50", "backbone_init": {"from": "scratch"}, "views": {"min_sizes": [480, 512], "max_size": 640}, "optim": {"steps": 30, "batch_size": 8, "warmup_steps": 3, "checkpoint_every": 1000, "loader_threads": 8, "precision": "bf16"}}'
+# the frozen backbone must be complete: the fine-tune's model above stands in for an image-domain one
+mkdir -p "$WORK/inputs/1" && cp "$WORK/ft/artifacts/model.safetensors" "$WORK/inputs/1/" 2>/dev/null
+PB='{"kind": "pretrain_box", "dataset_id": 1, "proposals_run_id": 5, "detector": "fcos", "backbone": "resnet50", "backbone_init": {"from": "checkpoint", "artifact": {"run_id": 1, "name": "model.safetensors"}}, "views": {"min_sizes": [480, 512], "max_size": 640}, "optim": {"steps": 30, "batch_size": 8, "warmup_steps": 3, "checkpoint_every": 1000, "loader_threads": 8, "precision": "bf16"}}'
 spec 7 "$PB" > "$WORK/pb.json"
 start=$(date +%s.%N)
 "$TRAINER" run "$WORK/pb.json" --out "$WORK/pb" --device cuda:0 --inputs "$WORK/inputs" > "$WORK/pb.log" 2>&1
