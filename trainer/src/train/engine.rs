@@ -223,8 +223,8 @@ pub fn run_loop<S: TrainStep>(
     Ok(JobOutcome::Succeeded)
 }
 
-/// The message a panic carried.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+/// The message a panic carried (libtorch's errors reach Rust as panics).
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<String>()
         .cloned()

@@ -279,11 +279,7 @@ fn run_claimed_job(
                 // A panic in a job must fail the run, not kill the worker.
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut ctx)))
                     .unwrap_or_else(|panic| {
-                        let msg = panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_else(|| "unknown panic".to_string());
+                        let msg = crate::train::engine::panic_text(panic.as_ref());
                         Err(anyhow::anyhow!("the job panicked: {msg}"))
                     })
             });
