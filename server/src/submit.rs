@@ -102,6 +102,8 @@ pub async fn submit(s: &AppState, mut new: NewRun) -> Result<i64, SubmitError> {
                 .map(|p| (*p, "parent".to_string()))
                 .collect(),
             experiment: None,
+            requirements: &requirements,
+            priority: new.priority,
         },
     )
     .await?;
@@ -113,8 +115,6 @@ pub async fn submit(s: &AppState, mut new: NewRun) -> Result<i64, SubmitError> {
     if let Err(e) = db::runs::add_dependencies_in(&mut tx, id, &deps).await? {
         return refuse("depends_on", e);
     }
-    let requirements = serde_json::to_value(&requirements).map_err(anyhow::Error::from)?;
-    db::runs::set_requirements_in(&mut tx, id, &requirements, new.priority).await?;
     tx.commit().await?;
     Ok(id)
 }

@@ -1,4 +1,5 @@
 use aligndet_common::api::MetricPoint;
+use aligndet_common::capabilities::Requirements;
 use aligndet_common::jobs::{RunKind, RunStatus};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -63,23 +64,10 @@ pub struct NewRun<'a> {
     pub parents: Vec<(i64, String)>,
     /// (experiment id, role) of a run an experiment makes.
     pub experiment: Option<(i64, &'a str)>,
-}
-
-/// What a run needs of its worker, and its priority (higher first), inside the transaction that
-/// created it.
-pub async fn set_requirements_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    run_id: i64,
-    requirements: &serde_json::Value,
-    priority: i32,
-) -> sqlx::Result<()> {
-    sqlx::query("UPDATE runs SET requirements = $2, priority = $3 WHERE id = $1")
-        .bind(run_id)
-        .bind(requirements)
-        .bind(priority)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    /// What its worker must have (the claim matches it against the worker's capabilities).
+    pub requirements: &'a Requirements,
+    /// Higher is claimed first.
+    pub priority: i32,
 }
 
 /// A run's requirements (JSON) and priority.
@@ -109,8 +97,8 @@ pub async fn create_in(
 ) -> sqlx::Result<i64> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (kind, name, config, status, dataset_id, max_attempts,
-                           experiment_id, experiment_role)
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7) RETURNING id",
+                           experiment_id, experiment_role, requirements, priority)
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9) RETURNING id",
     )
     .bind(new.kind)
     .bind(new.name)
@@ -119,6 +107,8 @@ pub async fn create_in(
     .bind(new.max_attempts)
     .bind(new.experiment.map(|e| e.0))
     .bind(new.experiment.map(|e| e.1))
+    .bind(sqlx::types::Json(new.requirements))
+    .bind(new.priority)
     .fetch_one(&mut **tx)
     .await?;
     for (parent, role) in &new.parents {

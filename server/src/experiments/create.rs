@@ -149,12 +149,11 @@ pub async fn create(
                 max_attempts: s.cfg.max_attempts,
                 parents: Vec::new(),
                 experiment: Some((experiment_id, p.role.as_str())),
+                requirements: &Requirements::for_config(&config),
+                priority: 0,
             },
         )
         .await?;
-        let needs = serde_json::to_value(Requirements::for_config(&config))
-            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        db::runs::set_requirements_in(&mut tx, id, &needs, 0).await?;
         if let Err(e) = db::runs::add_dependencies_in(&mut tx, id, &deps).await? {
             // Only a reused run can have ended since it was checked.
             let field = if spec.pretrained_run_id.is_some() {

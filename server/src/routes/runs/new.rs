@@ -12,6 +12,7 @@ use crate::security::CsrfToken;
 use crate::state::AppState;
 use crate::submit;
 use crate::views::new_run::NewRunPage;
+use aligndet_common::capabilities::Requirements;
 use aligndet_common::jobs::{JobConfig, RunKind};
 use aligndet_common::pretrain_config::PretrainBoxConfig;
 use axum::Extension;
@@ -374,8 +375,8 @@ pub async fn create_evaluate_upload(
             name: artifact.into(),
         },
     };
-    let config_json =
-        serde_json::to_value(aligndet_common::jobs::JobConfig::Evaluate(config.clone()))?;
+    let job = JobConfig::Evaluate(config.clone());
+    let config_json = serde_json::to_value(&job)?;
     let id = db::runs::create_in(
         &mut tx,
         &db::runs::NewRun {
@@ -386,6 +387,8 @@ pub async fn create_evaluate_upload(
             max_attempts: s.cfg.max_attempts,
             parents: vec![],
             experiment: None,
+            requirements: &Requirements::for_config(&job),
+            priority: 0,
         },
     )
     .await?;
