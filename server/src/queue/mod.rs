@@ -171,18 +171,16 @@ pub async fn finish(
     let mut tx = pool.begin().await?;
     let requeue = retryable && status == RunStatus::Failed;
     let new_status: Option<String> = sqlx::query_scalar(
-        "UPDATE runs SET
-            status = CASE WHEN $6 AND attempts < max_attempts AND NOT cancel_requested
-                          THEN 'queued' ELSE $3 END,
-            error = CASE WHEN $6 AND attempts < max_attempts AND NOT cancel_requested
-                         THEN NULL ELSE $4 END,
-            finished_at = CASE WHEN $6 AND attempts < max_attempts AND NOT cancel_requested
-                               THEN NULL ELSE now() END,
-            worker_id = CASE WHEN $6 AND attempts < max_attempts AND NOT cancel_requested
-                             THEN NULL ELSE worker_id END,
+        "UPDATE runs r SET
+            status = CASE WHEN x.requeue THEN 'queued' ELSE $3 END,
+            error = CASE WHEN x.requeue THEN NULL ELSE $4 END,
+            finished_at = CASE WHEN x.requeue THEN NULL ELSE now() END,
+            worker_id = CASE WHEN x.requeue THEN NULL ELSE r.worker_id END,
             lease_expires_at = NULL, updated_at = now()
-         WHERE id = $1 AND attempts = $2 AND status = 'running' AND worker_id = $5
-         RETURNING status",
+         FROM (SELECT $6 AND attempts < max_attempts AND NOT cancel_requested AS requeue
+               FROM runs WHERE id = $1) x
+         WHERE r.id = $1 AND r.attempts = $2 AND r.status = 'running' AND r.worker_id = $5
+         RETURNING r.status",
     )
     .bind(run_id)
     .bind(attempt)
