@@ -57,15 +57,7 @@ fn a_killed_finetune_resumes_from_its_checkpoint_and_predict_uses_the_model() {
     assert_eq!(r["attempts"], 2);
 
     // the second attempt resumed at the stored checkpoint's step …
-    let resumed = db.query(&format!(
-        "SELECT text FROM run_logs WHERE run_id = {run} AND attempt = 2 AND text LIKE 'resumed from the checkpoint at step %'"
-    ));
-    let at: u32 = resumed
-        .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no resume line in the second attempt's log: {resumed:?}"));
+    let at = resumed_at(db, run, 2);
     assert!(
         at >= 2 && at.is_multiple_of(2) && at < steps,
         "resumed at {at}"

@@ -84,15 +84,7 @@ fn a_killed_rank_ends_the_attempt_and_the_run_resumes_from_its_checkpoint() {
         note.contains("rank 1") && note.contains("re-queued"),
         "the first attempt says which rank ended it: {note}"
     );
-    let resumed = db.query(&format!(
-        "SELECT text FROM run_logs WHERE run_id = {run} AND attempt = 2 AND text LIKE 'resumed from the checkpoint at step %'"
-    ));
-    let at: u32 = resumed
-        .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no resume line in the second attempt's log: {resumed:?}"));
+    let at = resumed_at(db, run, 2);
     assert!(at >= 2 && at < steps, "resumed at {at}");
     assert_eq!(
         db.query(&format!(

@@ -691,6 +691,20 @@ pub fn import_dataset(server: &Server, name: &str, ann: &Path, images: &Path) ->
         .unwrap_or_else(|| panic!("import failed: {body}"))
 }
 
+/// The step attempt `attempt` of `run` resumed from, read from its log line "resumed from the
+/// checkpoint at step N" (the training engine's); panics when there is no such line.
+pub fn resumed_at(db: &TestDb, run: i64, attempt: i32) -> u32 {
+    let resumed = db.query(&format!(
+        "SELECT text FROM run_logs WHERE run_id = {run} AND attempt = {attempt} AND text LIKE 'resumed from the checkpoint at step %'"
+    ));
+    resumed
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no resume line in attempt {attempt}'s log: {resumed:?}"))
+}
+
 /// A server with the rectangles dataset (`write_rect_dataset`: `images` of `size` px) imported:
 /// what the job tests start from. `options` adjusts the server (lease, heartbeat) before it
 /// starts. The server is declared first so it stops before the database and folders go.
