@@ -7,7 +7,8 @@
 use crate::jobs::{JobConfig, RunStatus};
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: job inputs by content (`JobSpec::dataset_content`, `inputs`), no server paths.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Header a worker sends on every call after registering: the secret the server gave it in
 /// [`WorkerRegistered::worker_key`]. The shared worker token says "some worker of this
@@ -44,7 +45,8 @@ pub struct ClaimRequest {
     pub worker_id: i64,
 }
 
-/// Where a job finds its dataset. Workers on the server's machine read the files directly.
+/// Where a job finds its dataset on the machine it runs on: given by hand to `trainer run`, laid
+/// out from [`JobSpec::dataset_content`] by a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetLocation {
     pub dataset_id: i64,
@@ -65,11 +67,15 @@ pub struct JobSpec {
     pub attempt: i32,
     pub name: String,
     pub config: JobConfig,
+    /// Local paths: `trainer run` specs (a server sends `dataset_content` instead).
     #[serde(default)]
     pub dataset: Option<DatasetLocation>,
-    /// Name of the artifact to resume from, if an earlier attempt left a checkpoint.
+    /// The dataset by content, from a server: the worker fetches it into its cache.
     #[serde(default)]
-    pub resume_artifact: Option<String>,
+    pub dataset_content: Option<crate::content::DatasetContent>,
+    /// Artifacts of this run and the runs it reads from, by content, fetched when the job asks.
+    #[serde(default)]
+    pub inputs: Vec<crate::content::ArtifactInput>,
     pub lease_seconds: f64,
     /// Decoded-size limits the worker applies to every image it opens (the server's own).
     #[serde(default)]

@@ -2,6 +2,7 @@
 //!
 //! - [`api`]: the worker ⇄ server wire protocol under `/api/v1/` (versioned by [`api::PROTOCOL_VERSION`]).
 //! - [`artifacts`]: artifact names, the rule for them, and references to another run's.
+//! - [`content`]: job inputs named by sha256, and the framing of blob packs.
 //! - [`config_error`]: why a config was refused, by field.
 //! - [`jobs`]: run kinds, statuses and the typed config of each job kind.
 //! - [`dataset`]: COCO / Pascal VOC loading with validation reports.
@@ -15,6 +16,7 @@ pub mod api;
 pub mod artifacts;
 pub mod capabilities;
 pub mod config_error;
+pub mod content;
 pub mod dataset;
 pub mod images;
 pub mod jobs;

@@ -8,12 +8,14 @@
 //! - [`routes`]: one thin module per page or API area; no route module imports another.
 //! - [`views`]: page models of the run pages (charts, evaluations, fine-tune and pre-training
 //!   sections, the new-run page); templates live in `templates/`.
+//! - [`content`]: a job's inputs by sha256 for remote workers (hashing on first use).
 //! - [`import`]: dataset import (server paths and uploaded zips), validated and transactional.
 //! - [`plots`]: plotters SVG charts.
 //! - [`security`]: worker token, CSRF, safe paths.
 
 pub mod compare;
 pub mod config;
+pub mod content;
 pub mod db;
 pub mod demo;
 pub mod error;

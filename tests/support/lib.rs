@@ -513,6 +513,8 @@ pub struct Worker {
     pub child: Child,
     /// Holds the 0600 token file: the token never goes on the command line (`ps` shows it).
     _token_dir: TempDir,
+    /// This worker's own input cache.
+    pub cache: TempDir,
 }
 
 impl Worker {
@@ -528,10 +530,13 @@ impl Worker {
             .open(&token_file)
             .and_then(|mut f| f.write_all(server.token.as_bytes()))
             .expect("write worker token file");
+        let cache = TempDir::new("worker-cache");
         let child = Command::new(bin("trainer"))
             .args(["worker", "--server", &server.url, "--name", name])
             .arg("--token-file")
             .arg(&token_file)
+            .arg("--cache")
+            .arg(cache.path())
             .args(["--poll-interval", "0.2"])
             .env_remove("ALIGNDET_WORKER_TOKEN")
             .stdout(Stdio::null())
@@ -541,6 +546,7 @@ impl Worker {
         Worker {
             child,
             _token_dir: token_dir,
+            cache,
         }
     }
 

@@ -2,6 +2,7 @@
 //! SQL themselves; the queue's lease logic lives in `crate::queue`.
 
 pub mod compare;
+pub mod content;
 pub mod datasets;
 pub mod experiments;
 pub mod liveness;

@@ -543,16 +543,19 @@ pub async fn upsert_artifact(
     run_id: i64,
     name: &str,
     bytes: i64,
+    sha256: &str,
     attempt: i32,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO artifacts (run_id, name, bytes, attempt) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (run_id, name) DO UPDATE SET bytes = EXCLUDED.bytes, attempt = EXCLUDED.attempt, created_at = now()",
+        "INSERT INTO artifacts (run_id, name, bytes, attempt, sha256) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (run_id, name) DO UPDATE SET bytes = EXCLUDED.bytes, attempt = EXCLUDED.attempt,
+             sha256 = EXCLUDED.sha256, created_at = now()",
     )
     .bind(run_id)
     .bind(name)
     .bind(bytes)
     .bind(attempt)
+    .bind(sha256)
     .execute(pool)
     .await?;
     super::notify_run_changed(pool, run_id).await

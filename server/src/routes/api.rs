@@ -11,7 +11,7 @@ use crate::worker_auth::{CallingWorker, new_worker_key};
 use aligndet_common::api::*;
 use aligndet_common::artifacts::check_artifact_name;
 use aligndet_common::capabilities::Capabilities;
-use aligndet_common::jobs::JobConfig;
+use aligndet_common::jobs::{JobConfig, RunStatus};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -116,25 +116,34 @@ async fn claim(
             format!("run {} has an unreadable config: {e}", run.id),
         )
     })?;
-    let dataset = match run.dataset_id {
-        Some(id) => db::datasets::get(&s.pool, id)
-            .await?
-            .map(|d| DatasetLocation {
-                dataset_id: d.id,
-                name: d.name,
-                annotations_path: d.annotations_path,
-                image_root: d.image_root,
-                splits: d.splits,
-            }),
-        None => None,
+    let (dataset_content, inputs) = match job_inputs(&s, run.id, run.dataset_id).await {
+        Ok(found) => found,
+        Err(e) => {
+            // The job could never start: its run fails, saying which input, and the worker
+            // goes on to the next.
+            let error = format!("the job's inputs are not available: {e:#}");
+            tracing::warn!("run #{}: {error}", run.id);
+            queue::finish(
+                &s.worker_pool,
+                run.id,
+                worker_id,
+                run.attempts,
+                RunStatus::Failed,
+                Some(&error),
+                false,
+            )
+            .await?;
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
     };
     let spec = JobSpec {
         run_id: run.id,
         attempt: run.attempts,
         name: run.name,
         config,
-        dataset,
-        resume_artifact: None,
+        dataset: None,
+        dataset_content,
+        inputs,
         lease_seconds: s.cfg.lease_seconds,
         image_limits: s.cfg.image_limits(),
         artifact_limit_bytes: Some(s.cfg.artifact_limit_mib << 20),
@@ -146,6 +155,25 @@ async fn claim(
         worker_id
     );
     Ok(Json(spec).into_response())
+}
+
+/// A job's dataset and readable artifacts by content (hashed on first use).
+async fn job_inputs(
+    s: &AppState,
+    run_id: i64,
+    dataset_id: Option<i64>,
+) -> anyhow::Result<(
+    Option<aligndet_common::content::DatasetContent>,
+    Vec<aligndet_common::content::ArtifactInput>,
+)> {
+    let dataset = match dataset_id {
+        Some(id) => match db::datasets::get(&s.worker_pool, id).await? {
+            Some(d) => Some(crate::content::dataset_content(s, &d).await?),
+            None => anyhow::bail!("dataset {id} no longer exists"),
+        },
+        None => None,
+    };
+    Ok((dataset, crate::content::artifact_inputs(s, run_id).await?))
 }
 
 async fn heartbeat(
@@ -312,10 +340,12 @@ async fn upload_artifact(
     tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
     let tmp = dir.join(format!(".upload-{}", crate::secrets::random_token()));
     let limit = s.cfg.artifact_limit_mib * 1024 * 1024;
-    let result: Result<u64, ApiError> = async {
+    let result: Result<(u64, String), ApiError> = async {
         let mut file = tokio::fs::File::create(&tmp).await.map_err(internal)?;
         let mut stream = body.into_data_stream();
         let mut total = 0u64;
+        // Hashed on the way in: remote workers later fetch the artifact by its sha256.
+        let mut hasher = aligndet_common::content::Hasher::default();
         while let Some(chunk) = stream.next().await {
             let chunk =
                 chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
@@ -326,23 +356,24 @@ async fn upload_artifact(
                     format!("artifact larger than {} MiB", s.cfg.artifact_limit_mib),
                 ));
             }
+            hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(internal)?;
         }
         file.flush().await.map_err(internal)?;
         tokio::fs::rename(&tmp, dir.join(&name))
             .await
             .map_err(internal)?;
-        Ok(total)
+        Ok((total, hasher.finish()))
     }
     .await;
-    let bytes = match result {
+    let (bytes, sha256) = match result {
         Ok(b) => b,
         Err(e) => {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
     };
-    db::runs::upsert_artifact(&s.pool, id, &name, bytes as i64, q.attempt).await?;
+    db::runs::upsert_artifact(&s.pool, id, &name, bytes as i64, &sha256, q.attempt).await?;
     Ok(Json(serde_json::json!({ "bytes": bytes })))
 }
 

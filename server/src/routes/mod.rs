@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod compare;
+pub mod content;
 pub mod datasets;
 pub mod experiments;
 pub mod pages;
@@ -31,6 +32,7 @@ pub fn render(t: &impl askama::Template) -> Response {
 pub fn router(state: AppState) -> Router {
     let upload_limit = (state.cfg.upload_limit_mib * 1024 * 1024) as usize;
     let api = api::router()
+        .merge(content::router())
         .route("/compare", get(compare::api))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -14,7 +14,7 @@ use tower_http::services::ServeFile;
 /// Stream `path` in answer to `req` (GET or HEAD), as bytes; `attachment` names the download.
 pub async fn serve(
     path: PathBuf,
-    mut req: Request,
+    req: Request,
     attachment: Option<&str>,
 ) -> anyhow::Result<Response> {
     let meta = match tokio::fs::metadata(&path).await {
@@ -24,7 +24,16 @@ pub async fn serve(
         }
         Err(e) => return Err(e.into()),
     };
-    let etag = entity_tag(&meta);
+    serve_with_etag(path, req, attachment, entity_tag(&meta)).await
+}
+
+/// [`serve`] with a given strong `etag` (a blob's sha256, say), quoted.
+pub async fn serve_with_etag(
+    path: PathBuf,
+    mut req: Request,
+    attachment: Option<&str>,
+    etag: String,
+) -> anyhow::Result<Response> {
     let etag_value = HeaderValue::from_str(&etag)?;
     if req
         .headers()

@@ -1,7 +1,8 @@
 //! Typed HTTP client for the server's `/api/v1/` worker API.
 
+use super::cache::FetchError;
 use aligndet_common::api::*;
-use aligndet_common::artifacts::check_artifact_name;
+use aligndet_common::content::{Blob, PackRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
@@ -174,7 +175,7 @@ impl ApiClient {
         let sent = self
             .authorized(self.http.put(url))
             // Large uploads take longer than the 60 s meant for JSON calls.
-            .timeout(upload_timeout(len))
+            .timeout(transfer_timeout(len))
             .body(reqwest::blocking::Body::sized(reader, len))
             .send();
         match sent {
@@ -187,32 +188,8 @@ impl ApiClient {
     }
 }
 
-impl crate::jobs::ArtifactSource for ApiClient {
-    fn fetch_optional(&self, run_id: i64, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        check_artifact_name(name).map_err(|e| anyhow::anyhow!(e))?;
-        let resp = self
-            .authorized(
-                self.http
-                    .get(self.url(&format!("runs/{run_id}/artifacts/{name}"))),
-            )
-            .timeout(Duration::from_secs(3600))
-            .send()?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            anyhow::bail!(
-                "artifact {name:?} of run {run_id}: {status}: {}",
-                resp.text().unwrap_or_default()
-            );
-        }
-        Ok(Some(resp.bytes()?.to_vec()))
-    }
-}
-
-/// 60 s plus one second per 10 MiB (a slow 10 MiB/s link), so big artifacts are not cut off.
-fn upload_timeout(bytes: u64) -> Duration {
+/// 60 s plus one second per 10 MiB (a slow 10 MiB/s link), so big transfers are not cut off.
+fn transfer_timeout(bytes: u64) -> Duration {
     Duration::from_secs(60 + bytes / (10 << 20))
 }
 
@@ -225,4 +202,63 @@ fn with_sources(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+impl super::cache::BlobSource for ApiClient {
+    fn open_blob(
+        &self,
+        blob: &Blob,
+        offset: u64,
+    ) -> Result<(u64, Box<dyn std::io::Read>), FetchError> {
+        let mut request = self
+            .authorized(self.http.get(self.url(&format!("blobs/{}", blob.sha256))))
+            .timeout(transfer_timeout(blob.bytes));
+        if offset > 0 {
+            // If-Range: bytes of another version would be spliced onto ours; then send it all.
+            request = request
+                .header(reqwest::header::RANGE, format!("bytes={offset}-"))
+                .header(reqwest::header::IF_RANGE, format!("\"{}\"", blob.sha256));
+        }
+        let resp = opened(request.send())?;
+        let start = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+            offset
+        } else {
+            0
+        };
+        Ok((start, Box::new(resp)))
+    }
+
+    fn open_pack(&self, blobs: &[Blob]) -> Result<Box<dyn std::io::Read>, FetchError> {
+        let body = PackRequest {
+            sha256: blobs.iter().map(|b| b.sha256.clone()).collect(),
+        };
+        let bytes: u64 = blobs.iter().map(|b| b.bytes).sum();
+        let request = self
+            .authorized(self.http.post(self.url("blobs/pack")))
+            .timeout(transfer_timeout(bytes))
+            .json(&body);
+        Ok(Box::new(opened(request.send())?))
+    }
+}
+
+/// A download's response when it succeeded; the server's reason when not (a 404 or 410 names the
+/// input that is gone, and retrying will not bring it back).
+fn opened(
+    resp: reqwest::Result<reqwest::blocking::Response>,
+) -> Result<reqwest::blocking::Response, FetchError> {
+    let resp = resp.map_err(|e| FetchError::Transient(with_sources(&e)))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.text().unwrap_or_default();
+    let message = serde_json::from_str::<ApiError>(&body)
+        .map(|e| e.error)
+        .unwrap_or(body);
+    let message = format!("{status}: {message}");
+    Err(if status.is_server_error() {
+        FetchError::Transient(message)
+    } else {
+        FetchError::Refused(message)
+    })
 }

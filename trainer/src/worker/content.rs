@@ -1,0 +1,148 @@
+//! A claimed job's inputs, fetched by content into the worker's cache before the job starts, and
+//! laid out so the job sees what `trainer run` gives it: a [`DatasetLocation`] of local paths and
+//! an [`ArtifactSource`].
+//!
+//! The dataset's images are hard links in a folder of this attempt (`views/run-R-attempt-A/`)
+//! to the cache's blobs, under their dataset file names: the loaders' path checks stay within
+//! one folder, and evicting a blob later cannot pull a file from under a running job.
+
+use super::cache::{BlobCache, BlobSource, CacheReport};
+use crate::jobs::ArtifactSource;
+use aligndet_common::api::{DatasetLocation, JobSpec};
+use aligndet_common::content::{ArtifactInput, Blob};
+use aligndet_common::dataset::unsafe_file_name_reason;
+use anyhow::Context;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The job's spec with its dataset on local paths, and where its artifacts come from.
+pub struct PreparedJob<'a> {
+    pub spec: JobSpec,
+    pub artifacts: CachedArtifacts<'a>,
+    pub report: CacheReport,
+    view: Option<PathBuf>,
+}
+
+impl Drop for PreparedJob<'_> {
+    fn drop(&mut self) {
+        if let Some(view) = &self.view {
+            let _ = std::fs::remove_dir_all(view);
+        }
+    }
+}
+
+/// Fetch the dataset (annotations and every image) into the cache and lay it out for the job.
+/// Artifacts are fetched when the job asks for them (a parent's artifacts the job never reads
+/// are never downloaded).
+pub fn prepare<'a>(
+    spec: &JobSpec,
+    cache: &'a BlobCache,
+    source: &'a dyn BlobSource,
+) -> anyhow::Result<PreparedJob<'a>> {
+    let mut local = spec.clone();
+    let artifacts = CachedArtifacts {
+        inputs: spec
+            .inputs
+            .iter()
+            .map(|a| ((a.run_id, a.name.clone()), a.blob.clone()))
+            .collect(),
+        cache,
+        source,
+    };
+    let Some(content) = &spec.dataset_content else {
+        return Ok(PreparedJob {
+            spec: local,
+            artifacts,
+            report: CacheReport::default(),
+            view: None,
+        });
+    };
+    let mut blobs: Vec<Blob> = content.images.iter().map(|i| i.blob.clone()).collect();
+    blobs.push(content.annotations.clone());
+    let report = cache
+        .ensure(&blobs, source)
+        .with_context(|| format!("fetching dataset {:?}", content.name))?;
+    let view = cache
+        .root()
+        .join("views")
+        .join(format!("run-{}-attempt-{}", spec.run_id, spec.attempt));
+    let _ = std::fs::remove_dir_all(&view);
+    let images = view.join("images");
+    let laid_out = content.images.iter().try_for_each(|image| {
+        if let Some(why) = unsafe_file_name_reason(&image.file_name) {
+            anyhow::bail!(
+                "the server named a dataset file {:?}: {why}",
+                image.file_name
+            );
+        }
+        link(
+            &cache.path(&image.blob.sha256),
+            &images.join(&image.file_name),
+        )
+    });
+    if let Err(e) = laid_out {
+        let _ = std::fs::remove_dir_all(&view);
+        return Err(e.context(format!("laying out dataset {:?}", content.name)));
+    }
+    local.dataset = Some(DatasetLocation {
+        dataset_id: content.dataset_id,
+        name: content.name.clone(),
+        annotations_path: cache
+            .path(&content.annotations.sha256)
+            .display()
+            .to_string(),
+        image_root: images.display().to_string(),
+        splits: content.splits.clone(),
+    });
+    Ok(PreparedJob {
+        spec: local,
+        artifacts,
+        report,
+        view: Some(view),
+    })
+}
+
+/// A hard link (a copy where the file system has none).
+fn link(blob: &Path, at: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = at.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if std::fs::hard_link(blob, at).is_err() {
+        std::fs::copy(blob, at).with_context(|| format!("copying {}", blob.display()))?;
+    }
+    Ok(())
+}
+
+/// Artifacts of runs a job may read, as the claim listed them by content.
+pub struct CachedArtifacts<'a> {
+    inputs: HashMap<(i64, String), Blob>,
+    cache: &'a BlobCache,
+    source: &'a dyn BlobSource,
+}
+
+impl ArtifactSource for CachedArtifacts<'_> {
+    fn fetch_optional(&self, run_id: i64, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(blob) = self.inputs.get(&(run_id, name.to_string())) else {
+            return Ok(None);
+        };
+        self.cache
+            .ensure(std::slice::from_ref(blob), self.source)
+            .with_context(|| format!("fetching artifact {name:?} of run {run_id}"))?;
+        let path = self.cache.path(&blob.sha256);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        // The cache verified the file; this guards against it changing since.
+        if Blob::of_bytes(&bytes) != *blob {
+            anyhow::bail!("artifact {name:?} of run {run_id} changed in the cache while in use");
+        }
+        Ok(Some(bytes))
+    }
+}
+
+/// The artifacts a spec lists, for logs.
+pub fn describe_inputs(inputs: &[ArtifactInput]) -> String {
+    inputs
+        .iter()
+        .map(|a| format!("run {} {} ({} bytes)", a.run_id, a.name, a.blob.bytes))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
