@@ -171,3 +171,18 @@ pub async fn locate_blob(pool: &PgPool, sha256: &str) -> sqlx::Result<Option<Blo
     .await?;
     Ok(annotations.map(|(path, bytes)| BlobHome::Annotations { path, bytes }))
 }
+
+/// The sha256 of a run's artifact as stored (`None`: no such artifact, or stored before hashing).
+pub async fn artifact_sha256(
+    pool: &PgPool,
+    run_id: i64,
+    name: &str,
+) -> sqlx::Result<Option<String>> {
+    let found: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT sha256 FROM artifacts WHERE run_id = $1 AND name = $2")
+            .bind(run_id)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    Ok(found.and_then(|(sha,)| sha))
+}

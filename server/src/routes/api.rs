@@ -9,18 +9,14 @@ use crate::state::AppState;
 use crate::submit;
 use crate::worker_auth::{CallingWorker, new_worker_key};
 use aligndet_common::api::*;
-use aligndet_common::artifacts::check_artifact_name;
 use aligndet_common::capabilities::Capabilities;
 use aligndet_common::jobs::{JobConfig, RunStatus};
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -308,73 +304,6 @@ async fn status(
     .await?;
     tracing::info!("run #{id} attempt {}: {}", update.attempt, update.status);
     Ok(Json(serde_json::json!({ "ok": true })))
-}
-
-#[derive(Deserialize)]
-pub struct AttemptQuery {
-    attempt: i32,
-}
-
-/// Routed separately (no body limit of the JSON routes; the artifact limit is applied here).
-pub async fn upload_artifact_route(
-    s: State<AppState>,
-    w: CallingWorker,
-    p: Path<(i64, String)>,
-    q: Query<AttemptQuery>,
-    body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    upload_artifact(s, w, p, q, body).await
-}
-
-/// Stream the body to a temporary file, then move it into place: a failed upload leaves nothing.
-async fn upload_artifact(
-    State(s): State<AppState>,
-    CallingWorker(worker_id): CallingWorker,
-    Path((id, name)): Path<(i64, String)>,
-    Query(q): Query<AttemptQuery>,
-    body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    check_artifact_name(&name).map_err(ApiError::bad_request)?;
-    queue::check_current(&s.worker_pool, id, worker_id, q.attempt).await?;
-    let dir = s.artifacts_dir(id);
-    tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
-    let tmp = dir.join(format!(".upload-{}", crate::secrets::random_token()));
-    let limit = s.cfg.artifact_limit_mib * 1024 * 1024;
-    let result: Result<(u64, String), ApiError> = async {
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(internal)?;
-        let mut stream = body.into_data_stream();
-        let mut total = 0u64;
-        // Hashed on the way in: remote workers later fetch the artifact by its sha256.
-        let mut hasher = aligndet_common::content::Hasher::default();
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
-            total += chunk.len() as u64;
-            if total > limit {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("artifact larger than {} MiB", s.cfg.artifact_limit_mib),
-                ));
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(internal)?;
-        }
-        file.flush().await.map_err(internal)?;
-        tokio::fs::rename(&tmp, dir.join(&name))
-            .await
-            .map_err(internal)?;
-        Ok((total, hasher.finish()))
-    }
-    .await;
-    let (bytes, sha256) = match result {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
-    };
-    db::runs::upsert_artifact(&s.pool, id, &name, bytes as i64, &sha256, q.attempt).await?;
-    Ok(Json(serde_json::json!({ "bytes": bytes })))
 }
 
 /// Workers fetch job inputs (e.g. an evaluate job's detections) from the artifact store:

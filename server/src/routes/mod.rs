@@ -9,6 +9,7 @@ pub mod pages;
 pub mod predictions;
 pub mod proposals;
 pub mod runs;
+pub mod uploads;
 
 use crate::security;
 use crate::state::AppState;
@@ -43,8 +44,9 @@ pub fn router(state: AppState) -> Router {
         Router::new()
             .route(
                 "/runs/{id}/artifacts/{name}",
-                axum::routing::put(api::upload_artifact_route),
+                axum::routing::put(uploads::upload),
             )
+            .route("/runs/{id}/uploads/{name}", get(uploads::received))
             .route_layer(middleware::from_fn_with_state(
                 state.clone(),
                 security::require_worker_token,

@@ -5,6 +5,7 @@ use aligndet_common::api::*;
 use aligndet_common::content::{Blob, PackRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::io::{Read, Seek};
 use std::path::Path;
 use std::sync::RwLock;
 use std::time::Duration;
@@ -23,7 +24,8 @@ pub enum ApiCallError {
     Refused(String),
     /// The connection broke while an upload's body was being sent. A server that refuses a body
     /// part-way (413, over its size limit) closes it too, and reqwest's blocking client then drops
-    /// the server's answer; the outbox retries a few times before taking it as a refusal.
+    /// the server's answer. `artifact` resends pieces while they make progress, and answers
+    /// this only after several cut-offs in a row without any.
     #[error("the connection was closed part-way through the upload: {0}")]
     CutOff(String),
 }
@@ -159,6 +161,9 @@ impl ApiClient {
             .map(|_| ())
     }
 
+    /// Upload a staged artifact resumably: ask how much of it the server holds, send the rest
+    /// in pieces. A cut connection costs at most one piece; the server keeps the artifact only
+    /// once the whole file hashes to the sha256 declared here.
     pub fn artifact(
         &self,
         run_id: i64,
@@ -166,26 +171,80 @@ impl ApiClient {
         name: &str,
         file: &Path,
     ) -> Result<(), ApiCallError> {
-        // Streamed from disk: a multi-GiB checkpoint never sits in memory whole.
-        let opened = std::fs::File::open(file).and_then(|f| Ok((f.metadata()?.len(), f)));
-        let (len, reader) = opened.map_err(|e| {
+        let staged = |e: std::io::Error| {
             ApiCallError::Refused(format!("reading staged {}: {e}", file.display()))
-        })?;
-        let url = self.url(&format!("runs/{run_id}/artifacts/{name}?attempt={attempt}"));
-        let sent = self
-            .authorized(self.http.put(url))
-            // Large uploads take longer than the 60 s meant for JSON calls.
-            .timeout(transfer_timeout(len))
-            .body(reqwest::blocking::Body::sized(reader, len))
-            .send();
-        match sent {
-            Err(e) if e.is_body() => Err(ApiCallError::CutOff(format!(
-                "{len} bytes to send: {}",
-                with_sources(&e)
-            ))),
-            other => Self::handle::<serde_json::Value>(other).map(|_| ()),
+        };
+        let blob = Blob::of_file(file).map_err(staged)?;
+        let declared = format!(
+            "attempt={attempt}&sha256={}&bytes={}",
+            blob.sha256, blob.bytes
+        );
+        let mut cut_offs = 0;
+        let mut held_before = None;
+        loop {
+            let resp = self
+                .authorized(
+                    self.http
+                        .get(self.url(&format!("runs/{run_id}/uploads/{name}?{declared}"))),
+                )
+                .send();
+            let held: UploadProgress = Self::handle(resp)?
+                .ok_or_else(|| ApiCallError::Refused("empty reply about an upload".into()))?;
+            if held.complete {
+                return Ok(());
+            }
+            if held_before.is_some_and(|before| held.received > before) {
+                cut_offs = 0;
+            }
+            held_before = Some(held.received);
+            let piece = (blob.bytes - held.received.min(blob.bytes)).min(UPLOAD_PIECE);
+            let mut reader = std::fs::File::open(file).map_err(staged)?;
+            reader
+                .seek(std::io::SeekFrom::Start(held.received))
+                .map_err(staged)?;
+            let url = self.url(&format!(
+                "runs/{run_id}/artifacts/{name}?{declared}&offset={}",
+                held.received
+            ));
+            let sent = self
+                .authorized(self.http.put(url))
+                // Large pieces take longer than the 60 s meant for JSON calls.
+                .timeout(transfer_timeout(piece))
+                .body(reqwest::blocking::Body::sized(reader.take(piece), piece))
+                .send();
+            match sent {
+                Err(e) if e.is_body() => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    cut_offs += 1;
+                    if cut_offs >= MAX_CUT_OFFS {
+                        return Err(ApiCallError::CutOff(format!(
+                            "{cut_offs} pieces in a row, with no progress between ({} of {} bytes \
+                             held): {}",
+                            held.received,
+                            blob.bytes,
+                            with_sources(&e)
+                        )));
+                    }
+                }
+                other => {
+                    Self::handle::<serde_json::Value>(other)?;
+                }
+            }
         }
     }
+}
+
+/// Bytes per upload request: a cut connection resends at most this much.
+const UPLOAD_PIECE: u64 = 16 << 20;
+
+/// Pieces cut off this many times in a row without progress: taken as the server refusing the
+/// body part-way (over its size limit), whose answer the client cannot read.
+const MAX_CUT_OFFS: u32 = 3;
+
+#[derive(serde::Deserialize)]
+struct UploadProgress {
+    received: u64,
+    complete: bool,
 }
 
 /// 60 s plus one second per 10 MiB (a slow 10 MiB/s link), so big transfers are not cut off.

@@ -223,10 +223,6 @@ impl Outbox {
     }
 }
 
-/// An upload cut off this many times in a row is taken as refused: a network blip or a server
-/// restart cuts one, a server refusing the body part-way cuts every one.
-const MAX_CUT_OFFS: u32 = 3;
-
 fn deliver_artifact(
     outbox: &Outbox,
     client: &ApiClient,
@@ -235,20 +231,15 @@ fn deliver_artifact(
     name: &str,
     file: &Path,
 ) -> Result<(), ApiCallError> {
-    let mut cut_offs = 0;
     let mut delay = Duration::from_millis(100);
     loop {
         match client.artifact(run_id, attempt, name, file) {
+            // The client already retried the pieces while they made progress.
             Err(ApiCallError::CutOff(msg)) => {
-                cut_offs += 1;
-                if cut_offs >= MAX_CUT_OFFS {
-                    return Err(ApiCallError::Refused(format!(
-                        "the server closed the connection part-way through the upload \
-                         {cut_offs} times in a row, its answer lost (over its artifact size \
-                         limit?): {msg}"
-                    )));
-                }
-                eprintln!("run #{run_id}: uploading {name:?}: {msg}; retrying");
+                return Err(ApiCallError::Refused(format!(
+                    "the server closed the connection part-way through the upload, its answer \
+                     lost (over its artifact size limit?): {msg}"
+                )));
             }
             // Server down: wait for it as for any other event.
             Err(ApiCallError::Transient(msg)) => {
