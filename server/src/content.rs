@@ -142,22 +142,48 @@ fn missing_artifact(run_id: i64, name: &str) -> String {
     format!("artifact {name:?} of run {run_id} is recorded but its file cannot be read")
 }
 
-/// The file holding a blob and the size it must have, or `None` for a hash this server does not
-/// hold. Names come from the database (checked at import and upload), never from the caller.
-pub async fn blob_file(s: &AppState, sha256: &str) -> anyhow::Result<Option<(PathBuf, u64)>> {
-    Ok(db::content::locate_blob(&s.worker_pool, sha256)
-        .await?
-        .map(|home| match home {
-            BlobHome::Annotations { path, bytes } => (PathBuf::from(path), bytes as u64),
-            BlobHome::Image {
-                image_root,
-                file_name,
-                bytes,
-            } => (Path::new(&image_root).join(file_name), bytes as u64),
-            BlobHome::Artifact {
-                run_id,
-                name,
-                bytes,
-            } => (s.artifacts_dir(run_id).join(name), bytes as u64),
-        }))
+/// A blob this server holds: its file, the size it must have, and what it is (for messages,
+/// which never show a server path).
+pub struct BlobFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub what: String,
+}
+
+/// Where a blob is, or `None` for a hash this server does not hold. Names come from the database
+/// (checked at import and upload), never from the caller.
+pub async fn blob_file(s: &AppState, sha256: &str) -> anyhow::Result<Option<BlobFile>> {
+    let Some(home) = db::content::locate_blob(&s.worker_pool, sha256).await? else {
+        return Ok(None);
+    };
+    Ok(Some(match home {
+        BlobHome::Annotations {
+            dataset_id,
+            path,
+            bytes,
+        } => BlobFile {
+            path: PathBuf::from(path),
+            bytes: bytes as u64,
+            what: format!("the annotation file of dataset {dataset_id}"),
+        },
+        BlobHome::Image {
+            dataset_id,
+            image_root,
+            file_name,
+            bytes,
+        } => BlobFile {
+            path: Path::new(&image_root).join(&file_name),
+            bytes: bytes as u64,
+            what: format!("image {file_name:?} of dataset {dataset_id}"),
+        },
+        BlobHome::Artifact {
+            run_id,
+            name,
+            bytes,
+        } => BlobFile {
+            path: s.artifacts_dir(run_id).join(&name),
+            bytes: bytes as u64,
+            what: format!("artifact {name:?} of run {run_id}"),
+        },
+    }))
 }

@@ -519,6 +519,17 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(server: &Server, name: &str) -> Worker {
+        Worker::spawn(server, name, None)
+    }
+
+    /// A worker as on another machine: in a mount namespace of its own where each `hidden`
+    /// folder (the server's data dir, its import folders) is an empty tmpfs, with its own HOME.
+    /// It can reach the server only through its URL and token.
+    pub fn start_remote(server: &Server, name: &str, hidden: &[&Path]) -> Worker {
+        Worker::spawn(server, name, Some(hidden))
+    }
+
+    fn spawn(server: &Server, name: &str, hidden: Option<&[&Path]>) -> Worker {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let token_dir = TempDir::new("worker-token");
@@ -531,7 +542,23 @@ impl Worker {
             .and_then(|mut f| f.write_all(server.token.as_bytes()))
             .expect("write worker token file");
         let cache = TempDir::new("worker-cache");
-        let child = Command::new(bin("trainer"))
+        let mut cmd = match hidden {
+            None => Command::new(bin("trainer")),
+            Some(hidden) => {
+                let mut cmd = Command::new("unshare");
+                let mounts: Vec<String> = hidden
+                    .iter()
+                    .map(|d| format!("mount -t tmpfs tmpfs '{}' && ", d.display()))
+                    .collect();
+                cmd.args(["-m", "--", "sh", "-c"])
+                    .arg(format!("{} exec \"$@\"", mounts.concat()))
+                    .arg("sh")
+                    .arg(bin("trainer"))
+                    .env("HOME", token_dir.path());
+                cmd
+            }
+        };
+        let child = cmd
             .args(["worker", "--server", &server.url, "--name", name])
             .arg("--token-file")
             .arg(&token_file)

@@ -120,9 +120,14 @@ pub async fn set_artifact_sha256(
 #[derive(Debug, Clone, PartialEq)]
 pub enum BlobHome {
     /// A dataset's annotation file.
-    Annotations { path: String, bytes: i64 },
+    Annotations {
+        dataset_id: i64,
+        path: String,
+        bytes: i64,
+    },
     /// An image, `file_name` relative to its dataset's image folder.
     Image {
+        dataset_id: i64,
         image_root: String,
         file_name: String,
         bytes: i64,
@@ -135,15 +140,16 @@ pub enum BlobHome {
 }
 
 pub async fn locate_blob(pool: &PgPool, sha256: &str) -> sqlx::Result<Option<BlobHome>> {
-    let image: Option<(String, String, i64)> = super::row_by(
+    let image: Option<(i64, String, String, i64)> = super::row_by(
         pool,
-        "SELECT d.image_root, f.file_name, f.bytes FROM dataset_files f
+        "SELECT d.id, d.image_root, f.file_name, f.bytes FROM dataset_files f
          JOIN datasets d ON d.id = f.dataset_id WHERE f.sha256 = $1 LIMIT 1",
         sha256,
     )
     .await?;
-    if let Some((image_root, file_name, bytes)) = image {
+    if let Some((dataset_id, image_root, file_name, bytes)) = image {
         return Ok(Some(BlobHome::Image {
+            dataset_id,
             image_root,
             file_name,
             bytes,
@@ -162,14 +168,20 @@ pub async fn locate_blob(pool: &PgPool, sha256: &str) -> sqlx::Result<Option<Blo
             bytes,
         }));
     }
-    let annotations: Option<(String, i64)> = super::row_by(
+    let annotations: Option<(i64, String, i64)> = super::row_by(
         pool,
-        "SELECT annotations_path, annotations_bytes FROM datasets
+        "SELECT id, annotations_path, annotations_bytes FROM datasets
          WHERE annotations_sha256 = $1 LIMIT 1",
         sha256,
     )
     .await?;
-    Ok(annotations.map(|(path, bytes)| BlobHome::Annotations { path, bytes }))
+    Ok(
+        annotations.map(|(dataset_id, path, bytes)| BlobHome::Annotations {
+            dataset_id,
+            path,
+            bytes,
+        }),
+    )
 }
 
 /// The sha256 of a run's artifact as stored (`None`: no such artifact, or stored before hashing).

@@ -2,7 +2,7 @@
 //! One blob streams with `Range` and its sha256 as a strong `ETag` (a cut download resumes); a
 //! pack streams many small ones in one response (per-image requests cost a round trip each).
 
-use crate::content::blob_file;
+use crate::content::{BlobFile, blob_file};
 use crate::error::{ApiError, ApiJson};
 use crate::state::AppState;
 use aligndet_common::content::{
@@ -15,7 +15,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use std::path::PathBuf;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
@@ -30,7 +29,7 @@ async fn blob(
     Path(sha256): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (path, _) = located(&s, &sha256).await?;
+    let path = located(&s, &sha256).await?.path;
     let etag = format!("\"{sha256}\"");
     crate::serving::artifacts::serve_with_etag(path, req, None, etag)
         .await
@@ -49,8 +48,12 @@ async fn pack(
     }
     let mut files = Vec::with_capacity(req.sha256.len());
     for sha256 in req.sha256 {
-        let (path, bytes) = located(&s, &sha256).await?;
-        files.push((path, Blob { sha256, bytes }));
+        let found = located(&s, &sha256).await?;
+        let blob = Blob {
+            sha256,
+            bytes: found.bytes,
+        };
+        files.push((found.path, blob));
     }
     let frames = futures_util::stream::iter(files)
         .then(|(path, blob)| async move {
@@ -74,26 +77,28 @@ async fn pack(
 
 /// The file of a blob this server holds, checked to still have the size it was hashed at (a file
 /// changed behind the server's back is refused here rather than sent under a wrong hash).
-async fn located(s: &AppState, sha256: &str) -> Result<(PathBuf, u64), ApiError> {
+async fn located(s: &AppState, sha256: &str) -> Result<BlobFile, ApiError> {
     check_sha256(sha256).map_err(ApiError::bad_request)?;
-    let Some((path, bytes)) = blob_file(s, sha256).await.map_err(ApiError::internal)? else {
+    let Some(found) = blob_file(s, sha256).await.map_err(ApiError::internal)? else {
         return Err(ApiError::not_found(format!(
             "this server holds no dataset file or artifact with sha256 {sha256}"
         )));
     };
-    let on_disk = tokio::fs::metadata(&path).await.map(|m| m.len());
+    let on_disk = tokio::fs::metadata(&found.path).await.map(|m| m.len());
+    let what = &found.what;
     match on_disk {
-        Ok(len) if len == bytes => Ok((path, bytes)),
+        Ok(len) if len == found.bytes => Ok(found),
         Ok(len) => Err(ApiError::new(
             StatusCode::GONE,
             format!(
-                "the file with sha256 {sha256} changed on the server since it was hashed \
-                 ({bytes} bytes then, {len} now)"
+                "{what} changed on the server since it was hashed ({} bytes then, {len} now)",
+                found.bytes
             ),
         )),
-        Err(e) => Err(ApiError::new(
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
             StatusCode::GONE,
-            format!("the file with sha256 {sha256} is gone from the server: {e}"),
+            format!("{what} is gone from the server"),
         )),
+        Err(e) => Err(ApiError::internal(format!("{what}: {e}"))),
     }
 }

@@ -53,6 +53,8 @@ pub struct CacheReport {
     pub corrupt: usize,
     /// Big downloads continued from a partial file.
     pub resumed: usize,
+    /// Big downloads that failed their hash check and were fetched again from the start.
+    pub rejected: usize,
     pub seconds: f64,
 }
 
@@ -327,6 +329,7 @@ impl BlobCache {
                         }
                         Err(e) => {
                             let _ = std::fs::remove_file(&partial);
+                            report.rejected += 1;
                             last_error = format!("{e:#}");
                         }
                     }

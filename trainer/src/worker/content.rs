@@ -9,7 +9,7 @@
 use super::cache::{BlobCache, BlobSource, CacheReport};
 use crate::jobs::ArtifactSource;
 use aligndet_common::api::{DatasetLocation, JobSpec};
-use aligndet_common::content::{ArtifactInput, Blob};
+use aligndet_common::content::Blob;
 use aligndet_common::dataset::unsafe_file_name_reason;
 use anyhow::Context;
 use std::collections::HashMap;
@@ -41,6 +41,7 @@ pub fn prepare<'a>(
 ) -> anyhow::Result<PreparedJob<'a>> {
     let mut local = spec.clone();
     let artifacts = CachedArtifacts {
+        fetches: Default::default(),
         inputs: spec
             .inputs
             .iter()
@@ -115,9 +116,18 @@ fn link(blob: &Path, at: &Path) -> anyhow::Result<()> {
 
 /// Artifacts of runs a job may read, as the claim listed them by content.
 pub struct CachedArtifacts<'a> {
+    /// One line per artifact the job read: from the cache, or fetched (and how).
+    fetches: std::sync::Mutex<Vec<String>>,
     inputs: HashMap<(i64, String), Blob>,
     cache: &'a BlobCache,
     source: &'a dyn BlobSource,
+}
+
+impl CachedArtifacts<'_> {
+    /// What the job read and how it came, for the run's log.
+    pub fn take_fetches(&self) -> Vec<String> {
+        std::mem::take(&mut self.fetches.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl ArtifactSource for CachedArtifacts<'_> {
@@ -125,9 +135,32 @@ impl ArtifactSource for CachedArtifacts<'_> {
         let Some(blob) = self.inputs.get(&(run_id, name.to_string())) else {
             return Ok(None);
         };
-        self.cache
+        let report = self
+            .cache
             .ensure(std::slice::from_ref(blob), self.source)
             .with_context(|| format!("fetching artifact {name:?} of run {run_id}"))?;
+        let how = if report.hits == 1 {
+            "from the cache".to_string()
+        } else {
+            let mut how = format!("fetched ({} bytes", report.bytes_fetched);
+            if report.resumed > 0 {
+                how += ", resuming a cut download";
+            }
+            if report.rejected > 0 {
+                how += ", again after a download failed its hash check";
+            }
+            if report.corrupt > 0 {
+                how += ", replacing a corrupt cached copy";
+            }
+            how + ")"
+        };
+        self.fetches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!(
+                "input {name:?} of run {run_id}: {how} in {:.2} s",
+                report.seconds
+            ));
         let path = self.cache.path(&blob.sha256);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         // The cache verified the file; this guards against it changing since.
@@ -136,13 +169,4 @@ impl ArtifactSource for CachedArtifacts<'_> {
         }
         Ok(Some(bytes))
     }
-}
-
-/// The artifacts a spec lists, for logs.
-pub fn describe_inputs(inputs: &[ArtifactInput]) -> String {
-    inputs
-        .iter()
-        .map(|a| format!("run {} {} ({} bytes)", a.run_id, a.name, a.blob.bytes))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -322,11 +322,16 @@ fn run_claimed_job(
                     inputs: &prepared.artifacts,
                 };
                 // A panic in a job must fail the run, not kill the worker.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut ctx)))
-                    .unwrap_or_else(|panic| {
-                        let msg = crate::train::engine::panic_text(panic.as_ref());
-                        Err(anyhow::anyhow!("the job panicked: {msg}"))
-                    })
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut ctx)))
+                        .unwrap_or_else(|panic| {
+                            let msg = crate::train::engine::panic_text(panic.as_ref());
+                            Err(anyhow::anyhow!("the job panicked: {msg}"))
+                        });
+                for line in prepared.artifacts.take_fetches() {
+                    sink.log("info", line);
+                }
+                result
             });
         outbox.close();
         let _ = sender.join();
