@@ -5,12 +5,14 @@
 //! cut 150 MB download resumes where it stopped. Least-recently-used blobs are evicted to keep
 //! the cache under its cap. One worker holds a cache folder at a time (a lock file says which).
 
+use super::verified::Verified;
 use aligndet_common::content::{Blob, Hasher, read_pack_frame_header};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Blobs smaller than this travel in packs.
 const PACK_BLOB_LIMIT: u64 = 4 << 20;
@@ -61,6 +63,7 @@ pub struct CacheReport {
 pub struct BlobCache {
     root: PathBuf,
     max_bytes: u64,
+    verified: Mutex<Verified>,
     _lock: std::fs::File,
 }
 
@@ -94,6 +97,7 @@ impl BlobCache {
         Ok(BlobCache {
             root: root.to_path_buf(),
             max_bytes,
+            verified: Mutex::new(Verified::load(&root.join("verified.json"))),
             _lock: lock,
         })
     }
@@ -143,23 +147,32 @@ impl BlobCache {
         for blob in big {
             self.fetch_alone(&blob, source, &mut report)?;
         }
+        let mut verified = self.verified();
+        for sha256 in unique.keys() {
+            verified.mark_used(sha256);
+        }
+        verified.save()?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
 
+    fn verified(&self) -> std::sync::MutexGuard<'_, Verified> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn presence(&self, blob: &Blob) -> Presence {
         let path = self.path(&blob.sha256);
-        let Ok(found) = Blob::of_file(&path) else {
+        let Ok(meta) = std::fs::metadata(&path) else {
             return Presence::Absent;
         };
-        if found == *blob {
-            // Recently used: last to be evicted.
-            let _ = std::fs::File::options()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_modified(SystemTime::now()));
+        if self.verified().vouches_for(&blob.sha256, &meta) {
+            return Presence::Verified;
+        }
+        if Blob::of_file(&path).is_ok_and(|found| found == *blob) {
+            self.verified().record(&blob.sha256, &meta);
             Presence::Verified
         } else {
+            self.verified().forget(&blob.sha256);
             let _ = std::fs::remove_file(&path);
             Presence::Corrupt
         }
@@ -372,6 +385,8 @@ impl BlobCache {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::rename(partial, &path)?;
+        self.verified()
+            .record(&blob.sha256, &std::fs::metadata(&path)?);
         Ok(())
     }
 
@@ -398,7 +413,11 @@ impl BlobCache {
                 let entry = entry?;
                 let meta = entry.metadata()?;
                 total += meta.len();
-                let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let used = self.verified().last_used(&name).unwrap_or_else(|| {
+                    use std::os::unix::fs::MetadataExt;
+                    meta.mtime().max(0) as u64
+                });
                 entries.push((used, meta.len(), entry.path()));
             }
         }
@@ -413,6 +432,7 @@ impl BlobCache {
                 continue;
             }
             std::fs::remove_file(&path)?;
+            self.verified().forget(name);
             freed += len;
         }
         Ok(freed)

@@ -12,6 +12,7 @@ use aligndet_common::api::{DatasetLocation, JobSpec};
 use aligndet_common::content::Blob;
 use aligndet_common::dataset::unsafe_file_name_reason;
 use anyhow::Context;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -58,9 +59,10 @@ pub fn prepare<'a>(
             view: None,
         });
     };
+    let started = std::time::Instant::now();
     let mut blobs: Vec<Blob> = content.images.iter().map(|i| i.blob.clone()).collect();
     blobs.push(content.annotations.clone());
-    let report = cache
+    let mut report = cache
         .ensure(&blobs, source)
         .with_context(|| format!("fetching dataset {:?}", content.name))?;
     let view = cache
@@ -69,7 +71,7 @@ pub fn prepare<'a>(
         .join(format!("run-{}-attempt-{}", spec.run_id, spec.attempt));
     let _ = std::fs::remove_dir_all(&view);
     let images = view.join("images");
-    let laid_out = content.images.iter().try_for_each(|image| {
+    let laid_out = content.images.par_iter().try_for_each(|image| {
         if let Some(why) = unsafe_file_name_reason(&image.file_name) {
             anyhow::bail!(
                 "the server named a dataset file {:?}: {why}",
@@ -85,6 +87,8 @@ pub fn prepare<'a>(
         let _ = std::fs::remove_dir_all(&view);
         return Err(e.context(format!("laying out dataset {:?}", content.name)));
     }
+    // What the job waited for: fetching, verifying and laying out.
+    report.seconds = started.elapsed().as_secs_f64();
     local.dataset = Some(DatasetLocation {
         dataset_id: content.dataset_id,
         name: content.name.clone(),

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod client;
 pub mod content;
 pub mod outbox;
+mod verified;
 
 use crate::doctor::environment_report;
 use crate::jobs::{EventSink, JobContext, JobOutcome, ResumeState, StopFlag, devices, run_job};

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Job inputs over the worker API against local files, on the synthetic demo dataset.
+
+Usage: bench_remote.py [--bin target/debug] [--steps 12] [--size 160] [--repeats 3]
+       (needs the Postgres of the README at 127.0.0.1:5432 and scripts/setup.sh's demo data)
+
+Starts a server on a fresh database with the demo datasets, then:
+1. Transport: every image of the dataset fetched from /api/v1/blobs one request at a time (one
+   kept-alive connection) against the same images in packs (/api/v1/blobs/pack), both by this
+   script's HTTP client; prints images/s of each and the ratio (why the worker uses packs).
+2. Delivery to the loader: a fine-tune at --size px run by a remote worker (`trainer worker` in
+   its own mount namespace, the server's folders hidden) with a cold cache, then the same
+   fine-tune with the warm cache; the worker reports `data/fetch_seconds` (fetch and verify every
+   input by its sha256). Beside it, the same files read from local disk by this script
+   (`local read`). images/s = dataset images / seconds; the goal is warm ≥ 0.9 × local.
+3. The loader's wait per training step (`train/data_wait_ms`, median) in the remote fine-tunes and
+   in the same fine-tune run by `trainer run` on the local files.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+CACHE = os.environ.get("ALIGNDET_CACHE", os.path.expanduser("~/.cache/aligndet-studio"))
+PG = "postgres://postgres@127.0.0.1:5432"
+
+
+def psql(db, sql):
+    out = subprocess.run(["psql", f"{PG}/{db}", "-tAc", sql], check=True, capture_output=True,
+                         text=True)
+    return out.stdout.strip()
+
+
+def start_server(args, tmp, db, token):
+    env = dict(os.environ, ALIGNDET_WORKER_TOKEN=token, RUST_LOG="warn")
+    server = subprocess.Popen(
+        [os.path.join(args.bin, "aligndet-server"), "--bind", "127.0.0.1:0", "--data-dir",
+         os.path.join(tmp, "data"), "--database-url", f"{PG}/{db}", "--demo", "--cache-dir",
+         CACHE], stdout=subprocess.PIPE, env=env, text=True)
+    for line in server.stdout:
+        if line.startswith("listening on "):
+            return server, line.split()[-1]
+    raise SystemExit("the server did not start")
+
+
+def wait_for(what, check, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def api(url, token, method, path, body=None):
+    host = urllib.parse.urlparse(url).netloc
+    conn = http.client.HTTPConnection(host, timeout=600)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn.request(method, "/api/v1/" + path, json.dumps(body) if body is not None else None,
+                 headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    if resp.status >= 300:
+        raise SystemExit(f"{method} {path}: {resp.status} {data[:300]!r}")
+    return json.loads(data) if data else None
+
+
+def transport(url, token, hashes):
+    """Seconds to fetch every blob one request at a time, and in packs of up to 1024."""
+    host = urllib.parse.urlparse(url).netloc
+    headers = {"Authorization": f"Bearer {token}"}
+    conn = http.client.HTTPConnection(host, timeout=600)
+    t0 = time.perf_counter()
+    single_bytes = 0
+    for sha in hashes:
+        conn.request("GET", f"/api/v1/blobs/{sha}", headers=headers)
+        single_bytes += len(conn.getresponse().read())
+    single = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    packed_bytes = 0
+    for i in range(0, len(hashes), 1024):
+        body = json.dumps({"sha256": hashes[i:i + 1024]})
+        conn.request("POST", "/api/v1/blobs/pack", body,
+                     dict(headers, **{"Content-Type": "application/json"}))
+        packed_bytes += len(conn.getresponse().read())
+    packed = time.perf_counter() - t0
+    return single, packed, single_bytes, packed_bytes
+
+
+def finetune_config(dataset, args):
+    return {
+        "kind": "finetune", "dataset_id": dataset, "detector": "fcos", "backbone": "resnet18",
+        "init": {"from": "scratch"}, "eval_every": 100000, "final_eval_max_images": 1,
+        "optim": {"steps": args.steps, "batch_size": 4, "lr": 0.001, "warmup_steps": 0,
+                  "checkpoint_every": 100000, "loader_threads": 2, "seed": 1},
+        "augment": {"min_sizes": [args.size], "max_size": args.size},
+    }
+
+
+def remote_run(args, url, token_file, db, dataset, cache, hidden):
+    """One fine-tune by a remote worker; its fetch seconds and median loader wait (ms)."""
+    token = open(token_file).read().strip()
+    run = api(url, token, "POST", "runs", {"name": "bench-remote",
+                                          "config": finetune_config(dataset, args)})["id"]
+    mounts = "".join(f"mount -t tmpfs tmpfs '{d}' && " for d in hidden)
+    subprocess.run(["unshare", "-m", "--", "sh", "-c", mounts + 'exec "$@"', "sh",
+                    os.path.join(args.bin, "trainer"), "worker", "--server", url,
+                    "--token-file", token_file, "--cache", cache, "--max-jobs", "1"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status = psql(db, f"SELECT status FROM runs WHERE id = {run}")
+    if status != "succeeded":
+        raise SystemExit(f"remote run {run} {status}: {psql(db, f'SELECT error FROM runs WHERE id = {run}')}")
+    metric = lambda key: [float(v) for v in psql(
+        db, f"SELECT value FROM metrics WHERE run_id = {run} AND key = '{key}' ORDER BY step"
+    ).split()]
+    return metric("data/fetch_seconds")[0], statistics.median(metric("train/data_wait_ms")[1:])
+
+
+def local_run(args, dataset_dir):
+    config = finetune_config(1, args)
+    spec = {"run_id": 1, "attempt": 1, "name": "bench-local", "lease_seconds": 0.0,
+            "config": config,
+            "dataset": {"dataset_id": 1, "name": "local",
+                        "annotations_path": os.path.join(dataset_dir, "annotations.json"),
+                        "image_root": os.path.join(dataset_dir, "images"),
+                        "splits": json.load(open(os.path.join(dataset_dir, "splits.json")))}}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "spec.json")
+        json.dump(spec, open(path, "w"))
+        subprocess.run([os.path.join(args.bin, "trainer"), "run", path, "--out",
+                        os.path.join(tmp, "out")], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        waits = {}
+        for line in open(os.path.join(tmp, "out", "events.jsonl")):
+            for p in json.loads(line).get("points", []):
+                if p["key"] == "train/data_wait_ms":
+                    waits[p["step"]] = p["value"]
+    return statistics.median([waits[s] for s in sorted(waits)[1:]])
+
+
+def local_read(image_dir, names):
+    t0 = time.perf_counter()
+    for name in names:
+        with open(os.path.join(image_dir, name), "rb") as f:
+            f.read()
+    return time.perf_counter() - t0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bin", default="target/debug")
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--size", type=int, default=160)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    demo = os.path.join(CACHE, "demo", "synthetic")
+    db = f"aligndet_bench_remote_{os.getpid()}"
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
+    token = os.urandom(16).hex()
+    with tempfile.TemporaryDirectory() as tmp:
+        server, url = start_server(args, tmp, db, token)
+        try:
+            token_file = os.path.join(tmp, "token")
+            with open(token_file, "w") as f:
+                f.write(token)
+            os.chmod(token_file, 0o600)
+            dataset = int(wait_for("the demo import", lambda: psql(
+                db, "SELECT id FROM datasets WHERE name = 'Synthetic shapes'")))
+            hidden = [os.path.join(tmp, "data"), os.path.join(CACHE, "demo")]
+            cache = os.path.join(tmp, "worker-cache")
+            cold_s, cold_wait = remote_run(args, url, token_file, db, dataset, cache, hidden)
+            warm = [remote_run(args, url, token_file, db, dataset, cache, hidden)
+                    for _ in range(args.repeats)]
+            warm_s = statistics.median(w[0] for w in warm)
+            warm_wait = statistics.median(w[1] for w in warm)
+            rows = psql(db, f"SELECT file_name || ' ' || sha256 FROM dataset_files "
+                            f"WHERE dataset_id = {dataset} ORDER BY file_name").splitlines()
+            names = [r.split()[0] for r in rows]
+            hashes = [r.split()[1] for r in rows]
+            files = len(names) + 1  # and the annotation file
+            local_s = statistics.median(local_read(os.path.join(demo, "images"), names)
+                                        for _ in range(args.repeats))
+            trips = [transport(url, token, hashes) for _ in range(args.repeats)]
+            single_s = statistics.median(t[0] for t in trips)
+            packed_s = statistics.median(t[1] for t in trips)
+            # a pack frames each blob with its sha256 and length (72 bytes)
+            assert trips[0][3] == trips[0][2] + 72 * len(hashes), "packs carried other bytes"
+            local_wait = statistics.median(local_run(args, demo) for _ in range(args.repeats))
+        finally:
+            server.terminate()
+            server.wait()
+    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", db], check=False)
+    n = len(names)
+    print(f"synthetic demo dataset: {n} images + annotations ({files} files); "
+          f"fine-tune FCOS-R18 {args.size}px, {args.steps} steps, batch 4; "
+          f"medians of {args.repeats}")
+    print(f"transport  one request per image {n / single_s:10.0f} images/s"
+          f" | packs {n / packed_s:10.0f} images/s | packs / single {single_s / packed_s:.2f}x")
+    print(f"delivery   cold cache {files / cold_s:10.0f} files/s ({cold_s:.2f} s)"
+          f" | warm cache {files / warm_s:10.0f} files/s ({warm_s:.2f} s)"
+          f" | local read {n / local_s:10.0f} images/s ({local_s:.2f} s)"
+          f" | warm / local {(files / warm_s) / (n / local_s):.2f}x")
+    print(f"loader wait per step (median ms)  remote cold {cold_wait:.1f}"
+          f" | remote warm {warm_wait:.1f} | local files {local_wait:.1f}")
+
+
+if __name__ == "__main__":
+    main()
