@@ -4,7 +4,8 @@
 //! sbatch and its worker (`trainer worker --once --run ID`) inside the job; a second run pends in
 //! Slurm behind it and a cancel in the UI becomes `scancel`; the agent killed and restarted
 //! mid-job submits nothing twice; `scancel` of the running job ends the attempt, and the run is
-//! placed again and resumes from its checkpoint.
+//! placed again and resumes from its checkpoint; a cancel in the UI while a job's worker runs
+//! ends the run cancelled.
 
 use aligndet_studio::slurm::{Agent, SlurmCluster};
 use aligndet_studio::*;
@@ -173,4 +174,25 @@ fn runs_go_through_sbatch_and_slurm_states_reach_them() {
     ));
     assert_eq!(n, steps.to_string(), "one loss point per step");
     assert_eq!(placements(db, b), [format!("{job_b}:CANCELLED")]);
+
+    // Cancel in the UI while the job's worker runs: the worker hears it in its heartbeat, the
+    // agent scancels the job; whichever comes first, the run ends cancelled.
+    let c = server.create_run("cancelled while running", finetune(dataset, 400));
+    server.wait_run(c, Duration::from_secs(120), "running", |r| {
+        r["status"] == "running" && r["slurm"]["state"] == "RUNNING"
+    });
+    assert!(
+        ui.post_form(&format!("/runs/{c}/cancel"), &[])
+            .status()
+            .is_success()
+    );
+    let r = server.wait_run(
+        c,
+        Duration::from_secs(60),
+        "cancelled, its job ended",
+        |r| r["status"] != "running" && !r["slurm"]["ended_at"].is_null(),
+    );
+    assert_eq!(r["status"], "cancelled", "{r}");
+    assert_eq!(r["attempt_history"][0]["outcome"], "cancelled", "{r}");
+    assert_eq!(placements(db, c).len(), 1);
 }
