@@ -56,39 +56,40 @@ pub async fn reserve(pool: &PgPool, agent_id: i64, run_id: i64) -> sqlx::Result<
     .await
 }
 
+#[derive(sqlx::FromRow)]
+struct LiveRow {
+    id: i64,
+    run_id: i64,
+    slurm_job_id: Option<i64>,
+    state: String,
+    node: Option<String>,
+    reason: Option<String>,
+    cancel: bool,
+}
+
 /// The calling agent's live placements, with whether each job is still wanted.
 pub async fn live(pool: &PgPool, agent_id: i64) -> sqlx::Result<Vec<LivePlacement>> {
-    let rows: Vec<(
-        i64,
-        i64,
-        Option<i64>,
-        String,
-        Option<String>,
-        Option<String>,
-        bool,
-    )> = sqlx::query_as(
+    let rows: Vec<LiveRow> = sqlx::query_as(
         "SELECT s.id, s.run_id, s.slurm_job_id, s.state, s.node, s.reason,
-                    r.cancel_requested OR (s.attempt IS NULL AND r.status <> 'queued')
-             FROM slurm_jobs s JOIN workers w ON w.id = $1 AND s.agent = w.name
-                  JOIN runs r ON r.id = s.run_id
-             WHERE s.ended_at IS NULL ORDER BY s.id",
+                r.cancel_requested OR (s.attempt IS NULL AND r.status <> 'queued') AS cancel
+         FROM slurm_jobs s JOIN workers w ON w.id = $1 AND s.agent = w.name
+              JOIN runs r ON r.id = s.run_id
+         WHERE s.ended_at IS NULL ORDER BY s.id",
     )
     .bind(agent_id)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(placement_id, run_id, slurm_job_id, state, node, reason, cancel)| LivePlacement {
-                placement_id,
-                run_id,
-                slurm_job_id,
-                state,
-                node,
-                reason,
-                cancel,
-            },
-        )
+        .map(|r| LivePlacement {
+            placement_id: r.id,
+            run_id: r.run_id,
+            slurm_job_id: r.slurm_job_id,
+            state: r.state,
+            node: r.node,
+            reason: r.reason,
+            cancel: r.cancel,
+        })
         .collect())
 }
 
@@ -139,6 +140,14 @@ pub async fn rejected(
     Ok(true)
 }
 
+#[derive(sqlx::FromRow)]
+struct PlacementHead {
+    run_id: i64,
+    slurm_job_id: Option<i64>,
+    attempt: Option<i32>,
+    ended_at: Option<DateTime<Utc>>,
+}
+
 /// What Slurm says about a placement's job; a terminal state ends the placement and reaches
 /// the run (see the module notes). `false` when the placement is not the agent's live one (an
 /// ended placement answers `true`: reports are idempotent).
@@ -149,7 +158,7 @@ pub async fn report(
     r: &StateReport,
 ) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
-    let row: Option<(i64, Option<i64>, Option<i32>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let row: Option<PlacementHead> = sqlx::query_as(
         "SELECT s.run_id, s.slurm_job_id, s.attempt, s.ended_at FROM slurm_jobs s
          JOIN workers w ON w.id = $2 AND s.agent = w.name WHERE s.id = $1 FOR UPDATE OF s",
     )
@@ -157,10 +166,10 @@ pub async fn report(
     .bind(agent_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((run_id, job, attempt, ended_at)) = row else {
+    let Some(head) = row else {
         return Ok(false);
     };
-    if ended_at.is_some() {
+    if head.ended_at.is_some() {
         return Ok(true);
     }
     let terminal = aligndet_common::slurm::is_terminal(&r.state);
@@ -183,10 +192,10 @@ pub async fn report(
     .execute(&mut *tx)
     .await?;
     if terminal {
-        let message = ended_message(job, r);
-        job_ended(&mut tx, run_id, attempt, &r.state, &message).await?;
+        let message = ended_message(head.slurm_job_id, r);
+        job_ended(&mut tx, head.run_id, head.attempt, &r.state, &message).await?;
     }
-    db::notify_run_changed(&mut *tx, run_id).await?;
+    db::notify_run_changed(&mut *tx, head.run_id).await?;
     tx.commit().await?;
     Ok(true)
 }

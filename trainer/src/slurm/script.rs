@@ -59,11 +59,12 @@ pub fn gpus_in_gres(gres: Option<&str>) -> Result<u32, String> {
         if parts.first() != Some(&"gpu") {
             continue;
         }
-        total += match parts.len() {
-            1 => 1,
-            _ => parts[parts.len() - 1]
+        total += match parts.as_slice() {
+            [] | [_] => 1,
+            // gpu:2, or gpu:a100 (a type without a count: one)
+            [_, last] => last.parse().unwrap_or(1),
+            [.., last] => last
                 .parse::<u32>()
-                .or_else(|_| if parts.len() == 2 { Ok(1) } else { Err(()) })
                 .map_err(|_| format!("--gres {gres:?}: cannot read the GPU count of {item:?}"))?,
         };
     }
