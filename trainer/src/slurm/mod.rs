@@ -248,6 +248,17 @@ impl Agent {
     /// One live placement: submit it if it never was, cancel it if unwanted, report its state.
     fn follow(&mut self, p: &LivePlacement, jobs: &[JobInfo]) -> anyhow::Result<()> {
         let Some(job_id) = p.slurm_job_id else {
+            if p.cancel && !jobs.iter().any(|j| j.name == job_name(p.run_id)) {
+                // Reserved, never submitted, and no longer wanted: close it without a job.
+                let path = format!("slurm/placements/{}/state", p.placement_id);
+                let never = StateReport {
+                    state: "CANCELLED".into(),
+                    reason: Some("cancelled before it was submitted".into()),
+                    ..StateReport::default()
+                };
+                self.client.post::<_, serde_json::Value>(&path, &never)?;
+                return Ok(());
+            }
             return self.submit_or_adopt(p.placement_id, p.run_id, jobs);
         };
         let info = match jobs.iter().find(|j| j.job_id == job_id) {
