@@ -65,7 +65,8 @@ pub struct JobInfo {
     pub exit_code: Option<String>,
     pub submit_time: Option<i64>,
     pub start_time: Option<i64>,
-    pub user: Option<String>,
+    /// The submitting user's uid (squeue only).
+    pub user_id: Option<u32>,
 }
 
 /// The Slurm command-line tools (found on PATH; `SLURM_CONF` picks the cluster as usual).
@@ -109,12 +110,17 @@ impl SlurmCli {
         })
     }
 
-    /// Every job `squeue` lists (pending, running, and ended ones within `MinJobAge`).
+    /// The jobs of this process's user that `squeue` lists (pending, running, and ended ones
+    /// within `MinJobAge`). `squeue --json` of 22.05 ignores its filter options: filtered here.
     pub fn jobs(&self) -> Result<Vec<JobInfo>, SlurmError> {
         let mut cmd = Command::new("squeue");
         cmd.args(["--json", "--all"]);
         let out = run("squeue", cmd, None)?;
-        parse_jobs("squeue", &out)
+        let me = own_uid();
+        Ok(parse_jobs("squeue", &out)?
+            .into_iter()
+            .filter(|j| me.is_none() || j.user_id.is_none() || j.user_id == me)
+            .collect())
     }
 
     /// What accounting knows of a job that `squeue` no longer lists; `None` when accounting
@@ -141,6 +147,12 @@ impl SlurmCli {
         cmd.arg(job_id.to_string());
         run("scancel", cmd, None).map(|_| ())
     }
+}
+
+/// This process's uid: the owner of `/proc/self`.
+fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 /// Run a tool; its stdout, or why not.
@@ -230,10 +242,7 @@ fn job_info(j: &Value) -> Option<JobInfo> {
         exit_code: exit_code(&j["exit_code"]),
         submit_time: time("submit_time", "submission").filter(|t| *t > 0),
         start_time: time("start_time", "start").filter(|t| *t > 0),
-        user: j["user_name"]
-            .as_str()
-            .or(j["user"].as_str())
-            .map(str::to_string),
+        user_id: number(&j["user_id"]).and_then(|u| u32::try_from(u).ok()),
     })
 }
 
@@ -282,12 +291,13 @@ mod tests {
     fn reads_squeue_json_of_22_05_and_of_later_releases() {
         let old = r#"{"jobs": [{"job_id": 12, "name": "aligndet-run-3", "job_state": "RUNNING",
             "state_reason": "None", "nodes": "n1", "exit_code": 256, "submit_time": 100,
-            "start_time": 104, "user_name": "root"}]}"#;
+            "start_time": 104, "user_name": "root", "user_id": 0}]}"#;
         let j = &parse_jobs("squeue", old).unwrap()[0];
         assert_eq!((j.job_id, j.state.as_str()), (12, "RUNNING"));
         assert_eq!((j.reason.as_deref(), j.node.as_deref()), (None, Some("n1")));
         assert_eq!(j.exit_code.as_deref(), Some("1:0"));
         assert_eq!((j.submit_time, j.start_time), (Some(100), Some(104)));
+        assert_eq!(j.user_id, Some(0));
         let new = r#"{"jobs": [{"job_id": 13, "name": "x", "job_state": ["PENDING"],
             "state_reason": "Resources", "nodes": "", "submit_time": {"set": true, "number": 5},
             "start_time": {"set": false, "number": 0},

@@ -12,8 +12,8 @@
 //!    name is adopted instead of submitted again.
 //!
 //! The agent keeps nothing on disk: restarted under the same `--name`, it finds its placements on
-//! the server and their jobs in `squeue` by name and id. Slurm itself is reached only through
-//! [`cli`].
+//! the server and their jobs among its user's in `squeue`, by id or by name. Slurm itself is
+//! reached only through [`cli`].
 
 pub mod cli;
 pub mod script;
