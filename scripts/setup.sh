@@ -21,7 +21,9 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 # --- 1. Debian packages -----------------------------------------------------------------------
 # g++ and libgloo-dev: the trainer's C++ shim (autocast, c10d over Gloo; the torch wheel ships no Gloo headers).
-APT_PKGS=(postgresql chromium chromium-driver python3-venv unzip curl ca-certificates pkg-config g++ libgloo-dev)
+# slurm-wlm and munge: the single-node Slurm cluster tests/slurm.rs starts itself (no system service is
+# enabled or started here).
+APT_PKGS=(postgresql chromium chromium-driver python3-venv unzip curl ca-certificates pkg-config g++ libgloo-dev slurm-wlm munge)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -43,6 +43,10 @@ pub struct WorkerRegistered {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClaimRequest {
     pub worker_id: i64,
+    /// Claim exactly this run (if it is queued and the worker meets its requirements), even when
+    /// a Slurm job was placed for it: what `trainer worker --once --run ID` inside that job sends.
+    #[serde(default)]
+    pub run_id: Option<i64>,
 }
 
 /// Where a job finds its dataset on the machine it runs on: given by hand to `trainer run`, laid

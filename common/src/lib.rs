@@ -7,6 +7,7 @@
 //! - [`jobs`]: run kinds, statuses and the typed config of each job kind.
 //! - [`dataset`]: COCO / Pascal VOC loading with validation reports.
 //! - [`series`]: downsampling of metric series for plots.
+//! - [`slurm`]: the Slurm agent ⇄ server protocol and the rule for Slurm job states.
 //! - [`images`]: opening image files fully decoded under size limits.
 //! - [`names`]: the one rule for names people type.
 //! - [`optim_config`]: the optimisation every training kind shares, and its schedule rules.
@@ -25,5 +26,6 @@ pub mod optim_config;
 pub mod pretrain_config;
 pub mod report;
 pub mod series;
+pub mod slurm;
 pub mod train_config;
 pub mod written_config;

@@ -4,6 +4,8 @@
 //! Postgres: `ALIGNDET_TEST_PG` (default `postgres://postgres@127.0.0.1:5432/postgres`) is used to
 //! create one fresh database per test, dropped afterwards.
 
+pub mod slurm;
+
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

@@ -5,6 +5,7 @@
 //! - [`jobs`]: one entry point per job kind, and the event sink they report through.
 //! - [`dist`]: data-parallel ranks over c10d process groups (Gloo), and their launch.
 //! - [`worker`]: the HTTP client that claims jobs, heartbeats and buffers events.
+//! - [`slurm`]: the Slurm agent that places queued runs as sbatch jobs and follows them.
 
 pub mod data;
 pub mod dist;
@@ -14,6 +15,7 @@ pub mod jobs;
 pub mod models;
 pub mod pretrain;
 pub mod proposals;
+pub mod slurm;
 pub mod torch_shim;
 pub mod train;
 pub mod worker;

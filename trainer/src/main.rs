@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use aligndet_trainer::{data, doctor, eval, jobs, proposals, train, worker};
+use aligndet_trainer::{data, doctor, eval, jobs, proposals, slurm, train, worker};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +22,8 @@ enum Command {
     Doctor,
     /// Claim and run jobs from a server until stopped.
     Worker(worker::WorkerArgs),
+    /// Place queued runs on a Slurm cluster: one sbatch job per run, followed until it ends.
+    SlurmAgent(slurm::AgentArgs),
     /// Run one job spec without a server; events go to DIR/events.jsonl, artifacts to DIR/artifacts.
     Run(jobs::RunArgs),
     /// One data-parallel rank (> 0) of a job; started by rank 0, not by hand.
@@ -69,6 +71,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor => doctor::print_report(),
         Command::Worker(args) => worker::run_worker(args),
+        Command::SlurmAgent(args) => slurm::run_agent(args),
         Command::Run(args) => jobs::run_local(args),
         Command::Rank(args) => jobs::ranks::run_rank(args),
         Command::Eval(args) => eval::cli::main(args),

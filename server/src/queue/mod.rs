@@ -4,6 +4,8 @@
 //!   have all succeeded and whose requirements the worker's capabilities satisfy (the rules of
 //!   `Requirements::unmet_by`, in SQL) goes to the worker, unless it is draining; attempts += 1;
 //!   a `run_attempts` row opens.
+//! - a run with a live Slurm placement (`slurm`) is claimed only by a claim naming it: the
+//!   worker started inside that Slurm job.
 //! - a run that ends failed or cancelled fails the queued runs waiting for it (transitively), so
 //!   nothing waits forever (`db::runs::fail_dependents_in`).
 //! - heartbeat: extends the lease of the current attempt; answers whether a cancel was asked.
@@ -13,6 +15,7 @@
 //!   used up; the attempt row records why.
 
 pub mod matching;
+pub mod slurm;
 
 use crate::db;
 use aligndet_common::jobs::RunStatus;
@@ -45,36 +48,57 @@ pub enum QueueError {
     Db(#[from] sqlx::Error),
 }
 
+/// The conditions under which worker `w` may take queued run `q`: its dependencies
+/// (`run_parents.waits`) all succeeded, and `w`'s capabilities meet `q`'s requirements (the rules
+/// of `Requirements::unmet_by`, in SQL). Shared by [`claim`] and the Slurm agent's
+/// [`slurm::placeable`], so both match runs alike.
+macro_rules! runnable_by_worker {
+    () => {
+        " NOT w.draining AND q.status = 'queued'
+          AND NOT EXISTS (SELECT 1 FROM run_parents p JOIN runs d ON d.id = p.parent_id
+                          WHERE p.run_id = q.id AND p.waits AND d.status <> 'succeeded')
+          AND COALESCE(q.requirements->>'device', 'any')
+              IN ('any', COALESCE(w.capabilities->>'device', 'cpu'))
+          AND COALESCE((q.requirements->>'min_gpu_memory_mb')::bigint, 0)
+              <= COALESCE((w.capabilities->>'gpu_memory_mb')::bigint, 0)
+          AND GREATEST(COALESCE((q.requirements->>'devices')::int, 1), 1)
+              <= CASE WHEN w.capabilities->>'device' = 'cuda'
+                      THEN COALESCE((w.capabilities->>'gpu_count')::int, 0)
+                      ELSE GREATEST(COALESCE((w.capabilities->>'cpu_threads')::int, 1), 1) END
+          AND COALESCE(q.requirements->'labels', '[]'::jsonb)
+              <@ COALESCE(w.capabilities->'labels', '[]'::jsonb) "
+    };
+}
+pub(crate) use runnable_by_worker;
+
+/// Claim the best run for `worker_id`, or exactly `run_id` when given. A run with a live Slurm
+/// placement goes only to a claim that names it (the worker inside that Slurm job), and that
+/// claim records its attempt on the placement.
 pub async fn claim(
     pool: &PgPool,
     worker_id: i64,
+    run_id: Option<i64>,
     lease_seconds: f64,
 ) -> Result<Option<ClaimedRun>, QueueError> {
     let mut tx = pool.begin().await?;
-    let claimed: Option<ClaimedRun> = sqlx::query_as(
+    let claimed: Option<ClaimedRun> = sqlx::query_as(concat!(
         "UPDATE runs SET status = 'running', attempts = attempts + 1, worker_id = $1,
                 lease_expires_at = now() + make_interval(secs => $2), cancel_requested = false,
                 started_at = COALESCE(started_at, now()), updated_at = now(), error = NULL
          WHERE id = (SELECT q.id FROM runs q, workers w
-                     WHERE w.id = $1 AND NOT w.draining AND q.status = 'queued'
-                       AND NOT EXISTS (SELECT 1 FROM run_parents p JOIN runs d ON d.id = p.parent_id
-                                       WHERE p.run_id = q.id AND p.waits AND d.status <> 'succeeded')
-                       AND COALESCE(q.requirements->>'device', 'any')
-                           IN ('any', COALESCE(w.capabilities->>'device', 'cpu'))
-                       AND COALESCE((q.requirements->>'min_gpu_memory_mb')::bigint, 0)
-                           <= COALESCE((w.capabilities->>'gpu_memory_mb')::bigint, 0)
-                       AND GREATEST(COALESCE((q.requirements->>'devices')::int, 1), 1)
-                           <= CASE WHEN w.capabilities->>'device' = 'cuda'
-                                   THEN COALESCE((w.capabilities->>'gpu_count')::int, 0)
-                                   ELSE GREATEST(COALESCE((w.capabilities->>'cpu_threads')::int, 1), 1) END
-                       AND COALESCE(q.requirements->'labels', '[]'::jsonb)
-                           <@ COALESCE(w.capabilities->'labels', '[]'::jsonb)
+                     WHERE w.id = $1 AND ",
+        runnable_by_worker!(),
+        " AND CASE WHEN $3::bigint IS NULL
+                THEN NOT EXISTS (SELECT 1 FROM slurm_jobs s
+                                 WHERE s.run_id = q.id AND s.ended_at IS NULL)
+                ELSE q.id = $3 END
                      ORDER BY q.priority DESC, q.id
                      FOR UPDATE OF q SKIP LOCKED LIMIT 1)
-         RETURNING id, name, config, dataset_id, attempts",
-    )
+         RETURNING id, name, config, dataset_id, attempts"
+    ))
     .bind(worker_id)
     .bind(lease_seconds)
+    .bind(run_id)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(run) = &claimed {
@@ -84,6 +108,9 @@ pub async fn claim(
             .bind(worker_id)
             .execute(&mut *tx)
             .await?;
+        if run_id.is_some() {
+            slurm::note_claim(&mut tx, run.id, run.attempts).await?;
+        }
         db::notify_run_changed(&mut *tx, run.id).await?;
     }
     tx.commit().await?;

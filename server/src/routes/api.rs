@@ -103,7 +103,9 @@ async fn claim(
             ),
         ));
     }
-    let Some(run) = queue::claim(&s.worker_pool, worker_id, s.cfg.lease_seconds).await? else {
+    let Some(run) =
+        queue::claim(&s.worker_pool, worker_id, req.run_id, s.cfg.lease_seconds).await?
+    else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let config: JobConfig = run.config.typed.clone().map_err(|e| {
@@ -408,6 +410,7 @@ async fn run_summary(
     let (requirements, priority) = db::runs::requirements(&s.pool, id)
         .await?
         .unwrap_or_default();
+    let slurm = crate::queue::slurm::latest_for_run(&s.pool, id).await?;
     let waiting_for_worker = if run.status == aligndet_common::jobs::RunStatus::Queued {
         crate::queue::matching::waiting_reason(&s.pool, id).await?
     } else {
@@ -417,6 +420,7 @@ async fn run_summary(
         "requirements": requirements,
         "priority": priority,
         "waiting_for_worker": waiting_for_worker,
+        "slurm": slurm,
         "depends_on": depends_on,
         "waiting_for": waiting_for,
         "id": run.id,

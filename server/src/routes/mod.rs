@@ -1,6 +1,7 @@
 //! The HTTP surface: pages (one module per area) and the worker API.
 
 pub mod api;
+pub mod api_slurm;
 pub mod compare;
 pub mod content;
 pub mod datasets;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
     let upload_limit = (state.cfg.upload_limit_mib * 1024 * 1024) as usize;
     let api = api::router()
         .merge(content::router())
+        .merge(api_slurm::router())
         .route("/compare", get(compare::api))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

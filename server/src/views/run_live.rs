@@ -20,6 +20,8 @@ struct RunLive {
     /// A queued run no connected worker can take: what it waits for.
     waiting: Option<String>,
     attempts: Vec<AttemptRow>,
+    /// The run's latest Slurm job, when an agent placed it.
+    slurm: Option<crate::queue::slurm::PlacementRow>,
     logs: Vec<LogRow>,
     charts: Vec<(String, String)>,
     summaries: Vec<(String, f64)>,
@@ -73,6 +75,7 @@ pub async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
         terminal: run.status.is_terminal(),
         waiting,
         attempts: db::runs::attempts(&s.pool, id).await?,
+        slurm: crate::queue::slurm::latest_for_run(&s.pool, id).await?,
         logs: db::logs::tail(&s.pool, id, 200).await?,
         charts,
         summaries,

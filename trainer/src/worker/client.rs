@@ -98,7 +98,8 @@ impl ApiClient {
         })
     }
 
-    fn post<B: Serialize, R: DeserializeOwned>(
+    /// POST JSON to `/api/v1/{path}` with both credentials; `None` for 204.
+    pub fn post<B: Serialize, R: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
@@ -108,6 +109,11 @@ impl ApiClient {
                 .json(body)
                 .send(),
         )
+    }
+
+    /// GET JSON from `/api/v1/{path}` with both credentials; `None` for 204.
+    pub fn get<R: DeserializeOwned>(&self, path: &str) -> Result<Option<R>, ApiCallError> {
+        Self::handle(self.authorized(self.http.get(self.url(path))).send())
     }
 
     /// Register, and keep the worker key the server answers with for every later call.
@@ -120,9 +126,13 @@ impl ApiClient {
         Ok(registered)
     }
 
-    /// `None` when no job is waiting.
-    pub fn claim(&self, worker_id: i64) -> Result<Option<JobSpec>, ApiCallError> {
-        self.post("jobs/claim", &ClaimRequest { worker_id })
+    /// `None` when no job is waiting (or `run_id`, when given, cannot be claimed).
+    pub fn claim(
+        &self,
+        worker_id: i64,
+        run_id: Option<i64>,
+    ) -> Result<Option<JobSpec>, ApiCallError> {
+        self.post("jobs/claim", &ClaimRequest { worker_id, run_id })
     }
 
     pub fn heartbeat(&self, run_id: i64, hb: &Heartbeat) -> Result<HeartbeatReply, ApiCallError> {

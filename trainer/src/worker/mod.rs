@@ -66,6 +66,13 @@ pub struct WorkerArgs {
     /// Exit after this many jobs (for scripts and tests); run forever when absent.
     #[arg(long)]
     pub max_jobs: Option<u64>,
+    /// Run one job, then exit: with status 0 only when it succeeded.
+    #[arg(long)]
+    pub once: bool,
+    /// Claim exactly this run (with --once), even when a Slurm job was placed for it: what the
+    /// batch script of `trainer slurm-agent` runs. Fails when the run cannot be claimed.
+    #[arg(long, value_name = "ID", requires = "once")]
+    pub run: Option<i64>,
 }
 
 /// Environment variable the worker token may come from instead of `--token-file`.
@@ -73,10 +80,18 @@ pub const TOKEN_ENV: &str = "ALIGNDET_WORKER_TOKEN";
 
 /// The worker token from `--token-file`, the deprecated `--token`, or [`TOKEN_ENV`], in that order.
 pub fn resolve_token(args: &WorkerArgs) -> anyhow::Result<String> {
-    if let Some(path) = &args.token_file {
+    token_from(args.token_file.as_deref(), args.token.as_deref())
+}
+
+/// [`resolve_token`] for any command with the same two options (`trainer slurm-agent`).
+pub fn token_from(
+    token_file: Option<&std::path::Path>,
+    token: Option<&str>,
+) -> anyhow::Result<String> {
+    if let Some(path) = token_file {
         return read_token_file(path);
     }
-    if let Some(token) = &args.token {
+    if let Some(token) = token {
         eprintln!(
             "warning: --token is deprecated: the command line is visible to every local user \
              (ps, /proc); use --token-file PATH or {TOKEN_ENV} instead"
@@ -145,9 +160,9 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         if args.max_jobs.is_some_and(|m| jobs_done >= m) {
             return Ok(());
         }
-        match client.claim(registration.worker_id) {
+        match client.claim(registration.worker_id, args.run) {
             Ok(Some(spec)) => {
-                run_claimed_job(
+                let outcome = run_claimed_job(
                     &client,
                     &cache,
                     &registration,
@@ -157,7 +172,15 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
                     &work_root,
                 );
                 jobs_done += 1;
+                if args.once {
+                    return once_result(spec.run_id, outcome);
+                }
             }
+            Ok(None) if args.run.is_some() => anyhow::bail!(
+                "run {} cannot be claimed: it is not queued, waits for other runs, or needs more \
+                 than this worker has",
+                args.run.unwrap_or_default()
+            ),
             Ok(None) => std::thread::sleep(Duration::from_secs_f64(args.poll_interval)),
             Err(ApiCallError::Refused(msg)) => {
                 anyhow::bail!("the server refused this worker: {msg}")
@@ -196,6 +219,15 @@ fn open_cache(args: &WorkerArgs) -> anyhow::Result<BlobCache> {
     Err(last.expect("tried at least once"))
 }
 
+/// How `--once` ends: `Ok` only for a run that succeeded.
+fn once_result(run_id: i64, outcome: Option<RunStatus>) -> anyhow::Result<()> {
+    match outcome {
+        Some(RunStatus::Succeeded) => Ok(()),
+        Some(status) => anyhow::bail!("run {run_id} ended {status}"),
+        None => anyhow::bail!("run {run_id}: the final status did not reach the server"),
+    }
+}
+
 fn default_worker_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
@@ -203,7 +235,7 @@ fn default_worker_name() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-fn register_with_retry(
+pub fn register_with_retry(
     client: &ApiClient,
     name: &str,
     device: &str,
@@ -238,7 +270,7 @@ fn run_claimed_job(
     device: tch::Device,
     rank_devices: &[tch::Device],
     work_root: &std::path::Path,
-) {
+) -> Option<RunStatus> {
     eprintln!(
         "running run #{} attempt {} ({})",
         spec.run_id,
@@ -381,6 +413,7 @@ fn run_claimed_job(
         Some(status) => eprintln!("run #{} attempt {}: {status}", spec.run_id, spec.attempt),
         None => eprintln!("run #{} attempt {}: abandoned", spec.run_id, spec.attempt),
     }
+    outcome
 }
 
 /// What fetching the dataset cost, in the run's log and as metrics (step 0): a warm cache
