@@ -187,3 +187,24 @@ pub async fn blob_file(s: &AppState, sha256: &str) -> anyhow::Result<Option<Blob
         },
     }))
 }
+
+/// Where a resumable upload grows (`.partial-{sha256}-{name}`) and where a one-piece upload is
+/// written before it is moved into place (`.upload-{random}`), beside the artifacts. A name
+/// with a leading dot is never an artifact name, so neither can be served.
+pub const PARTIAL_UPLOAD_PREFIX: &str = ".partial-";
+pub const WHOLE_UPLOAD_PREFIX: &str = ".upload-";
+
+/// Remove the pieces of uploads an attempt left unfinished: once it has reported its end, nobody
+/// will resume them. (Unfinished pieces are never served: they are not in the artifacts table.)
+pub async fn discard_partial_uploads(s: &AppState, run_id: i64) {
+    let Ok(mut entries) = tokio::fs::read_dir(s.artifacts_dir(run_id)).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(PARTIAL_UPLOAD_PREFIX) || name.starts_with(WHOLE_UPLOAD_PREFIX) {
+            let _ = tokio::fs::remove_file(entry.path()).await;
+        }
+    }
+}

@@ -136,6 +136,14 @@ pub async fn serve(cfg: config::ServerConfig) -> anyhow::Result<()> {
             }
         }
     };
+    // Without TCP_NODELAY a response written in two parts (headers, then a small file) waits for
+    // the client's delayed ACK: 20-40 ms per request, measured on one-image blob fetches.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("TCP_NODELAY on an incoming connection: {e}");
+        }
+    });
     let serving = axum::serve(listener, app).with_graceful_shutdown(drained);
     // Live streams end on the shutdown signal; whatever else is still open gets GRACE to finish.
     tokio::select! {

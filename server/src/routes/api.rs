@@ -304,6 +304,7 @@ async fn status(
         update.retryable,
     )
     .await?;
+    crate::content::discard_partial_uploads(&s, id).await;
     tracing::info!("run #{id} attempt {}: {}", update.attempt, update.status);
     Ok(Json(serde_json::json!({ "ok": true })))
 }

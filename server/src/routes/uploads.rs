@@ -6,6 +6,7 @@
 //! half-written is ever served. Routed without the JSON routes' body limit; the artifact limit
 //! is applied here.
 
+use crate::content::{PARTIAL_UPLOAD_PREFIX, WHOLE_UPLOAD_PREFIX};
 use crate::db;
 use crate::error::ApiError;
 use crate::queue;
@@ -73,7 +74,10 @@ pub async fn upload(
     let limit = s.cfg.artifact_limit_mib << 20;
     let Some(declared) = declared else {
         // One piece, the whole artifact: written aside, moved into place when complete.
-        let tmp = dir.join(format!(".upload-{}", crate::secrets::random_token()));
+        let tmp = dir.join(format!(
+            "{WHOLE_UPLOAD_PREFIX}{}",
+            crate::secrets::random_token()
+        ));
         let written = append(&tmp, body, limit, || too_large(&s)).await;
         let result = match written {
             Ok((bytes, hasher)) => {
@@ -175,7 +179,7 @@ fn too_large(s: &AppState) -> ApiError {
 /// One partial file per (run, name, content): a retry of the same upload continues it.
 fn partial_path(s: &AppState, run_id: i64, name: &str, blob: &Blob) -> PathBuf {
     s.artifacts_dir(run_id)
-        .join(format!(".partial-{}-{name}", blob.sha256))
+        .join(format!("{PARTIAL_UPLOAD_PREFIX}{}-{name}", blob.sha256))
 }
 
 async fn partial_len(path: &std::path::Path) -> u64 {
