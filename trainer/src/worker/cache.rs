@@ -139,8 +139,11 @@ impl BlobCache {
             }
         }
         let needed: u64 = missing.iter().map(|b| b.bytes).sum();
-        let keep: HashSet<&str> = unique.keys().copied().collect();
-        self.evict(&keep, self.max_bytes.saturating_sub(needed))?;
+        if needed > 0 {
+            // Nothing fetched, nothing grew: a warm cache skips the scan.
+            let keep: HashSet<&str> = unique.keys().copied().collect();
+            self.evict(&keep, self.max_bytes.saturating_sub(needed))?;
+        }
         let (small, big): (Vec<Blob>, Vec<Blob>) =
             missing.into_iter().partition(|b| b.bytes < PACK_BLOB_LIMIT);
         self.fetch_packs(small, source, &mut report)?;
@@ -151,7 +154,7 @@ impl BlobCache {
         for sha256 in unique.keys() {
             verified.mark_used(sha256);
         }
-        verified.save()?;
+        verified.save_if_changed()?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }

@@ -36,7 +36,12 @@ struct Entry {
 pub struct Verified {
     file: PathBuf,
     entries: HashMap<String, Entry>,
+    changed: bool,
 }
+
+/// Last-use times closer than this are not worth rewriting the record for (eviction order is
+/// coarse: hours, not seconds).
+const USE_RESOLUTION_S: u64 = 3600;
 
 impl Verified {
     pub fn load(file: &Path) -> Verified {
@@ -47,6 +52,7 @@ impl Verified {
         Verified {
             file: file.to_path_buf(),
             entries,
+            changed: false,
         }
     }
 
@@ -59,6 +65,7 @@ impl Verified {
 
     /// The file at `meta` was just checked to hash to `sha256`.
     pub fn record(&mut self, sha256: &str, meta: &std::fs::Metadata) {
+        self.changed = true;
         self.entries.insert(
             sha256.to_string(),
             Entry {
@@ -69,12 +76,16 @@ impl Verified {
     }
 
     pub fn forget(&mut self, sha256: &str) {
-        self.entries.remove(sha256);
+        self.changed |= self.entries.remove(sha256).is_some();
     }
 
     pub fn mark_used(&mut self, sha256: &str) {
-        if let Some(e) = self.entries.get_mut(sha256) {
-            e.used = now();
+        let now = now();
+        if let Some(e) = self.entries.get_mut(sha256)
+            && now.saturating_sub(e.used) >= USE_RESOLUTION_S
+        {
+            e.used = now;
+            self.changed = true;
         }
     }
 
@@ -83,10 +94,15 @@ impl Verified {
     }
 
     /// Written aside and renamed, so a crash leaves the old record or the new one.
-    pub fn save(&self) -> std::io::Result<()> {
+    pub fn save_if_changed(&mut self) -> std::io::Result<()> {
+        if !self.changed {
+            return Ok(());
+        }
         let tmp = self.file.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec(&self.entries)?)?;
-        std::fs::rename(tmp, &self.file)
+        std::fs::rename(tmp, &self.file)?;
+        self.changed = false;
+        Ok(())
     }
 }
 
