@@ -10,19 +10,6 @@ fn benchmark() -> Value {
     json!({"kind": "benchmark", "steps": 1})
 }
 
-/// A run from `POST /api/v1/runs` with these extra fields (requirements, priority).
-fn create(server: &Server, name: &str, extra: Value) -> i64 {
-    let mut body = json!({"name": name, "config": benchmark()});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let r = server.api_post("runs", &body);
-    let status = r.status();
-    let v: Value = r.json().unwrap();
-    assert!(status.is_success(), "{status} {v}");
-    v["id"].as_i64().unwrap()
-}
-
 fn cpu_caps(threads: u32) -> Value {
     json!({"device": "cpu", "cpu_threads": threads, "libtorch_version": "2.11.0"})
 }
@@ -41,19 +28,19 @@ fn runs_go_to_the_workers_that_meet_their_requirements_highest_priority_first() 
     let db = TestDb::create();
     let data = TempDir::new("claims");
     let server = Server::start(&ServerOptions::new(&db, data.path()));
-    let cuda40 = create(
-        &server,
+    let cuda40 = server.create_run_with(
         "needs cuda",
+        benchmark(),
         json!({"requirements": {"device": "cuda", "min_gpu_memory_mb": 40960, "devices": 1}}),
     );
-    let labelled = create(
-        &server,
+    let labelled = server.create_run_with(
         "needs a100",
+        benchmark(),
         json!({"requirements": {"device": "cuda", "labels": ["a100"], "devices": 1}}),
     );
-    let low = create(&server, "low", json!({"priority": -5}));
-    let high = create(&server, "high", json!({"priority": 7}));
-    let plain = create(&server, "plain", json!({}));
+    let low = server.create_run_with("low", benchmark(), json!({"priority": -5}));
+    let high = server.create_run_with("high", benchmark(), json!({"priority": 7}));
+    let plain = server.create_run_with("plain", benchmark(), json!({}));
 
     // The CUDA run waits, and says for what.
     let waiting = server.run(cuda40)["waiting_for_worker"].clone();
@@ -88,9 +75,9 @@ fn runs_go_to_the_workers_that_meet_their_requirements_highest_priority_first() 
     assert_eq!(server.run(cuda40)["waiting_for_worker"], Value::Null);
 
     // A run needing 2 devices waits for a worker with 2 GPUs (or 2 cores).
-    let two = create(
-        &server,
+    let two = server.create_run_with(
         "two ranks",
+        benchmark(),
         json!({"requirements": {"device": "cuda", "devices": 2}}),
     );
     assert_eq!(claimed_id(big.claim()), None);
@@ -118,7 +105,7 @@ fn two_workers_never_hold_one_run_and_a_drained_worker_claims_nothing() {
     let data = TempDir::new("claims-race");
     let server = Server::start(&ServerOptions::new(&db, data.path()));
     let runs: Vec<i64> = (0..20)
-        .map(|i| create(&server, &format!("r{i}"), json!({})))
+        .map(|i| server.create_run_with(&format!("r{i}"), benchmark(), json!({})))
         .collect();
     let a = ApiWorker::register_with(&server, "a", "cpu", Some(cpu_caps(2)));
     let b = ApiWorker::register_with(&server, "b", "cpu", Some(cpu_caps(2)));
@@ -137,7 +124,7 @@ fn two_workers_never_hold_one_run_and_a_drained_worker_claims_nothing() {
     );
 
     // Draining: the page's button stops claims; undoing it lets them go on.
-    let later = create(&server, "later", json!({}));
+    let later = server.create_run_with("later", benchmark(), json!({}));
     let ui = server.browser_session();
     let drained = ui.post_form(
         &format!("/workers/{}/drain", a.worker_id),

@@ -9,16 +9,8 @@
 use aligndet_studio::*;
 use serde_json::{Value, json};
 
-fn create(server: &Server, name: &str, extra: Value) -> i64 {
-    let mut body = json!({"name": name, "config": {"kind": "benchmark", "steps": 1}});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let r = server.api_post("runs", &body);
-    let status = r.status();
-    let v: Value = r.json().unwrap();
-    assert!(status.is_success(), "{status} {v}");
-    v["id"].as_i64().unwrap()
+fn benchmark() -> Value {
+    json!({"kind": "benchmark", "steps": 1})
 }
 
 fn cpu(threads: u32) -> Option<Value> {
@@ -73,12 +65,12 @@ fn placements_follow_slurm_states_and_keep_runs_from_other_workers() {
     let server = Server::start(&ServerOptions::new(&db, data.path()));
     let agent = ApiWorker::register_with(&server, "agent", "cpu", cpu(2));
     let other_agent = ApiWorker::register_with(&server, "other agent", "cpu", cpu(2));
-    let cuda = create(
-        &server,
+    let cuda = server.create_run_with(
         "needs cuda",
+        benchmark(),
         json!({"requirements": {"device": "cuda", "devices": 1}}),
     );
-    let run = create(&server, "placed", json!({}));
+    let run = server.create_run_with("placed", benchmark(), json!({}));
 
     // The agent is offered only what its profile meets.
     let offered: Value = agent
@@ -150,7 +142,7 @@ fn placements_follow_slurm_states_and_keep_runs_from_other_workers() {
     );
 
     // A job that fails before its worker claims fails the run with the cause.
-    let early = create(&server, "fails in Slurm", json!({}));
+    let early = server.create_run_with("fails in Slurm", benchmark(), json!({}));
     let p = place(&agent, early, 200);
     let r = agent.post(
         &format!("slurm/placements/{p}/state"),
@@ -166,7 +158,7 @@ fn placements_follow_slurm_states_and_keep_runs_from_other_workers() {
 
     // A cancel asked while the job's worker runs: the job is wanted no more, and its end
     // (the agent's scancel) ends the run cancelled.
-    let cancelled = create(&server, "cancelled", json!({}));
+    let cancelled = server.create_run_with("cancelled", benchmark(), json!({}));
     let p = place(&agent, cancelled, 300);
     claim_by_id(&inside, cancelled);
     assert!(
@@ -190,7 +182,7 @@ fn placements_follow_slurm_states_and_keep_runs_from_other_workers() {
     assert_eq!(r["attempt_history"][0]["outcome"], "cancelled");
 
     // sbatch refused: the run fails with sbatch's words.
-    let refused = create(&server, "refused", json!({}));
+    let refused = server.create_run_with("refused", benchmark(), json!({}));
     let r = agent.post("slurm/placements", &json!({"run_id": refused}));
     let p = r.json::<Value>().unwrap()["placement_id"].as_i64().unwrap();
     let error = "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified";

@@ -277,10 +277,17 @@ impl Server {
     }
 
     pub fn create_run(&self, name: &str, config: Value) -> i64 {
-        let r = self.api_post(
-            "runs",
-            &serde_json::json!({ "name": name, "config": config }),
-        );
+        self.create_run_with(name, config, json!({}))
+    }
+
+    /// [`Server::create_run`] with more fields of `POST /api/v1/runs` (`requirements`,
+    /// `priority`, `depends_on`, …) from the object `extra`.
+    pub fn create_run_with(&self, name: &str, config: Value, extra: Value) -> i64 {
+        let mut body = json!({ "name": name, "config": config });
+        for (k, v) in extra.as_object().expect("extra fields as an object") {
+            body[k] = v.clone();
+        }
+        let r = self.api_post("runs", &body);
         let status = r.status();
         let body: Value = r.json().expect("json");
         assert!(status.is_success(), "create run: {status} {body}");
