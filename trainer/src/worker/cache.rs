@@ -64,6 +64,8 @@ pub struct BlobCache {
     root: PathBuf,
     max_bytes: u64,
     verified: Mutex<Verified>,
+    /// Dataset layouts (`views/…`) a job is reading: eviction leaves them alone.
+    views_in_use: Mutex<HashSet<PathBuf>>,
     _lock: std::fs::File,
 }
 
@@ -98,6 +100,7 @@ impl BlobCache {
             root: root.to_path_buf(),
             max_bytes,
             verified: Mutex::new(Verified::load(&root.join("verified.json"))),
+            views_in_use: Mutex::new(HashSet::new()),
             _lock: lock,
         })
     }
@@ -157,6 +160,18 @@ impl BlobCache {
         verified.save_if_changed()?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    pub fn hold_view(&self, view: &Path) {
+        self.views().insert(view.to_path_buf());
+    }
+
+    pub fn release_view(&self, view: &Path) {
+        self.views().remove(view);
+    }
+
+    fn views(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        self.views_in_use.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn verified(&self) -> std::sync::MutexGuard<'_, Verified> {
@@ -437,6 +452,16 @@ impl BlobCache {
             std::fs::remove_file(&path)?;
             self.verified().forget(name);
             freed += len;
+        }
+        if freed > 0 {
+            // A layout's links keep evicted blobs on disk: drop the layouts no job reads (the
+            // next job on their dataset lays it out again).
+            let in_use = self.views();
+            for entry in std::fs::read_dir(self.root.join("views"))?.flatten() {
+                if !in_use.contains(&entry.path()) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
         }
         Ok(freed)
     }

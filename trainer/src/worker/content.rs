@@ -2,9 +2,10 @@
 //! laid out so the job sees what `trainer run` gives it: a [`DatasetLocation`] of local paths and
 //! an [`ArtifactSource`].
 //!
-//! The dataset's images are hard links in a folder of this attempt (`views/run-R-attempt-A/`)
-//! to the cache's blobs, under their dataset file names: the loaders' path checks stay within
-//! one folder, and evicting a blob later cannot pull a file from under a running job.
+//! The dataset's images are hard links in a folder of the dataset's content
+//! (`views/dataset-…/images/`) to the cache's blobs, under their dataset file names: the loaders'
+//! path checks stay within one folder, a blob evicted later cannot pull a file from under a
+//! running job, and the next job on the same dataset reuses the folder.
 
 use super::cache::{BlobCache, BlobSource, CacheReport};
 use crate::jobs::ArtifactSource;
@@ -21,13 +22,14 @@ pub struct PreparedJob<'a> {
     pub spec: JobSpec,
     pub artifacts: CachedArtifacts<'a>,
     pub report: CacheReport,
-    view: Option<PathBuf>,
+    /// The dataset's layout, held against eviction while the job runs.
+    view: Option<(&'a BlobCache, PathBuf)>,
 }
 
 impl Drop for PreparedJob<'_> {
     fn drop(&mut self) {
-        if let Some(view) = &self.view {
-            let _ = std::fs::remove_dir_all(view);
+        if let Some((cache, view)) = &self.view {
+            cache.release_view(view);
         }
     }
 }
@@ -65,26 +67,27 @@ pub fn prepare<'a>(
     let mut report = cache
         .ensure(&blobs, source)
         .with_context(|| format!("fetching dataset {:?}", content.name))?;
+    // One layout per dataset content, kept for the next job: a warm cache with nothing
+    // fetched or replaced reuses it instead of linking every image again.
+    let digest = layout_digest(content);
     let view = cache
         .root()
         .join("views")
-        .join(format!("run-{}-attempt-{}", spec.run_id, spec.attempt));
-    let _ = std::fs::remove_dir_all(&view);
+        .join(format!("dataset-{}", &digest[..16]));
+    cache.hold_view(&view);
     let images = view.join("images");
-    let laid_out = content.images.par_iter().try_for_each(|image| {
-        if let Some(why) = unsafe_file_name_reason(&image.file_name) {
-            anyhow::bail!(
-                "the server named a dataset file {:?}: {why}",
-                image.file_name
-            );
-        }
-        link(
-            &cache.path(&image.blob.sha256),
-            &images.join(&image.file_name),
-        )
-    });
+    let marker = view.join("complete");
+    let reusable = report.fetched == 0
+        && report.corrupt == 0
+        && std::fs::read_to_string(&marker).is_ok_and(|m| m == digest);
+    let laid_out = if reusable {
+        Ok(())
+    } else {
+        lay_out(content, cache, &view, &images, &marker, &digest)
+    };
     if let Err(e) = laid_out {
         let _ = std::fs::remove_dir_all(&view);
+        cache.release_view(&view);
         return Err(e.context(format!("laying out dataset {:?}", content.name)));
     }
     // What the job waited for: fetching, verifying and laying out.
@@ -103,8 +106,47 @@ pub fn prepare<'a>(
         spec: local,
         artifacts,
         report,
-        view: Some(view),
+        view: Some((cache, view)),
     })
+}
+
+/// Names the layout: the annotation file and every (file name, content) pair.
+fn layout_digest(content: &aligndet_common::content::DatasetContent) -> String {
+    let mut hasher = aligndet_common::content::Hasher::default();
+    hasher.update(content.annotations.sha256.as_bytes());
+    for image in &content.images {
+        hasher.update(image.file_name.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(image.blob.sha256.as_bytes());
+    }
+    hasher.finish()
+}
+
+/// Link every image under its dataset file name; the marker goes last, so a layout cut short
+/// is never reused.
+fn lay_out(
+    content: &aligndet_common::content::DatasetContent,
+    cache: &BlobCache,
+    view: &Path,
+    images: &Path,
+    marker: &Path,
+    digest: &str,
+) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(view);
+    content.images.par_iter().try_for_each(|image| {
+        if let Some(why) = unsafe_file_name_reason(&image.file_name) {
+            anyhow::bail!(
+                "the server named a dataset file {:?}: {why}",
+                image.file_name
+            );
+        }
+        link(
+            &cache.path(&image.blob.sha256),
+            &images.join(&image.file_name),
+        )
+    })?;
+    std::fs::write(marker, digest)?;
+    Ok(())
 }
 
 /// A hard link (a copy where the file system has none).
