@@ -11,8 +11,10 @@ Starts a server on a fresh database with the demo datasets, then:
 2. Delivery to the loader: a fine-tune at --size px run by a remote worker (`trainer worker` in
    its own mount namespace, the server's folders hidden) with a cold cache, then the same
    fine-tune with the warm cache; the worker reports `data/fetch_seconds` (fetch and verify every
-   input by its sha256). Beside it, the same files read from local disk by this script
-   (`local read`). images/s = dataset images / seconds; the goal is warm ≥ 0.9 × local.
+   input by its sha256, lay the dataset out). Beside it, the same files read from local disk by
+   this script (`local read`), and the warm cache's preparation plus reading the files from its
+   layout (`with the reading`, what the loader sees end to end). images/s = dataset images /
+   seconds; the goal is warm ≥ 0.9 × local.
 3. The loader's wait per training step (`train/data_wait_ms`, median) in the remote fine-tunes and
    in the same fine-tune run by `trainer run` on the local files.
 """
@@ -187,6 +189,10 @@ def main():
             files = len(names) + 1  # and the annotation file
             local_s = statistics.median(local_read(os.path.join(demo, "images"), names)
                                         for _ in range(args.repeats))
+            # What the loader then reads: the worker's layout of the dataset in its cache.
+            views = os.path.join(cache, "views")
+            layout = os.path.join(views, os.listdir(views)[0], "images")
+            layout_s = statistics.median(local_read(layout, names) for _ in range(args.repeats))
             trips = [transport(url, token, hashes) for _ in range(args.repeats)]
             single_s = statistics.median(t[0] for t in trips)
             packed_s = statistics.median(t[1] for t in trips)
@@ -207,6 +213,9 @@ def main():
           f" | warm cache {files / warm_s:10.0f} files/s ({warm_s:.2f} s)"
           f" | local read {n / local_s:10.0f} images/s ({local_s:.2f} s)"
           f" | warm / local {(files / warm_s) / (n / local_s):.2f}x")
+    print(f"with the reading  warm cache then read {n / (warm_s + layout_s):10.0f} images/s"
+          f" ({warm_s + layout_s:.3f} s) | local read {n / local_s:10.0f} images/s"
+          f" | ratio {local_s / (warm_s + layout_s):.2f}x")
     print(f"loader wait per step (median ms)  remote cold {cold_wait:.1f}"
           f" | remote warm {warm_wait:.1f} | local files {local_wait:.1f}")
 

@@ -121,9 +121,9 @@ impl BlobCache {
             aligndet_common::content::check_sha256(&b.sha256).map_err(anyhow::Error::msg)?;
             unique.insert(&b.sha256, b);
         }
-        let checks: Vec<(&Blob, Presence)> = unique
-            .values()
-            .par_bridge()
+        let unique_blobs: Vec<&Blob> = unique.values().copied().collect();
+        let checks: Vec<(&Blob, Presence)> = unique_blobs
+            .par_iter()
             .map(|b| (*b, self.presence(b)))
             .collect();
         let mut report = CacheReport {
