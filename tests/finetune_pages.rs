@@ -260,7 +260,10 @@ impl FakeWorker<'_> {
         let spec = api.claim().expect("a job to claim");
         assert_eq!(spec["run_id"], run);
         assert_eq!(spec["config"]["kind"], "finetune");
-        assert!(spec["dataset_content"]["splits"]["val"].is_array(), "{spec}");
+        assert!(
+            spec["dataset_content"]["splits"]["val"].is_array(),
+            "{spec}"
+        );
         FakeWorker {
             api,
             run,
