@@ -338,21 +338,13 @@ impl BlobCache {
                 .truncate(start == 0)
                 .append(start > 0)
                 .open(&partial)?;
-            let copied = copy_hashing(
-                &mut reader.take(blob.bytes - start),
-                &mut file,
-                Hasher::default(),
-            );
+            let copied = std::io::copy(&mut reader.take(blob.bytes - start), &mut file);
             drop(file);
             match copied {
-                Ok((n, _)) if start + n == blob.bytes => {
-                    // The hash covers the whole file, the part from earlier tries included.
-                    let (_, hasher) = copy_hashing(
-                        &mut std::fs::File::open(&partial)?,
-                        &mut std::io::sink(),
-                        Hasher::default(),
-                    )?;
-                    match self.commit(&partial, blob, blob.bytes, hasher.finish()) {
+                Ok(n) if start + n == blob.bytes => {
+                    // Hashed once, whole: the part from earlier tries included.
+                    let found = Blob::of_file(&partial)?;
+                    match self.commit(&partial, blob, found.bytes, found.sha256) {
                         Ok(()) => {
                             report.fetched += 1;
                             report.bytes_fetched += blob.bytes - start;
@@ -365,7 +357,7 @@ impl BlobCache {
                         }
                     }
                 }
-                Ok((n, _)) => {
+                Ok(n) => {
                     last_error = format!(
                         "the download of {} stopped at {} of {} bytes",
                         blob.sha256,

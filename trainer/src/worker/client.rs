@@ -85,10 +85,7 @@ impl ApiClient {
                 .map(Some)
                 .map_err(|e| ApiCallError::Refused(format!("unexpected reply {body:?}: {e}")));
         }
-        let message = serde_json::from_str::<ApiError>(&body)
-            .map(|e| e.error)
-            .unwrap_or(body);
-        let message = format!("{status}: {message}");
+        let message = refusal_message(status, body);
         Err(if status == reqwest::StatusCode::CONFLICT {
             ApiCallError::Conflict(message)
         } else if status.is_server_error() {
@@ -310,6 +307,14 @@ impl super::cache::BlobSource for ApiClient {
     }
 }
 
+/// The status and the server's reason: the `error` of its JSON body, or the body as it came.
+fn refusal_message(status: reqwest::StatusCode, body: String) -> String {
+    let reason = serde_json::from_str::<ApiError>(&body)
+        .map(|e| e.error)
+        .unwrap_or(body);
+    format!("{status}: {reason}")
+}
+
 /// A download's response when it succeeded; the server's reason when not (a 404 or 410 names the
 /// input that is gone, and retrying will not bring it back).
 fn opened(
@@ -320,11 +325,7 @@ fn opened(
     if status.is_success() {
         return Ok(resp);
     }
-    let body = resp.text().unwrap_or_default();
-    let message = serde_json::from_str::<ApiError>(&body)
-        .map(|e| e.error)
-        .unwrap_or(body);
-    let message = format!("{status}: {message}");
+    let message = refusal_message(status, resp.text().unwrap_or_default());
     Err(if status.is_server_error() {
         FetchError::Transient(message)
     } else {
