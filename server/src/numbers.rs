@@ -50,7 +50,7 @@ pub fn tick(v: f64, step: f64) -> String {
     let step = step.abs();
     let v = if v.abs() < step * 1e-6 { 0.0 } else { v };
     let big = v.abs().max(step);
-    let text = if v != 0.0 && (big >= 1e6 || big < 1e-3) {
+    let text = if v != 0.0 && !(1e-3..1e6).contains(&big) {
         // Scientific, with as many mantissa digits as the spacing needs.
         let e = v.abs().log10().floor();
         let digits = ((e - step.log10().floor()).max(0.0) as usize).min(6);

@@ -4,6 +4,8 @@
 //! "0.0 … −0.0".
 
 use crate::numbers;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::types::RangedCoordf64;
 use std::ops::Range;
 
 /// Ticks an axis aims for (a 1–2–5 step gives between about 4 and 10).
@@ -50,8 +52,36 @@ impl Axis {
             .unwrap_or_default()
     }
 
-    pub fn positions(&self) -> Vec<f64> {
-        self.ticks.iter().map(|t| t.0).collect()
+    /// The axis as plotters' coordinate, with exactly these ticks.
+    pub fn coord(&self) -> Ticked {
+        Ticked {
+            inner: RangedCoordf64::from(self.range.clone()),
+            ticks: self.ticks.iter().map(|t| t.0).collect(),
+        }
+    }
+}
+
+/// A linear coordinate whose ticks are ours (plotters' `WithKeyPoints` over `f64` takes no
+/// label formatter).
+pub struct Ticked {
+    inner: RangedCoordf64,
+    ticks: Vec<f64>,
+}
+
+impl Ranged for Ticked {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(v, limit)
+    }
+
+    fn key_points<H: KeyPointHint>(&self, _: H) -> Vec<f64> {
+        self.ticks.clone()
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.inner.range()
     }
 }
 
@@ -102,7 +132,7 @@ fn linear_ticks(range: &Range<f64>) -> Vec<(f64, String)> {
 fn log_ticks(range: &Range<f64>) -> Vec<(f64, String)> {
     let decades = range.end - range.start;
     if decades < 1.0 {
-        let values = range.start.exp10()..range.end.exp10();
+        let values = 10f64.powf(range.start)..10f64.powf(range.end);
         let step = nice_step((values.end - values.start) / TARGET_TICKS);
         let first = (values.start / step).ceil() as i64;
         let last = (values.end / step).floor() as i64;

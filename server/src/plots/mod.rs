@@ -13,9 +13,7 @@ pub mod smooth;
 pub use histogram::histogram;
 
 use aligndet_common::series::downsample_keep_extremes;
-use axis::{Axis, drawn};
-use plotters::coord::combinators::{BindKeyPoints, WithKeyPoints};
-use plotters::coord::types::RangedCoordf64;
+use axis::{Axis, Ticked, drawn};
 use plotters::prelude::*;
 
 /// Most points one line keeps; extremes of each bucket survive downsampling.
@@ -248,11 +246,7 @@ fn dropped_note(lines: &[Line], placed: &[Vec<(usize, f64, f64)>], view: View) -
     })
 }
 
-type Frame<'a, 'b> = ChartContext<
-    'a,
-    SVGBackend<'b>,
-    Cartesian2d<WithKeyPoints<RangedCoordf64>, WithKeyPoints<RangedCoordf64>>,
->;
+type Frame<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<Ticked, Ticked>>;
 
 /// A chart of `lines` in an SVG of `size` plus the legend strip below it.
 fn chart(size: (u32, u32), labels: &Labels, lines: &[Line], view: View) -> String {
@@ -295,10 +289,7 @@ fn draw_lines(
         .margin(8)
         .x_label_area_size(36)
         .y_label_area_size(if labels.y.is_empty() { 56 } else { 70 })
-        .build_cartesian_2d(
-            RangedCoordf64::from(x.range.clone()).with_key_points(x.positions()),
-            RangedCoordf64::from(y.range.clone()).with_key_points(y.positions()),
-        )?;
+        .build_cartesian_2d(x.coord(), y.coord())?;
     let (fx, fy) = (|v: &f64| x.label(*v), |v: &f64| y.label(*v));
     chart
         .configure_mesh()
