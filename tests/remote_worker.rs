@@ -123,7 +123,9 @@ fn a_worker_without_the_servers_folders_runs_jobs_from_inputs_fetched_by_content
 
     // Gone on the server: a changed image (the worker's copy evicted) and a deleted artifact
     // each fail their run with an error naming them.
+    // Evicted as the cache does it: the blob, its record and the layouts that link it.
     std::fs::remove_file(&cached_image).expect("evict the image");
+    std::fs::remove_dir_all(cache.join("views")).expect("drop the layouts");
     let original = std::fs::read(f.images.join("r2.png")).expect("read the image");
     std::fs::write(f.images.join("r2.png"), b"short").expect("change the image");
     let (_, r) = run_to_end(

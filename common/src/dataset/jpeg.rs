@@ -9,7 +9,16 @@ use std::path::Path;
 /// that are not JPEGs at all (those are the decoder's business).
 pub fn check_jpeg_complete(path: &Path) -> Result<(), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot be opened: {e}"))?;
-    let mut bytes = Bytes(BufReader::new(file));
+    check_jpeg_stream(BufReader::new(file))
+}
+
+/// [`check_jpeg_complete`] on a file's bytes already in memory.
+pub fn check_jpeg_bytes(bytes: &[u8]) -> Result<(), String> {
+    check_jpeg_stream(bytes)
+}
+
+fn check_jpeg_stream(reader: impl Read) -> Result<(), String> {
+    let mut bytes = Bytes(reader);
     let magic = [bytes.next(), bytes.next(), bytes.next()];
     if magic != [Ok(Some(0xFF)), Ok(Some(0xD8)), Ok(Some(0xFF))] {
         return Ok(());

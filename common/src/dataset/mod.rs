@@ -15,7 +15,7 @@ mod voc;
 
 pub use checks::{BOX_TOLERANCE_PX, MAX_ANNOTATION_FILE_BYTES, unsafe_file_name_reason};
 pub use coco::{load_coco, load_coco_with_limits};
-pub use jpeg::check_jpeg_complete;
+pub use jpeg::{check_jpeg_bytes, check_jpeg_complete};
 pub use report::{EXAMPLES_PER_KIND, ProblemGroup, ProblemKind, ValidationReport};
 pub use splits::{DatasetSplits, MAX_SPLITS_FILE_BYTES, labeled_subset};
 pub use voc::{

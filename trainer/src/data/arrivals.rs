@@ -2,7 +2,7 @@
 //!
 //! A remote worker starts a job as soon as the annotation file is in its cache; the images
 //! stream in behind it (fetched, hash-checked, laid out). Every image read goes through
-//! [`wait_for`]: an image that has arrived is read at once; one that has not is asked for first
+//! [`read`]: an image that has arrived is read at once; one that has not is asked for first
 //! and waited for. A read outside every streamed folder (`trainer run` on local files) costs one
 //! check of an empty list.
 
@@ -11,13 +11,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+/// Whether the file at a position of the list, opened with this stat data, is already the right
+/// one (a reader then needs no streamer: a warm cache's file checked by its stat data).
+pub type Vouch = Box<dyn Fn(usize, &std::fs::Metadata) -> bool + Send + Sync>;
+
 /// The folder being streamed, and which of its files are ready.
 pub struct Arrivals {
     root: PathBuf,
+    vouch: Option<Vouch>,
     /// File name (relative to `root`) → its position in the streamer's list.
     index: HashMap<String, usize>,
     state: Mutex<State>,
-    changed: Condvar,
+    /// Readers (and [`Arrivals::wait_closed`]) wait here for files to arrive.
+    arrived: Condvar,
+    /// The streamer waits here for readers' wants. Two condition variables, each notified only
+    /// when someone waits on it: a warm layout marks thousands of files ready a second.
+    wants: Condvar,
 }
 
 #[derive(Default)]
@@ -30,12 +39,15 @@ struct State {
     failed: Option<String>,
     /// The streamer is gone (finished, failed or stopped).
     closed: bool,
+    readers_waiting: usize,
+    streamer_waiting: bool,
 }
 
 impl Arrivals {
-    pub fn new(root: &Path, file_names: &[String]) -> Arc<Arrivals> {
+    pub fn new(root: &Path, file_names: &[String], vouch: Option<Vouch>) -> Arc<Arrivals> {
         Arc::new(Arrivals {
             root: root.to_path_buf(),
+            vouch,
             index: file_names
                 .iter()
                 .enumerate()
@@ -45,7 +57,8 @@ impl Arrivals {
                 ready: vec![false; file_names.len()],
                 ..State::default()
             }),
-            changed: Condvar::new(),
+            arrived: Condvar::new(),
+            wants: Condvar::new(),
         })
     }
 
@@ -65,8 +78,16 @@ impl Arrivals {
                 state.ready_count += 1;
             }
         }
+        let notify_readers = state.readers_waiting > 0;
+        // The last file in: a streamer waiting for wants has nothing left to do.
+        let notify_streamer = state.streamer_waiting && state.ready_count == state.ready.len();
         drop(state);
-        self.changed.notify_all();
+        if notify_readers {
+            self.arrived.notify_all();
+        }
+        if notify_streamer {
+            self.wants.notify_all();
+        }
     }
 
     /// The files readers are waiting for (each handed out once), for the streamer to take first.
@@ -86,7 +107,18 @@ impl Arrivals {
             }));
         }
         drop(state);
-        self.changed.notify_all();
+        self.arrived.notify_all();
+        self.wants.notify_all();
+    }
+
+    /// How many files are ready.
+    pub fn ready_count(&self) -> usize {
+        self.state().ready_count
+    }
+
+    /// Wake whoever waits (the streamer, told to stop).
+    pub fn wake(&self) {
+        self.wants.notify_all();
     }
 
     /// Every file arrived.
@@ -98,42 +130,57 @@ impl Arrivals {
     /// Block until the streamer is gone (another job's stream of the same folder).
     pub fn wait_closed(&self) {
         let mut state = self.state();
+        state.readers_waiting += 1;
         while !state.closed {
             state = self
-                .changed
+                .arrived
                 .wait_timeout(state, Duration::from_secs(1))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        state.readers_waiting -= 1;
+    }
+
+    /// Whether the file at `position` is ready now, without waiting.
+    pub fn is_ready(&self, position: usize) -> bool {
+        self.state().ready[position]
     }
 
     fn wait(&self, position: usize, name: &str) -> anyhow::Result<()> {
         let mut state = self.state();
-        if state.ready[position] {
-            return Ok(());
-        }
         state.wanted.push_back(position);
-        self.changed.notify_all();
-        loop {
+        if state.streamer_waiting {
+            self.wants.notify_all();
+        }
+        state.readers_waiting += 1;
+        let outcome = loop {
             if state.ready[position] {
-                return Ok(());
+                break Ok(());
             }
             if let Some(why) = &state.failed {
-                anyhow::bail!("image {name:?} did not arrive: {why}");
+                break Err(anyhow::anyhow!("image {name:?} did not arrive: {why}"));
             }
             state = self
-                .changed
+                .arrived
                 .wait_timeout(state, Duration::from_secs(1))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-        }
+        };
+        state.readers_waiting -= 1;
+        outcome
     }
 
     /// Block the streamer until a reader wants something or `timeout` passes.
     pub fn wait_for_wants(&self, timeout: Duration) {
-        let state = self.state();
-        if state.wanted.is_empty() {
-            let _ = self.changed.wait_timeout(state, timeout);
+        let mut state = self.state();
+        if state.wanted.is_empty() && !state.closed {
+            state.streamer_waiting = true;
+            state = self
+                .wants
+                .wait_timeout(state, timeout)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            state.streamer_waiting = false;
         }
     }
 }
@@ -172,40 +219,68 @@ pub fn streaming(root: &Path) -> Option<Arc<Arrivals>> {
         .cloned()
 }
 
-/// Wait until the file at `path` has arrived when its folder is being streamed; at once
-/// otherwise. Errors name the image and why it cannot arrive.
-pub fn wait_for(path: &Path) -> anyhow::Result<()> {
+/// The bytes of the file at `path`: at once when its folder is not being streamed or the file
+/// is there and vouched for (checked on the open file: no second lookup by name); otherwise
+/// once it has arrived. Errors name the image and why it cannot arrive.
+pub fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    use std::io::Read;
+    let read_whole = || std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     let found = {
         let open = STREAMING.read().unwrap_or_else(|p| p.into_inner());
         if open.is_empty() {
-            return Ok(());
+            return read_whole();
         }
         open.iter().find_map(|a| {
             let name = path.strip_prefix(&a.root).ok()?.to_str()?;
             let position = *a.index.get(name)?;
-            Some((a.clone(), position, name.to_string()))
+            Some((a.clone(), position))
         })
     };
-    match found {
-        Some((arrivals, position, name)) => arrivals.wait(position, &name),
-        None => Ok(()),
+    let Some((arrivals, position)) = found else {
+        return read_whole();
+    };
+    if arrivals.is_ready(position) {
+        return read_whole();
     }
+    if let Some(vouch) = &arrivals.vouch
+        && let Ok(mut file) = std::fs::File::open(path)
+        && let Ok(meta) = file.metadata()
+        && vouch(position, &meta)
+    {
+        arrivals.mark_ready(&[position]);
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok(bytes);
+    }
+    let name = path.strip_prefix(&arrivals.root).unwrap_or(path);
+    arrivals.wait(position, &name.display().to_string())?;
+    read_whole()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn folder(tag: &str, names: &[&str]) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("arrivals-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("temp dir");
+        for name in names {
+            std::fs::write(root.join(name), name.as_bytes()).expect("write");
+        }
+        root
+    }
+
     #[test]
     fn a_reader_waits_for_its_file_and_asks_for_it_first() {
-        let root = PathBuf::from("/nonexistent/arrivals-test-a");
         let names: Vec<String> = (0..4).map(|i| format!("{i}.png")).collect();
-        let arrivals = Arrivals::new(&root, &names);
+        let root = folder("a", &["0.png", "1.png", "2.png", "3.png"]);
+        let arrivals = Arrivals::new(&root, &names, None);
         let _registration = register(arrivals.clone());
-        assert!(wait_for(Path::new("/elsewhere/0.png")).is_ok());
         let reader = std::thread::spawn({
             let path = root.join("3.png");
-            move || wait_for(&path)
+            move || read(&path)
         });
         let wanted = loop {
             let w = arrivals.take_wanted();
@@ -217,26 +292,35 @@ mod tests {
         assert_eq!(wanted, vec![3]);
         assert!(!reader.is_finished());
         arrivals.mark_ready(&[3]);
-        assert!(reader.join().expect("reader").is_ok());
+        assert_eq!(reader.join().expect("reader").expect("read"), b"3.png");
         assert!(!arrivals.complete());
         arrivals.mark_ready(&[0, 1, 2]);
         assert!(arrivals.complete());
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
-    fn a_failed_stream_fails_the_reader_with_its_reason() {
-        let root = PathBuf::from("/nonexistent/arrivals-test-b");
-        let arrivals = Arrivals::new(&root, &["a.png".to_string()]);
+    fn a_vouched_file_is_read_at_once_and_a_failed_stream_fails_the_rest() {
+        let root = folder("b", &["good.png", "bad.png"]);
+        let names = ["good.png".to_string(), "bad.png".to_string()];
+        let vouch: Vouch = Box::new(|position, _meta| position == 0);
+        let arrivals = Arrivals::new(&root, &names, Some(vouch));
         let registration = register(arrivals.clone());
+        assert_eq!(read(&root.join("good.png")).expect("vouched"), b"good.png");
+        assert_eq!(arrivals.ready_count(), 1);
         let reader = std::thread::spawn({
-            let path = root.join("a.png");
-            move || wait_for(&path)
+            let path = root.join("bad.png");
+            move || read(&path)
         });
-        arrivals.close(Some("image \"a.png\" changed on the server".into()));
+        arrivals.close(Some("image \"bad.png\" changed on the server".into()));
         let err = reader.join().expect("reader").expect_err("failed");
         assert!(err.to_string().contains("changed on the server"), "{err}");
         drop(registration);
         assert!(streaming(&root).is_none());
-        assert!(wait_for(&root.join("a.png")).is_ok());
+        assert_eq!(
+            read(&root.join("bad.png")).expect("not streamed"),
+            b"bad.png"
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -4,7 +4,7 @@
 
 use super::detection::Sample;
 use crate::models::detector::Targets;
-use aligndet_common::images::{ImageLimits, open_checked};
+use aligndet_common::images::{ImageLimits, decode_checked};
 use rand::Rng;
 use std::sync::RwLock;
 use tch::{Kind, Tensor};
@@ -30,8 +30,8 @@ pub fn image_limits() -> ImageLimits {
 
 /// Decode an image file (whole, under [`image_limits`]) to a `[3, H, W]` float tensor in 0..1 (RGB).
 pub fn decode_image(path: &std::path::Path) -> anyhow::Result<Tensor> {
-    super::arrivals::wait_for(path)?;
-    let img = open_checked(path, image_limits())
+    let bytes = super::arrivals::read(path)?;
+    let img = decode_checked(&bytes, path, image_limits())
         .map_err(|e| anyhow::anyhow!("image {} {e}", path.display()))?
         .to_rgb8();
     let (w, h) = img.dimensions();

@@ -17,7 +17,7 @@ use crate::proposals::{
 use aligndet_common::api::{FilterRule, ImageProposals};
 use aligndet_common::artifacts;
 use aligndet_common::dataset::CocoDataset;
-use aligndet_common::images::{ImageLimits, open_checked};
+use aligndet_common::images::{ImageLimits, decode_checked};
 use aligndet_common::jobs::ProposalsConfig;
 use aligndet_common::pretrain_config::{ImagePseudoBoxes, PseudoBoxes};
 use anyhow::Context;
@@ -190,8 +190,8 @@ fn propose_image(
     strategy: &Strategy,
 ) -> anyhow::Result<ImageProposals> {
     let t = Instant::now();
-    crate::data::arrivals::wait_for(path)?;
-    let rgb = open_checked(path, limits)
+    let bytes = crate::data::arrivals::read(path)?;
+    let rgb = decode_checked(&bytes, path, limits)
         .map_err(|e| anyhow::anyhow!("image {} {e}", path.display()))?
         .to_rgb8();
     let (boxes, removed_by) = propose_and_filter(&rgb, cfg, strategy);

@@ -3,7 +3,7 @@
 //!
 //! The remote path is what a worker does for a job: fetch the annotation file, open the layout,
 //! stream the images in (cold: fetched over the API; warm: checked in the cache) while reader
-//! threads read every image in a shuffled order through [`crate::data::arrivals::wait_for`], as
+//! threads read every image in a shuffled order through [`crate::data::arrivals::read`], as
 //! the data loader does. The clock stops when the last image is read. See
 //! `scripts/bench_remote.py`, which starts the server and prints the ratios.
 
@@ -67,25 +67,28 @@ pub fn main(args: BenchDeliveryArgs) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "images": order.len(),
-            "cold_seconds": cold,
-            "warm_seconds": warm,
+            "cold_seconds": cold.iter().map(|c| c.0).collect::<Vec<_>>(),
+            "warm_seconds": warm.iter().map(|w| w.0).collect::<Vec<_>>(),
+            "warm_open_seconds": warm.iter().map(|w| w.1).collect::<Vec<_>>(),
             "local_seconds": local,
         })
     );
     Ok(())
 }
 
-/// Seconds from opening the dataset until the readers have read every image.
+/// Seconds from opening the dataset until the readers have read every image, and of those the
+/// opening (annotation file, layout, the list of arrivals).
 fn remote(
     cache_dir: &Path,
     content: &DatasetContent,
     client: &ApiClient,
     order: &[String],
     readers: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let cache = BlobCache::open(cache_dir, u64::MAX)?;
     let started = Instant::now();
     let dataset = open_dataset(content, &cache, client)?;
+    let opened = started.elapsed().as_secs_f64();
     let root = PathBuf::from(&dataset.location.image_root);
     std::thread::scope(|scope| {
         let streamer = scope.spawn(|| dataset.stream.run(&cache, client));
@@ -98,7 +101,7 @@ fn remote(
     })?;
     let seconds = started.elapsed().as_secs_f64();
     cache.release_view(&dataset.view);
-    Ok(seconds)
+    Ok((seconds, opened))
 }
 
 fn timed_reads(root: &Path, order: &[String], readers: usize) -> anyhow::Result<f64> {
@@ -118,12 +121,13 @@ fn read_all(root: &Path, order: &[String], readers: usize, streamed: bool) -> an
                     let mut bytes = 0;
                     for name in order.iter().skip(k).step_by(readers) {
                         let path = root.join(name);
-                        if streamed {
-                            crate::data::arrivals::wait_for(&path)?;
-                        }
-                        bytes += std::fs::read(&path)
-                            .with_context(|| format!("reading {}", path.display()))?
-                            .len() as u64;
+                        let read = if streamed {
+                            crate::data::arrivals::read(&path)?
+                        } else {
+                            std::fs::read(&path)
+                                .with_context(|| format!("reading {}", path.display()))?
+                        };
+                        bytes += read.len() as u64;
                     }
                     Ok(bytes)
                 })

@@ -5,7 +5,7 @@
 //! cut 150 MB download resumes where it stopped. Least-recently-used blobs are evicted to keep
 //! the cache under its cap. One worker holds a cache folder at a time (a lock file says which).
 
-use super::verified::Verified;
+use super::verified::{Stamp, Verified};
 use aligndet_common::content::{Blob, Hasher, read_pack_frame_header};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -185,6 +185,22 @@ impl BlobCache {
         verified.save_if_changed()?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// The stat data each blob had when its hash was checked (`None`: not checked yet).
+    pub fn stamps<'b>(&self, sha256s: impl Iterator<Item = &'b str>) -> Vec<Option<Stamp>> {
+        let verified = self.verified();
+        sha256s.map(|sha| verified.stamp(sha)).collect()
+    }
+
+    /// These blobs were just used (eviction takes the least recently used first).
+    pub fn mark_used<'b>(&self, sha256s: impl Iterator<Item = &'b str>) -> anyhow::Result<()> {
+        let mut verified = self.verified();
+        for sha in sha256s {
+            verified.mark_used(sha);
+        }
+        verified.save_if_changed()?;
+        Ok(())
     }
 
     pub fn hold_view(&self, view: &Path) {

@@ -10,7 +10,7 @@ pub mod client;
 pub mod content;
 pub mod outbox;
 pub mod stream;
-mod verified;
+pub(crate) mod verified;
 
 use crate::doctor::environment_report;
 use crate::jobs::{EventSink, JobContext, JobOutcome, ResumeState, StopFlag, devices, run_job};

@@ -4,13 +4,14 @@
 //! once the annotation file is in; a warm cache checks its files while the loader already reads.
 
 use super::cache::{BlobCache, BlobSource, CacheReport};
-use crate::data::arrivals::{Arrivals, Registration};
+use super::verified::Stamp;
+use crate::data::arrivals::{Arrivals, Registration, Vouch};
 use aligndet_common::content::{Blob, NamedBlob};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The first chunk is small, so that step 1's images arrive soon; the rest are bigger.
 const FIRST_CHUNK: usize = 32;
@@ -35,6 +36,7 @@ pub struct DatasetStream {
 impl DatasetStream {
     /// Readers under `layout` wait from now on for their file.
     pub fn new(
+        cache: &BlobCache,
         images: Vec<NamedBlob>,
         layout: PathBuf,
         marker: PathBuf,
@@ -59,7 +61,15 @@ impl DatasetStream {
         }
         std::fs::create_dir_all(&layout)?;
         let names: Vec<String> = images.iter().map(|i| i.file_name.clone()).collect();
-        let arrivals = Arrivals::new(&layout, &names);
+        // A complete layout from an earlier job: a reader may take a file whose stat data is
+        // still that of its checked blob (a hard link shares the inode) without the streamer.
+        let vouch: Option<Vouch> = reuse.then(|| {
+            let stamps = cache.stamps(images.iter().map(|i| i.blob.sha256.as_str()));
+            Box::new(move |position: usize, meta: &std::fs::Metadata| {
+                stamps[position].is_some_and(|stamp| Stamp::of(meta) == stamp)
+            }) as Vouch
+        });
+        let arrivals = Arrivals::new(&layout, &names, vouch);
         Ok(DatasetStream {
             images,
             layout,
@@ -75,6 +85,7 @@ impl DatasetStream {
     /// Stop after the chunk in hand (the job ended).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.arrivals.wake();
     }
 
     /// Fetch, check and lay out every image, readers' wants first. On failure the readers
@@ -94,14 +105,18 @@ impl DatasetStream {
         let keep: HashSet<&str> = self.images.iter().map(|i| i.blob.sha256.as_str()).collect();
         let mut report = CacheReport::default();
         let mut done = vec![false; self.images.len()];
+        let mut processed = 0;
         let mut next = 0;
         let mut marker_intact = self.reuse;
         while !self.stop.load(Ordering::SeqCst) {
-            let size = if next == 0 { FIRST_CHUNK } else { CHUNK };
             let mut chunk = self.arrivals.take_wanted();
             chunk.retain(|&i| !done[i]);
-            while chunk.len() < size && next < self.images.len() {
-                if !done[next] {
+            // A complete layout is checked by its readers, file by file as they read
+            // (`Vouch`): the streamer only serves what they could not vouch for. A new one is
+            // filled in order.
+            let size = if next == 0 { FIRST_CHUNK } else { CHUNK };
+            while !self.reuse && chunk.len() < size && next < self.images.len() {
+                if !done[next] && !self.arrivals.is_ready(next) {
                     chunk.push(next);
                 }
                 next += 1;
@@ -109,6 +124,10 @@ impl DatasetStream {
             chunk.sort_unstable();
             chunk.dedup();
             if chunk.is_empty() {
+                if self.reuse && !self.arrivals.complete() {
+                    self.arrivals.wait_for_wants(Duration::from_millis(200));
+                    continue;
+                }
                 break;
             }
             let blobs: Vec<Blob> = chunk.iter().map(|&i| self.images[i].blob.clone()).collect();
@@ -131,6 +150,7 @@ impl DatasetStream {
                 })?;
             }
             report.add(&got);
+            processed += chunk.len();
             for &i in &chunk {
                 done[i] = true;
             }
@@ -139,6 +159,11 @@ impl DatasetStream {
         if self.arrivals.complete() && !marker_intact {
             std::fs::write(&self.marker, &self.digest)?;
         }
+        // What readers vouched for themselves came from the cache too.
+        let vouched = self.arrivals.ready_count().saturating_sub(processed);
+        report.blobs += vouched;
+        report.hits += vouched;
+        cache.mark_used(self.images.iter().map(|i| i.blob.sha256.as_str()))?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }

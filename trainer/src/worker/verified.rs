@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Stamp {
+pub struct Stamp {
     bytes: u64,
     mtime_ns: i64,
     inode: u64,
 }
 
 impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Stamp {
+    pub fn of(meta: &std::fs::Metadata) -> Stamp {
         use std::os::unix::fs::MetadataExt;
         Stamp {
             bytes: meta.len(),
@@ -61,6 +61,11 @@ impl Verified {
         self.entries
             .get(sha256)
             .is_some_and(|e| e.stamp == Stamp::of(meta))
+    }
+
+    /// The stat data `sha256`'s blob had when its hash was checked.
+    pub fn stamp(&self, sha256: &str) -> Option<Stamp> {
+        self.entries.get(sha256).map(|e| e.stamp)
     }
 
     /// The file at `meta` was just checked to hash to `sha256`.
