@@ -59,9 +59,13 @@ pub fn main(args: BenchDeliveryArgs) -> anyhow::Result<()> {
     }
     let mut warm = Vec::new();
     let mut local = Vec::new();
+    // The layout's files read directly, not through the arrivals: what the folder itself costs.
+    let mut layout = Vec::new();
     for _ in 0..args.repeats {
-        warm.push(remote(&cache_dir, &content, &client, &order, args.readers)?);
+        let run = remote(&cache_dir, &content, &client, &order, args.readers)?;
         local.push(timed_reads(&args.local_images, &order, args.readers)?);
+        layout.push(timed_reads(&run.2, &order, args.readers)?);
+        warm.push(run);
     }
     println!(
         "{}",
@@ -71,6 +75,7 @@ pub fn main(args: BenchDeliveryArgs) -> anyhow::Result<()> {
             "warm_seconds": warm.iter().map(|w| w.0).collect::<Vec<_>>(),
             "warm_open_seconds": warm.iter().map(|w| w.1).collect::<Vec<_>>(),
             "local_seconds": local,
+            "layout_seconds": layout,
         })
     );
     Ok(())
@@ -84,7 +89,7 @@ fn remote(
     client: &ApiClient,
     order: &[String],
     readers: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(f64, f64, PathBuf)> {
     let cache = BlobCache::open(cache_dir, u64::MAX)?;
     let started = Instant::now();
     let dataset = open_dataset(content, &cache, client)?;
@@ -101,7 +106,7 @@ fn remote(
     })?;
     let seconds = started.elapsed().as_secs_f64();
     cache.release_view(&dataset.view);
-    Ok((seconds, opened))
+    Ok((seconds, opened, root))
 }
 
 fn timed_reads(root: &Path, order: &[String], readers: usize) -> anyhow::Result<f64> {

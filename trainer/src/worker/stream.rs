@@ -99,9 +99,8 @@ impl DatasetStream {
 
     fn fill(&self, cache: &BlobCache, source: &dyn BlobSource) -> anyhow::Result<CacheReport> {
         let started = Instant::now();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(STREAM_THREADS)
-            .build()?;
+        // Made when first needed: a warm layout's readers may vouch for every file themselves.
+        let mut pool: Option<rayon::ThreadPool> = None;
         let keep: HashSet<&str> = self.images.iter().map(|i| i.blob.sha256.as_str()).collect();
         let mut report = CacheReport::default();
         let mut done = vec![false; self.images.len()];
@@ -131,6 +130,14 @@ impl DatasetStream {
                 break;
             }
             let blobs: Vec<Blob> = chunk.iter().map(|&i| self.images[i].blob.clone()).collect();
+            let pool = match &mut pool {
+                Some(pool) => pool,
+                None => pool.insert(
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(STREAM_THREADS)
+                        .build()?,
+                ),
+            };
             let got = pool.install(|| cache.ensure_keeping(&blobs, &keep, source))?;
             if !self.reuse || got.fetched > 0 || got.corrupt > 0 {
                 // New bytes under a name: the layout is not complete until relinked.
