@@ -3,6 +3,7 @@
 //! the accounts tests do for other users.
 
 use anyhow::{Context, bail};
+use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
@@ -175,4 +176,34 @@ pub async fn browser_sign_in(c: &fantoccini::Client, url: &str, name: &str, pass
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+pub const VIEWER_PASSWORD: &str = "viewer-password-42";
+
+/// A viewer `vera`, created on the admin page, signed in.
+pub fn viewer(server: &crate::Server) -> Login {
+    add_user(
+        &server.url,
+        &server.login,
+        "vera",
+        "viewer",
+        VIEWER_PASSWORD,
+    )
+    .expect("add viewer");
+    login(&server.url, "vera", VIEWER_PASSWORD).expect("viewer signs in")
+}
+
+/// A user-API or worker-API call with an optional bearer token: (status, body).
+pub fn api_call(
+    server: &crate::Server,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut r = no_redirect_client().request(method, format!("{}/api/v1/{path}", server.url));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.json(&json!({})).send().expect("api call");
+    (r.status().as_u16(), r.text().unwrap_or_default())
 }
