@@ -432,3 +432,58 @@ fn a_public_address_with_no_user_is_refused_with_how_to_create_one() {
         "{list}"
     );
 }
+
+#[test]
+fn the_first_admin_replaces_the_one_time_password() {
+    let (server, _db, data) = start("acc-password");
+    let file = data.path().join("first-admin-password");
+    let (r, _, _) = post_login(&server.url, "admin", &server.admin_password).unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/account",
+        "sent to set a password"
+    );
+    let page = server.get("/account").text().unwrap();
+    assert!(page.contains("id=\"one-time-banner\""), "{page}");
+
+    let ui = server.browser_session();
+    let change = |current: &str, new: &str, again: &str| {
+        ui.post_form(
+            "/account/password",
+            &[("current", current), ("new", new), ("again", again)],
+        )
+    };
+    let r = change("not-the-password", "my-own-password-1", "my-own-password-1");
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("The current password is wrong."));
+    let r = change(&server.admin_password, "short", "short");
+    assert!(r.text().unwrap().contains("at least 10 characters"));
+    assert!(file.exists());
+    let r = change(
+        &server.admin_password,
+        "my-own-password-1",
+        "my-own-password-1",
+    );
+    let page = r.text().unwrap();
+    assert!(
+        page.contains("Password changed.") && !page.contains("one-time-banner"),
+        "{page}"
+    );
+    assert!(!file.exists(), "the one-time password file is removed");
+
+    let (r, _, _) = post_login(&server.url, "admin", &server.admin_password).unwrap();
+    assert_eq!(r.status(), 401, "the one-time password no longer works");
+    let (r, _, _) = post_login(&server.url, "admin", "my-own-password-1").unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http on 127.0.0.1: {cookie}"
+    );
+}

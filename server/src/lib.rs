@@ -129,13 +129,20 @@ pub async fn serve(cfg: config::ServerConfig) -> anyhow::Result<()> {
     })?;
     // Before binding: no user on a non-loopback address is refused; none on loopback gets a
     // first admin whose password is in a 0600 file (its path, never the password, is printed).
-    if let accounts::Bootstrap::CreatedAdmin(file) =
-        accounts::bootstrap(&pool, &data_dir, &cfg.bind).await?
-    {
-        println!(
+    match accounts::bootstrap(&pool, &data_dir, &cfg.bind).await? {
+        accounts::Bootstrap::CreatedAdmin(file) => println!(
             "created the user `admin`; its one-time password is in {} (readable only by you)",
             file.display()
-        );
+        ),
+        accounts::Bootstrap::HasUsers => {
+            let file = accounts::first_admin_password_file(&data_dir);
+            if file.exists() {
+                println!(
+                    "the first admin's one-time password is still in {} (setting a new one on /account removes it)",
+                    file.display()
+                );
+            }
+        }
     }
     // Before anything can reap: the time the server was down does not count against leases.
     let resumed = db::liveness::tick(&pool, 0.0)

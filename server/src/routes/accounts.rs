@@ -114,10 +114,18 @@ pub async fn login(
     db::users::create_session(&s.pool, user.id, &accounts::token_digest(&token), expires).await?;
     tracing::info!("{} signed in from {address}", user.name);
     let cookie = gate::session_cookie(&token, gate::reached_over_https(&s, &headers));
-    Ok(with_cookie(
-        Redirect::to(&gate::safe_next(Some(&form.next))),
-        &cookie,
-    ))
+    // Signed in with the one-time password and bound nowhere in particular: the account page,
+    // whose banner asks for a password of one's own.
+    let next = match gate::safe_next(Some(&form.next)) {
+        n if n == "/" && one_time_password(&s, &user.name) => "/account".to_string(),
+        n => n,
+    };
+    Ok(with_cookie(Redirect::to(&next), &cookie))
+}
+
+/// `name` is the first admin, still on the password the server generated.
+fn one_time_password(s: &AppState, name: &str) -> bool {
+    name == "admin" && accounts::first_admin_password_file(&s.data_dir).exists()
 }
 
 fn dummy_hash() -> &'static str {
@@ -152,6 +160,8 @@ struct AccountPage {
     new_token: Option<(String, String)>,
     message: Option<String>,
     error: Option<String>,
+    /// Still on the generated one-time password (ask for one's own).
+    one_time: bool,
 }
 
 async fn account(
@@ -172,6 +182,7 @@ async fn account(
         Err(e) => (None, Some(e)),
     };
     let page = AccountPage {
+        one_time: one_time_password(s, &user.name),
         user,
         csrf,
         tokens,
