@@ -332,7 +332,7 @@ fn wrong_passwords_are_rate_limited_and_no_password_is_logged() {
     drop(server);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        text.contains("failed sign-in: user \"admin\""),
+        text.contains("failed sign-in: user \"admin\" from 127.0.0.1"),
         "failures are logged: {text}"
     );
     for secret in wrong
