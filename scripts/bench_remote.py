@@ -8,15 +8,16 @@ Starts a server on a fresh database with the demo datasets, then:
 1. Transport: every image of the dataset fetched from /api/v1/blobs one request at a time (one
    kept-alive connection) against the same images in packs (/api/v1/blobs/pack), both by this
    script's HTTP client; prints images/s of each and the ratio (why the worker uses packs).
-2. Delivery to the loader: a fine-tune at --size px run by a remote worker (`trainer worker` in
-   its own mount namespace, the server's folders hidden) with a cold cache, then the same
-   fine-tune with the warm cache; the worker reports `data/fetch_seconds` (fetch and verify every
-   input by its sha256, lay the dataset out). Beside it, the same files read from local disk by
-   this script (`local read`), and the warm cache's preparation plus reading the files from its
-   layout (`with the reading`, what the loader sees end to end). images/s = dataset images /
-   seconds; the goal is warm ≥ 0.9 × local.
-3. The loader's wait per training step (`train/data_wait_ms`, median) in the remote fine-tunes and
-   in the same fine-tune run by `trainer run` on the local files.
+2. Delivery to the loader (`trainer bench-delivery`, one Rust process): what a worker does for a
+   job (fetch the annotation file, open the dataset's layout, stream the images in: fetched over
+   the API with a cold cache, checked by their stat stamps with a warm one) while two reader
+   threads read every image in a shuffled order through the same wait the data loader uses; the
+   clock stops at the last image read. Beside it, the same readers on the same files in a local
+   folder. images/s = dataset images / seconds; the goal is warm >= 0.9 x local.
+3. The loader's wait per training step (`train/data_wait_ms`, median) in a fine-tune at --size px
+   run by a remote worker (`trainer worker` in its own mount namespace, the server's folders
+   hidden) with a cold cache and then a warm one, and in the same fine-tune run by `trainer run`
+   on the local files.
 """
 
 import argparse
@@ -117,7 +118,7 @@ def user_token(args, tmp, db):
 
 
 def remote_run(args, url, token_file, db, dataset, cache, hidden, user):
-    """One fine-tune by a remote worker; its fetch seconds and median loader wait (ms)."""
+    """One fine-tune by a remote worker; its median loader wait (ms)."""
     run = api(url, user, "POST", "runs", {"name": "bench-remote",
                                           "config": finetune_config(dataset, args)})["id"]
     mounts = "".join(f"mount -t tmpfs tmpfs '{d}' && " for d in hidden)
@@ -128,10 +129,32 @@ def remote_run(args, url, token_file, db, dataset, cache, hidden, user):
     status = psql(db, f"SELECT status FROM runs WHERE id = {run}")
     if status != "succeeded":
         raise SystemExit(f"remote run {run} {status}: {psql(db, f'SELECT error FROM runs WHERE id = {run}')}")
-    metric = lambda key: [float(v) for v in psql(
-        db, f"SELECT value FROM metrics WHERE run_id = {run} AND key = '{key}' ORDER BY step"
-    ).split()]
-    return metric("data/fetch_seconds")[0], statistics.median(metric("train/data_wait_ms")[1:])
+    waits = [float(v) for v in psql(
+        db, f"SELECT value FROM metrics WHERE run_id = {run} AND key = 'train/data_wait_ms' "
+            f"ORDER BY step").split()]
+    return statistics.median(waits[1:])
+
+
+def delivery(args, url, token_file, db, dataset, local_images, tmp):
+    """`trainer bench-delivery` on the dataset as a claim names it: seconds per pass."""
+    rows = psql(db, f"SELECT file_name || ' ' || sha256 || ' ' || bytes FROM dataset_files "
+                    f"WHERE dataset_id = {dataset} ORDER BY file_name").splitlines()
+    sha, size = psql(db, f"SELECT annotations_sha256 || ' ' || annotations_bytes "
+                         f"FROM datasets WHERE id = {dataset}").split()
+    content = {"dataset_id": dataset, "name": "bench", "splits": None,
+               "annotations": {"sha256": sha, "bytes": int(size)},
+               "images": [{"file_name": n, "sha256": h, "bytes": int(b)}
+                          for n, h, b in (r.split() for r in rows)]}
+    path = os.path.join(tmp, "content.json")
+    json.dump(content, open(path, "w"))
+    scratch = os.path.join(tmp, "delivery")
+    os.makedirs(scratch)
+    out = subprocess.run([os.path.join(args.bin, "trainer"), "bench-delivery", "--server", url,
+                          "--token-file", token_file, "--content", path,
+                          "--local-images", local_images, "--scratch", scratch,
+                          "--repeats", str(args.repeats)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1]), [r.split()[1] for r in rows]
 
 
 def local_run(args, dataset_dir):
@@ -154,14 +177,6 @@ def local_run(args, dataset_dir):
                 if p["key"] == "train/data_wait_ms":
                     waits[p["step"]] = p["value"]
     return statistics.median([waits[s] for s in sorted(waits)[1:]])
-
-
-def local_read(image_dir, names):
-    t0 = time.perf_counter()
-    for name in names:
-        with open(os.path.join(image_dir, name), "rb") as f:
-            f.read()
-    return time.perf_counter() - t0
 
 
 def main():
@@ -187,22 +202,12 @@ def main():
             hidden = [os.path.join(tmp, "data"), os.path.join(CACHE, "demo")]
             cache = os.path.join(tmp, "worker-cache")
             user = user_token(args, tmp, db)
-            cold_s, cold_wait = remote_run(args, url, token_file, db, dataset, cache, hidden, user)
-            warm = [remote_run(args, url, token_file, db, dataset, cache, hidden, user)
-                    for _ in range(args.repeats)]
-            warm_s = statistics.median(w[0] for w in warm)
-            warm_wait = statistics.median(w[1] for w in warm)
-            rows = psql(db, f"SELECT file_name || ' ' || sha256 FROM dataset_files "
-                            f"WHERE dataset_id = {dataset} ORDER BY file_name").splitlines()
-            names = [r.split()[0] for r in rows]
-            hashes = [r.split()[1] for r in rows]
-            files = len(names) + 1  # and the annotation file
-            local_s = statistics.median(local_read(os.path.join(demo, "images"), names)
-                                        for _ in range(args.repeats))
-            # What the loader then reads: the worker's layout of the dataset in its cache.
-            views = os.path.join(cache, "views")
-            layout = os.path.join(views, os.listdir(views)[0], "images")
-            layout_s = statistics.median(local_read(layout, names) for _ in range(args.repeats))
+            cold_wait = remote_run(args, url, token_file, db, dataset, cache, hidden, user)
+            warm_wait = statistics.median(
+                remote_run(args, url, token_file, db, dataset, cache, hidden, user)
+                for _ in range(args.repeats))
+            times, hashes = delivery(args, url, token_file, db, dataset,
+                                     os.path.join(demo, "images"), tmp)
             trips = [transport(url, token, hashes) for _ in range(args.repeats)]
             single_s = statistics.median(t[0] for t in trips)
             packed_s = statistics.median(t[1] for t in trips)
@@ -213,19 +218,19 @@ def main():
             server.terminate()
             server.wait()
     subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", db], check=False)
-    n = len(names)
-    print(f"synthetic demo dataset: {n} images + annotations ({files} files); "
+    n = times["images"]
+    cold_s = statistics.median(times["cold_seconds"])
+    warm_s = statistics.median(times["warm_seconds"])
+    local_s = statistics.median(times["local_seconds"])
+    print(f"synthetic demo dataset: {n} images + annotations; "
           f"fine-tune FCOS-R18 {args.size}px, {args.steps} steps, batch 4; "
-          f"medians of {args.repeats}")
+          f"medians of {args.repeats} (cold delivery: of {len(times['cold_seconds'])})")
     print(f"transport  one request per image {n / single_s:10.0f} images/s"
           f" | packs {n / packed_s:10.0f} images/s | packs / single {single_s / packed_s:.2f}x")
-    print(f"delivery   cold cache {files / cold_s:10.0f} files/s ({cold_s:.2f} s)"
-          f" | warm cache {files / warm_s:10.0f} files/s ({warm_s:.2f} s)"
-          f" | local read {n / local_s:10.0f} images/s ({local_s:.2f} s)"
-          f" | warm / local {(files / warm_s) / (n / local_s):.2f}x")
-    print(f"with the reading  warm cache then read {n / (warm_s + layout_s):10.0f} images/s"
-          f" ({warm_s + layout_s:.3f} s) | local read {n / local_s:10.0f} images/s"
-          f" | ratio {local_s / (warm_s + layout_s):.2f}x")
+    print(f"delivery to two readers  cold cache {n / cold_s:8.0f} images/s ({cold_s:.3f} s)"
+          f" | warm cache {n / warm_s:8.0f} images/s ({warm_s:.3f} s)"
+          f" | local files {n / local_s:8.0f} images/s ({local_s:.3f} s)"
+          f" | warm / local {local_s / warm_s:.2f}x | cold / local {local_s / cold_s:.2f}x")
     print(f"loader wait per step (median ms)  remote cold {cold_wait:.1f}"
           f" | remote warm {warm_wait:.1f} | local files {local_wait:.1f}")
 

@@ -1,5 +1,6 @@
 // Live run page: the server sends a `changed` event whenever the run's metrics, logs or status
-// change; we re-fetch the live fragment (status, curves, attempts, log tail), at most ~3 times a second.
+// change; we re-fetch the live fragment (status, curves, attempts, log tail), at most ~3 times a second,
+// with the page's query (the chart view: x axis, log scales, smoothing).
 (function () {
   const live = document.getElementById('live');
   if (!live) return;
@@ -10,7 +11,7 @@
     pending = false;
     lastFetch = Date.now();
     try {
-      const resp = await fetch(`/runs/${runId}/live`, { headers: { 'Accept': 'text/html' } });
+      const resp = await fetch(`/runs/${runId}/live${window.location.search}`, { headers: { 'Accept': 'text/html' } });
       if (resp.ok) {
         live.innerHTML = await resp.text();
         // A run that ended while the page was open can no longer be cancelled.

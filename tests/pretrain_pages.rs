@@ -755,7 +755,7 @@ fn pretraining_run_pages_group_their_curves_and_link_the_next_step() {
         "loss",
         "lr",
         "ema-momentum",
-        "pretrain",
+        "pretrain-counts",
         "train/images_per_s",
     ] {
         assert!(page.contains(&format!("data-key=\"{key}\"")), "chart {key}");
@@ -781,7 +781,7 @@ fn pretraining_run_pages_group_their_curves_and_link_the_next_step() {
         assert!(page.contains(term), "legend {term}");
     }
     let live = f.server.get(&format!("/runs/{run}/live")).text().unwrap();
-    assert!(live.contains("data-key=\"loss\"") && live.contains("data-key=\"pretrain\""));
+    assert!(live.contains("data-key=\"loss\"") && live.contains("data-key=\"pretrain-counts\""));
     // The pseudo-box source, with its browser; the backbone's run; the artifact and its note.
     let source = page
         .split("id=\"pseudo-box-source\">")

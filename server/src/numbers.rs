@@ -41,6 +41,68 @@ pub fn fixed3(v: f64) -> String {
     format!("{v:.3}")
 }
 
+/// A chart's tick label: `v` at the precision its tick spacing `step` needs (0.5 → "0.5", 20 →
+/// "20", 0.0002 → "2e-4"), never "-0" (a tick at zero computed as −1e-17 is zero).
+pub fn tick(v: f64, step: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let step = step.abs();
+    let v = if v.abs() < step * 1e-6 { 0.0 } else { v };
+    let big = v.abs().max(step);
+    let text = if v != 0.0 && !(1e-3..1e6).contains(&big) {
+        // Scientific, with as many mantissa digits as the spacing needs.
+        let e = v.abs().log10().floor();
+        let digits = ((e - step.log10().floor()).max(0.0) as usize).min(6);
+        format!("{v:.digits$e}")
+    } else {
+        let decimals = if step > 0.0 && step < 1.0 {
+            ((-step.log10() - 1e-9).ceil() as usize).min(9)
+        } else {
+            0
+        };
+        // A step of 0.25 needs two decimals even though log10 says one.
+        let decimals = (decimals..=9)
+            .find(|&d| {
+                ((step * 10f64.powi(d as i32)).round() - step * 10f64.powi(d as i32)).abs() < 1e-6
+            })
+            .unwrap_or(decimals);
+        format!("{v:.decimals$}")
+    };
+    strip_negative_zero(text)
+}
+
+/// "-0", "-0.00", "-0e0" read as zero: drop the sign.
+fn strip_negative_zero(s: String) -> String {
+    match s.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.' || c == 'e') => rest.to_string(),
+        _ => s,
+    }
+}
+
+/// A value under the pointer on a chart (hover text): 4 significant digits, without float
+/// noise, never "-0"; integers (steps, counts) in full.
+pub fn chart_value(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        return strip_negative_zero(format!("{v:.0}"));
+    }
+    if !v.is_finite() || v == 0.0 {
+        return format!("{v}");
+    }
+    let e = v.abs().log10().floor() as i32;
+    if !(-4..6).contains(&e) {
+        return strip_negative_zero(format!("{v:.3e}"));
+    }
+    let decimals = (3 - e).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
+    strip_negative_zero(s)
+}
+
 /// What the pages print where a number is undefined (a spread of one value, a missing mean).
 pub const UNDEFINED: &str = "—";
 
@@ -193,6 +255,23 @@ mod tests {
         assert_eq!(ap_delta(&one), "+2.0 (95% CI —: one seed: no spread)");
         let unpaired = crate::stats::delta(&b, &a[1..]).unwrap();
         assert_eq!(ap_delta(&unpaired), "+8.0 (unpaired: seeds differ, no CI)");
+    }
+
+    #[test]
+    fn tick_labels_fit_their_spacing_and_never_read_minus_zero() {
+        assert_eq!(tick(-1e-17, 0.5), "0.0");
+        assert_eq!(tick(-0.0, 1.0), "0");
+        assert_eq!(tick(0.5, 0.5), "0.5");
+        assert_eq!(tick(0.25, 0.25), "0.25");
+        assert_eq!(tick(20.0, 5.0), "20");
+        assert_eq!(tick(2e-4, 1e-4), "2e-4");
+        assert_eq!(tick(1.5e-4, 5e-5), "1.5e-4");
+        assert_eq!(tick(2_000_000.0, 1_000_000.0), "2e6");
+        assert_eq!(chart_value(0.123456), "0.1235");
+        assert_eq!(chart_value(20.0), "20");
+        assert_eq!(chart_value(-0.0), "0");
+        assert_eq!(chart_value(1234.5678), "1235");
+        assert_eq!(chart_value(3e-5), "3.000e-5");
     }
 
     #[test]

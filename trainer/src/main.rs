@@ -36,6 +36,10 @@ enum Command {
     EvalMaskOps(eval::mask_ops::MaskOpsArgs),
     /// Time training steps of a detector fed by our data pipeline (see scripts/bench_train.py).
     BenchStep(train::bench_cli::BenchStepArgs),
+    /// Time the remote path delivering a dataset's images against local files (see
+    /// scripts/bench_remote.py).
+    #[command(hide = true)]
+    BenchDelivery(worker::bench_delivery::BenchDeliveryArgs),
     /// Detections of a trained model on a folder of images, as a COCO results file.
     Predict(train::predict_cli::PredictArgs),
     /// Selective-search pseudo-boxes for one image or a whole COCO dataset.
@@ -77,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => eval::cli::main(args),
         Command::EvalMaskOps(args) => eval::mask_ops::main(args),
         Command::BenchStep(args) => train::bench_cli::main(args),
+        Command::BenchDelivery(args) => worker::bench_delivery::main(args),
         Command::Predict(args) => train::predict_cli::main(args),
         Command::Proposals(args) => proposals::cli::main(args),
         Command::Synth(args) => data::synthetic::main(args),

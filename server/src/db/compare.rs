@@ -32,3 +32,23 @@ pub async fn first_wall_times(pool: &PgPool, ids: &[i64]) -> sqlx::Result<HashMa
     .into_iter()
     .collect())
 }
+
+/// Seconds since the run's first metric at each of `steps` (the earliest write of that step):
+/// the run page's time axis. Steps absent from the run are absent.
+pub async fn seconds_at_steps(
+    pool: &PgPool,
+    run_id: i64,
+    steps: &[i64],
+) -> sqlx::Result<HashMap<i64, f64>> {
+    Ok(sqlx::query_as::<_, (i64, f64)>(
+        "WITH t0 AS (SELECT MIN(wall_time) AS t FROM metrics WHERE run_id = $1)
+         SELECT step, MIN(wall_time) - (SELECT t FROM t0) FROM metrics
+         WHERE run_id = $1 AND step = ANY($2) GROUP BY step",
+    )
+    .bind(run_id)
+    .bind(steps)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect())
+}

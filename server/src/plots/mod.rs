@@ -1,149 +1,98 @@
 //! Charts drawn with plotters into SVG strings (the browser shows them inline).
+//!
+//! Every line chart goes through [`draw_lines`]: axes fitted by [`axis`] (padded, clean ticks,
+//! log scale on request), optional smoothing ([`smooth`]) with the raw curve faint behind, a
+//! legend below the plot ([`legend`]) and a marker or hover target per point ([`marks`]).
+
+pub mod axis;
+mod histogram;
+mod legend;
+mod marks;
+pub mod smooth;
+
+pub use histogram::histogram;
 
 use aligndet_common::series::downsample_keep_extremes;
+use axis::{Axis, Ticked, drawn};
 use plotters::prelude::*;
-
-/// Line charts cycle through the first this many of [`ARM_COLORS`].
-const LINE_COLORS: usize = 6;
 
 /// Most points one line keeps; extremes of each bucket survive downsampling.
 pub const MAX_POINTS_PER_LINE: usize = 800;
 
-/// A line chart of one or more named series (x, y). Empty input gives a chart saying so.
+/// How the reader asked to see a chart (the run page's `?logx=1&logy=1&smooth=0.6`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct View {
+    pub log_x: bool,
+    pub log_y: bool,
+    /// EMA weight in [0, 1); 0 draws the raw curve only.
+    pub smooth: f64,
+}
+
+impl View {
+    /// Names the view in a drawing's cache key.
+    pub fn key(&self) -> String {
+        format!("lx{}ly{}s{}", self.log_x, self.log_y, self.smooth)
+    }
+}
+
+/// A chart's texts: its title and the titles of its axes.
+#[derive(Debug, Clone, Copy)]
+pub struct Labels<'a> {
+    pub title: &'a str,
+    pub x: &'a str,
+    pub y: &'a str,
+}
+
+/// A line chart of one or more named series (x, y). Empty input gives an empty frame.
 pub fn line_chart(title: &str, x_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
-    svg((560, 300), title, |root| {
-        draw_lines(root, title, x_label, series)
-    })
+    let labels = Labels {
+        title,
+        x: x_label,
+        y: "",
+    };
+    line_chart_with(&labels, series, View::default())
 }
 
-type SvgArea<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
-
-/// What drawing a chart gives: nothing, or the error that stopped it.
-type Drawn = Result<(), Box<dyn std::error::Error>>;
-
-/// An SVG document of `size` on white, drawn by `draw`; a drawing that fails is logged under
-/// `title` and leaves what was drawn so far.
-fn svg(size: (u32, u32), title: &str, draw: impl FnOnce(&SvgArea) -> Drawn) -> String {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        let drawn = root
-            .fill(&WHITE)
-            .map_err(Into::into)
-            .and_then(|()| draw(&root));
-        if let Err(e) = drawn {
-            tracing::warn!("plot {title}: {e}");
-        }
-        let _ = root.present();
-    }
-    svg
-}
-
-fn draw_lines(
-    root: &SvgArea,
-    title: &str,
-    x_label: &str,
+/// [`line_chart`] with a y-axis title and the reader's [`View`]: series get distinct colours
+/// (up to [`ARM_COLORS`]' ten); with smoothing each is drawn faint and raw, and smoothed on top.
+pub fn line_chart_with(
+    labels: &Labels,
     series: &[(String, Vec<(f64, f64)>)],
-) -> Drawn {
-    let reduced: Vec<(String, Vec<(f64, f64)>)> = series
-        .iter()
-        .map(|(n, pts)| (n.clone(), drawable(pts)))
-        .collect();
-    let mut chart = frame(root, title, x_label, reduced.iter().flat_map(|(_, p)| p))?;
-    for (i, (name, pts)) in reduced.iter().enumerate() {
-        let color = ARM_COLORS[i % LINE_COLORS];
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
-            .label(name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            });
-        // sparse series (evaluations every N steps) get markers, so one point is visible too
-        if pts.len() <= 30 {
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
-        }
-    }
-    if reduced.len() > 1 {
-        draw_legend(&mut chart)?;
-    }
-    Ok(())
-}
-
-/// The legend box of the labelled series, in the chart's corner.
-fn draw_legend<'a, 'b: 'a>(chart: &mut Frame<'a, 'b>) -> Drawn {
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
-}
-
-/// The finite points of a series, downsampled to what a line can show.
-fn drawable(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    let finite: Vec<(f64, f64)> = points
-        .iter()
-        .copied()
-        .filter(|p| p.0.is_finite() && p.1.is_finite())
-        .collect();
-    downsample_keep_extremes(&finite, MAX_POINTS_PER_LINE)
-}
-
-/// An axis range holding `lo..=hi` with room at both ends, so a marker at the edge is whole. A
-/// single value (one point, a flat series) is centred in a range of its own size (or ±1 at 0),
-/// never squeezed into a sliver whose ticks read "0.0 … −0.0".
-fn padded_range(lo: f64, hi: f64, margin: f64) -> std::ops::Range<f64> {
-    if lo > hi {
-        return 0.0..1.0;
-    }
-    let span = hi - lo;
-    if span < 1e-12 * lo.abs().max(1.0) {
-        let half = if lo.abs() > 1e-12 {
-            lo.abs() * 0.1
-        } else {
-            1.0
+    view: View,
+) -> String {
+    let mut lines = Vec::new();
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = ARM_COLORS[i % ARM_COLORS.len()];
+        let pts = drawable(pts);
+        let mut line = Line {
+            name: name.clone(),
+            legend: true,
+            color,
+            width: 2,
+            opacity: 1.0,
+            raw: None,
+            hover: true,
+            points: pts.clone(),
         };
-        return (lo - half)..(hi + half);
+        if view.smooth > 0.0 && pts.len() > 2 {
+            let ys: Vec<f64> = pts.iter().map(|p| p.1).collect();
+            let smoothed = smooth::debiased_ema(&ys, view.smooth);
+            lines.push(Line {
+                legend: false,
+                hover: false,
+                opacity: 0.25,
+                width: 1,
+                ..line.clone()
+            });
+            line.points = pts.iter().zip(&smoothed).map(|(p, s)| (p.0, *s)).collect();
+            line.raw = Some(ys);
+        }
+        lines.push(line);
     }
-    (lo - span * margin)..(hi + span * margin)
+    chart((560, 300), labels, &lines, view)
 }
 
-type Frame<'a, 'b> = ChartContext<
-    'a,
-    SVGBackend<'b>,
-    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
->;
-
-/// The frame every line chart shares: title, axes spanning `points` (padded), x label, light
-/// grid.
-fn frame<'a, 'b, 'p>(
-    root: &'a SvgArea<'b>,
-    title: &str,
-    x_label: &str,
-    points: impl Iterator<Item = &'p (f64, f64)>,
-) -> Result<Frame<'a, 'b>, Box<dyn std::error::Error>> {
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in points {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 16))
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(56)
-        .build_cartesian_2d(padded_range(x0, x1, 0.02), padded_range(y0, y1, 0.05))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()?;
-    Ok(chart)
-}
-
-/// Colours of the arms of a comparison (the first six are the line charts' colours).
+/// Colours of series and of the arms of a comparison: one palette (matplotlib's tab10).
 pub const ARM_COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -159,8 +108,7 @@ pub const ARM_COLORS: [RGBColor; 10] = [
 
 /// An arm's colour as CSS (`#1f77b4`), for legends drawn in HTML beside the chart.
 pub fn arm_color_css(arm: usize) -> String {
-    let RGBColor(r, g, b) = ARM_COLORS[arm % ARM_COLORS.len()];
-    format!("#{r:02x}{g:02x}{b:02x}")
+    marks::css(ARM_COLORS[arm % ARM_COLORS.len()])
 }
 
 /// One line of an overlay chart: a run (thin) or an arm's mean (thick), coloured by arm.
@@ -171,152 +119,233 @@ pub struct OverlayLine {
     pub thick: bool,
     /// Legend text; lines with `None` stay out of the legend.
     pub legend: Option<String>,
+    /// What the hover text calls the line (`run #3`, `AlignDet mean of 3`).
+    pub name: String,
 }
 
-/// Many runs in one chart, coloured per arm: thin lines for runs, thick ones for arm means.
-/// Same frame and style as [`line_chart`]; empty input gives a chart saying nothing.
-pub fn overlay_chart(title: &str, x_label: &str, lines: &[OverlayLine]) -> String {
-    svg((720, 360), title, |root| {
-        draw_overlay(root, title, x_label, lines)
-    })
-}
-
-fn draw_overlay(root: &SvgArea, title: &str, x_label: &str, lines: &[OverlayLine]) -> Drawn {
-    let reduced: Vec<Vec<(f64, f64)>> = lines.iter().map(|l| drawable(&l.points)).collect();
-    let mut chart = frame(root, title, x_label, reduced.iter().flatten())?;
-    // Runs first, means on top.
+/// Many runs in one chart, coloured per arm: thin lines for runs, thick ones for arm means
+/// (drawn last, on top). Same frame, legend and hover as [`line_chart`].
+pub fn overlay_chart(title: &str, x_label: &str, lines: &[OverlayLine], y_label: &str) -> String {
     let mut idx: Vec<usize> = (0..lines.len()).collect();
     idx.sort_by_key(|&i| lines[i].thick);
-    let mut legend = false;
-    for i in idx {
-        let (line, pts) = (&lines[i], &reduced[i]);
-        let color = ARM_COLORS[line.arm % ARM_COLORS.len()];
-        let style = if line.thick {
-            color.stroke_width(3)
-        } else {
-            color.mix(0.55).stroke_width(1)
-        };
-        let drawn = chart.draw_series(LineSeries::new(pts.iter().copied(), style))?;
-        if let Some(name) = &line.legend {
-            legend = true;
-            drawn.label(name.clone()).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(3))
-            });
-        }
-        if pts.len() <= 30 {
-            let r = if line.thick { 3 } else { 2 };
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, r, style.filled())))?;
-        }
-    }
-    if legend {
-        draw_legend(&mut chart)?;
-    }
-    Ok(())
+    let drawn: Vec<Line> = idx
+        .into_iter()
+        .map(|i| {
+            let l = &lines[i];
+            Line {
+                name: l.legend.clone().unwrap_or_else(|| l.name.clone()),
+                legend: l.legend.is_some(),
+                color: ARM_COLORS[l.arm % ARM_COLORS.len()],
+                width: if l.thick { 3 } else { 1 },
+                opacity: if l.thick { 1.0 } else { 0.55 },
+                raw: None,
+                hover: true,
+                points: drawable(&l.points),
+            }
+        })
+        .collect();
+    let labels = Labels {
+        title,
+        x: x_label,
+        y: y_label,
+    };
+    chart((720, 360), &labels, &drawn, View::default())
 }
 
-/// Histogram of values over `bins` equal-width bins between 0 and the max.
-pub fn histogram(title: &str, x_label: &str, values: &[f64], bins: usize) -> String {
-    svg((560, 260), title, |root| {
-        draw_histogram(root, title, x_label, values, bins.max(1))
+/// A line as drawn: its points in value space (finite, downsampled).
+#[derive(Clone)]
+struct Line {
+    name: String,
+    legend: bool,
+    color: RGBColor,
+    width: u32,
+    opacity: f64,
+    /// The raw values under smoothed `points`, for the hover text.
+    raw: Option<Vec<f64>>,
+    /// Markers or hover targets; off for the faint raw curve behind a smoothed one.
+    hover: bool,
+    points: Vec<(f64, f64)>,
+}
+
+type SvgArea<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// What drawing a chart gives: nothing, or the error that stopped it.
+type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+/// An SVG document of `size` on white, drawn by `draw`, with `extra` markup (what plotters
+/// cannot write) appended; a drawing that fails is logged under `title` and leaves what was
+/// drawn so far.
+fn svg(size: (u32, u32), title: &str, draw: impl FnOnce(&SvgArea) -> Drawn) -> String {
+    svg_with(size, title, |root| draw(root).map(|()| String::new()))
+}
+
+fn svg_with(
+    size: (u32, u32),
+    title: &str,
+    draw: impl FnOnce(&SvgArea) -> Result<String, Box<dyn std::error::Error>>,
+) -> String {
+    let mut svg = String::new();
+    let mut extra = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        let drawn = root
+            .fill(&WHITE)
+            .map_err(Into::into)
+            .and_then(|()| draw(&root));
+        match drawn {
+            Ok(e) => extra = e,
+            Err(e) => tracing::warn!("plot {title}: {e}"),
+        }
+        let _ = root.present();
+    }
+    if let Some(end) = svg.rfind("</svg>") {
+        svg.insert_str(end, &extra);
+    }
+    svg
+}
+
+/// The finite points of a series, downsampled to what a line can show.
+fn drawable(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let finite: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect();
+    downsample_keep_extremes(&finite, MAX_POINTS_PER_LINE)
+}
+
+/// A line's points where the view's axes can draw them: (index into the line, drawn x, drawn
+/// y); points a log axis cannot show (≤ 0) are left out.
+fn placed(line: &Line, view: View) -> Vec<(usize, f64, f64)> {
+    line.points
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &(x, y))| Some((i, drawn(x, view.log_x)?, drawn(y, view.log_y)?)))
+        .collect()
+}
+
+/// What the caption says about points a log axis left out, if any.
+fn dropped_note(lines: &[Line], placed: &[Vec<(usize, f64, f64)>], view: View) -> Option<String> {
+    // Counted on the raw curves (a smoothed one may stay above zero where its raw one dips).
+    let dropped: usize = lines
+        .iter()
+        .zip(placed)
+        .filter(|(l, _)| l.raw.is_none())
+        .map(|(l, p)| l.points.len() - p.len())
+        .sum();
+    (dropped > 0).then(|| {
+        let axes = match (view.log_x, view.log_y) {
+            (true, true) => "log x and y axes",
+            (true, false) => "log x axis",
+            _ => "log y axis",
+        };
+        format!(
+            "{} at or below zero not drawn on the {axes}",
+            crate::numbers::count(dropped as i64, "point")
+        )
     })
 }
 
-fn draw_histogram(
-    root: &SvgArea,
-    title: &str,
-    x_label: &str,
-    values: &[f64],
-    bins: usize,
-) -> Drawn {
-    let max = values
+type Frame<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<Ticked, Ticked>>;
+
+/// A chart of `lines` in an SVG of `size` plus the legend strip below it.
+fn chart(size: (u32, u32), labels: &Labels, lines: &[Line], view: View) -> String {
+    let placed: Vec<Vec<(usize, f64, f64)>> = lines.iter().map(|l| placed(l, view)).collect();
+    let note = dropped_note(lines, &placed, view);
+    let entries: Vec<(String, RGBColor)> = lines
         .iter()
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max)
-        .max(1.0);
-    let width = max / bins as f64;
-    let mut counts = vec![0u32; bins];
-    for v in values.iter().filter(|v| v.is_finite()) {
-        let b = ((v / width) as usize).min(bins - 1);
-        counts[b] += 1;
-    }
-    let top = counts.iter().copied().max().unwrap_or(1).max(1);
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 16))
+        .filter(|l| l.legend)
+        .map(|l| (l.name.clone(), l.color))
+        .collect();
+    // One series is named by the chart's title: a legend only tells lines apart.
+    let entries = if entries.len() < 2 {
+        Vec::new()
+    } else {
+        entries
+    };
+    let legend = legend::Legend::layout(&entries, note.as_deref(), size.0 as i32);
+    let total = (size.0, size.1 + legend.height as u32);
+    svg_with(total, labels.title, |root| {
+        let (plot, _) = root.split_vertically(size.1 as i32);
+        let mut extra = draw_lines(&plot, labels, lines, &placed, view)?;
+        extra.push_str(&legend.svg(size.1 as i32));
+        Ok(extra)
+    })
+}
+
+/// The frame, the lines, and (returned) the plot-area rectangle and the markers as SVG.
+fn draw_lines(
+    root: &SvgArea,
+    labels: &Labels,
+    lines: &[Line],
+    placed: &[Vec<(usize, f64, f64)>],
+    view: View,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let all = || placed.iter().flatten();
+    let x = Axis::fit(all().map(|p| p.1), view.log_x, 0.02);
+    let y = Axis::fit(all().map(|p| p.2), view.log_y, 0.05);
+    let mut chart: Frame = ChartBuilder::on(root)
+        .caption(labels.title, ("sans-serif", 16))
         .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0.0..max, 0u32..(top + top / 10 + 1))?;
+        .x_label_area_size(36)
+        .y_label_area_size(if labels.y.is_empty() { 56 } else { 70 })
+        .build_cartesian_2d(x.coord(), y.coord())?;
+    let (fx, fy) = (|v: &f64| x.label(*v), |v: &f64| y.label(*v));
     chart
         .configure_mesh()
-        .x_desc(x_label)
-        .y_desc("boxes")
+        .x_desc(labels.x)
+        .y_desc(labels.y)
+        .x_label_formatter(&fx)
+        .y_label_formatter(&fy)
+        .bold_line_style(RGBColor(232, 232, 232))
         .draw()?;
-    chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
-        let x0 = i as f64 * width;
-        Rectangle::new([(x0, 0), (x0 + width, c)], ARM_COLORS[0].filled())
-    }))?;
-    Ok(())
+    let mut extra = {
+        let (px, py) = chart.plotting_area().get_pixel_range();
+        marks::plot_area(px, py)
+    };
+    for (line, pts) in lines.iter().zip(placed) {
+        let style = line.color.mix(line.opacity).stroke_width(line.width);
+        chart.draw_series(LineSeries::new(pts.iter().map(|p| (p.1, p.2)), style))?;
+    }
+    // Markers after every line, so no line covers a point.
+    for (line, pts) in lines.iter().zip(placed).filter(|(l, _)| l.hover) {
+        let visible = pts.len() <= marks::MARKED_POINTS;
+        let keep = marks::decimate(pts.len(), marks::HOVER_POINTS_PER_LINE);
+        let m: Vec<marks::Mark> = keep
+            .into_iter()
+            .map(|k| {
+                let (i, dx, dy) = pts[k];
+                let (px, py) = chart.backend_coord(&(dx, dy));
+                marks::Mark {
+                    x: px,
+                    y: py,
+                    title: hover_text(line, i, labels.x),
+                }
+            })
+            .collect();
+        let r = if line.width >= 2 { 3 } else { 2 };
+        extra.push_str(&marks::series(&line.name, line.color, r, visible, &m));
+    }
+    Ok(extra)
+}
+
+/// "eval/AP · optimizer step 20: 0.3", with the raw value when smoothed; numbers as the pages
+/// print chart values.
+fn hover_text(line: &Line, i: usize, x_label: &str) -> String {
+    use crate::numbers::chart_value;
+    let (x, y) = line.points[i];
+    let x_name = if x_label.is_empty() { "x" } else { x_label };
+    let mut t = format!(
+        "{} · {x_name} {}: {}",
+        line.name,
+        chart_value(x),
+        chart_value(y)
+    );
+    if let Some(raw) = &line.raw {
+        t.push_str(&format!(" (smoothed; raw {})", chart_value(raw[i])));
+    }
+    t
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn charts_render_svg_with_data() {
-        let s = super::line_chart(
-            "loss",
-            "step",
-            &[(
-                "loss".into(),
-                (0..5000)
-                    .map(|i| (i as f64, 1.0 / (1.0 + i as f64)))
-                    .collect(),
-            )],
-        );
-        assert!(
-            s.starts_with("<svg") && s.contains("polyline"),
-            "{}",
-            &s[..200.min(s.len())]
-        );
-        let h = super::histogram("sizes", "px", &[1.0, 2.0, 30.0], 10);
-        assert!(h.contains("<rect"));
-    }
-
-    #[test]
-    fn overlay_draws_thin_runs_and_thick_means() {
-        let line = |arm, thick, legend: Option<&str>| super::OverlayLine {
-            arm,
-            points: vec![(0.0, 0.1), (10.0, 0.3)],
-            thick,
-            legend: legend.map(String::from),
-        };
-        let s = super::overlay_chart(
-            "AP",
-            "step",
-            &[
-                line(0, false, None),
-                line(1, false, None),
-                line(0, true, Some("#0 mean")),
-            ],
-        );
-        assert!(s.contains("polyline") && s.contains("#0 mean"));
-        assert!(s.contains("stroke-width=\"3\""));
-        assert_eq!(super::arm_color_css(1), "#ff7f0e");
-    }
-
-    #[test]
-    fn one_point_and_flat_series_get_a_range_around_them() {
-        // One evaluation at step 20: the point sits inside the axis, not on its edge.
-        let x = super::padded_range(20.0, 20.0, 0.02);
-        assert!(x.start < 20.0 && x.end > 20.0 && (x.start + x.end) / 2.0 == 20.0);
-        // A flat series at 0 gets ±1, one at 0.5 gets ±0.05.
-        assert_eq!(super::padded_range(0.0, 0.0, 0.05), -1.0..1.0);
-        let y = super::padded_range(0.5, 0.5, 0.05);
-        assert!((y.start - 0.45).abs() < 1e-12 && (y.end - 0.55).abs() < 1e-12);
-        // No data: a unit frame.
-        assert_eq!(super::padded_range(f64::MAX, f64::MIN, 0.05), 0.0..1.0);
-        // A single point is drawn as a marker.
-        let s = super::line_chart("AP", "step", &[("AP".into(), vec![(20.0, 0.3)])]);
-        assert!(s.contains("<circle"), "{s}");
-    }
-}
+mod tests;

@@ -163,11 +163,12 @@ pub async fn recall_chart(s: &AppState, run_id: i64) -> Result<Option<String>, P
         }
     }
     Ok((!series.is_empty()).then(|| {
-        plots::line_chart(
-            "Ground-truth recall vs number of pseudo-boxes",
-            "pseudo-boxes per image",
-            &series,
-        )
+        let labels = plots::Labels {
+            title: "Ground-truth recall vs number of pseudo-boxes",
+            x: "pseudo-boxes per image",
+            y: "recall of ground-truth boxes",
+        };
+        plots::line_chart_with(&labels, &series, plots::View::default())
     }))
 }
 

@@ -1,13 +1,17 @@
 //! The live part of a run's page ([`RunLive`], `run_live.html`): status, attempts, log tail,
 //! charts and summaries; served inside the run page and alone as `GET /runs/{id}/live`.
 
-use super::charts::{PRETRAIN_BOX_CHARTS, PRETRAIN_IMAGE_CHARTS, finetune_charts, grouped_charts};
+use super::chart_groups::{
+    ChartContext, FINETUNE_CHARTS, PRETRAIN_BOX_CHARTS, PRETRAIN_IMAGE_CHARTS, PROPOSALS_CHARTS,
+    grouped_charts,
+};
+use super::chart_view::{ChartQuery, XChoice, XMap, epochs_per_step};
+use super::charts::finetune_charts;
 use crate::db;
 use crate::db::logs::LogRow;
 use crate::db::runs::{AttemptRow, RunRow};
 use crate::error::PageError;
 use crate::numbers::filters;
-use crate::plots;
 use crate::state::AppState;
 use aligndet_common::jobs::RunKind;
 use askama::Template;
@@ -27,6 +31,8 @@ struct RunLive {
     summaries: Vec<(String, f64)>,
     /// Fine-tune runs: the 12 COCO statistics at each periodic evaluation, (step, cells).
     eval_history: Vec<(i64, Vec<String>)>,
+    /// Parts of the chart query that were ignored, and why.
+    chart_notes: Vec<String>,
 }
 
 impl RunLive {
@@ -35,24 +41,73 @@ impl RunLive {
     }
 }
 
-/// The live fragment of a run as HTML.
-pub async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
+/// The x axis a query asked for, as a map of steps; one the run cannot offer falls back to the
+/// step with a note.
+async fn x_map(
+    s: &AppState,
+    run: &RunRow,
+    query: &mut ChartQuery,
+    curves: &crate::serving::live_series::LiveSeries,
+) -> Result<XMap, PageError> {
+    let epoch = if query.x == XChoice::Epoch {
+        epochs_per_step(s, run).await?
+    } else {
+        None
+    };
+    if !super::chart_view::x_choices(run, epoch).contains(&query.x) {
+        query.notes.push(format!(
+            "x={} ignored: this run's curves are drawn against the step only{}",
+            query.x.as_str(),
+            if query.x == XChoice::Epoch {
+                " or time (no batch size and training split of known size)"
+            } else {
+                ""
+            }
+        ));
+        query.x = XChoice::Step;
+    }
+    Ok(match query.x {
+        XChoice::Step => XMap::Step,
+        XChoice::Epoch => XMap::Scale(epoch.unwrap_or(1.0)),
+        XChoice::Time => {
+            let mut steps: Vec<i64> = curves
+                .keys
+                .values()
+                .flat_map(|k| k.points.iter().map(|p| p.0 as i64))
+                .collect();
+            steps.sort_unstable();
+            steps.dedup();
+            XMap::Seconds(db::compare::seconds_at_steps(&s.pool, run.id, &steps).await?)
+        }
+    })
+}
+
+/// The live fragment of a run as HTML, its charts as `query` asks.
+pub async fn live_html(s: &AppState, run: RunRow, query: &ChartQuery) -> Result<String, PageError> {
     let id = run.id;
     // Cached per run until it changes; never a full read of a long series per viewer.
     let curves = crate::serving::live_series::for_run(s, id).await?;
     let keys = curves.key_counts();
+    let mut query = query.clone();
+    let xmap = x_map(s, &run, &mut query, &curves).await?;
+    let ctx = ChartContext {
+        curves: &curves,
+        query: &query,
+        xmap: &xmap,
+    };
     let grouped = match run.kind {
         RunKind::PretrainBox => &PRETRAIN_BOX_CHARTS[..],
         RunKind::PretrainImage => &PRETRAIN_IMAGE_CHARTS[..],
+        RunKind::Proposals => &PROPOSALS_CHARTS[..],
+        RunKind::Finetune => &FINETUNE_CHARTS[..],
         _ => &[],
     };
-    let (mut charts, eval_history, used) = if run.kind == RunKind::Finetune {
-        finetune_charts(s, &run, &keys, &curves).await?
+    let (mut charts, eval_history, mut used) = if run.kind == RunKind::Finetune {
+        finetune_charts(s, &run, &keys, &ctx).await?
     } else {
-        let mut used = Vec::new();
-        let charts = grouped_charts(&curves, &keys, grouped, &mut used);
-        (charts, Vec::new(), used)
+        (Vec::new(), Vec::new(), Vec::new())
     };
+    charts.extend(grouped_charts(&ctx, &keys, grouped, &mut used));
     let mut summaries = Vec::new();
     for (key, n) in keys.into_iter().filter(|(k, _)| !used.contains(k)) {
         if n <= 1 {
@@ -61,10 +116,9 @@ pub async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
             }
             continue;
         }
-        let svg = curves.chart(&format!("key:{key}"), || {
-            plots::line_chart(&key, "step", &[(key.clone(), curves.points(&key))])
-        });
-        charts.push((key, svg));
+        let x_fixed = (run.kind == RunKind::Proposals).then_some("step (as the job logged it)");
+        let pts = ctx.series(&key, x_fixed, &mut Vec::new());
+        charts.push(ctx.chart(&key, &key, x_fixed, "", &[(key.clone(), pts)]));
     }
     let waiting = if run.status == aligndet_common::jobs::RunStatus::Queued {
         crate::queue::matching::waiting_reason(&s.pool, id).await?
@@ -80,6 +134,7 @@ pub async fn live_html(s: &AppState, run: RunRow) -> Result<String, PageError> {
         charts,
         summaries,
         eval_history,
+        chart_notes: query.notes,
         run,
     };
     page.render()

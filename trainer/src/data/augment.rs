@@ -30,6 +30,7 @@ pub fn image_limits() -> ImageLimits {
 
 /// Decode an image file (whole, under [`image_limits`]) to a `[3, H, W]` float tensor in 0..1 (RGB).
 pub fn decode_image(path: &std::path::Path) -> anyhow::Result<Tensor> {
+    super::arrivals::wait_for(path)?;
     let img = open_checked(path, image_limits())
         .map_err(|e| anyhow::anyhow!("image {} {e}", path.display()))?
         .to_rgb8();

@@ -1,5 +1,6 @@
 //! Dataset generation and preparation.
 
+pub mod arrivals;
 pub mod augment;
 pub mod color_ops;
 pub mod detection;

@@ -190,6 +190,7 @@ fn propose_image(
     strategy: &Strategy,
 ) -> anyhow::Result<ImageProposals> {
     let t = Instant::now();
+    crate::data::arrivals::wait_for(path)?;
     let rgb = open_checked(path, limits)
         .map_err(|e| anyhow::anyhow!("image {} {e}", path.display()))?
         .to_rgb8();

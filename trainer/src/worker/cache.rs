@@ -60,6 +60,19 @@ pub struct CacheReport {
     pub seconds: f64,
 }
 
+impl CacheReport {
+    /// Counts of `other` added to these (the seconds are left alone).
+    pub fn add(&mut self, other: &CacheReport) {
+        self.blobs += other.blobs;
+        self.hits += other.hits;
+        self.fetched += other.fetched;
+        self.bytes_fetched += other.bytes_fetched;
+        self.corrupt += other.corrupt;
+        self.resumed += other.resumed;
+        self.rejected += other.rejected;
+    }
+}
+
 pub struct BlobCache {
     root: PathBuf,
     max_bytes: u64,
@@ -115,6 +128,17 @@ impl BlobCache {
 
     /// Make every blob present and verified, fetching what is missing or corrupt.
     pub fn ensure(&self, blobs: &[Blob], source: &dyn BlobSource) -> anyhow::Result<CacheReport> {
+        self.ensure_keeping(blobs, &HashSet::new(), source)
+    }
+
+    /// [`BlobCache::ensure`] for one part of a job's inputs: making room never evicts `keep`
+    /// (the rest of them).
+    pub fn ensure_keeping(
+        &self,
+        blobs: &[Blob],
+        keep: &HashSet<&str>,
+        source: &dyn BlobSource,
+    ) -> anyhow::Result<CacheReport> {
         let started = Instant::now();
         let mut unique: HashMap<&str, &Blob> = HashMap::new();
         for b in blobs {
@@ -144,7 +168,8 @@ impl BlobCache {
         let needed: u64 = missing.iter().map(|b| b.bytes).sum();
         if needed > 0 {
             // Nothing fetched, nothing grew: a warm cache skips the scan.
-            let keep: HashSet<&str> = unique.keys().copied().collect();
+            let mut keep = keep.clone();
+            keep.extend(unique.keys().copied());
             self.evict(&keep, self.max_bytes.saturating_sub(needed))?;
         }
         let (small, big): (Vec<Blob>, Vec<Blob>) =
@@ -202,12 +227,17 @@ impl BlobCache {
         source: &dyn BlobSource,
         report: &mut CacheReport,
     ) -> anyhow::Result<()> {
+        // As many blobs per pack as keeps every request in flight busy.
+        let per_pack = blobs
+            .len()
+            .div_ceil(PARALLEL_PACKS)
+            .clamp(1, aligndet_common::content::PACK_MAX_BLOBS);
         let mut groups: Vec<Vec<Blob>> = Vec::new();
         let mut bytes = 0;
         for blob in blobs {
-            let full = groups.last().is_none_or(|g| {
-                g.len() >= aligndet_common::content::PACK_MAX_BLOBS || bytes >= PACK_BYTES
-            });
+            let full = groups
+                .last()
+                .is_none_or(|g| g.len() >= per_pack || bytes >= PACK_BYTES);
             if full {
                 groups.push(Vec::new());
                 bytes = 0;

@@ -1,6 +1,7 @@
-//! A claimed job's inputs, fetched by content into the worker's cache before the job starts, and
-//! laid out so the job sees what `trainer run` gives it: a [`DatasetLocation`] of local paths and
-//! an [`ArtifactSource`].
+//! A claimed job's inputs, fetched by content into the worker's cache and laid out so the job
+//! sees what `trainer run` gives it: a [`DatasetLocation`] of local paths and an
+//! [`ArtifactSource`]. The annotation file comes before the job starts, the images stream in
+//! behind it ([`super::stream`]), artifacts come when the job asks for them.
 //!
 //! The dataset's images are hard links in a folder of the dataset's content
 //! (`views/dataset-…/images/`) to the cache's blobs, under their dataset file names: the loaders'
@@ -8,20 +9,21 @@
 //! running job, and the next job on the same dataset reuses the folder.
 
 use super::cache::{BlobCache, BlobSource, CacheReport};
+use super::stream::DatasetStream;
 use crate::jobs::ArtifactSource;
 use aligndet_common::api::{DatasetLocation, JobSpec};
-use aligndet_common::content::Blob;
-use aligndet_common::dataset::unsafe_file_name_reason;
+use aligndet_common::content::{Blob, DatasetContent};
 use anyhow::Context;
-use rayon::prelude::*;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The job's spec with its dataset on local paths, and where its artifacts come from.
 pub struct PreparedJob<'a> {
     pub spec: JobSpec,
     pub artifacts: CachedArtifacts<'a>,
+    /// What fetching the annotation file took (the images come in `stream`).
     pub report: CacheReport,
+    stream: Option<DatasetStream>,
     /// The dataset's layout, held against eviction while the job runs.
     view: Option<(&'a BlobCache, PathBuf)>,
 }
@@ -58,17 +60,41 @@ pub fn prepare<'a>(
             spec: local,
             artifacts,
             report: CacheReport::default(),
+            stream: None,
             view: None,
         });
     };
-    let started = std::time::Instant::now();
-    let mut blobs: Vec<Blob> = content.images.iter().map(|i| i.blob.clone()).collect();
-    blobs.push(content.annotations.clone());
-    let mut report = cache
-        .ensure(&blobs, source)
-        .with_context(|| format!("fetching dataset {:?}", content.name))?;
-    // One layout per dataset content, kept for the next job: a warm cache with nothing
-    // fetched or replaced reuses it instead of linking every image again.
+    let dataset = open_dataset(content, cache, source)?;
+    local.dataset = Some(dataset.location);
+    Ok(PreparedJob {
+        spec: local,
+        artifacts,
+        report: dataset.annotations,
+        stream: Some(dataset.stream),
+        view: Some((cache, dataset.view)),
+    })
+}
+
+/// A dataset whose annotation file is in the cache and whose images are about to stream in.
+pub struct OpenedDataset {
+    pub location: DatasetLocation,
+    /// What fetching the annotation file took.
+    pub annotations: CacheReport,
+    pub stream: DatasetStream,
+    /// Held against eviction: the caller releases it ([`BlobCache::release_view`]).
+    pub view: PathBuf,
+}
+
+/// Fetch the annotation file (the job reads it first) and open the dataset's layout, one per
+/// dataset content and kept for the next job; its images stream in behind the running job.
+pub fn open_dataset(
+    content: &DatasetContent,
+    cache: &BlobCache,
+    source: &dyn BlobSource,
+) -> anyhow::Result<OpenedDataset> {
+    let annotations = cache
+        .ensure(std::slice::from_ref(&content.annotations), source)
+        .with_context(|| format!("fetching the annotations of dataset {:?}", content.name))?;
     let digest = layout_digest(content);
     let view = cache
         .root()
@@ -76,42 +102,80 @@ pub fn prepare<'a>(
         .join(format!("dataset-{}", &digest[..16]));
     cache.hold_view(&view);
     let images = view.join("images");
-    let marker = view.join("complete");
-    let reusable = report.fetched == 0
-        && report.corrupt == 0
-        && std::fs::read_to_string(&marker).is_ok_and(|m| m == digest);
-    let laid_out = if reusable {
-        Ok(())
-    } else {
-        lay_out(content, cache, &view, &images, &marker, &digest)
+    let stream = DatasetStream::new(
+        content.images.clone(),
+        images.clone(),
+        view.join("complete"),
+        digest,
+    )
+    .with_context(|| format!("laying out dataset {:?}", content.name));
+    let stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => {
+            cache.release_view(&view);
+            return Err(e);
+        }
     };
-    if let Err(e) = laid_out {
-        let _ = std::fs::remove_dir_all(&view);
-        cache.release_view(&view);
-        return Err(e.context(format!("laying out dataset {:?}", content.name)));
-    }
-    // What the job waited for: fetching, verifying and laying out.
-    report.seconds = started.elapsed().as_secs_f64();
-    local.dataset = Some(DatasetLocation {
-        dataset_id: content.dataset_id,
-        name: content.name.clone(),
-        annotations_path: cache
-            .path(&content.annotations.sha256)
-            .display()
-            .to_string(),
-        image_root: images.display().to_string(),
-        splits: content.splits.clone(),
-    });
-    Ok(PreparedJob {
-        spec: local,
-        artifacts,
-        report,
-        view: Some((cache, view)),
+    Ok(OpenedDataset {
+        location: DatasetLocation {
+            dataset_id: content.dataset_id,
+            name: content.name.clone(),
+            annotations_path: cache
+                .path(&content.annotations.sha256)
+                .display()
+                .to_string(),
+            image_root: images.display().to_string(),
+            splits: content.splits.clone(),
+        },
+        annotations,
+        stream,
+        view,
     })
 }
 
+impl PreparedJob<'_> {
+    /// Run `job` while the dataset's images stream in behind it (at once when there is no
+    /// dataset). `on_stream_failure` runs as soon as the stream fails (to stop the job: an
+    /// image it needs will not come). Answers the job's result and what the stream did.
+    pub fn run_streaming<R>(
+        &self,
+        on_stream_failure: impl FnOnce() + Send,
+        job: impl FnOnce() -> R,
+    ) -> (R, Option<anyhow::Result<CacheReport>>) {
+        let Some(stream) = &self.stream else {
+            return (job(), None);
+        };
+        let (cache, source) = (self.artifacts.cache, self.artifacts.source);
+        let ranks = self.spec.config.optim().map_or(1, |o| o.world_size);
+        if ranks > 1 {
+            // Ranks past the first are processes of their own that read the layout directly:
+            // everything must be in place before they start.
+            let streamed = stream.run(cache, source);
+            if streamed.is_err() {
+                on_stream_failure();
+            }
+            return (job(), Some(streamed));
+        }
+        std::thread::scope(|scope| {
+            let streamer = scope.spawn(move || {
+                let result = stream.run(cache, source);
+                if result.is_err() {
+                    on_stream_failure();
+                }
+                result
+            });
+            let outcome = job();
+            stream.stop();
+            let streamed = streamer
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the dataset stream panicked")));
+            (outcome, Some(streamed))
+        })
+    }
+}
+
 /// Names the layout: the annotation file and every (file name, content) pair.
-fn layout_digest(content: &aligndet_common::content::DatasetContent) -> String {
+fn layout_digest(content: &DatasetContent) -> String {
     let mut hasher = aligndet_common::content::Hasher::default();
     hasher.update(content.annotations.sha256.as_bytes());
     for image in &content.images {
@@ -120,44 +184,6 @@ fn layout_digest(content: &aligndet_common::content::DatasetContent) -> String {
         hasher.update(image.blob.sha256.as_bytes());
     }
     hasher.finish()
-}
-
-/// Link every image under its dataset file name; the marker goes last, so a layout cut short
-/// is never reused.
-fn lay_out(
-    content: &aligndet_common::content::DatasetContent,
-    cache: &BlobCache,
-    view: &Path,
-    images: &Path,
-    marker: &Path,
-    digest: &str,
-) -> anyhow::Result<()> {
-    let _ = std::fs::remove_dir_all(view);
-    content.images.par_iter().try_for_each(|image| {
-        if let Some(why) = unsafe_file_name_reason(&image.file_name) {
-            anyhow::bail!(
-                "the server named a dataset file {:?}: {why}",
-                image.file_name
-            );
-        }
-        link(
-            &cache.path(&image.blob.sha256),
-            &images.join(&image.file_name),
-        )
-    })?;
-    std::fs::write(marker, digest)?;
-    Ok(())
-}
-
-/// A hard link (a copy where the file system has none).
-fn link(blob: &Path, at: &Path) -> anyhow::Result<()> {
-    if let Some(dir) = at.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    if std::fs::hard_link(blob, at).is_err() {
-        std::fs::copy(blob, at).with_context(|| format!("copying {}", blob.display()))?;
-    }
-    Ok(())
 }
 
 /// Artifacts of runs a job may read, as the claim listed them by content.

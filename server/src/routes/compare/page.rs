@@ -120,6 +120,15 @@ fn short(v: f64) -> String {
     }
 }
 
+/// The y-axis title of a compared key.
+fn y_label_of(key: &str) -> &'static str {
+    if key.starts_with("eval/") {
+        "AP (fraction)"
+    } else {
+        "loss"
+    }
+}
+
 fn chart_lines(l: &Loaded, key: &str, axis: XAxis, skipped: &mut Vec<i64>) -> Vec<OverlayLine> {
     let mut lines = Vec::new();
     for arm in &l.cmp.arms {
@@ -149,6 +158,7 @@ fn chart_lines(l: &Loaded, key: &str, axis: XAxis, skipped: &mut Vec<i64>) -> Ve
                 points: xy.iter().map(|p| (p.1, p.2)).collect(),
                 thick: false,
                 legend: (arm.runs.len() == 1).then(|| arm.label.clone()),
+                name: format!("run #{id} ({})", arm.label),
             });
             arm_curves.push(xy);
         }
@@ -158,6 +168,7 @@ fn chart_lines(l: &Loaded, key: &str, axis: XAxis, skipped: &mut Vec<i64>) -> Ve
                 points: mean,
                 thick: true,
                 legend: Some(format!("{} mean of {}", arm.label, arm_curves.len())),
+                name: format!("{} mean of {}", arm.label, arm_curves.len()),
             });
         }
     }
@@ -305,7 +316,7 @@ pub(super) fn page(l: Loaded, params: &CompareParams) -> ComparePage {
         let lines = chart_lines(&l, key, params.x, &mut skipped);
         charts.push((
             id.to_string(),
-            plots::overlay_chart(title, params.x.label(), &lines),
+            plots::overlay_chart(title, params.x.label(), &lines, y_label_of(key)),
         ));
     }
     if !skipped.is_empty() {

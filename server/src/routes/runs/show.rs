@@ -8,6 +8,7 @@ use crate::numbers::{coco_stat, filters};
 use crate::routes::render;
 use crate::security::CsrfToken;
 use crate::state::AppState;
+use crate::views::chart_view::{ChartQuery, epochs_per_step, x_choices};
 use crate::views::eval::{EvalView, eval_view};
 use crate::views::finetune::{FinetuneView, finetune_view};
 use crate::views::pretrain::{PretrainView, pretrain_view};
@@ -16,7 +17,7 @@ use aligndet_common::artifacts;
 use aligndet_common::jobs::RunKind;
 use askama::Template;
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use futures_util::Stream;
@@ -37,6 +38,41 @@ struct RunPage {
     config_pretty: String,
     artifacts: Vec<ArtifactRow>,
     parents: Vec<ParentRow>,
+    controls: ChartControls,
+}
+
+/// The chart view form above the charts (a GET form: the view lives in the URL).
+struct ChartControls {
+    /// (value, label, selected); empty when the run offers the step only.
+    x_options: Vec<(&'static str, &'static str, bool)>,
+    log_x: bool,
+    log_y: bool,
+    /// The smoothing weight as typed back, empty for none.
+    smooth: String,
+}
+
+impl ChartControls {
+    async fn of(s: &AppState, run: &RunRow, q: &ChartQuery) -> Result<ChartControls, PageError> {
+        let choices = x_choices(run, epochs_per_step(s, run).await?);
+        let x_options = if choices.len() > 1 {
+            choices
+                .iter()
+                .map(|c| (c.as_str(), c.label(), *c == q.x))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(ChartControls {
+            x_options,
+            log_x: q.view.log_x,
+            log_y: q.view.log_y,
+            smooth: if q.view.smooth > 0.0 {
+                q.view.smooth.to_string()
+            } else {
+                String::new()
+            },
+        })
+    }
 }
 
 impl RunPage {
@@ -64,9 +100,12 @@ pub async fn show(
     State(s): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
     PagePath(id): PagePath<i64>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, PageError> {
     let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
-    let live = live_html(&s, run.clone()).await?;
+    let query = ChartQuery::parse(raw.as_deref());
+    let live = live_html(&s, run.clone(), &query).await?;
+    let controls = ChartControls::of(&s, &run, &query).await?;
     let is_finetune = run.kind == RunKind::Finetune;
     // A fine-tune run's final evaluation has the evaluate job's schema: same section.
     let evaluation = if run.kind == RunKind::Evaluate || is_finetune {
@@ -95,6 +134,7 @@ pub async fn show(
         parents: db::runs::parents(&s.pool, id).await?,
         csrf: csrf.0,
         live,
+        controls,
         run,
     }))
 }
@@ -102,9 +142,11 @@ pub async fn show(
 pub async fn live_fragment(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, PageError> {
     let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
-    Ok(Html(live_html(&s, run).await?).into_response())
+    let query = ChartQuery::parse(raw.as_deref());
+    Ok(Html(live_html(&s, run, &query).await?).into_response())
 }
 
 /// Server-sent events: one `changed` event whenever the run's data changes (Postgres NOTIFY).

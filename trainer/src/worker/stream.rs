@@ -1,0 +1,163 @@
+//! A dataset's images streamed into the cache behind a running job: fetched (or, warm, checked)
+//! in chunks, linked into the dataset's layout, and announced to the readers
+//! ([`crate::data::arrivals`]), taking first whatever a reader is waiting for. The job starts
+//! once the annotation file is in; a warm cache checks its files while the loader already reads.
+
+use super::cache::{BlobCache, BlobSource, CacheReport};
+use crate::data::arrivals::{Arrivals, Registration};
+use aligndet_common::content::{Blob, NamedBlob};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// The first chunk is small, so that step 1's images arrive soon; the rest are bigger.
+const FIRST_CHUNK: usize = 32;
+const CHUNK: usize = 256;
+/// Threads of the streamer's own pool: the global pool's threads may all be readers waiting
+/// for it.
+const STREAM_THREADS: usize = 4;
+
+/// One dataset layout being filled: `images/` of `view`, complete once `marker` holds `digest`.
+pub struct DatasetStream {
+    images: Vec<NamedBlob>,
+    layout: PathBuf,
+    marker: PathBuf,
+    digest: String,
+    /// The layout was complete: its links stand unless a blob is fetched again.
+    reuse: bool,
+    arrivals: Arc<Arrivals>,
+    _registration: Registration,
+    stop: AtomicBool,
+}
+
+impl DatasetStream {
+    /// Readers under `layout` wait from now on for their file.
+    pub fn new(
+        images: Vec<NamedBlob>,
+        layout: PathBuf,
+        marker: PathBuf,
+        digest: String,
+    ) -> anyhow::Result<DatasetStream> {
+        // Another job streaming the same layout: let it finish first (then all is in place).
+        if let Some(other) = crate::data::arrivals::streaming(&layout) {
+            other.wait_closed();
+        }
+        for image in &images {
+            if let Some(why) = aligndet_common::dataset::unsafe_file_name_reason(&image.file_name) {
+                anyhow::bail!(
+                    "the server named a dataset file {:?}: {why}",
+                    image.file_name
+                );
+            }
+        }
+        let reuse = std::fs::read_to_string(&marker).is_ok_and(|m| m == digest);
+        if !reuse {
+            let _ = std::fs::remove_file(&marker);
+            let _ = std::fs::remove_dir_all(&layout);
+        }
+        std::fs::create_dir_all(&layout)?;
+        let names: Vec<String> = images.iter().map(|i| i.file_name.clone()).collect();
+        let arrivals = Arrivals::new(&layout, &names);
+        Ok(DatasetStream {
+            images,
+            layout,
+            marker,
+            digest,
+            reuse,
+            _registration: crate::data::arrivals::register(arrivals.clone()),
+            arrivals,
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    /// Stop after the chunk in hand (the job ended).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Fetch, check and lay out every image, readers' wants first. On failure the readers
+    /// waiting (and any later) get the error; so does the caller.
+    pub fn run(&self, cache: &BlobCache, source: &dyn BlobSource) -> anyhow::Result<CacheReport> {
+        let result = self.fill(cache, source);
+        let failure = result.as_ref().err().map(|e| format!("{e:#}"));
+        self.arrivals.close(failure);
+        result
+    }
+
+    fn fill(&self, cache: &BlobCache, source: &dyn BlobSource) -> anyhow::Result<CacheReport> {
+        let started = Instant::now();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(STREAM_THREADS)
+            .build()?;
+        let keep: HashSet<&str> = self.images.iter().map(|i| i.blob.sha256.as_str()).collect();
+        let mut report = CacheReport::default();
+        let mut done = vec![false; self.images.len()];
+        let mut next = 0;
+        let mut marker_intact = self.reuse;
+        while !self.stop.load(Ordering::SeqCst) {
+            let size = if next == 0 { FIRST_CHUNK } else { CHUNK };
+            let mut chunk = self.arrivals.take_wanted();
+            chunk.retain(|&i| !done[i]);
+            while chunk.len() < size && next < self.images.len() {
+                if !done[next] {
+                    chunk.push(next);
+                }
+                next += 1;
+            }
+            chunk.sort_unstable();
+            chunk.dedup();
+            if chunk.is_empty() {
+                break;
+            }
+            let blobs: Vec<Blob> = chunk.iter().map(|&i| self.images[i].blob.clone()).collect();
+            let got = pool.install(|| cache.ensure_keeping(&blobs, &keep, source))?;
+            if !self.reuse || got.fetched > 0 || got.corrupt > 0 {
+                // New bytes under a name: the layout is not complete until relinked.
+                if marker_intact {
+                    std::fs::remove_file(&self.marker)?;
+                    marker_intact = false;
+                }
+                pool.install(|| {
+                    use rayon::prelude::*;
+                    chunk.par_iter().try_for_each(|&i| {
+                        let image = &self.images[i];
+                        link(
+                            &cache.path(&image.blob.sha256),
+                            &self.layout.join(&image.file_name),
+                        )
+                    })
+                })?;
+            }
+            report.add(&got);
+            for &i in &chunk {
+                done[i] = true;
+            }
+            self.arrivals.mark_ready(&chunk);
+        }
+        if self.arrivals.complete() && !marker_intact {
+            std::fs::write(&self.marker, &self.digest)?;
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+/// A hard link (a copy where the file system has none), put in place by a rename so that a
+/// reader of the old link never finds the name missing.
+fn link(blob: &Path, at: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(dir) = at.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut aside = at.as_os_str().to_owned();
+    aside.push(format!(".linking-{}", std::process::id()));
+    let aside = PathBuf::from(aside);
+    let _ = std::fs::remove_file(&aside);
+    if std::fs::hard_link(blob, &aside).is_err() {
+        std::fs::copy(blob, &aside).with_context(|| format!("copying {}", blob.display()))?;
+    }
+    std::fs::rename(&aside, at).with_context(|| format!("placing {}", at.display()))?;
+    Ok(())
+}
