@@ -134,6 +134,7 @@ class Server:
         self.log = None
         if args.url:
             self.base, self.token, self.pid = args.url.rstrip("/"), args.token, args.pid
+            self.user_token = args.user_token or os.environ.get("ALIGNDET_TOKEN", "")
             self.db_url = args.server_database_url
             return
         name = f"aligndet_load_{int(time.time())}_{os.getpid()}"
@@ -155,13 +156,21 @@ class Server:
         while time.time() < deadline:
             try:
                 if Client(self.base).request("GET", "/healthz")[0] == 200:
-                    return
+                    break
             except OSError:
                 pass
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited; see {self.log.name}")
             time.sleep(0.2)
-        raise RuntimeError("server did not answer /healthz in 60 s")
+        else:
+            raise RuntimeError("server did not answer /healthz in 60 s")
+        # Runs are created with a personal API token (the worker token only does worker calls):
+        # one for the first admin, made by the CLI on the same database.
+        made = subprocess.run(
+            [args.server_bin, "--data-dir", self.dir, "--database-url", self.db_url,
+             "tokens", "create", "admin", "--name", "load-check"],
+            env=env, capture_output=True, text=True, check=True)
+        self.user_token = made.stdout.strip()
 
     def log_text(self):
         if not self.log:
@@ -183,7 +192,7 @@ def setup_worker(srv):
     c = Client(srv.base, srv.token)
     reg = c.json("POST", "/api/v1/workers/register",
                  {"name": "load-check", "device": "cpu", "info": {}, "protocol_version": 2})
-    run = c.json("POST", "/api/v1/runs", {
+    run = Client(srv.base, srv.user_token).json("POST", "/api/v1/runs", {
         "name": "load check",
         "config": {"kind": "benchmark", "backbone": "resnet18", "batch_size": 2,
                    "resolution": 64, "steps": 4, "warmup_steps": 0}})
@@ -239,7 +248,7 @@ def ingestion(srv, reg, spec, args):
     run_threads(args.ingest_threads, worker)
     wall = time.perf_counter() - t0
     sent = sum(len(b) for b in batches)
-    summary = Client(srv.base, srv.token).json("GET", f"/api/v1/runs/{run_id}")
+    summary = Client(srv.base, srv.user_token).json("GET", f"/api/v1/runs/{run_id}")
     stored = sum(k["points"] for k in summary["metric_keys"])
     deadlocks = srv.log_text().count("deadlock detected") + sum("deadlock" in e for e in errors)
     print(f"(a) ingestion: {len(jobs)} requests of {batch} points ({sent} distinct points, each "
@@ -489,6 +498,7 @@ def main():
                     help="admin connection; a fresh database is created on it and dropped after")
     ap.add_argument("--url", help="use this running server instead of starting one")
     ap.add_argument("--token", help="its worker token (with --url)")
+    ap.add_argument("--user-token", help="a personal API token of an editor (with --url; default $ALIGNDET_TOKEN)")
     ap.add_argument("--pid", type=int, help="its process id, for VmRSS (with --url)")
     ap.add_argument("--server-database-url", help="its database (with --url), to fill the run")
     ap.add_argument("--ingest-points", type=int, default=200_000)

@@ -13,10 +13,12 @@ seeds), the margin (AlignDet − baseline) and the per-seed paired differences.
 The fine-tunes train on the labeled splits `{fraction}pct_seed{seed}`; the val split is only
 evaluated (by the platform, at the end of each fine-tune) and only reported here.
 
-    scripts/semi_table.py --url http://127.0.0.1:8080 --token-file ~/.local/share/aligndet-studio/worker-token \\
+    export ALIGNDET_TOKEN=adt_...   # a personal API token (editor): the account page, or
+                                    # aligndet-server tokens create NAME --name semi-table
+    scripts/semi_table.py --url http://127.0.0.1:8080 \\
         --datasets 1,2 --detectors fcos,retinanet --fractions 5,10 --seeds 1,2,3 \\
         --pretrain-steps 200 --finetune-steps 300 --batch-size 4 --image-size 256
-    scripts/semi_table.py --url ... --token-file ... --experiments 4,5   # only print the table
+    scripts/semi_table.py --url ... --experiments 4,5   # only print the table (a viewer's token will do)
     scripts/semi_table.py ... --datasets 2 --detectors fcos --pretrained-run 17 --lr-multiplier 1 \
         --wd-multiplier 1 --image-size 192 --finetune-steps 100 --batch-size 4   # fine-tuning ablation
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import urllib.error
@@ -201,7 +204,8 @@ def table(exps) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True, help="platform address, e.g. http://127.0.0.1:8080")
-    p.add_argument("--token-file", required=True, help="file holding the worker token")
+    p.add_argument("--token", help="a personal API token (default: $ALIGNDET_TOKEN); the worker token is refused")
+    p.add_argument("--token-file", help="a file holding a personal API token")
     p.add_argument("--datasets", default="", help="dataset ids, comma list")
     p.add_argument("--detectors", default="fcos,retinanet")
     p.add_argument("--fractions", default="5,10", help="labeled percentages")
@@ -240,8 +244,13 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, help="stop waiting after this many seconds")
     a = p.parse_args(argv)
 
-    with open(a.token_file, encoding="utf-8") as f:
-        token = f.read().strip()
+    token = a.token or os.environ.get("ALIGNDET_TOKEN", "")
+    if a.token_file:
+        with open(a.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    if not token:
+        sys.exit("a personal API token is needed: --token, --token-file or ALIGNDET_TOKEN "
+                 "(create one on the server's /account page)")
     api = Api(a.url, token)
 
     if a.experiments:

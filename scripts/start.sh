@@ -32,4 +32,7 @@ target/debug/trainer worker --server "http://$BIND" --token-file "$DATA/worker-t
 WORKER=$!
 echo
 echo "AlignDet Studio is running at http://$BIND  (Ctrl-C to stop)"
+if [ -f "$DATA/first-admin-password" ]; then
+  echo "Sign in as admin with the one-time password in $DATA/first-admin-password (change it on the account page)."
+fi
 wait "$SERVER"

@@ -130,7 +130,7 @@ fn a_worker_cannot_report_for_another_workers_attempt(c: &Ctx) -> Outcome {
         return Err(format!("intruder's artifact answered {}", r.status()));
     }
     // Without any worker key, only the shared token: refused, naming the header.
-    let r = c.server.api_post(
+    let r = c.server.worker_post(
         &format!("runs/{run}/heartbeat"),
         &json!({"worker_id": holder.worker_id, "attempt": attempt}),
     );
@@ -341,7 +341,7 @@ fn overlapping_metric_resends_never_error(c: &Ctx) -> Outcome {
 
 fn huge_worker_info_is_refused(c: &Ctx) -> Outcome {
     let info = json!({"blob": "x".repeat(10 << 20)});
-    let r = c.server.api_post(
+    let r = c.server.worker_post(
         "workers/register",
         &json!({"name": "bloated", "device": "cpu", "info": info,
                 "protocol_version": aligndet_common::api::PROTOCOL_VERSION}),

@@ -30,16 +30,17 @@ fn import_browse_boxes_then_benchmark_with_live_curve() {
     let _worker = Worker::start(&server, "browser-worker");
     let driver = ChromeDriver::start();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(drive_browser(&driver, &server.url, &ann, &images));
+    runtime.block_on(drive_browser(&driver, &server, &ann, &images));
 }
 
 async fn drive_browser(
     driver: &ChromeDriver,
-    url: &str,
+    server: &Server,
     ann: &std::path::Path,
     images: &std::path::Path,
 ) {
-    let c = driver.client().await;
+    let c = driver.client_for(server).await;
+    let url = server.url.as_str();
 
     // Import a dataset through the form.
     c.goto(&format!("{}/datasets", url)).await.unwrap();

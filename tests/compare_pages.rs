@@ -212,7 +212,7 @@ fn api_compare(f: &Fixture, query: &str) -> reqwest::blocking::Response {
     f.server
         .http
         .get(format!("{}/api/v1/compare?{query}", f.server.url))
-        .bearer_auth(&f.server.token)
+        .bearer_auth(&f.server.user_token)
         .send()
         .unwrap()
 }
@@ -565,7 +565,7 @@ fn ticking_runs_and_pressing_compare_opens_the_comparison_in_a_browser() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
         use fantoccini::Locator;
-        let c = driver.client().await;
+        let c = driver.client_for(&f.server).await;
         c.goto(&format!("{}/runs", f.server.url)).await.unwrap();
         let button = c.find(Locator::Id("compare-selected")).await.unwrap();
         assert_eq!(

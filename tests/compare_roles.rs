@@ -158,7 +158,7 @@ fn arms_are_named_by_role_with_ap_x100_and_a_paired_interval_in_a_browser() {
     let driver = ChromeDriver::with_window(1280, 2400);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
-        let c = driver.client().await;
+        let c = driver.client_for(&f.server).await;
         c.goto(&url).await.unwrap();
         // Named by role, the settings as the subtitle; the baseline is the reference.
         assert_eq!(text_of(&c, "#arm-0 .arm-label").await, "AlignDet");
@@ -254,7 +254,7 @@ fn an_experiments_roles_name_its_arms() {
             f.server.url,
             ids(&all)
         ))
-        .bearer_auth(&f.server.token)
+        .bearer_auth(&f.server.user_token)
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -279,7 +279,7 @@ fn the_comparison_fits_a_400_px_screen() {
     let driver = ChromeDriver::with_viewport(400, 900);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
-        let c = driver.client().await;
+        let c = driver.client_for(&f.server).await;
         c.goto(&format!("{}/compare?runs={}", f.server.url, ids(&all)))
             .await
             .unwrap();

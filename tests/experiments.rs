@@ -846,7 +846,7 @@ fn the_json_api_reuses_pseudo_boxes_and_reports_final_evaluations() {
     // The table script reads the same API (stdlib Python; skipped where there is no python3).
     let token = TempDir::new("exp-token");
     let token_file = token.path().join("token");
-    std::fs::write(&token_file, format!("{}\n", s.token)).unwrap();
+    std::fs::write(&token_file, format!("{}\n", s.user_token)).unwrap();
     let out = std::process::Command::new("python3")
         .arg(workspace_root().join("scripts/semi_table.py"))
         .args(["--url", &s.url, "--token-file"])

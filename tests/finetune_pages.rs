@@ -498,7 +498,7 @@ fn moving_the_threshold_slider_hides_low_score_boxes_in_a_browser() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
         use fantoccini::Locator;
-        let c = driver.client().await;
+        let c = driver.client_for(&f.server).await;
         c.goto(&url).await.unwrap();
         let hidden = async |css: &str| c.find_all(Locator::Css(css)).await.unwrap().len();
         let count = async || {

@@ -189,7 +189,7 @@ fn in_a_browser_the_placeholders_follow_steps_and_the_bad_field_is_focused() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let url = f.server.url.clone();
     let run = runtime.block_on(async {
-        let c = driver.client().await;
+        let c = driver.client_for(&f.server).await;
         c.goto(&format!("{url}/runs/new")).await.unwrap();
         let field = |name: &'static str| {
             let c = c.clone();

@@ -84,7 +84,7 @@ fn error_pages_come_inside_the_layout_with_their_status() {
     let driver = ChromeDriver::start();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
-        let c = driver.client().await;
+        let c = driver.client_for(&f.server).await;
         for (path, _, text) in cases {
             c.goto(&format!("{}{path}", f.server.url)).await.unwrap();
             let nav = c.find(Locator::Css("nav.top")).await.unwrap();
@@ -128,7 +128,7 @@ fn runs_that_ended_offer_no_cancel_and_say_why_they_have_no_artifacts() {
     let driver = ChromeDriver::start();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
-        let c = driver.client().await;
+        let c = driver.client_for(&f.server).await;
         let url = |p: &str| format!("{}{p}", f.server.url);
         // A running run: Cancel offered, no files yet and why.
         c.goto(&url(&format!("/runs/{running}"))).await.unwrap();
@@ -266,7 +266,7 @@ fn no_page_scrolls_sideways_at_400_px() {
     let driver = ChromeDriver::with_viewport(400, 900);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
-        let c = driver.client().await;
+        let c = driver.client_for(&f.server).await;
         for path in [
             "/".to_string(),
             "/workers".into(),

@@ -922,7 +922,7 @@ fn in_a_browser_the_detector_sets_its_defaults_and_the_rule_shows_its_numbers() 
     let box_run = f.box_run;
     runtime.block_on(async {
         use fantoccini::Locator;
-        let c = driver.client().await;
+        let c = driver.client_for(&f.server).await;
         c.goto(&url).await.unwrap();
         let value = async |css: &str| {
             c.find(Locator::Css(css))

@@ -57,6 +57,10 @@ pub struct ServerConfig {
     /// Largest decoded image buffer, in MiB, accepted at import and opened by workers.
     #[arg(long, default_value_t = ImageLimits::default().max_decoded_bytes >> 20)]
     pub max_image_mib: u64,
+    /// Without a command: serve. With one: administer accounts in the same database (the
+    /// options above, such as --data-dir and --database-url, go before it).
+    #[command(subcommand)]
+    pub command: Option<crate::accounts::cli::AdminCommand>,
 }
 
 impl ServerConfig {

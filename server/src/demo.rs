@@ -30,6 +30,7 @@ pub async fn import_demo_datasets(state: &AppState) -> anyhow::Result<()> {
             format: Format::Coco,
             annotations: ann.to_string_lossy().into_owned(),
             images: dir.join("images").to_string_lossy().into_owned(),
+            created_by: None,
         };
         match import::import_server_paths(state, req).await {
             Ok(id) => tracing::info!("imported demo dataset {name:?} as #{id}"),

@@ -106,6 +106,14 @@ pub struct ServerPathImport {
     pub annotations: String,
     /// COCO: the image folder. Ignored for VOC.
     pub images: String,
+    /// The user importing it (`None`: the server itself, e.g. the demo datasets).
+    pub created_by: Option<i64>,
+}
+
+/// A dataset's name and the user importing it, as stored.
+struct Naming<'a> {
+    name: &'a str,
+    created_by: Option<i64>,
 }
 
 pub async fn import_server_paths(
@@ -131,7 +139,10 @@ pub async fn import_server_paths(
     let splits = read_splits_beside(&req.annotations).or_else(|| default_splits(&data));
     store(
         state,
-        &name,
+        &Naming {
+            name: &name,
+            created_by: req.created_by,
+        },
         format,
         &req.annotations,
         &image_root,
@@ -178,13 +189,14 @@ fn default_splits(data: &CocoDataset) -> Option<serde_json::Value> {
 /// Write the normalised COCO JSON and insert every row in one transaction.
 async fn store(
     state: &AppState,
-    name: &str,
+    naming: &Naming<'_>,
     format: Format,
     source: &str,
     image_root: &Path,
     data: &CocoDataset,
     splits: Option<serde_json::Value>,
 ) -> Result<i64, ImportError> {
+    let name = naming.name;
     ensure_name_free(state, name).await?;
     let folder = state
         .datasets_dir()
@@ -206,6 +218,7 @@ async fn store(
                 image_root: &image_root.to_string_lossy(),
                 annotations_path: &ann_path.to_string_lossy(),
                 splits,
+                created_by: naming.created_by,
             },
             data,
         )
@@ -238,6 +251,7 @@ pub async fn import_upload(
     name: &str,
     original_file_name: &str,
     zip_path: PathBuf,
+    created_by: Option<i64>,
 ) -> Result<i64, ImportError> {
     let name = match check_name(name) {
         Ok(name) => name,
@@ -274,7 +288,10 @@ pub async fn import_upload(
                 read_splits_beside(&ann.to_string_lossy()).or_else(|| default_splits(&data));
             store(
                 state,
-                &name,
+                &Naming {
+                    name: &name,
+                    created_by,
+                },
                 format,
                 &format!("upload: {original_file_name}"),
                 &root,

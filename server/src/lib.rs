@@ -12,7 +12,9 @@
 //! - [`import`]: dataset import (server paths and uploaded zips), validated and transactional.
 //! - [`plots`]: plotters SVG charts.
 //! - [`security`]: worker token, CSRF, safe paths.
+//! - [`accounts`]: users, roles, sessions, personal API tokens (the role gates are here).
 
+pub mod accounts;
 pub mod compare;
 pub mod config;
 pub mod content;
@@ -42,14 +44,39 @@ pub mod worker_auth;
 use anyhow::Context;
 use std::time::Duration;
 
-/// Start everything and serve until Ctrl-C / SIGTERM.
-pub async fn serve(cfg: config::ServerConfig) -> anyhow::Result<()> {
+/// The database a command works on: pools on `--database-url`, or on the embedded cluster
+/// (started here, or found running under a live server), migrated.
+pub struct Database {
+    pub url: String,
+    pub pool: sqlx::PgPool,
+    pub data_dir: std::path::PathBuf,
+    embedded: Option<postgres::EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Close the pool; stop the embedded cluster unless it was running before we came.
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some(pg) = self.embedded {
+            let _ = tokio::task::spawn_blocking(move || {
+                if pg.was_running() {
+                    pg.leave_running();
+                } else {
+                    drop(pg);
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// Open (and migrate) the database `cfg` names: `--database-url`, else the embedded cluster.
+pub async fn open_database(cfg: &config::ServerConfig) -> anyhow::Result<Database> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let data_dir = cfg.data_dir.canonicalize()?;
-
     // DATABASE_URL set: use it. Unset: run our own cluster, stopped at the end (or when `embedded` drops).
-    let (database_url, embedded) = match &cfg.database_url {
+    let (url, embedded) = match &cfg.database_url {
         Some(url) => (url.clone(), None),
         None => {
             let pg = tokio::task::spawn_blocking({
@@ -64,21 +91,59 @@ pub async fn serve(cfg: config::ServerConfig) -> anyhow::Result<()> {
             (pg.database_url(), Some(pg))
         }
     };
-    let connect = |max_connections: u32| {
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect(&database_url)
-    };
     // Messages name the database, never its password.
-    let shown_url = postgres::redact_url(&database_url);
-    let pool = connect(16)
-        .await
-        .with_context(|| format!("connecting to Postgres at {shown_url}"))?;
-    let worker_pool = connect(8)
+    let shown_url = postgres::redact_url(&url);
+    let pool = connect(&url, 16)
         .await
         .with_context(|| format!("connecting to Postgres at {shown_url}"))?;
     db::migrate(&pool).await.context("applying migrations")?;
+    Ok(Database {
+        url,
+        pool,
+        data_dir,
+        embedded,
+    })
+}
+
+async fn connect(url: &str, max_connections: u32) -> sqlx::Result<sqlx::PgPool> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(url)
+        .await
+}
+
+/// Start everything and serve until Ctrl-C / SIGTERM.
+pub async fn serve(cfg: config::ServerConfig) -> anyhow::Result<()> {
+    let Database {
+        url: database_url,
+        pool,
+        data_dir,
+        embedded,
+    } = open_database(&cfg).await?;
+    let worker_pool = connect(&database_url, 8).await.with_context(|| {
+        format!(
+            "connecting to Postgres at {}",
+            postgres::redact_url(&database_url)
+        )
+    })?;
+    // Before binding: no user on a non-loopback address is refused; none on loopback gets a
+    // first admin whose password is in a 0600 file (its path, never the password, is printed).
+    match accounts::bootstrap(&pool, &data_dir, &cfg.bind).await? {
+        accounts::Bootstrap::CreatedAdmin(file) => println!(
+            "created the user `admin`; its one-time password is in {} (readable only by you)",
+            file.display()
+        ),
+        accounts::Bootstrap::HasUsers => {
+            let file = accounts::first_admin_password_file(&data_dir);
+            if file.exists() {
+                println!(
+                    "the first admin's one-time password is still in {} (setting a new one on /account removes it)",
+                    file.display()
+                );
+            }
+        }
+    }
     // Before anything can reap: the time the server was down does not count against leases.
     let resumed = db::liveness::tick(&pool, 0.0)
         .await
@@ -144,7 +209,11 @@ pub async fn serve(cfg: config::ServerConfig) -> anyhow::Result<()> {
             tracing::warn!("TCP_NODELAY on an incoming connection: {e}");
         }
     });
-    let serving = axum::serve(listener, app).with_graceful_shutdown(drained);
+    let serving = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(drained);
     // Live streams end on the shutdown signal; whatever else is still open gets GRACE to finish.
     tokio::select! {
         r = serving => r?,

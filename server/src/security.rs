@@ -1,4 +1,4 @@
-//! Worker token, CSRF protection, HTML escaping and safe paths.
+//! Worker token (worker calls only; people use `accounts`), CSRF protection, HTML escaping and safe paths.
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
@@ -66,6 +66,11 @@ pub async fn require_worker_token(
         Some(t) if constant_time_eq(t.as_bytes(), state.worker_token.as_bytes()) => {
             next.run(req).await
         }
+        Some(t) if t.starts_with(crate::accounts::API_TOKEN_PREFIX) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a personal API token cannot make worker calls: workers present the worker token",
+        )
+        .into_response(),
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid worker token").into_response(),
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -76,7 +81,7 @@ pub async fn require_worker_token(
 }
 
 /// The host part of a `Host` header or URL authority, lower-cased, without port or brackets.
-fn host_name(authority: &str) -> String {
+pub fn host_name(authority: &str) -> String {
     let authority = authority.rsplit('@').next().unwrap_or(authority);
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),

@@ -21,6 +21,8 @@ pub struct AppState {
     pub run_changed: broadcast::Sender<i64>,
     /// Set on SIGTERM / Ctrl-C: live streams and background tasks end on it.
     pub shutdown: Shutdown,
+    /// Failed sign-ins per user name and client address.
+    pub login_limit: Arc<crate::accounts::login_limit::LoginLimiter>,
 }
 
 impl AppState {
@@ -40,6 +42,7 @@ impl AppState {
             worker_token: worker_token.into(),
             run_changed,
             shutdown: Shutdown::new(),
+            login_limit: Arc::default(),
         }
     }
 

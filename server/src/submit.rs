@@ -33,6 +33,8 @@ pub struct NewRun {
     pub requirements: Option<Requirements>,
     /// Higher is claimed first (−100..=100; 0 by default).
     pub priority: i32,
+    /// The user queueing it.
+    pub created_by: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +106,7 @@ pub async fn submit(s: &AppState, mut new: NewRun) -> Result<i64, SubmitError> {
             experiment: None,
             requirements: &requirements,
             priority: new.priority,
+            created_by: new.created_by,
         },
     )
     .await?;

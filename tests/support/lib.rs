@@ -4,6 +4,7 @@
 //! Postgres: `ALIGNDET_TEST_PG` (default `postgres://postgres@127.0.0.1:5432/postgres`) is used to
 //! create one fresh database per test, dropped afterwards.
 
+pub mod accounts;
 pub mod slurm;
 
 use anyhow::{Context, bail};
@@ -156,11 +157,20 @@ impl ServerOptions {
     }
 }
 
-/// A running `aligndet-server`, killed on drop.
+/// A running `aligndet-server`, killed on drop, with the first admin signed in: `http` sends
+/// that session's cookie (pages), `user_token` is the admin's personal API token (the user API:
+/// `api_post`, `api_get`), and `token` is the worker token (worker calls: `worker_post`,
+/// [`ApiWorker`], [`Worker`]).
 pub struct Server {
     child: Child,
     pub url: String,
+    /// The worker token.
     pub token: String,
+    /// A personal API token of the first admin.
+    pub user_token: String,
+    /// The admin's browser session (`cookies` holds the CSRF and session cookies).
+    pub login: accounts::Login,
+    pub admin_password: String,
     pub http: reqwest::blocking::Client,
 }
 
@@ -223,12 +233,26 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        let admin_password =
+            accounts::first_admin_password(&opts.data_dir).expect("first admin password");
+        let login = accounts::login(&url, "admin", &admin_password).expect("sign in as admin");
+        let user_token =
+            accounts::create_api_token(&url, &login, "tests").expect("admin API token");
+        let mut cookie = reqwest::header::HeaderMap::new();
+        cookie.insert(
+            reqwest::header::COOKIE,
+            login.session.parse().expect("cookie header"),
+        );
         Server {
             child,
             url,
             token: opts.token.clone(),
+            user_token,
+            login,
+            admin_password,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(60))
+                .default_headers(cookie)
                 .build()
                 .expect("http client"),
         }
@@ -256,7 +280,18 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// POST to the user API with the admin's personal token.
     pub fn api_post(&self, path: &str, body: &Value) -> reqwest::blocking::Response {
+        self.http
+            .post(format!("{}/api/v1/{path}", self.url))
+            .bearer_auth(&self.user_token)
+            .json(body)
+            .send()
+            .expect("api request")
+    }
+
+    /// POST a worker call with the worker token (no worker key).
+    pub fn worker_post(&self, path: &str, body: &Value) -> reqwest::blocking::Response {
         self.http
             .post(format!("{}/api/v1/{path}", self.url))
             .bearer_auth(&self.token)
@@ -265,11 +300,12 @@ impl Server {
             .expect("api request")
     }
 
+    /// GET from the user API with the admin's personal token.
     pub fn api_get(&self, path: &str) -> Value {
         let r = self
             .http
             .get(format!("{}/api/v1/{path}", self.url))
-            .bearer_auth(&self.token)
+            .bearer_auth(&self.user_token)
             .send()
             .expect("api request");
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
@@ -327,22 +363,15 @@ impl Server {
             .expect("GET")
     }
 
-    /// A browser-like session: the CSRF cookie and token from a page, then same-origin posts.
+    /// A browser-like session of the signed-in admin: a fresh CSRF cookie and token from a
+    /// page, with the session cookie, then same-origin posts.
     pub fn browser_session(&self) -> UiSession<'_> {
         let resp = self.get("/datasets");
-        let cookie = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("aligndet_csrf="))
-            .and_then(|v| v.split(';').next())
-            .expect("csrf cookie")
-            .to_string();
-        let token = cookie.trim_start_matches("aligndet_csrf=").to_string();
+        let csrf = accounts::set_cookie(&resp, "aligndet_csrf").expect("csrf cookie");
+        let token = csrf.trim_start_matches("aligndet_csrf=").to_string();
         UiSession {
             server: self,
-            cookie,
+            cookie: format!("{csrf}; {}", self.login.session),
             token,
         }
     }
@@ -452,7 +481,7 @@ impl<'a> ApiWorker<'a> {
         device: &str,
         capabilities: Option<Value>,
     ) -> ApiWorker<'a> {
-        let r = server.api_post(
+        let r = server.worker_post(
             "workers/register",
             &json!({"name": name, "device": device, "info": {},
                     "protocol_version": aligndet_common::api::PROTOCOL_VERSION,
@@ -881,6 +910,14 @@ impl ChromeDriver {
         d
     }
 
+    /// A Chromium session signed in as the server's first admin (through the login form).
+    pub async fn client_for(&self, server: &Server) -> fantoccini::Client {
+        let c = self.client().await;
+        accounts::browser_sign_in(&c, &server.url, "admin", &server.admin_password).await;
+        c
+    }
+
+    /// A Chromium session signed in as nobody.
     pub async fn client(&self) -> fantoccini::Client {
         let caps = json!({
             "goog:chromeOptions": {

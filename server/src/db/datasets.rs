@@ -14,6 +14,12 @@ pub struct DatasetRow {
     pub num_annotations: i32,
     pub splits: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
+    /// The user who imported it (`None`: before accounts).
+    #[sqlx(default)]
+    pub created_by: Option<i64>,
+    /// That user's name, where the query joins it.
+    #[sqlx(default)]
+    pub creator: Option<String>,
 }
 
 impl DatasetRow {
@@ -54,6 +60,8 @@ pub struct NewDataset<'a> {
     pub image_root: &'a str,
     pub annotations_path: &'a str,
     pub splits: Option<serde_json::Value>,
+    /// The user importing it.
+    pub created_by: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -106,8 +114,8 @@ pub async fn insert(
     data: &CocoDataset,
 ) -> sqlx::Result<i64> {
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO datasets (name, format, source, image_root, annotations_path, num_images, num_annotations, splits)
-         VALUES ($1, $2, $3, $4, '', $5, $6, $7) RETURNING id",
+        "INSERT INTO datasets (name, format, source, image_root, annotations_path, num_images, num_annotations, splits, created_by)
+         VALUES ($1, $2, $3, $4, '', $5, $6, $7, $8) RETURNING id",
     )
     .bind(new.name)
     .bind(new.format)
@@ -116,6 +124,7 @@ pub async fn insert(
     .bind(data.images.len() as i32)
     .bind(data.annotations.len() as i32)
     .bind(&new.splits)
+    .bind(new.created_by)
     .fetch_one(&mut **tx)
     .await?;
     sqlx::query("UPDATE datasets SET annotations_path = $2 WHERE id = $1")
@@ -186,13 +195,22 @@ pub async fn insert(
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<DatasetRow>> {
-    sqlx::query_as("SELECT * FROM datasets ORDER BY id")
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(
+        "SELECT datasets.*, (SELECT name FROM users WHERE id = datasets.created_by) AS creator
+         FROM datasets ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<DatasetRow>> {
-    super::row_by(pool, "SELECT * FROM datasets WHERE id = $1", id).await
+    super::row_by(
+        pool,
+        "SELECT datasets.*, (SELECT name FROM users WHERE id = datasets.created_by) AS creator
+         FROM datasets WHERE id = $1",
+        id,
+    )
+    .await
 }
 
 pub async fn get_by_name(pool: &PgPool, name: &str) -> sqlx::Result<Option<DatasetRow>> {

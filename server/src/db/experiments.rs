@@ -11,6 +11,8 @@ pub struct ExperimentRow {
     pub name: String,
     pub spec: serde_json::Value,
     pub created_at: DateTime<Utc>,
+    /// The name of the user who created it (`None`: before accounts).
+    pub creator: Option<String>,
 }
 
 /// An experiment with counts of its runs by state, for the list.
@@ -19,6 +21,7 @@ pub struct ExperimentSummary {
     pub id: i64,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    pub creator: Option<String>,
     pub runs: i64,
     pub succeeded: i64,
     pub failed: i64,
@@ -29,17 +32,22 @@ pub async fn create_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     name: &str,
     spec: &serde_json::Value,
+    created_by: Option<i64>,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar("INSERT INTO experiments (name, spec) VALUES ($1, $2) RETURNING id")
-        .bind(name)
-        .bind(spec)
-        .fetch_one(&mut **tx)
-        .await
+    sqlx::query_scalar(
+        "INSERT INTO experiments (name, spec, created_by) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(name)
+    .bind(spec)
+    .bind(created_by)
+    .fetch_one(&mut **tx)
+    .await
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<ExperimentSummary>> {
     sqlx::query_as(
         "SELECT e.id, e.name, e.created_at,
+                (SELECT name FROM users WHERE id = e.created_by) AS creator,
                 COUNT(r.id) AS runs,
                 COUNT(r.id) FILTER (WHERE r.status = 'succeeded') AS succeeded,
                 COUNT(r.id) FILTER (WHERE r.status IN ('failed', 'cancelled')) AS failed,
@@ -54,7 +62,9 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<ExperimentSummary>> {
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<ExperimentRow>> {
     super::row_by(
         pool,
-        "SELECT id, name, spec, created_at FROM experiments WHERE id = $1",
+        "SELECT id, name, spec, created_at,
+                (SELECT name FROM users WHERE id = experiments.created_by) AS creator
+         FROM experiments WHERE id = $1",
         id,
     )
     .await

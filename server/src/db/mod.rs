@@ -10,6 +10,7 @@ pub mod logs;
 pub mod proposals;
 pub mod runs;
 pub mod stored_config;
+pub mod users;
 pub mod workers;
 
 #[cfg(test)]

@@ -26,6 +26,12 @@ pub struct RunRow {
     pub updated_at: DateTime<Utc>,
     /// Its place in the chain of the experiment that made it, if one did.
     pub experiment_role: Option<String>,
+    /// The user who created it (`None`: made before accounts, or the user was deleted).
+    #[sqlx(default)]
+    pub created_by: Option<i64>,
+    /// That user's name, where the query joins it (lists and the run page).
+    #[sqlx(default)]
+    pub creator: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -68,6 +74,8 @@ pub struct NewRun<'a> {
     pub requirements: &'a Requirements,
     /// Higher is claimed first.
     pub priority: i32,
+    /// The user creating it.
+    pub created_by: Option<i64>,
 }
 
 /// A run's requirements (JSON) and priority.
@@ -97,8 +105,8 @@ pub async fn create_in(
 ) -> sqlx::Result<i64> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (kind, name, config, status, dataset_id, max_attempts,
-                           experiment_id, experiment_role, requirements, priority)
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9) RETURNING id",
+                           experiment_id, experiment_role, requirements, priority, created_by)
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10) RETURNING id",
     )
     .bind(new.kind)
     .bind(new.name)
@@ -109,6 +117,7 @@ pub async fn create_in(
     .bind(new.experiment.map(|e| e.1))
     .bind(sqlx::types::Json(new.requirements))
     .bind(new.priority)
+    .bind(new.created_by)
     .fetch_one(&mut **tx)
     .await?;
     for (parent, role) in &new.parents {
@@ -313,7 +322,8 @@ impl RunSort {
 
 pub async fn list(pool: &PgPool, f: &RunFilter) -> sqlx::Result<Vec<RunRow>> {
     let sql = format!(
-        "SELECT * FROM runs
+        "SELECT runs.*, (SELECT name FROM users WHERE id = runs.created_by) AS creator
+         FROM runs
          WHERE ($1::TEXT IS NULL OR kind = $1) AND ($2::TEXT IS NULL OR status = $2)
            AND ($3::BIGINT IS NULL OR dataset_id = $3)
          ORDER BY {} LIMIT 500",
@@ -328,7 +338,13 @@ pub async fn list(pool: &PgPool, f: &RunFilter) -> sqlx::Result<Vec<RunRow>> {
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<RunRow>> {
-    super::row_by(pool, "SELECT * FROM runs WHERE id = $1", id).await
+    super::row_by(
+        pool,
+        "SELECT runs.*, (SELECT name FROM users WHERE id = runs.created_by) AS creator
+         FROM runs WHERE id = $1",
+        id,
+    )
+    .await
 }
 
 pub async fn attempts(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<AttemptRow>> {

@@ -31,10 +31,12 @@ pub struct CreatedExperiment {
 }
 
 /// Validate a spec against the database and create the experiment and all its runs in one
-/// transaction. The inner error (`field: problem`) is the person's; the outer one the server's.
+/// transaction, recorded as made by `created_by` (the experiment and each of its runs). The
+/// inner error (`field: problem`) is the person's; the outer one the server's.
 pub async fn create(
     s: &AppState,
     spec: &ExperimentSpec,
+    created_by: Option<i64>,
 ) -> sqlx::Result<Result<CreatedExperiment, String>> {
     let spec = spec.resolved();
     let planned = match spec.plan() {
@@ -96,7 +98,8 @@ pub async fn create(
 
     let spec_json = serde_json::to_value(&spec).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let mut tx = s.pool.begin().await?;
-    let experiment_id = db::experiments::create_in(&mut tx, &spec.name, &spec_json).await?;
+    let experiment_id =
+        db::experiments::create_in(&mut tx, &spec.name, &spec_json, created_by).await?;
     let mut image_run: Option<i64> = None;
     let mut proposals_run: Option<i64> = spec.proposals_run_id;
     let mut box_run: Option<i64> = spec.pretrained_run_id;
@@ -151,6 +154,7 @@ pub async fn create(
                 experiment: Some((experiment_id, p.role.as_str())),
                 requirements: &Requirements::for_config(&config),
                 priority: 0,
+                created_by,
             },
         )
         .await?;

@@ -34,6 +34,8 @@ pub struct EmbeddedPostgres {
     run_as: Option<String>,
     password: String,
     stopped: bool,
+    /// A postmaster already served the cluster when we started (a running server's).
+    was_running: bool,
 }
 
 const DATABASE: &str = "aligndet";
@@ -93,8 +95,10 @@ impl EmbeddedPostgres {
             password,
             // Nothing to stop until we have touched the cluster.
             stopped: true,
+            was_running: false,
         };
         pg.prepare_socket_dir()?;
+        pg.was_running = matches!(pg.cluster_state(), ClusterState::Running(_));
         if !pg.data.join("PG_VERSION").exists() {
             pg.initdb()?;
         }
@@ -113,6 +117,17 @@ impl EmbeddedPostgres {
             percent_encode(&self.password),
             percent_encode(&self.socket_dir.to_string_lossy())
         )
+    }
+
+    /// Whether a postmaster was already serving the cluster at [`EmbeddedPostgres::start`]
+    /// (the running server's, when `aligndet-server users …` runs beside it).
+    pub fn was_running(&self) -> bool {
+        self.was_running
+    }
+
+    /// Let go without stopping the cluster (someone else started it and still uses it).
+    pub fn leave_running(mut self) {
+        self.stopped = true;
     }
 
     pub fn socket_dir(&self) -> &Path {

@@ -1,5 +1,6 @@
 //! Dataset pages: list and import (server paths, zip upload), the image browser, images.
 
+use crate::accounts::CurrentUser;
 use crate::db;
 use crate::db::datasets::{BoxRow, CategoryCount, DatasetRow, ImageRow};
 use crate::error::{OrNotFound, PageError, PagePath, PageQuery};
@@ -70,6 +71,7 @@ pub struct ImportForm {
 
 pub async fn import_from_server(
     State(s): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
     Extension(csrf): Extension<CsrfToken>,
     axum::Form(form): axum::Form<ImportForm>,
 ) -> Result<Response, PageError> {
@@ -84,6 +86,7 @@ pub async fn import_from_server(
         format,
         annotations: form.annotations,
         images: form.images,
+        created_by: Some(user.id),
     };
     match import::import_server_paths(&s, req).await {
         Ok(id) => Ok(Redirect::to(&format!("/datasets/{id}")).into_response()),
@@ -97,6 +100,7 @@ const MAX_NAME_FIELD_BYTES: usize = 4096;
 /// Multipart: `name` then `file`. The file streams to disk with the size limit enforced as it goes.
 pub async fn upload(
     State(s): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
     Extension(csrf): Extension<CsrfToken>,
     mut multipart: Multipart,
 ) -> Result<Response, PageError> {
@@ -167,7 +171,7 @@ pub async fn upload(
     let result = match (outcome, name, saved.clone()) {
         (Err(e), _, _) => Err(e),
         (Ok(()), Some(name), Some((path, original))) => {
-            import::import_upload(&s, &name, &original, path).await
+            import::import_upload(&s, &name, &original, path, Some(user.id)).await
         }
         (Ok(()), _, _) => Err(fail("the form needs a name and a zip file".to_string())),
     };

@@ -2,6 +2,7 @@
 //! Thin adapters over [`crate::experiments`] (planning, creation, summaries) and
 //! [`crate::forms::experiment`] (the form's text).
 
+use crate::accounts::CurrentUser;
 use crate::db;
 use crate::db::datasets::DatasetRow;
 use crate::db::experiments::{ExperimentRow, ExperimentSummary};
@@ -112,12 +113,13 @@ pub async fn new_form(
 
 pub async fn create_from_form(
     State(s): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
     Extension(csrf): Extension<CsrfToken>,
     axum::Form(fields): axum::Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     let form = ExperimentForm::posted(&fields)?;
     let outcome = match form.to_spec() {
-        Ok(spec) => create(&s, &spec)
+        Ok(spec) => create(&s, &spec, Some(user.id))
             .await?
             .map_err(|e| FieldError::from_text(&e)),
         Err(e) => Err(e),

@@ -1,7 +1,14 @@
-//! The HTTP surface: pages (one module per area) and the worker API.
+//! The HTTP surface: pages (one module per area), the worker API and the user API. Routes are
+//! grouped by who may call them, and each group has one gate: the worker token
+//! (`security::require_worker_token`), a personal token with a role
+//! (`accounts::gate::require_api_role`), or a session with a role
+//! (`accounts::gate::require_page_role`).
 
+pub mod accounts;
+pub mod admin;
 pub mod api;
 pub mod api_slurm;
+pub mod api_user;
 pub mod compare;
 pub mod content;
 pub mod datasets;
@@ -12,6 +19,8 @@ pub mod proposals;
 pub mod runs;
 pub mod uploads;
 
+use crate::accounts::Role;
+use crate::accounts::gate;
 use crate::security;
 use crate::state::AppState;
 use axum::Router;
@@ -33,69 +42,90 @@ pub fn render(t: &impl askama::Template) -> Response {
 
 pub fn router(state: AppState) -> Router {
     let upload_limit = (state.cfg.upload_limit_mib * 1024 * 1024) as usize;
-    let api = api::router()
+    let worker_gate =
+        || middleware::from_fn_with_state(state.clone(), security::require_worker_token);
+    let api_gate =
+        |role: Role| middleware::from_fn_with_state((state.clone(), role), gate::require_api_role);
+    let page_gate = |role: Role| middleware::from_fn_with_state(role, gate::require_page_role);
+
+    // Worker calls: the worker token and only it.
+    let worker_api = api::router()
         .merge(content::router())
         .merge(api_slurm::router())
+        .route_layer(worker_gate())
+        .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
+        .merge(
+            Router::new()
+                .route(
+                    "/runs/{id}/artifacts/{name}",
+                    axum::routing::put(uploads::upload),
+                )
+                .route("/runs/{id}/uploads/{name}", get(uploads::received))
+                .route_layer(worker_gate())
+                .layer(DefaultBodyLimit::disable()),
+        );
+    // People's scripts: a personal API token with the route's role.
+    let user_api = api_user::read_router()
         .route("/compare", get(compare::api))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            security::require_worker_token,
-        ))
+        .route_layer(api_gate(Role::Viewer))
+        .merge(api_user::write_router().route_layer(api_gate(Role::Editor)))
         .layer(DefaultBodyLimit::max(64 * 1024 * 1024));
-    let api = api.merge(
-        Router::new()
-            .route(
-                "/runs/{id}/artifacts/{name}",
-                axum::routing::put(uploads::upload),
-            )
-            .route("/runs/{id}/uploads/{name}", get(uploads::received))
-            .route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                security::require_worker_token,
-            ))
-            .layer(DefaultBodyLimit::disable()),
-    );
 
-    let pages = Router::new()
+    let read_pages = Router::new()
         .route("/", get(pages::home))
         .route("/workers", get(pages::workers))
-        .route("/workers/{id}/drain", post(pages::drain))
         .route("/datasets", get(datasets::list))
-        .route("/datasets/import", post(datasets::import_from_server))
-        .route(
-            "/datasets/upload",
-            post(datasets::upload).layer(DefaultBodyLimit::max(upload_limit + 1024 * 1024)),
-        )
         .route("/datasets/{id}", get(datasets::show))
         .route("/datasets/{id}/histogram.svg", get(datasets::histogram))
         .route(
             "/datasets/{id}/images/{image_id}",
             get(datasets::image_file),
         )
-        .route(
-            "/experiments",
-            get(experiments::list_page).post(experiments::create_from_form),
-        )
-        .route("/experiments/new", get(experiments::new_form))
+        .route("/experiments", get(experiments::list_page))
         .route("/experiments/{id}", get(experiments::show))
         .route("/compare", get(compare::show))
-        .route("/runs", get(runs::list).post(runs::create))
+        .route("/runs", get(runs::list))
+        .route("/runs/{id}", get(runs::show))
+        .route("/runs/{id}/live", get(runs::live_fragment))
+        .route("/runs/{id}/events", get(runs::events))
+        .route("/runs/{id}/artifacts/{name}", get(runs::download_artifact))
+        .route("/runs/{id}/proposals", get(proposals::browser))
+        .route("/runs/{id}/proposals.json", get(proposals::export_coco))
+        .route("/runs/{id}/predictions", get(predictions::browser))
+        .merge(accounts::own_account_router())
+        .route_layer(page_gate(Role::Viewer));
+    let edit_pages = Router::new()
+        .route("/datasets/import", post(datasets::import_from_server))
+        .route(
+            "/datasets/upload",
+            post(datasets::upload).layer(DefaultBodyLimit::max(upload_limit + 1024 * 1024)),
+        )
+        .route("/experiments", post(experiments::create_from_form))
+        .route("/experiments/new", get(experiments::new_form))
+        .route("/runs", post(runs::create))
         .route("/runs/new", get(runs::new_form))
         .route(
             "/runs/evaluate",
             post(runs::create_evaluate_upload)
                 .layer(DefaultBodyLimit::max(upload_limit + 1024 * 1024)),
         )
-        .route("/runs/{id}", get(runs::show))
-        .route("/runs/{id}/live", get(runs::live_fragment))
-        .route("/runs/{id}/events", get(runs::events))
         .route("/runs/{id}/cancel", post(runs::cancel))
-        .route("/runs/{id}/artifacts/{name}", get(runs::download_artifact))
-        .route("/runs/{id}/proposals", get(proposals::browser))
-        .route("/runs/{id}/proposals.json", get(proposals::export_coco))
-        .route("/runs/{id}/predictions", get(predictions::browser))
+        .route_layer(page_gate(Role::Editor));
+    let admin_pages = Router::new()
+        .route("/workers/{id}/drain", post(pages::drain))
+        .merge(admin::router())
+        .route_layer(page_gate(Role::Admin));
+
+    let pages = accounts::public_router()
+        .merge(read_pages)
+        .merge(edit_pages)
+        .merge(admin_pages)
         .fallback(crate::error::no_such_page)
         .method_not_allowed_fallback(crate::error::wrong_method)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            gate::identify,
+        ))
         .layer(middleware::from_fn(security::csrf_protect))
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .layer(middleware::from_fn_with_state(
@@ -107,6 +137,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             security::require_allowed_host,
         ));
+    let api = worker_api.merge(user_api);
 
     Router::new()
         .merge(pages)

@@ -1,6 +1,7 @@
 //! The new-run page (`GET /runs/new`, optionally pre-filled) and the handlers that create runs
 //! from its forms (`POST /runs`) and from an uploaded detections file (`POST /runs/evaluate`).
 
+use crate::accounts::CurrentUser;
 use crate::db;
 use crate::error::{PageError, PageQuery};
 use crate::forms::{
@@ -115,6 +116,7 @@ fn typed_config(json: &serde_json::Value) -> Result<aligndet_common::jobs::JobCo
 /// form comes back with it), the outer one the server's.
 async fn queue_from_form(
     s: &AppState,
+    user: &CurrentUser,
     name: &str,
     config: Result<JobConfig, FieldError>,
     aligned_rule: bool,
@@ -137,6 +139,7 @@ async fn queue_from_form(
         aligned_rule,
         requirements,
         priority,
+        created_by: Some(user.id),
     };
     match submit::submit(s, run).await {
         Ok(id) => Ok(Ok(id)),
@@ -149,10 +152,12 @@ async fn queue_from_form(
 /// run's id, or the error placed beside its input) so that a refused form keeps it.
 async fn queue_training<F: TrainingForm>(
     s: &AppState,
+    user: &CurrentUser,
     form: F,
 ) -> Result<(Result<i64, PlacedError>, TrainingForms), PageError> {
     let outcome = queue_from_form(
         s,
+        user,
         form.run_name(),
         form.job_config(),
         form.aligned_rule(),
@@ -170,6 +175,7 @@ async fn queue_training<F: TrainingForm>(
 /// (with its validation) decides what is acceptable.
 pub async fn create(
     State(s): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
     Extension(csrf): Extension<CsrfToken>,
     axum::Form(form): axum::Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
@@ -181,12 +187,14 @@ pub async fn create(
     // The training forms come back with what was typed and the error naming the field.
     let kind = field("kind").as_deref().and_then(RunKind::parse);
     let training = match kind {
-        Some(RunKind::Finetune) => Some(queue_training(&s, FinetuneForm::posted(&form)?).await?),
+        Some(RunKind::Finetune) => {
+            Some(queue_training(&s, &user, FinetuneForm::posted(&form)?).await?)
+        }
         Some(RunKind::PretrainBox) => {
-            Some(queue_training(&s, PretrainBoxForm::posted(&form)?).await?)
+            Some(queue_training(&s, &user, PretrainBoxForm::posted(&form)?).await?)
         }
         Some(RunKind::PretrainImage) => {
-            Some(queue_training(&s, PretrainImageForm::posted(&form)?).await?)
+            Some(queue_training(&s, &user, PretrainImageForm::posted(&form)?).await?)
         }
         _ => None,
     };
@@ -280,7 +288,7 @@ pub async fn create(
     let outcome = match result {
         Ok((name, config)) => {
             let anywhere = PlacementForm::default();
-            queue_from_form(&s, &name, typed_config(&config), false, &anywhere).await?
+            queue_from_form(&s, &user, &name, typed_config(&config), false, &anywhere).await?
         }
         Err(e) => Err(FieldError::general(e)),
     };
@@ -307,6 +315,7 @@ pub async fn create(
 /// before its detections are in place.
 pub async fn create_evaluate_upload(
     State(s): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
     mut multipart: axum::extract::Multipart,
 ) -> Result<Response, PageError> {
     let mut fields: HashMap<String, String> = HashMap::new();
@@ -389,6 +398,7 @@ pub async fn create_evaluate_upload(
             experiment: None,
             requirements: &Requirements::for_config(&job),
             priority: 0,
+            created_by: Some(user.id),
         },
     )
     .await?;
