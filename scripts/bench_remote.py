@@ -153,7 +153,7 @@ def delivery(args, url, token_file, db, dataset, local_images, tmp):
                           "--token-file", token_file, "--content", path,
                           "--local-images", local_images, "--scratch", scratch,
                           "--repeats", str(args.repeats)],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1]), [r.split()[1] for r in rows]
 
 

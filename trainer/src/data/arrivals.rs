@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -21,26 +22,27 @@ pub struct Arrivals {
     vouch: Option<Vouch>,
     /// File name (relative to `root`) → its position in the streamer's list.
     index: HashMap<String, usize>,
+    /// Atomics, not the mutex: a warm layout's readers mark thousands of files ready a second
+    /// and must not queue on one lock.
+    ready: Vec<AtomicBool>,
+    ready_count: AtomicUsize,
+    readers_waiting: AtomicUsize,
+    streamer_waiting: AtomicBool,
     state: Mutex<State>,
     /// Readers (and [`Arrivals::wait_closed`]) wait here for files to arrive.
     arrived: Condvar,
-    /// The streamer waits here for readers' wants. Two condition variables, each notified only
-    /// when someone waits on it: a warm layout marks thousands of files ready a second.
+    /// The streamer waits here for readers' wants. Each is notified only when someone waits.
     wants: Condvar,
 }
 
 #[derive(Default)]
 struct State {
-    ready: Vec<bool>,
-    ready_count: usize,
     /// Files a reader is waiting for, to be fetched before the rest.
     wanted: VecDeque<usize>,
     /// Why the stream stopped before every file arrived.
     failed: Option<String>,
     /// The streamer is gone (finished, failed or stopped).
     closed: bool,
-    readers_waiting: usize,
-    streamer_waiting: bool,
 }
 
 impl Arrivals {
@@ -53,10 +55,11 @@ impl Arrivals {
                 .enumerate()
                 .map(|(i, name)| (name.clone(), i))
                 .collect(),
-            state: Mutex::new(State {
-                ready: vec![false; file_names.len()],
-                ..State::default()
-            }),
+            ready: file_names.iter().map(|_| AtomicBool::new(false)).collect(),
+            ready_count: AtomicUsize::new(0),
+            readers_waiting: AtomicUsize::new(0),
+            streamer_waiting: AtomicBool::new(false),
+            state: Mutex::new(State::default()),
             arrived: Condvar::new(),
             wants: Condvar::new(),
         })
@@ -72,36 +75,34 @@ impl Arrivals {
 
     /// These files are in place and verified.
     pub fn mark_ready(&self, positions: &[usize]) {
-        let mut state = self.state();
         for &i in positions {
-            if !std::mem::replace(&mut state.ready[i], true) {
-                state.ready_count += 1;
+            if !self.ready[i].swap(true, Ordering::SeqCst) {
+                self.ready_count.fetch_add(1, Ordering::SeqCst);
             }
         }
-        let notify_readers = state.readers_waiting > 0;
-        // The last file in: a streamer waiting for wants has nothing left to do.
-        let notify_streamer = state.streamer_waiting && state.ready_count == state.ready.len();
-        drop(state);
-        if notify_readers {
+        // Taking the lock orders this notification after a waiter's check of `ready`.
+        if self.readers_waiting.load(Ordering::SeqCst) > 0 {
+            let _state = self.state();
             self.arrived.notify_all();
         }
-        if notify_streamer {
+        // The last file in: a streamer waiting for wants has nothing left to do.
+        if self.streamer_waiting.load(Ordering::SeqCst) && self.complete() {
+            let _state = self.state();
             self.wants.notify_all();
         }
     }
 
     /// The files readers are waiting for (each handed out once), for the streamer to take first.
     pub fn take_wanted(&self) -> Vec<usize> {
-        let mut state = self.state();
-        let wanted: Vec<usize> = state.wanted.drain(..).collect();
-        wanted.into_iter().filter(|&i| !state.ready[i]).collect()
+        let wanted: Vec<usize> = self.state().wanted.drain(..).collect();
+        wanted.into_iter().filter(|&i| !self.is_ready(i)).collect()
     }
 
     /// The stream ended: `failure` says why when files are still missing.
     pub fn close(&self, failure: Option<String>) {
         let mut state = self.state();
         state.closed = true;
-        if state.ready_count < state.ready.len() && state.failed.is_none() {
+        if !self.complete() && state.failed.is_none() {
             state.failed = Some(failure.unwrap_or_else(|| {
                 "the dataset stream stopped before this image arrived".to_string()
             }));
@@ -113,24 +114,24 @@ impl Arrivals {
 
     /// How many files are ready.
     pub fn ready_count(&self) -> usize {
-        self.state().ready_count
+        self.ready_count.load(Ordering::SeqCst)
     }
 
     /// Wake whoever waits (the streamer, told to stop).
     pub fn wake(&self) {
+        let _state = self.state();
         self.wants.notify_all();
     }
 
     /// Every file arrived.
     pub fn complete(&self) -> bool {
-        let state = self.state();
-        state.ready_count == state.ready.len()
+        self.ready_count() == self.ready.len()
     }
 
     /// Block until the streamer is gone (another job's stream of the same folder).
     pub fn wait_closed(&self) {
         let mut state = self.state();
-        state.readers_waiting += 1;
+        self.readers_waiting.fetch_add(1, Ordering::SeqCst);
         while !state.closed {
             state = self
                 .arrived
@@ -138,23 +139,23 @@ impl Arrivals {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        state.readers_waiting -= 1;
+        self.readers_waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Whether the file at `position` is ready now, without waiting.
     pub fn is_ready(&self, position: usize) -> bool {
-        self.state().ready[position]
+        self.ready[position].load(Ordering::SeqCst)
     }
 
     fn wait(&self, position: usize, name: &str) -> anyhow::Result<()> {
         let mut state = self.state();
         state.wanted.push_back(position);
-        if state.streamer_waiting {
+        if self.streamer_waiting.load(Ordering::SeqCst) {
             self.wants.notify_all();
         }
-        state.readers_waiting += 1;
+        self.readers_waiting.fetch_add(1, Ordering::SeqCst);
         let outcome = loop {
-            if state.ready[position] {
+            if self.is_ready(position) {
                 break Ok(());
             }
             if let Some(why) = &state.failed {
@@ -166,22 +167,22 @@ impl Arrivals {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         };
-        state.readers_waiting -= 1;
+        self.readers_waiting.fetch_sub(1, Ordering::SeqCst);
         outcome
     }
 
     /// Block the streamer until a reader wants something or `timeout` passes.
     pub fn wait_for_wants(&self, timeout: Duration) {
-        let mut state = self.state();
-        if state.wanted.is_empty() && !state.closed {
-            state.streamer_waiting = true;
-            state = self
+        let state = self.state();
+        // Raised before `complete` is read: the reader marking the last file reads it after.
+        self.streamer_waiting.store(true, Ordering::SeqCst);
+        if state.wanted.is_empty() && !state.closed && !self.complete() {
+            let _ = self
                 .wants
                 .wait_timeout(state, timeout)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            state.streamer_waiting = false;
+                .unwrap_or_else(|p| p.into_inner());
         }
+        self.streamer_waiting.store(false, Ordering::SeqCst);
     }
 }
 
