@@ -169,7 +169,7 @@ fn charts_show_single_points_units_and_views_in_chromium() {
     let url = fx.f.server.url.clone();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
-        let c = driver.client().await;
+        let c = driver.client_for(&fx.f.server).await;
 
         // The single evaluation: a marker well inside the plot area, its value on hover.
         c.goto(&format!("{url}/runs/{}", fx.finetune)).await.unwrap();
