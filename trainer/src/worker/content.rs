@@ -151,7 +151,7 @@ impl PreparedJob<'_> {
         if ranks > 1 {
             // Ranks past the first are processes of their own that read the layout directly:
             // everything must be in place before they start.
-            let streamed = stream.run(cache, source);
+            let streamed = stream.run_to_completion(cache, source);
             if streamed.is_err() {
                 on_stream_failure();
             }

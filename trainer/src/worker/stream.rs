@@ -91,13 +91,39 @@ impl DatasetStream {
     /// Fetch, check and lay out every image, readers' wants first. On failure the readers
     /// waiting (and any later) get the error; so does the caller.
     pub fn run(&self, cache: &BlobCache, source: &dyn BlobSource) -> anyhow::Result<CacheReport> {
-        let result = self.fill(cache, source);
+        self.run_as(cache, source, Readers::Vouch)
+    }
+
+    /// [`DatasetStream::run`] with no reader in this process (a multi-rank job's ranks are
+    /// processes of their own): every file is checked here before anyone reads.
+    pub fn run_to_completion(
+        &self,
+        cache: &BlobCache,
+        source: &dyn BlobSource,
+    ) -> anyhow::Result<CacheReport> {
+        self.run_as(cache, source, Readers::Elsewhere)
+    }
+
+    fn run_as(
+        &self,
+        cache: &BlobCache,
+        source: &dyn BlobSource,
+        readers: Readers,
+    ) -> anyhow::Result<CacheReport> {
+        let result = self.fill(cache, source, readers);
         let failure = result.as_ref().err().map(|e| format!("{e:#}"));
         self.arrivals.close(failure);
         result
     }
 
-    fn fill(&self, cache: &BlobCache, source: &dyn BlobSource) -> anyhow::Result<CacheReport> {
+    fn fill(
+        &self,
+        cache: &BlobCache,
+        source: &dyn BlobSource,
+        readers: Readers,
+    ) -> anyhow::Result<CacheReport> {
+        // Readers here vouch for a complete layout's files themselves; otherwise go in order.
+        let in_order = !self.reuse || readers == Readers::Elsewhere;
         let started = Instant::now();
         // Made when first needed: a warm layout's readers may vouch for every file themselves.
         let mut pool: Option<rayon::ThreadPool> = None;
@@ -114,7 +140,7 @@ impl DatasetStream {
             // (`Vouch`): the streamer only serves what they could not vouch for. A new one is
             // filled in order.
             let size = if next == 0 { FIRST_CHUNK } else { CHUNK };
-            while !self.reuse && chunk.len() < size && next < self.images.len() {
+            while in_order && chunk.len() < size && next < self.images.len() {
                 if !done[next] && !self.arrivals.is_ready(next) {
                     chunk.push(next);
                 }
@@ -123,7 +149,7 @@ impl DatasetStream {
             chunk.sort_unstable();
             chunk.dedup();
             if chunk.is_empty() {
-                if self.reuse && !self.arrivals.complete() {
+                if !in_order && !self.arrivals.complete() {
                     self.arrivals.wait_for_wants(Duration::from_millis(200));
                     continue;
                 }
@@ -174,6 +200,15 @@ impl DatasetStream {
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
+}
+
+/// Who reads the files as they arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readers {
+    /// Readers in this process, which vouch for a complete layout's files as they open them.
+    Vouch,
+    /// None here: the streamer checks every file itself.
+    Elsewhere,
 }
 
 /// A hard link (a copy where the file system has none), put in place by a rename so that a
