@@ -142,14 +142,15 @@ pub const CSRF_FIELD: &str = "csrf_token";
 #[derive(Debug, Clone)]
 pub struct CsrfToken(pub String);
 
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
+/// The random token (as [`random_token`] makes them) in the request's cookie `name`.
+pub fn token_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == CSRF_COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
         .filter(|v| v.len() == 48 && v.chars().all(|c| c.is_ascii_hexdigit()))
 }
@@ -180,7 +181,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
 /// - every state-changing request must come from our origin and carry the cookie's token, in the
 ///   form field `csrf_token` (url-encoded forms) or the `csrf_token` query parameter (uploads).
 pub async fn csrf_protect(req: Request, next: Next) -> Response {
-    let existing = cookie_token(req.headers());
+    let existing = token_cookie(req.headers(), CSRF_COOKIE);
     let token = existing.clone().unwrap_or_else(random_token);
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(CsrfToken(token.clone()));

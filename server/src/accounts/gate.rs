@@ -48,15 +48,7 @@ pub fn visitor() -> Visitor {
 
 /// The session token in the request's cookies.
 pub fn session_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
-        .map(|(_, v)| v.to_string())
-        .filter(|v| v.len() == 48 && v.chars().all(|c| c.is_ascii_hexdigit()))
+    crate::security::token_cookie(headers, SESSION_COOKIE)
 }
 
 /// Every page request: look the session up once and make it known to handlers and the layout.

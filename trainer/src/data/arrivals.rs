@@ -65,10 +65,6 @@ impl Arrivals {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -130,16 +126,29 @@ impl Arrivals {
 
     /// Block until the streamer is gone (another job's stream of the same folder).
     pub fn wait_closed(&self) {
-        let mut state = self.state();
+        self.wait_until(self.state(), |state| state.closed.then_some(()));
+    }
+
+    /// Wait for arrivals (counted as a waiting reader, so that they are notified) until `done`
+    /// answers.
+    fn wait_until<R>(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        mut done: impl FnMut(&State) -> Option<R>,
+    ) -> R {
         self.readers_waiting.fetch_add(1, Ordering::SeqCst);
-        while !state.closed {
+        let outcome = loop {
+            if let Some(outcome) = done(&state) {
+                break outcome;
+            }
             state = self
                 .arrived
                 .wait_timeout(state, Duration::from_secs(1))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-        }
+        };
         self.readers_waiting.fetch_sub(1, Ordering::SeqCst);
+        outcome
     }
 
     /// Whether the file at `position` is ready now, without waiting.
@@ -153,22 +162,13 @@ impl Arrivals {
         if self.streamer_waiting.load(Ordering::SeqCst) {
             self.wants.notify_all();
         }
-        self.readers_waiting.fetch_add(1, Ordering::SeqCst);
-        let outcome = loop {
+        self.wait_until(state, |state| {
             if self.is_ready(position) {
-                break Ok(());
+                return Some(Ok(()));
             }
-            if let Some(why) = &state.failed {
-                break Err(anyhow::anyhow!("image {name:?} did not arrive: {why}"));
-            }
-            state = self
-                .arrived
-                .wait_timeout(state, Duration::from_secs(1))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        };
-        self.readers_waiting.fetch_sub(1, Ordering::SeqCst);
-        outcome
+            let why = state.failed.as_ref()?;
+            Some(Err(anyhow::anyhow!("image {name:?} did not arrive: {why}")))
+        })
     }
 
     /// Block the streamer until a reader wants something or `timeout` passes.
