@@ -1,11 +1,11 @@
 //! Slurm as the scale-out engine, against a real single-node Slurm (munged, slurmctld and slurmd
 //! started by `support::slurm` from a generated `slurm.conf`) and a real `trainer slurm-agent`:
-//! a partition Slurm does not have fails the run with sbatch's words; a fine-tune goes through
-//! sbatch and its worker (`trainer worker --once --run ID`) inside the job; a second run pends in
-//! Slurm behind it and a cancel in the UI becomes `scancel`; the agent killed and restarted
-//! mid-job submits nothing twice; `scancel` of the running job ends the attempt, and the run is
-//! placed again and resumes from its checkpoint; a cancel in the UI while a job's worker runs
-//! ends the run cancelled.
+//! a partition Slurm does not have, or an account its partition does not allow, fails the run
+//! with sbatch's words; a fine-tune goes through sbatch and its worker
+//! (`trainer worker --once --run ID`) inside the job; a second run pends in Slurm behind it and a
+//! cancel in the UI becomes `scancel`; the agent killed and restarted mid-job submits nothing
+//! twice; `scancel` of the running job ends the attempt, and the run is placed again and resumes
+//! from its checkpoint; a cancel in the UI while a job's worker runs ends the run cancelled.
 
 use aligndet_studio::slurm::{Agent, SlurmCluster};
 use aligndet_studio::*;
@@ -65,6 +65,29 @@ fn runs_go_through_sbatch_and_slurm_states_reach_them() {
     bad_agent.kill_hard();
     assert_eq!(placements(db, bad), ["0:REJECTED"]);
     assert!(live_text(server, bad).contains("Invalid partition"));
+
+    // An account the partition does not allow (`AllowAccounts=physics`): sbatch refuses with
+    // Slurm's words, named on the run page.
+    let bad = server.create_run("bad account", finetune(dataset, 4));
+    let mut bad_agent = Agent::start(
+        server,
+        &cluster,
+        "no-account",
+        "lab",
+        &["--account", "nosuch"],
+    );
+    let r = server.wait_run(bad, Duration::from_secs(60), "failed", |r| {
+        r["status"] != "queued"
+    });
+    assert_eq!(r["status"], "failed", "{r}");
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("sbatch refused") && error.contains("Invalid account"),
+        "{error}"
+    );
+    bad_agent.kill_hard();
+    assert_eq!(placements(db, bad), ["0:REJECTED"]);
+    assert!(live_text(server, bad).contains("Invalid account"));
 
     // Each job takes every CPU of the node: A runs, B pends behind it.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());

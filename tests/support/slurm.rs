@@ -213,6 +213,7 @@ MinJobAge=600
 KillWait=5
 NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 State=UNKNOWN
 PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=lab Nodes=localhost MaxTime=INFINITE State=UP AllowAccounts=physics
 ",
         ctld_port = free_port(),
         slurmd_port = free_port(),

@@ -6,7 +6,10 @@
 //! and waited for. A read outside every streamed folder (`trainer run` on local files) costs one
 //! check of an empty list.
 
-use std::collections::{HashMap, VecDeque};
+use crossbeam_utils::CachePadded;
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -19,13 +22,17 @@ pub type Vouch = Box<dyn Fn(usize, &std::fs::Metadata) -> bool + Send + Sync>;
 /// The folder being streamed, and which of its files are ready.
 pub struct Arrivals {
     root: PathBuf,
+    /// `root` and a separator, as bytes: every read compares its path with it.
+    prefix: Vec<u8>,
     vouch: Option<Vouch>,
     /// File name (relative to `root`) → its position in the streamer's list.
-    index: HashMap<String, usize>,
+    index: FxHashMap<String, usize>,
     /// Atomics, not the mutex: a warm layout's readers mark thousands of files ready a second
     /// and must not queue on one lock.
     ready: Vec<AtomicBool>,
-    ready_count: AtomicUsize,
+    /// On a cache line of its own: every vouched read bumps it, and the fields beside it are
+    /// read on every read by the other reader threads.
+    ready_count: CachePadded<AtomicUsize>,
     readers_waiting: AtomicUsize,
     streamer_waiting: AtomicBool,
     state: Mutex<State>,
@@ -46,17 +53,22 @@ struct State {
 }
 
 impl Arrivals {
-    pub fn new(root: &Path, file_names: &[String], vouch: Option<Vouch>) -> Arc<Arrivals> {
+    pub fn new(root: &Path, file_names: Vec<String>, vouch: Option<Vouch>) -> Arc<Arrivals> {
+        let mut prefix = root.as_os_str().as_bytes().to_vec();
+        if prefix.last() != Some(&b'/') {
+            prefix.push(b'/');
+        }
         Arc::new(Arrivals {
             root: root.to_path_buf(),
+            prefix,
             vouch,
-            index: file_names
-                .iter()
-                .enumerate()
-                .map(|(i, name)| (name.clone(), i))
-                .collect(),
             ready: file_names.iter().map(|_| AtomicBool::new(false)).collect(),
-            ready_count: AtomicUsize::new(0),
+            index: file_names
+                .into_iter()
+                .enumerate()
+                .map(|(i, name)| (name, i))
+                .collect(),
+            ready_count: CachePadded::new(AtomicUsize::new(0)),
             readers_waiting: AtomicUsize::new(0),
             streamer_waiting: AtomicBool::new(false),
             state: Mutex::new(State::default()),
@@ -151,6 +163,16 @@ impl Arrivals {
         outcome
     }
 
+    /// The position of the file at `path` when it lies in this folder. A byte comparison, not
+    /// `Path::strip_prefix` (component by component): it runs once per image read.
+    fn position_of(&self, path: &Path) -> Option<usize> {
+        let name = path
+            .as_os_str()
+            .as_bytes()
+            .strip_prefix(self.prefix.as_slice())?;
+        self.index.get(std::str::from_utf8(name).ok()?).copied()
+    }
+
     /// Whether the file at `position` is ready now, without waiting.
     pub fn is_ready(&self, position: usize) -> bool {
         self.ready[position].load(Ordering::SeqCst)
@@ -187,6 +209,34 @@ impl Arrivals {
 }
 
 static STREAMING: RwLock<Vec<Arc<Arrivals>>> = RwLock::new(Vec::new());
+/// Bumped whenever `STREAMING` changes: each reader thread keeps its own copy of the list and
+/// takes it again only then (the lock's counter would otherwise bounce between the readers'
+/// cores on every image).
+static STREAMING_CHANGES: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static STREAMING_SEEN: std::cell::RefCell<(usize, Vec<Arc<Arrivals>>)> =
+        const { std::cell::RefCell::new((usize::MAX, Vec::new())) };
+}
+
+fn change_streaming(change: impl FnOnce(&mut Vec<Arc<Arrivals>>)) {
+    let mut open = STREAMING.write().unwrap_or_else(|p| p.into_inner());
+    change(&mut open);
+    STREAMING_CHANGES.fetch_add(1, Ordering::SeqCst);
+}
+
+/// This thread's copy of the arrivals being streamed now.
+fn with_streaming<R>(f: impl FnOnce(&[Arc<Arrivals>]) -> R) -> R {
+    STREAMING_SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        let changes = STREAMING_CHANGES.load(Ordering::SeqCst);
+        if seen.0 != changes {
+            let open = STREAMING.read().unwrap_or_else(|p| p.into_inner());
+            *seen = (changes, open.clone());
+        }
+        f(&seen.1)
+    })
+}
 
 /// While held, reads under the arrivals' folder wait for their file.
 pub struct Registration(Arc<Arrivals>);
@@ -194,19 +244,13 @@ pub struct Registration(Arc<Arrivals>);
 impl Drop for Registration {
     fn drop(&mut self) {
         self.0.close(None);
-        STREAMING
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|a| !Arc::ptr_eq(a, &self.0));
+        change_streaming(|open| open.retain(|a| !Arc::ptr_eq(a, &self.0)));
     }
 }
 
 /// Make reads under `arrivals.root()` wait for their file until the registration is dropped.
 pub fn register(arrivals: Arc<Arrivals>) -> Registration {
-    STREAMING
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(arrivals.clone());
+    change_streaming(|open| open.push(arrivals.clone()));
     Registration(arrivals)
 }
 
@@ -220,44 +264,72 @@ pub fn streaming(root: &Path) -> Option<Arc<Arrivals>> {
         .cloned()
 }
 
+/// Where a read finds its file.
+enum Found {
+    /// In place (or not streamed at all): read it.
+    Here,
+    /// Vouched for and read.
+    Read(Vec<u8>),
+    /// Still on its way: wait for it (outside this thread's list of arrivals).
+    Coming(Arc<Arrivals>, usize),
+}
+
 /// The bytes of the file at `path`: at once when its folder is not being streamed or the file
 /// is there and vouched for (checked on the open file: no second lookup by name); otherwise
 /// once it has arrived. Errors name the image and why it cannot arrive.
 pub fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context;
-    use std::io::Read;
     let read_whole = || std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    let found = {
-        let open = STREAMING.read().unwrap_or_else(|p| p.into_inner());
-        if open.is_empty() {
-            return read_whole();
+    let found = with_streaming(|open| -> anyhow::Result<Found> {
+        let Some((arrivals, position)) = open.iter().find_map(|a| Some((a, a.position_of(path)?)))
+        else {
+            return Ok(Found::Here);
+        };
+        if arrivals.is_ready(position) {
+            return Ok(Found::Here);
         }
-        open.iter().find_map(|a| {
-            let name = path.strip_prefix(&a.root).ok()?.to_str()?;
-            let position = *a.index.get(name)?;
-            Some((a.clone(), position))
-        })
+        if let Some(bytes) = arrivals.read_vouched(position, path)? {
+            return Ok(Found::Read(bytes));
+        }
+        Ok(Found::Coming(arrivals.clone(), position))
+    })?;
+    let (arrivals, position) = match found {
+        Found::Here => return read_whole(),
+        Found::Read(bytes) => return Ok(bytes),
+        Found::Coming(arrivals, position) => (arrivals, position),
     };
-    let Some((arrivals, position)) = found else {
-        return read_whole();
-    };
-    if arrivals.is_ready(position) {
-        return read_whole();
-    }
-    if let Some(vouch) = &arrivals.vouch
-        && let Ok(mut file) = std::fs::File::open(path)
-        && let Ok(meta) = file.metadata()
-        && vouch(position, &meta)
-    {
-        arrivals.mark_ready(&[position]);
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut bytes)
-            .with_context(|| format!("reading {}", path.display()))?;
-        return Ok(bytes);
-    }
     let name = path.strip_prefix(&arrivals.root).unwrap_or(path);
     arrivals.wait(position, &name.display().to_string())?;
     read_whole()
+}
+
+impl Arrivals {
+    /// The bytes of the file at `position` when it is there and vouched for, checked on the
+    /// open file (no second lookup by name).
+    fn read_vouched(&self, position: usize, path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+        use anyhow::Context;
+        use std::io::Read;
+        let Some(vouch) = &self.vouch else {
+            return Ok(None);
+        };
+        let Ok(file) = std::fs::File::open(path) else {
+            return Ok(None);
+        };
+        let Ok(meta) = file.metadata() else {
+            return Ok(None);
+        };
+        if !vouch(position, &meta) {
+            return Ok(None);
+        }
+        self.mark_ready(&[position]);
+        // Exactly the vouched size: `File::read_to_end` would ask the file for its size and
+        // position again (two more system calls per image) and probe for the end once more.
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(meta.len())
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(Some(bytes))
+    }
 }
 
 #[cfg(test)]
@@ -277,7 +349,7 @@ mod tests {
     fn a_reader_waits_for_its_file_and_asks_for_it_first() {
         let names: Vec<String> = (0..4).map(|i| format!("{i}.png")).collect();
         let root = folder("a", &["0.png", "1.png", "2.png", "3.png"]);
-        let arrivals = Arrivals::new(&root, &names, None);
+        let arrivals = Arrivals::new(&root, names, None);
         let _registration = register(arrivals.clone());
         let reader = std::thread::spawn({
             let path = root.join("3.png");
@@ -303,9 +375,9 @@ mod tests {
     #[test]
     fn a_vouched_file_is_read_at_once_and_a_failed_stream_fails_the_rest() {
         let root = folder("b", &["good.png", "bad.png"]);
-        let names = ["good.png".to_string(), "bad.png".to_string()];
+        let names = vec!["good.png".to_string(), "bad.png".to_string()];
         let vouch: Vouch = Box::new(|position, _meta| position == 0);
-        let arrivals = Arrivals::new(&root, &names, Some(vouch));
+        let arrivals = Arrivals::new(&root, names, Some(vouch));
         let registration = register(arrivals.clone());
         assert_eq!(read(&root.join("good.png")).expect("vouched"), b"good.png");
         assert_eq!(arrivals.ready_count(), 1);

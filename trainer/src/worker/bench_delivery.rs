@@ -59,11 +59,17 @@ pub fn main(args: BenchDeliveryArgs) -> anyhow::Result<()> {
     }
     let mut warm = Vec::new();
     let mut local = Vec::new();
+    // CPU seconds of the whole process per pass (readers and streamer): steady where other
+    // work on the machine makes the wall clock noisy.
+    let (mut warm_cpu, mut local_cpu) = (Vec::new(), Vec::new());
     // The layout's files read directly, not through the arrivals: what the folder itself costs.
     let mut layout = Vec::new();
     for _ in 0..args.repeats {
         let run = remote(&cache_dir, &content, &client, &order, args.readers)?;
+        warm_cpu.push(run.3);
+        let cpu = process_cpu_seconds();
         local.push(timed_reads(&args.local_images, &order, args.readers)?);
+        local_cpu.push(process_cpu_seconds() - cpu);
         layout.push(timed_reads(&run.2, &order, args.readers)?);
         warm.push(run);
     }
@@ -75,6 +81,8 @@ pub fn main(args: BenchDeliveryArgs) -> anyhow::Result<()> {
             "warm_seconds": warm.iter().map(|w| w.0).collect::<Vec<_>>(),
             "warm_open_seconds": warm.iter().map(|w| w.1).collect::<Vec<_>>(),
             "local_seconds": local,
+            "warm_cpu_seconds": warm_cpu,
+            "local_cpu_seconds": local_cpu,
             "layout_seconds": layout,
         })
     );
@@ -89,8 +97,9 @@ fn remote(
     client: &ApiClient,
     order: &[String],
     readers: usize,
-) -> anyhow::Result<(f64, f64, PathBuf)> {
+) -> anyhow::Result<(f64, f64, PathBuf, f64)> {
     let cache = BlobCache::open(cache_dir, u64::MAX)?;
+    let cpu = process_cpu_seconds();
     let started = Instant::now();
     let dataset = open_dataset(content, &cache, client)?;
     let opened = started.elapsed().as_secs_f64();
@@ -105,8 +114,19 @@ fn remote(
         read
     })?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu;
     cache.release_view(&dataset.view);
-    Ok((seconds, opened, root))
+    Ok((seconds, opened, root, cpu))
+}
+
+fn process_cpu_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 fn timed_reads(root: &Path, order: &[String], readers: usize) -> anyhow::Result<f64> {

@@ -22,6 +22,8 @@ const PACK_BYTES: u64 = 32 << 20;
 const TRIES: u32 = 5;
 /// Pack requests in flight at once.
 const PARALLEL_PACKS: usize = 4;
+/// Fewer blobs than this are checked on the calling thread.
+const PARALLEL_CHECKS_FROM: usize = 16;
 
 /// How a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,10 +148,19 @@ impl BlobCache {
             unique.insert(&b.sha256, b);
         }
         let unique_blobs: Vec<&Blob> = unique.values().copied().collect();
-        let checks: Vec<(&Blob, Presence)> = unique_blobs
-            .par_iter()
-            .map(|b| (*b, self.presence(b)))
-            .collect();
+        // A handful (the annotation file, one artifact) is checked here: handing it to the
+        // pool costs more than the checks.
+        let checks: Vec<(&Blob, Presence)> = if unique_blobs.len() < PARALLEL_CHECKS_FROM {
+            unique_blobs
+                .iter()
+                .map(|b| (*b, self.presence(b)))
+                .collect()
+        } else {
+            unique_blobs
+                .par_iter()
+                .map(|b| (*b, self.presence(b)))
+                .collect()
+        };
         let mut report = CacheReport {
             blobs: unique.len(),
             ..CacheReport::default()
@@ -243,6 +254,10 @@ impl BlobCache {
         source: &dyn BlobSource,
         report: &mut CacheReport,
     ) -> anyhow::Result<()> {
+        if blobs.is_empty() {
+            // Nothing to fetch: no pool of request threads (a warm cache's every call).
+            return Ok(());
+        }
         // As many blobs per pack as keeps every request in flight busy.
         let per_pack = blobs
             .len()

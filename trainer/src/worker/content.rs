@@ -103,7 +103,6 @@ pub fn open_dataset(
     cache.hold_view(&view);
     let images = view.join("images");
     let stream = DatasetStream::new(
-        cache,
         content.images.clone(),
         images.clone(),
         view.join("complete"),

@@ -8,6 +8,7 @@ pub mod bench_delivery;
 pub mod cache;
 pub mod client;
 pub mod content;
+mod layout_marker;
 pub mod outbox;
 pub mod stream;
 pub(crate) mod verified;

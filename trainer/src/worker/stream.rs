@@ -4,6 +4,7 @@
 //! once the annotation file is in; a warm cache checks its files while the loader already reads.
 
 use super::cache::{BlobCache, BlobSource, CacheReport};
+use super::layout_marker;
 use super::verified::Stamp;
 use crate::data::arrivals::{Arrivals, Registration, Vouch};
 use aligndet_common::content::{Blob, NamedBlob};
@@ -36,7 +37,6 @@ pub struct DatasetStream {
 impl DatasetStream {
     /// Readers under `layout` wait from now on for their file.
     pub fn new(
-        cache: &BlobCache,
         images: Vec<NamedBlob>,
         layout: PathBuf,
         marker: PathBuf,
@@ -46,16 +46,17 @@ impl DatasetStream {
         if let Some(other) = crate::data::arrivals::streaming(&layout) {
             other.wait_closed();
         }
-        for image in &images {
-            if let Some(why) = aligndet_common::dataset::unsafe_file_name_reason(&image.file_name) {
-                anyhow::bail!(
-                    "the server named a dataset file {:?}: {why}",
-                    image.file_name
-                );
-            }
-        }
-        let reuse = std::fs::read_to_string(&marker).is_ok_and(|m| m == digest);
+        // A complete layout of this digest was made from these very names (the digest covers
+        // them), checked when it was made.
+        let stamps = layout_marker::read(&marker, &digest, images.len());
+        let reuse = stamps.is_some();
         if !reuse {
+            for image in &images {
+                let name = &image.file_name;
+                if let Some(why) = aligndet_common::dataset::unsafe_file_name_reason(name) {
+                    anyhow::bail!("the server named a dataset file {name:?}: {why}");
+                }
+            }
             let _ = std::fs::remove_file(&marker);
             let _ = std::fs::remove_dir_all(&layout);
         }
@@ -63,13 +64,12 @@ impl DatasetStream {
         let names: Vec<String> = images.iter().map(|i| i.file_name.clone()).collect();
         // A complete layout from an earlier job: a reader may take a file whose stat data is
         // still that of its checked blob (a hard link shares the inode) without the streamer.
-        let vouch: Option<Vouch> = reuse.then(|| {
-            let stamps = cache.stamps(images.iter().map(|i| i.blob.sha256.as_str()));
+        let vouch: Option<Vouch> = stamps.map(|stamps| {
             Box::new(move |position: usize, meta: &std::fs::Metadata| {
-                stamps[position].is_some_and(|stamp| Stamp::of(meta) == stamp)
+                Stamp::of(meta) == stamps[position]
             }) as Vouch
         });
-        let arrivals = Arrivals::new(&layout, &names, vouch);
+        let arrivals = Arrivals::new(&layout, names, vouch);
         Ok(DatasetStream {
             images,
             layout,
@@ -127,7 +127,8 @@ impl DatasetStream {
         let started = Instant::now();
         // Made when first needed: a warm layout's readers may vouch for every file themselves.
         let mut pool: Option<rayon::ThreadPool> = None;
-        let keep: HashSet<&str> = self.images.iter().map(|i| i.blob.sha256.as_str()).collect();
+        // Made when first needed too: what making room must not evict.
+        let mut keep: Option<HashSet<&str>> = None;
         let mut report = CacheReport::default();
         let mut done = vec![false; self.images.len()];
         let mut processed = 0;
@@ -164,7 +165,10 @@ impl DatasetStream {
                         .build()?,
                 ),
             };
-            let got = pool.install(|| cache.ensure_keeping(&blobs, &keep, source))?;
+            let keep = keep.get_or_insert_with(|| {
+                self.images.iter().map(|i| i.blob.sha256.as_str()).collect()
+            });
+            let got = pool.install(|| cache.ensure_keeping(&blobs, keep, source))?;
             if !self.reuse || got.fetched > 0 || got.corrupt > 0 {
                 // New bytes under a name: the layout is not complete until relinked.
                 if marker_intact {
@@ -189,14 +193,26 @@ impl DatasetStream {
             }
             self.arrivals.mark_ready(&chunk);
         }
-        if self.arrivals.complete() && !marker_intact {
-            std::fs::write(&self.marker, &self.digest)?;
-        }
         // What readers vouched for themselves came from the cache too.
         let vouched = self.arrivals.ready_count().saturating_sub(processed);
         report.blobs += vouched;
         report.hits += vouched;
-        cache.mark_used(self.images.iter().map(|i| i.blob.sha256.as_str()))?;
+        // The marker's age says when the layout's blobs were last marked used: a layout used
+        // again within the eviction's resolution needs no marking (it would change nothing).
+        let resolution = super::verified::USE_RESOLUTION_S;
+        if !marker_intact || !layout_marker::touched_within(&self.marker, resolution) {
+            let shas = || self.images.iter().map(|i| i.blob.sha256.as_str());
+            cache.mark_used(shas())?;
+            if marker_intact {
+                layout_marker::touch(&self.marker)?;
+            } else if self.arrivals.complete() {
+                // Every blob was checked (or vouched for by its stamp) on its way in.
+                let stamps: Option<Vec<Stamp>> = cache.stamps(shas()).into_iter().collect();
+                if let Some(stamps) = stamps {
+                    layout_marker::write(&self.marker, &self.digest, &stamps)?;
+                }
+            }
+        }
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }

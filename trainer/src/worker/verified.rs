@@ -4,8 +4,8 @@
 //! so a corrupted or replaced file is hashed, caught and fetched again. The record is one JSON
 //! file beside the blobs; a missing or unreadable one only means every blob is hashed once more.
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +16,31 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// [`Stamp::to_bytes`]'s length.
+    pub const BYTES: usize = 24;
+
+    pub fn to_bytes(&self) -> [u8; Self::BYTES] {
+        let mut b = [0; Self::BYTES];
+        b[..8].copy_from_slice(&self.bytes.to_le_bytes());
+        b[8..16].copy_from_slice(&self.mtime_ns.to_le_bytes());
+        b[16..].copy_from_slice(&self.inode.to_le_bytes());
+        b
+    }
+
+    /// The inverse of [`Stamp::to_bytes`] on a slice of [`Stamp::BYTES`] bytes.
+    pub fn from_bytes(b: &[u8]) -> Stamp {
+        let word = |at: usize| {
+            let mut w = [0; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            w
+        };
+        Stamp {
+            bytes: u64::from_le_bytes(word(0)),
+            mtime_ns: i64::from_le_bytes(word(8)),
+            inode: u64::from_le_bytes(word(16)),
+        }
+    }
+
     pub fn of(meta: &std::fs::Metadata) -> Stamp {
         use std::os::unix::fs::MetadataExt;
         Stamp {
@@ -35,13 +60,13 @@ struct Entry {
 
 pub struct Verified {
     file: PathBuf,
-    entries: HashMap<String, Entry>,
+    entries: FxHashMap<String, Entry>,
     changed: bool,
 }
 
 /// Last-use times closer than this are not worth rewriting the record for (eviction order is
 /// coarse: hours, not seconds).
-const USE_RESOLUTION_S: u64 = 3600;
+pub const USE_RESOLUTION_S: u64 = 3600;
 
 impl Verified {
     pub fn load(file: &Path) -> Verified {
