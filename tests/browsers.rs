@@ -35,7 +35,8 @@ impl Lcg {
 }
 
 /// `IMAGES` images of 200×150 with 2–6 boxes each of classes 1–3 (class 3 only on images 2
-/// and 5, one crowd region on image 4); the COCO file's annotations.
+/// and 5, one crowd region on image 4), all of them in the val split; the COCO file's
+/// annotations.
 fn write_dataset(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<Value>) {
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
@@ -74,6 +75,9 @@ fn write_dataset(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<Val
         {"id": 1, "name": "car"}, {"id": 2, "name": "tree"}, {"id": 3, "name": "boat"}]});
     let ann = dir.join("annotations.json");
     std::fs::write(&ann, coco.to_string()).unwrap();
+    // Every image in val (the predictions browser's split).
+    let splits = json!({"train": [], "val": (1..=IMAGES).collect::<Vec<_>>()});
+    std::fs::write(dir.join("splits.json"), splits.to_string()).unwrap();
     (ann, images, anns)
 }
 
@@ -633,7 +637,7 @@ fn the_dataset_gallery_filters_by_class_and_enlarges_on_click() {
             )
             .await
             .unwrap();
-        c.find(Locator::Css("#image-grid figure[data-image='5'] img"))
+        c.find(Locator::Css("#image-grid figure[data-image='5'] .frame"))
             .await
             .unwrap()
             .click()
@@ -763,7 +767,7 @@ fn the_comparison_keeps_log_scale_smoothing_and_x_axis_in_the_url() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| t.as_str().unwrap())
+            .map(|t| t.as_str().unwrap().trim())
             .collect();
         assert!(
             texts.contains(&"seconds since the run's first metric"),
