@@ -792,3 +792,46 @@ fn the_comparison_keeps_log_scale_smoothing_and_x_axis_in_the_url() {
     assert_eq!(r.status(), 200);
     assert!(r.text().unwrap().contains("smooth=abc ignored"));
 }
+
+#[test]
+fn the_browsers_fit_a_400_px_screen() {
+    let f = fixture("browsers-narrow");
+    let pred = f.insert_run("finetune", "predicted", &f.finetune_config(0.01));
+    let preds = predictions(&f.anns);
+    f.put_artifact(
+        pred,
+        "predictions.json",
+        &serde_json::to_vec(&preds).unwrap(),
+    );
+    let prop = proposals_run(&f, 500);
+    // Chromium's headless window is at least 500 px wide: the 400 px viewport is emulated.
+    let driver = ChromeDriver::with_viewport(400, 900);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let c = driver.client_for(&f.server).await;
+        for path in [
+            format!("/runs/{pred}/predictions"),
+            format!("/runs/{prop}/proposals"),
+            format!("/datasets/{}", f.dataset),
+            format!("/datasets/{}?class=3", f.dataset),
+        ] {
+            c.goto(&format!("{}{path}", f.server.url)).await.unwrap();
+            let sizes = c
+                .execute(
+                    "const wide = [...document.querySelectorAll('body *')] \
+                       .filter(e => e.getBoundingClientRect().right > 401) \
+                       .slice(0, 6).map(e => `${e.tagName}#${e.id}.${e.className}`); \
+                     return [document.documentElement.scrollWidth, window.innerWidth, wide];",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            // An emulated phone widens its layout viewport to fit a page that overflows.
+            assert!(
+                sizes[0].as_u64().unwrap() <= 400 && sizes[1].as_u64().unwrap() <= 400,
+                "{path} scrolls sideways at 400 px: {sizes}"
+            );
+        }
+        c.close().await.unwrap();
+    });
+}
