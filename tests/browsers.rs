@@ -483,6 +483,19 @@ fn the_pseudo_box_browser_draws_thousands_on_a_canvas_and_streams_its_export() {
             .status(),
         404
     );
+    // Signed out, neither the box data nor the export is served.
+    let anonymous = accounts::no_redirect_client();
+    for path in ["proposals/1/boxes.bin", "proposals.json"] {
+        let r = anonymous
+            .get(format!("{}/runs/{run}/{path}", f.server.url))
+            .send()
+            .unwrap();
+        assert!(
+            !r.status().is_success(),
+            "{path} signed out: {}",
+            r.status()
+        );
+    }
 
     // The export streams (no length known up front) and is a whole COCO file.
     let started = std::time::Instant::now();
