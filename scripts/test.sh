@@ -32,3 +32,5 @@ for script in scripts/eval_parity.py scripts/segm_parity.py; do
     "$CACHE/venv/bin/python" "$script" --trainer target/debug/trainer
   fi
 done
+echo "[test] scripts/match_parity.py" >&2
+"$CACHE/venv/bin/python" scripts/match_parity.py --server target/debug/aligndet-server

@@ -455,30 +455,45 @@ fn a_finished_run_shows_curves_evaluation_load_report_and_predictions() {
     );
     assert!(page.contains("1 more on images outside the split"));
     let five = figure(&page, "pred-image-5");
-    assert_eq!(five.matches("<g class=\"pred").count(), 3, "{five}");
+    // The 0.9 box on the ground truth is a true positive, the 0.5 box of the other class a
+    // false positive; the 0.1 box is below the opening threshold 0.3 and not drawn.
+    assert_eq!(five.matches("<g class=\"pred").count(), 2, "{five}");
     assert_eq!(
-        five.matches("<g class=\"pred hide-box\"").count(),
+        five.matches("<g class=\"pred pred-tp\"").count(),
         1,
-        "0.1 < 0.3"
+        "{five}"
+    );
+    assert_eq!(
+        five.matches("<g class=\"pred pred-fp\"").count(),
+        1,
+        "{five}"
     );
     assert_eq!(five.matches("class=\"gt-box\"").count(), 1);
-    assert!(five.contains("<span class=\"above-count\">2</span> of 3"));
+    assert!(five.contains("<g class=\"gt gt-matched\""), "{five}");
+    assert!(five.contains(
+        "TP 1</span> <span class=\"outcome-fp\">FP 1</span> <span class=\"outcome-fn\">FN 0"
+    ));
     assert!(
-        five.contains("&#60;b&#62;bold&#60;/b&#62; &#38; co 0.50"),
-        "score label"
+        five.contains("&#60;b&#62;bold&#60;/b&#62; &#38; co 0.500: false positive"),
+        "hover text"
     );
     let six = figure(&page, "pred-image-6");
-    assert_eq!(six.matches("<g class=\"pred").count(), 2);
+    assert_eq!(six.matches("<g class=\"pred").count(), 1);
     assert!(page.contains("&#60;b&#62;bold&#60;/b&#62; &#38; co"));
     assert!(!page.contains("<b>bold</b>"), "hostile class name not raw");
     assert!(page.contains(&format!("src=\"/datasets/{}/images/5\"", f.dataset)));
-    // A lower opening threshold shows the low-score box too.
+    assert!(page.contains(
+        "TP 2</span> · <span class=\"outcome-fp\">FP 1</span> · <span class=\"outcome-fn\">FN 0"
+    ));
+    // A lower threshold in the URL shows the low-score boxes too, as false positives.
     let page = f
         .server
         .get(&format!("/runs/{run}/predictions?threshold=0.05"))
         .text()
         .unwrap();
-    assert!(figure(&page, "pred-image-5").contains("<span class=\"above-count\">3</span> of 3"));
+    let five = figure(&page, "pred-image-5");
+    assert_eq!(five.matches("<g class=\"pred").count(), 3);
+    assert_eq!(five.matches("<g class=\"pred pred-fp\"").count(), 2);
 
     // Other kinds have no predictions browser.
     let bench = f.server.create_run("bench", json!({"kind": "benchmark"}));
@@ -489,7 +504,7 @@ fn a_finished_run_shows_curves_evaluation_load_report_and_predictions() {
 }
 
 #[test]
-fn moving_the_threshold_slider_hides_low_score_boxes_in_a_browser() {
+fn the_threshold_field_and_class_toggles_filter_boxes_in_a_browser() {
     let f = fixture("ft-browser");
     let run = run_id_of(post_finetune(&f.server, f.dataset, &[]));
     FakeWorker::claim(&f.server, run).finish_like_a_finetune_job(&f);
@@ -500,39 +515,37 @@ fn moving_the_threshold_slider_hides_low_score_boxes_in_a_browser() {
         use fantoccini::Locator;
         let c = driver.client_for(&f.server).await;
         c.goto(&url).await.unwrap();
-        let hidden = async |css: &str| c.find_all(Locator::Css(css)).await.unwrap().len();
-        let count = async || {
-            c.find(Locator::Css("#pred-image-5 .above-count"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        };
-        assert_eq!(
-            hidden("#pred-image-5 g.pred.hide-box").await,
-            1,
-            "0.1 < 0.30"
-        );
-        assert_eq!(count().await, "2");
-        // Drag the slider to 0.6 (as the input event of a drag would report it).
+        let count = async |css: &str| c.find_all(Locator::Css(css)).await.unwrap().len();
+        assert_eq!(count("#pred-image-5 g.pred").await, 2, "0.1 < 0.30");
+        // A threshold of 0.6 through the form: the 0.5 box goes too, and the URL keeps it.
         c.execute(
-            "const s = document.getElementById('score-threshold'); s.value = '0.6'; \
-             s.dispatchEvent(new Event('input'));",
+            "document.getElementById('score-threshold').value = '0.6';",
             vec![],
         )
         .await
         .unwrap();
+        c.find(Locator::Id("apply-view"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            let u = c.current_url().await.unwrap();
+            if u.query().is_some_and(|q| q.contains("threshold=0.6")) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         assert_eq!(
-            hidden("#pred-image-5 g.pred.hide-box").await,
-            2,
-            "0.1 and 0.5 hidden"
+            count("#pred-image-5 g.pred").await,
+            1,
+            "0.1 and 0.5 left out"
         );
-        assert_eq!(count().await, "1");
-        let label = c.find(Locator::Id("score-threshold-label")).await.unwrap();
-        assert_eq!(label.text().await.unwrap(), "0.60");
+        let field = c.find(Locator::Id("score-threshold")).await.unwrap();
+        assert_eq!(field.prop("value").await.unwrap().as_deref(), Some("0.6"));
         // The hostile class, shown as text, and its toggle hides its boxes, GT included.
-        let toggles = c.find(Locator::Id("class-toggles")).await.unwrap();
+        let toggles = c.find(Locator::Id("class-counts")).await.unwrap();
         assert!(toggles.text().await.unwrap().contains("<b>bold</b> & co"));
         c.find(Locator::Css(".class-toggle[data-cat='2']"))
             .await
@@ -541,11 +554,11 @@ fn moving_the_threshold_slider_hides_low_score_boxes_in_a_browser() {
             .await
             .unwrap();
         assert_eq!(
-            hidden("#pred-image-6 g.gt.hide-box").await,
+            count("#pred-image-6 g.gt.hide-box").await,
             1,
             "class 2 GT hidden"
         );
-        assert_eq!(hidden("#pred-image-6 g.pred.hide-box").await, 2);
+        assert_eq!(count("#pred-image-6 g.pred.hide-box").await, 1);
         c.close().await.unwrap();
     });
 }

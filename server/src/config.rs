@@ -60,7 +60,18 @@ pub struct ServerConfig {
     /// Without a command: serve. With one: administer accounts in the same database (the
     /// options above, such as --data-dir and --database-url, go before it).
     #[command(subcommand)]
-    pub command: Option<crate::accounts::cli::AdminCommand>,
+    pub command: Option<Command>,
+}
+
+/// What the binary does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    #[command(flatten)]
+    Admin(crate::accounts::cli::AdminCommand),
+    /// Match detections to ground truth as the predictions browser does (a COCO-style JSON
+    /// on stdin, outcomes as JSON on stdout): what `scripts/match_parity.py` checks.
+    #[command(hide = true)]
+    MatchDetections,
 }
 
 impl ServerConfig {

@@ -11,6 +11,7 @@
 //! - [`content`]: a job's inputs by sha256 for remote workers (hashing on first use).
 //! - [`import`]: dataset import (server paths and uploaded zips), validated and transactional.
 //! - [`plots`]: plotters SVG charts.
+//! - [`matching`]: TP/FP/miss matching of predictions to ground truth (pycocotools' rules).
 //! - [`security`]: worker token, CSRF, safe paths.
 //! - [`accounts`]: users, roles, sessions, personal API tokens (the role gates are here).
 
@@ -25,6 +26,7 @@ pub mod experiments;
 pub mod forms;
 pub mod import;
 pub mod limits;
+pub mod matching;
 pub mod numbers;
 pub mod plots;
 pub mod postgres;

@@ -19,8 +19,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(writer)
         .init();
+    use aligndet_server::config::Command;
     match command {
-        Some(command) => aligndet_server::accounts::cli::run(&cfg, command).await,
+        Some(Command::Admin(command)) => aligndet_server::accounts::cli::run(&cfg, command).await,
+        Some(Command::MatchDetections) => aligndet_server::matching::cli::run(),
         None => aligndet_server::serve(cfg).await,
     }
 }

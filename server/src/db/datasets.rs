@@ -244,6 +244,37 @@ pub async fn images_page(
     .await
 }
 
+/// A page of the images holding at least one box of `category_id` (in id order), and how many
+/// images do.
+pub async fn images_with_category(
+    pool: &PgPool,
+    dataset_id: i64,
+    category_id: i64,
+    offset: i64,
+    limit: i64,
+) -> sqlx::Result<(Vec<ImageRow>, i64)> {
+    let rows = sqlx::query_as(
+        "SELECT i.id, i.file_name, i.width, i.height FROM images i
+         WHERE i.dataset_id = $1 AND EXISTS (SELECT 1 FROM annotations a
+           WHERE a.dataset_id = $1 AND a.image_id = i.id AND a.category_id = $2)
+         ORDER BY i.id OFFSET $3 LIMIT $4",
+    )
+    .bind(dataset_id)
+    .bind(category_id)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT image_id) FROM annotations WHERE dataset_id = $1 AND category_id = $2",
+    )
+    .bind(dataset_id)
+    .bind(category_id)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, total))
+}
+
 pub async fn image(
     pool: &PgPool,
     dataset_id: i64,

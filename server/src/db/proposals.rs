@@ -89,6 +89,20 @@ pub async fn all(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<ProposalRow>> {
     .await
 }
 
+/// Every image's pseudo-boxes, in image order, row by row as Postgres sends them (the COCO
+/// export writes each before the next is read).
+pub fn stream_all(
+    pool: &PgPool,
+    run_id: i64,
+) -> futures_util::stream::BoxStream<'_, sqlx::Result<ProposalRow>> {
+    sqlx::query_as(
+        "SELECT image_id, boxes, removed_by, seconds FROM proposal_images
+         WHERE run_id = $1 ORDER BY image_id",
+    )
+    .bind(run_id)
+    .fetch(pool)
+}
+
 /// (images done, boxes kept, boxes produced, median seconds per image)
 pub async fn summary(pool: &PgPool, run_id: i64) -> sqlx::Result<(i64, i64, i64, Option<f64>)> {
     sqlx::query_as(

@@ -62,34 +62,42 @@ pub fn line_chart_with(
 ) -> String {
     let mut lines = Vec::new();
     for (i, (name, pts)) in series.iter().enumerate() {
-        let color = ARM_COLORS[i % ARM_COLORS.len()];
-        let pts = drawable(pts);
-        let mut line = Line {
+        let line = Line {
             name: name.clone(),
             legend: true,
-            color,
+            color: ARM_COLORS[i % ARM_COLORS.len()],
             width: 2,
             opacity: 1.0,
             raw: None,
             hover: true,
-            points: pts.clone(),
+            points: drawable(pts),
         };
-        if view.smooth > 0.0 && pts.len() > 2 {
-            let ys: Vec<f64> = pts.iter().map(|p| p.1).collect();
-            let smoothed = smooth::debiased_ema(&ys, view.smooth);
-            lines.push(Line {
-                legend: false,
-                hover: false,
-                opacity: 0.25,
-                width: 1,
-                ..line.clone()
-            });
-            line.points = pts.iter().zip(&smoothed).map(|(p, s)| (p.0, *s)).collect();
-            line.raw = Some(ys);
-        }
-        lines.push(line);
+        push_smoothed(&mut lines, line, view);
     }
     chart((560, 300), labels, &lines, view)
+}
+
+/// `line` as the view draws it: as it is, or (with smoothing) faint and raw behind its EMA.
+fn push_smoothed(lines: &mut Vec<Line>, mut line: Line, view: View) {
+    if view.smooth > 0.0 && line.points.len() > 2 {
+        let ys: Vec<f64> = line.points.iter().map(|p| p.1).collect();
+        let smoothed = smooth::debiased_ema(&ys, view.smooth);
+        lines.push(Line {
+            legend: false,
+            hover: false,
+            opacity: 0.25,
+            width: 1,
+            ..line.clone()
+        });
+        line.points = line
+            .points
+            .iter()
+            .zip(&smoothed)
+            .map(|(p, s)| (p.0, *s))
+            .collect();
+        line.raw = Some(ys);
+    }
+    lines.push(line);
 }
 
 /// Colours of series and of the arms of a comparison: one palette (matplotlib's tab10).
@@ -124,32 +132,27 @@ pub struct OverlayLine {
 }
 
 /// Many runs in one chart, coloured per arm: thin lines for runs, thick ones for arm means
-/// (drawn last, on top). Same frame, legend and hover as [`line_chart`].
-pub fn overlay_chart(title: &str, x_label: &str, lines: &[OverlayLine], y_label: &str) -> String {
+/// (drawn last, on top). Same frame, legend, hover and [`View`] (log axes, smoothing) as
+/// [`line_chart_with`].
+pub fn overlay_chart(labels: &Labels, lines: &[OverlayLine], view: View) -> String {
     let mut idx: Vec<usize> = (0..lines.len()).collect();
     idx.sort_by_key(|&i| lines[i].thick);
-    let drawn: Vec<Line> = idx
-        .into_iter()
-        .map(|i| {
-            let l = &lines[i];
-            Line {
-                name: l.legend.clone().unwrap_or_else(|| l.name.clone()),
-                legend: l.legend.is_some(),
-                color: ARM_COLORS[l.arm % ARM_COLORS.len()],
-                width: if l.thick { 3 } else { 1 },
-                opacity: if l.thick { 1.0 } else { 0.55 },
-                raw: None,
-                hover: true,
-                points: drawable(&l.points),
-            }
-        })
-        .collect();
-    let labels = Labels {
-        title,
-        x: x_label,
-        y: y_label,
-    };
-    chart((720, 360), &labels, &drawn, View::default())
+    let mut drawn: Vec<Line> = Vec::new();
+    for i in idx {
+        let l = &lines[i];
+        let line = Line {
+            name: l.legend.clone().unwrap_or_else(|| l.name.clone()),
+            legend: l.legend.is_some(),
+            color: ARM_COLORS[l.arm % ARM_COLORS.len()],
+            width: if l.thick { 3 } else { 1 },
+            opacity: if l.thick { 1.0 } else { 0.55 },
+            raw: None,
+            hover: true,
+            points: drawable(&l.points),
+        };
+        push_smoothed(&mut drawn, line, view);
+    }
+    chart((720, 360), labels, &drawn, view)
 }
 
 /// A line as drawn: its points in value space (finite, downsampled).

@@ -59,18 +59,35 @@ fn overlay_draws_thin_runs_and_thick_means() {
         legend: legend.map(String::from),
         name: format!("run {arm}"),
     };
-    let s = overlay_chart(
-        "AP",
-        "step",
-        &[
-            line(0, false, None),
-            line(1, false, Some("#1")),
-            line(0, true, Some("#0 mean")),
-        ],
-        "AP",
-    );
+    let labels = Labels {
+        title: "AP",
+        x: "step",
+        y: "AP",
+    };
+    let lines = [
+        line(0, false, None),
+        line(1, false, Some("#1")),
+        line(0, true, Some("#0 mean")),
+    ];
+    let s = overlay_chart(&labels, &lines, View::default());
     assert!(s.contains("polyline") && s.contains("#0 mean"));
     assert!(s.contains("stroke-width=\"3\""));
+    assert!(
+        !s.contains("opacity=\"0.25\""),
+        "no faint raw curve without smoothing"
+    );
+    // Smoothing keeps each run faint and raw behind its smoothed curve (lines of 3+ points).
+    let long = |arm, thick| OverlayLine {
+        points: vec![(0.0, 0.1), (5.0, 0.4), (10.0, 0.3)],
+        ..line(arm, thick, None)
+    };
+    let smooth = View {
+        smooth: 0.6,
+        ..View::default()
+    };
+    let s = overlay_chart(&labels, &[long(0, false), long(1, true)], smooth);
+    assert_eq!(s.matches("opacity=\"0.25\"").count(), 2, "{s}");
+    assert!(s.contains("(smoothed; raw "));
     assert_eq!(arm_color_css(1), "#ff7f0e");
 }
 

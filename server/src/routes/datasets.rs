@@ -200,6 +200,8 @@ struct DatasetPage {
     /// ("train", 2000), ("val", 300), ("5pct_seed1", 100), …
     splits: Vec<(String, usize)>,
     names: HashMap<i64, String>,
+    /// The class the gallery is filtered to: (id, name, images holding it).
+    filter: Option<(i64, String, i64)>,
 }
 
 impl DatasetPage {
@@ -214,15 +216,64 @@ impl DatasetPage {
             .cloned()
             .unwrap_or_else(|| category_id.to_string())
     }
+    /// Whether the gallery shows only this class's images.
+    fn filtered_to(&self, category_id: &i64) -> bool {
+        self.filter.as_ref().is_some_and(|f| f.0 == *category_id)
+    }
+    /// The query of another page of this gallery.
+    fn page_query(&self, page: i64) -> String {
+        match &self.filter {
+            Some((c, _, _)) => format!("?class={c}&page={page}"),
+            None => format!("?page={page}"),
+        }
+    }
 }
 
 #[derive(Deserialize)]
 pub struct DatasetPageQuery {
     #[serde(default)]
     page: i64,
+    /// Only images holding a box of this class (a category id; empty: every image).
+    #[serde(default)]
+    class: Option<String>,
 }
 
 const IMAGES_PER_PAGE: i64 = 24;
+
+/// The gallery's class filter: the class's id, name and how many images hold it.
+async fn class_filter(
+    s: &AppState,
+    id: i64,
+    categories: &[CategoryCount],
+    class: i64,
+) -> Result<(i64, String, i64), PageError> {
+    let name = categories
+        .iter()
+        .find(|k| k.id == class)
+        .map(|k| k.name.clone())
+        .ok_or_else(|| {
+            PageError::not_found(format!("dataset {id} has no class with id {class}"))
+        })?;
+    let (_, n) = db::datasets::images_with_category(&s.pool, id, class, 0, 0).await?;
+    Ok((class, name, n))
+}
+
+/// ("train", 2000), ("val", 300), then the labeled subsets; empty without splits.
+fn split_sizes(dataset: &DatasetRow) -> Vec<(String, usize)> {
+    dataset
+        .splits
+        .clone()
+        .and_then(|v| serde_json::from_value::<aligndet_common::dataset::DatasetSplits>(v).ok())
+        .map(|s| {
+            let mut rows = vec![
+                ("train".to_string(), s.train.len()),
+                ("val".to_string(), s.val.len()),
+            ];
+            rows.extend(s.labeled.iter().map(|(k, v)| (k.clone(), v.len())));
+            rows
+        })
+        .unwrap_or_default()
+}
 
 pub async fn show(
     State(s): State<AppState>,
@@ -232,10 +283,28 @@ pub async fn show(
     let dataset = db::datasets::get(&s.pool, id)
         .await?
         .or_not_found("dataset", id)?;
-    let pages = ((dataset.num_images as i64 + IMAGES_PER_PAGE - 1) / IMAGES_PER_PAGE).max(1);
+    let categories = db::datasets::category_counts(&s.pool, id).await?;
+    let filter = match q.class.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        Some(c) => {
+            let c: i64 = c.parse().map_err(|_| {
+                PageError::bad_request(format!("class={c} is not a class id (a number)"))
+            })?;
+            Some(class_filter(&s, id, &categories, c).await?)
+        }
+        None => None,
+    };
+    let shown = filter.as_ref().map_or(dataset.num_images as i64, |f| f.2);
+    let pages = ((shown + IMAGES_PER_PAGE - 1) / IMAGES_PER_PAGE).max(1);
     let page = q.page.clamp(0, pages - 1);
-    let rows =
-        db::datasets::images_page(&s.pool, id, page * IMAGES_PER_PAGE, IMAGES_PER_PAGE).await?;
+    let (offset, limit) = (page * IMAGES_PER_PAGE, IMAGES_PER_PAGE);
+    let rows = match &filter {
+        Some((c, _, _)) => {
+            db::datasets::images_with_category(&s.pool, id, *c, offset, limit)
+                .await?
+                .0
+        }
+        None => db::datasets::images_page(&s.pool, id, offset, limit).await?,
+    };
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let mut by_image: HashMap<i64, Vec<BoxRow>> = HashMap::new();
     for b in db::datasets::boxes_for_images(&s.pool, id, &ids).await? {
@@ -248,21 +317,8 @@ pub async fn show(
             image,
         })
         .collect();
-    let categories = db::datasets::category_counts(&s.pool, id).await?;
     let names = categories.iter().map(|c| (c.id, c.name.clone())).collect();
-    let splits = dataset
-        .splits
-        .clone()
-        .and_then(|v| serde_json::from_value::<aligndet_common::dataset::DatasetSplits>(v).ok())
-        .map(|s| {
-            let mut rows = vec![
-                ("train".to_string(), s.train.len()),
-                ("val".to_string(), s.val.len()),
-            ];
-            rows.extend(s.labeled.iter().map(|(k, v)| (k.clone(), v.len())));
-            rows
-        })
-        .unwrap_or_default();
+    let splits = split_sizes(&dataset);
     Ok(render(&DatasetPage {
         splits,
         dataset,
@@ -271,6 +327,7 @@ pub async fn show(
         page,
         pages,
         names,
+        filter,
     }))
 }
 

@@ -91,6 +91,10 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/artifacts/{name}", get(runs::download_artifact))
         .route("/runs/{id}/proposals", get(proposals::browser))
         .route("/runs/{id}/proposals.json", get(proposals::export_coco))
+        .route(
+            "/runs/{id}/proposals/{image_id}/boxes.bin",
+            get(proposals::boxes_data),
+        )
         .route("/runs/{id}/predictions", get(predictions::browser))
         .merge(accounts::own_account_router())
         .route_layer(page_gate(Role::Viewer));

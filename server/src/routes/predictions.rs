@@ -1,14 +1,20 @@
 //! The predictions browser of a `finetune` run: its `predictions.json` (COCO results on the val
-//! split) drawn over the val images beside the ground truth, a few images per page.
+//! split) drawn over the val images, each prediction marked a true or false positive and each
+//! missed ground-truth box marked, at an IoU chosen in the URL; a few images per page, ordered
+//! by id or by errors. The model is [`crate::views::predictions`].
 
 use crate::db;
-use crate::db::datasets::{DatasetRow, ImageRow};
+use crate::db::datasets::{BoxRow, DatasetRow};
 use crate::db::runs::RunRow;
 use crate::error::{OrNotFound, PageError, PagePath, PageQuery};
+use crate::matching::Counts;
 use crate::numbers::filters;
 use crate::routes::render;
 use crate::state::{AppState, ArtifactRead};
 use crate::views::finetune::finetune_config;
+use crate::views::predictions::{
+    self as model, ClassCounts, DrawnImage, MAX_TOP, Prediction, SplitMatch, View, parse_view,
+};
 use aligndet_common::artifacts;
 use aligndet_common::jobs::RunKind;
 use askama::Template;
@@ -20,55 +26,16 @@ use std::collections::HashMap;
 /// Images per page: enough to compare, few enough to read the boxes.
 const IMAGES_PER_PAGE: usize = 6;
 
-/// The score threshold the page opens with (the slider moves it in the browser).
-const DEFAULT_THRESHOLD: f64 = 0.3;
-
-/// One entry of a COCO results file.
-#[derive(Deserialize)]
-struct Prediction {
-    image_id: i64,
-    category_id: i64,
-    bbox: [f64; 4],
-    score: f64,
-}
-
-pub struct DrawnBox {
-    pub category_id: i64,
-    pub label: String,
-    /// Predictions only; ground truth has none.
-    pub score: Option<f64>,
-    pub x: f64,
-    pub y: f64,
-    pub w: f64,
-    pub h: f64,
-    /// Below the opening threshold: drawn hidden until the slider comes down.
-    pub hidden: bool,
-}
-
-impl DrawnBox {
-    /// Prediction labels sit above the box, or just inside it at the image's top edge.
-    fn above_y(&self, font: &f64) -> f64 {
-        if self.y >= *font {
-            self.y - font * 0.25
-        } else {
-            self.y + font
-        }
-    }
-    /// Ground-truth labels sit inside the box's bottom edge, apart from the predictions'.
-    fn inside_bottom_y(&self, font: &f64) -> f64 {
-        self.y + self.h - font * 0.25
-    }
-}
-
-pub struct PredictedImage {
-    pub dataset_id: i64,
-    pub image: ImageRow,
-    /// Lowest score first, so the most confident boxes are drawn on top.
-    pub predictions: Vec<DrawnBox>,
-    pub gt: Vec<DrawnBox>,
-    pub above: usize,
-    /// Label size in image pixels (the overlay scales with the image).
-    pub font: f64,
+/// The split's numbers: what the file holds, what is shown, and how it matched.
+struct Summary {
+    num_images: usize,
+    total_predictions: usize,
+    shown: usize,
+    truths: usize,
+    crowd: usize,
+    counts: Counts,
+    /// (category id, name, colour, counts)
+    classes: Vec<(i64, String, String, ClassCounts)>,
 }
 
 #[derive(Template)]
@@ -79,14 +46,12 @@ struct PredictionsPage {
     split: String,
     /// Why there is nothing to draw (no predictions.json yet, unreadable file, missing split).
     message: Option<String>,
-    images: Vec<PredictedImage>,
-    /// (category id, name, colour, predictions in the split)
-    classes: Vec<(i64, String, String, usize)>,
+    view: View,
+    max_top: usize,
+    summary: Option<Summary>,
+    images: Vec<DrawnImage>,
     page: usize,
     pages: usize,
-    threshold: f64,
-    num_images: usize,
-    num_predictions: usize,
     /// Predictions on images outside the split (left out of the page).
     outside: usize,
 }
@@ -108,6 +73,57 @@ fn class_color(category_id: i64) -> String {
 pub struct PredictionsQuery {
     page: usize,
     threshold: Option<f64>,
+    top: Option<usize>,
+    iou: Option<f64>,
+    sort: Option<String>,
+}
+
+/// The split's image ids, `predictions.json` grouped by image and the number of predictions
+/// on images outside the split (counted, not kept); `Err(why)` when there is nothing to draw.
+type Loaded = Result<(Vec<i64>, HashMap<i64, Vec<Prediction>>, usize), String>;
+
+async fn load(
+    s: &AppState,
+    run_id: i64,
+    dataset: &DatasetRow,
+    split: &str,
+) -> Result<Loaded, PageError> {
+    let predictions: Vec<Prediction> = match s.read_artifact(run_id, artifacts::PREDICTIONS).await?
+    {
+        ArtifactRead::Found(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(format!("predictions.json could not be read: {e}"))),
+        },
+        ArtifactRead::Missing(_) | ArtifactRead::BadName(_) => {
+            return Ok(Err(format!(
+                "Run {run_id} has no predictions.json yet: the job writes it after the final evaluation."
+            )));
+        }
+    };
+    // The split the predictions were made on; a dataset without splits is shown whole.
+    let ids = if dataset.splits.is_some() {
+        match dataset.split_ids(split) {
+            Some(ids) => ids,
+            None => {
+                return Ok(Err(format!(
+                    "dataset {:?} has no split {split:?}",
+                    dataset.name
+                )));
+            }
+        }
+    } else {
+        db::datasets::image_ids(&s.pool, dataset.id).await?
+    };
+    let mut by_image: HashMap<i64, Vec<Prediction>> = HashMap::new();
+    let mut outside = 0;
+    for p in predictions {
+        if ids.binary_search(&p.image_id).is_ok() {
+            by_image.entry(p.image_id).or_default().push(p);
+        } else {
+            outside += 1;
+        }
+    }
+    Ok(Ok((ids, by_image, outside)))
 }
 
 pub async fn browser(
@@ -125,143 +141,97 @@ pub async fn browser(
     let config = finetune_config(&run).ok_or_else(|| {
         PageError::not_found(format!("run {id} has no readable fine-tune config"))
     })?;
-    let threshold = q
-        .threshold
-        .filter(|t| t.is_finite())
-        .unwrap_or(DEFAULT_THRESHOLD)
-        .clamp(0.0, 1.0);
-    let dataset = db::datasets::get(&s.pool, config.dataset_id).await?;
+    let view =
+        parse_view(q.threshold, q.top, q.iou, q.sort.as_deref()).map_err(PageError::bad_request)?;
     let mut page = PredictionsPage {
         run,
         split: config.val_split.clone(),
         message: None,
+        view,
+        max_top: MAX_TOP,
+        summary: None,
         images: Vec::new(),
-        classes: Vec::new(),
         page: 0,
         pages: 1,
-        threshold,
-        num_images: 0,
-        num_predictions: 0,
         outside: 0,
         dataset: None,
     };
-    let Some(dataset) = dataset else {
+    let Some(dataset) = db::datasets::get(&s.pool, config.dataset_id).await? else {
         page.message = Some(format!("dataset {} no longer exists", config.dataset_id));
         return Ok(render(&page));
     };
-    let predictions: Vec<Prediction> = match s.read_artifact(id, artifacts::PREDICTIONS).await? {
-        ArtifactRead::Found(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(p) => p,
-            Err(e) => {
-                page.message = Some(format!("predictions.json could not be read: {e}"));
-                page.dataset = Some(dataset);
-                return Ok(render(&page));
-            }
-        },
-        ArtifactRead::Missing(_) | ArtifactRead::BadName(_) => {
-            page.message = Some(format!(
-                "Run {id} has no predictions.json yet: the job writes it after the final evaluation."
-            ));
-            page.dataset = Some(dataset);
-            return Ok(render(&page));
+    match load(&s, id, &dataset, &config.val_split).await? {
+        Ok((ids, predictions, outside)) => {
+            page.outside = outside;
+            fill(&s, &mut page, &dataset, &ids, predictions, q.page).await?;
         }
-    };
-    // The split the predictions were made on; a dataset without splits is shown whole.
-    let ids = if dataset.splits.is_some() {
-        match dataset.split_ids(&config.val_split) {
-            Some(ids) => ids,
-            None => {
-                page.message = Some(format!(
-                    "dataset {:?} has no split {:?}",
-                    dataset.name, config.val_split
-                ));
-                page.dataset = Some(dataset);
-                return Ok(render(&page));
-            }
-        }
-    } else {
-        db::datasets::image_ids(&s.pool, dataset.id).await?
-    };
+        Err(why) => page.message = Some(why),
+    }
+    page.dataset = Some(dataset);
+    Ok(render(&page))
+}
+
+/// Matches the split, counts it, and draws the page's images.
+async fn fill(
+    s: &AppState,
+    page: &mut PredictionsPage,
+    dataset: &DatasetRow,
+    ids: &[i64],
+    predictions: HashMap<i64, Vec<Prediction>>,
+    page_no: usize,
+) -> Result<(), PageError> {
     let names: HashMap<i64, String> = db::datasets::category_names(&s.pool, dataset.id)
         .await?
         .into_iter()
         .collect();
     let name_of = |cat: i64| names.get(&cat).cloned().unwrap_or_else(|| cat.to_string());
-
-    let mut by_image: HashMap<i64, Vec<Prediction>> = HashMap::new();
-    let mut per_class: HashMap<i64, usize> = HashMap::new();
-    for p in predictions {
-        if ids.binary_search(&p.image_id).is_err() {
-            page.outside += 1;
-            continue;
-        }
-        page.num_predictions += 1;
-        *per_class.entry(p.category_id).or_default() += 1;
-        by_image.entry(p.image_id).or_default().push(p);
+    let mut truths: HashMap<i64, Vec<BoxRow>> = HashMap::new();
+    for b in db::datasets::boxes_for_images(&s.pool, dataset.id, ids).await? {
+        truths.entry(b.image_id).or_default().push(b);
     }
-    let mut class_ids: Vec<i64> = names.keys().copied().collect();
-    class_ids.extend(per_class.keys().filter(|c| !names.contains_key(c)));
-    class_ids.sort_unstable();
-    page.classes = class_ids
-        .into_iter()
-        .map(|c| {
-            (
-                c,
-                name_of(c),
-                class_color(c),
-                per_class.get(&c).copied().unwrap_or(0),
-            )
-        })
-        .collect();
-
-    page.num_images = ids.len();
-    page.pages = ids.len().div_ceil(IMAGES_PER_PAGE).max(1);
-    page.page = q.page.min(page.pages - 1);
-    let start = page.page * IMAGES_PER_PAGE;
-    let page_ids: Vec<i64> = ids
+    let split = model::match_split(ids, predictions, truths, &page.view);
+    let order = model::ordered(&split, page.view.sort);
+    page.pages = order.len().div_ceil(IMAGES_PER_PAGE).max(1);
+    page.page = page_no.min(page.pages - 1);
+    let page_ids: Vec<i64> = order
         .iter()
-        .skip(start)
+        .skip(page.page * IMAGES_PER_PAGE)
         .take(IMAGES_PER_PAGE)
         .copied()
         .collect();
-    let mut gt_by_image: HashMap<i64, Vec<DrawnBox>> = HashMap::new();
-    for b in db::datasets::boxes_for_images(&s.pool, dataset.id, &page_ids).await? {
-        gt_by_image.entry(b.image_id).or_default().push(DrawnBox {
-            category_id: b.category_id,
-            label: name_of(b.category_id),
-            score: None,
-            x: b.x,
-            y: b.y,
-            w: b.w,
-            h: b.h,
-            hidden: false,
-        });
+    let mut rows: HashMap<i64, _> = db::datasets::images_by_ids(&s.pool, dataset.id, &page_ids)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    for image_id in &page_ids {
+        if let (Some(row), Some(m)) = (rows.remove(image_id), split.images.get(image_id)) {
+            page.images.push(model::draw(dataset.id, row, m, &name_of));
+        }
     }
-    for image in db::datasets::images_by_ids(&s.pool, dataset.id, &page_ids).await? {
-        let mut preds = by_image.remove(&image.id).unwrap_or_default();
-        preds.sort_by(|a, b| a.score.total_cmp(&b.score));
-        let predictions: Vec<DrawnBox> = preds
+    page.summary = Some(summary(split, &names, &name_of));
+    Ok(())
+}
+
+fn summary(
+    split: SplitMatch,
+    names: &HashMap<i64, String>,
+    name_of: &dyn Fn(i64) -> String,
+) -> Summary {
+    let mut per_class = split.per_class;
+    for cat in names.keys() {
+        per_class.entry(*cat).or_default();
+    }
+    Summary {
+        num_images: split.images.len(),
+        total_predictions: split.total_predictions,
+        shown: split.shown,
+        truths: split.truths,
+        crowd: split.crowd,
+        counts: split.counts,
+        classes: per_class
             .into_iter()
-            .map(|p| DrawnBox {
-                category_id: p.category_id,
-                label: name_of(p.category_id),
-                score: Some(p.score),
-                x: p.bbox[0],
-                y: p.bbox[1],
-                w: p.bbox[2],
-                h: p.bbox[3],
-                hidden: p.score < threshold,
-            })
-            .collect();
-        page.images.push(PredictedImage {
-            dataset_id: dataset.id,
-            above: predictions.iter().filter(|p| !p.hidden).count(),
-            predictions,
-            gt: gt_by_image.remove(&image.id).unwrap_or_default(),
-            font: (image.width.max(image.height) as f64 / 40.0).max(4.0),
-            image,
-        });
+            .map(|(c, n)| (c, name_of(c), class_color(c), n))
+            .collect(),
     }
-    page.dataset = Some(dataset);
-    Ok(render(&page))
 }

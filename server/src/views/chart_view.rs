@@ -64,17 +64,7 @@ impl ChartQuery {
                         .notes
                         .push(format!("x={v} ignored: the x axis is step, time or epoch")),
                 },
-                "logx" => q.view.log_x = flag(&k, v, &mut q.notes),
-                "logy" => q.view.log_y = flag(&k, v, &mut q.notes),
-                "smooth" => match v.parse::<f64>() {
-                    _ if v.is_empty() => {}
-                    Ok(w) if (0.0..1.0).contains(&w) => q.view.smooth = w,
-                    _ => q.notes.push(format!(
-                        "smooth={v} ignored: the smoothing weight is a number from 0 (none) to \
-                         below 1, e.g. 0.6"
-                    )),
-                },
-                _ => {}
+                _ => view_param(&k, v, &mut q.view, &mut q.notes),
             }
         }
         q
@@ -98,6 +88,45 @@ impl ChartQuery {
     /// Names everything but the points a drawing depends on (its cache key).
     pub fn key(&self) -> String {
         format!("{}:{}", self.x.as_str(), self.view.key())
+    }
+}
+
+/// Reads one of the view's parameters (`logx`, `logy`, `smooth`) into `view`; other keys pass.
+fn view_param(k: &str, v: &str, view: &mut View, notes: &mut Vec<String>) {
+    match k {
+        "logx" => view.log_x = flag(k, v, notes),
+        "logy" => view.log_y = flag(k, v, notes),
+        "smooth" => match v.parse::<f64>() {
+            _ if v.is_empty() => {}
+            Ok(w) if (0.0..1.0).contains(&w) => view.smooth = w,
+            _ => notes.push(format!(
+                "smooth={v} ignored: the smoothing weight is a number from 0 (none) to below 1, \
+                 e.g. 0.6"
+            )),
+        },
+        _ => {}
+    }
+}
+
+/// Only the view (log axes, smoothing) of a raw query, and what was ignored: for pages with an
+/// x axis of their own (the comparison page).
+pub fn parse_view(raw: Option<&str>) -> (View, Vec<String>) {
+    let mut view = View::default();
+    let mut notes = Vec::new();
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(raw.unwrap_or("")).unwrap_or_default();
+    for (k, v) in pairs {
+        view_param(&k, v.trim(), &mut view, &mut notes);
+    }
+    (view, notes)
+}
+
+/// The smoothing weight as a form field shows it: empty for none.
+pub fn smooth_field(view: &View) -> String {
+    if view.smooth > 0.0 {
+        view.smooth.to_string()
+    } else {
+        String::new()
     }
 }
 
@@ -194,6 +223,19 @@ mod tests {
         assert_eq!(ChartQuery::parse(Some("smooth=1")).notes.len(), 1);
         assert_eq!(ChartQuery::parse(None), ChartQuery::default());
         assert_eq!(ChartQuery::parse(Some("%zz=&&=")).notes.len(), 0);
+    }
+
+    #[test]
+    fn the_view_alone_leaves_the_x_axis_to_the_page() {
+        let (v, notes) = parse_view(Some("x=wall&logx=1&smooth=0.9&runs=1,2"));
+        assert!(v.log_x && !v.log_y);
+        assert_eq!(v.smooth, 0.9);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(smooth_field(&v), "0.9");
+        let (v, notes) = parse_view(Some("logy=2&smooth=-1"));
+        assert_eq!(v, View::default());
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert_eq!(smooth_field(&v), "");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::db::stored_config::StoredConfig;
 use crate::error::{ApiError, PageError};
 use crate::routes::render;
 use crate::state::{AppState, ArtifactRead};
+use crate::views::chart_view::parse_view;
 use aligndet_common::artifacts;
 use aligndet_common::report::EvaluationReport;
 use axum::Json;
@@ -226,12 +227,15 @@ pub async fn api(
     Ok(Json(load(&s, &params).await?.cmp))
 }
 
-/// `GET /compare?runs=…`: the comparison page.
+/// `GET /compare?runs=…`: the comparison page; its charts take the run page's view
+/// (`logx`, `logy`, `smooth`) besides their own x axis.
 pub async fn show(
     State(s): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PageError> {
     let params = parse(raw.as_deref())?;
-    let loaded = load(&s, &params).await?;
-    Ok(render(&page::page(loaded, &params)))
+    let (view, view_notes) = parse_view(raw.as_deref());
+    let mut loaded = load(&s, &params).await?;
+    loaded.notes.extend(view_notes);
+    Ok(render(&page::page(loaded, &params, view)))
 }

@@ -5,6 +5,7 @@ use super::{CHARTS, Loaded, Series};
 use crate::compare::{self, Arm, ArmStat, CompareParams, Comparison, DiffRow, RunSummary, XAxis};
 use crate::numbers::{self, filters};
 use crate::plots::{self, OverlayLine};
+use crate::views::chart_view::smooth_field;
 use aligndet_common::artifacts;
 use askama::Template;
 
@@ -69,6 +70,10 @@ struct ConvArmRow {
 pub(super) struct ComparePage {
     runs_param: String,
     x: String,
+    /// The charts' view: log axes and the smoothing weight as typed back (empty for none).
+    log_x: bool,
+    log_y: bool,
+    smooth: String,
     x_options: Vec<(String, String)>,
     fractions_param: String,
     baseline: usize,
@@ -281,7 +286,7 @@ fn verdicts(l: &Loaded) -> Vec<Verdict> {
         .collect()
 }
 
-pub(super) fn page(l: Loaded, params: &CompareParams) -> ComparePage {
+pub(super) fn page(l: Loaded, params: &CompareParams, view: plots::View) -> ComparePage {
     let cmp = &l.cmp;
     let name_of = |id: i64| {
         cmp.runs
@@ -314,10 +319,12 @@ pub(super) fn page(l: Loaded, params: &CompareParams) -> ComparePage {
             continue;
         }
         let lines = chart_lines(&l, key, params.x, &mut skipped);
-        charts.push((
-            id.to_string(),
-            plots::overlay_chart(title, params.x.label(), &lines, y_label_of(key)),
-        ));
+        let labels = plots::Labels {
+            title,
+            x: params.x.label(),
+            y: y_label_of(key),
+        };
+        charts.push((id.to_string(), plots::overlay_chart(&labels, &lines, view)));
     }
     if !skipped.is_empty() {
         let ids: Vec<String> = skipped.iter().map(i64::to_string).collect();
@@ -379,6 +386,9 @@ pub(super) fn page(l: Loaded, params: &CompareParams) -> ComparePage {
     ComparePage {
         runs_param: ids.join(","),
         x: params.x.as_str().to_string(),
+        log_x: view.log_x,
+        log_y: view.log_y,
+        smooth: smooth_field(&view),
         x_options: XAxis::ALL
             .iter()
             .map(|a| (a.as_str().to_string(), a.label().to_string()))
