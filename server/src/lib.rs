@@ -12,6 +12,8 @@
 //! - [`import`]: dataset import (server paths and uploaded zips), validated and transactional.
 //! - [`plots`]: plotters SVG charts.
 //! - [`security`]: worker token, CSRF, safe paths.
+//! - [`search`]: the runs table's search language (pure); [`manage`]: tags, delete, exports,
+//!   the runs table's view and the reproducibility stamp.
 //! - [`accounts`]: users, roles, sessions, personal API tokens (the role gates are here).
 
 pub mod accounts;
@@ -25,11 +27,13 @@ pub mod experiments;
 pub mod forms;
 pub mod import;
 pub mod limits;
+pub mod manage;
 pub mod numbers;
 pub mod plots;
 pub mod postgres;
 pub mod queue;
 pub mod routes;
+pub mod search;
 pub mod secrets;
 pub mod security;
 pub mod serving;

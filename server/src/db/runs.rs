@@ -32,6 +32,18 @@ pub struct RunRow {
     /// That user's name, where the query joins it (lists and the run page).
     #[sqlx(default)]
     pub creator: Option<String>,
+    /// Labels people gave it (`tag:x` finds it).
+    #[sqlx(default)]
+    pub tags: Vec<String>,
+    /// A free-text note.
+    #[sqlx(default)]
+    pub note: String,
+    /// When it was archived (hidden from lists unless asked for).
+    #[sqlx(default)]
+    pub archived_at: Option<DateTime<Utc>>,
+    /// The reproducibility stamp recorded at its last claim (`db::run_manage::Stamp`).
+    #[sqlx(default)]
+    pub stamp: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -280,6 +292,8 @@ pub struct RunFilter {
     pub status: Option<String>,
     pub dataset_id: Option<i64>,
     pub sort: RunSort,
+    /// Archived runs too (lists hide them by default).
+    pub include_archived: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -326,6 +340,7 @@ pub async fn list(pool: &PgPool, f: &RunFilter) -> sqlx::Result<Vec<RunRow>> {
          FROM runs
          WHERE ($1::TEXT IS NULL OR kind = $1) AND ($2::TEXT IS NULL OR status = $2)
            AND ($3::BIGINT IS NULL OR dataset_id = $3)
+           AND ($4 OR archived_at IS NULL)
          ORDER BY {} LIMIT 500",
         f.sort.order_by()
     );
@@ -333,6 +348,7 @@ pub async fn list(pool: &PgPool, f: &RunFilter) -> sqlx::Result<Vec<RunRow>> {
         .bind(&f.kind)
         .bind(&f.status)
         .bind(f.dataset_id)
+        .bind(f.include_archived)
         .fetch_all(pool)
         .await
 }
