@@ -390,3 +390,40 @@ fn run_management_in_chromium() {
         "{page}"
     );
 }
+
+/// The real trainer reports its side of the stamp when it claims: the git commit it was built
+/// from (this checkout is a git one), whether that had uncommitted changes, its libtorch and
+/// its device; the run page shows them.
+#[test]
+fn a_real_workers_claim_stamps_the_run() {
+    let db = TestDb::create();
+    let dir = TempDir::new("stamp");
+    let server = Server::start(&ServerOptions::new(&db, dir.path()));
+    let run = server.create_run(
+        "stamped",
+        json!({"kind": "benchmark", "backbone": "resnet18", "batch_size": 1, "resolution": 64,
+               "steps": 1, "warmup_steps": 0}),
+    );
+    let _w = Worker::start(&server, "w1");
+    server.wait_run(run, Duration::from_secs(120), "succeeded", |r| {
+        r["status"] == "succeeded"
+    });
+    let stamp: Value =
+        serde_json::from_str(&db.query(&format!("SELECT stamp::text FROM runs WHERE id = {run}")))
+            .expect("a stamp");
+    let t = &stamp["trainer"];
+    let commit = t["git_commit"].as_str().unwrap();
+    assert!(
+        commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "{stamp}"
+    );
+    assert!(t["git_dirty"].is_boolean(), "{stamp}");
+    assert!(
+        t["libtorch_version"].as_str().unwrap().starts_with("2."),
+        "{stamp}"
+    );
+    assert_eq!(t["device"], "cpu");
+    assert_eq!(t["version"], env!("CARGO_PKG_VERSION"));
+    let page = server.get(&format!("/runs/{run}")).text().unwrap();
+    assert!(page.contains(commit), "the run page shows the commit");
+}
