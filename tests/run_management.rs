@@ -90,12 +90,29 @@ async fn search(c: &Client, url: &str, text: &str) -> Vec<i64> {
     q.clear().await.expect("clear");
     q.send_keys(text).await.expect("type");
     click(c, "#runs-apply").await;
-    wait_path(c, |p| p == "/runs", "the runs page").await;
-    let mut ids = vec![];
-    for row in c.find_all(Locator::Css("tr.run-row")).await.expect("rows") {
-        let id = row.attr("data-run").await.expect("attr").expect("data-run");
-        ids.push(id.parse().expect("run id"));
+    // The search is in the URL once the results page is there (a GET form).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let here = c.current_url().await.expect("url");
+        if here.query_pairs().any(|(k, v)| k == "q" && v == text) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the search never ran: {here}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    c.wait()
+        .for_element(Locator::Css("#runs-found, #search-error"))
+        .await
+        .expect("the results");
+    // One script reads every row: no element goes stale between reads.
+    let ids = c
+        .execute(
+            "return [...document.querySelectorAll('tr.run-row')].map(r => Number(r.dataset.run));",
+            vec![],
+        )
+        .await
+        .expect("rows");
+    let mut ids: Vec<i64> = serde_json::from_value(ids).expect("ids");
     ids.sort();
     ids
 }
@@ -220,8 +237,20 @@ fn run_management_in_chromium() {
             .await
             .expect("type");
         click(&c, "#tags-save").await;
-        wait_path(&c, |p| p == format!("/runs/{alpha}"), "the run page").await;
-        assert!(text_of(&c, "#run-tags").await.contains("sweep"));
+        // The post redirects back to the same page: wait for the tags to be on it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let tags = c
+                .execute("const t = document.querySelector('#run-tags'); return t ? t.textContent : '';", vec![])
+                .await
+                .expect("tags");
+            if tags.as_str().is_some_and(|t| t.contains("sweep") && t.contains("keep")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the tags never showed: {tags}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(text_of(&c, "#run-note").await.contains("with a comma"));
         (c, clone)
     });
     assert_ne!(clone, alpha);
