@@ -1,6 +1,7 @@
 //! The runs table's search in SQL: a [`Filter`] (from `crate::search`) becomes WHERE clauses
 //! whose every value (words, tags, config paths, numbers, metric names) is a bound parameter;
 //! only fixed strings (operators, column names, directions) are written into the SQL text.
+//! Also the simple run lists other pages pick from ([`list`], re-exported by `db::runs`).
 
 use super::runs::RunRow;
 use crate::search::resolve::{ConfigCond, Filter, MetricCond, Path};
@@ -255,6 +256,76 @@ pub async fn metric_names(pool: &PgPool) -> sqlx::Result<Vec<String>> {
 /// Every tag in use, in order.
 pub async fn tags_in_use(pool: &PgPool) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar("SELECT DISTINCT unnest(tags) AS t FROM runs ORDER BY t")
+        .fetch_all(pool)
+        .await
+}
+
+/// Filters and sort order of a simple run list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub kind: Option<String>,
+    pub status: Option<String>,
+    pub dataset_id: Option<i64>,
+    pub sort: RunSort,
+    /// Archived runs too (lists hide them by default).
+    pub include_archived: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunSort {
+    #[default]
+    Newest,
+    Oldest,
+    Name,
+    Status,
+}
+
+impl RunSort {
+    pub fn parse(s: &str) -> Option<RunSort> {
+        Some(match s {
+            "newest" => RunSort::Newest,
+            "oldest" => RunSort::Oldest,
+            "name" => RunSort::Name,
+            "status" => RunSort::Status,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunSort::Newest => "newest",
+            RunSort::Oldest => "oldest",
+            RunSort::Name => "name",
+            RunSort::Status => "status",
+        }
+    }
+    fn order_by(self) -> &'static str {
+        // Fixed strings only: the user picks among these, never writes SQL.
+        match self {
+            RunSort::Newest => "id DESC",
+            RunSort::Oldest => "id ASC",
+            RunSort::Name => "name ASC, id DESC",
+            RunSort::Status => "status ASC, id DESC",
+        }
+    }
+}
+
+/// The simple lists other pages pick runs from (the home page's recent runs, the new-run
+/// page's checkpoints), filtered by kind, status and dataset.
+pub async fn list(pool: &PgPool, f: &RunFilter) -> sqlx::Result<Vec<RunRow>> {
+    let sql = format!(
+        "SELECT runs.*, (SELECT name FROM users WHERE id = runs.created_by) AS creator
+         FROM runs
+         WHERE ($1::TEXT IS NULL OR kind = $1) AND ($2::TEXT IS NULL OR status = $2)
+           AND ($3::BIGINT IS NULL OR dataset_id = $3)
+           AND ($4 OR archived_at IS NULL)
+         ORDER BY {} LIMIT 500",
+        f.sort.order_by()
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&f.kind)
+        .bind(&f.status)
+        .bind(f.dataset_id)
+        .bind(f.include_archived)
         .fetch_all(pool)
         .await
 }

@@ -29,7 +29,7 @@ where
             let _ = err_tx.send(format!("export failed (incident {incident})"));
         }
     });
-    let failure = futures_util::stream::once(async move { err_rx.await })
+    let failure = futures_util::stream::once(err_rx)
         .filter_map(|r| async move { r.ok().map(|m| Err(std::io::Error::other(m))) });
     ReceiverStream::new(rx).map(Ok).chain(failure)
 }
