@@ -296,13 +296,27 @@ fn run_management_in_chromium() {
         let row = format!("tr[data-run='{alpha}']");
         assert_eq!(text_of(&c, &format!("{row} .best-value")).await, "0.45");
         assert_eq!(text_of(&c, &format!("{row} .best-step")).await, "10");
-        c.find(Locator::Css("#runs-csv"))
+        let csv_href = c
+            .find(Locator::Css("#runs-csv"))
             .await
             .expect("csv link")
             .attr("href")
             .await
             .expect("href")
-            .expect("an href")
+            .expect("an href");
+        // Sorting by a config value, from the column's URL.
+        c.goto(&format!("{url}/runs?sort=config%3Alr&dir=asc"))
+            .await
+            .expect("runs page");
+        let order = c
+            .execute(
+                "return [...document.querySelectorAll('tr.run-row')].map(r => Number(r.dataset.run));",
+                vec![],
+            )
+            .await
+            .expect("rows");
+        assert_eq!(order, json!([beta, alpha, clone]), "by lr, ascending");
+        csv_href
     });
     // The CSV of that view, parsed back: the runs found, with the note's quotes and comma.
     let r = s.get(&csv_href);
