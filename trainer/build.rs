@@ -8,6 +8,7 @@
 use std::path::Path;
 
 fn main() {
+    git_stamp();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
@@ -40,4 +41,41 @@ fn compile_shim(lib: &Path) {
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .warnings(false)
         .compile("aligndet_torch_shim");
+}
+
+/// `ALIGNDET_GIT_COMMIT` (`git rev-parse HEAD`, or `unknown` outside a git checkout or without
+/// git) and `ALIGNDET_GIT_DIRTY` (`true` / `false` from `git status --porcelain`, `unknown`)
+/// for the runs' reproducibility stamp. Rebuilt when HEAD or the index moves.
+fn git_stamp() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"]).filter(|c| !c.is_empty());
+    let dirty = match (
+        &commit,
+        git(&["status", "--porcelain", "--untracked-files=no"]),
+    ) {
+        (Some(_), Some(status)) => (!status.is_empty()).to_string(),
+        _ => "unknown".to_string(),
+    };
+    println!(
+        "cargo:rustc-env=ALIGNDET_GIT_COMMIT={}",
+        commit.unwrap_or_else(|| "unknown".to_string())
+    );
+    println!("cargo:rustc-env=ALIGNDET_GIT_DIRTY={dirty}");
+    let mut watched = vec!["HEAD".to_string(), "index".to_string()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for name in watched {
+        // `--git-path`: right in a worktree too (its HEAD and index are its own, refs shared).
+        if let Some(path) = git(&["rev-parse", "--git-path", &name])
+            && Path::new(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }

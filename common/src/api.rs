@@ -47,6 +47,27 @@ pub struct ClaimRequest {
     /// a Slurm job was placed for it: what `trainer worker --once --run ID` inside that job sends.
     #[serde(default)]
     pub run_id: Option<i64>,
+    /// What the claiming trainer is (the run's reproducibility stamp). Optional, so workers
+    /// from before it still claim (their runs' stamps say "not reported"), and ignored by
+    /// servers from before it: no protocol version change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<TrainerStamp>,
+}
+
+/// The trainer side of a run's reproducibility stamp, sent with each claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerStamp {
+    /// The trainer crate's version.
+    pub version: String,
+    /// `git rev-parse HEAD` of the checkout it was built from, or `unknown`.
+    pub git_commit: String,
+    /// Whether that checkout had uncommitted changes (`None`: not a git checkout).
+    #[serde(default)]
+    pub git_dirty: Option<bool>,
+    /// The libtorch it runs against.
+    pub libtorch_version: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
 }
 
 /// Where a job finds its dataset on the machine it runs on: given by hand to `trainer run`, laid

@@ -13,6 +13,8 @@
 //! - [`plots`]: plotters SVG charts.
 //! - [`matching`]: TP/FP/miss matching of predictions to ground truth (pycocotools' rules).
 //! - [`security`]: worker token, CSRF, safe paths.
+//! - [`search`]: the runs table's search language (pure); [`manage`]: tags, delete, exports,
+//!   the runs table's view and the reproducibility stamp.
 //! - [`accounts`]: users, roles, sessions, personal API tokens (the role gates are here).
 
 pub mod accounts;
@@ -26,12 +28,14 @@ pub mod experiments;
 pub mod forms;
 pub mod import;
 pub mod limits;
+pub mod manage;
 pub mod matching;
 pub mod numbers;
 pub mod plots;
 pub mod postgres;
 pub mod queue;
 pub mod routes;
+pub mod search;
 pub mod secrets;
 pub mod security;
 pub mod serving;

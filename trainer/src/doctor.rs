@@ -22,6 +22,24 @@ pub fn environment_report() -> EnvironmentReport {
     }
 }
 
+/// What this trainer is, for the reproducibility stamp of each run it claims: its version, the
+/// git commit it was built from (`build.rs`; `unknown` outside a git checkout) and whether that
+/// checkout had uncommitted changes, the libtorch it runs against, and the device.
+pub fn trainer_stamp(device: &str) -> aligndet_common::api::TrainerStamp {
+    let dirty = match env!("ALIGNDET_GIT_DIRTY") {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    };
+    aligndet_common::api::TrainerStamp {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: env!("ALIGNDET_GIT_COMMIT").to_string(),
+        git_dirty: dirty,
+        libtorch_version: libtorch_version(),
+        device: device.to_string(),
+    }
+}
+
 /// The `torch/version.py` of the libtorch actually loaded, and its folder.
 fn loaded_torch_version_py() -> Option<(String, std::path::PathBuf)> {
     let _ = tch::get_num_threads();

@@ -41,6 +41,14 @@ tokio::task_local! {
     static VISITOR: Visitor;
 }
 
+impl Visitor {
+    /// Whether the visitor may create, clone, tag, archive and cancel runs (editor or admin):
+    /// pages show those buttons only then.
+    pub fn can_edit(&self) -> bool {
+        self.user.as_ref().is_some_and(|u| u.role >= Role::Editor)
+    }
+}
+
 /// The visitor of the page being rendered (empty outside a page request).
 pub fn visitor() -> Visitor {
     VISITOR.try_with(Visitor::clone).unwrap_or_default()

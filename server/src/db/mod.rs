@@ -8,6 +8,8 @@ pub mod experiments;
 pub mod liveness;
 pub mod logs;
 pub mod proposals;
+pub mod run_manage;
+pub mod run_search;
 pub mod runs;
 pub mod stored_config;
 pub mod users;

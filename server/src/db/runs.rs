@@ -32,6 +32,18 @@ pub struct RunRow {
     /// That user's name, where the query joins it (lists and the run page).
     #[sqlx(default)]
     pub creator: Option<String>,
+    /// Labels people gave it (`tag:x` finds it).
+    #[sqlx(default)]
+    pub tags: Vec<String>,
+    /// A free-text note.
+    #[sqlx(default)]
+    pub note: String,
+    /// When it was archived (hidden from lists unless asked for).
+    #[sqlx(default)]
+    pub archived_at: Option<DateTime<Utc>>,
+    /// The reproducibility stamp recorded at its last claim (`db::run_manage::Stamp`).
+    #[sqlx(default)]
+    pub stamp: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -273,69 +285,7 @@ pub async fn insert_artifact_in(
     Ok(())
 }
 
-/// Filters and sort order of the runs table.
-#[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    pub kind: Option<String>,
-    pub status: Option<String>,
-    pub dataset_id: Option<i64>,
-    pub sort: RunSort,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum RunSort {
-    #[default]
-    Newest,
-    Oldest,
-    Name,
-    Status,
-}
-
-impl RunSort {
-    pub fn parse(s: &str) -> Option<RunSort> {
-        Some(match s {
-            "newest" => RunSort::Newest,
-            "oldest" => RunSort::Oldest,
-            "name" => RunSort::Name,
-            "status" => RunSort::Status,
-            _ => return None,
-        })
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunSort::Newest => "newest",
-            RunSort::Oldest => "oldest",
-            RunSort::Name => "name",
-            RunSort::Status => "status",
-        }
-    }
-    fn order_by(self) -> &'static str {
-        // Fixed strings only: the user picks among these, never writes SQL.
-        match self {
-            RunSort::Newest => "id DESC",
-            RunSort::Oldest => "id ASC",
-            RunSort::Name => "name ASC, id DESC",
-            RunSort::Status => "status ASC, id DESC",
-        }
-    }
-}
-
-pub async fn list(pool: &PgPool, f: &RunFilter) -> sqlx::Result<Vec<RunRow>> {
-    let sql = format!(
-        "SELECT runs.*, (SELECT name FROM users WHERE id = runs.created_by) AS creator
-         FROM runs
-         WHERE ($1::TEXT IS NULL OR kind = $1) AND ($2::TEXT IS NULL OR status = $2)
-           AND ($3::BIGINT IS NULL OR dataset_id = $3)
-         ORDER BY {} LIMIT 500",
-        f.sort.order_by()
-    );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&f.kind)
-        .bind(&f.status)
-        .bind(f.dataset_id)
-        .fetch_all(pool)
-        .await
-}
+pub use super::run_search::{RunFilter, RunSort, list};
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<RunRow>> {
     super::row_by(

@@ -31,6 +31,9 @@ pub struct RunView {
     pub steps: Option<u64>,
     /// Final COCO statistics of a succeeded fine-tune (name → value).
     pub eval: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Its tags and note (run management).
+    pub tags: Vec<String>,
+    pub note: String,
 }
 
 impl RunView {
@@ -136,6 +139,8 @@ pub async fn run_views(s: &AppState, runs: Vec<RunRow>) -> anyhow::Result<Vec<Ru
             steps: total,
             kind: r.kind,
             name: r.name,
+            tags: r.tags,
+            note: r.note,
             status: r.status,
             error: r.error,
             attempts: r.attempts,
@@ -283,6 +288,8 @@ mod tests {
             waiting_for: vec![],
             step: None,
             steps: Some(10),
+            tags: vec![],
+            note: String::new(),
             eval: Some(
                 [("AP".to_string(), serde_json::Value::from(ap))]
                     .into_iter()

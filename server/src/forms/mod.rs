@@ -10,6 +10,7 @@
 //! Only parsing happens here, with the field named when it fails ([`FieldError`]); ranges and
 //! combinations are the configs' `validate` (and the experiment planner's) job.
 
+pub mod clone;
 pub mod experiment;
 pub mod finetune;
 pub mod optim;

@@ -128,6 +128,14 @@ async fn claim(
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     };
+    let stamp = crate::manage::stamp::Stamp::new(
+        run.attempts,
+        req.stamp.clone(),
+        dataset_content.as_ref(),
+        &inputs,
+    );
+    let stamp = serde_json::to_value(&stamp).map_err(ApiError::internal)?;
+    db::run_manage::set_stamp(&s.worker_pool, run.id, &stamp).await?;
     let spec = JobSpec {
         run_id: run.id,
         attempt: run.attempts,

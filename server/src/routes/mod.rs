@@ -85,7 +85,10 @@ pub fn router(state: AppState) -> Router {
         .route("/experiments/{id}", get(experiments::show))
         .route("/compare", get(compare::show))
         .route("/runs", get(runs::list))
+        .route("/runs.csv", get(runs::runs_csv))
         .route("/runs/{id}", get(runs::show))
+        .route("/runs/{id}/metrics.csv", get(runs::metrics_csv))
+        .route("/runs/{id}/metrics.json", get(runs::metrics_json))
         .route("/runs/{id}/live", get(runs::live_fragment))
         .route("/runs/{id}/events", get(runs::events))
         .route("/runs/{id}/artifacts/{name}", get(runs::download_artifact))
@@ -114,6 +117,15 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(upload_limit + 1024 * 1024)),
         )
         .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/json", post(runs::create_from_json))
+        .route("/runs/{id}/clone", get(runs::clone_form))
+        .route("/runs/{id}/tags", post(runs::set_tags))
+        .route("/runs/{id}/archive", post(runs::archive))
+        // Editors pass the gate; the handlers let only admins and the run's creator through.
+        .route(
+            "/runs/{id}/delete",
+            get(runs::delete_form).post(runs::delete),
+        )
         .route_layer(page_gate(Role::Editor));
     let admin_pages = Router::new()
         .route("/workers/{id}/drain", post(pages::drain))

@@ -50,6 +50,11 @@ pub struct NewRunPage {
     /// Per-detector defaults of `PretrainBoxConfig::for_detector` that differ between detectors,
     /// as JSON (`{"fcos": {"lr": 0.01, ...}, ...}`) for the form's script.
     pb_detector_defaults: String,
+    /// The raw JSON editor: the run name and the config text (blank on a fresh page).
+    json_name: String,
+    json_text: String,
+    /// What the page was opened for (a clone says of which run), shown above the forms.
+    notice: Option<String>,
 }
 
 /// A `proposals` run offered as the pseudo-box source.
@@ -93,6 +98,8 @@ impl NewRunPage {
         let succeeded = |kind: RunKind| RunFilter {
             kind: Some(kind.as_str().to_string()),
             status: Some(RunStatus::Succeeded.as_str().to_string()),
+            // archived runs are hidden from lists, but their weights can still be chosen
+            include_archived: true,
             ..RunFilter::default()
         };
         let mut proposals_runs = Vec::new();
@@ -162,7 +169,23 @@ impl NewRunPage {
             precisions: choices(&Precision::ALL, |p| p.label()),
             proposals_runs,
             checkpoints,
+            json_name: String::new(),
+            json_text: String::new(),
+            notice: None,
         })
+    }
+
+    /// The JSON editor filled with a run name and config text.
+    pub fn with_json(mut self, name: &str, text: &str) -> NewRunPage {
+        self.json_name = name.to_string();
+        self.json_text = text.to_string();
+        self
+    }
+
+    /// A line above the forms saying what the page was opened for.
+    pub fn with_notice(mut self, notice: String) -> NewRunPage {
+        self.notice = Some(notice);
+        self
     }
 
     /// The attributes of input `name` of form `form` (marked invalid and focused when the

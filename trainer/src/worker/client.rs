@@ -128,8 +128,14 @@ impl ApiClient {
         &self,
         worker_id: i64,
         run_id: Option<i64>,
+        stamp: &TrainerStamp,
     ) -> Result<Option<JobSpec>, ApiCallError> {
-        self.post("jobs/claim", &ClaimRequest { worker_id, run_id })
+        let req = ClaimRequest {
+            worker_id,
+            run_id,
+            stamp: Some(stamp.clone()),
+        };
+        self.post("jobs/claim", &req)
     }
 
     pub fn heartbeat(&self, run_id: i64, hb: &Heartbeat) -> Result<HeartbeatReply, ApiCallError> {

@@ -154,6 +154,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         crate::doctor::capabilities(device, &rank_devices, args.labels.clone(), cache.root());
     eprintln!("worker capabilities: {}", capabilities.summary());
     let registration = register_with_retry(&client, &name, &args.device, capabilities)?;
+    let stamp = crate::doctor::trainer_stamp(&args.device);
     eprintln!(
         "worker {name} registered as #{} on {}",
         registration.worker_id, args.server
@@ -163,7 +164,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         if args.max_jobs.is_some_and(|m| jobs_done >= m) {
             return Ok(());
         }
-        match client.claim(registration.worker_id, args.run) {
+        match client.claim(registration.worker_id, args.run, &stamp) {
             Ok(Some(spec)) => {
                 let outcome = run_claimed_job(
                     &client,

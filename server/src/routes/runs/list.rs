@@ -1,75 +1,88 @@
-//! The runs table (`GET /runs`), filtered by kind, status and dataset, sorted.
+//! The runs table (`GET /runs`): a search in `crate::search`'s language, a sort by any column
+//! (a config value or a metric included), the best value of a chosen metric and its step, and
+//! archived runs on request; the whole view lives in the URL (a GET form).
 
 use crate::db;
-use crate::db::datasets::DatasetRow;
-use crate::db::runs::{RunFilter, RunRow, RunSort};
+use crate::db::run_search::SearchRow;
 use crate::error::{PageError, PageQuery};
+use crate::manage::table::{self, TableQuery};
+use crate::numbers::filters;
 use crate::routes::render;
 use crate::state::AppState;
-use aligndet_common::jobs::{RunKind, RunStatus};
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
-use serde::Deserialize;
+
+/// Rows the page shows at most (the CSV export has them all).
+const PAGE_ROWS: i64 = 500;
 
 #[derive(Template)]
 #[template(path = "runs.html")]
 struct RunsPage {
-    runs: Vec<RunRow>,
-    datasets: Vec<DatasetRow>,
-    kinds: Vec<String>,
-    statuses: Vec<String>,
-    sorts: Vec<String>,
-    filter_kind: String,
-    filter_status: String,
-    filter_dataset: String,
-    sort: String,
+    rows: Vec<SearchRow>,
+    /// How many runs the search found (more than `rows` when over the page's limit).
+    found: i64,
+    q: TableQuery,
+    /// Why the search cannot run (parse error, unknown key or metric).
+    error: Option<String>,
+    metrics: Vec<String>,
+    tags: Vec<String>,
+    /// `max` or `min`, for the best-value column's header.
+    best_goal: &'static str,
+    csv_url: String,
 }
 
-/// Every filter is optional (absent: blank).
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub struct RunsQuery {
-    kind: String,
-    status: String,
-    dataset: String,
-    sort: String,
+impl RunsPage {
+    /// The URL of this view sorted by `column` (descending first; a second click flips it).
+    fn sort_url(&self, column: &str) -> String {
+        let mut q = self.q.clone();
+        q.dir = if q.sort == column && !q.ascending() {
+            "asc".into()
+        } else {
+            "desc".into()
+        };
+        q.sort = column.to_string();
+        format!("/runs?{}", q.to_query())
+    }
+
+    /// The arrow after a sorted column's header.
+    fn arrow(&self, column: &str) -> &'static str {
+        let sorted = self.q.sort == column || (column == "id" && self.q.sort.is_empty());
+        match (sorted, self.q.ascending()) {
+            (false, _) => "",
+            (true, true) => " ▲",
+            (true, false) => " ▼",
+        }
+    }
+
+    fn best_text(&self, r: &SearchRow) -> String {
+        r.best_value
+            .map(crate::numbers::six_significant)
+            .unwrap_or_default()
+    }
 }
 
 pub async fn list(
     State(s): State<AppState>,
-    PageQuery(q): PageQuery<RunsQuery>,
+    PageQuery(q): PageQuery<TableQuery>,
 ) -> Result<Response, PageError> {
-    // Unknown filter values are ignored rather than trusted: only known kinds/statuses reach SQL.
-    let filter = RunFilter {
-        kind: RunKind::parse(&q.kind).map(|k| k.as_str().to_string()),
-        status: RunStatus::parse(&q.status).map(|k| k.as_str().to_string()),
-        dataset_id: q.dataset.parse().ok(),
-        sort: RunSort::parse(&q.sort).unwrap_or_default(),
+    let view = table::resolve(&s.pool, &q).await?;
+    let (rows, found, error) = match &view.search {
+        Ok(search) => (
+            db::run_search::search(&s.pool, search, PAGE_ROWS).await?,
+            db::run_search::count(&s.pool, search).await?,
+            None,
+        ),
+        Err(e) => (Vec::new(), 0, Some(e.clone())),
     };
     Ok(render(&RunsPage {
-        runs: db::runs::list(&s.pool, &filter).await?,
-        datasets: db::datasets::list(&s.pool).await?,
-        kinds: RunKind::ALL
-            .iter()
-            .map(|k| k.as_str().to_string())
-            .collect(),
-        statuses: RunStatus::ALL
-            .iter()
-            .map(|k| k.as_str().to_string())
-            .collect(),
-        sorts: [
-            RunSort::Newest,
-            RunSort::Oldest,
-            RunSort::Name,
-            RunSort::Status,
-        ]
-        .iter()
-        .map(|k| k.as_str().to_string())
-        .collect(),
-        filter_kind: filter.kind.clone().unwrap_or_default(),
-        filter_status: filter.status.clone().unwrap_or_default(),
-        filter_dataset: filter.dataset_id.map(|d| d.to_string()).unwrap_or_default(),
-        sort: filter.sort.as_str().to_string(),
+        rows,
+        found,
+        error,
+        metrics: view.metrics,
+        tags: db::run_search::tags_in_use(&s.pool).await?,
+        best_goal: view.best_goal.map_or("", |g| g.label()),
+        csv_url: format!("/runs.csv?{}", q.to_query()),
+        q,
     }))
 }

@@ -1,11 +1,17 @@
-//! Run pages: the runs table ([`list`]), the new-run page and the handlers that create runs
-//! ([`new`]), a run's page with live curves, change events, cancel and downloads ([`show`]).
-//! The page models live in [`crate::views`], the forms in [`crate::forms`].
+//! Run pages: the runs table ([`list`]), the new-run page, clones, the JSON editor and the
+//! handlers that create runs ([`new`]), a run's page with live curves, change events, cancel
+//! and downloads ([`show`]), tags, notes, archiving and deletion ([`manage`]), and the CSV /
+//! JSON exports ([`export`]). The page models live in [`crate::views`], the forms in
+//! [`crate::forms`].
 
+mod export;
 mod list;
+mod manage;
 mod new;
 mod show;
 
+pub use export::{metrics_csv, metrics_json, runs_csv};
 pub use list::list;
-pub use new::{create, create_evaluate_upload, new_form};
+pub use manage::{archive, delete, delete_form, set_tags};
+pub use new::{clone_form, create, create_evaluate_upload, create_from_json, new_form};
 pub use show::{cancel, download_artifact, events, live_fragment, show};

@@ -1,9 +1,11 @@
 //! The new-run page (`GET /runs/new`, optionally pre-filled) and the handlers that create runs
-//! from its forms (`POST /runs`) and from an uploaded detections file (`POST /runs/evaluate`).
+//! from its forms (`POST /runs`), from the raw JSON editor (`POST /runs/json`) and from an
+//! uploaded detections file (`POST /runs/evaluate`); a run's clone (`GET /runs/{id}/clone`).
 
 use crate::accounts::CurrentUser;
 use crate::db;
-use crate::error::{PageError, PageQuery};
+use crate::error::{OrNotFound, PageError, PagePath, PageQuery};
+use crate::forms::clone::forms_of;
 use crate::forms::{
     FieldError, FinetuneForm, PlacedError, PlacementForm, PretrainBoxForm, PretrainImageForm,
     TrainingForm, TrainingForms, checkpoint_parts, real,
@@ -76,6 +78,86 @@ pub async fn new_form(
         _ => {}
     }
     Ok(render(&NewRunPage::new(&s, csrf.0, None, forms).await?))
+}
+
+/// `GET /runs/{id}/clone`: the new-run page with the run's form (by kind) filled from its
+/// config and the raw JSON editor holding the config itself; a run whose dataset was deleted
+/// opens with that said beside the dataset choice.
+pub async fn clone_form(
+    State(s): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    PagePath(id): PagePath<i64>,
+) -> Result<Response, PageError> {
+    let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
+    let config = run.config.typed.as_ref().map_err(|e| {
+        PageError::bad_request(format!(
+            "run #{id}'s stored config cannot be read by this version ({e}); it cannot be cloned"
+        ))
+    })?;
+    let name: String = format!("{} (clone)", run.name).chars().take(200).collect();
+    let (forms, tag) = forms_of(config, &name).unwrap_or((TrainingForms::defaults(), ""));
+    let mut error = None;
+    if let Some(d) = config.dataset_id()
+        && db::datasets::get(&s.pool, d).await?.is_none()
+    {
+        let e = FieldError::new(
+            "dataset_id",
+            format!("run #{id} used dataset #{d}, which was deleted: choose another dataset"),
+        );
+        error = Some(PlacedError::new(e, tag, Some("dataset_id")));
+    }
+    let form = match tag {
+        "ft" => "the fine-tune form",
+        "pb" => "the box-domain pre-training form",
+        "pi" => "the image-domain pre-training form",
+        _ => "the JSON editor",
+    };
+    let notice = format!(
+        "Cloning run #{id} ({}): {form} below holds its config; change what you like and queue it.",
+        run.name
+    );
+    let page = NewRunPage::new(&s, csrf.0, error, forms)
+        .await?
+        .with_json(&name, &serde_json::to_string_pretty(&run.config.json)?)
+        .with_notice(notice);
+    Ok(render(&page))
+}
+
+/// The raw JSON editor's post: a run name and a config as JSON.
+#[derive(serde::Deserialize)]
+pub struct JsonRunForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    config: String,
+}
+
+/// `POST /runs/json`: the config typed as JSON goes through the same checks as the forms'
+/// (its `validate`, then [`submit`]), so it is refused with the same field errors.
+pub async fn create_from_json(
+    State(s): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    Extension(csrf): Extension<CsrfToken>,
+    axum::Form(form): axum::Form<JsonRunForm>,
+) -> Result<Response, PageError> {
+    let config = serde_json::from_str::<JobConfig>(&form.config)
+        .map_err(|e| FieldError::new("config", format!("not a run config: {e}")));
+    let anywhere = PlacementForm::default();
+    let outcome = queue_from_form(&s, &user, form.name.trim(), config, false, &anywhere).await?;
+    match outcome {
+        Ok(id) => Ok(Redirect::to(&format!("/runs/{id}")).into_response()),
+        Err(e) => {
+            let page = NewRunPage::new(
+                &s,
+                csrf.0,
+                Some(PlacedError::general(e)),
+                TrainingForms::defaults(),
+            )
+            .await?
+            .with_json(&form.name, &form.config);
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
+        }
+    }
 }
 
 /// A query parameter's value, trimmed (`None` when absent or blank).

@@ -1,9 +1,11 @@
 //! A run's page (`GET /runs/{id}`), its live fragment and change events (SSE), cancel, and
 //! artifact downloads.
 
+use crate::accounts::{CurrentUser, Role};
 use crate::db;
 use crate::db::runs::{ArtifactRow, ParentRow, RunRow};
 use crate::error::{OrNotFound, PageError, PagePath};
+use crate::manage::stamp::Stamp;
 use crate::numbers::{coco_stat, filters};
 use crate::routes::render;
 use crate::security::CsrfToken;
@@ -39,6 +41,12 @@ struct RunPage {
     artifacts: Vec<ArtifactRow>,
     parents: Vec<ParentRow>,
     controls: ChartControls,
+    /// Editors and admins see Clone, Archive, tag editing and Cancel.
+    can_edit: bool,
+    /// Admins and the run's creator see Delete.
+    can_delete: bool,
+    /// The reproducibility stamp as (what, value) rows (empty: none recorded yet).
+    stamp: Vec<(String, String)>,
 }
 
 /// The chart view form above the charts (a GET form: the view lives in the URL).
@@ -99,6 +107,7 @@ impl RunPage {
 pub async fn show(
     State(s): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
+    Extension(user): Extension<CurrentUser>,
     PagePath(id): PagePath<i64>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, PageError> {
@@ -135,6 +144,11 @@ pub async fn show(
         csrf: csrf.0,
         live,
         controls,
+        can_edit: user.role >= Role::Editor,
+        can_delete: user.role >= Role::Admin || run.created_by == Some(user.id),
+        stamp: Stamp::of_json(run.stamp.as_ref())
+            .map(|st| st.rows())
+            .unwrap_or_default(),
         run,
     }))
 }
