@@ -264,6 +264,39 @@ pub fn streaming(root: &Path) -> Option<Arc<Arrivals>> {
         .cloned()
 }
 
+/// The `len` bytes of `file` (its vouched size) in one `read(2)` where the kernel allows,
+/// straight into the vector's spare capacity. `Read::read_to_end` costs two or three more system
+/// calls per image here (it asks the file for its size and position again, or without a size
+/// hint reads in 8 KiB steps, and probes for the end once more).
+fn read_exactly(file: &std::fs::File, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut bytes: Vec<u8> = Vec::with_capacity(len);
+    while bytes.len() < len {
+        let filled = bytes.len();
+        let spare = &mut bytes.spare_capacity_mut()[..len - filled];
+        // SAFETY: read(2) writes at most `spare.len()` bytes into memory the vector owns
+        // (its spare capacity); the length grows only by what the kernel reports written.
+        let read = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        match read {
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the file ended after {} of {len} bytes", bytes.len()),
+                ));
+            }
+            // SAFETY: the kernel initialised these `n` bytes of the spare capacity.
+            n if n > 0 => unsafe { bytes.set_len(filled + n as usize) },
+            _ => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(bytes)
+}
+
 /// Where a read finds its file.
 enum Found {
     /// In place (or not streamed at all): read it.
@@ -308,7 +341,6 @@ impl Arrivals {
     /// open file (no second lookup by name).
     fn read_vouched(&self, position: usize, path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
         use anyhow::Context;
-        use std::io::Read;
         let Some(vouch) = &self.vouch else {
             return Ok(None);
         };
@@ -322,11 +354,7 @@ impl Arrivals {
             return Ok(None);
         }
         self.mark_ready(&[position]);
-        // Exactly the vouched size: `File::read_to_end` would ask the file for its size and
-        // position again (two more system calls per image) and probe for the end once more.
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.take(meta.len())
-            .read_to_end(&mut bytes)
+        let bytes = read_exactly(&file, meta.len() as usize)
             .with_context(|| format!("reading {}", path.display()))?;
         Ok(Some(bytes))
     }
