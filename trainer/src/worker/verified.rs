@@ -19,7 +19,7 @@ impl Stamp {
     /// [`Stamp::to_bytes`]'s length.
     pub const BYTES: usize = 24;
 
-    pub fn to_bytes(&self) -> [u8; Self::BYTES] {
+    pub fn to_bytes(self) -> [u8; Self::BYTES] {
         let mut b = [0; Self::BYTES];
         b[..8].copy_from_slice(&self.bytes.to_le_bytes());
         b[8..16].copy_from_slice(&self.mtime_ns.to_le_bytes());
