@@ -210,6 +210,9 @@ MpiDefault=none
 SwitchType=switch/none
 ReturnToService=2
 MinJobAge=600
+# sbatch refuses a job its partition could never run (an account AllowAccounts does not list)
+# instead of accepting it to pend forever (reason AccountNotAllowed).
+EnforcePartLimits=ALL
 KillWait=5
 NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 State=UNKNOWN
 PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP
