@@ -5,6 +5,8 @@
 
     torchvision_reference.py fcos|fcos-losses --out DIR
 
+    torchvision_reference.py fcos-train --steps N --out DIR   (the losses of N SGD steps)
+
 writes DIR/weights.safetensors (a torchvision BackboneWithFPN state dict, randomised including the
 frozen batch-norm statistics so that they matter) and DIR/io.safetensors (the input and every
 pyramid level in eval mode).
@@ -119,6 +121,69 @@ def fcos_losses(args):
     save_file(io, os.path.join(args.out, "io.safetensors"))
 
 
+def fcos_train(args):
+    """N steps of SGD on the same randomised FCOS from torchvision's own initialisation of the
+    heads (box regression starts near zero under its ReLU, the box loss near 1.0): the losses of
+    every step, for our loop's optimizer, clipping and warm-up to reproduce step by step.
+
+    Settings are the fine-tune form's: SGD momentum 0.9, weight decay 1e-4 on every tensor,
+    gradient norm clipped at 10, linear warm-up from 0.001 × lr (then constant).
+    """
+    from torchvision.models.detection import fcos_resnet50_fpn
+
+    torch.manual_seed(args.seed)
+    model = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=args.num_classes,
+                              min_size=160, max_size=266)
+    randomise_norms(model)
+    # Frozen batch norm, as ours: statistics and affine fixed.
+    for m in model.backbone.body.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.requires_grad_(False)
+            m.bias.requires_grad_(False)
+    # cloned: the state dict's tensors share storage with the parameters that training updates
+    state = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    g = torch.Generator().manual_seed(args.seed + 1)
+    batches = []
+    for _ in range(3):
+        images = [torch.rand(3, 150, 180, generator=g), torch.rand(3, 170, 140, generator=g)]
+        targets = []
+        for img, n in zip(images, (4, 3)):
+            h, w = img.shape[1:]
+            xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.5, h * 0.5])
+            wh = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.4, h * 0.4]) + 16
+            targets.append({"boxes": torch.cat([xy, xy + wh], 1),
+                            "labels": torch.randint(1, args.num_classes, (n,), generator=g)})
+        batches.append((images, targets))
+    params = [p for p in model.parameters() if p.requires_grad]
+    io = {"trainable": torch.tensor([sum(p.numel() for p in params)])}
+    opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
+    for step in range(args.steps):
+        images, targets = batches[step % len(batches)]
+        model.train()
+        model.backbone.body.eval()
+        losses = model(images, targets)
+        total = sum(losses.values())
+        opt.zero_grad()
+        total.backward()
+        io[f"grad_norm_{step}"] = torch.nn.utils.clip_grad_norm_(params, 10.0).detach().double().reshape(1)
+        alpha = step / args.warmup
+        lr = args.lr * (0.001 * (1 - alpha) + alpha) if step < args.warmup else args.lr
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        for k, v in losses.items():
+            io[f"loss_{k}_{step}"] = v.detach().reshape(1)
+        io[f"lr_{step}"] = torch.tensor([lr], dtype=torch.float64)
+    os.makedirs(args.out, exist_ok=True)
+    save_file(state, os.path.join(args.out, "weights.safetensors"))
+    for b, (images, targets) in enumerate(batches):
+        for i, (img, t) in enumerate(zip(images, targets)):
+            io[f"image{b}_{i}"] = img.contiguous()
+            io[f"boxes{b}_{i}"] = t["boxes"].contiguous()
+            io[f"labels{b}_{i}"] = t["labels"].contiguous()
+    save_file(io, os.path.join(args.out, "io.safetensors"))
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -135,8 +200,15 @@ def main():
     fl.add_argument("--num-classes", type=int, default=5)
     fl.add_argument("--seed", type=int, default=0)
     fl.add_argument("--out", required=True)
+    ft = sub.add_parser("fcos-train")
+    ft.add_argument("--num-classes", type=int, default=5)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--steps", type=int, default=12)
+    ft.add_argument("--lr", type=float, default=0.01)
+    ft.add_argument("--warmup", type=int, default=2)
+    ft.add_argument("--out", required=True)
     args = p.parse_args()
-    {"backbone": backbone, "fcos": fcos, "fcos-losses": fcos_losses}[args.cmd](args)
+    {"backbone": backbone, "fcos": fcos, "fcos-losses": fcos_losses, "fcos-train": fcos_train}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,11 @@ pub struct LogLine {
     pub wall_time: f64,
     pub level: String,
     pub text: String,
+    /// A training-health warning's stable code (`flat_loss/bbox_regression`, `stalled`, …;
+    /// see the trainer's `train::health`): the run page and the runs list show the latest line
+    /// of each code. `None` for ordinary lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// `POST /api/v1/runs/{id}/logs`

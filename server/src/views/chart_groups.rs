@@ -65,6 +65,22 @@ pub const LR_CHART: ChartGroup = group(
     "learning rate",
 );
 
+/// How far each step moves the weights (the training-health `stalled` check reads it).
+const UPDATE_CHART: ChartGroup = group(
+    "update-ratio",
+    "Weight update per step, relative to the weights (‖Δw‖ / ‖w‖)",
+    Select::Keys(&["train/update_ratio"]),
+    "ratio",
+);
+
+/// Images per second of each evaluation (periodic and final).
+const EVAL_SPEED_CHART: ChartGroup = group(
+    "eval-speed",
+    "Evaluation speed",
+    Select::Keys(&["evaluation/images_per_s"]),
+    "images/s",
+);
+
 /// Step timings in milliseconds, and the loader's wait.
 const TIMING_CHART: ChartGroup = group(
     "timings",
@@ -125,7 +141,7 @@ const DIAGNOSTICS: [ChartGroup; 5] = [
 
 /// `pretrain_box` curves: loss terms, learning rate, the momentum detector's EMA coefficient,
 /// the diagnostics by unit, step timings.
-pub const PRETRAIN_BOX_CHARTS: [ChartGroup; 9] = [
+pub const PRETRAIN_BOX_CHARTS: [ChartGroup; 10] = [
     group(
         "loss",
         "Pre-training loss (box-level contrastive, regression, …)",
@@ -144,11 +160,12 @@ pub const PRETRAIN_BOX_CHARTS: [ChartGroup; 9] = [
     DIAGNOSTICS[2],
     DIAGNOSTICS[3],
     DIAGNOSTICS[4],
+    UPDATE_CHART,
     TIMING_CHART,
 ];
 
 /// `pretrain_image` curves: the InfoNCE loss, instance-discrimination accuracy, learning rate.
-pub const PRETRAIN_IMAGE_CHARTS: [ChartGroup; 6] = [
+pub const PRETRAIN_IMAGE_CHARTS: [ChartGroup; 7] = [
     group(
         "loss",
         "Pre-training loss (InfoNCE)",
@@ -164,11 +181,16 @@ pub const PRETRAIN_IMAGE_CHARTS: [ChartGroup; 6] = [
     LR_CHART,
     DIAGNOSTICS[3],
     DIAGNOSTICS[4],
+    UPDATE_CHART,
     TIMING_CHART,
 ];
 
-/// A fine-tune's timings (its loss, AP and learning rate are drawn by `finetune_charts`).
-pub const FINETUNE_CHARTS: [ChartGroup; 1] = [TIMING_CHART];
+/// A fine-tune's update ratio, timings and evaluation speed (its loss, AP and learning rate are
+/// drawn by `finetune_charts`).
+pub const FINETUNE_CHARTS: [ChartGroup; 3] = [UPDATE_CHART, TIMING_CHART, EVAL_SPEED_CHART];
+
+/// Reported for the run page's status line, not drawn (see `run_live`).
+pub const EVAL_PROGRESS: &str = "evaluation/progress";
 
 const BOXES_PER_IMAGE: &str = "pseudo-boxes per image";
 

@@ -2,13 +2,13 @@
 //! charts and summaries; served inside the run page and alone as `GET /runs/{id}/live`.
 
 use super::chart_groups::{
-    ChartContext, FINETUNE_CHARTS, PRETRAIN_BOX_CHARTS, PRETRAIN_IMAGE_CHARTS, PROPOSALS_CHARTS,
-    grouped_charts,
+    ChartContext, EVAL_PROGRESS, FINETUNE_CHARTS, PRETRAIN_BOX_CHARTS, PRETRAIN_IMAGE_CHARTS,
+    PROPOSALS_CHARTS, grouped_charts,
 };
 use super::chart_view::{ChartQuery, XChoice, XMap, epochs_per_step};
 use super::charts::finetune_charts;
 use crate::db;
-use crate::db::logs::LogRow;
+use crate::db::logs::{LogRow, WarningRow};
 use crate::db::runs::{AttemptRow, RunRow};
 use crate::error::PageError;
 use crate::numbers::filters;
@@ -27,6 +27,10 @@ struct RunLive {
     /// The run's latest Slurm job, when an agent placed it.
     slurm: Option<crate::queue::slurm::PlacementRow>,
     logs: Vec<LogRow>,
+    /// Training-health warnings, the latest line of each code.
+    warnings: Vec<WarningRow>,
+    /// An evaluation under way: "at step N: P % of the images".
+    evaluating: Option<String>,
     charts: Vec<(String, String)>,
     summaries: Vec<(String, f64)>,
     /// Fine-tune runs: the 12 COCO statistics at each periodic evaluation, (step, cells).
@@ -108,6 +112,12 @@ pub async fn live_html(s: &AppState, run: RunRow, query: &ChartQuery) -> Result<
         (Vec::new(), Vec::new(), Vec::new())
     };
     charts.extend(grouped_charts(&ctx, &keys, grouped, &mut used));
+    used.push(EVAL_PROGRESS.to_string());
+    let evaluating = curves
+        .points(EVAL_PROGRESS)
+        .last()
+        .filter(|(_, done)| *done < 1.0 && !run.status.is_terminal())
+        .map(|(step, done)| format!("at step {step}: {:.0} % of the images", done * 100.0));
     let mut summaries = Vec::new();
     for (key, n) in keys.into_iter().filter(|(k, _)| !used.contains(k)) {
         if n <= 1 {
@@ -131,6 +141,8 @@ pub async fn live_html(s: &AppState, run: RunRow, query: &ChartQuery) -> Result<
         attempts: db::runs::attempts(&s.pool, id).await?,
         slurm: crate::queue::slurm::latest_for_run(&s.pool, id).await?,
         logs: db::logs::tail(&s.pool, id, 200).await?,
+        warnings: db::logs::warnings(&s.pool, id).await?,
+        evaluating,
         charts,
         summaries,
         eval_history,

@@ -16,7 +16,7 @@ use super::evaluate::{build_report, ground_truth};
 use super::{JobContext, JobOutcome};
 use crate::data::detection::{DetectionSplit, load_split};
 use crate::data::loader::{Batch, Loader, LoaderConfig};
-use crate::eval::coco::GroundTruth;
+use crate::eval::coco::{Detection, GroundTruth};
 use crate::models::backbone::freeze_stages;
 use crate::models::build::{body_norm, build_detector};
 use crate::models::detector::Detector;
@@ -25,6 +25,7 @@ use crate::train::checkpoint;
 use crate::train::device;
 use crate::train::engine::{StepLosses, TrainStep, checkpoint_step, resume, run_loop};
 use crate::train::evaluation::{predict_split, results_json, score};
+use crate::train::health::zero_size_warning;
 use crate::train::init::{BODY_PREFIX, initialise};
 use crate::train::optim::{Optimizer, trainable_params};
 use aligndet_common::api::MetricPoint;
@@ -39,6 +40,9 @@ use std::time::Instant;
 
 /// Detections kept for evaluation (mmdetection's and the paper's test threshold).
 const EVAL_SCORE_THRESHOLD: f64 = 0.05;
+/// Images per forward pass when evaluating (at least; the final evaluation uses the training
+/// batch size when it is larger).
+const EVAL_BATCH: usize = 4;
 
 /// Metadata stored in every checkpoint and model file.
 fn metadata(
@@ -115,15 +119,20 @@ impl TrainStep for FinetuneStep<'_> {
 
     fn after_step(&mut self, ctx: &mut JobContext<'_>, done: u32) -> anyhow::Result<()> {
         if done.is_multiple_of(self.cfg.eval_every) {
-            let (stats, _) = evaluate_now(
-                self.model,
-                self.eval_transform,
-                self.val,
-                self.gt,
-                self.cfg.eval_max_images as usize,
-                self.device,
+            let (detections, images) = predict_watched(
+                ctx,
+                Watched {
+                    model: self.model,
+                    transform: self.eval_transform,
+                    split: self.val,
+                    max_images: self.cfg.eval_max_images as usize,
+                    batch_size: EVAL_BATCH,
+                    device: self.device,
+                },
+                done,
             )?;
-            log_eval(ctx, done, &stats);
+            let (_, result) = score(self.gt, &detections, &images)?;
+            log_eval(ctx, done, &result.stats);
         }
         Ok(())
     }
@@ -231,18 +240,19 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
 
     // final evaluation (the whole split unless the config sizes it), the model and its predictions
     let started = Instant::now();
-    let final_images = match cfg.final_eval_max_images as usize {
-        0 => val.samples.len(),
-        n => n.min(val.samples.len()),
-    };
-    let detections = predict_split(
-        model.as_ref(),
-        &eval_transform,
-        &val,
-        final_images,
-        cfg.optim.batch_size as usize,
-        ctx.device,
+    let (detections, images) = predict_watched(
+        ctx,
+        Watched {
+            model: model.as_ref(),
+            transform: &eval_transform,
+            split: &val,
+            max_images: cfg.final_eval_max_images as usize,
+            batch_size: EVAL_BATCH.max(cfg.optim.batch_size as usize),
+            device: ctx.device,
+        },
+        cfg.optim.steps,
     )?;
+    let final_images = images.len();
     if final_images < val.samples.len() {
         ctx.log(format!(
             "final evaluation on the first {final_images} of {} images of {} (final_eval_max_images)",
@@ -250,10 +260,6 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
             cfg.val_split
         ));
     }
-    let images: Vec<i64> = val.samples[..final_images]
-        .iter()
-        .map(|s| s.image_id)
-        .collect();
     let (gt_used, result) = score(&gt, &detections, &images)?;
     log_eval(ctx, cfg.optim.steps, &result.stats);
     let report = build_report(
@@ -288,24 +294,59 @@ fn freeze_body_stages(vs: &tch::nn::VarStore, model: &dyn Detector, trainable: u
     }
 }
 
-/// Evaluate on (the first `max_images` of) the split; returns the 12 stats.
-fn evaluate_now(
-    model: &dyn Detector,
-    transform: &DetectionTransform,
-    val: &DetectionSplit,
-    gt: &GroundTruth,
+/// What [`predict_watched`] predicts with.
+struct Watched<'a> {
+    model: &'a dyn Detector,
+    transform: &'a DetectionTransform,
+    split: &'a DetectionSplit,
+    /// The first this many images (0: all).
     max_images: usize,
+    batch_size: usize,
     device: tch::Device,
-) -> anyhow::Result<([f64; 12], usize)> {
-    let detections = predict_split(model, transform, val, max_images, 4, device)?;
-    let n = if max_images == 0 {
-        val.samples.len()
-    } else {
-        max_images.min(val.samples.len())
+}
+
+/// Predict the split for the evaluation at training step `step`, reporting its progress
+/// (`evaluation/progress`, the fraction of images done, about once a second), its speed
+/// (`evaluation/images_per_s`) and a dead box-regression head; returns the detections and the
+/// ids of the images predicted.
+fn predict_watched(
+    ctx: &mut JobContext<'_>,
+    w: Watched<'_>,
+    step: u32,
+) -> anyhow::Result<(Vec<Detection>, Vec<i64>)> {
+    let started = Instant::now();
+    let mut reported = Instant::now();
+    let sink = &mut *ctx.sink;
+    let detections = predict_split(
+        w.model,
+        w.transform,
+        w.split,
+        w.max_images,
+        w.batch_size,
+        w.device,
+        &mut |done, all| {
+            if done == all || reported.elapsed().as_secs_f64() >= 1.0 {
+                sink.metric("evaluation/progress", step as i64, done as f64 / all as f64);
+                reported = Instant::now();
+            }
+        },
+    )?;
+    let n = match w.max_images {
+        0 => w.split.samples.len(),
+        m => m.min(w.split.samples.len()),
     };
-    let images: Vec<i64> = val.samples[..n].iter().map(|s| s.image_id).collect();
-    let (_, result) = score(gt, &detections, &images)?;
-    Ok((result.stats, n))
+    let seconds = started.elapsed().as_secs_f64();
+    ctx.sink.metric(
+        "evaluation/images_per_s",
+        step as i64,
+        n as f64 / seconds.max(1e-9),
+    );
+    let sizes = detections.iter().map(|d| (d.bbox[2], d.bbox[3]));
+    if let Some(warning) = zero_size_warning(sizes, step) {
+        ctx.sink.warning(&warning.code, warning.message);
+    }
+    let images = w.split.samples[..n].iter().map(|s| s.image_id).collect();
+    Ok((detections, images))
 }
 
 fn log_eval(ctx: &mut JobContext<'_>, step: u32, stats: &[f64; 12]) {

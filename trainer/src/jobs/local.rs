@@ -67,13 +67,14 @@ impl EventSink for FileSink {
         }
     }
 
-    fn log(&mut self, level: &str, text: String) {
+    fn log_line(&mut self, level: &str, code: Option<&str>, text: String) {
         eprintln!("[{level}] {text}");
         let line = LogLine {
             seq: self.next_log_seq,
             wall_time: now_seconds(),
             level: level.to_string(),
             text,
+            code: code.map(str::to_string),
         };
         self.next_log_seq += 1;
         if let Err(e) = self.write_event(&JobEvent::Log { line }) {

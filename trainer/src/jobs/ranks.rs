@@ -316,7 +316,7 @@ struct RankSink(usize);
 
 impl EventSink for RankSink {
     fn metrics(&mut self, _points: Vec<MetricPoint>) {}
-    fn log(&mut self, level: &str, text: String) {
+    fn log_line(&mut self, level: &str, _code: Option<&str>, text: String) {
         eprintln!("[rank {}] [{level}] {text}", self.0);
     }
     fn artifact(&mut self, _name: &str, _path: &Path) -> anyhow::Result<()> {

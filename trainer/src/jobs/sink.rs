@@ -9,12 +9,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Where a job's events go. Implementations must not block the job for long: they buffer.
 pub trait EventSink: Send {
     fn metrics(&mut self, points: Vec<MetricPoint>);
-    fn log(&mut self, level: &str, text: String);
+    /// A log line; `code` marks a training-health warning (see `train::health`).
+    fn log_line(&mut self, level: &str, code: Option<&str>, text: String);
     /// Publish the file at `path` as an artifact named `name` (checked by
     /// `aligndet_common::artifacts::check_artifact_name`).
     fn artifact(&mut self, name: &str, path: &Path) -> anyhow::Result<()>;
     /// Pseudo-boxes of finished images (stored per image; the unit a re-claimed job skips).
     fn proposals(&mut self, images: Vec<ImageProposals>);
+
+    fn log(&mut self, level: &str, text: String) {
+        self.log_line(level, None, text);
+    }
+
+    /// A training-health warning: shown on the run page and in the runs list, the latest
+    /// per `code`.
+    fn warning(&mut self, code: &str, text: String) {
+        self.log_line("warning", Some(code), text);
+    }
 
     /// Convenience: one metric point measured now.
     fn metric(&mut self, key: &str, step: i64, value: f64) {

@@ -11,6 +11,7 @@
 //! checkpointing). With one rank and fp32 it is the plain loop.
 
 use super::device;
+use super::health::{Health, Warning};
 use super::optim::Optimizer;
 use super::precision::{Autocast, LossScaler, as_fp32, check_supported};
 use crate::dist;
@@ -96,6 +97,9 @@ pub fn run_loop<S: TrainStep>(
     let primary = dist::rank() == 0;
     let mut scaler = LossScaler::for_precision(optim.precision);
     let progress_every = (optim.steps / 20).max(1);
+    let mut health = Health::new(optim);
+    let warnings = health.at_start();
+    warn(ctx, primary, warnings);
     for step in start_step..optim.steps {
         if dist::any_rank(ctx.should_stop())? {
             return Ok(JobOutcome::Stopped);
@@ -160,10 +164,13 @@ pub fn run_loop<S: TrainStep>(
         };
         let grad_norm = opt.clip_grad_norm(optim.grad_clip_norm.unwrap_or(f64::INFINITY));
         let lr = optim.lr_at(step);
+        let before = (primary && health.measures_update(step))
+            .then(|| tch::no_grad(|| params.iter().map(|p| p.detach().copy()).collect::<Vec<_>>()));
         // fp16: a step whose gradients overflowed is skipped (the scale has halved).
         if finite {
             opt.step(lr);
         }
+        let update_ratio = before.map(|before| update_ratio(&before, &params));
         let mut after = job.after_update(step)?;
         if let Some(s) = &scaler {
             after.push(("train/amp_skipped_steps".to_string(), s.skipped as f64));
@@ -193,6 +200,29 @@ pub fn run_loop<S: TrainStep>(
         }
         points.extend(metrics);
         points.extend(after);
+        if let Some(ratio) = update_ratio {
+            points.push(("train/update_ratio".to_string(), ratio));
+        }
+        let mut warnings = Vec::new();
+        points.retain(|(key, value)| {
+            value.is_finite() || {
+                warnings.extend(health.non_finite(key, step));
+                false
+            }
+        });
+        let named: Vec<(String, f64)> = terms
+            .iter()
+            .zip(&values)
+            .map(|((k, _), v)| (k.clone(), *v))
+            .collect();
+        warnings.extend(health.observe(
+            step,
+            &named,
+            millis(wait),
+            millis(forward + update),
+            update_ratio,
+        ));
+        warn(ctx, primary, warnings);
         let now = crate::jobs::sink::now_seconds();
         ctx.sink.metrics(
             points
@@ -221,6 +251,27 @@ pub fn run_loop<S: TrainStep>(
         }
     }
     Ok(JobOutcome::Succeeded)
+}
+
+/// Send health warnings (rank 0 speaks for the run).
+fn warn(ctx: &mut JobContext<'_>, primary: bool, warnings: Vec<Warning>) {
+    if primary {
+        for w in warnings {
+            ctx.sink.warning(&w.code, w.message);
+        }
+    }
+}
+
+/// How far the last update moved the weights, relative to their norm: ‖after − before‖ / ‖before‖.
+fn update_ratio(before: &[Tensor], after: &[Tensor]) -> f64 {
+    tch::no_grad(|| {
+        let (mut moved, mut norm) = (0.0, 0.0);
+        for (b, a) in before.iter().zip(after) {
+            moved += (a - b).square().sum(tch::Kind::Double).double_value(&[]);
+            norm += b.square().sum(tch::Kind::Double).double_value(&[]);
+        }
+        (moved / norm.max(f64::MIN_POSITIVE)).sqrt()
+    })
 }
 
 /// The message a panic carried (libtorch's errors reach Rust as panics).
@@ -253,13 +304,19 @@ mod tests {
     struct Recorded {
         points: Vec<MetricPoint>,
         artifacts: Vec<String>,
+        warnings: Vec<String>,
     }
 
     impl EventSink for Recorded {
         fn metrics(&mut self, points: Vec<MetricPoint>) {
             self.points.extend(points);
         }
-        fn log(&mut self, _level: &str, _text: String) {}
+        fn log_line(&mut self, level: &str, code: Option<&str>, _text: String) {
+            if let Some(code) = code {
+                assert_eq!(level, "warning");
+                self.warnings.push(code.to_string());
+            }
+        }
         fn artifact(&mut self, name: &str, _path: &Path) -> anyhow::Result<()> {
             self.artifacts.push(name.to_string());
             Ok(())
@@ -407,6 +464,9 @@ mod tests {
         }
         // Checkpoints after steps 4 and 8, not after the last.
         assert_eq!(sink.artifacts, vec![artifacts::CHECKPOINT; 2]);
+        // `zero` is 0 at every step, a flat term; `fit` falls.
+        assert_eq!(sink.warnings, vec!["flat_loss/zero"]);
+        assert!(keys(1).contains(&"train/update_ratio"));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use crate::models::transform::DetectionTransform;
 use tch::Device;
 
 /// COCO-style detections of `model` on the first `max_images` images of `split` (all when 0),
-/// `batch_size` images at a time, boxes in original pixels as `[x, y, w, h]`.
+/// `batch_size` images at a time, boxes in original pixels as `[x, y, w, h]`. `progress` hears
+/// (images done, images in all) after each batch.
 pub fn predict_split(
     model: &dyn Detector,
     transform: &DetectionTransform,
@@ -16,6 +17,7 @@ pub fn predict_split(
     max_images: usize,
     batch_size: usize,
     device: Device,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<Vec<Detection>> {
     let n = if max_images == 0 {
         split.samples.len()
@@ -23,6 +25,7 @@ pub fn predict_split(
         max_images.min(split.samples.len())
     };
     let mut out = Vec::new();
+    let mut done = 0;
     for chunk in split.samples[..n].chunks(batch_size.max(1)) {
         let images = chunk
             .iter()
@@ -50,6 +53,8 @@ pub fn predict_split(
                 });
             }
         }
+        done += chunk.len();
+        progress(done, n);
     }
     Ok(out)
 }

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod engine;
 pub mod evaluation;
+pub mod health;
 pub mod init;
 pub mod optim;
 pub mod precision;

@@ -179,6 +179,7 @@ pub fn main(args: PredictArgs) -> anyhow::Result<()> {
         0,
         args.batch_size,
         device,
+        &mut |_, _| {},
     )?;
     let tmp = args.out.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec(&results_json(&dets))?)

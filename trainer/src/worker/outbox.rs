@@ -317,13 +317,14 @@ impl EventSink for HttpSink {
         self.outbox.push(Pending::Metrics(points));
     }
 
-    fn log(&mut self, level: &str, text: String) {
+    fn log_line(&mut self, level: &str, code: Option<&str>, text: String) {
         eprintln!("[{level}] {text}");
         let line = LogLine {
             seq: self.next_log_seq,
             wall_time: now_seconds(),
             level: level.to_string(),
             text,
+            code: code.map(str::to_string),
         };
         self.next_log_seq += 1;
         self.outbox.push(Pending::Logs(vec![line]));

@@ -3,6 +3,7 @@
 //! archived runs on request; the whole view lives in the URL (a GET form).
 
 use crate::db;
+use crate::db::logs::WarningRow;
 use crate::db::run_search::SearchRow;
 use crate::error::{PageError, PageQuery};
 use crate::manage::table::{self, TableQuery};
@@ -12,6 +13,7 @@ use crate::state::AppState;
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
+use std::collections::HashMap;
 
 /// Rows the page shows at most (the CSV export has them all).
 const PAGE_ROWS: i64 = 500;
@@ -30,6 +32,8 @@ struct RunsPage {
     /// `max` or `min`, for the best-value column's header.
     best_goal: &'static str,
     csv_url: String,
+    /// Training-health warnings of the rows' runs (only runs that have some).
+    warnings: HashMap<i64, Vec<WarningRow>>,
 }
 
 impl RunsPage {
@@ -55,6 +59,13 @@ impl RunsPage {
         }
     }
 
+    /// A run's warnings as the badge's count and hover text (one line each).
+    fn health(&self, run_id: &i64) -> Option<(usize, String)> {
+        let w = self.warnings.get(run_id)?;
+        let lines: Vec<&str> = w.iter().map(|w| w.text.as_str()).collect();
+        Some((w.len(), lines.join("\n")))
+    }
+
     fn best_text(&self, r: &SearchRow) -> String {
         r.best_value
             .map(crate::numbers::six_significant)
@@ -75,7 +86,10 @@ pub async fn list(
         ),
         Err(e) => (Vec::new(), 0, Some(e.clone())),
     };
+    let ids: Vec<i64> = rows.iter().map(|r| r.run.id).collect();
+    let warnings = db::logs::warnings_of(&s.pool, &ids).await?;
     Ok(render(&RunsPage {
+        warnings,
         rows,
         found,
         error,
