@@ -106,3 +106,78 @@ fn a_stalled_run_and_an_endless_warm_up_are_flagged_and_a_healthy_run_is_not() {
     ));
     assert_eq!(speed.trim(), "1");
 }
+
+/// In Chromium: an evaluation under way shows its progress in the run's status, live (the page
+/// refreshes its live part on the run's change events); a warning reported by the worker appears
+/// in the health box, and the runs list's badge carries it as hover text.
+#[test]
+fn evaluation_progress_and_warnings_show_in_the_browser() {
+    use fantoccini::Locator;
+    let db = TestDb::create();
+    let data = TempDir::new("health-ui-data");
+    let server = Server::start(&ServerOptions::new(&db, data.path()));
+    let worker = ApiWorker::register(&server, "w");
+    let run = server.create_run("bench", json!({"kind": "benchmark"}));
+    let spec = worker.claim().expect("the worker claims the run");
+    assert_eq!(spec["run_id"], run);
+    let post = |path: &str, body: Value| {
+        let r = worker.post(&format!("runs/{run}/{path}"), &body);
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    };
+    post(
+        "metrics",
+        json!({"attempt": 1, "points": [
+            {"key": "evaluation/progress", "step": 10, "value": 0.4, "wall_time": 1.0e9}
+        ]}),
+    );
+
+    let driver = ChromeDriver::start();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let c = driver.client_for(&server).await;
+        c.goto(&format!("{}/runs/{run}", server.url)).await.unwrap();
+        let status = c.find(Locator::Id("run-evaluating")).await.unwrap();
+        assert_eq!(
+            status.text().await.unwrap(),
+            "Evaluating at step 10: 40 % of the images"
+        );
+        assert!(c.find(Locator::Id("run-health")).await.is_err());
+
+        // the worker reports a warning; the open page shows it without a reload (reqwest's
+        // blocking client may not run inside this runtime: another thread posts)
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                post(
+                    "logs",
+                    json!({"attempt": 1, "lines": [
+                        {"seq": 0, "wall_time": 1.0e9, "level": "warning", "code": "stalled",
+                         "text": "training has stalled: at step 12 …"}
+                    ]}),
+                )
+            });
+        });
+        let health = c
+            .wait()
+            .at_most(std::time::Duration::from_secs(20))
+            .for_element(Locator::Id("run-health"))
+            .await
+            .expect("the health box appears live");
+        let text = health.text().await.unwrap();
+        assert!(
+            text.contains("Training health: 1 warning") && text.contains("training has stalled"),
+            "{text}"
+        );
+
+        c.goto(&format!("{}/runs", server.url)).await.unwrap();
+        let badge = c
+            .find(Locator::Css(&format!(
+                r#"tr[data-run="{run}"] .health-badge"#
+            )))
+            .await
+            .unwrap();
+        assert_eq!(badge.text().await.unwrap(), "⚠ 1 warning");
+        let title = badge.attr("title").await.unwrap().unwrap_or_default();
+        assert!(title.contains("training has stalled"), "{title}");
+        c.close().await.unwrap();
+    });
+}
