@@ -120,6 +120,17 @@ async fn connect(url: &str, max_connections: u32) -> sqlx::Result<sqlx::PgPool> 
 }
 
 /// Start everything and serve until Ctrl-C / SIGTERM.
+/// Run one account command against the server's database, then leave.
+pub async fn administer(
+    cfg: &config::ServerConfig,
+    command: accounts::cli::AdminCommand,
+) -> anyhow::Result<()> {
+    let db = open_database(cfg).await?;
+    let result = accounts::cli::run(&db.pool, command).await;
+    db.close().await;
+    result
+}
+
 pub async fn serve(cfg: config::ServerConfig) -> anyhow::Result<()> {
     let Database {
         url: database_url,

@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     use aligndet_server::config::Command;
     match command {
-        Some(Command::Admin(command)) => aligndet_server::accounts::cli::run(&cfg, command).await,
+        Some(Command::Admin(command)) => aligndet_server::administer(&cfg, command).await,
         Some(Command::MatchDetections) => aligndet_server::matching::cli::run(),
         None => aligndet_server::serve(cfg).await,
     }

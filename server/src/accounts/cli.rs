@@ -2,7 +2,6 @@
 //! from a shell, against the server's database (the embedded cluster too, running or not).
 
 use super::{Role, check_password, check_user_name, hash_password, new_api_token};
-use crate::config::ServerConfig;
 use crate::db;
 use anyhow::{Context, bail};
 use sqlx::PgPool;
@@ -59,15 +58,8 @@ pub enum TokensCommand {
     },
 }
 
-/// Run one command against the database, then leave.
-pub async fn run(cfg: &ServerConfig, command: AdminCommand) -> anyhow::Result<()> {
-    let db = crate::open_database(cfg).await?;
-    let result = execute(&db.pool, command).await;
-    db.close().await;
-    result
-}
-
-async fn execute(pool: &PgPool, command: AdminCommand) -> anyhow::Result<()> {
+/// Run one command against the database (opened and closed by [`crate::administer`]).
+pub async fn run(pool: &PgPool, command: AdminCommand) -> anyhow::Result<()> {
     match command {
         AdminCommand::Users(UsersCommand::Add {
             name,

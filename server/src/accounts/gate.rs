@@ -78,30 +78,41 @@ pub async fn identify(State(s): State<AppState>, mut req: Request, next: Next) -
 }
 
 /// A page route group's gate: signed in, with at least `needed`.
-pub async fn require_page_role(
-    State(needed): State<Role>,
+pub async fn require_page_role(State(needed): State<Role>, req: Request, next: Next) -> Response {
+    let user = req.extensions().get::<SignedIn>().and_then(|s| s.0.clone());
+    if user.is_none() && matches!(*req.method(), Method::GET | Method::HEAD) {
+        let here = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let next_param = serde_urlencoded::to_string([("next", here)]).unwrap_or_default();
+        return Redirect::to(&format!("/login?{next_param}")).into_response();
+    }
+    let signed_out =
+        "You are not signed in (or your session ended). Sign in at /login and try again.";
+    admit(user, needed, signed_out, req, next, |status, e| {
+        PageError::new(status, e).into_response()
+    })
+    .await
+}
+
+/// Past either gate's reading of who calls: `user` goes on to the handler (as
+/// `Extension<CurrentUser>`) when there is one (else a 401 saying `signed_out`) and their role
+/// is at least `needed` (else a 403); `refuse` words a refusal as the page's or the API's error.
+async fn admit(
+    user: Option<CurrentUser>,
+    needed: Role,
+    signed_out: &str,
     mut req: Request,
     next: Next,
+    refuse: fn(StatusCode, String) -> Response,
 ) -> Response {
-    let user = req.extensions().get::<SignedIn>().and_then(|s| s.0.clone());
     let Some(user) = user else {
-        if matches!(*req.method(), Method::GET | Method::HEAD) {
-            let here = req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string();
-            let next_param = serde_urlencoded::to_string([("next", here)]).unwrap_or_default();
-            return Redirect::to(&format!("/login?{next_param}")).into_response();
-        }
-        return PageError::new(
-            StatusCode::UNAUTHORIZED,
-            "You are not signed in (or your session ended). Sign in at /login and try again.",
-        )
-        .into_response();
+        return refuse(StatusCode::UNAUTHORIZED, signed_out.to_string());
     };
     if user.role < needed {
-        return PageError::new(StatusCode::FORBIDDEN, refusal(&user, needed)).into_response();
+        return refuse(StatusCode::FORBIDDEN, refusal(&user, needed));
     }
     req.extensions_mut().insert(user);
     next.run(req).await
@@ -118,7 +129,7 @@ pub fn refusal(user: &CurrentUser, needed: Role) -> String {
 /// A user-API route group's gate: a personal API token of a user with at least `needed`.
 pub async fn require_api_role(
     State((s, needed)): State<(AppState, Role)>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
     let presented = req
@@ -149,18 +160,16 @@ pub async fn require_api_role(
     } else {
         None
     };
-    let Some(user) = holder.map(CurrentUser::from_holder) else {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid or revoked API token (or its user is disabled)",
-        )
-        .into_response();
-    };
-    if user.role < needed {
-        return ApiError::new(StatusCode::FORBIDDEN, refusal(&user, needed)).into_response();
-    }
-    req.extensions_mut().insert(user);
-    next.run(req).await
+    let signed_out = "invalid or revoked API token (or its user is disabled)";
+    admit(
+        holder.map(CurrentUser::from_holder),
+        needed,
+        signed_out,
+        req,
+        next,
+        |status, e| ApiError::new(status, e).into_response(),
+    )
+    .await
 }
 
 /// `next` after login: only a path on this site (`/…`, not `//host` or `/\host`, which

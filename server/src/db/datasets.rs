@@ -101,9 +101,7 @@ pub async fn name_taken(pool: &PgPool, name: &str) -> sqlx::Result<bool> {
 /// Whether `e` is the unique violation (SQLSTATE 23505) of `datasets.name`: another dataset
 /// took the name between the caller's check and its insert.
 pub fn is_name_conflict(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| {
-        d.code().as_deref() == Some("23505") && d.constraint() == Some("datasets_name_key")
-    })
+    super::is_unique_violation(e, "datasets_name_key")
 }
 
 /// Insert a validated dataset and all its rows in the caller's transaction (all or nothing).
@@ -127,11 +125,14 @@ pub async fn insert(
     .bind(new.created_by)
     .fetch_one(&mut **tx)
     .await?;
-    sqlx::query("UPDATE datasets SET annotations_path = $2 WHERE id = $1")
-        .bind(id)
-        .bind(new.annotations_path.replace("{id}", &id.to_string()))
-        .execute(&mut **tx)
-        .await?;
+    let annotations_path = new.annotations_path.replace("{id}", &id.to_string());
+    super::write_by(
+        &mut **tx,
+        "UPDATE datasets SET annotations_path = $2 WHERE id = $1",
+        id,
+        annotations_path,
+    )
+    .await?;
 
     let (cat_ids, cat_names): (Vec<i64>, Vec<String>) = data
         .categories

@@ -51,6 +51,29 @@ where
     sqlx::query_scalar(sql).bind(key).fetch_all(pool).await
 }
 
+/// Write `sql` with `$1` bound to `key` and `$2` to `value` (most writes here set one column
+/// of the row with that key); whether any row was there to change.
+pub async fn write_by<'e, 'q, K, V>(
+    db: impl sqlx::PgExecutor<'e>,
+    sql: &'static str,
+    key: K,
+    value: V,
+) -> sqlx::Result<bool>
+where
+    K: 'q + Encode<'q, Postgres> + Type<Postgres> + Send,
+    V: 'q + Encode<'q, Postgres> + Type<Postgres> + Send,
+{
+    let done = sqlx::query(sql).bind(key).bind(value).execute(db).await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Whether `e` is the unique violation (SQLSTATE 23505) of `constraint`: another writer took
+/// the value between the caller's check and its insert.
+pub fn is_unique_violation(e: &sqlx::Error, constraint: &str) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.code().as_deref() == Some("23505") && d.constraint() == Some(constraint))
+}
+
 /// Tell listeners (run pages) that something about a run changed.
 pub async fn notify_run_changed<'e, E>(executor: E, run_id: i64) -> sqlx::Result<()>
 where

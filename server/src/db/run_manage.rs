@@ -127,11 +127,13 @@ pub async fn footprint(pool: &PgPool, run_id: i64) -> sqlx::Result<(i64, i64, i6
 
 /// Record the reproducibility stamp of a claimed attempt.
 pub async fn set_stamp(pool: &PgPool, run_id: i64, stamp: &serde_json::Value) -> sqlx::Result<()> {
-    sqlx::query("UPDATE runs SET stamp = $2 WHERE id = $1")
-        .bind(run_id)
-        .bind(stamp)
-        .execute(pool)
-        .await?;
+    super::write_by(
+        pool,
+        "UPDATE runs SET stamp = $2 WHERE id = $1",
+        run_id,
+        stamp,
+    )
+    .await?;
     Ok(())
 }
 

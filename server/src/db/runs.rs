@@ -261,11 +261,13 @@ pub async fn set_config(
     run_id: i64,
     config: &serde_json::Value,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE runs SET config = $2 WHERE id = $1")
-        .bind(run_id)
-        .bind(config)
-        .execute(&mut **tx)
-        .await?;
+    super::write_by(
+        &mut **tx,
+        "UPDATE runs SET config = $2 WHERE id = $1",
+        run_id,
+        config,
+    )
+    .await?;
     Ok(())
 }
 

@@ -69,9 +69,7 @@ pub async fn create(
 }
 
 pub fn is_name_taken(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| {
-        d.code().as_deref() == Some("23505") && d.constraint() == Some("users_name_key")
-    })
+    super::is_unique_violation(e, "users_name_key")
 }
 
 pub async fn by_name(pool: &PgPool, name: &str) -> sqlx::Result<Option<UserRow>> {
@@ -107,37 +105,35 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<UserSummary>> {
 
 /// Whether the user exists.
 pub async fn set_role(pool: &PgPool, id: i64, role: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE users SET role = $2 WHERE id = $1")
-        .bind(id)
-        .bind(role)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    super::write_by(pool, "UPDATE users SET role = $2 WHERE id = $1", id, role).await
 }
 
 pub async fn set_password(pool: &PgPool, id: i64, password_hash: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-        .bind(id)
-        .bind(password_hash)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    super::write_by(
+        pool,
+        "UPDATE users SET password_hash = $2 WHERE id = $1",
+        id,
+        password_hash,
+    )
+    .await
 }
 
 /// Disabling also ends the user's sessions and revokes their tokens, in one transaction: a
 /// disabled user keeps no way in, even if the flag is cleared later.
 pub async fn set_disabled(pool: &PgPool, id: i64, disabled: bool) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
-    let done = sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1")
-        .bind(id)
-        .bind(disabled)
-        .execute(&mut *tx)
-        .await?;
+    let found = super::write_by(
+        &mut *tx,
+        "UPDATE users SET disabled = $2 WHERE id = $1",
+        id,
+        disabled,
+    )
+    .await?;
     if disabled {
         revoke_all_in(&mut tx, id).await?;
     }
     tx.commit().await?;
-    Ok(done.rows_affected() == 1)
+    Ok(found)
 }
 
 /// End every session and revoke every token of a user; (sessions, tokens) affected.

@@ -72,12 +72,13 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<WorkerRow>> {
 /// Drain a worker (it finishes its current run and claims no more) or undo it; `false` when
 /// there is no such worker.
 pub async fn set_draining(pool: &PgPool, worker_id: i64, draining: bool) -> sqlx::Result<bool> {
-    let r = sqlx::query("UPDATE workers SET draining = $2 WHERE id = $1")
-        .bind(worker_id)
-        .bind(draining)
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected() == 1)
+    super::write_by(
+        pool,
+        "UPDATE workers SET draining = $2 WHERE id = $1",
+        worker_id,
+        draining,
+    )
+    .await
 }
 
 /// The capabilities (JSON) and draining flag of the workers seen in the last 30 s (as

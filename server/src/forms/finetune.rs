@@ -2,8 +2,8 @@
 //! the typed `TrainConfig` it describes.
 
 use super::{
-    FieldError, OptimForm, PlacementForm, checkpoint_init, comma_list, enum_of, init_config,
-    init_text, number, number_list_or, real, wire_name,
+    FieldError, OptimForm, PlacementForm, checkpoint_init, comma_list, enum_of, id_text,
+    init_config, init_text, number, real, resize_sizes, wire_name,
 };
 use aligndet_common::artifacts;
 use aligndet_common::train_config::{AugmentConfig, InitConfig, TrainConfig};
@@ -51,7 +51,12 @@ impl FinetuneForm {
     /// `TrainConfig::default()` rendered as form values, so the form cannot drift from it; the
     /// fields that follow the steps are blank.
     pub fn defaults() -> FinetuneForm {
-        let c = TrainConfig::default();
+        FinetuneForm::of_config(&TrainConfig::default())
+    }
+
+    /// A fresh form with `c`'s values (the fields that follow the steps blank, AlignDet's rule
+    /// ticked): the defaults' form, and the start of a clone's.
+    pub fn of_config(c: &TrainConfig) -> FinetuneForm {
         let (init_run, init_artifact) = match &c.init {
             InitConfig::Checkpoint { artifact } => {
                 (artifact.run_id.to_string(), artifact.name.clone())
@@ -60,7 +65,7 @@ impl FinetuneForm {
         };
         FinetuneForm {
             name: "fine-tune".into(),
-            dataset_id: String::new(),
+            dataset_id: id_text(c.dataset_id),
             train_split: c.train_split.clone(),
             val_split: c.val_split.clone(),
             detector: wire_name(&c.detector),
@@ -87,8 +92,6 @@ impl FinetuneForm {
     /// name beside their own inputs).
     pub fn input_for(&self, field: &str) -> Option<String> {
         const INPUTS: &[&str] = &[
-            "name",
-            "dataset_id",
             "train_split",
             "val_split",
             "detector",
@@ -142,13 +145,15 @@ impl FinetuneForm {
         let trainable_backbone_stages =
             number("trainable_backbone_stages", &self.trainable_backbone_stages)?
                 .unwrap_or(d.trainable_backbone_stages);
+        let (min_sizes, max_size) = resize_sizes(
+            "augment",
+            &self.min_sizes,
+            &self.max_size,
+            (&d.augment.min_sizes, d.augment.max_size),
+        )?;
         let augment = AugmentConfig {
-            min_sizes: number_list_or(
-                "augment.min_sizes",
-                &self.min_sizes,
-                d.augment.min_sizes.clone(),
-            )?,
-            max_size: number("augment.max_size", &self.max_size)?.unwrap_or(d.augment.max_size),
+            min_sizes,
+            max_size,
             hflip: self.hflip,
             color_jitter: real("augment.color_jitter", &self.color_jitter)?
                 .unwrap_or(d.augment.color_jitter),

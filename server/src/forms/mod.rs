@@ -5,6 +5,7 @@
 //! - [`optim`]: the optimisation fields every training form has (a config's `optim`);
 //! - [`finetune`], [`pretrain_box`], [`pretrain_image`]: the new-run page's training forms;
 //! - [`training`]: what the new-run page does with any of the three ([`TrainingForm`]);
+//! - [`job_fields`]: the new-run page's benchmark, proposals and evaluation forms;
 //! - [`experiment`]: the new-experiment form.
 //!
 //! Only parsing happens here, with the field named when it fails ([`FieldError`]); ranges and
@@ -13,6 +14,7 @@
 pub mod clone;
 pub mod experiment;
 pub mod finetune;
+pub mod job_fields;
 pub mod optim;
 pub mod placement;
 pub mod pretrain_box;
@@ -120,14 +122,18 @@ impl PlacedError {
     }
 }
 
-/// [`input_for`] on a training form: its own inputs and the optimisation inputs every training
-/// form has.
+/// The inputs every training form has besides the optimisation and placement ones.
+const TRAINING_INPUTS: &[&str] = &["name", "dataset_id"];
+
+/// [`input_for`] on a training form: its own inputs and the ones every training form has (name,
+/// dataset, optimisation, placement).
 pub fn training_input_for(field: &str, own: &[&str]) -> Option<String> {
     if let Some(input) = placement::input_of_requirement(field) {
         return Some(input.to_string());
     }
     let all: Vec<&str> = own
         .iter()
+        .chain(TRAINING_INPUTS)
         .chain(optim::INPUTS)
         .chain(placement::INPUTS)
         .copied()
@@ -358,6 +364,43 @@ pub fn number_list_or<T: std::str::FromStr>(
     } else {
         number_list(field, v)
     }
+}
+
+/// An init field's value, or `default` when blank.
+pub fn init_or(field: &str, v: &str, default: &InitConfig) -> Result<InitConfig, FieldError> {
+    if v.is_empty() {
+        Ok(default.clone())
+    } else {
+        init_config(field, v)
+    }
+}
+
+/// A text field as typed, or `default` when blank.
+pub fn text_or(v: &str, default: &str) -> String {
+    if v.is_empty() { default } else { v }.to_string()
+}
+
+/// A stored id as a select's or input's value (0, a fresh config's "none chosen", is blank).
+pub fn id_text(id: i64) -> String {
+    if id > 0 {
+        id.to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// The resize inputs every training form has (`min_sizes`, `max_size`) as the shorter-side sizes
+/// and the longer-side cap, blank keeping `d_min` / `d_max`; `group` is where the config keeps
+/// them (`augment`, `views`), for the errors.
+pub fn resize_sizes(
+    group: &str,
+    min_sizes: &str,
+    max_size: &str,
+    (d_min, d_max): (&[u32], u32),
+) -> Result<(Vec<u32>, u32), FieldError> {
+    let min_sizes = number_list_or(&format!("{group}.min_sizes"), min_sizes, d_min.to_vec())?;
+    let max_size = number(&format!("{group}.max_size"), max_size)?.unwrap_or(d_max);
+    Ok((min_sizes, max_size))
 }
 
 /// An `InitConfig` as an init field's text.

@@ -2,8 +2,8 @@
 //! `PretrainBoxConfig` it describes.
 
 use super::{
-    FieldError, OptimForm, PlacementForm, comma_list, enum_of, init_config, init_text, number,
-    number_list_or, real, wire_name,
+    FieldError, OptimForm, PlacementForm, comma_list, enum_of, id_text, init_or, init_text, number,
+    real, resize_sizes, text_or, wire_name,
 };
 use aligndet_common::pretrain_config::{BoxSelection, PretrainBoxConfig, ViewsConfig};
 use aligndet_common::train_config::{BackboneKind, DetectorKind};
@@ -50,13 +50,6 @@ impl PretrainBoxForm {
     }
 
     pub fn of_config(c: &PretrainBoxConfig) -> PretrainBoxForm {
-        let id_text = |id: i64| {
-            if id > 0 {
-                id.to_string()
-            } else {
-                String::new()
-            }
-        };
         PretrainBoxForm {
             name: "box-domain pre-training".into(),
             dataset_id: id_text(c.dataset_id),
@@ -86,8 +79,6 @@ impl PretrainBoxForm {
     /// The input a config field is shown beside.
     pub fn input_for(field: &str) -> Option<String> {
         const INPUTS: &[&str] = &[
-            "name",
-            "dataset_id",
             "proposals_run_id",
             "split",
             "detector",
@@ -127,17 +118,9 @@ impl PretrainBoxForm {
                 ),
             )
         })?;
-        let split = if self.split.is_empty() {
-            d.split.clone()
-        } else {
-            self.split.clone()
-        };
+        let split = text_or(&self.split, &d.split);
         let backbone: BackboneKind = enum_of("backbone", &self.backbone)?;
-        let backbone_init = if self.backbone_init.is_empty() {
-            d.backbone_init.clone()
-        } else {
-            init_config("backbone_init", &self.backbone_init)?
-        };
+        let backbone_init = init_or("backbone_init", &self.backbone_init, &d.backbone_init)?;
         let box_selection: BoxSelection = if self.box_selection.is_empty() {
             d.box_selection
         } else {
@@ -155,13 +138,15 @@ impl PretrainBoxForm {
             real("contrastive_weight", &self.contrastive_weight)?.unwrap_or(d.contrastive_weight);
         let regression_weight =
             real("regression_weight", &self.regression_weight)?.unwrap_or(d.regression_weight);
+        let (min_sizes, max_size) = resize_sizes(
+            "views",
+            &self.min_sizes,
+            &self.max_size,
+            (&d.views.min_sizes, d.views.max_size),
+        )?;
         let views = ViewsConfig {
-            min_sizes: number_list_or(
-                "views.min_sizes",
-                &self.min_sizes,
-                d.views.min_sizes.clone(),
-            )?,
-            max_size: number("views.max_size", &self.max_size)?.unwrap_or(d.views.max_size),
+            min_sizes,
+            max_size,
             hflip: self.hflip,
             color_ops: self.color_ops,
         };

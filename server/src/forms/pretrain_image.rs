@@ -2,7 +2,8 @@
 //! `PretrainImageConfig` it describes.
 
 use super::{
-    FieldError, OptimForm, PlacementForm, enum_of, init_config, init_text, number, real, wire_name,
+    FieldError, OptimForm, PlacementForm, enum_of, id_text, init_or, init_text, number, real,
+    text_or, wire_name,
 };
 use aligndet_common::pretrain_config::PretrainImageConfig;
 use aligndet_common::train_config::BackboneKind;
@@ -32,10 +33,15 @@ pub struct PretrainImageForm {
 
 impl PretrainImageForm {
     pub fn defaults() -> PretrainImageForm {
-        let c = PretrainImageConfig::default();
+        PretrainImageForm::of_config(&PretrainImageConfig::default())
+    }
+
+    /// A fresh form with `c`'s values (the fields that follow the steps blank): the defaults'
+    /// form, and the start of a clone's.
+    pub fn of_config(c: &PretrainImageConfig) -> PretrainImageForm {
         PretrainImageForm {
             name: "image-domain pre-training".into(),
-            dataset_id: String::new(),
+            dataset_id: id_text(c.dataset_id),
             split: c.split.clone(),
             backbone: wire_name(&c.backbone),
             init: init_text(&c.init),
@@ -53,8 +59,6 @@ impl PretrainImageForm {
     /// The input a config field is shown beside.
     pub fn input_for(field: &str) -> Option<String> {
         const INPUTS: &[&str] = &[
-            "name",
-            "dataset_id",
             "split",
             "backbone",
             "init",
@@ -73,17 +77,9 @@ impl PretrainImageForm {
     pub fn to_config(&self) -> Result<PretrainImageConfig, FieldError> {
         let d = PretrainImageConfig::default();
         let dataset_id = super::dataset_id(&self.dataset_id)?;
-        let split = if self.split.is_empty() {
-            d.split.clone()
-        } else {
-            self.split.clone()
-        };
+        let split = text_or(&self.split, &d.split);
         let backbone: BackboneKind = enum_of("backbone", &self.backbone)?;
-        let init = if self.init.is_empty() {
-            d.init.clone()
-        } else {
-            init_config("init", &self.init)?
-        };
+        let init = init_or("init", &self.init, &d.init)?;
         let crop_size = number("crop_size", &self.crop_size)?.unwrap_or(d.crop_size);
         let queue_size = number("queue_size", &self.queue_size)?.unwrap_or(d.queue_size);
         let embedding_dim =

@@ -339,11 +339,13 @@ pub(super) async fn note_claim(
     run_id: i64,
     attempt: i32,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE slurm_jobs SET attempt = $2 WHERE run_id = $1 AND ended_at IS NULL")
-        .bind(run_id)
-        .bind(attempt)
-        .execute(&mut **tx)
-        .await?;
+    db::write_by(
+        &mut **tx,
+        "UPDATE slurm_jobs SET attempt = $2 WHERE run_id = $1 AND ended_at IS NULL",
+        run_id,
+        attempt,
+    )
+    .await?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use crate::db;
 use crate::error::{ApiError, ApiJson};
 use crate::queue;
 use crate::state::AppState;
-use crate::worker_auth::{CallingWorker, new_worker_key};
+use crate::worker_auth::{CallingWorker, CurrentReport, new_worker_key};
 use aligndet_common::api::*;
 use aligndet_common::capabilities::Capabilities;
 use aligndet_common::jobs::{JobConfig, RunStatus};
@@ -198,11 +198,8 @@ async fn heartbeat(
 
 async fn metrics(
     State(s): State<AppState>,
-    CallingWorker(worker_id): CallingWorker,
-    Path(id): Path<i64>,
-    ApiJson(batch): ApiJson<MetricsBatch>,
+    CurrentReport { run: id, batch }: CurrentReport<MetricsBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    queue::check_current(&s.worker_pool, id, worker_id, batch.attempt).await?;
     for p in &batch.points {
         let safe = p
             .key
@@ -223,22 +220,16 @@ async fn metrics(
 
 async fn logs(
     State(s): State<AppState>,
-    CallingWorker(worker_id): CallingWorker,
-    Path(id): Path<i64>,
-    ApiJson(batch): ApiJson<LogBatch>,
+    CurrentReport { run: id, batch }: CurrentReport<LogBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    queue::check_current(&s.worker_pool, id, worker_id, batch.attempt).await?;
     db::logs::insert(&s.pool, id, batch.attempt, &batch.lines).await?;
     Ok(Json(serde_json::json!({ "stored": batch.lines.len() })))
 }
 
 async fn proposals(
     State(s): State<AppState>,
-    CallingWorker(worker_id): CallingWorker,
-    Path(id): Path<i64>,
-    ApiJson(batch): ApiJson<ProposalsBatch>,
+    CurrentReport { run: id, batch }: CurrentReport<ProposalsBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    queue::check_current(&s.worker_pool, id, worker_id, batch.attempt).await?;
     for img in &batch.images {
         if img.boxes.len() != img.removed_by.len() {
             return Err(ApiError::bad_request(format!(

@@ -7,14 +7,14 @@ use crate::error::{OrNotFound, PageError, PagePath, PageQuery};
 use crate::import::{self, Format, ImportError, ServerPathImport};
 use crate::numbers::filters;
 use crate::plots;
-use crate::routes::render;
+use crate::routes::{refused, render};
 use crate::security::{self, CsrfToken};
 use crate::state::AppState;
 use askama::Template;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Multipart, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -35,11 +35,7 @@ async fn list_page(
     csrf: String,
     error: Option<ImportError>,
 ) -> Result<Response, PageError> {
-    let status = if error.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
+    let refusal = error.is_some();
     let page = DatasetsPage {
         datasets: db::datasets::list(&s.pool).await?,
         csrf,
@@ -50,7 +46,11 @@ async fn list_page(
         upload_limit_mib: s.cfg.upload_limit_mib,
         error,
     };
-    Ok((status, render(&page)).into_response())
+    Ok(if refusal {
+        refused(&page)
+    } else {
+        render(&page)
+    })
 }
 
 pub async fn list(

@@ -11,7 +11,7 @@ use crate::experiments::summary::summary;
 use crate::experiments::{RunView, SummaryRow, compare_url, create, run_views};
 use crate::forms::{ExperimentForm, FieldError, PlacedError, choices, error_note, invalid_attrs};
 use crate::numbers::filters;
-use crate::routes::render;
+use crate::routes::{refused, render};
 use crate::security::CsrfToken;
 use crate::state::AppState;
 use aligndet_common::jobs::{RunKind, RunStatus};
@@ -19,7 +19,6 @@ use aligndet_common::train_config::{BackboneKind, DetectorKind};
 use askama::Template;
 use axum::Extension;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
 #[derive(Template)]
@@ -130,11 +129,9 @@ pub async fn create_from_form(
     });
     match outcome {
         Ok(created) => Ok(Redirect::to(&format!("/experiments/{}", created.id)).into_response()),
-        Err(e) => Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            render(&NewExperimentPage::new(&s, csrf.0, Some(e), form).await?),
-        )
-            .into_response()),
+        Err(e) => Ok(refused(
+            &NewExperimentPage::new(&s, csrf.0, Some(e), form).await?,
+        )),
     }
 }
 

@@ -25,7 +25,7 @@ use crate::security;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,6 +38,12 @@ pub fn render(t: &impl askama::Template) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(e) => crate::error::PageError::from(anyhow::anyhow!("template: {e}")).into_response(),
     }
+}
+
+/// A refused form's page again (422 Unprocessable Content): `page` holds what was typed and
+/// the error beside its input.
+pub fn refused(page: &impl askama::Template) -> Response {
+    (StatusCode::UNPROCESSABLE_ENTITY, render(page)).into_response()
 }
 
 pub fn router(state: AppState) -> Router {

@@ -237,6 +237,29 @@ pub struct DrawnBox {
     pub label_at: Option<Placed>,
 }
 
+impl DrawnBox {
+    /// A box at `[x, y, w, h]`, its label not placed yet.
+    fn new(
+        category_id: i64,
+        outcome: &'static str,
+        [x, y, w, h]: [f64; 4],
+        title: String,
+        label: String,
+    ) -> DrawnBox {
+        DrawnBox {
+            category_id,
+            outcome,
+            x,
+            y,
+            w,
+            h,
+            title,
+            label,
+            label_at: None,
+        }
+    }
+}
+
 pub struct DrawnImage {
     pub dataset_id: i64,
     pub image: ImageRow,
@@ -269,17 +292,9 @@ pub fn draw(
                 PredictionOutcome::FalsePositive => ("fp", "false positive".to_string()),
                 PredictionOutcome::Ignored { .. } => ("ignored", "on a crowd region".to_string()),
             };
-            DrawnBox {
-                category_id: p.category_id,
-                outcome,
-                x: p.bbox[0],
-                y: p.bbox[1],
-                w: p.bbox[2],
-                h: p.bbox[3],
-                title: format!("{name} {:.3}: {what}", p.score),
-                label: format!("{} {name} {:.2}", outcome.to_uppercase(), p.score),
-                label_at: None,
-            }
+            let title = format!("{name} {:.3}: {what}", p.score);
+            let label = format!("{} {name} {:.2}", outcome.to_uppercase(), p.score);
+            DrawnBox::new(p.category_id, outcome, p.bbox, title, label)
         })
         .collect();
     let mut gt: Vec<DrawnBox> = m
@@ -293,17 +308,14 @@ pub fn draw(
                 TruthOutcome::Missed => ("missed", "missed (false negative)"),
                 TruthOutcome::Crowd => ("crowd", "crowd region"),
             };
-            DrawnBox {
-                category_id: b.category_id,
+            let title = format!("ground truth {name}: {what}");
+            DrawnBox::new(
+                b.category_id,
                 outcome,
-                x: b.x,
-                y: b.y,
-                w: b.w,
-                h: b.h,
-                title: format!("ground truth {name}: {what}"),
-                label: format!("FN {name}"),
-                label_at: None,
-            }
+                [b.x, b.y, b.w, b.h],
+                title,
+                format!("FN {name}"),
+            )
         })
         .collect();
     place_labels(&mut preds, &mut gt, font, &image);

@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use sqlx::PgPool;
 
 fn download(body: Body, content_type: &'static str, file: &str) -> Response {
     // `file` is built here from numbers and fixed text: safe inside the quotes.
@@ -29,26 +30,35 @@ pub async fn metrics_csv(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
 ) -> Result<Response, PageError> {
-    db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
-    let body = export::metrics_csv(&s.pool, id);
-    Ok(download(
-        body,
+    metrics_download(
+        &s,
+        id,
+        export::metrics_csv,
         "text/csv; charset=utf-8",
-        &format!("run-{id}-metrics.csv"),
-    ))
+        "csv",
+    )
+    .await
 }
 
 pub async fn metrics_json(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
 ) -> Result<Response, PageError> {
+    metrics_download(&s, id, export::metrics_json, "application/json", "json").await
+}
+
+/// Run `id`'s metrics as `run-ID-metrics.EXT`, the body streamed by `body` (a 404 page when
+/// there is no such run).
+async fn metrics_download(
+    s: &AppState,
+    id: i64,
+    body: fn(&PgPool, i64) -> Body,
+    content_type: &'static str,
+    ext: &str,
+) -> Result<Response, PageError> {
     db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
-    let body = export::metrics_json(&s.pool, id);
-    Ok(download(
-        body,
-        "application/json",
-        &format!("run-{id}-metrics.json"),
-    ))
+    let file = format!("run-{id}-metrics.{ext}");
+    Ok(download(body(&s.pool, id), content_type, &file))
 }
 
 pub async fn runs_csv(
