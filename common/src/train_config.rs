@@ -13,6 +13,8 @@ pub enum DetectorKind {
     Fcos,
     Retinanet,
     FasterRcnn,
+    /// Faster R-CNN with torchvision's mask branch (instance segmentation).
+    MaskRcnn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,10 +42,11 @@ pub enum InitConfig {
 
 impl DetectorKind {
     /// In the order the forms offer them.
-    pub const ALL: [DetectorKind; 3] = [
+    pub const ALL: [DetectorKind; 4] = [
         DetectorKind::Fcos,
         DetectorKind::Retinanet,
         DetectorKind::FasterRcnn,
+        DetectorKind::MaskRcnn,
     ];
 
     /// The name researchers write.
@@ -52,6 +55,7 @@ impl DetectorKind {
             DetectorKind::Fcos => "FCOS",
             DetectorKind::Retinanet => "RetinaNet",
             DetectorKind::FasterRcnn => "Faster R-CNN",
+            DetectorKind::MaskRcnn => "Mask R-CNN",
         }
     }
 }

@@ -110,6 +110,7 @@ pub fn augment(image: Tensor, sample: &Sample, draw: &AugmentDraw) -> (Tensor, T
     let targets = Targets {
         boxes: Tensor::from_slice(&boxes).view([n, 4]),
         labels: Tensor::from_slice(&sample.labels),
+        masks: None,
     };
     (image, targets)
 }

@@ -95,6 +95,7 @@ impl TrainStep for FinetuneStep<'_> {
             .map(|t| crate::models::detector::Targets {
                 boxes: device::to_device(&t.boxes, self.device),
                 labels: device::to_device(&t.labels, self.device),
+                masks: t.masks.as_ref().map(|m| device::to_device(m, self.device)),
             })
             .collect();
         let (tb, tt) = transform.batch_with_targets(&images, &targets);
