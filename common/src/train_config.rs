@@ -49,6 +49,11 @@ impl DetectorKind {
         DetectorKind::MaskRcnn,
     ];
 
+    /// Whether the detector predicts instance masks (its training data needs them).
+    pub fn has_masks(self) -> bool {
+        matches!(self, DetectorKind::MaskRcnn)
+    }
+
     /// The name researchers write.
     pub fn label(self) -> &'static str {
         match self {

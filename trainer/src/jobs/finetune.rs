@@ -149,6 +149,11 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     let train = Arc::new(load_split(&location, Some(&cfg.train_split))?);
     let val = load_split(&location, Some(&cfg.val_split))?;
     anyhow::ensure!(train.num_classes() > 0, "the dataset has no categories");
+    if cfg.detector.has_masks() {
+        // name a bad mask before anything trains or is stored
+        crate::data::masks::check_split(&train)
+            .with_context(|| format!("{:?} needs instance masks", cfg.detector))?;
+    }
     let gt = ground_truth(&location, Some(&cfg.val_split))?;
     ctx.log(format!(
         "training {:?} on {:?} ({} images of split {}), evaluating on {} images of split {}",
@@ -206,6 +211,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
             min_sizes: cfg.augment.min_sizes.clone(),
             threads: cfg.optim.loader_threads as usize,
             prefetch: 2 * cfg.optim.loader_threads as usize,
+            masks: cfg.detector.has_masks(),
         },
         start_step as u64,
     )?;

@@ -138,6 +138,7 @@ pub fn main(args: PredictArgs) -> anyhow::Result<()> {
             height: 0,
             boxes: vec![],
             labels: vec![],
+            segmentations: vec![],
         });
     }
     let split = DetectionSplit {
