@@ -24,8 +24,9 @@ use crate::models::transform::DetectionTransform;
 use crate::train::checkpoint;
 use crate::train::device;
 use crate::train::engine::{StepLosses, TrainStep, checkpoint_step, resume, run_loop};
-use crate::train::evaluation::{predict_split, results_json, score};
+use crate::train::evaluation::{predict_split, predict_split_masks, results_json, score};
 use crate::train::init::{BODY_PREFIX, initialise};
+use crate::train::mask_results::segm_results_json;
 use crate::train::optim::{Optimizer, trainable_params};
 use aligndet_common::api::MetricPoint;
 use aligndet_common::artifacts;
@@ -242,7 +243,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         0 => val.samples.len(),
         n => n.min(val.samples.len()),
     };
-    let detections = predict_split(
+    let (detections, masks) = predict_split_masks(
         model.as_ref(),
         &eval_transform,
         &val,
@@ -273,7 +274,12 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     ctx.sink.artifact(artifacts::EVAL_REPORT, &path)?;
     let path = ctx.work_dir.join(artifacts::PREDICTIONS);
-    std::fs::write(&path, serde_json::to_vec(&results_json(&detections))?)?;
+    let predictions = if cfg.detector.has_masks() {
+        segm_results_json(&detections, &masks)
+    } else {
+        results_json(&detections)
+    };
+    std::fs::write(&path, serde_json::to_vec(&predictions)?)?;
     ctx.sink.artifact(artifacts::PREDICTIONS, &path)?;
     let path = ctx.work_dir.join(artifacts::MODEL);
     checkpoint::save(&path, &vs, None, metadata(cfg, &train, cfg.optim.steps)?)?;

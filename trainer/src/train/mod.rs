@@ -7,6 +7,7 @@ pub mod device;
 pub mod engine;
 pub mod evaluation;
 pub mod init;
+pub mod mask_results;
 pub mod optim;
 pub mod precision;
 pub mod predict_cli;
