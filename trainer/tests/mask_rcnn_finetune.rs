@@ -49,6 +49,12 @@ fn mask_rcnn_fine_tunes_and_predicts_rle_masks() {
     let (data, splits) = synthetic_dataset(&dir, 6, 2, 96, 4);
     let (result, out) = run(&dir, "run", &local_spec(1, &data, &splits, config()));
     result.expect("the Mask R-CNN fine-tune succeeds");
+    let segm_ap = metric_series(&out, "eval/segm_AP");
+    assert_eq!(segm_ap.len(), 1, "the final evaluation reports mask AP");
+    assert!(
+        segm_ap.values().all(|v| (0.0..=1.0).contains(v)),
+        "{segm_ap:?}"
+    );
     let loss = metric_series(&out, "loss/loss_mask");
     assert_eq!(loss.len(), 4, "loss_mask at every step: {loss:?}");
     assert!(loss.values().all(|v| v.is_finite() && *v > 0.0), "{loss:?}");

@@ -264,6 +264,10 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         .collect();
     let (gt_used, result) = score(&gt, &detections, &images)?;
     log_eval(ctx, cfg.optim.steps, &result.stats);
+    if cfg.detector.has_masks() {
+        let segm = crate::train::segm_eval::score_segm(&location, &images, &detections, &masks)?;
+        log_segm(ctx, cfg.optim.steps, &segm.stats);
+    }
     let report = build_report(
         &gt_used,
         detections.len(),
@@ -319,6 +323,27 @@ fn evaluate_now(
     let images: Vec<i64> = val.samples[..n].iter().map(|s| s.image_id).collect();
     let (_, result) = score(gt, &detections, &images)?;
     Ok((result.stats, n))
+}
+
+/// Mask AP beside box AP: the 12 segm statistics as `eval/segm_<name>`.
+fn log_segm(ctx: &mut JobContext<'_>, step: u32, stats: &[f64; 12]) {
+    let now = crate::jobs::sink::now_seconds();
+    ctx.sink.metrics(
+        COCO_STAT_NAMES
+            .iter()
+            .zip(stats)
+            .map(|(name, &value)| MetricPoint {
+                key: format!("eval/segm_{name}"),
+                step: step as i64,
+                value,
+                wall_time: now,
+            })
+            .collect(),
+    );
+    ctx.log(format!(
+        "step {step}: mask AP {:.4}  AP50 {:.4}",
+        stats[0], stats[1]
+    ));
 }
 
 fn log_eval(ctx: &mut JobContext<'_>, step: u32, stats: &[f64; 12]) {

@@ -11,3 +11,4 @@ pub mod mask_results;
 pub mod optim;
 pub mod precision;
 pub mod predict_cli;
+pub mod segm_eval;
