@@ -148,7 +148,8 @@ impl PretrainBoxConfig {
     }
 
     /// The reference's per-detector settings: RetinaNet keeps the first 50 boxes, Faster R-CNN
-    /// samples 4,096 RoIs and trains at lr 0.02 (method notes, table of section 7).
+    /// samples 4,096 RoIs and trains at lr 0.02 (method notes, table of section 7); Mask R-CNN
+    /// pre-trains in Faster R-CNN's box-domain form (the reference has no mask branch there).
     pub fn for_detector(detector: DetectorKind) -> PretrainBoxConfig {
         let base = PretrainBoxConfig {
             detector,
@@ -160,7 +161,7 @@ impl PretrainBoxConfig {
                 max_boxes_per_image: 50,
                 ..base
             },
-            DetectorKind::FasterRcnn => PretrainBoxConfig {
+            DetectorKind::FasterRcnn | DetectorKind::MaskRcnn => PretrainBoxConfig {
                 samples: 4096,
                 optim: OptimConfig {
                     lr: 0.02,

@@ -13,6 +13,8 @@ pub enum DetectorKind {
     Fcos,
     Retinanet,
     FasterRcnn,
+    /// Faster R-CNN with torchvision's mask branch (instance segmentation).
+    MaskRcnn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,11 +42,17 @@ pub enum InitConfig {
 
 impl DetectorKind {
     /// In the order the forms offer them.
-    pub const ALL: [DetectorKind; 3] = [
+    pub const ALL: [DetectorKind; 4] = [
         DetectorKind::Fcos,
         DetectorKind::Retinanet,
         DetectorKind::FasterRcnn,
+        DetectorKind::MaskRcnn,
     ];
+
+    /// Whether the detector predicts instance masks (its training data needs them).
+    pub fn has_masks(self) -> bool {
+        matches!(self, DetectorKind::MaskRcnn)
+    }
 
     /// The name researchers write.
     pub fn label(self) -> &'static str {
@@ -52,6 +60,7 @@ impl DetectorKind {
             DetectorKind::Fcos => "FCOS",
             DetectorKind::Retinanet => "RetinaNet",
             DetectorKind::FasterRcnn => "Faster R-CNN",
+            DetectorKind::MaskRcnn => "Mask R-CNN",
         }
     }
 }

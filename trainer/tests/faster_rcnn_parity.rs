@@ -7,14 +7,14 @@ use aligndet_trainer::models::detector::{Detector, Targets};
 use aligndet_trainer::models::faster_rcnn::FasterRcnn;
 use aligndet_trainer::models::norm::NormKind;
 use aligndet_trainer::models::roi_align::{MultiScaleRoIAlign, roi_align};
-use aligndet_trainer::models::sampler::DrawFn;
 use aligndet_trainer::models::weights::load_safetensors;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 mod support;
+
+use support::detections::{even_draw, pair_detections};
 
 /// Run scripts/faster_rcnn_reference.py `cmd`; returns the folder it wrote.
 fn reference(cmd: &str) -> PathBuf {
@@ -132,8 +132,8 @@ fn faster_rcnn_detections_match_torchvision() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Reference detections (index, label, score) that none of ours matches: same label, every box
-/// coordinate within 0.5 px and the score within 1e-3; each of ours matches at most once.
+/// Reference detections (index, label, score) that none of ours matches (see
+/// `support::detections::pair_detections`).
 fn unmatched_detections(
     boxes: &Tensor,
     scores: &Tensor,
@@ -142,43 +142,14 @@ fn unmatched_detections(
     ref_scores: &Tensor,
     ref_labels: &Tensor,
 ) -> Vec<(usize, i64, f64)> {
-    let rows = |t: &Tensor| -> Vec<Vec<f32>> {
-        Vec::<f32>::try_from(t.reshape([-1]))
-            .unwrap()
-            .chunks(4)
-            .map(|c| c.to_vec())
-            .collect()
-    };
-    let (b, rb) = (rows(boxes), rows(ref_boxes));
-    let s: Vec<f32> = Vec::try_from(scores).unwrap();
-    let rs: Vec<f32> = Vec::try_from(ref_scores).unwrap();
-    let l: Vec<i64> = Vec::try_from(labels).unwrap();
     let rl: Vec<i64> = Vec::try_from(ref_labels).unwrap();
-    let mut used = vec![false; b.len()];
-    let mut unmatched = vec![];
-    for i in 0..rb.len() {
-        let found = (0..b.len()).find(|&j| {
-            !used[j]
-                && l[j] == rl[i]
-                && (s[j] - rs[i]).abs() < 1e-3
-                && b[j].iter().zip(&rb[i]).all(|(x, y)| (x - y).abs() < 0.5)
-        });
-        match found {
-            Some(j) => used[j] = true,
-            None => unmatched.push((i, rl[i], rs[i] as f64)),
-        }
-    }
-    unmatched
-}
-
-/// The reference's deterministic draw (`even_draw`): candidates k·num / n, k < n.
-fn even_draw() -> Arc<DrawFn> {
-    Arc::new(|num: i64, n: i64, device: tch::Device| {
-        if n == 0 {
-            return Tensor::zeros([0], (Kind::Int64, device));
-        }
-        (Tensor::arange(n, (Kind::Int64, device)) * num).divide_scalar_mode(n, "floor")
-    })
+    let rs: Vec<f32> = Vec::try_from(ref_scores).unwrap();
+    pair_detections((boxes, scores, labels), (ref_boxes, ref_scores, ref_labels))
+        .into_iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_none())
+        .map(|(i, _)| (i, rl[i], rs[i] as f64))
+        .collect()
 }
 
 #[test]
@@ -196,6 +167,7 @@ fn faster_rcnn_training_losses_match_torchvision() {
         .map(|i| Targets {
             boxes: io[&format!("target_boxes{i}")].shallow_clone(),
             labels: io[&format!("target_labels{i}")].shallow_clone(),
+            masks: None,
         })
         .collect();
     let (batch, targets) = model.transform.batch_with_targets(&images, &targets);

@@ -153,6 +153,7 @@ fn every_detector_sits_on_imagenet_mobilenet_v2() {
         let targets = [Targets {
             boxes: Tensor::from_slice(&[10.0f32, 20.0, 60.0, 80.0]).view([1, 4]),
             labels: Tensor::from_slice(&[1i64]),
+            masks: None,
         }];
         let (batch, targets) = det.transform().batch_with_targets(&images, &targets);
         let loss = total_loss(&det.losses(&batch, &targets, true));

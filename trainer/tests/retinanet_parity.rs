@@ -106,6 +106,7 @@ fn retinanet_resnet50_fpn_losses_match_torchvision() {
         .map(|i| Targets {
             boxes: io[&format!("boxes{i}")].shallow_clone(),
             labels: io[&format!("labels{i}")].shallow_clone(),
+            masks: None,
         })
         .collect();
     let (batch, targets) = model.transform.batch_with_targets(&images, &targets);

@@ -183,6 +183,7 @@ fn fcos_resnet50_fpn_training_losses_match_torchvision() {
         .map(|i| Targets {
             boxes: io[&format!("boxes{i}")].shallow_clone(),
             labels: io[&format!("labels{i}")].shallow_clone(),
+            masks: None,
         })
         .collect();
     let (batch, targets) = model.transform.batch_with_targets(&images, &targets);

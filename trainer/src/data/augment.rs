@@ -81,13 +81,21 @@ impl AugmentDraw {
     }
 }
 
-/// Apply `draw` to a decoded image and its sample's boxes.
-pub fn augment(image: Tensor, sample: &Sample, draw: &AugmentDraw) -> (Tensor, Targets) {
+/// Apply `draw` to a decoded image, its sample's boxes and (for mask detectors) its instance
+/// masks `[n, H, W]`, which are flipped with the pixels.
+pub fn augment(
+    image: Tensor,
+    sample: &Sample,
+    masks: Option<Tensor>,
+    draw: &AugmentDraw,
+) -> (Tensor, Targets) {
     let w = image.size()[2] as f32;
     let mut boxes: Vec<f32> = sample.boxes.iter().flatten().copied().collect();
     let mut image = image;
+    let mut masks = masks;
     if draw.hflip {
         image = image.flip([2]);
+        masks = masks.map(|m| m.flip([2]));
         for b in boxes.chunks_mut(4) {
             let (x1, x2) = (b[0], b[2]);
             b[0] = w - x2;
@@ -110,6 +118,7 @@ pub fn augment(image: Tensor, sample: &Sample, draw: &AugmentDraw) -> (Tensor, T
     let targets = Targets {
         boxes: Tensor::from_slice(&boxes).view([n, 4]),
         labels: Tensor::from_slice(&sample.labels),
+        masks,
     };
     (image, targets)
 }
@@ -135,14 +144,19 @@ mod tests {
             height: 6,
             boxes: vec![[1.0, 2.0, 4.0, 5.0]],
             labels: vec![3],
+            segmentations: vec![],
         };
         let draw = AugmentDraw {
             hflip: true,
             ..AugmentDraw::identity()
         };
-        let (out, t) = augment(img, &sample, &draw);
+        let mask = img.get(0).gt(0.5).to_kind(Kind::Uint8).unsqueeze(0);
+        let (out, t) = augment(img, &sample, Some(mask), &draw);
         let b: Vec<f32> = Vec::try_from(t.boxes.view([-1])).unwrap();
         assert_eq!(b, vec![6.0, 2.0, 9.0, 5.0]);
+        // the mask follows the pixels
+        let m = t.masks.expect("masks").get(0).to_kind(Kind::Float);
+        assert!(m.equal(&out.get(0)));
         // the block's pixels are inside the flipped box and nowhere else
         let inside = out
             .narrow(1, 2, 3)
@@ -163,6 +177,7 @@ mod tests {
             height: 8,
             boxes: vec![],
             labels: vec![],
+            segmentations: vec![],
         };
         let draw = AugmentDraw {
             hflip: false,
@@ -170,7 +185,7 @@ mod tests {
             contrast: 0.6,
             saturation: 1.3,
         };
-        let (out, t) = augment(img, &sample, &draw);
+        let (out, t) = augment(img, &sample, None, &draw);
         assert!(out.max().double_value(&[]) <= 1.0 && out.min().double_value(&[]) >= 0.0);
         assert_eq!(t.boxes.size(), vec![0, 4]);
     }

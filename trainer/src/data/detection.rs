@@ -17,6 +17,9 @@ pub struct Sample {
     /// xyxy in original pixels; crowd regions and boxes under 1 px are left out.
     pub boxes: Vec<[f32; 4]>,
     pub labels: Vec<i64>,
+    /// The segmentation of each kept annotation (parallel to `boxes`), decoded only for mask
+    /// detectors.
+    pub segmentations: Vec<super::masks::Segmentation>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,7 +110,7 @@ pub fn from_coco(
     let samples = images
         .into_iter()
         .map(|img| {
-            let (mut boxes, mut labels) = (vec![], vec![]);
+            let (mut boxes, mut labels, mut segmentations) = (vec![], vec![], vec![]);
             for a in by_image.get(&img.id).map(|v| v.as_slice()).unwrap_or(&[]) {
                 let [x, y, w, h] = a.bbox;
                 if a.iscrowd != 0 || w < 1.0 || h < 1.0 {
@@ -116,6 +119,10 @@ pub fn from_coco(
                 if let Some(&label) = label_of.get(&a.category_id) {
                     boxes.push([x as f32, y as f32, (x + w) as f32, (y + h) as f32]);
                     labels.push(label);
+                    segmentations.push(super::masks::Segmentation {
+                        annotation_id: a.id,
+                        value: a.segmentation.clone(),
+                    });
                 }
             }
             Sample {
@@ -125,6 +132,7 @@ pub fn from_coco(
                 height: img.height,
                 boxes,
                 labels,
+                segmentations,
             }
         })
         .collect();

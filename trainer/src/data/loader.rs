@@ -30,6 +30,8 @@ pub struct LoaderConfig {
     pub threads: usize,
     /// Batches built ahead of the one the trainer waits for.
     pub prefetch: usize,
+    /// Decode each image's instance masks into its targets (mask detectors).
+    pub masks: bool,
 }
 
 pub struct Batch {
@@ -98,7 +100,22 @@ fn build_batch(split: &DetectionSplit, cfg: &LoaderConfig, step: u64) -> anyhow:
         let sample = &split.samples[i];
         let mut rng = rng_for(cfg.seed, step, j as u64);
         let draw = AugmentDraw::sample(&mut rng, cfg.hflip, cfg.color_jitter);
-        let (img, t) = augment(decode_image(&sample.path)?, sample, &draw);
+        let image = decode_image(&sample.path)?;
+        let masks = if cfg.masks {
+            let m = super::masks::sample_masks(sample)?;
+            let (h, w) = (image.size()[1], image.size()[2]);
+            anyhow::ensure!(
+                (m.size()[1], m.size()[2]) == (h, w),
+                "image {}: the dataset gives its size as {}x{} but the file is {w}x{h}",
+                sample.image_id,
+                sample.width,
+                sample.height
+            );
+            Some(m)
+        } else {
+            None
+        };
+        let (img, t) = augment(image, sample, masks, &draw);
         images.push(img);
         targets.push(t);
         ids.push(sample.image_id);

@@ -16,6 +16,7 @@ use super::evaluate::{build_report, ground_truth};
 use super::{JobContext, JobOutcome};
 use crate::data::detection::{DetectionSplit, load_split};
 use crate::data::loader::{Batch, Loader, LoaderConfig};
+use crate::eval::coco::mask::rle::Rle;
 use crate::eval::coco::{Detection, GroundTruth};
 use crate::models::backbone::freeze_stages;
 use crate::models::build::{body_norm, build_detector};
@@ -24,11 +25,13 @@ use crate::models::transform::DetectionTransform;
 use crate::train::checkpoint;
 use crate::train::device;
 use crate::train::engine::{StepLosses, TrainStep, checkpoint_step, resume, run_loop};
-use crate::train::evaluation::{predict_split, results_json, score};
+use crate::train::evaluation::{predict_split_masks, results_json, score};
 use crate::train::health::zero_size_warning;
 use crate::train::init::{BODY_PREFIX, initialise};
+use crate::train::mask_results::segm_results_json;
 use crate::train::optim::{Optimizer, trainable_params};
-use aligndet_common::api::MetricPoint;
+use crate::train::segm_eval::score_segm;
+use aligndet_common::api::{DatasetLocation, MetricPoint};
 use aligndet_common::artifacts;
 use aligndet_common::report::COCO_STAT_NAMES;
 use aligndet_common::train_config::TrainConfig;
@@ -73,6 +76,8 @@ struct FinetuneStep<'a> {
     train: &'a DetectionSplit,
     val: &'a DetectionSplit,
     gt: &'a GroundTruth,
+    /// The dataset, for mask AP (its masks are read at each evaluation of a mask detector).
+    location: &'a DatasetLocation,
     loader: Loader<Batch>,
     base_transform: &'a DetectionTransform,
     eval_transform: &'a DetectionTransform,
@@ -99,6 +104,7 @@ impl TrainStep for FinetuneStep<'_> {
             .map(|t| crate::models::detector::Targets {
                 boxes: device::to_device(&t.boxes, self.device),
                 labels: device::to_device(&t.labels, self.device),
+                masks: t.masks.as_ref().map(|m| device::to_device(m, self.device)),
             })
             .collect();
         let (tb, tt) = transform.batch_with_targets(&images, &targets);
@@ -119,7 +125,7 @@ impl TrainStep for FinetuneStep<'_> {
 
     fn after_step(&mut self, ctx: &mut JobContext<'_>, done: u32) -> anyhow::Result<()> {
         if done.is_multiple_of(self.cfg.eval_every) {
-            let (detections, images) = predict_watched(
+            let (detections, masks, images) = predict_watched(
                 ctx,
                 Watched {
                     model: self.model,
@@ -133,6 +139,10 @@ impl TrainStep for FinetuneStep<'_> {
             )?;
             let (_, result) = score(self.gt, &detections, &images)?;
             log_eval(ctx, done, &result.stats);
+            if self.cfg.detector.has_masks() {
+                let segm = score_segm(self.location, &images, &detections, &masks)?;
+                log_segm(ctx, done, &segm.stats);
+            }
         }
         Ok(())
     }
@@ -157,6 +167,11 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     let train = Arc::new(load_split(&location, Some(&cfg.train_split))?);
     let val = load_split(&location, Some(&cfg.val_split))?;
     anyhow::ensure!(train.num_classes() > 0, "the dataset has no categories");
+    if cfg.detector.has_masks() {
+        // name a bad mask before anything trains or is stored
+        crate::data::masks::check_split(&train)
+            .with_context(|| format!("{:?} needs instance masks", cfg.detector))?;
+    }
     let gt = ground_truth(&location, Some(&cfg.val_split))?;
     ctx.log(format!(
         "training {:?} on {:?} ({} images of split {}), evaluating on {} images of split {}",
@@ -214,6 +229,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
             min_sizes: cfg.augment.min_sizes.clone(),
             threads: cfg.optim.loader_threads as usize,
             prefetch: 2 * cfg.optim.loader_threads as usize,
+            masks: cfg.detector.has_masks(),
         },
         start_step as u64,
     )?;
@@ -224,6 +240,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         train: &train,
         val: &val,
         gt: &gt,
+        location: &location,
         loader,
         base_transform: &base_transform,
         eval_transform: &eval_transform,
@@ -240,7 +257,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
 
     // final evaluation (the whole split unless the config sizes it), the model and its predictions
     let started = Instant::now();
-    let (detections, images) = predict_watched(
+    let (detections, masks, images) = predict_watched(
         ctx,
         Watched {
             model: model.as_ref(),
@@ -262,6 +279,10 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     }
     let (gt_used, result) = score(&gt, &detections, &images)?;
     log_eval(ctx, cfg.optim.steps, &result.stats);
+    if cfg.detector.has_masks() {
+        let segm = score_segm(&location, &images, &detections, &masks)?;
+        log_segm(ctx, cfg.optim.steps, &segm.stats);
+    }
     let report = build_report(
         &gt_used,
         detections.len(),
@@ -272,7 +293,12 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     ctx.sink.artifact(artifacts::EVAL_REPORT, &path)?;
     let path = ctx.work_dir.join(artifacts::PREDICTIONS);
-    std::fs::write(&path, serde_json::to_vec(&results_json(&detections))?)?;
+    let predictions = if cfg.detector.has_masks() {
+        segm_results_json(&detections, &masks)
+    } else {
+        results_json(&detections)
+    };
+    std::fs::write(&path, serde_json::to_vec(&predictions)?)?;
     ctx.sink.artifact(artifacts::PREDICTIONS, &path)?;
     let path = ctx.work_dir.join(artifacts::MODEL);
     checkpoint::save(&path, &vs, None, metadata(cfg, &train, cfg.optim.steps)?)?;
@@ -307,17 +333,17 @@ struct Watched<'a> {
 
 /// Predict the split for the evaluation at training step `step`, reporting its progress
 /// (`evaluation/progress`, the fraction of images done, about once a second), its speed
-/// (`evaluation/images_per_s`) and a dead box-regression head; returns the detections and the
-/// ids of the images predicted.
+/// (`evaluation/images_per_s`) and a dead box-regression head; returns the detections, their
+/// masks (RLE; none for box detectors) and the ids of the images predicted.
 fn predict_watched(
     ctx: &mut JobContext<'_>,
     w: Watched<'_>,
     step: u32,
-) -> anyhow::Result<(Vec<Detection>, Vec<i64>)> {
+) -> anyhow::Result<(Vec<Detection>, Vec<Rle>, Vec<i64>)> {
     let started = Instant::now();
     let mut reported = Instant::now();
     let sink = &mut *ctx.sink;
-    let detections = predict_split(
+    let (detections, masks) = predict_split_masks(
         w.model,
         w.transform,
         w.split,
@@ -346,7 +372,28 @@ fn predict_watched(
         ctx.sink.warning(&warning.code, warning.message);
     }
     let images = w.split.samples[..n].iter().map(|s| s.image_id).collect();
-    Ok((detections, images))
+    Ok((detections, masks, images))
+}
+
+/// Mask AP beside box AP: the 12 segm statistics as `eval/segm_<name>`.
+fn log_segm(ctx: &mut JobContext<'_>, step: u32, stats: &[f64; 12]) {
+    let now = crate::jobs::sink::now_seconds();
+    ctx.sink.metrics(
+        COCO_STAT_NAMES
+            .iter()
+            .zip(stats)
+            .map(|(name, &value)| MetricPoint {
+                key: format!("eval/segm_{name}"),
+                step: step as i64,
+                value,
+                wall_time: now,
+            })
+            .collect(),
+    );
+    ctx.log(format!(
+        "step {step}: mask AP {:.4}  AP50 {:.4}",
+        stats[0], stats[1]
+    ));
 }
 
 fn log_eval(ctx: &mut JobContext<'_>, step: u32, stats: &[f64; 12]) {

@@ -4,6 +4,7 @@ use super::backbone::BodyKind;
 use super::detector::Detector;
 use super::faster_rcnn::FasterRcnn;
 use super::fcos::Fcos;
+use super::mask_rcnn::MaskRcnn;
 use super::norm::NormKind;
 use super::retinanet::RetinaNet;
 use aligndet_common::train_config::{BackboneKind, DetectorKind, InitConfig};
@@ -40,5 +41,6 @@ pub fn build_detector(
         DetectorKind::Fcos => Box::new(Fcos::new(vs, body, norm, num_classes)),
         DetectorKind::Retinanet => Box::new(RetinaNet::new(vs, body, norm, num_classes)),
         DetectorKind::FasterRcnn => Box::new(FasterRcnn::new(vs, body, norm, num_classes)),
+        DetectorKind::MaskRcnn => Box::new(MaskRcnn::new(vs, body, norm, num_classes)),
     })
 }

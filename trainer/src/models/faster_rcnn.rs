@@ -12,7 +12,7 @@ use tch::Tensor;
 use tch::nn;
 
 /// Pyramid levels the box branch pools from (torchvision's feature maps "0"–"3").
-const POOLED_LEVELS: usize = 4;
+pub(crate) const POOLED_LEVELS: usize = 4;
 
 #[derive(Debug)]
 pub struct FasterRcnn {
@@ -120,10 +120,12 @@ mod tests {
             Targets {
                 boxes: Tensor::from_slice(&[10.0f32, 20.0, 60.0, 80.0]).view([1, 4]),
                 labels: Tensor::from_slice(&[2i64]),
+                masks: None,
             },
             Targets {
                 boxes: Tensor::zeros([0, 4], (Kind::Float, Device::Cpu)),
                 labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
+                masks: None,
             },
         ];
         let (batch, targets) = m.transform.batch_with_targets(&images, &targets);

@@ -214,6 +214,7 @@ impl Fcos {
             boxes: boxes.index_select(0, &keep),
             scores: scores.index_select(0, &keep),
             labels: labels.index_select(0, &keep).to_kind(Kind::Int64),
+            masks: None,
         }
     }
 }

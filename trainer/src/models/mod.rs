@@ -8,6 +8,8 @@
 //! - [`fpn`]: feature pyramid (P2–P6 with max-pool, or P3–P7 with P6/P7 convs).
 //! - [`anchors`], [`box_coder`], [`box_ops`] (IoU, clipping, NMS), [`transform`]: the shared detection pieces.
 //! - [`fcos`]: the FCOS detector.
+//! - [`mask_rcnn`]: Faster R-CNN plus the mask branch ([`mask_head`], [`mask_targets`],
+//!   [`paste_masks`]).
 //! - [`linear`]: fully connected layers with PyTorch's default initialisation.
 //! - [`weights`]: loading safetensors state dicts with a report of missing / unexpected keys.
 
@@ -26,9 +28,13 @@ pub mod fpn;
 pub mod head;
 pub mod linear;
 pub mod losses;
+pub mod mask_head;
+pub mod mask_rcnn;
+pub mod mask_targets;
 pub mod matcher;
 pub mod mobilenet;
 pub mod norm;
+pub mod paste_masks;
 pub mod resnet;
 pub mod retinanet;
 pub mod roi_align;

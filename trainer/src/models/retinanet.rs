@@ -248,6 +248,7 @@ impl RetinaNet {
             boxes: boxes.index_select(0, &keep),
             scores: scores.index_select(0, &keep),
             labels: labels.index_select(0, &keep).to_kind(Kind::Int64),
+            masks: None,
         }
     }
 
@@ -422,10 +423,12 @@ mod tests {
             Targets {
                 boxes: Tensor::from_slice(&[4.0f32, 6.0, 40.0, 50.0]).view([1, 4]),
                 labels: Tensor::from_slice(&[2i64]),
+                masks: None,
             },
             Targets {
                 boxes: Tensor::zeros([0, 4], (Kind::Float, Device::Cpu)),
                 labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
+                masks: None,
             },
         ];
         let (batch, targets) = model.transform.batch_with_targets(&images, &targets);

@@ -48,7 +48,18 @@ fn axis(start: &Tensor, end: &Tensor, len: &Tensor, pooled: i64, sr: i64) -> (Te
 
 /// Pool `boxes` `[K, 4]` (image coordinates) from `table` `[rows, C]` → `[K, C, PH, PW]`.
 fn pool(table: &Tensor, boxes: &Tensor, maps: &RoiMaps, out: (i64, i64), sr: i64) -> Tensor {
-    assert!(sr > 0, "only a fixed sampling ratio is supported");
+    assert!(sr > 0, "only a fixed sampling ratio is supported here");
+    pool_grid(table, boxes, maps, out, (sr, sr))
+}
+
+/// [`pool`] with `(sy, sx)` samples per bin along y and x.
+fn pool_grid(
+    table: &Tensor,
+    boxes: &Tensor,
+    maps: &RoiMaps,
+    out: (i64, i64),
+    (sy, sx): (i64, i64),
+) -> Tensor {
     let k = boxes.size()[0];
     let c = table.size()[1];
     let (ph, pw) = out;
@@ -56,14 +67,14 @@ fn pool(table: &Tensor, boxes: &Tensor, maps: &RoiMaps, out: (i64, i64), sr: i64
         return Tensor::zeros([0, c, ph, pw], (table.kind(), table.device()));
     }
     let b = boxes.to_kind(Kind::Float) * maps.scale.unsqueeze(1);
-    let (yi, wy) = axis(&b.select(1, 1), &b.select(1, 3), &maps.height, ph, sr);
-    let (xi, wx) = axis(&b.select(1, 0), &b.select(1, 2), &maps.width, pw, sr);
+    let (yi, wy) = axis(&b.select(1, 1), &b.select(1, 3), &maps.height, ph, sy);
+    let (xi, wx) = axis(&b.select(1, 0), &b.select(1, 2), &maps.width, pw, sx);
     // [K, PH, PW, sy, sx, corner y, corner x]: the kernel's per-sample corner order
-    let weights = wy.view(&[k, ph, 1, sr, 1, 2, 1][..]) * wx.view(&[k, 1, pw, 1, sr, 1, 2][..]);
+    let weights = wy.view(&[k, ph, 1, sy, 1, 2, 1][..]) * wx.view(&[k, 1, pw, 1, sx, 1, 2][..]);
     let rows = (yi * maps.width.view([-1, 1, 1, 1]) + maps.base.view([-1, 1, 1, 1]))
-        .view(&[k, ph, 1, sr, 1, 2, 1][..])
-        + xi.view(&[k, 1, pw, 1, sr, 1, 2][..]);
-    let per_bin = sr * sr * 4;
+        .view(&[k, ph, 1, sy, 1, 2, 1][..])
+        + xi.view(&[k, 1, pw, 1, sx, 1, 2][..]);
+    let per_bin = sy * sx * 4;
     let offsets = Tensor::arange(k * ph * pw, (Kind::Int64, table.device())) * per_bin;
     let (sum, _, _, _) = Tensor::embedding_bag(
         table,
@@ -75,7 +86,7 @@ fn pool(table: &Tensor, boxes: &Tensor, maps: &RoiMaps, out: (i64, i64), sr: i64
         Some(weights.reshape([-1]).to_kind(table.kind())),
         false,
     );
-    sum.view([k, ph, pw, c]).permute([0, 3, 1, 2]) / (sr * sr) as f64
+    sum.view([k, ph, pw, c]).permute([0, 3, 1, 2]) / (sy * sx) as f64
 }
 
 /// Feature maps `[N, C, H, W]` as gather rows `[N·H·W, C]`.
@@ -112,6 +123,55 @@ pub fn roi_align(
         output_size,
         sampling_ratio,
     )
+}
+
+/// `torchvision.ops.roi_align(input, rois, output_size, spatial_scale)` with its default
+/// adaptive sampling (`sampling_ratio=-1`): each RoI takes `ceil(roi side / bins)` samples per
+/// bin along each axis, computed in float32 as the kernel does. RoIs are pooled in groups of
+/// equal sample grids. Used for mask targets, where no gradient is needed.
+pub fn roi_align_adaptive(
+    input: &Tensor,
+    rois: &Tensor,
+    output_size: (i64, i64),
+    spatial_scale: f64,
+) -> Tensor {
+    let s = input.size();
+    let (c, h, w) = (s[1], s[2], s[3]);
+    let k = rois.size()[0];
+    let (ph, pw) = output_size;
+    let mut out = Tensor::zeros([k, c, ph, pw], (input.kind(), input.device()));
+    if k == 0 {
+        return out;
+    }
+    let r: Vec<f32> = Vec::try_from(rois.to_kind(Kind::Float).reshape([-1]))
+        .expect("float RoIs convert to a vector");
+    let scale = spatial_scale as f32;
+    let mut groups: std::collections::BTreeMap<(i64, i64), Vec<i64>> = Default::default();
+    for (i, row) in r.chunks(5).enumerate() {
+        let rw = (row[3] * scale - row[1] * scale).max(1.0);
+        let rh = (row[4] * scale - row[2] * scale).max(1.0);
+        let grid = (
+            (rh / ph as f32).ceil() as i64,
+            (rw / pw as f32).ceil() as i64,
+        );
+        groups.entry(grid).or_default().push(i as i64);
+    }
+    let table = as_table(input);
+    for (grid, idx) in groups {
+        let idx = Tensor::from_slice(&idx).to_device(input.device());
+        let sub = rois.index_select(0, &idx);
+        let n = idx.size()[0];
+        let full = |v: i64| Tensor::full([n], v, (Kind::Int64, input.device()));
+        let maps = RoiMaps {
+            height: full(h),
+            width: full(w),
+            scale: Tensor::full([n], spatial_scale, (Kind::Float, input.device())),
+            base: sub.select(1, 0).to_kind(Kind::Int64) * (h * w),
+        };
+        let pooled = pool_grid(&table, &sub.narrow(1, 1, 4), &maps, output_size, grid);
+        let _ = out.index_copy_(0, &idx, &pooled);
+    }
+    out
 }
 
 /// torchvision's `LevelMapper`: the pyramid level (counted from `k_min`) each box `[K, 4]` is

@@ -8,6 +8,7 @@ use super::box_ops::clip_boxes;
 use super::detector::{Detections, Losses, Targets};
 use super::linear::torch_linear;
 use super::losses::smooth_l1_sum;
+use super::mask_head::Positives;
 use super::matcher::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher, clamp_matches};
 use super::roi_align::MultiScaleRoIAlign;
 use super::rpn::grouped_nms;
@@ -96,7 +97,21 @@ pub struct RoiHeads {
 struct Sampled {
     proposals: Tensor,
     labels: Tensor,
+    /// Index of the ground truth each proposal matched (0 where it matched none).
+    matched: Tensor,
     regression_targets: Tensor,
+}
+
+impl Sampled {
+    /// The positives among the sampled proposals (what the mask branch trains on).
+    fn positives(&self) -> Positives {
+        let pos = self.labels.gt(0).nonzero().squeeze_dim(1);
+        Positives {
+            boxes: self.proposals.index_select(0, &pos),
+            matched: self.matched.index_select(0, &pos),
+            labels: self.labels.index_select(0, &pos),
+        }
+    }
 }
 
 impl RoiHeads {
@@ -170,6 +185,7 @@ impl RoiHeads {
         Sampled {
             regression_targets: self.box_coder.encode(&matched_gt, &proposals),
             labels: labels.index_select(0, &keep),
+            matched,
             proposals,
         }
     }
@@ -184,6 +200,19 @@ impl RoiHeads {
         image_sizes: &[(i64, i64)],
         targets: &[Targets],
     ) -> Losses {
+        self.losses_and_positives(features, proposals, image_sizes, targets)
+            .0
+    }
+
+    /// [`Self::losses`], and per image the positive proposals of the same sample (Mask
+    /// R-CNN's mask branch trains on exactly these, as in torchvision).
+    pub fn losses_and_positives(
+        &self,
+        features: &[Tensor],
+        proposals: &[Tensor],
+        image_sizes: &[(i64, i64)],
+        targets: &[Targets],
+    ) -> (Losses, Vec<Positives>) {
         let sampled: Vec<Sampled> = proposals
             .iter()
             .zip(targets)
@@ -218,10 +247,11 @@ impl RoiHeads {
             .squeeze_dim(1);
         let box_loss = smooth_l1_sum(&pred, &reg_targets.index_select(0, &pos), 1.0 / 9.0)
             / labels.size()[0] as f64;
-        vec![
+        let losses = vec![
             ("loss_classifier".to_string(), classification),
             ("loss_box_reg".to_string(), box_loss),
-        ]
+        ];
+        (losses, sampled.iter().map(Sampled::positives).collect())
     }
 
     /// Detections per image in the coordinates of the (resized) batch.
@@ -284,6 +314,7 @@ impl RoiHeads {
             boxes: boxes.index_select(0, &keep),
             scores: scores.index_select(0, &keep),
             labels: labels.index_select(0, &keep),
+            masks: None,
         }
     }
 }

@@ -13,6 +13,9 @@ use tch::Tensor;
 pub struct Targets {
     pub boxes: Tensor,
     pub labels: Tensor,
+    /// Instance masks `[n, H, W]` (uint8 0/1, the image's pixels) for detectors with a mask
+    /// branch; `None` for box-only data.
+    pub masks: Option<Tensor>,
 }
 
 impl Targets {
@@ -20,6 +23,7 @@ impl Targets {
         Targets {
             boxes: self.boxes.shallow_clone(),
             labels: self.labels.shallow_clone(),
+            masks: self.masks.as_ref().map(|m| m.shallow_clone()),
         }
     }
 }
@@ -30,4 +34,7 @@ pub struct Detections {
     pub boxes: Tensor,
     pub scores: Tensor,
     pub labels: Tensor,
+    /// Binary instance masks `[n, H, W]` (bool, original pixels) from detectors with a mask
+    /// branch.
+    pub masks: Option<Tensor>,
 }

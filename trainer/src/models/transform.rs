@@ -138,6 +138,7 @@ impl DetectionTransform {
                 Targets {
                     boxes: &t.boxes * scale.view([1, 4]),
                     labels: t.labels.shallow_clone(),
+                    masks: t.masks.as_ref().map(|m| resize_masks(m, (nh, nw))),
                 }
             })
             .collect();
@@ -152,4 +153,18 @@ impl DetectionTransform {
             .to_device(boxes.device());
         boxes * scale.view([1, 4])
     }
+}
+
+/// torchvision's target-mask resize: nearest-neighbour `F.interpolate` of `[n, H, W]` masks to the
+/// resized image size (scales from the size ratio), back to uint8.
+fn resize_masks(masks: &Tensor, size: (i64, i64)) -> Tensor {
+    if masks.size()[0] == 0 {
+        return Tensor::zeros([0, size.0, size.1], (Kind::Uint8, masks.device()));
+    }
+    masks
+        .to_kind(Kind::Float)
+        .unsqueeze(1)
+        .upsample_nearest2d([size.0, size.1], None, None)
+        .squeeze_dim(1)
+        .to_kind(Kind::Uint8)
 }

@@ -1,5 +1,6 @@
 //! Which pre-training form a config gets: FCOS's, RetinaNet's or Faster R-CNN's (each a
-//! [`BoxPretrainer`]).
+//! [`BoxPretrainer`]). Mask R-CNN pre-trains in Faster R-CNN's form: its mask branch starts
+//! fresh at fine-tuning.
 
 use super::detector::BoxPretrainer;
 use super::fcos_head::FcosPretrainer;
@@ -34,7 +35,7 @@ pub fn build_pretrainer(
             dim,
             samples,
         )),
-        DetectorKind::FasterRcnn => Box::new(RcnnPretrainer::new(
+        DetectorKind::FasterRcnn | DetectorKind::MaskRcnn => Box::new(RcnnPretrainer::new(
             vs,
             body,
             NormKind::FrozenBn,
@@ -71,6 +72,19 @@ mod tests {
                 vec![
                     "roi_heads.box_predictor.bbox_pred",
                     "roi_heads.box_predictor.cls_score",
+                ],
+            ),
+            (
+                DetectorKind::MaskRcnn,
+                vec![
+                    "roi_heads.box_predictor.bbox_pred",
+                    "roi_heads.box_predictor.cls_score",
+                    "roi_heads.mask_head.0.0",
+                    "roi_heads.mask_head.1.0",
+                    "roi_heads.mask_head.2.0",
+                    "roi_heads.mask_head.3.0",
+                    "roi_heads.mask_predictor.conv5_mask",
+                    "roi_heads.mask_predictor.mask_fcn_logits",
                 ],
             ),
         ] {

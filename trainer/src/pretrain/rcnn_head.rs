@@ -167,6 +167,7 @@ impl BoxPretrainer for RcnnPretrainer {
             .map(|b| Targets {
                 boxes: b.shallow_clone(),
                 labels: Tensor::ones([b.size()[0]], (Kind::Int64, device)),
+                masks: None,
             })
             .collect();
         // the RPN's own losses are needed only for the online view

@@ -121,6 +121,7 @@ pub fn main(args: BenchStepArgs) -> anyhow::Result<()> {
             min_sizes: vec![args.size],
             threads: args.loader_threads,
             prefetch: 2 * args.loader_threads,
+            masks: false,
         },
         0,
     )?;

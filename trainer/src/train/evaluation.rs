@@ -1,7 +1,9 @@
 //! Running a detector over a split and scoring it with our COCO evaluator.
 
+use super::mask_results::masks_to_rles;
 use crate::data::augment::decode_image;
 use crate::data::detection::DetectionSplit;
+use crate::eval::coco::mask::rle::Rle;
 use crate::eval::coco::{Detection, EvalParams, EvalResult, GroundTruth, evaluate};
 use crate::models::detector::Detector;
 use crate::models::transform::DetectionTransform;
@@ -19,12 +21,29 @@ pub fn predict_split(
     device: Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<Vec<Detection>> {
+    predict_split_masks(
+        model, transform, split, max_images, batch_size, device, progress,
+    )
+    .map(|(d, _)| d)
+}
+
+/// [`predict_split`], and each detection's mask as RLE where the detector predicts masks
+/// (aligned with the detections; empty for box detectors).
+pub fn predict_split_masks(
+    model: &dyn Detector,
+    transform: &DetectionTransform,
+    split: &DetectionSplit,
+    max_images: usize,
+    batch_size: usize,
+    device: Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<(Vec<Detection>, Vec<Rle>)> {
     let n = if max_images == 0 {
         split.samples.len()
     } else {
         max_images.min(split.samples.len())
     };
-    let mut out = Vec::new();
+    let (mut out, mut masks) = (Vec::new(), Vec::new());
     let mut done = 0;
     for chunk in split.samples[..n].chunks(batch_size.max(1)) {
         let images = chunk
@@ -36,10 +55,14 @@ pub fn predict_split(
             let boxes: Vec<f32> = Vec::try_from(d.boxes.to_device(Device::Cpu).view([-1]))?;
             let scores: Vec<f32> = Vec::try_from(d.scores.to_device(Device::Cpu))?;
             let labels: Vec<i64> = Vec::try_from(d.labels.to_device(Device::Cpu))?;
-            for ((b, score), label) in boxes.chunks(4).zip(scores).zip(labels) {
+            let rles = d.masks.as_ref().map(masks_to_rles).transpose()?;
+            for (k, ((b, score), label)) in boxes.chunks(4).zip(scores).zip(labels).enumerate() {
                 let Some(category_id) = split.category_of_label(label) else {
                     continue; // the never-trained logit 0
                 };
+                if let Some(r) = &rles {
+                    masks.push(r[k].clone());
+                }
                 out.push(Detection {
                     image_id: sample.image_id,
                     category_id,
@@ -56,7 +79,7 @@ pub fn predict_split(
         done += chunk.len();
         progress(done, n);
     }
-    Ok(out)
+    Ok((out, masks))
 }
 
 /// Score detections against `gt` restricted to the images that were predicted.

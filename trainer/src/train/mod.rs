@@ -8,6 +8,8 @@ pub mod engine;
 pub mod evaluation;
 pub mod health;
 pub mod init;
+pub mod mask_results;
 pub mod optim;
 pub mod precision;
 pub mod predict_cli;
+pub mod segm_eval;

@@ -155,6 +155,7 @@ mod tests {
                 ])
                 .view([2, 4]),
                 labels: Tensor::from_slice(&[1i64, 3]),
+                masks: None,
             })
             .collect();
         let (batch, targets) = model.transform().batch_with_targets(&images, &targets);

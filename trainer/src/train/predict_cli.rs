@@ -6,7 +6,7 @@
 //! the model file's metadata.
 
 use super::checkpoint::read_metadata;
-use super::evaluation::{predict_split, results_json};
+use super::evaluation::{predict_split_masks, results_json};
 use crate::data::detection::{DetectionSplit, Sample};
 use crate::models::build::{body_norm, build_detector};
 use crate::models::detector::Detector;
@@ -138,6 +138,7 @@ pub fn main(args: PredictArgs) -> anyhow::Result<()> {
             height: 0,
             boxes: vec![],
             labels: vec![],
+            segmentations: vec![],
         });
     }
     let split = DetectionSplit {
@@ -172,7 +173,7 @@ pub fn main(args: PredictArgs) -> anyhow::Result<()> {
         max_size: cfg.augment.max_size as f64,
         ..model.transform().clone()
     };
-    let dets = predict_split(
+    let (dets, masks) = predict_split_masks(
         model.as_ref(),
         &transform,
         &split,
@@ -182,7 +183,12 @@ pub fn main(args: PredictArgs) -> anyhow::Result<()> {
         &mut |_, _| {},
     )?;
     let tmp = args.out.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&results_json(&dets))?)
+    let results = if cfg.detector.has_masks() {
+        super::mask_results::segm_results_json(&dets, &masks)
+    } else {
+        results_json(&dets)
+    };
+    std::fs::write(&tmp, serde_json::to_vec(&results)?)
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!(

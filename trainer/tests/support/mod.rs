@@ -3,6 +3,8 @@
 //! `trainer run`'s entry point (job tests). Each test binary uses only some of it.
 #![allow(dead_code)]
 
+pub mod detections;
+
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Command;
