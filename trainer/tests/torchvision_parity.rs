@@ -272,6 +272,7 @@ fn fcos_resnet50_fpn_trains_step_by_step_as_torchvision() {
             .map(|i| Targets {
                 boxes: io[&format!("boxes{b}_{i}")].shallow_clone(),
                 labels: io[&format!("labels{b}_{i}")].shallow_clone(),
+                masks: None,
             })
             .collect();
         let (batch, targets) = model.transform.batch_with_targets(&images, &targets);
