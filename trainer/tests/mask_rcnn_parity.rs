@@ -15,7 +15,7 @@ use tch::{Kind, Tensor};
 
 mod support;
 
-use support::detections::{even_draw, pair_detections};
+use support::detections::{assert_losses_match, even_draw, pair_detections};
 
 /// Run scripts/mask_rcnn_reference.py `cmd`; returns the folder it wrote.
 fn reference(cmd: &str) -> PathBuf {
@@ -139,33 +139,17 @@ fn mask_rcnn_training_losses_match_torchvision() {
         .collect();
     let (batch, targets) = model.transform().batch_with_targets(&images, &targets);
     let losses = model.losses(&batch, &targets, true);
-    let names: Vec<&str> = losses.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        [
+    assert_losses_match(
+        &losses,
+        &io,
+        &[
             "loss_classifier",
             "loss_box_reg",
             "loss_objectness",
             "loss_rpn_box_reg",
-            "loss_mask"
-        ]
+            "loss_mask",
+        ],
+        1e-4,
     );
-    let report: Vec<(String, f64, f64)> = losses
-        .iter()
-        .map(|(name, ours)| {
-            (
-                name.clone(),
-                ours.double_value(&[]),
-                io[name].double_value(&[0]),
-            )
-        })
-        .collect();
-    eprintln!("losses (name, ours, torchvision): {report:?}");
-    for (name, ours, theirs) in &report {
-        assert!(
-            ((ours - theirs) / theirs).abs() < 1e-4,
-            "{name}: ours {ours}, torchvision {theirs} (all terms: {report:?})"
-        );
-    }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -17,6 +17,7 @@ use super::{JobContext, JobOutcome};
 use crate::data::detection::{DetectionSplit, load_split};
 use crate::data::loader::{Batch, Loader, LoaderConfig};
 use crate::eval::coco::mask::rle::Rle;
+use crate::eval::coco::params::IouType;
 use crate::eval::coco::{Detection, GroundTruth};
 use crate::models::backbone::freeze_stages;
 use crate::models::build::{body_norm, build_detector};
@@ -138,10 +139,10 @@ impl TrainStep for FinetuneStep<'_> {
                 done,
             )?;
             let (_, result) = score(self.gt, &detections, &images)?;
-            log_eval(ctx, done, &result.stats);
+            log_eval(ctx, done, IouType::Bbox, &result.stats);
             if self.cfg.detector.has_masks() {
                 let segm = score_segm(self.location, &images, &detections, &masks)?;
-                log_segm(ctx, done, &segm.stats);
+                log_eval(ctx, done, IouType::Segm, &segm.stats);
             }
         }
         Ok(())
@@ -278,10 +279,10 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         ));
     }
     let (gt_used, result) = score(&gt, &detections, &images)?;
-    log_eval(ctx, cfg.optim.steps, &result.stats);
+    log_eval(ctx, cfg.optim.steps, IouType::Bbox, &result.stats);
     if cfg.detector.has_masks() {
         let segm = score_segm(&location, &images, &detections, &masks)?;
-        log_segm(ctx, cfg.optim.steps, &segm.stats);
+        log_eval(ctx, cfg.optim.steps, IouType::Segm, &segm.stats);
     }
     let report = build_report(
         &gt_used,
@@ -375,15 +376,20 @@ fn predict_watched(
     Ok((detections, masks, images))
 }
 
-/// Mask AP beside box AP: the 12 segm statistics as `eval/segm_<name>`.
-fn log_segm(ctx: &mut JobContext<'_>, step: u32, stats: &[f64; 12]) {
+/// Box AP (`eval/<name>`) or, for a mask detector, mask AP beside it (`eval/segm_<name>`):
+/// the 12 statistics as metric points and a log line.
+fn log_eval(ctx: &mut JobContext<'_>, step: u32, iou_type: IouType, stats: &[f64; 12]) {
+    let (prefix, label) = match iou_type {
+        IouType::Bbox => ("eval/", "AP"),
+        IouType::Segm => ("eval/segm_", "mask AP"),
+    };
     let now = crate::jobs::sink::now_seconds();
     ctx.sink.metrics(
         COCO_STAT_NAMES
             .iter()
             .zip(stats)
             .map(|(name, &value)| MetricPoint {
-                key: format!("eval/segm_{name}"),
+                key: format!("{prefix}{name}"),
                 step: step as i64,
                 value,
                 wall_time: now,
@@ -391,27 +397,7 @@ fn log_segm(ctx: &mut JobContext<'_>, step: u32, stats: &[f64; 12]) {
             .collect(),
     );
     ctx.log(format!(
-        "step {step}: mask AP {:.4}  AP50 {:.4}",
-        stats[0], stats[1]
-    ));
-}
-
-fn log_eval(ctx: &mut JobContext<'_>, step: u32, stats: &[f64; 12]) {
-    let now = crate::jobs::sink::now_seconds();
-    ctx.sink.metrics(
-        COCO_STAT_NAMES
-            .iter()
-            .zip(stats)
-            .map(|(name, &value)| MetricPoint {
-                key: format!("eval/{name}"),
-                step: step as i64,
-                value,
-                wall_time: now,
-            })
-            .collect(),
-    );
-    ctx.log(format!(
-        "step {step}: AP {:.4}  AP50 {:.4}",
+        "step {step}: {label} {:.4}  AP50 {:.4}",
         stats[0], stats[1]
     ));
 }

@@ -10,25 +10,9 @@ use crate::models::transform::DetectionTransform;
 use tch::Device;
 
 /// COCO-style detections of `model` on the first `max_images` images of `split` (all when 0),
-/// `batch_size` images at a time, boxes in original pixels as `[x, y, w, h]`. `progress` hears
-/// (images done, images in all) after each batch.
-pub fn predict_split(
-    model: &dyn Detector,
-    transform: &DetectionTransform,
-    split: &DetectionSplit,
-    max_images: usize,
-    batch_size: usize,
-    device: Device,
-    progress: &mut dyn FnMut(usize, usize),
-) -> anyhow::Result<Vec<Detection>> {
-    predict_split_masks(
-        model, transform, split, max_images, batch_size, device, progress,
-    )
-    .map(|(d, _)| d)
-}
-
-/// [`predict_split`], and each detection's mask as RLE where the detector predicts masks
-/// (aligned with the detections; empty for box detectors).
+/// `batch_size` images at a time, boxes in original pixels as `[x, y, w, h]`, and each
+/// detection's mask as RLE where the detector predicts masks (aligned with the detections; empty
+/// for box detectors). `progress` hears (images done, images in all) after each batch.
 pub fn predict_split_masks(
     model: &dyn Detector,
     transform: &DetectionTransform,

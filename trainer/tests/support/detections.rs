@@ -50,3 +50,32 @@ pub fn even_draw() -> Arc<DrawFn> {
         (Tensor::arange(n, (Kind::Int64, device)) * num).divide_scalar_mode(n, "floor")
     })
 }
+
+/// Our training losses against the reference's (`io[name]`, a one-element tensor): the terms
+/// `names` in that order, each within `rel` relative.
+pub fn assert_losses_match(
+    losses: &[(String, Tensor)],
+    io: &std::collections::HashMap<String, Tensor>,
+    names: &[&str],
+    rel: f64,
+) {
+    let ours: Vec<&str> = losses.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(ours, names);
+    let report: Vec<(String, f64, f64)> = losses
+        .iter()
+        .map(|(name, ours)| {
+            (
+                name.clone(),
+                ours.double_value(&[]),
+                io[name].double_value(&[0]),
+            )
+        })
+        .collect();
+    eprintln!("losses (name, ours, reference): {report:?}");
+    for (name, ours, theirs) in &report {
+        assert!(
+            ((ours - theirs) / theirs).abs() < rel,
+            "{name}: ours {ours}, reference {theirs} (all terms: {report:?})"
+        );
+    }
+}
