@@ -19,7 +19,14 @@ pub struct Sample {
     pub labels: Vec<i64>,
     /// The segmentation of each kept annotation (parallel to `boxes`), decoded only for mask
     /// detectors.
-    pub segmentations: Vec<super::masks::Segmentation>,
+    pub segmentations: Vec<Segmentation>,
+}
+
+/// The segmentation of one kept annotation, as the dataset gives it.
+#[derive(Debug, Clone)]
+pub struct Segmentation {
+    pub annotation_id: i64,
+    pub value: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,7 +126,7 @@ pub fn from_coco(
                 if let Some(&label) = label_of.get(&a.category_id) {
                     boxes.push([x as f32, y as f32, (x + w) as f32, (y + h) as f32]);
                     labels.push(label);
-                    segmentations.push(super::masks::Segmentation {
+                    segmentations.push(Segmentation {
                         annotation_id: a.id,
                         value: a.segmentation.clone(),
                     });

@@ -8,13 +8,6 @@ use crate::eval::coco::mask::load::to_rle;
 use crate::eval::coco::mask::rle::Rle;
 use tch::Tensor;
 
-/// The segmentation of one kept annotation, as the dataset gives it.
-#[derive(Debug, Clone)]
-pub struct Segmentation {
-    pub annotation_id: i64,
-    pub value: Option<serde_json::Value>,
-}
-
 /// Why an annotation has no usable mask.
 #[derive(Debug, thiserror::Error)]
 #[error("image {image_id}, annotation {annotation_id}: {message}")]
@@ -75,6 +68,7 @@ pub fn sample_masks(sample: &Sample) -> Result<Tensor, MaskError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::detection::Segmentation;
     use serde_json::json;
     use tch::Kind;
 

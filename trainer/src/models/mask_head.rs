@@ -3,10 +3,10 @@
 //! transposed conv + ReLU, 1×1 conv to per-class logits at 28×28), the training loss and the
 //! per-detection mask probabilities of inference.
 
-use super::mask_targets::maskrcnn_loss;
+use super::mask_targets::{Positives, maskrcnn_loss, select_class};
 use super::roi_align::MultiScaleRoIAlign;
+use tch::Tensor;
 use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
 
 /// torchvision's init for the mask convs: kaiming normal, fan-out, ReLU gain.
 fn kaiming_fan_out() -> nn::Init {
@@ -106,15 +106,6 @@ impl MaskRcnnPredictor {
     }
 }
 
-/// The positive proposals of the box branch's training sample, per image: their boxes (batch
-/// coordinates), the index of the ground truth each matched, and that ground truth's label.
-#[derive(Debug)]
-pub struct Positives {
-    pub boxes: Tensor,
-    pub matched: Tensor,
-    pub labels: Tensor,
-}
-
 /// The whole mask branch under `roi_heads` (`mask_head`, `mask_predictor`).
 #[derive(Debug)]
 pub struct MaskBranch {
@@ -170,14 +161,4 @@ impl MaskBranch {
         let logits = self.logits(features, boxes, sizes);
         select_class(&logits, labels).sigmoid()
     }
-}
-
-/// Row k's map of class `labels[k]`: `[K, C, M, M]` → `[K, M, M]`.
-pub fn select_class(logits: &Tensor, labels: &Tensor) -> Tensor {
-    let s = logits.size();
-    let index = labels
-        .to_kind(Kind::Int64)
-        .view([-1, 1, 1, 1])
-        .expand([s[0], 1, s[2], s[3]], false);
-    logits.gather(1, &index, false).squeeze_dim(1)
 }

@@ -3,9 +3,27 @@
 //! onto the proposal by RoIAlign (adaptive sampling, no threshold), and the logits of the
 //! ground-truth class are scored with binary cross-entropy.
 
-use super::mask_head::{Positives, select_class};
 use super::roi_align::roi_align_adaptive;
 use tch::{Kind, Reduction, Tensor};
+
+/// The positive proposals of the box branch's training sample, per image: their boxes (batch
+/// coordinates), the index of the ground truth each matched, and that ground truth's label.
+#[derive(Debug)]
+pub struct Positives {
+    pub boxes: Tensor,
+    pub matched: Tensor,
+    pub labels: Tensor,
+}
+
+/// Row k's map of class `labels[k]`: `[K, C, M, M]` → `[K, M, M]`.
+pub fn select_class(logits: &Tensor, labels: &Tensor) -> Tensor {
+    let s = logits.size();
+    let index = labels
+        .to_kind(Kind::Int64)
+        .view([-1, 1, 1, 1])
+        .expand([s[0], 1, s[2], s[3]], false);
+    logits.gather(1, &index, false).squeeze_dim(1)
+}
 
 /// `gt_masks` `[n, H, W]` (one image), `boxes` `[K, 4]` and their matched ground-truth indices
 /// `[K]` → soft targets `[K, M, M]` in 0..1.

@@ -8,7 +8,7 @@ use super::box_ops::clip_boxes;
 use super::detector::{Detections, Losses, Targets};
 use super::linear::torch_linear;
 use super::losses::smooth_l1_sum;
-use super::mask_head::Positives;
+use super::mask_targets::Positives;
 use super::matcher::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher, clamp_matches};
 use super::roi_align::MultiScaleRoIAlign;
 use super::rpn::grouped_nms;

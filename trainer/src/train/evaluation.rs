@@ -1,6 +1,6 @@
 //! Running a detector over a split and scoring it with our COCO evaluator.
 
-use super::mask_results::masks_to_rles;
+use super::results::masks_to_rles;
 use crate::data::augment::decode_image;
 use crate::data::detection::DetectionSplit;
 use crate::eval::coco::mask::rle::Rle;
@@ -78,21 +78,4 @@ pub fn score(
     gt.annotations.retain(|a| keep.contains(&a.image_id));
     let result = evaluate(&gt, detections, &EvalParams::default())?;
     Ok((gt, result))
-}
-
-/// COCO results JSON (`[{image_id, category_id, bbox, score}]`).
-pub fn results_json(detections: &[Detection]) -> serde_json::Value {
-    serde_json::Value::Array(
-        detections
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "image_id": d.image_id,
-                    "category_id": d.category_id,
-                    "bbox": d.bbox.iter().map(|v| (v * 100.0).round() / 100.0).collect::<Vec<_>>(),
-                    "score": (d.score * 1e5).round() / 1e5,
-                })
-            })
-            .collect(),
-    )
 }

@@ -6,7 +6,8 @@
 //! the model file's metadata.
 
 use super::checkpoint::read_metadata;
-use super::evaluation::{predict_split_masks, results_json};
+use super::evaluation::predict_split_masks;
+use super::results::{results_json, segm_results_json};
 use crate::data::detection::{DetectionSplit, Sample};
 use crate::models::build::{body_norm, build_detector};
 use crate::models::detector::Detector;
@@ -184,7 +185,7 @@ pub fn main(args: PredictArgs) -> anyhow::Result<()> {
     )?;
     let tmp = args.out.with_extension("json.tmp");
     let results = if cfg.detector.has_masks() {
-        super::mask_results::segm_results_json(&dets, &masks)
+        segm_results_json(&dets, &masks)
     } else {
         results_json(&dets)
     };

@@ -1,10 +1,27 @@
-//! Instance masks in COCO results: a mask detector's binary masks as RLE (column-major, as
-//! pycocotools encodes them), written beside each detection's box as
+//! COCO results JSON: each detection's box and score, and a mask detector's binary masks as RLE
+//! (column-major, as pycocotools encodes them) beside them as
 //! `segmentation: {size: [h, w], counts: "<compressed>"}`.
 
 use crate::eval::coco::Detection;
 use crate::eval::coco::mask::rle::Rle;
 use tch::{Device, Kind, Tensor};
+
+/// COCO results JSON (`[{image_id, category_id, bbox, score}]`).
+pub fn results_json(detections: &[Detection]) -> serde_json::Value {
+    serde_json::Value::Array(
+        detections
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "image_id": d.image_id,
+                    "category_id": d.category_id,
+                    "bbox": d.bbox.iter().map(|v| (v * 100.0).round() / 100.0).collect::<Vec<_>>(),
+                    "score": (d.score * 1e5).round() / 1e5,
+                })
+            })
+            .collect(),
+    )
+}
 
 /// `[n, H, W]` binary masks → one RLE per mask.
 pub fn masks_to_rles(masks: &Tensor) -> anyhow::Result<Vec<Rle>> {
@@ -30,7 +47,7 @@ pub fn masks_to_rles(masks: &Tensor) -> anyhow::Result<Vec<Rle>> {
 /// COCO results JSON with masks: `results_json`'s fields plus each detection's `segmentation`
 /// (`masks` aligned with `detections`).
 pub fn segm_results_json(detections: &[Detection], masks: &[Rle]) -> serde_json::Value {
-    let mut results = super::evaluation::results_json(detections);
+    let mut results = results_json(detections);
     if let serde_json::Value::Array(items) = &mut results {
         for (item, m) in items.iter_mut().zip(masks) {
             item["segmentation"] = serde_json::json!({
