@@ -150,10 +150,16 @@ fn every_detector_sits_on_imagenet_mobilenet_v2() {
         assert!(vars[&format!("{BODY_PREFIX}.features.4.conv.2.weight")].requires_grad());
 
         let images = [Tensor::rand([3, 96, 128], (Kind::Float, Device::Cpu))];
+        // Mask R-CNN also trains on the box's mask (the rectangle itself)
+        let masks = detector.has_masks().then(|| {
+            let m = Tensor::zeros([1, 96, 128], (Kind::Uint8, Device::Cpu));
+            let _ = m.narrow(1, 20, 60).narrow(2, 10, 50).fill_(1);
+            m
+        });
         let targets = [Targets {
             boxes: Tensor::from_slice(&[10.0f32, 20.0, 60.0, 80.0]).view([1, 4]),
             labels: Tensor::from_slice(&[1i64]),
-            masks: None,
+            masks,
         }];
         let (batch, targets) = det.transform().batch_with_targets(&images, &targets);
         let loss = total_loss(&det.losses(&batch, &targets, true));
