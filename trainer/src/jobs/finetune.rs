@@ -26,7 +26,7 @@ use crate::models::transform::DetectionTransform;
 use crate::train::checkpoint;
 use crate::train::device;
 use crate::train::engine::{StepLosses, TrainStep, checkpoint_step, resume, run_loop};
-use crate::train::evaluation::{predict_split_masks, score};
+use crate::train::evaluation::{images_to_predict, predict_split_masks, score};
 use crate::train::health::zero_size_warning;
 use crate::train::init::{BODY_PREFIX, initialise};
 use crate::train::optim::{Optimizer, trainable_params};
@@ -358,10 +358,7 @@ fn predict_watched(
             }
         },
     )?;
-    let n = match w.max_images {
-        0 => w.split.samples.len(),
-        m => m.min(w.split.samples.len()),
-    };
+    let n = images_to_predict(w.split, w.max_images);
     let seconds = started.elapsed().as_secs_f64();
     ctx.sink.metric(
         "evaluation/images_per_s",

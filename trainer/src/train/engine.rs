@@ -263,13 +263,22 @@ fn warn(ctx: &mut JobContext<'_>, primary: bool, warnings: Vec<Warning>) {
 }
 
 /// How far the last update moved the weights, relative to their norm: ‖after − before‖ / ‖before‖.
+/// Summed on the device and read once (one read per tensor would sync a GPU hundreds of times).
 fn update_ratio(before: &[Tensor], after: &[Tensor]) -> f64 {
     tch::no_grad(|| {
-        let (mut moved, mut norm) = (0.0, 0.0);
-        for (b, a) in before.iter().zip(after) {
-            moved += (a - b).square().sum(tch::Kind::Double).double_value(&[]);
-            norm += b.square().sum(tch::Kind::Double).double_value(&[]);
-        }
+        let sum_sq = |t: Tensor| t.square().sum(tch::Kind::Double);
+        let moved: Vec<Tensor> = before
+            .iter()
+            .zip(after)
+            .map(|(b, a)| sum_sq(a - b))
+            .collect();
+        let norm: Vec<Tensor> = before.iter().map(|b| sum_sq(b.shallow_clone())).collect();
+        let moved = Tensor::stack(&moved, 0)
+            .sum(tch::Kind::Double)
+            .double_value(&[]);
+        let norm = Tensor::stack(&norm, 0)
+            .sum(tch::Kind::Double)
+            .double_value(&[]);
         (moved / norm.max(f64::MIN_POSITIVE)).sqrt()
     })
 }

@@ -9,6 +9,14 @@ use crate::models::detector::Detector;
 use crate::models::transform::DetectionTransform;
 use tch::Device;
 
+/// How many images of `split` a prediction pass over its first `max_images` covers (0: all).
+pub fn images_to_predict(split: &DetectionSplit, max_images: usize) -> usize {
+    match max_images {
+        0 => split.samples.len(),
+        m => m.min(split.samples.len()),
+    }
+}
+
 /// COCO-style detections of `model` on the first `max_images` images of `split` (all when 0),
 /// `batch_size` images at a time, boxes in original pixels as `[x, y, w, h]`, and each
 /// detection's mask as RLE where the detector predicts masks (aligned with the detections; empty
@@ -22,11 +30,7 @@ pub fn predict_split_masks(
     device: Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<(Vec<Detection>, Vec<Rle>)> {
-    let n = if max_images == 0 {
-        split.samples.len()
-    } else {
-        max_images.min(split.samples.len())
-    };
+    let n = images_to_predict(split, max_images);
     let (mut out, mut masks) = (Vec::new(), Vec::new());
     let mut done = 0;
     for chunk in split.samples[..n].chunks(batch_size.max(1)) {
