@@ -67,13 +67,10 @@ pub struct WarningRow {
 /// The run's training-health warnings, the latest line of each code (a resumed attempt's
 /// repeat replaces the earlier one), ordered by code.
 pub async fn warnings(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<WarningRow>> {
-    sqlx::query_as(
-        "SELECT DISTINCT ON (code) code, text FROM run_logs
-         WHERE run_id = $1 AND code IS NOT NULL ORDER BY code, attempt DESC, seq DESC",
-    )
-    .bind(run_id)
-    .fetch_all(pool)
-    .await
+    Ok(warnings_of(pool, &[run_id])
+        .await?
+        .remove(&run_id)
+        .unwrap_or_default())
 }
 
 /// For each of `run_ids` with warnings, their latest lines (as [`warnings`]).
