@@ -1,7 +1,8 @@
 //! Box-domain pre-training through the platform, for each detector: a `proposals` run makes the
 //! pseudo-boxes, a `pretrain_box` run trains neck and heads on them against the momentum
 //! detector, and a `finetune` run started from its `pretrained.safetensors` loads every module
-//! except the task predictors.
+//! except the task predictors. Mask R-CNN fine-tunes from the Faster R-CNN pre-training (the
+//! reference pre-trains no mask branch): only its box predictor and mask head start fresh.
 
 use aligndet_studio::*;
 use serde_json::{Value, json};
@@ -32,11 +33,13 @@ fn finetune_config(dataset: i64, detector: &str, pretrain_run: i64) -> Value {
     })
 }
 
-/// The task predictors a fine-tuning detector has and its pre-training form does not.
-fn is_task_predictor(name: &str) -> bool {
+/// The task modules a fine-tuning detector has and its pre-training form does not.
+fn is_task_module(detector: &str, name: &str) -> bool {
+    let mask = ["roi_heads.mask_head.", "roi_heads.mask_predictor."];
     ["cls_logits", "bbox_reg", "bbox_ctrness", "box_predictor"]
         .iter()
         .any(|p| name.contains(p))
+        || (detector == "mask_rcnn" && mask.iter().any(|p| name.starts_with(p)))
 }
 
 fn names(v: &Value) -> Vec<String> {
@@ -104,44 +107,65 @@ fn pretraining_of_each_detector_transfers_every_module_but_the_predictors() {
             "{m:?}"
         );
 
-        let ft = server.create_run(
-            &format!("ft-{detector}"),
-            finetune_config(dataset, detector, run),
-        );
-        let r = server.wait_run(ft, Duration::from_secs(600), "fine-tuning", done);
-        assert_eq!(r["status"], "succeeded", "{detector}: {r}");
-        let report: Value = server
-            .get(&format!("/runs/{ft}/artifacts/load_report.json"))
-            .json()
-            .unwrap();
-        let (loaded, missing) = (names(&report["loaded"]), names(&report["missing"]));
-        assert!(
-            names(&report["unexpected"]).is_empty(),
-            "{detector}: {report}"
-        );
-        assert_eq!(report["shape_mismatch"], json!([]), "{detector}: {report}");
-        assert!(
-            missing.iter().all(|n| is_task_predictor(n)) && !missing.is_empty(),
-            "{detector}: missing {missing:?}"
-        );
-        for module in ["backbone.body.", "backbone.fpn."] {
-            assert!(
-                loaded.iter().any(|n| n.starts_with(module)),
-                "{detector}: {module}"
-            );
-        }
-        let head = match detector {
-            "faster_rcnn" => vec!["rpn.head.", "roi_heads.box_head."],
-            _ => vec![
-                "head.classification_head.conv.",
-                "head.regression_head.conv.",
-            ],
+        let fine_tunes: &[&str] = match detector {
+            "faster_rcnn" => &["faster_rcnn", "mask_rcnn"],
+            _ => &[detector],
         };
-        for module in head {
+        for &fine_tune in fine_tunes {
+            check_fine_tune_loads(&server, dataset, run, fine_tune);
+        }
+    }
+}
+
+/// A fine-tune of `detector` from pre-training run `pretrain` succeeds and loads every module
+/// but the task ones (`is_task_module`), each of which starts fresh.
+fn check_fine_tune_loads(server: &Server, dataset: i64, pretrain: i64, detector: &str) {
+    let done = |r: &Value| r["status"] == "succeeded" || r["status"] == "failed";
+    let ft = server.create_run(
+        &format!("ft-{detector}"),
+        finetune_config(dataset, detector, pretrain),
+    );
+    let r = server.wait_run(ft, Duration::from_secs(600), "fine-tuning", done);
+    assert_eq!(r["status"], "succeeded", "{detector}: {r}");
+    let report: Value = server
+        .get(&format!("/runs/{ft}/artifacts/load_report.json"))
+        .json()
+        .unwrap();
+    let (loaded, missing) = (names(&report["loaded"]), names(&report["missing"]));
+    assert!(
+        names(&report["unexpected"]).is_empty(),
+        "{detector}: {report}"
+    );
+    assert_eq!(report["shape_mismatch"], json!([]), "{detector}: {report}");
+    assert!(
+        missing.iter().all(|n| is_task_module(detector, n)) && !missing.is_empty(),
+        "{detector}: missing {missing:?}"
+    );
+    assert!(
+        loaded.iter().all(|n| !is_task_module(detector, n)),
+        "{detector}: {loaded:?}"
+    );
+    let mut modules = vec!["backbone.body.", "backbone.fpn."];
+    modules.extend(match detector {
+        "faster_rcnn" | "mask_rcnn" => ["rpn.head.", "roi_heads.box_head."],
+        _ => [
+            "head.classification_head.conv.",
+            "head.regression_head.conv.",
+        ],
+    });
+    if detector == "mask_rcnn" {
+        // the mask branch is all there and all fresh
+        for module in ["roi_heads.mask_head.", "roi_heads.mask_predictor."] {
             assert!(
-                loaded.iter().any(|n| n.starts_with(module)),
+                missing.iter().any(|n| n.starts_with(module)),
                 "{detector}: {module}"
             );
         }
+    }
+    for module in modules {
+        assert!(
+            loaded.iter().any(|n| n.starts_with(module)),
+            "{detector}: {module}"
+        );
     }
 }

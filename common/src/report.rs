@@ -19,6 +19,18 @@ pub struct EvaluationReport {
     pub num_images: usize,
     pub num_detections: usize,
     pub seconds: f64,
+    /// Mask AP (`iouType="segm"`) beside the box AP above, when the detections carry masks
+    /// (Mask R-CNN). Absent in reports of box-only runs and of older workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segm: Option<SegmReport>,
+}
+
+/// The mask half of an [`EvaluationReport`]: the same 12 statistics, per class and per size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmReport {
+    pub stats: Vec<f64>,
+    pub per_class: Vec<ClassResult>,
+    pub per_size: Vec<SizeResult>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -54,6 +54,16 @@ impl DetectorKind {
         matches!(self, DetectorKind::MaskRcnn)
     }
 
+    /// The detector whose box-domain pre-training this one starts from. Mask R-CNN has no
+    /// pretext of its own (nor in the reference): it pre-trains as Faster R-CNN and its mask
+    /// head starts fresh at fine-tuning, so either pre-training serves either fine-tune.
+    pub fn pretraining_form(self) -> DetectorKind {
+        match self {
+            DetectorKind::MaskRcnn => DetectorKind::FasterRcnn,
+            other => other,
+        }
+    }
+
     /// The name researchers write.
     pub fn label(self) -> &'static str {
         match self {

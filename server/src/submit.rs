@@ -159,11 +159,13 @@ async fn check_inputs(
                     Some(JobConfig::PretrainBox(p))
                         if artifact.name == artifacts::PRETRAINED_DETECTOR =>
                     {
-                        if p.detector != c.detector || p.backbone != c.backbone {
+                        if p.detector.pretraining_form() != c.detector.pretraining_form()
+                            || p.backbone != c.backbone
+                        {
                             return refuse(
                                 "init",
                                 format!(
-                                    "run #{} pre-trained {}; this fine-tune is {}: choose the same detector and backbone",
+                                    "run #{} pre-trained {}; this fine-tune is {}: choose the same detector (Mask R-CNN and Faster R-CNN share one pre-training) and backbone",
                                     run.id,
                                     describe(&p.detector, &p.backbone),
                                     describe(&c.detector, &c.backbone)

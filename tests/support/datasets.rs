@@ -101,7 +101,9 @@ pub fn write_rect_dataset(dir: &Path, n: u32, size: u32) -> (PathBuf, PathBuf) {
             }
             anns.push(
                 json!({"id": i * 10 + k as u32 + 1, "image_id": i + 1, "category_id": cat,
-                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}),
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
+                // the rectangle as a polygon, so that mask detectors can train on it too
+                "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}),
             );
         }
         let name = format!("r{i}.png");

@@ -12,7 +12,7 @@
 //! and continues from that step; batches are a function of (seed, step), so it sees the same data.
 //! Metric points past the checkpoint are logged again and replace the earlier attempt's.
 
-use super::evaluate::{build_report, ground_truth};
+use super::evaluate::{build_report, ground_truth, segm_report};
 use super::{JobContext, JobOutcome};
 use crate::data::detection::{DetectionSplit, load_split};
 use crate::data::loader::{Batch, Loader, LoaderConfig};
@@ -34,7 +34,7 @@ use crate::train::results::{results_json, segm_results_json};
 use crate::train::segm_eval::score_segm;
 use aligndet_common::api::{DatasetLocation, MetricPoint};
 use aligndet_common::artifacts;
-use aligndet_common::report::COCO_STAT_NAMES;
+use aligndet_common::report::{COCO_STAT_NAMES, EvaluationReport};
 use aligndet_common::train_config::TrainConfig;
 use anyhow::Context;
 use std::collections::HashMap;
@@ -280,16 +280,22 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     }
     let (gt_used, result) = score(&gt, &detections, &images)?;
     log_eval(ctx, cfg.optim.steps, IouType::Bbox, &result.stats);
-    if cfg.detector.has_masks() {
+    let segm = if cfg.detector.has_masks() {
         let segm = score_segm(&location, &images, &detections, &masks)?;
         log_eval(ctx, cfg.optim.steps, IouType::Segm, &segm.stats);
-    }
-    let report = build_report(
-        &gt_used,
-        detections.len(),
-        &result,
-        started.elapsed().as_secs_f64(),
-    );
+        Some(segm_report(&segm))
+    } else {
+        None
+    };
+    let report = EvaluationReport {
+        segm,
+        ..build_report(
+            &gt_used,
+            detections.len(),
+            &result,
+            started.elapsed().as_secs_f64(),
+        )
+    };
     let path = ctx.work_dir.join(artifacts::EVAL_REPORT);
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     ctx.sink.artifact(artifacts::EVAL_REPORT, &path)?;
