@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow};
 use serde::Serialize;
 
 use super::coco::mask::MaskSet;
-use super::coco::mask::load::{ground_truth_masks, parse_segm_results};
+use super::coco::mask::load::{RawSegmResults, ground_truth_masks};
 use super::coco::{
     AreaSummary, ClassSummary, Detection, EvalError, EvalParams, EvalResult, GroundTruth, IouType,
     PrCurve, STAT_NAMES, evaluate, evaluate_segm, parse_detections,
@@ -101,6 +101,9 @@ fn run(args: &EvalArgs) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut stdout, &output)
         .and_then(|()| writeln!(stdout).map_err(serde_json::Error::io))
         .context("writing the result to stdout")?;
+    // The process ends next: freeing hundreds of MB of masks one allocation at a time would
+    // add a quarter of a second to a 5,000-image segm evaluation.
+    std::mem::forget((gt, detections, masks, result));
     Ok(())
 }
 
@@ -123,11 +126,19 @@ fn load_segm(args: &EvalArgs) -> anyhow::Result<(GroundTruth, Vec<Detection>, Op
     );
     let (gt_bytes, dt_bytes) = (gt_bytes?, dt_bytes?);
     let gt_error = |e| anyhow!("ground-truth file {}: {e}", args.gt.display());
-    let gt = GroundTruth::from_json_bytes(&gt_bytes).map_err(gt_error)?;
-    let (gt_masks, sizes) = ground_truth_masks(&gt_bytes, &gt).map_err(gt_error)?;
+    let dt_error = |e| anyhow!("detections file {}: {e}", args.dt.display());
+    // Parsing the results (one thread) overlaps rasterizing the ground truth (the others).
+    let (gt, raw_results) = rayon::join(
+        || -> anyhow::Result<_> {
+            let gt = GroundTruth::from_json_bytes(&gt_bytes).map_err(gt_error)?;
+            let (gt_masks, sizes) = ground_truth_masks(&gt_bytes, &gt).map_err(gt_error)?;
+            Ok((gt, gt_masks, sizes))
+        },
+        || RawSegmResults::parse(&dt_bytes).map_err(dt_error),
+    );
+    let (gt, gt_masks, sizes) = gt?;
     drop(gt_bytes);
-    let results = parse_segm_results(&dt_bytes, &sizes)
-        .map_err(|e| anyhow!("detections file {}: {e}", args.dt.display()))?;
+    let results = raw_results?.convert(&sizes).map_err(dt_error)?;
     let crowd = gt.annotations.iter().map(|a| a.iscrowd).collect();
     let masks = MaskSet::new(gt_masks, crowd, results.masks, results.areas);
     Ok((gt, results.detections, Some(masks)))

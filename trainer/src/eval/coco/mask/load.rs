@@ -121,9 +121,28 @@ pub fn ground_truth_masks(
 
 /// Parses a results file for segm evaluation (see the module comment for the rules).
 pub fn parse_segm_results(bytes: &[u8], sizes: &ImageSizes) -> Result<SegmResults, LoadError> {
-    let raw = serde_json::from_slice::<IndexedList<RawResult>>(bytes)
-        .map_err(|e| json_error(bytes, e))?
-        .0;
+    RawSegmResults::parse(bytes)?.convert(sizes)
+}
+
+/// A results file parsed but not yet converted to masks: parsing needs no ground truth, so it
+/// can run while the ground truth's masks are rasterized.
+pub struct RawSegmResults(Vec<RawResult>);
+
+impl RawSegmResults {
+    pub fn parse(bytes: &[u8]) -> Result<Self, LoadError> {
+        let raw = serde_json::from_slice::<IndexedList<RawResult>>(bytes)
+            .map_err(|e| json_error(bytes, e))?
+            .0;
+        Ok(Self(raw))
+    }
+
+    /// The masks, at the ground truth's image sizes.
+    pub fn convert(self, sizes: &ImageSizes) -> Result<SegmResults, LoadError> {
+        convert_results(self.0, sizes)
+    }
+}
+
+fn convert_results(raw: Vec<RawResult>, sizes: &ImageSizes) -> Result<SegmResults, LoadError> {
     let area_from_box = match raw.first() {
         None => false,
         Some(r) if r.bbox.as_ref().is_some_and(|b| !b.is_empty()) => true,
