@@ -21,6 +21,7 @@ pub mod content;
 pub mod dataset;
 pub mod images;
 pub mod jobs;
+pub mod mask;
 pub mod names;
 pub mod optim_config;
 pub mod pretrain_config;
