@@ -86,7 +86,7 @@ pub fn mask_rects(mask: &Rle) -> Vec<PixelRect> {
     for (i, &count) in mask.counts.iter().enumerate() {
         let (start, end) = (at, at + u64::from(count));
         at = end;
-        if i % 2 == 0 || count == 0 || h == 0 {
+        if i.is_multiple_of(2) || count == 0 || h == 0 {
             continue;
         }
         // A run of ones may wrap from one column into the next ones.
@@ -198,7 +198,7 @@ mod tests {
             let pixels: Vec<bool> = (0..w * h)
                 .map(|_| {
                     state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    (state >> 33) % 3 == 0
+                    (state >> 33).is_multiple_of(3)
                 })
                 .collect();
             let mask = Rle::encode(&pixels, h, w);

@@ -3,7 +3,7 @@
 //! [`IouMeasure`] is the seam between IoU types: boxes here, masks in
 //! [`super::mask::MaskSet`]; `EvalParams::iou_type` selects one.
 
-use super::load::{BBox, Detection, GroundTruth};
+use super::load::{Detection, GroundTruth};
 
 pub trait IouMeasure: Sync {
     /// Fills `out` with the row-major `dets.len() x gts.len()` overlap matrix, where `dets`
