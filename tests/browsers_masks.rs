@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 /// image pixels, whether a box outline follows it, and the boxes (`rect.box`) of the dataset
 /// page in page order.
 const MASKS: &str = r#"
+// Drawn: no element up to the root is display: none (Chromium's checkVisibility() says true
+// for an SVG shape inside a hidden group).
+const drawn = (e) => { for (let n = e; n; n = n.parentElement) if (getComputedStyle(n).display === 'none') return false; return true; };
 const masks = [...document.querySelectorAll('path.mask')].map(m => {
   const b = m.getBBox();
   const owner = m.closest('g[data-cat]');
@@ -22,7 +25,7 @@ const masks = [...document.querySelectorAll('path.mask')].map(m => {
     cat: m.dataset.cat || owner.dataset.cat,
     pred: m.classList.contains('pred-mask'),
     gt: m.classList.contains('gt-mask'),
-    shown: m.checkVisibility(),
+    shown: drawn(m),
     fill: m.getAttribute('fill'),
     opacity: Number(getComputedStyle(m).fillOpacity),
     bbox: [b.x, b.y, b.width, b.height],
@@ -31,8 +34,8 @@ const masks = [...document.querySelectorAll('path.mask')].map(m => {
   };
 });
 const boxes = [...document.querySelectorAll('rect.box')].map(e =>
-  ({shown: e.checkVisibility(), box: [e.x.baseVal.value, e.y.baseVal.value, e.width.baseVal.value, e.height.baseVal.value]}));
-const predBoxes = [...document.querySelectorAll('rect.pred-box')].filter(e => e.checkVisibility()).length;
+  ({shown: drawn(e), box: [e.x.baseVal.value, e.y.baseVal.value, e.width.baseVal.value, e.height.baseVal.value]}));
+const predBoxes = [...document.querySelectorAll('rect.pred-box')].filter(drawn).length;
 return {masks, boxes, predBoxes};
 "#;
 
