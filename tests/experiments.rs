@@ -685,6 +685,17 @@ fn the_json_api_reuses_pseudo_boxes_and_reports_final_evaluations() {
         Value::Null,
         "undefined (-1) left out"
     );
+    // The page shows mask AP beside box AP, in the summary and per run.
+    let page = s.get(&format!("/experiments/{exp}")).text().unwrap();
+    assert!(
+        page.contains("<th>baseline mask AP</th>"),
+        "summary mask columns"
+    );
+    assert!(page.contains("20.0 ± — (n=1)"), "the baseline's mask AP");
+    assert!(
+        page.contains("<td class=\"mask-ap\">20.0</td>"),
+        "its run row"
+    );
     assert_eq!(run(*b2)["status"], "failed");
     assert_eq!(run(*b2)["eval"], Value::Null);
     let aligned: Vec<Value> = v["runs"]
