@@ -4,7 +4,9 @@
 //! - [`rle`]: run-length encoding, area, box, merge, compressed strings and IoU, as
 //!   pycocotools' `maskApi.c`;
 //! - [`poly`]: polygon and box rasterization (`rleFrPoly`, `rleFrBbox`);
-//! - [`segmentation`]: a COCO `segmentation` value (polygons or RLE) as an [`rle::Rle`].
+//! - [`segmentation`]: a COCO `segmentation` value (polygons or RLE) as an [`rle::Rle`];
+//! - [`box_iou`]: pycocotools' box IoU, which the mask IoU tests first (and the trainer's box
+//!   evaluation and the server's predictions browser use).
 
 pub mod poly;
 pub mod rle;
