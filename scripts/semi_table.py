@@ -101,15 +101,45 @@ def fmt(ms, signed: bool = False) -> str:
     return (f"{m:+.1f}" if signed else f"{m:.1f}") + f" ± {s:.1f}"
 
 
-def ap_of(run) -> float | None:
-    """AP (0.5:0.95) ×100 of a succeeded fine-tune, from its final evaluation."""
+MASK_AP = "segm_AP"
+
+
+def ap_of(run, key: str = "AP") -> float | None:
+    """AP (0.5:0.95) ×100 of a succeeded fine-tune, from its final evaluation: box AP, or mask
+    AP with key="segm_AP" (the API's `eval` carries it for detectors with masks)."""
     if run.get("status") != "succeeded":
         return None
     ev = run.get("eval") or {}
-    ap = ev.get("AP")
+    ap = ev.get(key)
     if ap is None or ap < 0:
         return None
     return 100.0 * ap
+
+
+def has_masks(exp) -> bool:
+    """Whether a fine-tune of the experiment reported mask AP (Mask R-CNN)."""
+    return any(MASK_AP in (r.get("eval") or {}) for r in exp["runs"])
+
+
+def arms(finetunes, frac, key: str):
+    """Baseline and AlignDet mean ± std of one statistic at one labeled fraction, the margin
+    of the means, and the per-seed paired differences (seed, Δ) and seeds."""
+    by_seed: dict[int, dict[str, float | None]] = {}
+    for r in finetunes:
+        if r.get("fraction") != frac:
+            continue
+        by_seed.setdefault(r["seed"], {})[r["role"]] = ap_of(r, key)
+    seeds = sorted(by_seed)
+    base_v = [v for v in (by_seed[s].get("baseline") for s in seeds) if v is not None]
+    ours_v = [v for v in (by_seed[s].get("aligndet") for s in seeds) if v is not None]
+    paired = [
+        (s, by_seed[s]["aligndet"] - by_seed[s]["baseline"])
+        for s in seeds
+        if by_seed[s].get("aligndet") is not None and by_seed[s].get("baseline") is not None
+    ]
+    b, o = mean_std(base_v), mean_std(ours_v)
+    margin = None if b is None or o is None else f"{o[0] - b[0]:+.1f}"
+    return b, o, margin, paired, seeds
 
 
 def check_no_val_training(exp) -> None:
@@ -151,10 +181,13 @@ def wait_all(api: Api, ids: list[int], poll: float, timeout: float | None):
 
 
 def table(exps) -> str:
+    masks = any(has_masks(e) for e in exps)
     header = (
         "dataset", "detector", "labeled", "baseline AP", "AlignDet AP", "margin",
         "paired Δ per seed", "n",
     )
+    if masks:
+        header += ("baseline mask AP", "AlignDet mask AP", "mask margin")
     rows = []
     for e in sorted(exps, key=lambda e: (e["spec"]["dataset_id"], e["spec"]["detector"], e["id"])):
         check_no_val_training(e)
@@ -162,32 +195,20 @@ def table(exps) -> str:
         finetunes = [r for r in e["runs"] if r["role"] in ("aligndet", "baseline")]
         fractions = sorted({r["fraction"] for r in finetunes if r.get("fraction") is not None})
         for frac in fractions:
-            by_seed: dict[int, dict[str, float | None]] = {}
-            for r in finetunes:
-                if r.get("fraction") != frac:
-                    continue
-                by_seed.setdefault(r["seed"], {})[r["role"]] = ap_of(r)
-            seeds = sorted(by_seed)
-            base = [by_seed[s].get("baseline") for s in seeds]
-            ours = [by_seed[s].get("aligndet") for s in seeds]
-            base_v = [v for v in base if v is not None]
-            ours_v = [v for v in ours if v is not None]
-            paired = [
-                (s, by_seed[s]["aligndet"] - by_seed[s]["baseline"])
-                for s in seeds
-                if by_seed[s].get("aligndet") is not None and by_seed[s].get("baseline") is not None
-            ]
-            b, o = mean_std(base_v), mean_std(ours_v)
-            margin = None if b is None or o is None else f"{o[0] - b[0]:+.1f}"
+            b, o, margin, paired, seeds = arms(finetunes, frac, "AP")
             deltas = " ".join(f"s{s}:{d:+.1f}" for s, d in paired) or "–"
             pd = mean_std([d for _, d in paired])
             if pd is not None:
                 deltas += f"  (mean {fmt(pd, signed=True)})"
             ds = (e.get("dataset") or {}).get("name") or f"#{spec['dataset_id']}"
-            rows.append((
+            row = (
                 ds, spec["detector"], f"{frac}%", fmt(b), fmt(o),
                 margin or "–", deltas, f"{len(paired)}/{len(seeds)}",
-            ))
+            )
+            if masks:
+                mb, mo, mmargin, _, _ = arms(finetunes, frac, MASK_AP) if has_masks(e) else (None,) * 5
+                row += (fmt(mb), fmt(mo), mmargin or "–")
+            rows.append(row)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = [line(header), line(["-" * w for w in widths])]
@@ -198,6 +219,11 @@ def table(exps) -> str:
         "{fraction}pct_seed{seed}); mean ± sample std over seeds; margin = AlignDet − baseline "
         "means; paired Δ = AlignDet − baseline at the same seed and split; n = paired seeds / seeds."
     )
+    if masks:
+        out.append(
+            "mask AP = COCO mask AP 0.5:0.95 ×100 (detectors with masks), by the same rules; "
+            "mask margin = AlignDet − baseline means."
+        )
     return "\n".join(out)
 
 

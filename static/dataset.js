@@ -1,13 +1,21 @@
-// Dataset page: per-class toggles for the box overlays, and the lightbox (a click on an image
-// shows it large with its boxes; Escape, the close button or a click outside closes it).
+// Dataset page: per-class toggles for the box and mask overlays, the masks toggle, and the
+// lightbox (a click on an image shows it large with its boxes; Escape, the close button or a
+// click outside closes it).
 document.querySelectorAll('.class-toggle').forEach((box) => {
   box.addEventListener('change', () => {
     const cat = box.dataset.cat;
-    document.querySelectorAll(`rect.box[data-cat="${cat}"]`).forEach((r) => {
+    document.querySelectorAll(`rect.box[data-cat="${cat}"], path.mask[data-cat="${cat}"]`).forEach((r) => {
       r.classList.toggle('hide-box', !box.checked);
     });
   });
 });
+(function () {
+  const showMasks = document.getElementById('show-masks');
+  if (!showMasks) return;
+  showMasks.addEventListener('change', () => {
+    document.querySelectorAll('path.mask').forEach((m) => m.classList.toggle('hide-mask', !showMasks.checked));
+  });
+})();
 
 (function () {
   const dialog = document.getElementById('lightbox');

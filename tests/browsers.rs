@@ -119,6 +119,17 @@ fn the_predictions_browser_marks_outcomes_with_labels_apart_in_chromium() {
     assert!(r.text().unwrap().contains("iou=2 does not fit"));
     let r = f.server.get(&format!("/runs/{run}/predictions?sort=size"));
     assert_eq!(r.status(), 400);
+    // Boxes only, on a dataset without masks: no mask is drawn and no masks toggle offered.
+    for path in [
+        format!("/runs/{run}/predictions"),
+        format!("/datasets/{}", f.dataset),
+    ] {
+        let html = f.server.get(&path).text().unwrap();
+        assert!(
+            !html.contains("show-masks") && !html.contains("class=\"mask"),
+            "{path}"
+        );
+    }
 
     ChromeDriver::start().signed_in(&f.server, async |c| {
         let url = format!("{}/runs/{run}/predictions", f.server.url);

@@ -648,7 +648,9 @@ fn the_json_api_reuses_pseudo_boxes_and_reports_final_evaluations() {
     let eval = json!({
         "stats": [0.25, 0.5, 0.2, -1.0, 0.3, -1.0, 0.4, 0.5, 0.5, -1.0, 0.5, -1.0],
         "per_class": [], "per_size": [], "pr_curves": [],
-        "num_images": 2, "num_detections": 4, "seconds": 0.01
+        "num_images": 2, "num_detections": 4, "seconds": 0.01,
+        "segm": {"stats": [0.2, 0.4, 0.1, -1.0, 0.2, -1.0, 0.3, 0.4, 0.4, -1.0, 0.4, -1.0],
+                 "per_class": [], "per_size": []}
     });
     w.upload(
         *b1,
@@ -677,6 +679,23 @@ fn the_json_api_reuses_pseudo_boxes_and_reports_final_evaluations() {
     assert_eq!(run(*b1)["status"], "succeeded");
     assert_eq!(run(*b1)["eval"]["AP"], 0.25);
     assert_eq!(run(*b1)["eval"]["AP50"], 0.5);
+    assert_eq!(run(*b1)["eval"]["segm_AP"], 0.2, "mask AP beside box AP");
+    assert_eq!(
+        run(*b1)["eval"]["APs"],
+        Value::Null,
+        "undefined (-1) left out"
+    );
+    // The page shows mask AP beside box AP, in the summary and per run.
+    let page = s.get(&format!("/experiments/{exp}")).text().unwrap();
+    assert!(
+        page.contains("<th>baseline mask AP</th>"),
+        "summary mask columns"
+    );
+    assert!(page.contains("20.0 ± — (n=1)"), "the baseline's mask AP");
+    assert!(
+        page.contains("<td class=\"mask-ap\">20.0</td>"),
+        "its run row"
+    );
     assert_eq!(run(*b2)["status"], "failed");
     assert_eq!(run(*b2)["eval"], Value::Null);
     let aligned: Vec<Value> = v["runs"]
@@ -867,5 +886,8 @@ fn the_json_api_reuses_pseudo_boxes_and_reports_final_evaluations() {
             .unwrap_or_else(|| panic!("no table row: {text}"));
         assert!(row.contains("5%") && row.contains("25.0 ± 0.0"), "{row}");
         assert!(row.contains("0/3"), "no paired seed yet: {row}");
+        // Its eval.json has mask AP (0.2 → 20.0): the mask columns follow.
+        assert!(text.contains("baseline mask AP"), "{text}");
+        assert!(row.contains("20.0 ± 0.0"), "{row}");
     }
 }

@@ -6,6 +6,7 @@
 //! - [`config_error`]: why a config was refused, by field.
 //! - [`jobs`]: run kinds, statuses and the typed config of each job kind.
 //! - [`dataset`]: COCO / Pascal VOC loading with validation reports.
+//! - [`mask`]: COCO masks (RLE, polygons) as pycocotools reads them, and its box IoU.
 //! - [`series`]: downsampling of metric series for plots.
 //! - [`slurm`]: the Slurm agent ⇄ server protocol and the rule for Slurm job states.
 //! - [`images`]: opening image files fully decoded under size limits.
@@ -21,6 +22,7 @@ pub mod content;
 pub mod dataset;
 pub mod images;
 pub mod jobs;
+pub mod mask;
 pub mod names;
 pub mod optim_config;
 pub mod pretrain_config;

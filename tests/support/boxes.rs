@@ -1,6 +1,7 @@
 //! The boxes dataset the browser tests share: `IMAGES` small images with 2–6 boxes of three
-//! classes, imported into a server ([`fixture`]), with runs inserted directly (fine-tune runs
-//! with predictions made from the ground truth, proposals runs with thousands of boxes).
+//! classes, imported into a server ([`fixture`]; [`fixture_with_masks`] gives every box a
+//! polygon mask), with runs inserted directly (fine-tune runs with predictions made from the
+//! ground truth, with masks for Mask R-CNN's; proposals runs with thousands of boxes).
 
 use crate::*;
 use aligndet_common::jobs::JobConfig;
@@ -10,8 +11,9 @@ use std::path::Path;
 
 /// Images in the dataset (all in val).
 pub const IMAGES: u32 = 8;
-const W: u32 = 200;
-const H: u32 = 150;
+/// Image width and height.
+pub const W: u32 = 200;
+pub const H: u32 = 150;
 
 /// A tiny deterministic generator (no test depends on a random crate's stream).
 struct Lcg(u64);
@@ -30,9 +32,9 @@ impl Lcg {
 }
 
 /// `IMAGES` images of 200×150 with 2–6 boxes each of classes 1–3 (class 3 only on images 2
-/// and 5, one crowd region on image 4), all of them in the val split; the COCO file's
-/// annotations.
-fn write_dataset(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<Value>) {
+/// and 5, one crowd region on image 4), all of them in the val split; with `masks`, each
+/// annotation's segmentation is the diamond inscribed in its box. The COCO file's annotations.
+fn write_dataset(dir: &Path, masks: bool) -> (std::path::PathBuf, std::path::PathBuf, Vec<Value>) {
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
     let mut rng = Lcg(18);
@@ -57,10 +59,13 @@ fn write_dataset(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<Val
                     img.put_pixel(xx, yy, image::Rgb([60 * cat as u8, 180, 90]));
                 }
             }
-            anns.push(
-                json!({"id": anns.len() + 1, "image_id": i, "category_id": cat,
-                "bbox": [x, y, w, h], "area": w * h, "iscrowd": crowd as u8}),
-            );
+            let mut ann = json!({"id": anns.len() + 1, "image_id": i, "category_id": cat,
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": crowd as u8});
+            if masks {
+                let (cx, cy) = (x + w / 2.0, y + h / 2.0);
+                ann["segmentation"] = json!([[cx, y, x + w, cy, cx, y + h, x, cy]]);
+            }
+            anns.push(ann);
         }
         let name = format!("b{i}.png");
         img.save(images.join(&name)).unwrap();
@@ -125,6 +130,37 @@ pub fn predictions(anns: &[Value]) -> Vec<Value> {
     out
 }
 
+/// `preds` with a mask each, as Mask R-CNN's predictions.json carries them: compressed RLE
+/// of the prediction's box rounded to whole pixels inside the image.
+pub fn with_masks(preds: &[Value]) -> Vec<Value> {
+    use aligndet_common::mask::rle::Rle;
+    preds
+        .iter()
+        .map(|p| {
+            let b: Vec<f64> = p["bbox"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let clamp = |v: f64, hi: u32| v.round().clamp(0.0, hi as f64) as u32;
+            let (x0, x1) = (clamp(b[0], W), clamp(b[0] + b[2], W));
+            let (y0, y1) = (clamp(b[1], H), clamp(b[1] + b[3], H));
+            // Column-major, as RLE counts run.
+            let pixels: Vec<bool> = (0..W * H)
+                .map(|i| {
+                    let (x, y) = (i / H, i % H);
+                    (x0..x1).contains(&x) && (y0..y1).contains(&y)
+                })
+                .collect();
+            let mut p = p.clone();
+            p["segmentation"] =
+                json!({"size": [H, W], "counts": Rle::encode(&pixels, H, W).to_compressed()});
+            p
+        })
+        .collect()
+}
+
 /// A server with the boxes dataset imported; the server first so it stops before the
 /// database and folders go.
 pub struct Fixture {
@@ -138,10 +174,19 @@ pub struct Fixture {
 }
 
 pub fn fixture(tag: &str) -> Fixture {
+    start(tag, false)
+}
+
+/// [`fixture`] with a polygon mask on every annotation (the diamond inscribed in its box).
+pub fn fixture_with_masks(tag: &str) -> Fixture {
+    start(tag, true)
+}
+
+fn start(tag: &str, masks: bool) -> Fixture {
     let db = TestDb::create();
     let data = TempDir::new(&format!("{tag}-data"));
     let imports = TempDir::new(&format!("{tag}-imports"));
-    let (ann, images, anns) = write_dataset(imports.path());
+    let (ann, images, anns) = write_dataset(imports.path(), masks);
     let mut opts = ServerOptions::new(&db, data.path());
     opts.import_roots = vec![imports.path().to_path_buf()];
     let server = Server::start(&opts);
@@ -197,8 +242,12 @@ impl Fixture {
     /// A succeeded fine-tune run with [`predictions`] of the annotations as its
     /// `predictions.json`; its id and the predictions.
     pub fn predicted_run(&self) -> (i64, Vec<Value>) {
+        self.run_with_predictions(predictions(&self.anns))
+    }
+
+    /// A succeeded fine-tune run with `preds` as its `predictions.json`; its id and `preds`.
+    pub fn run_with_predictions(&self, preds: Vec<Value>) -> (i64, Vec<Value>) {
         let run = self.insert_run("finetune", "predicted", &self.finetune_config(0.01));
-        let preds = predictions(&self.anns);
         self.put_artifact(
             run,
             "predictions.json",

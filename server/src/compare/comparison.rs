@@ -21,6 +21,8 @@ pub struct RunSummary {
     pub seed_key: String,
     pub final_source: FinalSource,
     pub finals: BTreeMap<String, f64>,
+    /// Final mask statistics (Mask R-CNN runs; empty otherwise).
+    pub mask_finals: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +157,7 @@ pub fn compare(
             seed_key: normalized[i].1.clone(),
             final_source: input[i].final_source,
             finals: input[i].finals.clone(),
+            mask_finals: input[i].mask_finals.clone(),
         })
         .collect();
     let arms: Vec<Arm> = groups
@@ -195,12 +198,17 @@ pub fn compare(
             })
             .collect()
     };
-    let stats: Vec<StatRow> = COMPARED_STATS
-        .iter()
-        .filter(|s| input.iter().any(|r| r.finals.contains_key(**s)))
-        .map(|s| StatRow {
-            stat: s.to_string(),
-            arms: arm_stats(&|r: &RunData| r.finals.get(*s).copied()),
+    // Box rows, then mask rows ("mask AP", …) for runs that have masks.
+    let stats: Vec<StatRow> = [("", false), ("mask ", true)]
+        .into_iter()
+        .flat_map(|(label, mask)| {
+            COMPARED_STATS
+                .iter()
+                .filter(move |s| input.iter().any(|r| r.finals_of(mask).contains_key(**s)))
+                .map(move |s| StatRow {
+                    stat: format!("{label}{s}"),
+                    arms: arm_stats(&|r: &RunData| r.finals_of(mask).get(*s).copied()),
+                })
         })
         .collect();
 

@@ -194,11 +194,21 @@ pub struct RunData {
     /// Final statistics by name (`AP`, `AP50`, …), undefined ones left out.
     pub finals: BTreeMap<String, f64>,
     pub final_source: FinalSource,
+    /// Final mask statistics by the same names (empty for box-only runs).
+    pub mask_finals: BTreeMap<String, f64>,
     pub per_class: Vec<ClassAp>,
     pub eval_ap: Vec<EvalPoint>,
 }
 
 impl RunData {
+    /// The final box statistics, or with `mask` the mask statistics.
+    pub fn finals_of(&self, mask: bool) -> &BTreeMap<String, f64> {
+        if mask {
+            &self.mask_finals
+        } else {
+            &self.finals
+        }
+    }
     /// Images seen after `step` optimizer steps.
     pub fn images_at(&self, step: f64) -> Option<f64> {
         self.batch_size.map(|b| step * b as f64)
@@ -219,11 +229,37 @@ impl RunData {
     }
 }
 
-/// A run's final numbers: `eval.json`'s 12 statistics when present (−1 = undefined, left out),
-/// else the last point of each `eval/<stat>` series.
+/// A run's final box numbers: `eval.json`'s 12 statistics when present (−1 = undefined, left
+/// out), else the last point of each `eval/<stat>` series.
 pub fn final_stats(
     eval_json_stats: Option<&[f64]>,
     last_points: &BTreeMap<String, f64>,
+) -> (BTreeMap<String, f64>, FinalSource) {
+    finals_of(eval_json_stats, last_points, "eval/")
+}
+
+/// The prefix of the mask statistics: metric `eval/segm_AP`, and `segm_AP` where box and mask
+/// numbers share one map (the experiment API's `eval`).
+pub const MASK_PREFIX: &str = "segm_";
+
+/// A run's final mask numbers (Mask R-CNN), by the rules of [`final_stats`]: `eval.json`'s
+/// `segm.stats` when present, else the last point of each `eval/segm_<stat>` series; empty
+/// with [`FinalSource::None`] for a box-only run.
+pub fn final_mask_stats(
+    eval_json_segm_stats: Option<&[f64]>,
+    last_points: &BTreeMap<String, f64>,
+) -> (BTreeMap<String, f64>, FinalSource) {
+    finals_of(
+        eval_json_segm_stats,
+        last_points,
+        &format!("eval/{MASK_PREFIX}"),
+    )
+}
+
+fn finals_of(
+    eval_json_stats: Option<&[f64]>,
+    last_points: &BTreeMap<String, f64>,
+    prefix: &str,
 ) -> (BTreeMap<String, f64>, FinalSource) {
     use aligndet_common::report::COCO_STAT_NAMES;
     if let Some(stats) = eval_json_stats {
@@ -239,7 +275,7 @@ pub fn final_stats(
         .iter()
         .filter_map(|n| {
             last_points
-                .get(&format!("eval/{n}"))
+                .get(&format!("{prefix}{n}"))
                 .filter(|v| **v >= 0.0 && v.is_finite())
                 .map(|v| (n.to_string(), *v))
         })

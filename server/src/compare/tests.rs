@@ -155,6 +155,7 @@ fn run(id: i64, config: Value, ap: f64, curve: &[(i64, f64)]) -> RunData {
         train_images: Some(10),
         finals: [("AP".to_string(), ap)].into_iter().collect(),
         final_source: FinalSource::EvalJson,
+        mask_finals: BTreeMap::new(),
         per_class: vec![ClassAp {
             category_id: 1,
             name: "cat".into(),
@@ -285,4 +286,43 @@ fn finals_prefer_eval_json_and_skip_undefined() {
     assert_eq!(f["AP"], 0.4);
     assert!(!f.contains_key("APs"));
     assert_eq!(final_stats(None, &BTreeMap::new()).1, FinalSource::None);
+}
+
+#[test]
+fn mask_finals_come_from_segm_stats_or_the_last_segm_points() {
+    let last: BTreeMap<String, f64> = [
+        ("eval/AP".to_string(), 0.3),
+        ("eval/segm_AP".to_string(), 0.25),
+        ("eval/segm_AP50".to_string(), -1.0),
+    ]
+    .into_iter()
+    .collect();
+    let (f, src) = final_mask_stats(None, &last);
+    assert_eq!(src, FinalSource::LastEvalPoint);
+    assert_eq!(f, [("AP".to_string(), 0.25)].into_iter().collect());
+    let segm = [0.2, 0.5, 0.1, -1.0, 0.2, 0.3, 0.3, 0.4, 0.4, -1.0, 0.4, 0.5];
+    let (f, src) = final_mask_stats(Some(&segm), &last);
+    assert_eq!(
+        (src, f["AP"], f.contains_key("APs")),
+        (FinalSource::EvalJson, 0.2, false)
+    );
+    // A box-only run: no mask numbers, even though it has box points.
+    let boxes: BTreeMap<String, f64> = [("eval/AP".to_string(), 0.3)].into_iter().collect();
+    assert_eq!(
+        final_mask_stats(None, &boxes),
+        (BTreeMap::new(), FinalSource::None)
+    );
+}
+
+#[test]
+fn mask_rows_follow_the_box_rows_with_their_own_deltas() {
+    let mut runs = vec![baseline_run(1, 1, 0.30, &[]), aligndet_run(2, 1, 0.40, &[])];
+    runs[0].mask_finals = [("AP".to_string(), 0.20)].into_iter().collect();
+    runs[1].mask_finals = [("AP".to_string(), 0.26)].into_iter().collect();
+    let (cmp, _) = compare(&runs, None, &[0.5]).unwrap();
+    let names: Vec<&str> = cmp.stats.iter().map(|r| r.stat.as_str()).collect();
+    assert_eq!(names, ["AP", "mask AP"]);
+    let mask = &cmp.stats[1];
+    let aligndet = mask.arms.iter().find(|a| a.delta.is_some()).unwrap();
+    assert!((aligndet.delta.as_ref().unwrap().mean - 0.06).abs() < 1e-12);
 }

@@ -1,6 +1,7 @@
 use aligndet_common::dataset::CocoDataset;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DatasetRow {
@@ -174,10 +175,12 @@ pub async fn insert(
         let image_ids: Vec<i64> = chunk.iter().map(|a| a.image_id).collect();
         let cat_ids: Vec<i64> = chunk.iter().map(|a| a.category_id).collect();
         let crowd: Vec<bool> = chunk.iter().map(|a| a.iscrowd != 0).collect();
+        let masks: Vec<Option<serde_json::Value>> =
+            chunk.iter().map(|a| a.segmentation.clone()).collect();
         sqlx::query(
-            "INSERT INTO annotations (dataset_id, id, image_id, category_id, x, y, w, h, area, iscrowd)
+            "INSERT INTO annotations (dataset_id, id, image_id, category_id, x, y, w, h, area, iscrowd, segmentation)
              SELECT $1, * FROM UNNEST($2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::FLOAT8[], $6::FLOAT8[],
-                                      $7::FLOAT8[], $8::FLOAT8[], $9::FLOAT8[], $10::BOOL[])",
+                                      $7::FLOAT8[], $8::FLOAT8[], $9::FLOAT8[], $10::BOOL[], $11::JSONB[])",
         )
         .bind(id)
         .bind(&ids)
@@ -189,6 +192,7 @@ pub async fn insert(
         .bind(col(|a| a.bbox[3]))
         .bind(col(|a| a.area))
         .bind(&crowd)
+        .bind(&masks)
         .execute(&mut **tx)
         .await?;
     }
@@ -303,6 +307,23 @@ pub async fn boxes_for_images(
     .bind(image_ids)
     .fetch_all(pool)
     .await
+}
+
+/// (annotation id, segmentation) of the annotations on these images that carry one.
+pub async fn masks_for_images(
+    pool: &PgPool,
+    dataset_id: i64,
+    image_ids: &[i64],
+) -> sqlx::Result<HashMap<i64, serde_json::Value>> {
+    let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+        "SELECT id, segmentation FROM annotations
+         WHERE dataset_id = $1 AND image_id = ANY($2) AND segmentation IS NOT NULL",
+    )
+    .bind(dataset_id)
+    .bind(image_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// sqrt(w·h) of every box, for the size histogram.

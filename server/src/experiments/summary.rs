@@ -2,14 +2,16 @@
 //! per-fraction [`SummaryRow`]s of both arms, the `/compare` link and the API's JSON.
 
 use super::Role;
+use crate::compare;
 use crate::db;
 use crate::db::runs::RunRow;
 use crate::state::{AppState, ArtifactRead};
 use crate::{numbers, stats};
 use aligndet_common::artifacts;
 use aligndet_common::jobs::{JobConfig, RunKind, RunStatus};
-use aligndet_common::report::{COCO_STAT_NAMES, EvaluationReport};
+use aligndet_common::report::EvaluationReport;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// One run of an experiment as the page and the API show it.
 #[derive(Debug, Clone, Serialize)]
@@ -52,14 +54,24 @@ impl RunView {
         let ids: Vec<String> = self.waiting_for.iter().map(|i| i.to_string()).collect();
         format!("waiting for run {}", ids.join(", "))
     }
-    pub fn ap(&self) -> Option<f64> {
+    /// A final statistic by its key in `eval` (`AP`, `segm_AP`, …).
+    fn stat(&self, key: &str) -> Option<f64> {
         self.eval
             .as_ref()
-            .and_then(|e| e.get("AP"))
+            .and_then(|e| e.get(key))
             .and_then(|v| v.as_f64())
+    }
+    pub fn ap(&self) -> Option<f64> {
+        self.stat("AP")
+    }
+    pub fn mask_ap(&self) -> Option<f64> {
+        self.stat(&format!("{}AP", compare::MASK_PREFIX))
     }
     pub fn ap_text(&self) -> String {
         self.ap().map(numbers::ap100).unwrap_or_default()
+    }
+    pub fn mask_ap_text(&self) -> String {
+        self.mask_ap().map(numbers::ap100).unwrap_or_default()
     }
     pub fn seed_text(&self) -> String {
         self.seed.map(|s| s.to_string()).unwrap_or_default()
@@ -77,28 +89,35 @@ fn fraction_of(split: &str) -> Option<u32> {
     split.split_once("pct_seed")?.0.parse().ok()
 }
 
-/// The final evaluation of a finished fine-tune: its `eval.json`, else the last `eval/*` values.
+/// The final evaluation of a finished fine-tune by the comparison's rules
+/// ([`compare::final_stats`], [`compare::final_mask_stats`]): box statistics by name (`AP`,
+/// …) and mask statistics prefixed (`segm_AP`, …), undefined ones left out.
 async fn final_eval(
     s: &AppState,
     run_id: i64,
 ) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
-    if let ArtifactRead::Found(bytes) = s.read_artifact(run_id, artifacts::EVAL_REPORT).await?
-        && let Ok(report) = serde_json::from_slice::<EvaluationReport>(&bytes)
-    {
-        let map = COCO_STAT_NAMES
-            .iter()
-            .zip(report.stats.iter())
-            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
-            .collect();
-        return Ok(Some(map));
-    }
-    let metrics = db::experiments::final_eval_metrics(&s.pool, run_id).await?;
-    if metrics.is_empty() {
+    let report = match s.read_artifact(run_id, artifacts::EVAL_REPORT).await? {
+        ArtifactRead::Found(bytes) => serde_json::from_slice::<EvaluationReport>(&bytes).ok(),
+        _ => None,
+    };
+    let last: BTreeMap<String, f64> = db::experiments::final_eval_metrics(&s.pool, run_id)
+        .await?
+        .into_iter()
+        .map(|(k, v)| (format!("eval/{k}"), v))
+        .collect();
+    let (boxes, _) = compare::final_stats(report.as_ref().map(|r| r.stats.as_slice()), &last);
+    let segm = report.as_ref().and_then(|r| r.segm.as_ref());
+    let (masks, _) = compare::final_mask_stats(segm.map(|m| m.stats.as_slice()), &last);
+    if boxes.is_empty() && masks.is_empty() {
         return Ok(None);
     }
+    let masks = masks
+        .into_iter()
+        .map(|(k, v)| (format!("{}{k}", compare::MASK_PREFIX), v));
     Ok(Some(
-        metrics
+        boxes
             .into_iter()
+            .chain(masks)
             .map(|(k, v)| (k, serde_json::Value::from(v)))
             .collect(),
     ))
@@ -164,28 +183,32 @@ pub async fn run_views(s: &AppState, runs: Vec<RunRow>) -> anyhow::Result<Vec<Ru
     Ok(views)
 }
 
-/// One row of the experiment's summary: a labeled fraction, both arms' AP over finished seeds.
+/// One row of the experiment's summary: a labeled fraction, both arms' box AP over finished
+/// seeds, and their mask AP when the detector has masks.
 pub struct SummaryRow {
     pub fraction: String,
     pub baseline: String,
     pub aligndet: String,
     pub margin: String,
     pub seeds: String,
+    pub mask: Option<ArmsSummary>,
+}
+
+/// Both arms' mean ± std of one statistic and the paired margin.
+pub struct ArmsSummary {
+    pub baseline: String,
+    pub aligndet: String,
+    pub margin: String,
 }
 
 pub fn summary(views: &[RunView]) -> Vec<SummaryRow> {
     let mut fractions: Vec<u32> = views.iter().filter_map(|v| v.fraction).collect();
     fractions.sort_unstable();
     fractions.dedup();
+    let has_masks = views.iter().any(|v| v.mask_ap().is_some());
     fractions
         .into_iter()
         .map(|f| {
-            let ap = |role: Role, seed: Option<u64>| {
-                views
-                    .iter()
-                    .find(|v| v.role == role.as_str() && v.fraction == Some(f) && v.seed == seed)
-                    .and_then(RunView::ap)
-            };
             let seeds: Vec<Option<u64>> = {
                 let mut s: Vec<Option<u64>> = views
                     .iter()
@@ -196,41 +219,64 @@ pub fn summary(views: &[RunView]) -> Vec<SummaryRow> {
                 s.dedup();
                 s
             };
-            let base: Vec<f64> = seeds
-                .iter()
-                .filter_map(|s| ap(Role::Baseline, *s))
-                .collect();
-            let ours: Vec<f64> = seeds
-                .iter()
-                .filter_map(|s| ap(Role::Aligndet, *s))
-                .collect();
-            // The seeds both arms finished, paired.
-            let (paired_base, paired_ours): (Vec<_>, Vec<_>) = seeds
-                .iter()
-                .filter_map(|s| {
-                    let key = format!("{s:?}");
-                    let pair = (ap(Role::Baseline, *s)?, ap(Role::Aligndet, *s)?);
-                    Some(((key.clone(), pair.0), (key, pair.1)))
-                })
-                .unzip();
-            let arm = |v: &[f64]| {
-                format!(
-                    "{} (n={})",
-                    numbers::ap_spread(&stats::summarize(v)),
-                    v.len()
-                )
-            };
+            let (boxes, paired) = arms_summary(views, f, &seeds, RunView::ap);
             SummaryRow {
                 fraction: format!("{f}%"),
-                baseline: arm(&base),
-                aligndet: arm(&ours),
-                margin: stats::delta(&paired_base, &paired_ours)
-                    .map(|d| numbers::ap_delta(&d))
-                    .unwrap_or_else(|| numbers::UNDEFINED.into()),
-                seeds: format!("{} of {}", paired_base.len(), seeds.len()),
+                baseline: boxes.baseline,
+                aligndet: boxes.aligndet,
+                margin: boxes.margin,
+                seeds: format!("{paired} of {}", seeds.len()),
+                mask: has_masks.then(|| arms_summary(views, f, &seeds, RunView::mask_ap).0),
             }
         })
         .collect()
+}
+
+/// Both arms' `value` at labeled fraction `f` over `seeds`, and how many seeds pair up.
+fn arms_summary(
+    views: &[RunView],
+    f: u32,
+    seeds: &[Option<u64>],
+    value: fn(&RunView) -> Option<f64>,
+) -> (ArmsSummary, usize) {
+    let ap = |role: Role, seed: Option<u64>| {
+        views
+            .iter()
+            .find(|v| v.role == role.as_str() && v.fraction == Some(f) && v.seed == seed)
+            .and_then(value)
+    };
+    let base: Vec<f64> = seeds
+        .iter()
+        .filter_map(|s| ap(Role::Baseline, *s))
+        .collect();
+    let ours: Vec<f64> = seeds
+        .iter()
+        .filter_map(|s| ap(Role::Aligndet, *s))
+        .collect();
+    // The seeds both arms finished, paired.
+    let (paired_base, paired_ours): (Vec<_>, Vec<_>) = seeds
+        .iter()
+        .filter_map(|s| {
+            let key = format!("{s:?}");
+            let pair = (ap(Role::Baseline, *s)?, ap(Role::Aligndet, *s)?);
+            Some(((key.clone(), pair.0), (key, pair.1)))
+        })
+        .unzip();
+    let arm = |v: &[f64]| {
+        format!(
+            "{} (n={})",
+            numbers::ap_spread(&stats::summarize(v)),
+            v.len()
+        )
+    };
+    let summary = ArmsSummary {
+        baseline: arm(&base),
+        aligndet: arm(&ours),
+        margin: stats::delta(&paired_base, &paired_ours)
+            .map(|d| numbers::ap_delta(&d))
+            .unwrap_or_else(|| numbers::UNDEFINED.into()),
+    };
+    (summary, paired_base.len())
 }
 
 /// The ids of the fine-tune runs (in creation order) as the `/compare` page takes them.
@@ -327,5 +373,26 @@ mod tests {
         // A baseline without its AlignDet twin: nothing paired yet.
         let row = &summary(&three[..1])[0];
         assert_eq!(row.margin, "—");
+        assert!(row.mask.is_none(), "box-only runs have no mask columns");
+    }
+
+    #[test]
+    fn mask_ap_is_summarised_beside_box_ap() {
+        let mut runs = [
+            view(1, Role::Baseline, 1, 0.30),
+            view(2, Role::Aligndet, 1, 0.40),
+        ];
+        for (r, mask_ap) in runs.iter_mut().zip([0.20, 0.26]) {
+            r.eval
+                .as_mut()
+                .unwrap()
+                .insert("segm_AP".into(), serde_json::Value::from(mask_ap));
+        }
+        assert_eq!(runs[1].mask_ap_text(), "26.0");
+        let row = &summary(&runs)[0];
+        assert_eq!(row.margin, "+10.0 (95% CI —: one seed: no spread)");
+        let mask = row.mask.as_ref().expect("mask AP");
+        assert_eq!(mask.baseline, "20.0 ± — (n=1)");
+        assert_eq!(mask.margin, "+6.0 (95% CI —: one seed: no spread)");
     }
 }

@@ -138,25 +138,9 @@ impl ImageMatch {
 }
 
 /// Intersection over union of `[x, y, w, h]` boxes as pycocotools' `bbIou` computes it: over
-/// the prediction's own area when the ground truth is a crowd region; 0 without overlap.
-pub fn iou(prediction: &[f64; 4], truth: &[f64; 4], crowd: bool) -> f64 {
-    let w = (prediction[0] + prediction[2]).min(truth[0] + truth[2]) - prediction[0].max(truth[0]);
-    if w <= 0.0 {
-        return 0.0;
-    }
-    let h = (prediction[1] + prediction[3]).min(truth[1] + truth[3]) - prediction[1].max(truth[1]);
-    if h <= 0.0 {
-        return 0.0;
-    }
-    let inter = w * h;
-    let pred_area = prediction[2] * prediction[3];
-    let union = if crowd {
-        pred_area
-    } else {
-        pred_area + truth[2] * truth[3] - inter
-    };
-    inter / union
-}
+/// the prediction's own area when the ground truth is a crowd region; 0 without overlap. The
+/// trainer's COCO evaluation uses the same function.
+pub use aligndet_common::mask::box_iou as iou;
 
 /// Matches one image's predictions to its ground truth at `threshold` (IoU, e.g. 0.5).
 pub fn match_image(truths: &[Truth], predictions: &[Predicted], threshold: f64) -> ImageMatch {

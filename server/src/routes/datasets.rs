@@ -10,6 +10,7 @@ use crate::plots;
 use crate::routes::{refused, render};
 use crate::security::{self, CsrfToken};
 use crate::state::AppState;
+use crate::views::mask_paths::annotation_mask;
 use askama::Template;
 use axum::Extension;
 use axum::body::Body;
@@ -187,6 +188,8 @@ pub async fn upload(
 pub struct ImageWithBoxes {
     pub image: ImageRow,
     pub boxes: Vec<BoxRow>,
+    /// (category id, SVG path) of the boxes' masks, drawn under the boxes.
+    pub masks: Vec<(i64, String)>,
 }
 
 #[derive(Template)]
@@ -202,6 +205,8 @@ struct DatasetPage {
     names: HashMap<i64, String>,
     /// The class the gallery is filtered to: (id, name, images holding it).
     filter: Option<(i64, String, i64)>,
+    /// Whether an image of the page has a mask (the page then offers the masks toggle).
+    has_masks: bool,
 }
 
 impl DatasetPage {
@@ -310,13 +315,23 @@ pub async fn show(
     for b in db::datasets::boxes_for_images(&s.pool, id, &ids).await? {
         by_image.entry(b.image_id).or_default().push(b);
     }
-    let images = rows
+    let masks = db::datasets::masks_for_images(&s.pool, id, &ids).await?;
+    let images: Vec<ImageWithBoxes> = rows
         .into_iter()
-        .map(|image| ImageWithBoxes {
-            boxes: by_image.remove(&image.id).unwrap_or_default(),
-            image,
+        .map(|image| {
+            let boxes = by_image.remove(&image.id).unwrap_or_default();
+            let masks = boxes
+                .iter()
+                .filter_map(|b| Some((b.category_id, annotation_mask(&masks, b.id, &image)?)))
+                .collect();
+            ImageWithBoxes {
+                boxes,
+                masks,
+                image,
+            }
         })
         .collect();
+    let has_masks = images.iter().any(|i| !i.masks.is_empty());
     let names = categories.iter().map(|c| (c.id, c.name.clone())).collect();
     let splits = split_sizes(&dataset);
     Ok(render(&DatasetPage {
@@ -328,6 +343,7 @@ pub async fn show(
         pages,
         names,
         filter,
+        has_masks,
     }))
 }
 

@@ -149,6 +149,13 @@ struct ExperimentPage {
     summary: Vec<SummaryRow>,
 }
 
+impl ExperimentPage {
+    /// Whether a run has mask AP (the tables then show it beside box AP).
+    fn has_masks(&self) -> bool {
+        self.runs.iter().any(|r| r.mask_ap().is_some())
+    }
+}
+
 pub async fn show(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,

@@ -54,6 +54,9 @@ struct PredictionsPage {
     pages: usize,
     /// Predictions on images outside the split (left out of the page).
     outside: usize,
+    /// Whether predictions or the page's ground truth carry masks (the page then offers the
+    /// masks toggle; box-only runs look as before).
+    has_masks: bool,
 }
 
 impl PredictionsPage {
@@ -78,9 +81,18 @@ pub struct PredictionsQuery {
     sort: Option<String>,
 }
 
-/// The split's image ids, `predictions.json` grouped by image and the number of predictions
-/// on images outside the split (counted, not kept); `Err(why)` when there is nothing to draw.
-type Loaded = Result<(Vec<i64>, HashMap<i64, Vec<Prediction>>, usize), String>;
+/// What `predictions.json` holds for the split; `Err(why)` when there is nothing to draw.
+type Loaded = Result<LoadedSplit, String>;
+
+struct LoadedSplit {
+    /// The split's image ids.
+    ids: Vec<i64>,
+    by_image: HashMap<i64, Vec<Prediction>>,
+    /// Predictions on images outside the split (counted, not kept).
+    outside: usize,
+    /// Whether any prediction carries a mask.
+    masked: bool,
+}
 
 async fn load(
     s: &AppState,
@@ -116,6 +128,7 @@ async fn load(
     };
     let mut by_image: HashMap<i64, Vec<Prediction>> = HashMap::new();
     let mut outside = 0;
+    let masked = predictions.iter().any(|p| p.segmentation.is_some());
     for p in predictions {
         if ids.binary_search(&p.image_id).is_ok() {
             by_image.entry(p.image_id).or_default().push(p);
@@ -123,7 +136,12 @@ async fn load(
             outside += 1;
         }
     }
-    Ok(Ok((ids, by_image, outside)))
+    Ok(Ok(LoadedSplit {
+        ids,
+        by_image,
+        outside,
+        masked,
+    }))
 }
 
 pub async fn browser(
@@ -155,15 +173,25 @@ pub async fn browser(
         pages: 1,
         outside: 0,
         dataset: None,
+        has_masks: false,
     };
     let Some(dataset) = db::datasets::get(&s.pool, config.dataset_id).await? else {
         page.message = Some(format!("dataset {} no longer exists", config.dataset_id));
         return Ok(render(&page));
     };
     match load(&s, id, &dataset, &config.val_split).await? {
-        Ok((ids, predictions, outside)) => {
-            page.outside = outside;
-            fill(&s, &mut page, &dataset, &ids, predictions, q.page).await?;
+        Ok(loaded) => {
+            page.outside = loaded.outside;
+            page.has_masks = loaded.masked;
+            fill(
+                &s,
+                &mut page,
+                &dataset,
+                &loaded.ids,
+                loaded.by_image,
+                q.page,
+            )
+            .await?;
         }
         Err(why) => page.message = Some(why),
     }
@@ -204,9 +232,12 @@ async fn fill(
         .into_iter()
         .map(|r| (r.id, r))
         .collect();
+    let gt_masks = db::datasets::masks_for_images(&s.pool, dataset.id, &page_ids).await?;
+    page.has_masks |= !gt_masks.is_empty();
     for image_id in &page_ids {
         if let (Some(row), Some(m)) = (rows.remove(image_id), split.images.get(image_id)) {
-            page.images.push(model::draw(dataset.id, row, m, &name_of));
+            page.images
+                .push(model::draw(dataset.id, row, m, &gt_masks, &name_of));
         }
     }
     page.summary = Some(summary(split, &names, &name_of));

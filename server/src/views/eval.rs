@@ -2,6 +2,7 @@
 //! evaluation): the 12 COCO statistics, precision-recall charts, per-class and per-size rows.
 
 use crate::plots;
+use aligndet_common::report::{ClassResult, SizeResult};
 
 /// What the run page shows of an `evaluate` run's `eval.json`.
 pub struct EvalView {
@@ -13,11 +14,53 @@ pub struct EvalView {
     pub class_rows: Vec<(String, usize, Vec<String>)>,
     /// (area range, formatted AP, formatted AR)
     pub size_rows: Vec<(String, String, String)>,
+    /// Mask AP beside the box AP above, when the detections carried masks.
+    pub segm: Option<SegmView>,
+}
+
+/// The mask statistics of an `eval.json`, in the rows the box statistics have.
+pub struct SegmView {
+    pub stats: Vec<(&'static str, f64)>,
+    pub class_rows: Vec<(String, usize, Vec<String>)>,
+    pub size_rows: Vec<(String, String, String)>,
+}
+
+fn named_stats(stats: &[f64]) -> Vec<(&'static str, f64)> {
+    aligndet_common::report::COCO_STAT_NAMES
+        .iter()
+        .copied()
+        .zip(stats.iter().copied())
+        .collect()
+}
+
+fn class_rows(per_class: &[ClassResult]) -> Vec<(String, usize, Vec<String>)> {
+    per_class
+        .iter()
+        .map(|c| {
+            let cells = [c.ap, c.ap50, c.ap75, c.ar100]
+                .into_iter()
+                .map(crate::numbers::coco_stat)
+                .collect();
+            (c.name.clone(), c.num_gt, cells)
+        })
+        .collect()
+}
+
+fn size_rows(per_size: &[SizeResult]) -> Vec<(String, String, String)> {
+    per_size
+        .iter()
+        .map(|s| {
+            (
+                s.area.clone(),
+                crate::numbers::coco_stat(s.ap),
+                crate::numbers::coco_stat(s.ar),
+            )
+        })
+        .collect()
 }
 
 /// The evaluation section of a run page.
 pub fn eval_view(report: aligndet_common::report::EvaluationReport) -> EvalView {
-    use aligndet_common::report::COCO_STAT_NAMES;
     let recall_axis = |p: &[f64]| -> Vec<(f64, f64)> {
         p.iter()
             .enumerate()
@@ -64,36 +107,15 @@ pub fn eval_view(report: aligndet_common::report::EvaluationReport) -> EvalView 
         .take(6)
         .map(|c| (c.name.clone(), recall_axis(&c.precision)))
         .collect();
-    let class_rows = report
-        .per_class
-        .iter()
-        .map(|c| {
-            let cells = [c.ap, c.ap50, c.ap75, c.ar100]
-                .into_iter()
-                .map(crate::numbers::coco_stat)
-                .collect();
-            (c.name.clone(), c.num_gt, cells)
-        })
-        .collect();
-    let size_rows = report
-        .per_size
-        .iter()
-        .map(|s| {
-            (
-                s.area.clone(),
-                crate::numbers::coco_stat(s.ap),
-                crate::numbers::coco_stat(s.ar),
-            )
-        })
-        .collect();
     EvalView {
-        class_rows,
-        size_rows,
-        stats: COCO_STAT_NAMES
-            .iter()
-            .copied()
-            .zip(report.stats.iter().copied())
-            .collect(),
+        class_rows: class_rows(&report.per_class),
+        size_rows: size_rows(&report.per_size),
+        segm: report.segm.as_ref().map(|m| SegmView {
+            stats: named_stats(&m.stats),
+            class_rows: class_rows(&m.per_class),
+            size_rows: size_rows(&m.per_size),
+        }),
+        stats: named_stats(&report.stats),
         pr_mean_chart: plots::line_chart(
             "Precision-recall (mean over classes)",
             "recall",

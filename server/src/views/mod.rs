@@ -8,6 +8,7 @@ pub mod charts;
 pub mod eval;
 pub mod finetune;
 pub mod labels;
+pub mod mask_paths;
 pub mod new_run;
 pub mod predictions;
 pub mod pretrain;

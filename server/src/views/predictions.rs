@@ -4,9 +4,11 @@
 //! Pure: the route loads `predictions.json`, the split and its ground truth.
 
 use super::labels::{self, Placed, Rect};
+use super::mask_paths::{annotation_mask, image_mask};
 use crate::db::datasets::{BoxRow, ImageRow};
 use crate::matching::{self, Counts, ImageMatch, PredictionOutcome, TruthOutcome};
 use serde::Deserialize;
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
 /// The view the page opens at: a readable handful of boxes per image.
@@ -23,6 +25,9 @@ pub struct Prediction {
     pub category_id: i64,
     pub bbox: [f64; 4],
     pub score: f64,
+    /// The predicted mask (compressed RLE from Mask R-CNN), when the detector has one.
+    #[serde(default)]
+    pub segmentation: Option<Value>,
 }
 
 /// How images are ordered.
@@ -235,6 +240,8 @@ pub struct DrawnBox {
     pub title: String,
     pub label: String,
     pub label_at: Option<Placed>,
+    /// The mask as an SVG path in image pixels, drawn under the box.
+    pub mask: Option<String>,
 }
 
 impl DrawnBox {
@@ -256,6 +263,7 @@ impl DrawnBox {
             title,
             label,
             label_at: None,
+            mask: None,
         }
     }
 }
@@ -271,11 +279,13 @@ pub struct DrawnImage {
     pub font: f64,
 }
 
-/// One image's boxes with labels placed: predictions by score, then the misses.
+/// One image's boxes with labels placed: predictions by score, then the misses; masks from
+/// the predictions and from `gt_masks` (segmentations by annotation id).
 pub fn draw(
     dataset_id: i64,
     image: ImageRow,
     m: &Matched,
+    gt_masks: &HashMap<i64, Value>,
     name_of: &dyn Fn(i64) -> String,
 ) -> DrawnImage {
     let font = (image.width.max(image.height) as f64 / 36.0).max(4.0);
@@ -294,7 +304,9 @@ pub fn draw(
             };
             let title = format!("{name} {:.3}: {what}", p.score);
             let label = format!("{} {name} {:.2}", outcome.to_uppercase(), p.score);
-            DrawnBox::new(p.category_id, outcome, p.bbox, title, label)
+            let mut drawn = DrawnBox::new(p.category_id, outcome, p.bbox, title, label);
+            drawn.mask = p.segmentation.as_ref().and_then(|s| image_mask(s, &image));
+            drawn
         })
         .collect();
     let mut gt: Vec<DrawnBox> = m
@@ -309,13 +321,15 @@ pub fn draw(
                 TruthOutcome::Crowd => ("crowd", "crowd region"),
             };
             let title = format!("ground truth {name}: {what}");
-            DrawnBox::new(
+            let mut drawn = DrawnBox::new(
                 b.category_id,
                 outcome,
                 [b.x, b.y, b.w, b.h],
                 title,
                 format!("FN {name}"),
-            )
+            );
+            drawn.mask = annotation_mask(gt_masks, b.id, &image);
+            drawn
         })
         .collect();
     place_labels(&mut preds, &mut gt, font, &image);
@@ -371,6 +385,7 @@ mod tests {
             category_id: cat,
             bbox,
             score,
+            segmentation: None,
         }
     }
 
@@ -488,7 +503,9 @@ mod tests {
             width: 200,
             height: 200,
         };
-        let d = draw(1, image, &split.images[&1], &|c| format!("c{c}"));
+        let d = draw(1, image, &split.images[&1], &HashMap::new(), &|c| {
+            format!("c{c}")
+        });
         let outcomes: Vec<&str> = d.predictions.iter().map(|p| p.outcome).collect();
         assert_eq!(outcomes, ["fp", "fp", "tp"], "lowest score drawn first");
         assert_eq!(d.predictions[2].label, "TP c1 0.90");

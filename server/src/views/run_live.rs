@@ -6,7 +6,7 @@ use super::chart_groups::{
     PROPOSALS_CHARTS, grouped_charts,
 };
 use super::chart_view::{ChartQuery, XChoice, XMap, epochs_per_step};
-use super::charts::finetune_charts;
+use super::charts::{EvalHistory, finetune_charts};
 use crate::db;
 use crate::db::logs::{LogRow, WarningRow};
 use crate::db::runs::{AttemptRow, RunRow};
@@ -33,8 +33,8 @@ struct RunLive {
     evaluating: Option<String>,
     charts: Vec<(String, String)>,
     summaries: Vec<(String, f64)>,
-    /// Fine-tune runs: the 12 COCO statistics at each periodic evaluation, (step, cells).
-    eval_history: Vec<(i64, Vec<String>)>,
+    /// Fine-tune runs: the COCO statistics at each periodic evaluation (box, and mask).
+    eval_history: EvalHistory,
     /// Parts of the chart query that were ignored, and why.
     chart_notes: Vec<String>,
 }
@@ -109,7 +109,7 @@ pub async fn live_html(s: &AppState, run: RunRow, query: &ChartQuery) -> Result<
     let (mut charts, eval_history, mut used) = if run.kind == RunKind::Finetune {
         finetune_charts(s, &run, &keys, &ctx).await?
     } else {
-        (Vec::new(), Vec::new(), Vec::new())
+        (Vec::new(), EvalHistory::default(), Vec::new())
     };
     charts.extend(grouped_charts(&ctx, &keys, grouped, &mut used));
     used.push(EVAL_PROGRESS.to_string());

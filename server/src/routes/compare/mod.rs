@@ -172,6 +172,9 @@ async fn load(s: &AppState, params: &CompareParams) -> Result<Loaded, Failure> {
             .collect();
         let (finals, final_source) =
             compare::final_stats(report.as_ref().map(|r| r.stats.as_slice()), &last);
+        let segm_stats = report.as_ref().and_then(|r| r.segm.as_ref());
+        let (mask_finals, _) =
+            compare::final_mask_stats(segm_stats.map(|m| m.stats.as_slice()), &last);
         let per_class = report
             .map(|r| {
                 r.per_class
@@ -202,6 +205,7 @@ async fn load(s: &AppState, params: &CompareParams) -> Result<Loaded, Failure> {
             train_images,
             finals,
             final_source,
+            mask_finals,
             per_class,
             eval_ap,
         });

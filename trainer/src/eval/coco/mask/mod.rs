@@ -1,13 +1,11 @@
 //! Masks for segm evaluation (pycocotools' `COCOeval` with `iouType="segm"`).
 //!
-//! - [`rle`]: run-length encoding, area, box, merge, compressed strings and IoU, as
-//!   pycocotools' `maskApi.c`;
-//! - [`poly`]: polygon and box rasterization (`rleFrPoly`, `rleFrBbox`);
+//! - [`rle`] and [`poly`]: RLE and polygon code, in `aligndet_common::mask` (the server draws
+//!   the same masks);
 //! - [`load`]: segmentations of the ground truth and of a results file.
 
 pub mod load;
-pub mod poly;
-pub mod rle;
+pub use aligndet_common::mask::{poly, rle};
 
 use rayon::prelude::*;
 

@@ -230,7 +230,7 @@ impl Rle {
     /// takes the box IoU and only counts pixels where it is positive. For a crowd ground
     /// truth the union is the detection's area. Masks of different sizes give -1.
     pub fn iou(dt: &Rle, gt: &Rle, dt_box: &[f64; 4], gt_box: &[f64; 4], crowd: bool) -> f64 {
-        if super::super::iou::box_iou(dt_box, gt_box, crowd) <= 0.0 {
+        if super::box_iou(dt_box, gt_box, crowd) <= 0.0 {
             return 0.0;
         }
         if dt.height != gt.height || dt.width != gt.width {
