@@ -1,6 +1,6 @@
 //! Running a detector over a split and scoring it with our COCO evaluator.
 
-use super::results::masks_to_rles;
+use super::results::{as_written, masks_to_rles};
 use crate::data::augment::decode_image;
 use crate::data::detection::DetectionSplit;
 use crate::eval::coco::mask::rle::Rle;
@@ -18,7 +18,8 @@ pub fn images_to_predict(split: &DetectionSplit, max_images: usize) -> usize {
 }
 
 /// COCO-style detections of `model` on the first `max_images` images of `split` (all when 0),
-/// `batch_size` images at a time, boxes in original pixels as `[x, y, w, h]`, and each
+/// `batch_size` images at a time, boxes in original pixels as `[x, y, w, h]` (rounded as
+/// `predictions.json` writes them, [`as_written`]), and each
 /// detection's mask as RLE where the detector predicts masks (aligned with the detections; empty
 /// for box detectors). `progress` hears (images done, images in all) after each batch.
 pub fn predict_split_masks(
@@ -51,7 +52,7 @@ pub fn predict_split_masks(
                 if let Some(r) = &rles {
                     masks.push(r[k].clone());
                 }
-                out.push(Detection {
+                out.push(as_written(Detection {
                     image_id: sample.image_id,
                     category_id,
                     bbox: [
@@ -61,7 +62,7 @@ pub fn predict_split_masks(
                         (b[3] - b[1]) as f64,
                     ],
                     score: score as f64,
-                });
+                }));
             }
         }
         done += chunk.len();

@@ -12,15 +12,28 @@ pub fn results_json(detections: &[Detection]) -> serde_json::Value {
         detections
             .iter()
             .map(|d| {
+                let d = as_written(*d);
                 serde_json::json!({
                     "image_id": d.image_id,
                     "category_id": d.category_id,
-                    "bbox": d.bbox.iter().map(|v| (v * 100.0).round() / 100.0).collect::<Vec<_>>(),
-                    "score": (d.score * 1e5).round() / 1e5,
+                    "bbox": d.bbox,
+                    "score": d.score,
                 })
             })
             .collect(),
     )
+}
+
+/// A detection as a results file writes it: box to 0.01 px, score to 1e-5. Predictions are
+/// rounded where they are made, so that a run's own evaluation and any evaluator reading its
+/// `predictions.json` (pycocotools, `trainer eval`) score the same numbers. Rounding twice
+/// changes nothing.
+pub fn as_written(d: Detection) -> Detection {
+    Detection {
+        bbox: d.bbox.map(|v| (v * 100.0).round() / 100.0),
+        score: (d.score * 1e5).round() / 1e5,
+        ..d
+    }
 }
 
 /// `[n, H, W]` binary masks → one RLE per mask.
@@ -84,5 +97,32 @@ mod tests {
         assert_eq!(json[0]["segmentation"]["size"], serde_json::json!([3, 4]));
         let counts = json[0]["segmentation"]["counts"].as_str().unwrap();
         assert_eq!(Rle::from_compressed(counts, 3, 4).unwrap(), rles[0]);
+    }
+
+    #[test]
+    fn written_detections_read_back_as_they_were_scored() {
+        // the run scores `as_written` detections; the file must give an evaluator the same
+        let scored: Vec<Detection> = [
+            ([10.123456, 20.987654, 30.333333, 5.55555], 0.123456789),
+            ([0.004999, 1.0 / 3.0, 2.0 / 3.0, 99.995001], 0.999995),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (bbox, score))| {
+            as_written(Detection {
+                image_id: i as i64 + 1,
+                category_id: 1,
+                bbox,
+                score,
+            })
+        })
+        .collect();
+        assert_eq!(
+            scored.iter().map(|d| as_written(*d)).collect::<Vec<_>>(),
+            scored
+        );
+        let bytes = serde_json::to_vec(&results_json(&scored)).unwrap();
+        let read = crate::eval::coco::parse_detections(&bytes).unwrap();
+        assert_eq!(read, scored);
     }
 }
