@@ -83,29 +83,27 @@ def generate(images, dets_per_image, classes, seed):
     return gt, detections
 
 
-def pycocotools_run(gt_path, dt_path):
+def segm_stats(coco_cls, eval_cls, gt_path, dt_path):
+    """The 12 stats of one Python evaluator (pycocotools or faster-coco-eval), quietly."""
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(gt_path)
+        coco_gt = coco_cls(gt_path)
         coco_dt = coco_gt.loadRes(dt_path)
-        ev = COCOeval(coco_gt, coco_dt, "segm")
+        ev = eval_cls(coco_gt, coco_dt, "segm")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return [float(s) for s in ev.stats]
+    return [float(s) for s in ev.stats[:12]]
+
+
+def pycocotools_run(gt_path, dt_path):
+    return segm_stats(COCO, COCOeval, gt_path, dt_path)
 
 
 def faster_coco_eval_run(gt_path, dt_path):
     from faster_coco_eval import COCO as FastCOCO
     from faster_coco_eval import COCOeval_faster
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = FastCOCO(gt_path)
-        coco_dt = coco_gt.loadRes(dt_path)
-        ev = COCOeval_faster(coco_gt, coco_dt, "segm")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return [float(s) for s in ev.stats[:12]]
+    return segm_stats(FastCOCO, COCOeval_faster, gt_path, dt_path)
 
 
 def timed(repeats, fn):
