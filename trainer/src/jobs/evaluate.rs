@@ -51,10 +51,9 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<Job
     ));
     // Masks are read before any metric is sent, so a refused file leaves nothing behind.
     let segm = if carries_masks(&dt_bytes) {
-        let images: Vec<i64> = gt.images.clone();
         Some(evaluate_masks(
             &location,
-            &images,
+            &gt.images,
             &dt_bytes,
             &cfg.detections.name,
         )?)

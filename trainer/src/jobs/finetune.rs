@@ -31,8 +31,8 @@ use crate::train::health::zero_size_warning;
 use crate::train::init::{BODY_PREFIX, initialise};
 use crate::train::optim::{Optimizer, trainable_params};
 use crate::train::results::{results_json, segm_results_json};
-use crate::train::segm_eval::score_segm;
-use aligndet_common::api::{DatasetLocation, MetricPoint};
+use crate::train::segm_eval::GroundTruthMasks;
+use aligndet_common::api::MetricPoint;
 use aligndet_common::artifacts;
 use aligndet_common::report::{COCO_STAT_NAMES, EvaluationReport};
 use aligndet_common::train_config::TrainConfig;
@@ -77,8 +77,8 @@ struct FinetuneStep<'a> {
     train: &'a DetectionSplit,
     val: &'a DetectionSplit,
     gt: &'a GroundTruth,
-    /// The dataset, for mask AP (its masks are read at each evaluation of a mask detector).
-    location: &'a DatasetLocation,
+    /// The dataset's masks, read once, for the mask AP of a mask detector.
+    gt_masks: Option<&'a GroundTruthMasks>,
     loader: Loader<Batch>,
     base_transform: &'a DetectionTransform,
     eval_transform: &'a DetectionTransform,
@@ -140,8 +140,8 @@ impl TrainStep for FinetuneStep<'_> {
             )?;
             let (_, result) = score(self.gt, &detections, &images)?;
             log_eval(ctx, done, IouType::Bbox, &result.stats);
-            if self.cfg.detector.has_masks() {
-                let segm = score_segm(self.location, &images, &detections, &masks)?;
+            if let Some(gt_masks) = self.gt_masks {
+                let segm = gt_masks.score_predictions(&images, &detections, &masks)?;
                 log_eval(ctx, done, IouType::Segm, &segm.stats);
             }
         }
@@ -174,6 +174,11 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
             .with_context(|| format!("{:?} needs instance masks", cfg.detector))?;
     }
     let gt = ground_truth(&location, Some(&cfg.val_split))?;
+    let gt_masks = if cfg.detector.has_masks() {
+        Some(GroundTruthMasks::load(&location)?)
+    } else {
+        None
+    };
     ctx.log(format!(
         "training {:?} on {:?} ({} images of split {}), evaluating on {} images of split {}",
         cfg.detector,
@@ -241,7 +246,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         train: &train,
         val: &val,
         gt: &gt,
-        location: &location,
+        gt_masks: gt_masks.as_ref(),
         loader,
         base_transform: &base_transform,
         eval_transform: &eval_transform,
@@ -280,8 +285,8 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
     }
     let (gt_used, result) = score(&gt, &detections, &images)?;
     log_eval(ctx, cfg.optim.steps, IouType::Bbox, &result.stats);
-    let segm = if cfg.detector.has_masks() {
-        let segm = score_segm(&location, &images, &detections, &masks)?;
+    let segm = if let Some(gt_masks) = &gt_masks {
+        let segm = gt_masks.score_predictions(&images, &detections, &masks)?;
         log_eval(ctx, cfg.optim.steps, IouType::Segm, &segm.stats);
         Some(segm_report(&segm))
     } else {

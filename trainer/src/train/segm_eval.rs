@@ -1,7 +1,7 @@
 //! Mask AP of a mask detector's predictions on a dataset split (`iouType="segm"`, the
 //! evaluator of `eval::coco::mask`): the ground-truth masks are rasterized from the dataset's
-//! annotations file, the predictions' masks are the RLEs of `predict_split_masks` (training)
-//! or of an uploaded results file (the `evaluate` job).
+//! annotations file once per job; the predictions' masks are the RLEs of
+//! `predict_split_masks` (training) or of an uploaded results file (the `evaluate` job).
 
 use crate::eval::coco::mask::MaskSet;
 use crate::eval::coco::mask::load::{ImageSizes, SegmResults, ground_truth_masks};
@@ -55,28 +55,27 @@ impl GroundTruthMasks {
             &EvalParams::segm(),
         )?)
     }
-}
 
-/// segm evaluation of a mask detector's `detections` (with `masks`, aligned) on the
-/// dataset's `images`.
-pub fn score_segm(
-    location: &DatasetLocation,
-    images: &[i64],
-    detections: &[Detection],
-    masks: &[Rle],
-) -> anyhow::Result<EvalResult> {
-    anyhow::ensure!(
-        detections.len() == masks.len(),
-        "{} detections but {} masks",
-        detections.len(),
-        masks.len()
-    );
-    // The predictions file carries boxes, so pycocotools' loadRes gives each result its box's
-    // area (size ranges), as `trainer eval --iou-type segm` does on that file.
-    let results = SegmResults {
-        detections: detections.to_vec(),
-        masks: masks.to_vec(),
-        areas: detections.iter().map(Detection::area).collect(),
-    };
-    GroundTruthMasks::load(location)?.score(images, results)
+    /// segm evaluation of a mask detector's `detections` (with `masks`, aligned) on `images`.
+    pub fn score_predictions(
+        &self,
+        images: &[i64],
+        detections: &[Detection],
+        masks: &[Rle],
+    ) -> anyhow::Result<EvalResult> {
+        anyhow::ensure!(
+            detections.len() == masks.len(),
+            "{} detections but {} masks",
+            detections.len(),
+            masks.len()
+        );
+        // The predictions file carries boxes, so pycocotools' loadRes gives each result its
+        // box's area (size ranges), as `trainer eval --iou-type segm` does on that file.
+        let results = SegmResults {
+            detections: detections.to_vec(),
+            masks: masks.to_vec(),
+            areas: detections.iter().map(Detection::area).collect(),
+        };
+        self.score(images, results)
+    }
 }
