@@ -57,22 +57,37 @@ impl Upload<'_> {
             .expect("piece")
     }
 
-    /// A piece whose connection dies after `sent` of its `declared` bytes (a flaky link).
-    fn cut_piece(&self, offset: u64, declared: usize, sent: &[u8]) {
+    /// A piece of `declared` bytes sent by hand, its headers written: the caller sends the body.
+    fn open_piece(&self, offset: u64, declared: usize) -> std::net::TcpStream {
+        self.open_put(&format!("{}&offset={offset}", self.query()), declared)
+    }
+
+    /// The whole artifact in one body (no declared hash), sent by hand like `open_piece`.
+    fn open_whole(&self, declared: usize) -> std::net::TcpStream {
+        self.open_put(&format!("attempt={}", self.attempt), declared)
+    }
+
+    fn open_put(&self, query: &str, declared: usize) -> std::net::TcpStream {
         let s = self.worker.server;
         let host = s.url.trim_start_matches("http://");
         let mut tcp = std::net::TcpStream::connect(host).expect("connect");
         write!(
             tcp,
-            "PUT /api/v1/runs/{}/artifacts/model.bin?{}&offset={offset} HTTP/1.1\r\nHost: {host}\r\n\
-             Authorization: Bearer {}\r\n{}: {}\r\nContent-Length: {declared}\r\n\r\n",
+            "PUT /api/v1/runs/{}/artifacts/model.bin?{query} HTTP/1.1\r\nHost: {host}\r\n\
+             Authorization: Bearer {}\r\n{}: {}\r\nContent-Length: {declared}\r\n\
+             Connection: close\r\n\r\n",
             self.run,
-            self.query(),
             s.token,
             aligndet_common::api::WORKER_KEY_HEADER,
             self.worker.key
         )
         .expect("headers");
+        tcp
+    }
+
+    /// A piece whose connection dies after `sent` of its `declared` bytes (a flaky link).
+    fn cut_piece(&self, offset: u64, declared: usize, sent: &[u8]) {
+        let mut tcp = self.open_piece(offset, declared);
         tcp.write_all(sent).expect("part of the body");
         tcp.flush().expect("flush");
         // Give the server the bytes before the link drops.
@@ -83,18 +98,39 @@ impl Upload<'_> {
     }
 }
 
-#[test]
-fn a_cut_upload_resumes_where_it_stopped_and_is_stored_only_when_its_hash_matches() {
+/// A database, a data folder and a server on them (bound in this order, so the server stops
+/// first).
+fn start(tag: &str, lease_seconds: f64) -> (TestDb, TempDir, Server) {
     let db = TestDb::create();
-    let data = TempDir::new("uploads");
-    let server = Server::start(&ServerOptions::new(&db, data.path()));
+    let data = TempDir::new(tag);
+    let mut opts = ServerOptions::new(&db, data.path());
+    opts.lease_seconds = lease_seconds;
+    let server = Server::start(&opts);
+    (db, data, server)
+}
+
+/// A benchmark run claimed by a new worker: (run id, the worker, the attempt it holds).
+fn claimed_run<'a>(server: &'a Server, worker: &str) -> (i64, ApiWorker<'a>, i64) {
     let run = server.create_run(
         "up",
         json!({"kind": "benchmark", "backbone": "resnet18", "resolution": 64, "steps": 1}),
     );
-    let worker = ApiWorker::register(&server, "uploader");
+    let (worker, attempt) = claim(server, worker);
+    (run, worker, attempt)
+}
+
+/// The queued run claimed by a new worker: the worker and the attempt it holds.
+fn claim<'a>(server: &'a Server, worker: &str) -> (ApiWorker<'a>, i64) {
+    let worker = ApiWorker::register(server, worker);
     let spec = worker.claim().expect("a job");
     let attempt = spec["attempt"].as_i64().expect("attempt");
+    (worker, attempt)
+}
+
+#[test]
+fn a_cut_upload_resumes_where_it_stopped_and_is_stored_only_when_its_hash_matches() {
+    let (db, data, server) = start("uploads", 30.0);
+    let (run, worker, attempt) = claimed_run(&server, "uploader");
     let model: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let up = Upload {
         worker: &worker,
@@ -185,4 +221,72 @@ fn a_cut_upload_resumes_where_it_stopped_and_is_stored_only_when_its_hash_matche
         list_dir(&data.path().join(format!("artifacts/{run}"))),
         vec!["model.bin".to_string()]
     );
+}
+
+/// A large upload can still be arriving when its attempt ends (a worker killed by `scancel` or
+/// lost after sending its last checkpoint): the run is re-queued and claimed again with the
+/// checkpoint it had. The late upload must not replace that file under the next attempt.
+#[test]
+fn an_upload_that_outlives_its_attempt_is_not_stored() {
+    let (db, data, server) = start("uploads-late", 2.0);
+    let (run, worker, attempt) = claimed_run(&server, "lost");
+    let model: Vec<u8> = (0..1_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let up = Upload {
+        worker: &worker,
+        run,
+        attempt,
+        blob: Blob::of_bytes(&model),
+    };
+    let stored = || {
+        db.query(&format!(
+            "SELECT count(*) FROM artifacts WHERE run_id = {run}"
+        ))
+    };
+    let dir = data.path().join(format!("artifacts/{run}"));
+    let answer_to = |mut tcp: std::net::TcpStream, rest: &[u8]| {
+        tcp.write_all(rest).expect("the rest");
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).expect("answer");
+        answer
+    };
+
+    // One body: it starts while attempt 1 is current, the worker stops heartbeating, its lease
+    // expires, and attempt 2 is claimed before the rest of the body arrives.
+    let mut tcp = up.open_whole(model.len());
+    tcp.write_all(&model[..400_000]).expect("first part");
+    server.wait_run(run, std::time::Duration::from_secs(30), "re-queued", |r| {
+        r["status"] == "queued"
+    });
+    let (next, next_attempt) = claim(&server, "next");
+    assert_eq!(next_attempt, attempt + 1);
+    let answer = answer_to(tcp, &model[400_000..]);
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    assert!(answer.contains("attempt"), "{answer}");
+    assert_eq!(stored(), "0");
+    assert!(list_dir(&dir).is_empty(), "{:?}", list_dir(&dir));
+
+    // In pieces: attempt 2 ends while its piece arrives (it reports a retryable failure, unless
+    // its own short lease ran out first: either way the piece is refused).
+    let up = Upload {
+        worker: &next,
+        attempt: next_attempt,
+        ..up
+    };
+    let mut tcp = up.open_piece(0, model.len());
+    tcp.write_all(&model[..400_000]).expect("first part");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = next.post(
+        &format!("runs/{run}/status"),
+        &json!({"attempt": next_attempt, "status": "failed", "error": "rank died", "retryable": true}),
+    );
+    assert!(
+        r.status().is_success() || r.status() == 409,
+        "{}",
+        r.status()
+    );
+    assert_ne!(server.run(run)["status"], "running");
+    let answer = answer_to(tcp, &model[400_000..]);
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    assert_eq!(stored(), "0");
+    assert!(list_dir(&dir).is_empty(), "{:?}", list_dir(&dir));
 }

@@ -506,8 +506,10 @@ pub async fn metric_count(pool: &PgPool, run_id: i64) -> sqlx::Result<i64> {
         .await
 }
 
-pub async fn upsert_artifact(
-    pool: &PgPool,
+/// Record a worker's artifact (a new one, or new content under its name) in the caller's
+/// transaction.
+pub async fn upsert_artifact_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     run_id: i64,
     name: &str,
     bytes: i64,
@@ -524,9 +526,9 @@ pub async fn upsert_artifact(
     .bind(bytes)
     .bind(attempt)
     .bind(sha256)
-    .execute(pool)
+    .execute(&mut **tx)
     .await?;
-    super::notify_run_changed(pool, run_id).await
+    super::notify_run_changed(&mut **tx, run_id).await
 }
 
 pub async fn artifacts(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<ArtifactRow>> {

@@ -142,6 +142,15 @@ pub async fn heartbeat(
     }
 }
 
+/// Whether `attempt` is the run's current running attempt held by `worker_id` (no row: no run).
+/// A macro so that the locking form can extend it with `concat!` (queries are static strings).
+macro_rules! is_current_sql {
+    () => {
+        "SELECT status = 'running' AND attempts = $2 AND worker_id IS NOT DISTINCT FROM $3
+         FROM runs WHERE id = $1"
+    };
+}
+
 /// Fail unless `attempt` is the run's current running attempt and `worker_id` holds it.
 pub async fn check_current(
     pool: &PgPool,
@@ -149,15 +158,41 @@ pub async fn check_current(
     worker_id: i64,
     attempt: i32,
 ) -> Result<(), QueueError> {
-    let ok: Option<bool> = sqlx::query_scalar(
-        "SELECT status = 'running' AND attempts = $2 AND worker_id IS NOT DISTINCT FROM $3
-         FROM runs WHERE id = $1",
-    )
-    .bind(run_id)
-    .bind(attempt)
-    .bind(worker_id)
-    .fetch_optional(pool)
-    .await?;
+    let ok: Option<bool> = sqlx::query_scalar(is_current_sql!())
+        .bind(run_id)
+        .bind(attempt)
+        .bind(worker_id)
+        .fetch_optional(pool)
+        .await?;
+    current_or_why(pool, run_id, attempt, ok).await
+}
+
+/// `check_current` inside the caller's transaction, holding the run's row until it ends. What the
+/// attempt records there (an uploaded artifact) is fenced: the run cannot be re-queued or claimed
+/// again in between, so a next attempt never reads an artifact its predecessor replaces after
+/// the claim (a killed worker's last upload can still be arriving then).
+pub async fn lock_current(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    pool: &PgPool,
+    run_id: i64,
+    worker_id: i64,
+    attempt: i32,
+) -> Result<(), QueueError> {
+    let ok: Option<bool> = sqlx::query_scalar(concat!(is_current_sql!(), " FOR UPDATE"))
+        .bind(run_id)
+        .bind(attempt)
+        .bind(worker_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    current_or_why(pool, run_id, attempt, ok).await
+}
+
+async fn current_or_why(
+    pool: &PgPool,
+    run_id: i64,
+    attempt: i32,
+    ok: Option<bool>,
+) -> Result<(), QueueError> {
     match ok {
         Some(true) => Ok(()),
         Some(false) => Err(not_current(pool, run_id, attempt).await),

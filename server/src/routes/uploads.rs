@@ -81,7 +81,19 @@ pub async fn upload(
         let written = append(&tmp, body, limit, || too_large(&s)).await;
         let result = match written {
             Ok((bytes, hasher)) => {
-                store(&s, id, &name, q.attempt, &tmp, bytes, hasher.finish()).await
+                store(
+                    &s,
+                    worker_id,
+                    id,
+                    &name,
+                    q.attempt,
+                    &tmp,
+                    Blob {
+                        sha256: hasher.finish(),
+                        bytes,
+                    },
+                )
+                .await
             }
             Err(e) => Err(e),
         };
@@ -112,6 +124,8 @@ pub async fn upload(
     if received < declared.bytes {
         return Ok(Json(json!({ "received": received, "complete": false })));
     }
+    // The attempt may have ended while the body arrived; its pieces are then gone or going.
+    queue::check_current(&s.worker_pool, id, worker_id, q.attempt).await?;
     let path = partial.clone();
     let found = tokio::task::spawn_blocking(move || Blob::of_file(&path))
         .await
@@ -128,17 +142,12 @@ pub async fn upload(
             ),
         ));
     }
-    store(
-        &s,
-        id,
-        &name,
-        q.attempt,
-        &partial,
-        found.bytes,
-        found.sha256,
-    )
-    .await?;
-    Ok(Json(json!({ "received": found.bytes, "complete": true })))
+    let stored = store(&s, worker_id, id, &name, q.attempt, &partial, found).await;
+    if stored.is_err() {
+        // A complete upload that cannot be stored (its attempt ended meanwhile) is never resumed.
+        let _ = tokio::fs::remove_file(&partial).await;
+    }
+    Ok(Json(json!({ "received": stored?, "complete": true })))
 }
 
 /// The checks every call makes: the name, the attempt, the declared content and its size limit.
@@ -219,19 +228,31 @@ async fn append(
     Ok((total, hasher))
 }
 
-/// Move a complete upload into place and record it.
+/// Move a complete upload into place and record it, if the uploading attempt is still the run's
+/// current one (checked again here: a large upload outlives the check made at its start).
 async fn store(
     s: &AppState,
+    worker_id: i64,
     run_id: i64,
     name: &str,
     attempt: i32,
     from: &std::path::Path,
-    bytes: u64,
-    sha256: String,
+    blob: Blob,
 ) -> Result<u64, ApiError> {
+    let mut tx = s.worker_pool.begin().await?;
+    queue::lock_current(&mut tx, &s.worker_pool, run_id, worker_id, attempt).await?;
     tokio::fs::rename(from, s.artifacts_dir(run_id).join(name))
         .await
         .map_err(ApiError::internal)?;
-    db::runs::upsert_artifact(&s.pool, run_id, name, bytes as i64, &sha256, attempt).await?;
-    Ok(bytes)
+    db::runs::upsert_artifact_in(
+        &mut tx,
+        run_id,
+        name,
+        blob.bytes as i64,
+        &blob.sha256,
+        attempt,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(blob.bytes)
 }
