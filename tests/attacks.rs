@@ -195,6 +195,14 @@ fn api_refuses_what_the_form_refuses(c: &Ctx) -> Outcome {
         json!({"name": "n", "config": finetune(99999)}),
         "dataset 99999 not found",
     )?;
+    // Mask R-CNN on a dataset whose objects have no masks: refused at submit, naming one.
+    let mut masks = finetune(c.dataset);
+    masks["detector"] = json!("mask_rcnn");
+    api_refuses(
+        c,
+        json!({"name": "n", "config": masks}),
+        "Mask R-CNN needs a mask (`segmentation`) on every object",
+    )?;
     api_refuses(
         c,
         json!({"name": "n", "config": bench(), "parents": [999999]}),

@@ -13,7 +13,7 @@ use aligndet_common::artifacts;
 use aligndet_common::capabilities::Requirements;
 use aligndet_common::jobs::{JobConfig, RunKind, RunStatus};
 use aligndet_common::pretrain_config::aligned_finetune_hyperparameters;
-use aligndet_common::train_config::InitConfig;
+use aligndet_common::train_config::{DetectorKind, InitConfig};
 
 /// A run to queue, as a page form or a script describes it.
 pub struct NewRun {
@@ -145,12 +145,15 @@ async fn check_inputs(
             parents.push(run.id);
         }
         JobConfig::Finetune(c) => {
-            dataset(
+            let data = dataset(
                 s,
                 c.dataset_id,
                 &[("train_split", &c.train_split), ("val_split", &c.val_split)],
             )
             .await?;
+            if c.detector.has_masks() {
+                every_object_masked(s, &data, &c.train_split, c.detector).await?;
+            }
             if let InitConfig::Checkpoint { artifact } = &c.init {
                 let field = "init.artifact.run_id";
                 let (run, parent) = input_run(s, field, artifact.run_id, None, waits_for).await?;
@@ -253,6 +256,31 @@ async fn check_inputs(
         }
     }
     Ok(parents)
+}
+
+/// A mask detector's training split has a mask on every object it trains on (else the job
+/// would fail at start naming the same annotation).
+async fn every_object_masked(
+    s: &AppState,
+    data: &DatasetRow,
+    split: &str,
+    detector: DetectorKind,
+) -> Result<(), SubmitError> {
+    let ids = data.split_ids(split).unwrap_or_default();
+    let Some(a) = db::datasets::first_unmasked_annotation(&s.pool, data.id, &ids).await? else {
+        return Ok(());
+    };
+    refuse(
+        "detector",
+        format!(
+            "{} needs a mask (`segmentation`) on every object, and {} annotation(s) of split {split:?} of dataset {:?} have none, the first annotation {} on image {:?} (a dataset imported before masks were stored must be imported again)",
+            detector.label(),
+            a.total,
+            data.name,
+            a.id,
+            a.file_name
+        ),
+    )
 }
 
 /// The dataset exists, holds images, and each `(field, split)` is one of its splits.

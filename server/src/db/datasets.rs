@@ -326,6 +326,35 @@ pub async fn masks_for_images(
     Ok(rows.into_iter().collect())
 }
 
+/// An annotation a mask detector would train on (not a crowd region, at least 1 px wide and
+/// high, as the trainer's loader keeps them) that has no segmentation.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UnmaskedAnnotation {
+    pub id: i64,
+    pub file_name: String,
+    /// How many such annotations these images hold in all.
+    pub total: i64,
+}
+
+/// The first (by id) training annotation on these images without a mask, if any.
+pub async fn first_unmasked_annotation(
+    pool: &PgPool,
+    dataset_id: i64,
+    image_ids: &[i64],
+) -> sqlx::Result<Option<UnmaskedAnnotation>> {
+    sqlx::query_as(
+        "SELECT a.id, i.file_name, count(*) OVER () AS total
+         FROM annotations a JOIN images i ON i.dataset_id = a.dataset_id AND i.id = a.image_id
+         WHERE a.dataset_id = $1 AND a.image_id = ANY($2) AND a.segmentation IS NULL
+           AND NOT a.iscrowd AND a.w >= 1 AND a.h >= 1
+         ORDER BY a.id LIMIT 1",
+    )
+    .bind(dataset_id)
+    .bind(image_ids)
+    .fetch_optional(pool)
+    .await
+}
+
 /// sqrt(w·h) of every box, for the size histogram.
 pub async fn box_sizes(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Vec<f64>> {
     super::values_by(
