@@ -248,77 +248,101 @@ impl Rle {
     }
 }
 
-/// Intersection and union pixel counts of two same-size masks (the loop of `rleIou`).
-fn overlap(a: &[u32], b: &[u32]) -> (u32, u32) {
-    let (mut ca, mut cb) = (first(a), first(b));
-    let (mut ia, mut ib) = (1, 1);
-    let (mut va, mut vb) = (false, false);
-    let (mut intersection, mut union) = (0u32, 0u32);
-    loop {
-        let c = ca.min(cb);
-        if va || vb {
-            union = union.wrapping_add(c);
-            if va && vb {
-                intersection = intersection.wrapping_add(c);
-            }
+/// The pieces two same-size masks cut each other's runs into, in order: each piece's length and
+/// whether it lies inside `a` and inside `b`. The walk shared by maskApi's `rleIou` and
+/// `rleMerge`, step for step (a first piece of length 0 where both masks are empty, and the end
+/// where both are exhausted), so both stay bit-exact with it.
+struct Pieces<'a> {
+    a: &'a [u32],
+    b: &'a [u32],
+    /// What is left of the current run of each, and the index of the next run.
+    left: (u32, u32),
+    next: (usize, usize),
+    inside: (bool, bool),
+    done: bool,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(a: &'a [u32], b: &'a [u32]) -> Self {
+        let first = |counts: &[u32]| counts.first().copied().unwrap_or(0);
+        Pieces {
+            a,
+            b,
+            left: (first(a), first(b)),
+            next: (1, 1),
+            inside: (false, false),
+            done: false,
         }
-        ca -= c;
-        if ca == 0 && ia < a.len() {
-            ca = a[ia];
-            ia += 1;
-            va = !va;
+    }
+}
+
+impl Iterator for Pieces<'_> {
+    type Item = (u32, bool, bool);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
         }
-        cb -= c;
-        if cb == 0 && ib < b.len() {
-            cb = b[ib];
-            ib += 1;
-            vb = !vb;
+        let c = self.left.0.min(self.left.1);
+        let piece = (c, self.inside.0, self.inside.1);
+        self.left.0 -= c;
+        if self.left.0 == 0 && self.next.0 < self.a.len() {
+            self.left.0 = self.a[self.next.0];
+            self.next.0 += 1;
+            self.inside.0 = !self.inside.0;
+        }
+        self.left.1 -= c;
+        if self.left.1 == 0 && self.next.1 < self.b.len() {
+            self.left.1 = self.b[self.next.1];
+            self.next.1 += 1;
+            self.inside.1 = !self.inside.1;
         }
         // maskApi's `ct == 0`: both masks are exhausted.
-        if u64::from(ca) + u64::from(cb) == 0 {
-            break;
+        self.done = u64::from(self.left.0) + u64::from(self.left.1) == 0;
+        Some(piece)
+    }
+}
+
+/// Intersection and union pixel counts of two same-size masks (`rleIou`).
+fn overlap(a: &[u32], b: &[u32]) -> (u32, u32) {
+    let (mut intersection, mut union) = (0u32, 0u32);
+    for (c, in_a, in_b) in Pieces::new(a, b) {
+        if in_a || in_b {
+            union = union.wrapping_add(c);
+        }
+        if in_a && in_b {
+            intersection = intersection.wrapping_add(c);
         }
     }
     (intersection, union)
 }
 
-fn first(counts: &[u32]) -> u32 {
-    counts.first().copied().unwrap_or(0)
-}
-
-/// One step of `rleMerge`: the runs of `a op b`.
+/// One step of `rleMerge`: the runs of `a op b` (consecutive pieces on the same side of the
+/// result join; the first run is outside, as every RLE's).
 fn merge_two(a: &[u32], b: &[u32], intersect: bool) -> Vec<u32> {
+    let inside = |(_, in_a, in_b): (u32, bool, bool)| {
+        if intersect {
+            in_a && in_b
+        } else {
+            in_a || in_b
+        }
+    };
     let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut ca, mut cb) = (first(a), first(b));
-    let (mut ia, mut ib) = (1, 1);
-    let (mut va, mut vb, mut v) = (false, false, false);
-    let mut cc = 0u32;
-    loop {
-        let c = ca.min(cb);
-        cc = cc.wrapping_add(c);
-        ca -= c;
-        if ca == 0 && ia < a.len() {
-            ca = a[ia];
-            ia += 1;
-            va = !va;
-        }
-        cb -= c;
-        if cb == 0 && ib < b.len() {
-            cb = b[ib];
-            ib += 1;
-            vb = !vb;
-        }
-        let done = u64::from(ca) + u64::from(cb) == 0;
-        let previous = v;
-        v = if intersect { va && vb } else { va || vb };
-        if v != previous || done {
-            out.push(cc);
-            cc = 0;
-        }
-        if done {
-            return out;
+    let mut pieces = Pieces::new(a, b).peekable();
+    let (mut run, mut state) = (0u32, false);
+    while let Some((c, _, _)) = pieces.next() {
+        run = run.wrapping_add(c);
+        match pieces.peek() {
+            Some(&next) if inside(next) == state => {}
+            Some(&next) => {
+                out.push(run);
+                run = 0;
+                state = inside(next);
+            }
+            None => out.push(run),
         }
     }
+    out
 }
 
 #[cfg(test)]
