@@ -66,80 +66,52 @@ pub trait TrainingForm: Sized + Send + Sync + serde::de::DeserializeOwned {
     }
 }
 
-impl TrainingForm for FinetuneForm {
-    const TAG: &'static str = "ft";
-    fn run_name(&self) -> &str {
-        &self.name
-    }
-    fn job_config(&self) -> Result<JobConfig, FieldError> {
-        self.to_config().map(JobConfig::Finetune)
-    }
+/// The accessors every training form has alike: its `name`, `opt` and `place` fields, its slot
+/// among the page's forms, its job kind and its config's default schedule; then its own items.
+macro_rules! training_form {
+    ($form:ty, tag $tag:literal, slot $slot:ident, job $job:ident($config:ty); $($own:tt)*) => {
+        impl TrainingForm for $form {
+            const TAG: &'static str = $tag;
+            fn run_name(&self) -> &str {
+                &self.name
+            }
+            fn job_config(&self) -> Result<JobConfig, FieldError> {
+                self.to_config().map(JobConfig::$job)
+            }
+            fn slot(forms: &mut TrainingForms) -> &mut Self {
+                &mut forms.$slot
+            }
+            fn opt_mut(&mut self) -> &mut OptimForm {
+                &mut self.opt
+            }
+            fn placement(&self) -> &PlacementForm {
+                &self.place
+            }
+            fn schedule_reference() -> ScheduleDefaults {
+                <$config>::default().schedule_defaults()
+            }
+            $($own)*
+        }
+    };
+}
+
+training_form!(FinetuneForm, tag "ft", slot ft, job Finetune(TrainConfig);
     fn input_of(&self, field: &str) -> Option<String> {
         self.input_for(field)
     }
     fn aligned_rule(&self) -> bool {
         self.aligned_rule
     }
-    fn slot(forms: &mut TrainingForms) -> &mut Self {
-        &mut forms.ft
-    }
-    fn opt_mut(&mut self) -> &mut OptimForm {
-        &mut self.opt
-    }
-    fn placement(&self) -> &PlacementForm {
-        &self.place
-    }
-    fn schedule_reference() -> ScheduleDefaults {
-        TrainConfig::default().schedule_defaults()
-    }
-}
+);
 
-impl TrainingForm for PretrainBoxForm {
-    const TAG: &'static str = "pb";
-    fn run_name(&self) -> &str {
-        &self.name
-    }
-    fn job_config(&self) -> Result<JobConfig, FieldError> {
-        self.to_config().map(JobConfig::PretrainBox)
-    }
+training_form!(PretrainBoxForm, tag "pb", slot pb, job PretrainBox(PretrainBoxConfig);
     fn input_of(&self, field: &str) -> Option<String> {
         PretrainBoxForm::input_for(field)
     }
-    fn slot(forms: &mut TrainingForms) -> &mut Self {
-        &mut forms.pb
-    }
-    fn opt_mut(&mut self) -> &mut OptimForm {
-        &mut self.opt
-    }
-    fn placement(&self) -> &PlacementForm {
-        &self.place
-    }
-    fn schedule_reference() -> ScheduleDefaults {
-        PretrainBoxConfig::default().schedule_defaults()
-    }
-}
+);
 
-impl TrainingForm for PretrainImageForm {
-    const TAG: &'static str = "pi";
-    fn run_name(&self) -> &str {
-        &self.name
-    }
-    fn job_config(&self) -> Result<JobConfig, FieldError> {
-        self.to_config().map(JobConfig::PretrainImage)
-    }
+training_form!(PretrainImageForm, tag "pi", slot pi, job PretrainImage(PretrainImageConfig);
     fn input_of(&self, field: &str) -> Option<String> {
         PretrainImageForm::input_for(field)
     }
-    fn slot(forms: &mut TrainingForms) -> &mut Self {
-        &mut forms.pi
-    }
-    fn opt_mut(&mut self) -> &mut OptimForm {
-        &mut self.opt
-    }
-    fn placement(&self) -> &PlacementForm {
-        &self.place
-    }
-    fn schedule_reference() -> ScheduleDefaults {
-        PretrainImageConfig::default().schedule_defaults()
-    }
-}
+);
