@@ -230,6 +230,11 @@ async fn append(
 
 /// Move a complete upload into place and record it, if the uploading attempt is still the run's
 /// current one (checked again here: a large upload outlives the check made at its start).
+///
+/// Once begun, this runs to its end in its own task even if the worker hangs up: axum drops a
+/// handler whose client is gone, and a handler dropped between the rename and the commit left the
+/// file replaced under its old hash (a re-claimed attempt then fetched a checkpoint that no
+/// longer matched the hash it was handed).
 async fn store(
     s: &AppState,
     worker_id: i64,
@@ -239,20 +244,27 @@ async fn store(
     from: &std::path::Path,
     blob: Blob,
 ) -> Result<u64, ApiError> {
-    let mut tx = s.worker_pool.begin().await?;
-    queue::lock_current(&mut tx, &s.worker_pool, run_id, worker_id, attempt).await?;
-    tokio::fs::rename(from, s.artifacts_dir(run_id).join(name))
-        .await
-        .map_err(ApiError::internal)?;
-    db::runs::upsert_artifact_in(
-        &mut tx,
-        run_id,
-        name,
-        blob.bytes as i64,
-        &blob.sha256,
-        attempt,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(blob.bytes)
+    let (s, name, from) = (s.clone(), name.to_string(), from.to_path_buf());
+    tokio::spawn(async move {
+        let mut tx = s.worker_pool.begin().await?;
+        queue::lock_current(&mut tx, &s.worker_pool, run_id, worker_id, attempt).await?;
+        // Recorded first, moved into place second, committed last: a failure before the
+        // commit leaves the old file and its row as they were.
+        db::runs::upsert_artifact_in(
+            &mut tx,
+            run_id,
+            &name,
+            blob.bytes as i64,
+            &blob.sha256,
+            attempt,
+        )
+        .await?;
+        tokio::fs::rename(&from, s.artifacts_dir(run_id).join(&name))
+            .await
+            .map_err(ApiError::internal)?;
+        tx.commit().await?;
+        Ok(blob.bytes)
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
