@@ -55,8 +55,15 @@ pub fn check_note(text: &str) -> Result<String, String> {
 
 /// Delete a run: its artifact folder is moved aside first, then the database rows go in one
 /// transaction; the folder is removed after the commit, or moved back when the database
-/// refused (so a failure leaves the run whole).
+/// refused (so a failure leaves the run whole). It runs in its own task, to its end even if the
+/// request is dropped (a browser that leaves the page): dropped between the move and the
+/// transaction, it would leave the run without its files.
 pub async fn delete_run(s: &AppState, run_id: i64) -> anyhow::Result<Deletion> {
+    let s = s.clone();
+    tokio::spawn(async move { delete_run_now(&s, run_id).await }).await?
+}
+
+async fn delete_run_now(s: &AppState, run_id: i64) -> anyhow::Result<Deletion> {
     let dir = s.artifacts_dir(run_id);
     let aside = dir.with_file_name(format!(
         ".deleting-{run_id}-{}",
