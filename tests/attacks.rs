@@ -251,10 +251,7 @@ fn api_refuses_what_the_form_refuses(c: &Ctx) -> Outcome {
     let api_error: Value = serde_json::from_str(&api_text).map_err(|e| e.to_string())?;
     let message = api_error["error"].as_str().unwrap_or("");
     // The page shows it HTML-escaped in the form's error box.
-    let shown = page
-        .split("id=\"form-error\">")
-        .nth(1)
-        .and_then(|rest| rest.split("</div>").next())
+    let shown = form_error(&page)
         .unwrap_or("")
         .replace("&#34;", "\"")
         .replace("&quot;", "\"")

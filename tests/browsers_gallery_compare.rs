@@ -129,22 +129,12 @@ fn the_comparison_keeps_log_scale_smoothing_and_x_axis_in_the_url() {
         for step in 1..=30i64 {
             let noise = if step % 2 == 0 { 0.2 } else { -0.2 };
             let loss = 3.0 / step as f64 + noise + k as f64 * 0.1;
-            values.push(format!(
-                "({run}, 'loss/total', {step}, {loss}, {}, 1)",
-                1000.0 + 2.0 * step as f64
-            ));
+            values.push(("loss/total", step, loss));
         }
         for step in [10i64, 20, 30] {
-            values.push(format!(
-                "({run}, 'eval/AP', {step}, {}, {}, 1)",
-                0.01 * step as f64,
-                1000.0 + 2.0 * step as f64
-            ));
+            values.push(("eval/AP", step, 0.01 * step as f64));
         }
-        f.db.query(&format!(
-            "INSERT INTO metrics (run_id, key, step, value, wall_time, attempt) VALUES {}",
-            values.join(", ")
-        ));
+        insert_metrics(&f.db, run, &values);
         runs.push(run.to_string());
     }
     let runs = runs.join(",");

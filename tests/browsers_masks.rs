@@ -203,16 +203,10 @@ fn mask_run(f: &Fixture, lr: f64, ap: f64, mask_ap: f64) -> i64 {
     let mut rows = Vec::new();
     for (step, scale) in [(10, 0.5), (20, 1.0)] {
         for (key, v) in [("eval/AP", ap), ("eval/segm_AP", mask_ap)] {
-            rows.push(format!(
-                "({run}, '{key}', {step}, {}, {step}, 1)",
-                v * scale
-            ));
+            rows.push((key, step, v * scale));
         }
     }
-    f.db.query(&format!(
-        "INSERT INTO metrics (run_id, key, step, value, wall_time, attempt) VALUES {}",
-        rows.join(", ")
-    ));
+    insert_metrics(&f.db, run, &rows);
     f.put_artifact(run, "eval.json", &eval_json(ap, mask_ap));
     run
 }

@@ -8,31 +8,6 @@ use aligndet_studio::*;
 use fantoccini::Locator;
 use serde_json::{Value, json};
 
-fn insert_run(db: &TestDb, kind: &str, name: &str, config: Value) -> i64 {
-    let dataset = config["dataset_id"].as_i64().unwrap();
-    let out = db.query(&format!(
-        "INSERT INTO runs (kind, name, config, status, dataset_id) \
-         VALUES ('{kind}', '{name}', $q${config}$q$::jsonb, 'succeeded', {dataset}) RETURNING id"
-    ));
-    out.lines().next().unwrap().trim().parse().unwrap()
-}
-
-/// Metric points `(key, step, value)` of a run, two seconds apart per step (as the page tests
-/// of the other kinds store them).
-fn insert_metrics(db: &TestDb, run: i64, points: &[(String, i64, f64)]) {
-    let values: Vec<String> = points
-        .iter()
-        .map(|(k, step, v)| {
-            let wall = 1.0e9 + 2.0 * *step as f64;
-            format!("({run}, '{k}', {step}, {v}, {wall}, 1)")
-        })
-        .collect();
-    db.query(&format!(
-        "INSERT INTO metrics (run_id, key, step, value, wall_time, attempt) VALUES {}",
-        values.join(", ")
-    ));
-}
-
 fn p(key: &str, step: i64, v: f64) -> (String, i64, f64) {
     (key.to_string(), step, v)
 }
@@ -51,8 +26,9 @@ fn fixture(tag: &str) -> Fixture {
         &f.db,
         "finetune",
         "one evaluation",
-        json!({"kind": "finetune", "dataset_id": f.dataset, "train_split": "train",
+        &json!({"kind": "finetune", "dataset_id": f.dataset, "train_split": "train",
                "val_split": "val", "optim": {"batch_size": 2}}),
+        "succeeded",
     );
     let mut pts = Vec::new();
     for step in 1..=20i64 {
@@ -76,7 +52,8 @@ fn fixture(tag: &str) -> Fixture {
         &f.db,
         "pretrain_box",
         "diagnostics",
-        json!({"kind": "pretrain_box", "dataset_id": f.dataset}),
+        &json!({"kind": "pretrain_box", "dataset_id": f.dataset}),
+        "succeeded",
     );
     let mut pts = Vec::new();
     for step in 1..=40i64 {
@@ -344,7 +321,8 @@ fn proposals_run_page_groups_recall_and_stays_light() {
         &f.db,
         "proposals",
         "quality",
-        json!({"kind": "proposals", "dataset_id": f.dataset}),
+        &json!({"kind": "proposals", "dataset_id": f.dataset}),
+        "succeeded",
     );
     let mut pts = Vec::new();
     for prefix in ["recall", "recall_all"] {

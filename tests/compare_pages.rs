@@ -54,7 +54,7 @@ fn stats_from(ap: f64) -> [f64; 6] {
     [ap, ap + 0.3, ap - 0.05, -1.0, ap, ap + 0.1]
 }
 
-fn insert_run(
+fn insert_evaluated_run(
     f_db: &TestDb,
     data: &TempDir,
     name: &str,
@@ -63,19 +63,10 @@ fn insert_run(
     curve: &[f64; 3],
     eval_json: bool,
 ) -> i64 {
-    f_db.query(&format!(
-        "INSERT INTO runs (kind, name, config, status, dataset_id) \
-         VALUES ('finetune', $n${name}$n$, $j${cfg}$j$::jsonb, 'succeeded', {})",
-        cfg["dataset_id"]
-    ));
-    let id: i64 = f_db.query("SELECT max(id) FROM runs").parse().unwrap();
+    let id = insert_run(f_db, "finetune", name, cfg, "succeeded");
     let mut values = Vec::new();
     for step in 1..=30i64 {
-        values.push(format!(
-            "({id}, 'loss/total', {step}, {}, {}, 1)",
-            3.0 / step as f64,
-            1000.0 + 2.0 * step as f64
-        ));
+        values.push(("loss/total".to_string(), step, 3.0 / step as f64));
     }
     for (i, step) in [10i64, 20, 30].into_iter().enumerate() {
         let v = ap * curve[i];
@@ -83,16 +74,10 @@ fn insert_run(
             .iter()
             .zip(stats_from(v))
         {
-            values.push(format!(
-                "({id}, 'eval/{name}', {step}, {s}, {}, 1)",
-                1000.0 + 2.0 * step as f64
-            ));
+            values.push((format!("eval/{name}"), step, s));
         }
     }
-    f_db.query(&format!(
-        "INSERT INTO metrics (run_id, key, step, value, wall_time, attempt) VALUES {}",
-        values.join(", ")
-    ));
+    insert_metrics(f_db, id, &values);
     if eval_json {
         let s = stats_from(ap);
         let eval = json!({
@@ -106,13 +91,7 @@ fn insert_run(
             "num_images": 2, "num_detections": 5, "seconds": 0.01
         });
         let bytes = serde_json::to_vec(&eval).unwrap();
-        let dir = data.path().join("artifacts").join(id.to_string());
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("eval.json"), &bytes).unwrap();
-        f_db.query(&format!(
-            "INSERT INTO artifacts (run_id, name, bytes, attempt) VALUES ({id}, 'eval.json', {}, 1)",
-            bytes.len()
-        ));
+        insert_artifact(data.path(), f_db, id, "eval.json", &bytes);
     }
     id
 }
@@ -138,7 +117,7 @@ fn fixture(tag: &str) -> Fixture {
         } else {
             format!("aligndet seed {seed}")
         };
-        b.push(insert_run(
+        b.push(insert_evaluated_run(
             &db,
             &data,
             &name,
@@ -151,7 +130,7 @@ fn fixture(tag: &str) -> Fixture {
     let mut a = Vec::new();
     for seed in 1..=3u64 {
         // Seed 3 of the baseline has no eval.json: its last evaluation points count.
-        a.push(insert_run(
+        a.push(insert_evaluated_run(
             &db,
             &data,
             &format!("imagenet seed {seed}"),
@@ -471,15 +450,14 @@ fn two_arms_of_three_seeds_compare_with_deltas_convergence_and_config_diff() {
     }
 
     // Runs without evaluation (a benchmark) come along, lacking those columns.
-    f.db.query(
-        "INSERT INTO runs (kind, name, config, status) VALUES ('benchmark', 'bench', \
-         '{\"kind\": \"benchmark\"}'::jsonb, 'succeeded')",
+    let bench = insert_run(
+        &f.db,
+        "benchmark",
+        "bench",
+        &json!({"kind": "benchmark"}),
+        "succeeded",
     );
-    let bench: i64 = f.db.query("SELECT max(id) FROM runs").parse().unwrap();
-    f.db.query(&format!(
-        "INSERT INTO metrics (run_id, key, step, value, wall_time, attempt) VALUES \
-         ({bench}, 'step_time_s', 1, 0.5, 5.0, 1)"
-    ));
+    insert_metrics(&f.db, bench, &[("step_time_s", 1, 0.5)]);
     // … but not beside fine-tunes: runs of different kinds are refused, naming them.
     let r = f.server.get(&format!("/compare?runs={},{bench}", f.a[0]));
     assert_eq!(r.status(), 422);

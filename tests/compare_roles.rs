@@ -48,24 +48,12 @@ fn config(dataset: i64, seed: u64, init: Option<&str>) -> Value {
 }
 
 /// A succeeded fine-tune whose eval/AP reaches `ap` at its last of `evals` evaluations.
-fn insert_run(db: &TestDb, name: &str, cfg: &Value, ap: f64, evals: usize) -> i64 {
-    db.query(&format!(
-        "INSERT INTO runs (kind, name, config, status, dataset_id) \
-         VALUES ('finetune', '{name}', $j${cfg}$j$::jsonb, 'succeeded', {})",
-        cfg["dataset_id"]
-    ));
-    let id: i64 = db.query("SELECT max(id) FROM runs").parse().unwrap();
-    let values: Vec<String> = (1..=evals)
-        .map(|k| {
-            let step = 10 * k as i64;
-            let v = ap * k as f64 / evals as f64;
-            format!("({id}, 'eval/AP', {step}, {v}, {}, 1)", 1000 + step)
-        })
+fn insert_evaluated_run(db: &TestDb, name: &str, cfg: &Value, ap: f64, evals: usize) -> i64 {
+    let id = insert_run(db, "finetune", name, cfg, "succeeded");
+    let points: Vec<(&str, i64, f64)> = (1..=evals)
+        .map(|k| ("eval/AP", 10 * k as i64, ap * k as f64 / evals as f64))
         .collect();
-    db.query(&format!(
-        "INSERT INTO metrics (run_id, key, step, value, wall_time, attempt) VALUES {}",
-        values.join(", ")
-    ));
+    insert_metrics(db, id, &points);
     id
 }
 
@@ -85,7 +73,7 @@ fn fixture(tag: &str) -> Fixture {
     let aligndet = (1..=3u64)
         .map(|s| {
             let cfg = config(dataset, s, Some("pretrained.safetensors"));
-            insert_run(
+            insert_evaluated_run(
                 &db,
                 &format!("aligndet s{s}"),
                 &cfg,
@@ -97,7 +85,7 @@ fn fixture(tag: &str) -> Fixture {
     let baseline = (1..=3u64)
         .map(|s| {
             let cfg = config(dataset, s, None);
-            insert_run(
+            insert_evaluated_run(
                 &db,
                 &format!("imagenet s{s}"),
                 &cfg,
@@ -107,7 +95,7 @@ fn fixture(tag: &str) -> Fixture {
         })
         .collect();
     let cfg = config(dataset, 1, Some("backbone.safetensors"));
-    let label_free = insert_run(&db, "label-free s1", &cfg, 0.36, 2);
+    let label_free = insert_evaluated_run(&db, "label-free s1", &cfg, 0.36, 2);
     db.query(
         "INSERT INTO runs (kind, name, config, status) VALUES ('proposals', 'boxes', \
          '{\"kind\": \"proposals\"}'::jsonb, 'succeeded')",

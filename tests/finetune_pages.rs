@@ -215,20 +215,7 @@ fn the_form_queues_a_valid_config_and_names_the_bad_field() {
     ];
     for (changes, expected) in bad {
         let r = post_finetune(&f.server, f.dataset, changes);
-        assert_eq!(r.status(), 422, "{changes:?}");
-        let body = r.text().unwrap();
-        let error = body
-            .split("id=\"form-error\">")
-            .nth(1)
-            .and_then(|rest| rest.split("</div>").next())
-            .unwrap_or_else(|| panic!("no error box for {changes:?}"))
-            .replace("&#34;", "\"")
-            .replace("&quot;", "\"");
-        assert!(
-            error.contains(expected),
-            "{changes:?}: error {error:?} should contain {expected:?}"
-        );
-        assert!(body.contains("id=\"finetune-form\""), "form re-rendered");
+        refused(r, "finetune-form", expected, &format!("{changes:?}"));
     }
     assert_eq!(
         f.db.query("SELECT count(*) FROM runs"),

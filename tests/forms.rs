@@ -144,11 +144,7 @@ fn twenty_steps_derive_the_schedule_and_a_bad_lr_comes_back_beside_its_field() {
     );
     assert_eq!(r.status(), 422);
     let body = r.text().unwrap();
-    let summary = body
-        .split("id=\"form-error\">")
-        .nth(1)
-        .and_then(|rest| rest.split("</div>").next())
-        .expect("the summary box");
+    let summary = form_error(&body).expect("the summary box");
     assert_eq!(summary, "optim.lr: must be in (0, 10)");
     assert!(body.contains("<a href=\"#field-error\">Go to the field</a>"));
     assert!(body.contains(

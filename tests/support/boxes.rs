@@ -203,19 +203,9 @@ fn start(tag: &str, masks: bool) -> Fixture {
 
 impl Fixture {
     /// A succeeded run of `kind` with `config`, inserted directly; its id.
+    /// A succeeded run of `kind` (`config` names this fixture's dataset).
     pub fn insert_run(&self, kind: &str, name: &str, config: &Value) -> i64 {
-        self.db
-            .query(&format!(
-                "INSERT INTO runs (kind, name, config, status, dataset_id) \
-             VALUES ('{kind}', '{name}', $j${config}$j$::jsonb, 'succeeded', {}) RETURNING id",
-                self.dataset
-            ))
-            .lines()
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+        crate::rows::insert_run(&self.db, kind, name, config, "succeeded")
     }
 
     pub fn finetune_config(&self, lr: f64) -> Value {
@@ -230,13 +220,7 @@ impl Fixture {
     }
 
     pub fn put_artifact(&self, run: i64, name: &str, bytes: &[u8]) {
-        let dir = self.data.path().join("artifacts").join(run.to_string());
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), bytes).unwrap();
-        self.db.query(&format!(
-            "INSERT INTO artifacts (run_id, name, bytes, attempt) VALUES ({run}, '{name}', {}, 1)",
-            bytes.len()
-        ));
+        crate::rows::insert_artifact(self.data.path(), &self.db, run, name, bytes);
     }
 
     /// A succeeded fine-tune run with [`predictions`] of the annotations as its

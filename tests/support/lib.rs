@@ -8,12 +8,16 @@ pub mod accounts;
 pub mod boxes;
 pub mod browser;
 pub mod datasets;
+pub mod experiments;
+pub mod pretrain;
+pub mod rows;
 pub mod server;
 pub mod slurm;
 pub mod workers;
 
 pub use browser::*;
 pub use datasets::*;
+pub use rows::*;
 pub use server::*;
 pub use workers::*;
 

@@ -343,6 +343,13 @@ impl UiSession<'_> {
     }
 }
 
+/// The text of a page's form error box (`id="form-error"`), as the page escapes it.
+pub fn form_error(body: &str) -> Option<&str> {
+    body.split("id=\"form-error\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</div>").next())
+}
+
 /// The id of the run a form post created, from the run page it redirected to.
 pub fn run_id_of(r: reqwest::blocking::Response) -> i64 {
     let url = r.url().clone();
@@ -351,5 +358,34 @@ pub fn run_id_of(r: reqwest::blocking::Response) -> i64 {
     url.path()
         .strip_prefix("/runs/")
         .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("not redirected to a run page ({status}): {body}"))
+        .unwrap_or_else(|| {
+            // A refused form: its error box says why; anything else, the whole body.
+            let error = form_error(&body).unwrap_or(&body);
+            panic!("not redirected to a run page ({status}): {error}")
+        })
+}
+
+/// A refused form: 422, the form re-rendered, and the error box naming the problem.
+pub fn refused(
+    r: reqwest::blocking::Response,
+    form_id: &str,
+    expected: &str,
+    what: &str,
+) -> String {
+    assert_eq!(r.status(), 422, "{what}");
+    let body = r.text().unwrap();
+    let error = form_error(&body)
+        .unwrap_or_else(|| panic!("no error box for {what}"))
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#35;", "#");
+    assert!(
+        error.contains(expected),
+        "{what}: error {error:?} should contain {expected:?}"
+    );
+    assert!(
+        body.contains(&format!("id=\"{form_id}\"")),
+        "{what}: form re-rendered"
+    );
+    body
 }
