@@ -17,24 +17,19 @@
 //!   of visible pixels;
 //! - `OUT/splits.json`: [`DatasetSplits`]; train = the first `--train` images, val = the rest.
 
-use aligndet_common::dataset::{
-    CocoAnnotation, CocoCategory, CocoDataset, CocoImage, DatasetSplits, load_coco,
-};
-use anyhow::{Context, bail};
-use image::{Rgb, RgbImage};
+use aligndet_common::dataset::CocoCategory;
+use image::RgbImage;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rayon::prelude::*;
-use std::f64::consts::{PI, TAU};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod paint;
 mod shapes;
 mod write;
 
-use paint::*;
-use shapes::*;
+use paint::{mix64, paint_background, paint_blob, paint_stroke};
+pub use shapes::MIN_OBJECT_PX;
+use shapes::{PlacedShape, clip_polygon_to_square};
 pub use write::main;
 pub(crate) use write::{StagingDir, write_json};
 
@@ -51,8 +46,6 @@ pub const CATEGORY_NAMES: [&str; 8] = [
 ];
 
 pub const JPEG_QUALITY: u8 = 92;
-/// Smallest object extent (pixels); the largest is half the image.
-pub const MIN_OBJECT_PX: f64 = 12.0;
 /// Objects with less than this fraction of their drawn pixels visible are dropped.
 pub const MIN_VISIBLE_FRACTION: f64 = 0.3;
 /// Objects with fewer visible pixels than this are dropped (unrecognisable slivers).
@@ -226,6 +219,7 @@ fn visible_extents(owner: &[u8], size: u32, object_count: usize) -> Vec<Option<V
 mod tests {
     use super::write::write_dataset;
     use super::*;
+    use aligndet_common::dataset::{DatasetSplits, load_coco};
     use std::collections::BTreeSet;
 
     fn temp_dir(name: &str) -> PathBuf {

@@ -1,6 +1,9 @@
 //! Background, clutter strokes and blobs, colours, and the hashes that seed textures.
 
-use super::*;
+use image::{Rgb, RgbImage};
+use rand::Rng;
+use rand::rngs::StdRng;
+use std::f64::consts::TAU;
 
 /// Smooth value noise (bilinear on a coarse random grid) blended with a linear gradient
 /// and fine pixel noise; the mix differs per image.

@@ -1,9 +1,16 @@
 //! The eight shape families: placing an object, painting its texture and visible pixels, and
 //! its outline as a polygon clipped to the image.
 
-use super::*;
+use super::paint::{contrasting_color, hash2, lerp_color, random_color, to_rgb};
+use image::RgbImage;
+use rand::Rng;
+use rand::rngs::StdRng;
+use std::f64::consts::{PI, TAU};
 
-/// The shape families, one per category (same order as [`CATEGORY_NAMES`]).
+/// Smallest object extent (pixels); the largest is half the image.
+pub const MIN_OBJECT_PX: f64 = 12.0;
+
+/// The shape families, one per category (same order as [`super::CATEGORY_NAMES`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Category {
     GradientDisc,

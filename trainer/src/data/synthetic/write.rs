@@ -1,6 +1,12 @@
 //! `trainer synth`: the dataset written to a staging folder and moved into place whole.
 
-use super::*;
+use super::{JPEG_QUALITY, SceneObject, SynthArgs, categories, generate_scene};
+use aligndet_common::dataset::{CocoAnnotation, CocoDataset, CocoImage, DatasetSplits, load_coco};
+use anyhow::{Context, bail};
+use image::RgbImage;
+use rayon::prelude::*;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 /// `trainer synth`: writes the dataset described in the module docs.
 pub fn main(args: SynthArgs) -> anyhow::Result<()> {
