@@ -142,6 +142,19 @@ fn two_workers_never_hold_one_run_and_a_drained_worker_claims_nothing() {
     );
     let workers = server.get("/workers").text().unwrap();
     assert!(workers.contains("draining") && workers.contains("cpu, 2 threads"));
+    // A switch that is neither 1 nor 0 is refused on a page naming it, not read as "undrain".
+    let garbled = ui.post_form(
+        &format!("/workers/{}/drain", a.worker_id),
+        &[("drain", "yes")],
+    );
+    assert_eq!(garbled.status().as_u16(), 422);
+    let page = garbled.text().unwrap();
+    assert!(
+        page.contains("</nav>")
+            && page.contains("drain: a switch is 1 (on) or 0 (off), not &#34;yes&#34;"),
+        "{page}"
+    );
+    assert_eq!(claimed_id(a.claim()), None, "still draining");
     ui.post_form(
         &format!("/workers/{}/drain", a.worker_id),
         &[("drain", "0")],

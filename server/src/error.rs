@@ -3,7 +3,7 @@
 use aligndet_common::api::ApiError as ApiErrorBody;
 use askama::Template;
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{Form, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse, Response};
@@ -81,6 +81,9 @@ impl IntoResponse for PageError {
     }
 }
 
+/// What a page handler answers: a page, a redirect, or the error page.
+pub type PageResult = Result<Response, PageError>;
+
 /// A row looked up by its id, or the 404 page saying it does not exist:
 /// `db::runs::get(&s.pool, id).await?.or_not_found("run", id)?`.
 pub trait OrNotFound<T> {
@@ -115,6 +118,27 @@ where
                 )))
             }
         }
+    }
+}
+
+/// `Form<T>` for the pages: a post that does not fit its form (a field missing, a switch that
+/// is not 1 or 0) is an error page inside the layout naming the problem, with the status
+/// axum chose (422: a field does not fit; 413; 415…); axum's own rejection is plain text.
+pub struct PageForm<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for PageForm<T> {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, PageError> {
+        let Form(value) = Form::<T>::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                let why = rejection.body_text();
+                let why = why.trim_start_matches("Failed to deserialize form body: ");
+                let message = format!("The form's fields do not fit this page: {why}");
+                PageError::new(rejection.status(), message)
+            })?;
+        Ok(PageForm(value))
     }
 }
 

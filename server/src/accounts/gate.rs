@@ -14,7 +14,8 @@ use crate::error::{ApiError, PageError};
 use crate::secrets::constant_time_eq;
 use crate::security::CsrfToken;
 use crate::state::AppState;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -52,6 +53,43 @@ impl Visitor {
 /// The visitor of the page being rendered (empty outside a page request).
 pub fn visitor() -> Visitor {
     VISITOR.try_with(Visitor::clone).unwrap_or_default()
+}
+
+/// What a page handler behind [`require_page_role`] starts from: the app, the user the gate let
+/// through and the CSRF token its forms carry, taken as one extractor
+/// (`UserPage { s, user, csrf }: UserPage`) so that no handler pulls the three apart itself.
+pub struct UserPage {
+    pub s: AppState,
+    pub user: CurrentUser,
+    pub csrf: CsrfToken,
+}
+
+impl FromRequestParts<AppState> for UserPage {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, PageError> {
+        // Only a route outside every page gate lacks the user: answer as the gate would.
+        let user = parts
+            .extensions
+            .get::<CurrentUser>()
+            .cloned()
+            .ok_or_else(|| {
+                PageError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "You are not signed in.".to_string(),
+                )
+            })?;
+        let csrf = parts
+            .extensions
+            .get::<CsrfToken>()
+            .cloned()
+            .unwrap_or_else(|| CsrfToken(String::new()));
+        Ok(UserPage {
+            s: s.clone(),
+            user,
+            csrf,
+        })
+    }
 }
 
 /// The session token in the request's cookies.
@@ -97,8 +135,8 @@ pub async fn require_page_role(State(needed): State<Role>, req: Request, next: N
     .await
 }
 
-/// Past either gate's reading of who calls: `user` goes on to the handler (as
-/// `Extension<CurrentUser>`) when there is one (else a 401 saying `signed_out`) and their role
+/// Past either gate's reading of who calls: `user` goes on to the handler (as a request
+/// extension, which [`UserPage`] reads) when there is one (else a 401 saying `signed_out`) and their role
 /// is at least `needed` (else a 403); `refuse` words a refusal as the page's or the API's error.
 async fn admit(
     user: Option<CurrentUser>,

@@ -1,3 +1,4 @@
+use super::select_with_creator;
 use aligndet_common::dataset::CocoDataset;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -200,22 +201,13 @@ pub async fn insert(
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<DatasetRow>> {
-    sqlx::query_as(
-        "SELECT datasets.*, (SELECT name FROM users WHERE id = datasets.created_by) AS creator
-         FROM datasets ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(select_with_creator!("datasets", "ORDER BY id"))
+        .fetch_all(pool)
+        .await
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<DatasetRow>> {
-    super::row_by(
-        pool,
-        "SELECT datasets.*, (SELECT name FROM users WHERE id = datasets.created_by) AS creator
-         FROM datasets WHERE id = $1",
-        id,
-    )
-    .await
+    super::row_by(pool, select_with_creator!("datasets", "WHERE id = $1"), id).await
 }
 
 pub async fn get_by_name(pool: &PgPool, name: &str) -> sqlx::Result<Option<DatasetRow>> {

@@ -1,6 +1,7 @@
 //! Experiments: a named spec and the chain of runs made from it (`runs.experiment_id`, with the
 //! run's place in the chain in `runs.experiment_role`).
 
+use super::creator_column;
 use super::runs::RunRow;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -45,29 +46,27 @@ pub async fn create_in(
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<ExperimentSummary>> {
-    sqlx::query_as(
-        "SELECT e.id, e.name, e.created_at,
-                (SELECT name FROM users WHERE id = e.created_by) AS creator,
-                COUNT(r.id) AS runs,
+    sqlx::query_as(concat!(
+        "SELECT e.id, e.name, e.created_at, ",
+        creator_column!("e"),
+        ", COUNT(r.id) AS runs,
                 COUNT(r.id) FILTER (WHERE r.status = 'succeeded') AS succeeded,
                 COUNT(r.id) FILTER (WHERE r.status IN ('failed', 'cancelled')) AS failed,
                 COUNT(r.id) FILTER (WHERE r.status IN ('queued', 'running')) AS active
          FROM experiments e LEFT JOIN runs r ON r.experiment_id = e.id
-         GROUP BY e.id ORDER BY e.id DESC LIMIT 500",
-    )
+         GROUP BY e.id ORDER BY e.id DESC LIMIT 500"
+    ))
     .fetch_all(pool)
     .await
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<ExperimentRow>> {
-    super::row_by(
-        pool,
-        "SELECT id, name, spec, created_at,
-                (SELECT name FROM users WHERE id = experiments.created_by) AS creator
-         FROM experiments WHERE id = $1",
-        id,
-    )
-    .await
+    let sql = concat!(
+        "SELECT id, name, spec, created_at, ",
+        creator_column!("experiments"),
+        " FROM experiments WHERE id = $1"
+    );
+    super::row_by(pool, sql, id).await
 }
 
 /// The runs of an experiment, each with its role ([`RunRow::experiment_role`]).

@@ -18,19 +18,53 @@ pub mod workers;
 #[cfg(test)]
 mod migration_tests;
 
+/// The column `creator` of a row of `$table`: the name of the user who created it (NULL for
+/// rows made before accounts). Every list and page that says who made something reads it so.
+macro_rules! creator_column {
+    ($table:literal) => {
+        concat!(
+            "(SELECT name FROM users WHERE id = ",
+            $table,
+            ".created_by) AS creator"
+        )
+    };
+}
+pub(crate) use creator_column;
+
+/// `SELECT $table.*` with its [`creator_column!`], then `$rest` (`"WHERE id = $1"`, …).
+macro_rules! select_with_creator {
+    ($table:literal, $rest:literal) => {
+        concat!(
+            "SELECT ",
+            $table,
+            ".*, ",
+            $crate::db::creator_column!($table),
+            " FROM ",
+            $table,
+            " ",
+            $rest
+        )
+    };
+}
+pub(crate) use select_with_creator;
+
 use sqlx::postgres::{PgRow, Postgres};
 use sqlx::{Encode, FromRow, PgPool, Type};
 
 // Most reads here are "the rows of this table for this one key" (`$1`): these three run such a
 // read, so each function says only its SQL, its key and what a row is.
 
-/// Every row of `sql`, with `$1` bound to `key`.
-pub async fn rows_by<'q, T, K>(pool: &PgPool, sql: &'static str, key: K) -> sqlx::Result<Vec<T>>
+/// Every row of `sql`, with `$1` bound to `key`, on the pool or inside a transaction.
+pub async fn rows_by<'e, 'q, T, K>(
+    db: impl sqlx::PgExecutor<'e>,
+    sql: &'static str,
+    key: K,
+) -> sqlx::Result<Vec<T>>
 where
     T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
     K: 'q + Encode<'q, Postgres> + Type<Postgres> + Send,
 {
-    sqlx::query_as(sql).bind(key).fetch_all(pool).await
+    sqlx::query_as(sql).bind(key).fetch_all(db).await
 }
 
 /// The row of `sql` (at most one), with `$1` bound to `key`.

@@ -4,6 +4,7 @@
 //! Also the simple run lists other pages pick from ([`list`], re-exported by `db::runs`).
 
 use super::runs::RunRow;
+use super::{creator_column, select_with_creator};
 use crate::search::resolve::{ConfigCond, Filter, MetricCond, Path};
 use crate::search::{Goal, SortKey, Value};
 use futures_util::TryStreamExt;
@@ -153,10 +154,11 @@ fn push_where(qb: &mut QueryBuilder<Postgres>, s: &RunSearch) {
 }
 
 fn build(s: &RunSearch, limit: Option<i64>) -> QueryBuilder<Postgres> {
-    let mut qb = QueryBuilder::new(
-        "SELECT runs.*, (SELECT name FROM users WHERE id = runs.created_by) AS creator,
-                (SELECT name FROM datasets WHERE id = runs.dataset_id) AS dataset_name,",
-    );
+    let mut qb = QueryBuilder::new(concat!(
+        "SELECT runs.*, ",
+        creator_column!("runs"),
+        ", (SELECT name FROM datasets WHERE id = runs.dataset_id) AS dataset_name,"
+    ));
     match &s.best {
         Some((key, goal)) => {
             qb.push(" b.value AS best_value, b.step AS best_step FROM runs");
@@ -313,12 +315,13 @@ impl RunSort {
 /// page's checkpoints), filtered by kind, status and dataset.
 pub async fn list(pool: &PgPool, f: &RunFilter) -> sqlx::Result<Vec<RunRow>> {
     let sql = format!(
-        "SELECT runs.*, (SELECT name FROM users WHERE id = runs.created_by) AS creator
-         FROM runs
-         WHERE ($1::TEXT IS NULL OR kind = $1) AND ($2::TEXT IS NULL OR status = $2)
+        select_with_creator!(
+            "runs",
+            "WHERE ($1::TEXT IS NULL OR kind = $1) AND ($2::TEXT IS NULL OR status = $2)
            AND ($3::BIGINT IS NULL OR dataset_id = $3)
            AND ($4 OR archived_at IS NULL)
-         ORDER BY {} LIMIT 500",
+         ORDER BY {} LIMIT 500"
+        ),
         f.sort.order_by()
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))

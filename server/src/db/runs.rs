@@ -1,3 +1,4 @@
+use super::select_with_creator;
 use aligndet_common::api::MetricPoint;
 use aligndet_common::capabilities::Requirements;
 use aligndet_common::jobs::{RunKind, RunStatus};
@@ -290,13 +291,7 @@ pub async fn insert_artifact_in(
 pub use super::run_search::{RunFilter, RunSort, list};
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<RunRow>> {
-    super::row_by(
-        pool,
-        "SELECT runs.*, (SELECT name FROM users WHERE id = runs.created_by) AS creator
-         FROM runs WHERE id = $1",
-        id,
-    )
-    .await
+    super::row_by(pool, select_with_creator!("runs", "WHERE id = $1"), id).await
 }
 
 pub async fn attempts(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<AttemptRow>> {
@@ -406,13 +401,9 @@ pub async fn metric_key_ends<'e>(
     db: impl sqlx::PgExecutor<'e>,
     run_id: i64,
 ) -> sqlx::Result<Vec<(String, i64, i64, f64)>> {
-    sqlx::query_as(
-        "SELECT key, COUNT(*), MAX(step), MIN(value) FROM metrics WHERE run_id = $1
-         GROUP BY key ORDER BY key",
-    )
-    .bind(run_id)
-    .fetch_all(db)
-    .await
+    let sql = "SELECT key, COUNT(*), MAX(step), MIN(value) FROM metrics WHERE run_id = $1
+               GROUP BY key ORDER BY key";
+    super::rows_by(db, sql, run_id).await
 }
 
 /// Every key's finite points reduced in SQL by the rule of

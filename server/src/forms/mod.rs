@@ -11,6 +11,7 @@
 //! Only parsing happens here, with the field named when it fails ([`FieldError`]); ranges and
 //! combinations are the configs' `validate` (and the experiment planner's) job.
 
+pub mod actions;
 pub mod clone;
 pub mod experiment;
 pub mod finetune;

@@ -1,37 +1,24 @@
 //! Signing in and out, and one's own account: personal API tokens and the password.
 
+use crate::accounts::gate::UserPage;
 use crate::accounts::gate::{self, SESSION_DAYS};
 use crate::accounts::{self, CurrentUser, cli::check_token_label};
 use crate::db;
+use crate::error::PageForm;
+use crate::error::PageResult;
 use crate::error::{PageError, PagePath, PageQuery};
+use crate::forms::actions::{LoginForm, PasswordForm, TokenForm};
 use crate::routes::render;
 use crate::security::CsrfToken;
 use crate::state::AppState;
 use askama::Template;
+use axum::Extension;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-
-/// Open to everyone: the login page and logout.
-pub fn public_router() -> Router<AppState> {
-    Router::new()
-        .route("/login", get(login_page).post(login))
-        .route("/logout", post(logout))
-}
-
-/// Any signed-in user, on their own account.
-pub fn own_account_router() -> Router<AppState> {
-    Router::new()
-        .route("/account", get(account_page))
-        .route("/account/tokens", post(create_token))
-        .route("/account/tokens/{id}/revoke", post(revoke_token))
-        .route("/account/password", post(change_password))
-}
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -59,22 +46,14 @@ pub async fn login_page(
     })
 }
 
-#[derive(Deserialize)]
-pub struct LoginForm {
-    name: String,
-    password: String,
-    #[serde(default)]
-    next: String,
-}
-
 /// Check the password (after the rate limit), then start a session and go to `next`.
 pub async fn login(
     State(s): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
     extensions: Extensions,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
-) -> Result<Response, PageError> {
+    PageForm(form): PageForm<LoginForm>,
+) -> PageResult {
     let address = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
@@ -142,7 +121,7 @@ fn with_cookie(response: impl IntoResponse, cookie: &str) -> Response {
 }
 
 /// End this browser's session (the stored one, not only the cookie).
-pub async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
+pub async fn logout(State(s): State<AppState>, headers: HeaderMap) -> PageResult {
     if let Some(token) = gate::session_token(&headers) {
         db::users::delete_session(&s.pool, &accounts::token_digest(&token)).await?;
     }
@@ -164,13 +143,13 @@ struct AccountPage {
     one_time: bool,
 }
 
-async fn account(
+pub async fn account(
     s: &AppState,
     user: CurrentUser,
     csrf: String,
     new_token: Option<(String, String)>,
     outcome: Result<Option<String>, String>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let tokens = db::users::tokens_of(&s.pool, user.id).await?;
     let status = if outcome.is_err() {
         StatusCode::BAD_REQUEST
@@ -193,25 +172,14 @@ async fn account(
     Ok((status, render(&page)).into_response())
 }
 
-pub async fn account_page(
-    State(s): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
-) -> Result<Response, PageError> {
+pub async fn account_page(UserPage { s, user, csrf }: UserPage) -> PageResult {
     account(&s, user, csrf.0, None, Ok(None)).await
 }
 
-#[derive(Deserialize)]
-pub struct TokenForm {
-    name: String,
-}
-
 pub async fn create_token(
-    State(s): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
-    Form(form): Form<TokenForm>,
-) -> Result<Response, PageError> {
+    UserPage { s, user, csrf }: UserPage,
+    PageForm(form): PageForm<TokenForm>,
+) -> PageResult {
     let label = match check_token_label(&form.name) {
         Ok(l) => l,
         Err(e) => return account(&s, user, csrf.0, None, Err(e)).await,
@@ -223,11 +191,9 @@ pub async fn create_token(
 }
 
 pub async fn revoke_token(
-    State(s): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
+    UserPage { s, user, csrf }: UserPage,
     PagePath(id): PagePath<i64>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let outcome = if db::users::revoke_token(&s.pool, id, Some(user.id)).await? {
         Ok(Some(format!("Token #{id} revoked: it no longer works.")))
     } else {
@@ -236,21 +202,12 @@ pub async fn revoke_token(
     account(&s, user, csrf.0, None, outcome).await
 }
 
-#[derive(Deserialize)]
-pub struct PasswordForm {
-    current: String,
-    new: String,
-    again: String,
-}
-
 /// A new password, once the current one is checked. Changing the first admin's password
 /// removes the one-time password file (it no longer opens anything).
 pub async fn change_password(
-    State(s): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
-    Form(form): Form<PasswordForm>,
-) -> Result<Response, PageError> {
+    UserPage { s, user, csrf }: UserPage,
+    PageForm(form): PageForm<PasswordForm>,
+) -> PageResult {
     let stored = db::users::by_id(&s.pool, user.id)
         .await?
         .ok_or_else(|| PageError::not_found("your account no longer exists"))?;

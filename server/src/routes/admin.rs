@@ -1,27 +1,17 @@
 //! The users page (admins): create users, change roles, disable, end sessions, revoke tokens.
 
+use crate::accounts::gate::UserPage;
 use crate::accounts::{self, CurrentUser, Role};
 use crate::db;
+use crate::error::PageForm;
+use crate::error::PageResult;
 use crate::error::{PageError, PagePath};
+use crate::forms::actions::{DisabledForm, NewUserForm, RoleForm};
 use crate::routes::render;
-use crate::security::CsrfToken;
 use crate::state::AppState;
 use askama::Template;
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
-use serde::Deserialize;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/users", get(users_page).post(create_user))
-        .route("/admin/users/{id}/role", post(set_role))
-        .route("/admin/users/{id}/disabled", post(set_disabled))
-        .route("/admin/users/{id}/revoke", post(revoke_all))
-        .route("/admin/tokens/{id}/revoke", post(revoke_token))
-}
+use axum::response::IntoResponse;
 
 #[derive(Template)]
 #[template(path = "admin_users.html")]
@@ -36,12 +26,12 @@ struct UsersPage {
 }
 
 /// The page with the outcome of what was just done (an error: 400).
-async fn page(
+pub async fn page(
     s: &AppState,
     me: CurrentUser,
     csrf: String,
     outcome: Result<String, String>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let users = db::users::list(&s.pool).await?;
     let tokens = db::users::all_tokens(&s.pool)
         .await?
@@ -76,27 +66,14 @@ async fn page(
     Ok((status, body).into_response())
 }
 
-pub async fn users_page(
-    State(s): State<AppState>,
-    Extension(me): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
-) -> Result<Response, PageError> {
+pub async fn users_page(UserPage { s, user: me, csrf }: UserPage) -> PageResult {
     page(&s, me, csrf.0, Ok(String::new())).await
 }
 
-#[derive(Deserialize)]
-pub struct NewUserForm {
-    name: String,
-    role: String,
-    password: String,
-}
-
 pub async fn create_user(
-    State(s): State<AppState>,
-    Extension(me): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
-    Form(form): Form<NewUserForm>,
-) -> Result<Response, PageError> {
+    UserPage { s, user: me, csrf }: UserPage,
+    PageForm(form): PageForm<NewUserForm>,
+) -> PageResult {
     let checked = accounts::check_user_name(&form.name).and_then(|name| {
         accounts::check_password(&form.password)?;
         let role = Role::parse(&form.role)
@@ -120,18 +97,11 @@ pub async fn create_user(
     page(&s, me, csrf.0, outcome).await
 }
 
-#[derive(Deserialize)]
-pub struct RoleForm {
-    role: String,
-}
-
 pub async fn set_role(
-    State(s): State<AppState>,
-    Extension(me): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
+    UserPage { s, user: me, csrf }: UserPage,
     PagePath(id): PagePath<i64>,
-    Form(form): Form<RoleForm>,
-) -> Result<Response, PageError> {
+    PageForm(form): PageForm<RoleForm>,
+) -> PageResult {
     let Some(role) = Role::parse(&form.role) else {
         let e = format!("role: {:?} is not viewer, editor or admin", form.role);
         return page(&s, me, csrf.0, Err(e)).await;
@@ -150,20 +120,12 @@ pub async fn set_role(
     page(&s, me, csrf.0, outcome).await
 }
 
-#[derive(Deserialize)]
-pub struct DisabledForm {
-    /// "1": disable; "0": enable again.
-    disabled: String,
-}
-
 pub async fn set_disabled(
-    State(s): State<AppState>,
-    Extension(me): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
+    UserPage { s, user: me, csrf }: UserPage,
     PagePath(id): PagePath<i64>,
-    Form(form): Form<DisabledForm>,
-) -> Result<Response, PageError> {
-    let disable = form.disabled == "1";
+    PageForm(form): PageForm<DisabledForm>,
+) -> PageResult {
+    let disable = form.disabled.0;
     let user = target(&s, id).await?;
     let outcome = if disable && last_admin(&s, &user).await? {
         Err(format!(
@@ -186,11 +148,9 @@ pub async fn set_disabled(
 }
 
 pub async fn revoke_all(
-    State(s): State<AppState>,
-    Extension(me): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
+    UserPage { s, user: me, csrf }: UserPage,
     PagePath(id): PagePath<i64>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let user = target(&s, id).await?;
     let (sessions, tokens) = db::users::revoke_all(&s.pool, id).await?;
     tracing::info!("{} ended the sessions and tokens of {}", me.name, user.name);
@@ -202,11 +162,9 @@ pub async fn revoke_all(
 }
 
 pub async fn revoke_token(
-    State(s): State<AppState>,
-    Extension(me): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
+    UserPage { s, user: me, csrf }: UserPage,
     PagePath(id): PagePath<i64>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let outcome = if db::users::revoke_token(&s.pool, id, None).await? {
         tracing::info!("{} revoked API token #{id}", me.name);
         Ok(format!("Token #{id} revoked."))
@@ -216,14 +174,14 @@ pub async fn revoke_token(
     page(&s, me, csrf.0, outcome).await
 }
 
-async fn target(s: &AppState, id: i64) -> Result<db::users::UserRow, PageError> {
+pub async fn target(s: &AppState, id: i64) -> Result<db::users::UserRow, PageError> {
     db::users::by_id(&s.pool, id)
         .await?
         .ok_or_else(|| PageError::not_found(format!("user {id} not found")))
 }
 
 /// `user` is the only enabled admin (taking that away would lock everyone out of this page).
-async fn last_admin(s: &AppState, user: &db::users::UserRow) -> Result<bool, PageError> {
+pub async fn last_admin(s: &AppState, user: &db::users::UserRow) -> Result<bool, PageError> {
     if user.role != Role::Admin.as_str() || user.disabled {
         return Ok(false);
     }

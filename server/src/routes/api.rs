@@ -10,29 +10,15 @@ use crate::worker_auth::{CallingWorker, CurrentReport, new_worker_key};
 use aligndet_common::api::*;
 use aligndet_common::capabilities::Capabilities;
 use aligndet_common::jobs::{JobConfig, RunStatus};
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/workers/register", post(register))
-        .route("/jobs/claim", post(claim))
-        .route("/runs/{id}/heartbeat", post(heartbeat))
-        .route("/runs/{id}/metrics", post(metrics))
-        .route("/runs/{id}/logs", post(logs))
-        .route("/runs/{id}/status", post(status))
-        .route("/runs/{id}/artifacts/{name}", get(download_artifact))
-        .route("/runs/{id}/proposals", post(proposals))
-        .route("/runs/{id}/proposals/done", get(proposals_done))
-}
 
 const MAX_WORKER_INFO_BYTES: usize = 64 * 1024;
 
-async fn register(
+pub async fn register(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<RegisterWorker>,
 ) -> Result<Json<WorkerRegistered>, ApiError> {
@@ -83,7 +69,7 @@ async fn register(
     }))
 }
 
-async fn claim(
+pub async fn claim(
     State(s): State<AppState>,
     CallingWorker(worker_id): CallingWorker,
     ApiJson(req): ApiJson<ClaimRequest>,
@@ -158,7 +144,7 @@ async fn claim(
 }
 
 /// A job's dataset and readable artifacts by content (hashed on first use).
-async fn job_inputs(
+pub async fn job_inputs(
     s: &AppState,
     run_id: i64,
     dataset_id: Option<i64>,
@@ -176,7 +162,7 @@ async fn job_inputs(
     Ok((dataset, crate::content::artifact_inputs(s, run_id).await?))
 }
 
-async fn heartbeat(
+pub async fn heartbeat(
     State(s): State<AppState>,
     CallingWorker(worker_id): CallingWorker,
     Path(id): Path<i64>,
@@ -196,7 +182,7 @@ async fn heartbeat(
     }))
 }
 
-async fn metrics(
+pub async fn metrics(
     State(s): State<AppState>,
     CurrentReport { run: id, batch }: CurrentReport<MetricsBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -218,7 +204,7 @@ async fn metrics(
     Ok(Json(serde_json::json!({ "stored": batch.points.len() })))
 }
 
-async fn logs(
+pub async fn logs(
     State(s): State<AppState>,
     CurrentReport { run: id, batch }: CurrentReport<LogBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -226,7 +212,7 @@ async fn logs(
     Ok(Json(serde_json::json!({ "stored": batch.lines.len() })))
 }
 
-async fn proposals(
+pub async fn proposals(
     State(s): State<AppState>,
     CurrentReport { run: id, batch }: CurrentReport<ProposalsBatch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -245,12 +231,12 @@ async fn proposals(
 }
 
 #[derive(Deserialize)]
-struct DoneQuery {
+pub struct DoneQuery {
     #[serde(default)]
     full: Option<u8>,
 }
 
-async fn proposals_done(
+pub async fn proposals_done(
     State(s): State<AppState>,
     Path(id): Path<i64>,
     Query(q): Query<DoneQuery>,
@@ -276,7 +262,7 @@ async fn proposals_done(
     Ok(Json(ProposalsDone { image_ids, images }))
 }
 
-async fn status(
+pub async fn status(
     State(s): State<AppState>,
     CallingWorker(worker_id): CallingWorker,
     Path(id): Path<i64>,
@@ -305,7 +291,7 @@ async fn status(
 /// Workers fetch job inputs (e.g. an evaluate job's detections) from the artifact store:
 /// streamed from the file with Range and ETag, on the worker pool so page viewers cannot
 /// starve it of connections.
-async fn download_artifact(
+pub async fn download_artifact(
     State(s): State<AppState>,
     Path((id, name)): Path<(i64, String)>,
     req: axum::extract::Request,

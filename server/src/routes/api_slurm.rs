@@ -9,27 +9,17 @@ use aligndet_common::slurm::{
     LivePlacement, PlaceableRequest, PlaceableRun, Rejected, ReserveRequest, Reserved, StateReport,
     Submitted, check_state,
 };
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde_json::{Value, json};
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/slurm/placeable", post(placeable))
-        .route("/slurm/placements", get(live).post(reserve))
-        .route("/slurm/placements/{id}/submitted", post(submitted))
-        .route("/slurm/placements/{id}/rejected", post(rejected))
-        .route("/slurm/placements/{id}/state", post(state))
-}
 
 /// At most this many runs per answer, whatever the agent asks for.
 const MAX_PLACEABLE: u32 = 100;
 /// sbatch's stderr and Slurm's reasons are kept to this many characters.
 const MAX_TEXT: usize = 2000;
 
-async fn placeable(
+pub async fn placeable(
     State(s): State<AppState>,
     CallingWorker(agent): CallingWorker,
     ApiJson(req): ApiJson<PlaceableRequest>,
@@ -38,7 +28,7 @@ async fn placeable(
     Ok(Json(slurm::placeable(&s.worker_pool, agent, limit).await?))
 }
 
-async fn reserve(
+pub async fn reserve(
     State(s): State<AppState>,
     CallingWorker(agent): CallingWorker,
     ApiJson(req): ApiJson<ReserveRequest>,
@@ -55,14 +45,14 @@ async fn reserve(
     }
 }
 
-async fn live(
+pub async fn live(
     State(s): State<AppState>,
     CallingWorker(agent): CallingWorker,
 ) -> Result<Json<Vec<LivePlacement>>, ApiError> {
     Ok(Json(slurm::live(&s.worker_pool, agent).await?))
 }
 
-async fn submitted(
+pub async fn submitted(
     State(s): State<AppState>,
     CallingWorker(agent): CallingWorker,
     Path(id): Path<i64>,
@@ -76,7 +66,7 @@ async fn submitted(
     answer(known, id)
 }
 
-async fn rejected(
+pub async fn rejected(
     State(s): State<AppState>,
     CallingWorker(agent): CallingWorker,
     Path(id): Path<i64>,
@@ -88,7 +78,7 @@ async fn rejected(
     answer(known, id)
 }
 
-async fn state(
+pub async fn state(
     State(s): State<AppState>,
     CallingWorker(agent): CallingWorker,
     Path(id): Path<i64>,

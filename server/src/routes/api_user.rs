@@ -11,24 +11,8 @@ use crate::state::AppState;
 use crate::submit;
 use aligndet_common::jobs::JobConfig;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Deserialize;
-
-/// Reads (viewer and up).
-pub fn read_router() -> Router<AppState> {
-    Router::new()
-        .route("/runs/{id}", get(run_summary))
-        .route("/experiments/{id}", get(experiment_summary))
-}
-
-/// Changes (editor and up).
-pub fn write_router() -> Router<AppState> {
-    Router::new()
-        .route("/runs", post(create_run))
-        .route("/runs/{id}/cancel", post(cancel))
-        .route("/experiments", post(create_experiment))
-}
 
 /// `POST /api/v1/runs`: queue a run from a config (what the UI form does, for scripts).
 #[derive(Deserialize)]
@@ -54,7 +38,7 @@ pub struct CreateRun {
 }
 
 /// The same checks as the page forms ([`crate::submit`]); a refusal names the field.
-async fn create_run(
+pub async fn create_run(
     State(s): State<AppState>,
     Extension(user): Extension<CurrentUser>,
     ApiJson(req): ApiJson<CreateRun>,
@@ -79,7 +63,7 @@ async fn create_run(
     }
 }
 
-async fn cancel(
+pub async fn cancel(
     State(s): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -90,7 +74,7 @@ async fn cancel(
 }
 
 /// Run state for scripts and tests.
-async fn run_summary(
+pub async fn run_summary(
     State(s): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -141,7 +125,7 @@ async fn run_summary(
 
 /// `POST /api/v1/experiments`: an experiment spec (as the form's fields, in JSON) → the
 /// experiment and its runs, `{id, runs: [{id, role, seed, fraction}]}`.
-async fn create_experiment(
+pub async fn create_experiment(
     State(s): State<AppState>,
     Extension(user): Extension<CurrentUser>,
     ApiJson(spec): ApiJson<experiments::ExperimentSpec>,
@@ -154,7 +138,7 @@ async fn create_experiment(
 
 /// `GET /api/v1/experiments/{id}`: the spec and every run with role, status, what it waits
 /// for, progress and, for succeeded fine-tunes, the final COCO statistics.
-async fn experiment_summary(
+pub async fn experiment_summary(
     State(s): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Json<serde_json::Value>, ApiError> {

@@ -8,23 +8,15 @@ use crate::state::AppState;
 use aligndet_common::content::{
     Blob, PACK_MAX_BLOBS, PackRequest, check_sha256, pack_frame_header,
 };
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::{get, post};
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/blobs/{sha256}", get(blob))
-        .route("/blobs/pack", post(pack))
-}
-
-async fn blob(
+pub async fn blob(
     State(s): State<AppState>,
     Path(sha256): Path<String>,
     req: Request,
@@ -36,7 +28,7 @@ async fn blob(
         .map_err(ApiError::internal)
 }
 
-async fn pack(
+pub async fn pack(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<PackRequest>,
 ) -> Result<Response, ApiError> {
@@ -77,7 +69,7 @@ async fn pack(
 
 /// The file of a blob this server holds, checked to still have the size it was hashed at (a file
 /// changed behind the server's back is refused here rather than sent under a wrong hash).
-async fn located(s: &AppState, sha256: &str) -> Result<BlobFile, ApiError> {
+pub async fn located(s: &AppState, sha256: &str) -> Result<BlobFile, ApiError> {
     check_sha256(sha256).map_err(ApiError::bad_request)?;
     let Some(found) = blob_file(s, sha256).await.map_err(ApiError::internal)? else {
         return Err(ApiError::not_found(format!(

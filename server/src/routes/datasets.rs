@@ -1,22 +1,24 @@
 //! Dataset pages: list and import (server paths, zip upload), the image browser, images.
 
-use crate::accounts::CurrentUser;
+use crate::accounts::gate::UserPage;
 use crate::db;
 use crate::db::datasets::{BoxRow, CategoryCount, DatasetRow, ImageRow};
+use crate::error::PageForm;
+use crate::error::PageResult;
 use crate::error::{OrNotFound, PageError, PagePath, PageQuery};
+use crate::forms::actions::ImportForm;
 use crate::import::{self, Format, ImportError, ServerPathImport};
 use crate::numbers::filters;
 use crate::plots;
 use crate::routes::{refused, render};
-use crate::security::{self, CsrfToken};
+use crate::security::{self};
 use crate::state::AppState;
 use crate::views::mask_paths::annotation_mask;
 use askama::Template;
-use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Multipart, State};
 use axum::http::header;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 use std::collections::HashMap;
 use tokio::io::AsyncWriteExt;
@@ -31,11 +33,7 @@ struct DatasetsPage {
     error: Option<ImportError>,
 }
 
-async fn list_page(
-    s: &AppState,
-    csrf: String,
-    error: Option<ImportError>,
-) -> Result<Response, PageError> {
+async fn list_page(s: &AppState, csrf: String, error: Option<ImportError>) -> PageResult {
     let refusal = error.is_some();
     let page = DatasetsPage {
         datasets: db::datasets::list(&s.pool).await?,
@@ -54,28 +52,14 @@ async fn list_page(
     })
 }
 
-pub async fn list(
-    State(s): State<AppState>,
-    Extension(csrf): Extension<CsrfToken>,
-) -> Result<Response, PageError> {
+pub async fn list(UserPage { s, csrf, .. }: UserPage) -> PageResult {
     list_page(&s, csrf.0, None).await
 }
 
-#[derive(Deserialize)]
-pub struct ImportForm {
-    name: String,
-    format: String,
-    annotations: String,
-    #[serde(default)]
-    images: String,
-}
-
 pub async fn import_from_server(
-    State(s): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
-    axum::Form(form): axum::Form<ImportForm>,
-) -> Result<Response, PageError> {
+    UserPage { s, user, csrf }: UserPage,
+    PageForm(form): PageForm<ImportForm>,
+) -> PageResult {
     let Some(format) = Format::parse(&form.format) else {
         return Err(PageError::bad_request(format!(
             "unknown format {:?}; use coco or voc",
@@ -99,12 +83,7 @@ pub async fn import_from_server(
 const MAX_NAME_FIELD_BYTES: usize = 4096;
 
 /// Multipart: `name` then `file`. The file streams to disk with the size limit enforced as it goes.
-pub async fn upload(
-    State(s): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
-    mut multipart: Multipart,
-) -> Result<Response, PageError> {
+pub async fn upload(UserPage { s, user, csrf }: UserPage, mut multipart: Multipart) -> PageResult {
     let limit = s.cfg.upload_limit_mib * 1024 * 1024;
     let mut name: Option<String> = None;
     let mut saved: Option<(std::path::PathBuf, String)> = None;
@@ -284,7 +263,7 @@ pub async fn show(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
     PageQuery(q): PageQuery<DatasetPageQuery>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let dataset = db::datasets::get(&s.pool, id)
         .await?
         .or_not_found("dataset", id)?;
@@ -347,10 +326,7 @@ pub async fn show(
     }))
 }
 
-pub async fn histogram(
-    State(s): State<AppState>,
-    PagePath(id): PagePath<i64>,
-) -> Result<Response, PageError> {
+pub async fn histogram(State(s): State<AppState>, PagePath(id): PagePath<i64>) -> PageResult {
     db::datasets::get(&s.pool, id)
         .await?
         .or_not_found("dataset", id)?;
@@ -364,7 +340,7 @@ pub async fn histogram(
 pub async fn image_file(
     State(s): State<AppState>,
     PagePath((id, image_id)): PagePath<(i64, i64)>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let dataset = db::datasets::get(&s.pool, id)
         .await?
         .or_not_found("dataset", id)?;

@@ -2,24 +2,24 @@
 //! Thin adapters over [`crate::experiments`] (planning, creation, summaries) and
 //! [`crate::forms::experiment`] (the form's text).
 
-use crate::accounts::CurrentUser;
+use crate::accounts::gate::UserPage;
 use crate::db;
 use crate::db::datasets::DatasetRow;
 use crate::db::experiments::{ExperimentRow, ExperimentSummary};
+use crate::error::PageForm;
+use crate::error::PageResult;
 use crate::error::{OrNotFound, PageError, PagePath};
 use crate::experiments::summary::summary;
 use crate::experiments::{RunView, SummaryRow, compare_url, create, run_views};
 use crate::forms::{ExperimentForm, FieldError, PlacedError, choices, error_note, invalid_attrs};
 use crate::numbers::filters;
 use crate::routes::{refused, render};
-use crate::security::CsrfToken;
 use crate::state::AppState;
 use aligndet_common::jobs::{RunKind, RunStatus};
 use aligndet_common::train_config::{BackboneKind, DetectorKind};
 use askama::Template;
-use axum::Extension;
 use axum::extract::State;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 
 #[derive(Template)]
 #[template(path = "new_experiment.html")]
@@ -101,21 +101,16 @@ impl NewExperimentPage {
     }
 }
 
-pub async fn new_form(
-    State(s): State<AppState>,
-    Extension(csrf): Extension<CsrfToken>,
-) -> Result<Response, PageError> {
+pub async fn new_form(UserPage { s, csrf, .. }: UserPage) -> PageResult {
     Ok(render(
         &NewExperimentPage::new(&s, csrf.0, None, ExperimentForm::defaults()).await?,
     ))
 }
 
 pub async fn create_from_form(
-    State(s): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
-    axum::Form(fields): axum::Form<Vec<(String, String)>>,
-) -> Result<Response, PageError> {
+    UserPage { s, user, csrf }: UserPage,
+    PageForm(fields): PageForm<Vec<(String, String)>>,
+) -> PageResult {
     let form = ExperimentForm::posted(&fields)?;
     let outcome = match form.to_spec() {
         Ok(spec) => create(&s, &spec, Some(user.id))
@@ -156,10 +151,7 @@ impl ExperimentPage {
     }
 }
 
-pub async fn show(
-    State(s): State<AppState>,
-    PagePath(id): PagePath<i64>,
-) -> Result<Response, PageError> {
+pub async fn show(State(s): State<AppState>, PagePath(id): PagePath<i64>) -> PageResult {
     let exp = db::experiments::get(&s.pool, id)
         .await?
         .or_not_found("experiment", id)?;
@@ -192,7 +184,7 @@ struct ExperimentsPage {
     experiments: Vec<ExperimentSummary>,
 }
 
-pub async fn list_page(State(s): State<AppState>) -> Result<Response, PageError> {
+pub async fn list_page(State(s): State<AppState>) -> PageResult {
     Ok(render(&ExperimentsPage {
         experiments: db::experiments::list(&s.pool).await?,
     }))

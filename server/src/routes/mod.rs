@@ -3,6 +3,11 @@
 //! (`security::require_worker_token`), a personal token with a role
 //! (`accounts::gate::require_api_role`), or a session with a role
 //! (`accounts::gate::require_page_role`).
+//!
+//! [`router`] is the site's one map of addresses: every route, with its handler and its gate,
+//! is listed there and nowhere else; the modules hold only handlers. Page handlers take the
+//! signed-in context as [`UserPage`](crate::accounts::gate::UserPage), posted forms as
+//! [`PageForm`](crate::error::PageForm), and answer a [`PageResult`](crate::error::PageResult).
 
 pub mod accounts;
 pub mod admin;
@@ -55,9 +60,29 @@ pub fn router(state: AppState) -> Router {
     let page_gate = |role: Role| middleware::from_fn_with_state(role, gate::require_page_role);
 
     // Worker calls: the worker token and only it.
-    let worker_api = api::router()
-        .merge(content::router())
-        .merge(api_slurm::router())
+    let worker_api = Router::new()
+        .route("/workers/register", post(api::register))
+        .route("/jobs/claim", post(api::claim))
+        .route("/runs/{id}/heartbeat", post(api::heartbeat))
+        .route("/runs/{id}/metrics", post(api::metrics))
+        .route("/runs/{id}/logs", post(api::logs))
+        .route("/runs/{id}/status", post(api::status))
+        .route("/runs/{id}/artifacts/{name}", get(api::download_artifact))
+        .route("/runs/{id}/proposals", post(api::proposals))
+        .route("/runs/{id}/proposals/done", get(api::proposals_done))
+        .route("/blobs/{sha256}", get(content::blob))
+        .route("/blobs/pack", post(content::pack))
+        .route("/slurm/placeable", post(api_slurm::placeable))
+        .route(
+            "/slurm/placements",
+            get(api_slurm::live).post(api_slurm::reserve),
+        )
+        .route(
+            "/slurm/placements/{id}/submitted",
+            post(api_slurm::submitted),
+        )
+        .route("/slurm/placements/{id}/rejected", post(api_slurm::rejected))
+        .route("/slurm/placements/{id}/state", post(api_slurm::state))
         .route_layer(worker_gate())
         .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
         .merge(
@@ -71,10 +96,18 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         );
     // People's scripts: a personal API token with the route's role.
-    let user_api = api_user::read_router()
+    let user_api = Router::new()
+        .route("/runs/{id}", get(api_user::run_summary))
+        .route("/experiments/{id}", get(api_user::experiment_summary))
         .route("/compare", get(compare::api))
         .route_layer(api_gate(Role::Viewer))
-        .merge(api_user::write_router().route_layer(api_gate(Role::Editor)))
+        .merge(
+            Router::new()
+                .route("/runs", post(api_user::create_run))
+                .route("/runs/{id}/cancel", post(api_user::cancel))
+                .route("/experiments", post(api_user::create_experiment))
+                .route_layer(api_gate(Role::Editor)),
+        )
         .layer(DefaultBodyLimit::max(64 * 1024 * 1024));
 
     let read_pages = Router::new()
@@ -105,7 +138,11 @@ pub fn router(state: AppState) -> Router {
             get(proposals::boxes_data),
         )
         .route("/runs/{id}/predictions", get(predictions::browser))
-        .merge(accounts::own_account_router())
+        // Any signed-in user, on their own account.
+        .route("/account", get(accounts::account_page))
+        .route("/account/tokens", post(accounts::create_token))
+        .route("/account/tokens/{id}/revoke", post(accounts::revoke_token))
+        .route("/account/password", post(accounts::change_password))
         .route_layer(page_gate(Role::Viewer));
     let edit_pages = Router::new()
         .route("/datasets/import", post(datasets::import_from_server))
@@ -135,10 +172,19 @@ pub fn router(state: AppState) -> Router {
         .route_layer(page_gate(Role::Editor));
     let admin_pages = Router::new()
         .route("/workers/{id}/drain", post(pages::drain))
-        .merge(admin::router())
+        .route(
+            "/admin/users",
+            get(admin::users_page).post(admin::create_user),
+        )
+        .route("/admin/users/{id}/role", post(admin::set_role))
+        .route("/admin/users/{id}/disabled", post(admin::set_disabled))
+        .route("/admin/users/{id}/revoke", post(admin::revoke_all))
+        .route("/admin/tokens/{id}/revoke", post(admin::revoke_token))
         .route_layer(page_gate(Role::Admin));
 
-    let pages = accounts::public_router()
+    let pages = Router::new()
+        .route("/login", get(accounts::login_page).post(accounts::login))
+        .route("/logout", post(accounts::logout))
         .merge(read_pages)
         .merge(edit_pages)
         .merge(admin_pages)

@@ -1,20 +1,20 @@
 //! Home and workers pages.
 
+use crate::accounts::gate::UserPage;
 use crate::db;
 use crate::db::datasets::DatasetRow;
 use crate::db::runs::{RunFilter, RunRow};
 use crate::db::workers::WorkerRow;
+use crate::error::PageForm;
+use crate::error::PageResult;
 use crate::error::{PageError, PagePath};
+use crate::forms::actions::DrainForm;
 use crate::numbers::filters;
 use crate::routes::render;
-use crate::security::CsrfToken;
 use crate::state::AppState;
 use aligndet_common::capabilities::Capabilities;
 use askama::Template;
-use axum::Extension;
-use axum::Form;
 use axum::extract::State;
-use axum::response::Response;
 use axum::response::{IntoResponse, Redirect};
 
 #[derive(Template)]
@@ -28,7 +28,7 @@ struct HomePage {
     runs: Vec<RunRow>,
 }
 
-pub async fn home(State(s): State<AppState>) -> Result<Response, PageError> {
+pub async fn home(State(s): State<AppState>) -> PageResult {
     let (dataset_count, image_count, _) = db::datasets::counts(&s.pool).await?;
     let workers = db::workers::list(&s.pool).await?;
     let mut runs = db::runs::list(&s.pool, &RunFilter::default()).await?;
@@ -64,10 +64,7 @@ struct WorkersPage {
     csrf: String,
 }
 
-pub async fn workers(
-    State(s): State<AppState>,
-    Extension(csrf): Extension<CsrfToken>,
-) -> Result<Response, PageError> {
+pub async fn workers(UserPage { s, csrf, .. }: UserPage) -> PageResult {
     let current = db::workers::current_runs(&s.pool).await?;
     let throughput = db::workers::recent_throughput(&s.pool).await?;
     let workers: Vec<WorkerView> = db::workers::list(&s.pool)
@@ -101,20 +98,14 @@ pub async fn workers(
     }))
 }
 
-#[derive(serde::Deserialize)]
-pub struct DrainForm {
-    /// `1`: drain; `0`: take runs again.
-    drain: String,
-}
-
 /// `POST /workers/{id}/drain`: the worker finishes its current run and claims no more (or,
 /// with `drain=0`, claims again).
 pub async fn drain(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
-    Form(form): Form<DrainForm>,
-) -> Result<Response, PageError> {
-    let draining = form.drain == "1";
+    PageForm(form): PageForm<DrainForm>,
+) -> PageResult {
+    let draining = form.drain.0;
     if !db::workers::set_draining(&s.pool, id, draining).await? {
         return Err(PageError::not_found(format!("worker {id} not found")));
     }

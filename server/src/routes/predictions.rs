@@ -6,6 +6,7 @@
 use crate::db;
 use crate::db::datasets::{BoxRow, DatasetRow};
 use crate::db::runs::RunRow;
+use crate::error::PageResult;
 use crate::error::{OrNotFound, PageError, PagePath, PageQuery};
 use crate::matching::Counts;
 use crate::numbers::filters;
@@ -19,7 +20,6 @@ use aligndet_common::artifacts;
 use aligndet_common::jobs::RunKind;
 use askama::Template;
 use axum::extract::State;
-use axum::response::Response;
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -148,7 +148,7 @@ pub async fn browser(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
     PageQuery(q): PageQuery<PredictionsQuery>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
     if run.kind != RunKind::Finetune {
         return Err(PageError::not_found(format!(

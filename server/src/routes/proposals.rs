@@ -5,6 +5,7 @@ use crate::db;
 use crate::db::datasets::{BoxRow, DatasetRow, ImageRow};
 use crate::db::proposals::ProposalRow;
 use crate::db::runs::RunRow;
+use crate::error::PageResult;
 use crate::error::{OrNotFound, PageError, PagePath, PageQuery};
 use crate::numbers::filters;
 use crate::plots;
@@ -16,7 +17,7 @@ use askama::Template;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -133,7 +134,7 @@ pub async fn browser(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
     PageQuery(q): PageQuery<ImageQuery>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let (run, dataset_id) = proposals_run(&s, id).await?;
     let (images_done, boxes_kept, boxes_total, median_seconds) =
         db::proposals::summary(&s.pool, id).await?;
@@ -179,7 +180,7 @@ pub fn encode_boxes(row: &ProposalRow) -> Vec<u8> {
 pub async fn boxes_data(
     State(s): State<AppState>,
     PagePath((id, image_id)): PagePath<(i64, i64)>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     proposals_run(&s, id).await?;
     let row = db::proposals::for_image(&s.pool, id, image_id)
         .await?
@@ -237,7 +238,7 @@ pub async fn export_coco(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
     PageQuery(q): PageQuery<ExportQuery>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let (run, dataset_id) = proposals_run(&s, id).await?;
     let export = Export {
         pool: s.pool.clone(),

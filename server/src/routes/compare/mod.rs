@@ -8,6 +8,7 @@ mod page;
 use crate::compare::{self, ClassAp, CompareParams, Comparison, EvalPoint, RunData};
 use crate::db;
 use crate::db::stored_config::StoredConfig;
+use crate::error::PageResult;
 use crate::error::{ApiError, PageError};
 use crate::routes::render;
 use crate::state::{AppState, ArtifactRead};
@@ -17,7 +18,6 @@ use aligndet_common::report::EvaluationReport;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::Response;
 use std::collections::{BTreeMap, HashMap};
 
 /// Why a comparison could not be made: bad input (400), unknown runs (404), runs of different
@@ -233,10 +233,7 @@ pub async fn api(
 
 /// `GET /compare?runs=…`: the comparison page; its charts take the run page's view
 /// (`logx`, `logy`, `smooth`) besides their own x axis.
-pub async fn show(
-    State(s): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, PageError> {
+pub async fn show(State(s): State<AppState>, RawQuery(raw): RawQuery) -> PageResult {
     let params = parse(raw.as_deref())?;
     let (view, view_notes) = parse_view(raw.as_deref());
     let mut loaded = load(&s, &params).await?;

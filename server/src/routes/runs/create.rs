@@ -3,39 +3,29 @@
 //! typed and the error beside its input.
 
 use crate::accounts::CurrentUser;
+use crate::accounts::gate::UserPage;
 use crate::error::PageError;
+use crate::error::PageForm;
+use crate::error::PageResult;
+use crate::forms::actions::JsonRunForm;
 use crate::forms::job_fields::job_json;
 use crate::forms::{
     FieldError, FinetuneForm, PlacedError, PlacementForm, PretrainBoxForm, PretrainImageForm,
     TrainingForm, TrainingForms,
 };
 use crate::routes::refused;
-use crate::security::CsrfToken;
 use crate::state::AppState;
 use crate::submit;
 use crate::views::new_run::NewRunPage;
 use aligndet_common::jobs::{JobConfig, RunKind};
-use axum::Extension;
-use axum::extract::State;
-use axum::response::{IntoResponse, Redirect, Response};
-
-/// The raw JSON editor's post: a run name and a config as JSON.
-#[derive(serde::Deserialize)]
-pub struct JsonRunForm {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    config: String,
-}
+use axum::response::{IntoResponse, Redirect};
 
 /// `POST /runs/json`: the config typed as JSON goes through the same checks as the forms'
 /// (its `validate`, then [`submit`]), so it is refused with the same field errors.
 pub async fn create_from_json(
-    State(s): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
-    axum::Form(form): axum::Form<JsonRunForm>,
-) -> Result<Response, PageError> {
+    UserPage { s, user, csrf }: UserPage,
+    PageForm(form): PageForm<JsonRunForm>,
+) -> PageResult {
     let config = serde_json::from_str::<JobConfig>(&form.config)
         .map_err(|e| FieldError::new("config", format!("not a run config: {e}")));
     let anywhere = PlacementForm::default();
@@ -127,11 +117,9 @@ async fn queue_training<F: TrainingForm>(
 /// The new-run form, posted as url-encoded fields. Numbers arrive as strings; the typed config
 /// (with its validation) decides what is acceptable.
 pub async fn create(
-    State(s): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
-    axum::Form(form): axum::Form<Vec<(String, String)>>,
-) -> Result<Response, PageError> {
+    UserPage { s, user, csrf }: UserPage,
+    PageForm(form): PageForm<Vec<(String, String)>>,
+) -> PageResult {
     let field = |k: &str| {
         form.iter()
             .find(|(n, _)| n == k)

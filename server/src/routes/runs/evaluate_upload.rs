@@ -1,24 +1,23 @@
 //! `POST /runs/evaluate`: an evaluation run of an uploaded detections file.
 
 use crate::accounts::CurrentUser;
+use crate::accounts::gate::UserPage;
 use crate::db;
 use crate::error::PageError;
+use crate::error::PageResult;
 use crate::state::AppState;
 use aligndet_common::capabilities::Requirements;
 use aligndet_common::jobs::{JobConfig, RunKind};
-use axum::Extension;
-use axum::extract::State;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use std::collections::HashMap;
 
 /// Multipart form: `name`, `dataset_id`, `split`, and the COCO results file `detections`.
 /// The run and its input artifact are stored in one transaction, so no worker can claim the run
 /// before its detections are in place.
 pub async fn create_evaluate_upload(
-    State(s): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
+    UserPage { s, user, .. }: UserPage,
     multipart: axum::extract::Multipart,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let limit = (s.cfg.upload_limit_mib * 1024 * 1024) as usize;
     let (fields, detections) = read_upload(multipart, limit).await?;
     let detections =

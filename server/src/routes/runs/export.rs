@@ -3,6 +3,7 @@
 //! (`/runs.csv?q=…`). All streamed, uncapped (`manage::export`).
 
 use crate::db;
+use crate::error::PageResult;
 use crate::error::{OrNotFound, PageError, PagePath, PageQuery};
 use crate::manage::export;
 use crate::manage::table::{self, TableQuery};
@@ -26,10 +27,7 @@ fn download(body: Body, content_type: &'static str, file: &str) -> Response {
         .into_response()
 }
 
-pub async fn metrics_csv(
-    State(s): State<AppState>,
-    PagePath(id): PagePath<i64>,
-) -> Result<Response, PageError> {
+pub async fn metrics_csv(State(s): State<AppState>, PagePath(id): PagePath<i64>) -> PageResult {
     metrics_download(
         &s,
         id,
@@ -40,10 +38,7 @@ pub async fn metrics_csv(
     .await
 }
 
-pub async fn metrics_json(
-    State(s): State<AppState>,
-    PagePath(id): PagePath<i64>,
-) -> Result<Response, PageError> {
+pub async fn metrics_json(State(s): State<AppState>, PagePath(id): PagePath<i64>) -> PageResult {
     metrics_download(&s, id, export::metrics_json, "application/json", "json").await
 }
 
@@ -55,7 +50,7 @@ async fn metrics_download(
     body: fn(&PgPool, i64) -> Body,
     content_type: &'static str,
     ext: &str,
-) -> Result<Response, PageError> {
+) -> PageResult {
     db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
     let file = format!("run-{id}-metrics.{ext}");
     Ok(download(body(&s.pool, id), content_type, &file))
@@ -64,7 +59,7 @@ async fn metrics_download(
 pub async fn runs_csv(
     State(s): State<AppState>,
     PageQuery(q): PageQuery<TableQuery>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let view = table::resolve(&s.pool, &q).await?;
     let search = view.search.map_err(PageError::bad_request)?;
     Ok(download(

@@ -5,14 +5,14 @@
 use crate::db;
 use crate::db::logs::WarningRow;
 use crate::db::run_search::SearchRow;
-use crate::error::{PageError, PageQuery};
+use crate::error::PageQuery;
+use crate::error::PageResult;
 use crate::manage::table::{self, TableQuery};
 use crate::numbers::filters;
 use crate::routes::render;
 use crate::state::AppState;
 use askama::Template;
 use axum::extract::State;
-use axum::response::Response;
 use std::collections::HashMap;
 
 /// Rows the page shows at most (the CSV export has them all).
@@ -73,10 +73,7 @@ impl RunsPage {
     }
 }
 
-pub async fn list(
-    State(s): State<AppState>,
-    PageQuery(q): PageQuery<TableQuery>,
-) -> Result<Response, PageError> {
+pub async fn list(State(s): State<AppState>, PageQuery(q): PageQuery<TableQuery>) -> PageResult {
     let view = table::resolve(&s.pool, &q).await?;
     let (rows, found, error) = match &view.search {
         Ok(search) => (

@@ -2,35 +2,29 @@
 //! deletion: a confirmation page (`GET /runs/{id}/delete`) and the delete itself
 //! (`POST /runs/{id}/delete`), allowed to admins and the run's creator.
 
+use crate::accounts::gate::UserPage;
 use crate::accounts::{CurrentUser, Role};
 use crate::db;
 use crate::db::run_manage::{Deletion, Dependent};
 use crate::db::runs::RunRow;
+use crate::error::PageForm;
+use crate::error::PageResult;
 use crate::error::{OrNotFound, PageError, PagePath};
+use crate::forms::actions::{ArchiveForm, TagsForm};
 use crate::manage;
 use crate::numbers::filters;
 use crate::routes::render;
-use crate::security::CsrfToken;
 use crate::state::AppState;
 use askama::Template;
-use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
-
-#[derive(serde::Deserialize)]
-pub struct TagsForm {
-    #[serde(default)]
-    tags: String,
-    #[serde(default)]
-    note: String,
-}
+use axum::response::{IntoResponse, Redirect};
 
 pub async fn set_tags(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
-    axum::Form(form): axum::Form<TagsForm>,
-) -> Result<Response, PageError> {
+    PageForm(form): PageForm<TagsForm>,
+) -> PageResult {
     let tags = manage::parse_tags(&form.tags).map_err(PageError::bad_request)?;
     let note = manage::check_note(&form.note).map_err(PageError::bad_request)?;
     if !db::run_manage::set_tags_note(&s.pool, id, &tags, &note).await? {
@@ -39,26 +33,12 @@ pub async fn set_tags(
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }
 
-#[derive(serde::Deserialize)]
-pub struct ArchiveForm {
-    /// `1`: archive; `0`: bring back.
-    archive: String,
-}
-
 pub async fn archive(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
-    axum::Form(form): axum::Form<ArchiveForm>,
-) -> Result<Response, PageError> {
-    let archived = match form.archive.as_str() {
-        "1" => true,
-        "0" => false,
-        other => {
-            return Err(PageError::bad_request(format!(
-                "archive: {other:?} is not 1 (archive) or 0 (bring back)"
-            )));
-        }
-    };
+    PageForm(form): PageForm<ArchiveForm>,
+) -> PageResult {
+    let archived = form.archive.0;
     if !db::run_manage::set_archived(&s.pool, id, archived).await? {
         return Err(PageError::not_found(format!("run {id} not found")));
     }
@@ -115,11 +95,9 @@ fn blocked_reason(run: &RunRow, needed: &[Dependent]) -> String {
 }
 
 pub async fn delete_form(
-    State(s): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
-    Extension(csrf): Extension<CsrfToken>,
+    UserPage { s, user, csrf }: UserPage,
     PagePath(id): PagePath<i64>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
     may_delete(&user, &run)?;
     let (metrics, logs, artifacts) = db::run_manage::footprint(&s.pool, id).await?;
@@ -135,11 +113,7 @@ pub async fn delete_form(
     }))
 }
 
-pub async fn delete(
-    State(s): State<AppState>,
-    Extension(user): Extension<CurrentUser>,
-    PagePath(id): PagePath<i64>,
-) -> Result<Response, PageError> {
+pub async fn delete(UserPage { s, user, .. }: UserPage, PagePath(id): PagePath<i64>) -> PageResult {
     let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
     may_delete(&user, &run)?;
     let refused = |why: String| Err(PageError::new(StatusCode::CONFLICT, why));

@@ -2,28 +2,24 @@
 //! (`GET /runs/{id}/clone`): the page's forms filled before anything is typed. What the forms
 //! post is [`super::create`]'s.
 
+use crate::accounts::gate::UserPage;
 use crate::db;
+use crate::error::PageResult;
 use crate::error::{OrNotFound, PageError, PagePath, PageQuery};
 use crate::forms::clone::forms_of;
 use crate::forms::{FieldError, PlacedError, PretrainBoxForm, TrainingForms, checkpoint_parts};
 use crate::routes::render;
-use crate::security::CsrfToken;
-use crate::state::AppState;
 use crate::views::new_run::NewRunPage;
 use aligndet_common::jobs::RunKind;
 use aligndet_common::pretrain_config::PretrainBoxConfig;
-use axum::Extension;
-use axum::extract::State;
-use axum::response::Response;
 
 /// `GET /runs/new`, optionally pre-filled: `kind` names the form, and `dataset_id`,
 /// `detector`, `backbone`, `init` / `backbone_init`, `proposals_run_id` replace its defaults
 /// (the run pages' "fine-tune from this" and "use as backbone" links).
 pub async fn new_form(
-    State(s): State<AppState>,
-    Extension(csrf): Extension<CsrfToken>,
+    UserPage { s, csrf, .. }: UserPage,
     PageQuery(query): PageQuery<Vec<(String, String)>>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let mut forms = TrainingForms::defaults();
     match given(&query, "kind").as_deref().and_then(RunKind::parse) {
         Some(RunKind::Finetune) => {
@@ -76,10 +72,9 @@ pub async fn new_form(
 /// config and the raw JSON editor holding the config itself; a run whose dataset was deleted
 /// opens with that said beside the dataset choice.
 pub async fn clone_form(
-    State(s): State<AppState>,
-    Extension(csrf): Extension<CsrfToken>,
+    UserPage { s, csrf, .. }: UserPage,
     PagePath(id): PagePath<i64>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
     let config = run.config.typed.as_ref().map_err(|e| {
         PageError::bad_request(format!(

@@ -1,14 +1,15 @@
 //! A run's page (`GET /runs/{id}`), its live fragment and change events (SSE), cancel, and
 //! artifact downloads.
 
-use crate::accounts::{CurrentUser, Role};
+use crate::accounts::Role;
+use crate::accounts::gate::UserPage;
 use crate::db;
 use crate::db::runs::{ArtifactRow, ParentRow, RunRow};
+use crate::error::PageResult;
 use crate::error::{OrNotFound, PageError, PagePath};
 use crate::manage::stamp::Stamp;
 use crate::numbers::{coco_stat, filters};
 use crate::routes::render;
-use crate::security::CsrfToken;
 use crate::state::AppState;
 use crate::views::chart_view::{ChartQuery, epochs_per_step, x_choices};
 use crate::views::eval::{EvalView, eval_view};
@@ -18,10 +19,9 @@ use crate::views::run_live::live_html;
 use aligndet_common::artifacts;
 use aligndet_common::jobs::RunKind;
 use askama::Template;
-use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Redirect};
 use futures_util::Stream;
 use std::convert::Infallible;
 use tokio_stream::StreamExt;
@@ -105,12 +105,10 @@ impl RunPage {
 }
 
 pub async fn show(
-    State(s): State<AppState>,
-    Extension(csrf): Extension<CsrfToken>,
-    Extension(user): Extension<CurrentUser>,
+    UserPage { s, user, csrf }: UserPage,
     PagePath(id): PagePath<i64>,
     RawQuery(raw): RawQuery,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
     let query = ChartQuery::parse(raw.as_deref());
     let live = live_html(&s, run.clone(), &query).await?;
@@ -157,7 +155,7 @@ pub async fn live_fragment(
     State(s): State<AppState>,
     PagePath(id): PagePath<i64>,
     RawQuery(raw): RawQuery,
-) -> Result<Response, PageError> {
+) -> PageResult {
     let run = db::runs::get(&s.pool, id).await?.or_not_found("run", id)?;
     let query = ChartQuery::parse(raw.as_deref());
     Ok(Html(live_html(&s, run, &query).await?).into_response())
@@ -183,10 +181,7 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-pub async fn cancel(
-    State(s): State<AppState>,
-    PagePath(id): PagePath<i64>,
-) -> Result<Response, PageError> {
+pub async fn cancel(State(s): State<AppState>, PagePath(id): PagePath<i64>) -> PageResult {
     db::runs::request_cancel(&s.pool, id)
         .await?
         .or_not_found("run", id)?;
@@ -198,7 +193,7 @@ pub async fn download_artifact(
     State(s): State<AppState>,
     PagePath((id, name)): PagePath<(i64, String)>,
     req: axum::extract::Request,
-) -> Result<Response, PageError> {
+) -> PageResult {
     use crate::serving::artifacts::serve;
     use crate::state::ArtifactFile;
     let path = match s.locate_artifact(&s.pool, id, &name).await? {
