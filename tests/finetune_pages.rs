@@ -6,39 +6,19 @@
 use aligndet_studio::*;
 use serde_json::{Value, json};
 
-/// Server first so it stops before the database and folders go.
-struct Fixture {
-    server: Server,
-    db: TestDb,
-    dataset: i64,
-    _data: TempDir,
-    imports: TempDir,
-}
-
 /// Six 64×48 images (classes "red box" and the hostile "<b>bold</b> & co", alternating) with
 /// splits train 1–4, val 5–6 and a labeled subset `50pct_seed1` = {1, 3}.
-fn fixture(tag: &str) -> Fixture {
+fn fixture(tag: &str) -> SmallDataset {
     let splits = json!({"train": [1, 2, 3, 4], "val": [5, 6], "labeled": {"50pct_seed1": [1, 3]}});
-    let SmallDataset {
-        server,
-        db,
-        dataset,
-        data,
-        imports,
-    } = SmallDataset::start(tag, 6, &splits);
+    let f = SmallDataset::start(tag, 6, &splits);
     assert!(
-        db.query(&format!(
-            "SELECT splits IS NOT NULL FROM datasets WHERE id = {dataset}"
+        f.db.query(&format!(
+            "SELECT splits IS NOT NULL FROM datasets WHERE id = {}",
+            f.dataset
         )) == "t",
         "splits.json was kept with the dataset"
     );
-    Fixture {
-        server,
-        db,
-        dataset,
-        _data: data,
-        imports,
-    }
+    f
 }
 
 /// A complete, valid fine-tune form (what a person would post after changing a few defaults).
@@ -277,7 +257,7 @@ impl FakeWorker<'_> {
 
     /// What a fine-tune job leaves: 20 steps of losses, lr and throughput, two evaluations,
     /// the final artifacts (made from the dataset's ground truth), then success.
-    fn finish_like_a_finetune_job(&self, f: &Fixture) {
+    fn finish_like_a_finetune_job(&self, f: &SmallDataset) {
         let mut points = Vec::new();
         for step in 1..=20i64 {
             let s = step as f64;
@@ -339,7 +319,7 @@ impl FakeWorker<'_> {
 /// Predictions made from the dataset's ground truth: on each val image (5, 6) its GT box at
 /// 0.9 and a stray box at 0.1, on image 5 also a 0.5 box of the hostile class, and one box on
 /// image 1, outside the val split.
-fn predictions_from_gt(f: &Fixture) -> Vec<Value> {
+fn predictions_from_gt(f: &SmallDataset) -> Vec<Value> {
     let gt: Value =
         serde_json::from_slice(&std::fs::read(f.imports.path().join("annotations.json")).unwrap())
             .unwrap();

@@ -47,14 +47,8 @@ pub fn status(server: &Server, run: i64) -> (String, String) {
     )
 }
 
-/// Server first so it stops before the database and folders go.
-pub struct Fixture {
-    pub server: Server,
-    pub db: TestDb,
-    pub dataset: i64,
-    pub data: TempDir,
-    pub imports: TempDir,
-}
+/// The experiment tests' dataset, as [`SmallDataset`] starts it.
+pub type Fixture = SmallDataset;
 
 /// Ten images: train 1–8, val 9–10, labeled subsets 5pct/10pct × seeds 1–3.
 pub fn fixture(tag: &str) -> Fixture {
@@ -65,20 +59,7 @@ pub fn fixture(tag: &str) -> Fixture {
         }
     }
     let splits = json!({"train": [1, 2, 3, 4, 5, 6, 7, 8], "val": [9, 10], "labeled": labeled});
-    let SmallDataset {
-        server,
-        db,
-        dataset,
-        data,
-        imports,
-    } = SmallDataset::start(tag, 10, &splits);
-    Fixture {
-        server,
-        db,
-        dataset,
-        data,
-        imports,
-    }
+    SmallDataset::start(tag, 10, &splits)
 }
 
 pub fn post_experiment(

@@ -10,12 +10,10 @@ pub const HOSTILE: &str = "<script>alert('x')</script> & \"co\"";
 pub const HOSTILE_ESCAPED: &str =
     "&#60;script&#62;alert(&#39;x&#39;)&#60;/script&#62; &#38; &#34;co&#34;";
 
-/// Server first so it stops before the database and folders go.
+/// The small dataset (its server first, so it stops before the database and folders go) and
+/// the finished runs inserted beside it; `f.server`, `f.db`, `f.dataset` read the dataset's.
 pub struct Fixture {
-    pub server: Server,
-    pub db: TestDb,
-    pub data: TempDir,
-    pub dataset: i64,
+    pub base: SmallDataset,
     /// A second dataset (only its row), for runs of "another dataset".
     pub other_dataset: i64,
     /// A succeeded proposals run of `dataset` (hostile name), with kept boxes on 2 images.
@@ -30,18 +28,20 @@ pub struct Fixture {
     pub image_run_r18: i64,
     /// A succeeded pretrain_box run (FCOS, efficientnet_lite0) with pretrained.safetensors.
     pub box_run: i64,
-    pub imports: TempDir,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = SmallDataset;
+
+    fn deref(&self) -> &SmallDataset {
+        &self.base
+    }
 }
 
 pub fn fixture(tag: &str) -> Fixture {
     let splits = json!({"train": [1, 2, 3, 4], "val": [5, 6], "labeled": {"50pct_seed1": [1, 3]}});
-    let SmallDataset {
-        server,
-        db,
-        dataset,
-        data,
-        imports,
-    } = SmallDataset::start(tag, 6, &splits);
+    let base = SmallDataset::start(tag, 6, &splits);
+    let (db, dataset, data) = (&base.db, base.dataset, &base.data);
     let other_dataset: i64 = db
         .query(
             "INSERT INTO datasets (name, format, source, image_root, annotations_path, num_images, num_annotations, splits) \
@@ -54,7 +54,7 @@ pub fn fixture(tag: &str) -> Fixture {
         .unwrap();
 
     let proposals = insert_run(
-        &db,
+        db,
         "proposals",
         HOSTILE,
         &json!({"kind": "proposals", "dataset_id": dataset}),
@@ -67,22 +67,22 @@ pub fn fixture(tag: &str) -> Fixture {
          ({proposals}, 2, '{{0,0,30,30, 2,2,4,4}}', '{{0,2}}', 0.1, 1)"
     ));
     let other_proposals = insert_run(
-        &db,
+        db,
         "proposals",
         "other boxes",
         &json!({"kind": "proposals", "dataset_id": other_dataset}),
         "succeeded",
     );
     let finetune = insert_run(
-        &db,
+        db,
         "finetune",
         "earlier fine-tune",
         &json!({"kind": "finetune", "dataset_id": dataset}),
         "succeeded",
     );
-    insert_artifact(data.path(), &db, finetune, "model.safetensors", b"model");
+    insert_artifact(data.path(), db, finetune, "model.safetensors", b"model");
     let image_run = insert_run(
-        &db,
+        db,
         "pretrain_image",
         "moco lite0",
         &json!({"kind": "pretrain_image", "dataset_id": dataset, "backbone": "efficientnet_lite0"}),
@@ -90,20 +90,20 @@ pub fn fixture(tag: &str) -> Fixture {
     );
     insert_artifact(
         data.path(),
-        &db,
+        db,
         image_run,
         "backbone.safetensors",
         b"backbone",
     );
     let image_run_r18 = insert_run(
-        &db,
+        db,
         "pretrain_image",
         "moco r18",
         &json!({"kind": "pretrain_image", "dataset_id": dataset, "backbone": "resnet18"}),
         "succeeded",
     );
     let box_run = insert_run(
-        &db,
+        db,
         "pretrain_box",
         "aligndet fcos",
         &json!({"kind": "pretrain_box", "dataset_id": dataset, "proposals_run_id": proposals,
@@ -112,16 +112,13 @@ pub fn fixture(tag: &str) -> Fixture {
     );
     insert_artifact(
         data.path(),
-        &db,
+        db,
         box_run,
         "pretrained.safetensors",
         b"weights",
     );
     Fixture {
-        server,
-        db,
-        data,
-        dataset,
+        base,
         other_dataset,
         proposals,
         other_proposals,
@@ -129,7 +126,6 @@ pub fn fixture(tag: &str) -> Fixture {
         image_run,
         image_run_r18,
         box_run,
-        imports,
     }
 }
 
