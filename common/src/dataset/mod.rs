@@ -50,6 +50,20 @@ pub struct CocoAnnotation {
     pub segmentation: Option<serde_json::Value>,
 }
 
+/// The smallest width and height (pixels) of a box a detector trains on.
+pub const MIN_TRAIN_BOX_PX: f64 = 1.0;
+
+impl CocoAnnotation {
+    /// Whether a detector trains on this object: not a crowd region, and at least
+    /// [`MIN_TRAIN_BOX_PX`] wide and high. The trainer's loader keeps objects by this rule;
+    /// the server's check that a mask detector's objects all have masks
+    /// (`db::datasets::first_unmasked_annotation`) says it again in SQL.
+    pub fn is_trained_on(&self) -> bool {
+        let [_, _, w, h] = self.bbox;
+        self.iscrowd == 0 && w >= MIN_TRAIN_BOX_PX && h >= MIN_TRAIN_BOX_PX
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CocoCategory {
     pub id: i64,
@@ -75,4 +89,26 @@ pub enum DatasetError {
     /// A path the user gave does not exist or cannot be read.
     #[error("{path}: {message}")]
     Path { path: String, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CocoAnnotation;
+
+    #[test]
+    fn detectors_train_on_objects_of_a_pixel_or_more_that_are_not_crowds() {
+        let object = |w: f64, h: f64, iscrowd: u8| CocoAnnotation {
+            id: 1,
+            image_id: 1,
+            category_id: 1,
+            bbox: [0.0, 0.0, w, h],
+            area: w * h,
+            iscrowd,
+            segmentation: None,
+        };
+        assert!(object(1.0, 1.0, 0).is_trained_on());
+        assert!(!object(1.0, 1.0, 1).is_trained_on(), "crowd");
+        assert!(!object(0.5, 10.0, 0).is_trained_on(), "narrow");
+        assert!(!object(10.0, 0.9, 0).is_trained_on(), "flat");
+    }
 }

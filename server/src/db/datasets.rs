@@ -318,8 +318,9 @@ pub async fn masks_for_images(
     Ok(rows.into_iter().collect())
 }
 
-/// An annotation a mask detector would train on (not a crowd region, at least 1 px wide and
-/// high, as the trainer's loader keeps them) that has no segmentation.
+/// An annotation a mask detector would train on (the rule of
+/// `aligndet_common::dataset::CocoAnnotation::is_trained_on`, which the trainer's loader keeps
+/// objects by, said in SQL) that has no segmentation.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UnmaskedAnnotation {
     pub id: i64,
@@ -338,11 +339,12 @@ pub async fn first_unmasked_annotation(
         "SELECT a.id, i.file_name, count(*) OVER () AS total
          FROM annotations a JOIN images i ON i.dataset_id = a.dataset_id AND i.id = a.image_id
          WHERE a.dataset_id = $1 AND a.image_id = ANY($2) AND a.segmentation IS NULL
-           AND NOT a.iscrowd AND a.w >= 1 AND a.h >= 1
+           AND NOT a.iscrowd AND a.w >= $3 AND a.h >= $3
          ORDER BY a.id LIMIT 1",
     )
     .bind(dataset_id)
     .bind(image_ids)
+    .bind(aligndet_common::dataset::MIN_TRAIN_BOX_PX)
     .fetch_optional(pool)
     .await
 }

@@ -119,10 +119,10 @@ pub fn from_coco(
         .map(|img| {
             let (mut boxes, mut labels, mut segmentations) = (vec![], vec![], vec![]);
             for a in by_image.get(&img.id).map(|v| v.as_slice()).unwrap_or(&[]) {
-                let [x, y, w, h] = a.bbox;
-                if a.iscrowd != 0 || w < 1.0 || h < 1.0 {
+                if !a.is_trained_on() {
                     continue;
                 }
+                let [x, y, w, h] = a.bbox;
                 if let Some(&label) = label_of.get(&a.category_id) {
                     boxes.push([x as f32, y as f32, (x + w) as f32, (y + h) as f32]);
                     labels.push(label);
