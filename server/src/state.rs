@@ -1,5 +1,7 @@
 use crate::config::ServerConfig;
 use crate::queue;
+use aligndet_common::artifacts;
+use aligndet_common::report::EvaluationReport;
 use sqlx::PgPool;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,6 +88,22 @@ impl AppState {
                 ArtifactFile::BadName(why) => ArtifactRead::BadName(why),
                 ArtifactFile::Missing(msg) => ArtifactRead::Missing(msg),
                 ArtifactFile::Found(path) => ArtifactRead::Found(tokio::fs::read(path).await?),
+            },
+        )
+    }
+
+    /// A run's final evaluation report (`eval.json`, written by fine-tune and evaluate runs):
+    /// `Ok(None)` when the run has none, `Err(why)` when its file is not a report.
+    pub async fn eval_report(
+        &self,
+        run_id: i64,
+    ) -> anyhow::Result<Result<Option<EvaluationReport>, String>> {
+        Ok(
+            match self.read_artifact(run_id, artifacts::EVAL_REPORT).await? {
+                ArtifactRead::Found(bytes) => serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| format!("run {run_id}: eval.json could not be read ({e})")),
+                ArtifactRead::BadName(_) | ArtifactRead::Missing(_) => Ok(None),
             },
         )
     }

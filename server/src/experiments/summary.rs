@@ -5,11 +5,9 @@ use super::Role;
 use crate::compare;
 use crate::db;
 use crate::db::runs::RunRow;
-use crate::state::{AppState, ArtifactRead};
+use crate::state::AppState;
 use crate::{numbers, stats};
-use aligndet_common::artifacts;
 use aligndet_common::jobs::{JobConfig, RunKind, RunStatus};
-use aligndet_common::report::EvaluationReport;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -96,10 +94,8 @@ async fn final_eval(
     s: &AppState,
     run_id: i64,
 ) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
-    let report = match s.read_artifact(run_id, artifacts::EVAL_REPORT).await? {
-        ArtifactRead::Found(bytes) => serde_json::from_slice::<EvaluationReport>(&bytes).ok(),
-        _ => None,
-    };
+    // An unreadable eval.json counts as none: the last evaluation point stands in for it.
+    let report = s.eval_report(run_id).await?.ok().flatten();
     let last: BTreeMap<String, f64> = db::experiments::final_eval_metrics(&s.pool, run_id)
         .await?
         .into_iter()

@@ -11,10 +11,8 @@ use crate::db::stored_config::StoredConfig;
 use crate::error::PageResult;
 use crate::error::{ApiError, PageError};
 use crate::routes::render;
-use crate::state::{AppState, ArtifactRead};
+use crate::state::AppState;
 use crate::views::chart_view::parse_view;
-use aligndet_common::artifacts;
-use aligndet_common::report::EvaluationReport;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -149,22 +147,10 @@ async fn load(s: &AppState, params: &CompareParams) -> Result<Loaded, Failure> {
             }
             _ => None,
         };
-        let report: Option<EvaluationReport> = match s
-            .read_artifact(run.id, artifacts::EVAL_REPORT)
-            .await?
-        {
-            ArtifactRead::Found(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    notes.push(format!(
-                        "run {}: eval.json could not be read ({e}); its last evaluation point is used",
-                        run.id
-                    ));
-                    None
-                }
-            },
-            _ => None,
-        };
+        let report = s.eval_report(run.id).await?.unwrap_or_else(|why| {
+            notes.push(format!("{why}; its last evaluation point is used"));
+            None
+        });
         let last: BTreeMap<String, f64> = series
             .iter()
             .filter(|((r, k), _)| *r == run.id && k.starts_with("eval/"))

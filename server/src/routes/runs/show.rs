@@ -16,7 +16,6 @@ use crate::views::eval::{EvalView, eval_view};
 use crate::views::finetune::{FinetuneView, finetune_view};
 use crate::views::pretrain::{PretrainView, pretrain_view};
 use crate::views::run_live::live_html;
-use aligndet_common::artifacts;
 use aligndet_common::jobs::RunKind;
 use askama::Template;
 use axum::extract::{RawQuery, State};
@@ -116,11 +115,7 @@ pub async fn show(
     let is_finetune = run.kind == RunKind::Finetune;
     // A fine-tune run's final evaluation has the evaluate job's schema: same section.
     let evaluation = if run.kind == RunKind::Evaluate || is_finetune {
-        tokio::fs::read(s.artifacts_dir(id).join(artifacts::EVAL_REPORT))
-            .await
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .map(eval_view)
+        s.eval_report(id).await?.ok().flatten().map(eval_view)
     } else {
         None
     };
