@@ -143,7 +143,7 @@ struct AccountPage {
     one_time: bool,
 }
 
-pub async fn account(
+async fn account(
     s: &AppState,
     user: CurrentUser,
     csrf: String,

@@ -26,7 +26,7 @@ struct UsersPage {
 }
 
 /// The page with the outcome of what was just done (an error: 400).
-pub async fn page(
+async fn page(
     s: &AppState,
     me: CurrentUser,
     csrf: String,
@@ -174,14 +174,14 @@ pub async fn revoke_token(
     page(&s, me, csrf.0, outcome).await
 }
 
-pub async fn target(s: &AppState, id: i64) -> Result<db::users::UserRow, PageError> {
+async fn target(s: &AppState, id: i64) -> Result<db::users::UserRow, PageError> {
     db::users::by_id(&s.pool, id)
         .await?
         .ok_or_else(|| PageError::not_found(format!("user {id} not found")))
 }
 
 /// `user` is the only enabled admin (taking that away would lock everyone out of this page).
-pub async fn last_admin(s: &AppState, user: &db::users::UserRow) -> Result<bool, PageError> {
+async fn last_admin(s: &AppState, user: &db::users::UserRow) -> Result<bool, PageError> {
     if user.role != Role::Admin.as_str() || user.disabled {
         return Ok(false);
     }

@@ -144,7 +144,7 @@ pub async fn claim(
 }
 
 /// A job's dataset and readable artifacts by content (hashed on first use).
-pub async fn job_inputs(
+async fn job_inputs(
     s: &AppState,
     run_id: i64,
     dataset_id: Option<i64>,

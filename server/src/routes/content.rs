@@ -69,7 +69,7 @@ pub async fn pack(
 
 /// The file of a blob this server holds, checked to still have the size it was hashed at (a file
 /// changed behind the server's back is refused here rather than sent under a wrong hash).
-pub async fn located(s: &AppState, sha256: &str) -> Result<BlobFile, ApiError> {
+async fn located(s: &AppState, sha256: &str) -> Result<BlobFile, ApiError> {
     check_sha256(sha256).map_err(ApiError::bad_request)?;
     let Some(found) = blob_file(s, sha256).await.map_err(ApiError::internal)? else {
         return Err(ApiError::not_found(format!(
