@@ -20,6 +20,10 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
+/// What a page answers someone it needs signed in, at the gate or in [`UserPage`].
+const PAGE_SIGNED_OUT: &str =
+    "You are not signed in (or your session ended). Sign in at /login and try again.";
+
 pub const SESSION_COOKIE: &str = "aligndet_session";
 /// How long a session lasts after login.
 pub const SESSION_DAYS: i64 = 14;
@@ -73,12 +77,7 @@ impl FromRequestParts<AppState> for UserPage {
             .extensions
             .get::<CurrentUser>()
             .cloned()
-            .ok_or_else(|| {
-                PageError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "You are not signed in.".to_string(),
-                )
-            })?;
+            .ok_or_else(|| PageError::new(StatusCode::UNAUTHORIZED, PAGE_SIGNED_OUT.to_string()))?;
         let csrf = parts
             .extensions
             .get::<CsrfToken>()
@@ -127,17 +126,16 @@ pub async fn require_page_role(State(needed): State<Role>, req: Request, next: N
         let next_param = serde_urlencoded::to_string([("next", here)]).unwrap_or_default();
         return Redirect::to(&format!("/login?{next_param}")).into_response();
     }
-    let signed_out =
-        "You are not signed in (or your session ended). Sign in at /login and try again.";
-    admit(user, needed, signed_out, req, next, |status, e| {
+    admit(user, needed, PAGE_SIGNED_OUT, req, next, |status, e| {
         PageError::new(status, e).into_response()
     })
     .await
 }
 
 /// Past either gate's reading of who calls: `user` goes on to the handler (as a request
-/// extension, which [`UserPage`] reads) when there is one (else a 401 saying `signed_out`) and their role
-/// is at least `needed` (else a 403); `refuse` words a refusal as the page's or the API's error.
+/// extension, which [`UserPage`] reads) when there is one (else a 401 saying `signed_out`)
+/// and their role is at least `needed` (else a 403); `refuse` words a refusal as the page's or
+/// the API's error.
 async fn admit(
     user: Option<CurrentUser>,
     needed: Role,
