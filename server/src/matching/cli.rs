@@ -6,7 +6,7 @@
 //! Output: per image (ascending id) its TP/FP/FN counts, and per detection and per annotation
 //! (input order) its outcome: `tp` / `fp` / `ignored`, `matched` / `missed` / `crowd`.
 
-use super::{Counts, Predicted, PredictionOutcome, Truth, TruthOutcome, match_image};
+use super::{Counts, Predicted, Truth, match_image};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -39,6 +39,26 @@ struct Detection {
     category_id: i64,
     bbox: [f64; 4],
     score: f64,
+}
+
+impl Annotation {
+    fn truth(&self) -> Truth {
+        Truth {
+            category: self.category_id,
+            bbox: self.bbox,
+            crowd: self.iscrowd != 0,
+        }
+    }
+}
+
+impl Detection {
+    fn predicted(&self) -> Predicted {
+        Predicted {
+            category: self.category_id,
+            bbox: self.bbox,
+            score: self.score,
+        }
+    }
 }
 
 #[derive(Serialize, PartialEq, Debug)]
@@ -85,42 +105,17 @@ fn outcomes(text: &str) -> anyhow::Result<Output> {
         annotations: vec![""; input.annotations.len()],
     };
     for (image_id, (gts, dts)) in by_image {
-        let truths: Vec<Truth> = gts
-            .iter()
-            .map(|&i| {
-                let a = &input.annotations[i];
-                Truth {
-                    category: a.category_id,
-                    bbox: a.bbox,
-                    crowd: a.iscrowd != 0,
-                }
-            })
-            .collect();
+        let truths: Vec<Truth> = gts.iter().map(|&i| input.annotations[i].truth()).collect();
         let preds: Vec<Predicted> = dts
             .iter()
-            .map(|&i| {
-                let d = &input.detections[i];
-                Predicted {
-                    category: d.category_id,
-                    bbox: d.bbox,
-                    score: d.score,
-                }
-            })
+            .map(|&i| input.detections[i].predicted())
             .collect();
         let m = match_image(&truths, &preds, input.iou);
         for (k, o) in m.predictions.iter().enumerate() {
-            out.detections[dts[k]] = match o {
-                PredictionOutcome::TruePositive { .. } => "tp",
-                PredictionOutcome::FalsePositive => "fp",
-                PredictionOutcome::Ignored { .. } => "ignored",
-            };
+            out.detections[dts[k]] = o.name();
         }
         for (k, o) in m.truths.iter().enumerate() {
-            out.annotations[gts[k]] = match o {
-                TruthOutcome::Matched { .. } => "matched",
-                TruthOutcome::Missed => "missed",
-                TruthOutcome::Crowd => "crowd",
-            };
+            out.annotations[gts[k]] = o.name();
         }
         out.images.push(ImageCounts {
             image_id,

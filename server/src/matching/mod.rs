@@ -65,6 +65,28 @@ pub enum TruthOutcome {
     Crowd,
 }
 
+impl PredictionOutcome {
+    /// The short name the predictions browser and `aligndet-server match` write.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PredictionOutcome::TruePositive { .. } => "tp",
+            PredictionOutcome::FalsePositive => "fp",
+            PredictionOutcome::Ignored { .. } => "ignored",
+        }
+    }
+}
+
+impl TruthOutcome {
+    /// The short name the predictions browser and `aligndet-server match` write.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TruthOutcome::Matched { .. } => "matched",
+            TruthOutcome::Missed => "missed",
+            TruthOutcome::Crowd => "crowd",
+        }
+    }
+}
+
 /// True positives, false positives and misses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
@@ -236,6 +258,9 @@ mod tests {
             crowd: true,
         }
     }
+    fn counts(tp: usize, fp: usize, fn_: usize) -> Counts {
+        Counts { tp, fp, fn_ }
+    }
     fn dt(category: i64, bbox: [f64; 4], score: f64) -> Predicted {
         Predicted {
             category,
@@ -269,14 +294,7 @@ mod tests {
             PredictionOutcome::TruePositive { truth: 0, .. }
         ));
         assert_eq!(m.truths[0], TruthOutcome::Matched { prediction: 1 });
-        assert_eq!(
-            m.counts(),
-            Counts {
-                tp: 1,
-                fp: 1,
-                fn_: 0
-            }
-        );
+        assert_eq!(m.counts(), counts(1, 1, 0));
     }
 
     #[test]
@@ -287,31 +305,10 @@ mod tests {
         ];
         let preds = [dt(2, [0.0, 0.0, 10.0, 10.0], 0.9)];
         let m = match_image(&truths, &preds, 0.5);
-        assert_eq!(
-            m.counts(),
-            Counts {
-                tp: 0,
-                fp: 1,
-                fn_: 2
-            }
-        );
+        assert_eq!(m.counts(), counts(0, 1, 2));
         let by = m.counts_by_category(&truths, &preds);
-        assert_eq!(
-            by[&1],
-            Counts {
-                tp: 0,
-                fp: 0,
-                fn_: 1
-            }
-        );
-        assert_eq!(
-            by[&2],
-            Counts {
-                tp: 0,
-                fp: 1,
-                fn_: 1
-            }
-        );
+        assert_eq!(by[&1], counts(0, 0, 1));
+        assert_eq!(by[&2], counts(0, 1, 1));
     }
 
     #[test]
@@ -346,14 +343,7 @@ mod tests {
         assert_eq!(m.predictions[0], PredictionOutcome::Ignored { truth: 0 });
         assert_eq!(m.predictions[1], PredictionOutcome::Ignored { truth: 0 });
         assert_eq!(m.truths[0], TruthOutcome::Crowd);
-        assert_eq!(
-            m.counts(),
-            Counts {
-                tp: 0,
-                fp: 0,
-                fn_: 1
-            }
-        );
+        assert_eq!(m.counts(), counts(0, 0, 1));
     }
 
     #[test]
@@ -388,23 +378,9 @@ mod tests {
     #[test]
     fn nothing_to_match_is_all_misses_or_all_false_positives() {
         let truths = [gt(3, [0.0, 0.0, 5.0, 5.0])];
-        assert_eq!(
-            match_image(&truths, &[], 0.5).counts(),
-            Counts {
-                tp: 0,
-                fp: 0,
-                fn_: 1
-            }
-        );
+        assert_eq!(match_image(&truths, &[], 0.5).counts(), counts(0, 0, 1));
         let preds = [dt(3, [0.0, 0.0, 5.0, 5.0], 0.1)];
-        assert_eq!(
-            match_image(&[], &preds, 0.5).counts(),
-            Counts {
-                tp: 0,
-                fp: 1,
-                fn_: 0
-            }
-        );
+        assert_eq!(match_image(&[], &preds, 0.5).counts(), counts(0, 1, 0));
         assert_eq!(match_image(&[], &[], 0.5).counts(), Counts::default());
     }
 }

@@ -245,13 +245,13 @@ pub struct DrawnBox {
 }
 
 impl DrawnBox {
-    /// A box at `[x, y, w, h]`, its label not placed yet.
+    /// A box at `[x, y, w, h]` with its hover text and label, the label not placed yet.
     fn new(
         category_id: i64,
         outcome: &'static str,
         [x, y, w, h]: [f64; 4],
-        title: String,
-        label: String,
+        [title, label]: [String; 2],
+        mask: Option<String>,
     ) -> DrawnBox {
         DrawnBox {
             category_id,
@@ -263,7 +263,7 @@ impl DrawnBox {
             title,
             label,
             label_at: None,
-            mask: None,
+            mask,
         }
     }
 }
@@ -295,18 +295,18 @@ pub fn draw(
         .zip(&m.result.predictions)
         .map(|(p, o)| {
             let name = name_of(p.category_id);
-            let (outcome, what) = match o {
+            let what = match o {
                 PredictionOutcome::TruePositive { iou, .. } => {
-                    ("tp", format!("true positive (IoU {iou:.2})"))
+                    format!("true positive (IoU {iou:.2})")
                 }
-                PredictionOutcome::FalsePositive => ("fp", "false positive".to_string()),
-                PredictionOutcome::Ignored { .. } => ("ignored", "on a crowd region".to_string()),
+                PredictionOutcome::FalsePositive => "false positive".to_string(),
+                PredictionOutcome::Ignored { .. } => "on a crowd region".to_string(),
             };
+            let outcome = o.name();
             let title = format!("{name} {:.3}: {what}", p.score);
             let label = format!("{} {name} {:.2}", outcome.to_uppercase(), p.score);
-            let mut drawn = DrawnBox::new(p.category_id, outcome, p.bbox, title, label);
-            drawn.mask = p.segmentation.as_ref().and_then(|s| image_mask(s, &image));
-            drawn
+            let mask = p.segmentation.as_ref().and_then(|s| image_mask(s, &image));
+            DrawnBox::new(p.category_id, outcome, p.bbox, [title, label], mask)
         })
         .collect();
     let mut gt: Vec<DrawnBox> = m
@@ -315,21 +315,16 @@ pub fn draw(
         .zip(&m.result.truths)
         .map(|(b, o)| {
             let name = name_of(b.category_id);
-            let (outcome, what) = match o {
-                TruthOutcome::Matched { .. } => ("matched", "found"),
-                TruthOutcome::Missed => ("missed", "missed (false negative)"),
-                TruthOutcome::Crowd => ("crowd", "crowd region"),
+            let what = match o {
+                TruthOutcome::Matched { .. } => "found",
+                TruthOutcome::Missed => "missed (false negative)",
+                TruthOutcome::Crowd => "crowd region",
             };
+            let outcome = o.name();
             let title = format!("ground truth {name}: {what}");
-            let mut drawn = DrawnBox::new(
-                b.category_id,
-                outcome,
-                [b.x, b.y, b.w, b.h],
-                title,
-                format!("FN {name}"),
-            );
-            drawn.mask = annotation_mask(gt_masks, b.id, &image);
-            drawn
+            let texts = [title, format!("FN {name}")];
+            let mask = annotation_mask(gt_masks, b.id, &image);
+            DrawnBox::new(b.category_id, outcome, [b.x, b.y, b.w, b.h], texts, mask)
         })
         .collect();
     place_labels(&mut preds, &mut gt, font, &image);
@@ -354,7 +349,7 @@ fn place_labels(preds: &mut [DrawnBox], gt: &mut [DrawnBox], font: f64, image: &
         h: b.h,
     };
     let misses: Vec<usize> = (0..gt.len())
-        .filter(|&i| gt[i].outcome == "missed")
+        .filter(|&i| gt[i].outcome == TruthOutcome::Missed.name())
         .collect();
     let mut items: Vec<(Rect, usize)> = preds
         .iter()
