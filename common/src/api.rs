@@ -112,6 +112,25 @@ pub struct JobSpec {
     pub artifact_limit_bytes: Option<u64>,
 }
 
+impl JobSpec {
+    /// A first attempt of `config` that reads no dataset and no other run's artifacts, holds no
+    /// lease and takes the default image limits (a spec to run by hand, or a test's).
+    pub fn standalone(run_id: i64, name: &str, config: JobConfig) -> JobSpec {
+        JobSpec {
+            run_id,
+            attempt: 1,
+            name: name.to_string(),
+            config,
+            dataset: None,
+            dataset_content: None,
+            inputs: Vec::new(),
+            lease_seconds: 0.0,
+            image_limits: Default::default(),
+            artifact_limit_bytes: None,
+        }
+    }
+}
+
 /// `POST /api/v1/runs/{id}/heartbeat`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Heartbeat {

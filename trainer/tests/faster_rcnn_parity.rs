@@ -3,40 +3,27 @@
 //! computed at test time by scripts/faster_rcnn_reference.py with the setup's venv.
 
 use aligndet_trainer::models::backbone::BodyKind;
-use aligndet_trainer::models::detector::{Detector, Targets};
+use aligndet_trainer::models::detector::Detector;
 use aligndet_trainer::models::faster_rcnn::FasterRcnn;
 use aligndet_trainer::models::norm::NormKind;
 use aligndet_trainer::models::roi_align::{MultiScaleRoIAlign, roi_align};
-use aligndet_trainer::models::weights::load_safetensors;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
 mod support;
 
-use support::detections::{assert_losses_match, even_draw, pair_detections};
+use support::detections::{assert_detections_match, assert_losses_match, sample_as_the_references};
+use support::parity::{images, load_exact, max_diff, read_tensors, targets};
 
 /// Run scripts/faster_rcnn_reference.py `cmd`; returns the folder it wrote.
 fn reference(cmd: &str) -> PathBuf {
     support::reference("faster_rcnn_reference.py", &format!("frcnn-{cmd}"), &[cmd])
 }
 
-fn read(path: PathBuf) -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size());
-    (a - b).abs().max().double_value(&[])
-}
-
 #[test]
 fn roi_align_matches_torchvision() {
     let dir = reference("roi_align");
-    let io = read(dir.join("io.safetensors"));
+    let io = read_tensors(&dir.join("io.safetensors"));
     let (input, rois) = (&io["input"], &io["rois"]);
     for (i, scale) in [1.0, 0.25, 0.125].into_iter().enumerate() {
         let ours = roi_align(input, rois, (7, 7), scale, 2);
@@ -74,18 +61,7 @@ fn model(dir: &std::path::Path) -> (tch::nn::VarStore, FasterRcnn) {
     let mut model = FasterRcnn::new(&vs.root(), BodyKind::Resnet50, NormKind::FrozenBn, 5);
     model.transform.min_size = 256.0;
     model.transform.max_size = 512.0;
-    let report = load_safetensors(&mut vs, &dir.join("weights.safetensors"), None).unwrap();
-    assert!(report.missing.is_empty(), "missing: {:?}", report.missing);
-    assert!(
-        report.unexpected.is_empty(),
-        "unexpected: {:?}",
-        report.unexpected
-    );
-    assert!(
-        report.shape_mismatch.is_empty(),
-        "{:?}",
-        report.shape_mismatch
-    );
+    load_exact(&mut vs, &dir.join("weights.safetensors"));
     (vs, model)
 }
 
@@ -93,88 +69,26 @@ fn model(dir: &std::path::Path) -> (tch::nn::VarStore, FasterRcnn) {
 fn faster_rcnn_detections_match_torchvision() {
     let dir = reference("faster_rcnn");
     let (_vs, model) = model(&dir);
-    let io = read(dir.join("io.safetensors"));
-    let images = vec![io["image0"].shallow_clone(), io["image1"].shallow_clone()];
-    let dets = model.detect(&images);
-    for (i, d) in dets.iter().enumerate() {
-        let (tb, ts, tl) = (
-            &io[&format!("boxes{i}")],
-            &io[&format!("scores{i}")],
-            &io[&format!("labels{i}")],
-        );
-        assert!(
-            ts.size()[0] > 10,
-            "the reference should have many detections"
-        );
-        assert_eq!(
-            d.scores.size(),
-            ts.size(),
-            "image {i}: number of detections"
-        );
-        // Ranked lists can swap detections whose scores tie to within rounding, so each
-        // reference detection is paired with one of ours of the same label, box and score.
-        let unmatched = unmatched_detections(&d.boxes, &d.scores, &d.labels, tb, ts, tl);
-        assert!(
-            unmatched.is_empty(),
-            "image {i}: reference detections without a match (index, label, score): {unmatched:?}"
-        );
-        // and the ranked scores agree
-        let score_diff = max_diff(&d.scores, ts);
-        eprintln!(
-            "image {i}: {} detections, ranked scores differ by ≤ {score_diff}",
-            ts.size()[0]
-        );
-        assert!(
-            score_diff < 1e-3,
-            "image {i}: ranked scores differ by {score_diff}"
-        );
-    }
+    let io = read_tensors(&dir.join("io.safetensors"));
+    let dets = model.detect(&images(&io));
+    assert_detections_match(&dets, &io, 10);
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// Reference detections (index, label, score) that none of ours matches (see
-/// `support::detections::pair_detections`).
-fn unmatched_detections(
-    boxes: &Tensor,
-    scores: &Tensor,
-    labels: &Tensor,
-    ref_boxes: &Tensor,
-    ref_scores: &Tensor,
-    ref_labels: &Tensor,
-) -> Vec<(usize, i64, f64)> {
-    let rl: Vec<i64> = Vec::try_from(ref_labels).unwrap();
-    let rs: Vec<f32> = Vec::try_from(ref_scores).unwrap();
-    pair_detections((boxes, scores, labels), (ref_boxes, ref_scores, ref_labels))
-        .into_iter()
-        .enumerate()
-        .filter(|(_, p)| p.is_none())
-        .map(|(i, _)| (i, rl[i], rs[i] as f64))
-        .collect()
 }
 
 #[test]
 fn faster_rcnn_training_losses_match_torchvision() {
     let dir = reference("faster_rcnn");
     let (_vs, mut model) = model(&dir);
-    model.rpn.sampler = model.rpn.sampler.clone().with_draw(even_draw());
-    // As in the reference: the box branch takes every proposal, so that its losses do not
-    // depend on how proposals with tied objectness are ranked.
-    model.roi_heads.sampler = model.roi_heads.sampler.clone().with_draw(even_draw());
-    model.roi_heads.sampler.batch_size_per_image = 1024;
-    let io = read(dir.join("io.safetensors"));
-    let images = vec![io["image0"].shallow_clone(), io["image1"].shallow_clone()];
-    let targets: Vec<Targets> = (0..2)
-        .map(|i| Targets {
-            boxes: io[&format!("target_boxes{i}")].shallow_clone(),
-            labels: io[&format!("target_labels{i}")].shallow_clone(),
-            masks: None,
-        })
-        .collect();
-    let (batch, targets) = model.transform.batch_with_targets(&images, &targets);
+    sample_as_the_references(&mut model, 1024);
+    let io = read_tensors(&dir.join("io.safetensors"));
+    let (batch, targets) = model
+        .transform
+        .batch_with_targets(&images(&io), &targets(&io, "target_"));
     let losses = model.losses(&batch, &targets, true);
     assert_losses_match(
         &losses,
         &io,
+        "",
         &[
             "loss_classifier",
             "loss_box_reg",

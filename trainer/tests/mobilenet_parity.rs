@@ -3,51 +3,23 @@
 //! ImageNet weights: the file scripts/setup.sh converted (what `init: imagenet_backbone` loads)
 //! against the hash-checked original .pth that torchvision loads.
 
-use aligndet_trainer::models::backbone::Body;
 use aligndet_trainer::models::mobilenet::{MobileNetV2, TAPS};
 use aligndet_trainer::models::norm::NormKind;
-use aligndet_trainer::models::weights::load_safetensors;
 use aligndet_trainer::train::init::weights_dir;
-use std::collections::HashMap;
 use std::path::Path;
 use tch::Tensor;
 
 mod support;
+use support::parity::{assert_body_levels, load_exact, read_tensors, values_without_running_stats};
 use support::reference;
 
 /// Max |ours − torchvision| relative to max |torchvision| over all levels and inputs.
 const TOLERANCE: f64 = 1e-5;
 
-fn check_level(tag: &str, ours: &Tensor, theirs: &Tensor) -> f64 {
-    assert_eq!(ours.size(), theirs.size(), "{tag}: shape");
-    let diff = (ours - theirs).abs().max().double_value(&[]);
-    let scale = theirs.abs().max().double_value(&[]).max(1e-6);
-    println!(
-        "{tag}: max |diff| {diff:.2e}, max |ref| {scale:.2e}, relative {:.2e}",
-        diff / scale
-    );
-    assert!(
-        diff / scale < TOLERANCE,
-        "{tag}: max |diff| {diff} (scale {scale})"
-    );
-    diff / scale
-}
-
 fn body_with_weights(weights: &Path, norm: NormKind) -> (tch::nn::VarStore, MobileNetV2) {
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let body = MobileNetV2::new(&vs.root(), norm);
-    let report = load_safetensors(&mut vs, weights, None).expect("load converted weights");
-    assert!(report.missing.is_empty(), "missing: {:?}", report.missing);
-    assert!(
-        report.unexpected.is_empty(),
-        "unexpected: {:?}",
-        report.unexpected
-    );
-    assert!(
-        report.shape_mismatch.is_empty(),
-        "{:?}",
-        report.shape_mismatch
-    );
+    load_exact(&mut vs, weights);
     (vs, body)
 }
 
@@ -62,10 +34,7 @@ fn mobilenet_v2_features_match_torchvision() {
         return;
     }
     let dir = reference("mobilenet_reference.py", "mnv2", &[]);
-    let io: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("io.safetensors"))
-        .expect("read the reference outputs")
-        .into_iter()
-        .collect();
+    let io = read_tensors(&dir.join("io.safetensors"));
     let taps: Vec<i64> = Vec::try_from(&io["taps"]).expect("taps");
     assert_eq!(taps, TAPS.map(|t| t as i64), "torchvision's detection taps");
 
@@ -73,27 +42,19 @@ fn mobilenet_v2_features_match_torchvision() {
     // Frozen statistics, and trainable batch norm in eval mode.
     for norm in [NormKind::FrozenBn, NormKind::Bn] {
         let (vs, body) = body_with_weights(&weights, norm);
-        let vars = vs.variables();
-        let ours: i64 = vars
-            .iter()
-            .filter(|(name, _)| !name.contains("running_"))
-            .map(|(_, t)| t.numel() as i64)
-            .sum();
+        let ours = values_without_running_stats(&vs);
         assert_eq!(ours, io["body_params"].int64_value(&[0]), "body values");
-        assert_eq!(vars.len() as i64, io["body_tensors"].int64_value(&[0]));
+        assert_eq!(
+            vs.variables().len() as i64,
+            io["body_tensors"].int64_value(&[0])
+        );
         println!("{norm:?}: MobileNetV2 body (features 0-14) values without BN statistics: {ours}");
-
-        for prefix in ["", "odd_"] {
-            let outs = tch::no_grad(|| body.forward_t(&io[&format!("{prefix}input")], false));
-            assert_eq!(outs.len(), 4);
-            for (i, ours) in outs.iter().enumerate() {
-                worst = worst.max(check_level(
-                    &format!("{norm:?} {prefix}C{}", i + 2),
-                    ours,
-                    &io[&format!("{prefix}out{i}")],
-                ));
-            }
-        }
+        worst = worst.max(assert_body_levels(
+            &format!("{norm:?}"),
+            &body,
+            &io,
+            TOLERANCE,
+        ));
     }
     println!("worst relative difference: {worst:.2e}");
     let _ = std::fs::remove_dir_all(dir);

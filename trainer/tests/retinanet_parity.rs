@@ -4,15 +4,14 @@
 //! setup's venv (torch 2.11 + torchvision 0.26).
 
 use aligndet_trainer::models::backbone::BodyKind;
-use aligndet_trainer::models::detector::{Detector, Targets};
+use aligndet_trainer::models::detector::Detector;
 use aligndet_trainer::models::norm::NormKind;
 use aligndet_trainer::models::retinanet::RetinaNet;
-use aligndet_trainer::models::weights::load_safetensors;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tch::Tensor;
 
 mod support;
+use support::detections::{assert_detections_match, assert_losses_match};
+use support::parity::{images, load_exact, read_tensors, targets};
 
 /// Run scripts/retinanet_reference.py `cmd`; returns the folder it wrote.
 fn reference(cmd: &str) -> PathBuf {
@@ -29,67 +28,17 @@ fn model_from(dir: &Path) -> (tch::nn::VarStore, RetinaNet) {
     let mut model = RetinaNet::new(&vs.root(), BodyKind::Resnet50, NormKind::FrozenBn, 5);
     model.transform.min_size = 256.0;
     model.transform.max_size = 512.0;
-    let report = load_safetensors(&mut vs, &dir.join("weights.safetensors"), None)
-        .expect("read the reference weights");
-    assert!(report.missing.is_empty(), "missing: {:?}", report.missing);
-    assert!(
-        report.unexpected.is_empty(),
-        "unexpected: {:?}",
-        report.unexpected
-    );
-    assert!(
-        report.shape_mismatch.is_empty(),
-        "{:?}",
-        report.shape_mismatch
-    );
+    load_exact(&mut vs, &dir.join("weights.safetensors"));
     (vs, model)
-}
-
-fn read_io(dir: &Path) -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(dir.join("io.safetensors"))
-        .expect("read the reference outputs")
-        .into_iter()
-        .collect()
 }
 
 #[test]
 fn retinanet_resnet50_fpn_detections_match_torchvision() {
     let dir = reference("detect");
     let (_vs, model) = model_from(&dir);
-    let io = read_io(&dir);
-    let images = vec![io["image0"].shallow_clone(), io["image1"].shallow_clone()];
-    let dets = model.detect(&images);
-    for (i, d) in dets.iter().enumerate() {
-        let (tb, ts, tl) = (
-            &io[&format!("boxes{i}")],
-            &io[&format!("scores{i}")],
-            &io[&format!("labels{i}")],
-        );
-        assert!(
-            ts.size()[0] > 20,
-            "the reference should have many detections"
-        );
-        assert_eq!(
-            d.scores.size(),
-            ts.size(),
-            "image {i}: number of detections"
-        );
-        assert!(
-            d.labels.eq_tensor(tl).all().int64_value(&[]) == 1,
-            "image {i}: labels differ"
-        );
-        let box_diff = (&d.boxes - tb).abs().max().double_value(&[]);
-        let score_diff = (&d.scores - ts).abs().max().double_value(&[]);
-        eprintln!(
-            "image {i}: {} detections, max box diff {box_diff:.2e} px, max score diff {score_diff:.2e}",
-            ts.size()[0]
-        );
-        assert!(box_diff < 0.5, "image {i}: boxes differ by {box_diff} px");
-        assert!(
-            score_diff < 1e-3,
-            "image {i}: scores differ by {score_diff}"
-        );
-    }
+    let io = read_tensors(&dir.join("io.safetensors"));
+    let dets = model.detect(&images(&io));
+    assert_detections_match(&dets, &io, 20);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -97,32 +46,12 @@ fn retinanet_resnet50_fpn_detections_match_torchvision() {
 fn retinanet_resnet50_fpn_losses_match_torchvision() {
     let dir = reference("losses");
     let (_vs, model) = model_from(&dir);
-    let io = read_io(&dir);
-    let n = io.keys().filter(|k| k.starts_with("image")).count();
-    let images: Vec<Tensor> = (0..n)
-        .map(|i| io[&format!("image{i}")].shallow_clone())
-        .collect();
-    let targets: Vec<Targets> = (0..n)
-        .map(|i| Targets {
-            boxes: io[&format!("boxes{i}")].shallow_clone(),
-            labels: io[&format!("labels{i}")].shallow_clone(),
-            masks: None,
-        })
-        .collect();
-    let (batch, targets) = model.transform.batch_with_targets(&images, &targets);
+    let io = read_tensors(&dir.join("io.safetensors"));
+    let (batch, targets) = model
+        .transform
+        .batch_with_targets(&images(&io), &targets(&io, ""));
     let losses = model.losses(&batch, &targets, true);
-    let names: Vec<&str> = losses.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(names, ["classification", "bbox_regression"]);
-    for (name, ours) in &losses {
-        assert!(ours.requires_grad(), "{name} must be differentiable");
-        let ours = ours.double_value(&[]);
-        let theirs = io[&format!("loss_{name}")].double_value(&[0]);
-        let rel = (ours - theirs).abs() / theirs.abs().max(1e-12);
-        eprintln!("{name}: ours {ours}, torchvision {theirs}, relative {rel:.2e}");
-        assert!(
-            rel < 1e-4,
-            "{name}: ours {ours}, torchvision {theirs} (relative {rel:e})"
-        );
-    }
+    let names = ["classification", "bbox_regression"];
+    assert_losses_match(&losses, &io, "loss_", &names, 1e-4);
     let _ = std::fs::remove_dir_all(dir);
 }

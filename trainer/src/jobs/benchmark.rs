@@ -82,9 +82,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &BenchmarkConfig) -> anyhow::Result<Jo
         "median_images_per_s": cfg.batch_size as f64 / median,
         "environment": crate::doctor::environment_report(),
     });
-    let path = ctx.work_dir.join(artifacts::BENCHMARK);
-    std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)?;
-    ctx.sink.artifact(artifacts::BENCHMARK, &path)?;
+    ctx.store_report(artifacts::BENCHMARK, &summary)?;
     ctx.log(format!(
         "median step {:.4} s, {:.2} images/s",
         median,

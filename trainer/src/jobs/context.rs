@@ -4,8 +4,9 @@
 
 use super::inputs::ArtifactSource;
 use super::sink::{EventSink, StopFlag};
-use aligndet_common::api::JobSpec;
+use aligndet_common::api::{DatasetLocation, JobSpec};
 use aligndet_common::artifacts;
+use serde::Serialize;
 use std::path::PathBuf;
 
 /// How a job ended when it did not fail.
@@ -40,6 +41,28 @@ impl JobContext<'_> {
 
     pub fn log(&mut self, text: impl Into<String>) {
         self.sink.log("info", text.into());
+    }
+
+    /// Store `value` as the JSON artifact `name`, indented: a report a person may open.
+    pub fn store_report(&mut self, name: &str, value: &impl Serialize) -> anyhow::Result<()> {
+        self.store_file(name, &serde_json::to_vec_pretty(value)?)
+    }
+
+    /// Store `value` as the JSON artifact `name`, compact: data that programs read (predictions,
+    /// pseudo-boxes), often large.
+    pub fn store_data(&mut self, name: &str, value: &impl Serialize) -> anyhow::Result<()> {
+        self.store_file(name, &serde_json::to_vec(value)?)
+    }
+
+    fn store_file(&mut self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let path = self.work_dir.join(name);
+        std::fs::write(&path, bytes)?;
+        self.sink.artifact(name, &path)
+    }
+
+    /// Where the dataset the job reads lies; an error for a spec without one.
+    pub fn dataset(&self) -> anyhow::Result<DatasetLocation> {
+        (self.spec.dataset.clone()).ok_or_else(|| anyhow::anyhow!("the job spec names no dataset"))
     }
 }
 

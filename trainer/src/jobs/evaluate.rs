@@ -21,11 +21,7 @@ use std::time::Instant;
 pub fn run(ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<JobOutcome> {
     cfg.validate()?;
     let started = Instant::now();
-    let location = ctx
-        .spec
-        .dataset
-        .clone()
-        .context("the job spec names no dataset")?;
+    let location = ctx.dataset()?;
     let gt = ground_truth(&location, cfg.split.as_deref())?;
     let dt_bytes = ctx
         .inputs
@@ -82,9 +78,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &EvaluateConfig) -> anyhow::Result<Job
             started.elapsed().as_secs_f64(),
         )
     };
-    let path = ctx.work_dir.join(artifacts::EVAL_REPORT);
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    ctx.sink.artifact(artifacts::EVAL_REPORT, &path)?;
+    ctx.store_report(artifacts::EVAL_REPORT, &report)?;
     ctx.log(format!(
         "AP {:.4}  AP50 {:.4}  AP75 {:.4}",
         result.stats[0], result.stats[1], result.stats[2]

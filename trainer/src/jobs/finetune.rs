@@ -25,7 +25,9 @@ use crate::models::detector::Detector;
 use crate::models::transform::DetectionTransform;
 use crate::train::checkpoint;
 use crate::train::device;
-use crate::train::engine::{StepLosses, TrainStep, checkpoint_step, resume, run_loop};
+use crate::train::engine::{
+    StepLosses, TrainStep, checkpoint_step, resume, run_loop, stores_results,
+};
 use crate::train::evaluation::{images_to_predict, predict_split_masks, score};
 use crate::train::health::zero_size_warning;
 use crate::train::init::{BODY_PREFIX, initialise};
@@ -160,11 +162,7 @@ fn transform_at(base: &DetectionTransform, cfg: &TrainConfig, min_size: u32) -> 
 
 pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOutcome> {
     cfg.validate()?;
-    let location = ctx
-        .spec
-        .dataset
-        .clone()
-        .context("the job spec names no dataset")?;
+    let location = ctx.dataset()?;
     let train = Arc::new(load_split(&location, Some(&cfg.train_split))?);
     let val = load_split(&location, Some(&cfg.val_split))?;
     anyhow::ensure!(train.num_classes() > 0, "the dataset has no categories");
@@ -206,18 +204,12 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
 
     let frozen = freeze_body_stages(&vs, model.as_ref(), cfg.trainable_backbone_stages);
     let params = trainable_params(&vs, cfg.no_decay_norm_and_bias);
-    let numel: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
+    let mut opt = Optimizer::for_config(&cfg.optim, params);
     ctx.log(format!(
-        "{} trainable tensors ({numel} parameters); {frozen} frozen by trainable_backbone_stages = {}",
-        params.len(),
+        "{}; {frozen} frozen by trainable_backbone_stages = {}",
+        opt.describe_params(),
         cfg.trainable_backbone_stages
     ));
-    let mut opt = Optimizer::new(
-        cfg.optim.optimizer,
-        params,
-        cfg.optim.momentum,
-        cfg.optim.weight_decay,
-    );
 
     let start_step = resume(ctx, |path| {
         checkpoint::restore(path, &mut vs, &mut opt).map(|meta| checkpoint_step(&meta))
@@ -252,12 +244,9 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
         eval_transform: &eval_transform,
         device: ctx.device,
     };
-    if run_loop(ctx, &cfg.optim, &mut opt, &mut job, start_step)? == JobOutcome::Stopped {
-        return Ok(JobOutcome::Stopped);
-    }
-    if crate::dist::rank() != 0 {
-        // rank 0 alone evaluates and stores what the run produced
-        return Ok(JobOutcome::Succeeded);
+    let outcome = run_loop(ctx, &cfg.optim, &mut opt, &mut job, start_step)?;
+    if !stores_results(outcome) {
+        return Ok(outcome);
     }
     drop(job);
 
@@ -301,17 +290,13 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &TrainConfig) -> anyhow::Result<JobOut
             started.elapsed().as_secs_f64(),
         )
     };
-    let path = ctx.work_dir.join(artifacts::EVAL_REPORT);
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    ctx.sink.artifact(artifacts::EVAL_REPORT, &path)?;
-    let path = ctx.work_dir.join(artifacts::PREDICTIONS);
+    ctx.store_report(artifacts::EVAL_REPORT, &report)?;
     let predictions = if cfg.detector.has_masks() {
         segm_results_json(&detections, &masks)
     } else {
         results_json(&detections)
     };
-    std::fs::write(&path, serde_json::to_vec(&predictions)?)?;
-    ctx.sink.artifact(artifacts::PREDICTIONS, &path)?;
+    ctx.store_data(artifacts::PREDICTIONS, &predictions)?;
     let path = ctx.work_dir.join(artifacts::MODEL);
     checkpoint::save(&path, &vs, None, metadata(cfg, &train, cfg.optim.steps)?)?;
     ctx.sink.artifact(artifacts::MODEL, &path)?;

@@ -3,9 +3,9 @@
 //! Writes the same events a worker would send, as JSON lines in DIR/events.jsonl, and artifacts
 //! into DIR/artifacts/. SPEC.json is either a full job spec or just a job config.
 
-use super::sink::now_seconds;
+use super::sink::LogNumbering;
 use super::{EventSink, JobContext, JobOutcome, StopFlag, devices, run_job};
-use aligndet_common::api::{ImageProposals, JobEvent, JobSpec, LogLine, MetricPoint};
+use aligndet_common::api::{ImageProposals, JobEvent, JobSpec, MetricPoint};
 use aligndet_common::artifacts::check_artifact_name;
 use aligndet_common::jobs::{JobConfig, RunStatus};
 use anyhow::Context;
@@ -35,7 +35,7 @@ pub struct RunArgs {
 pub struct FileSink {
     events: BufWriter<File>,
     artifacts_dir: PathBuf,
-    next_log_seq: i64,
+    log_numbering: LogNumbering,
 }
 
 impl FileSink {
@@ -48,7 +48,7 @@ impl FileSink {
         Ok(FileSink {
             events: BufWriter::new(file),
             artifacts_dir,
-            next_log_seq: 0,
+            log_numbering: LogNumbering::default(),
         })
     }
 
@@ -68,15 +68,7 @@ impl EventSink for FileSink {
     }
 
     fn log_line(&mut self, level: &str, code: Option<&str>, text: String) {
-        eprintln!("[{level}] {text}");
-        let line = LogLine {
-            seq: self.next_log_seq,
-            wall_time: now_seconds(),
-            level: level.to_string(),
-            text,
-            code: code.map(str::to_string),
-        };
-        self.next_log_seq += 1;
+        let line = self.log_numbering.line(level, code, text);
         if let Err(e) = self.write_event(&JobEvent::Log { line }) {
             eprintln!("cannot write log event: {e:#}");
         }
@@ -118,18 +110,7 @@ pub fn read_spec(path: &Path) -> anyhow::Result<JobSpec> {
             .with_context(|| format!("{} is not a valid job spec", path.display()))?
     } else {
         let config = written_config(value)?;
-        JobSpec {
-            run_id: 0,
-            attempt: 1,
-            name: "local".to_string(),
-            config,
-            dataset: None,
-            dataset_content: None,
-            inputs: Vec::new(),
-            lease_seconds: 0.0,
-            image_limits: Default::default(),
-            artifact_limit_bytes: None,
-        }
+        JobSpec::standalone(0, "local", config)
     };
     spec.config.validate()?;
     Ok(spec)

@@ -67,9 +67,7 @@ pub fn store_init_report(
         init.load.unexpected.len(),
         init.load.shape_mismatch.len()
     ));
-    let path = ctx.work_dir.join(artifact);
-    std::fs::write(&path, serde_json::to_vec_pretty(init)?)?;
-    ctx.sink.artifact(artifact, &path)
+    ctx.store_report(artifact, init)
 }
 
 /// The device a job runs on and its ranks' devices, from `--device` and `--gpus 0,1,…`: with

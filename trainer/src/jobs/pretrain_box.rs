@@ -30,7 +30,9 @@ use crate::pretrain::detector::{BACKGROUND, BoxPretrainer, is_pretraining_only};
 use crate::pretrain::ema::{copy_all, ema_update, momentum_at};
 use crate::train::checkpoint;
 use crate::train::device::to_device;
-use crate::train::engine::{StepLosses, TrainStep, checkpoint_step, resume, run_loop};
+use crate::train::engine::{
+    StepLosses, TrainStep, checkpoint_step, resume, run_loop, stores_results,
+};
 use crate::train::init::{BODY_PREFIX, initialise};
 use crate::train::optim::{Optimizer, Param, trainable_params};
 use aligndet_common::artifacts;
@@ -236,11 +238,7 @@ impl TrainStep for BoxStep<'_> {
 
 pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<JobOutcome> {
     cfg.validate()?;
-    let location = ctx
-        .spec
-        .dataset
-        .clone()
-        .context("the job spec names no dataset")?;
+    let location = ctx.dataset()?;
     let split = load_split(&location, Some(&cfg.split))?;
     let pseudo = load_pseudo_boxes(ctx, cfg)?;
     let set: Arc<PretrainSet> = Arc::new(pretrain_set(&split, &pseudo)?);
@@ -296,17 +294,8 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
     // Taken before a checkpoint is restored: the build is seeded, so this is the initialisation
     // on every attempt.
     let initial = TransferableWeights::snapshot(&params);
-    let numel: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
-    ctx.log(format!(
-        "{} trainable tensors ({numel} parameters) in the neck and heads",
-        params.len()
-    ));
-    let mut opt = Optimizer::new(
-        cfg.optim.optimizer,
-        params,
-        cfg.optim.momentum,
-        cfg.optim.weight_decay,
-    );
+    let mut opt = Optimizer::for_config(&cfg.optim, params);
+    ctx.log(format!("{} in the neck and heads", opt.describe_params()));
 
     let start_step = resume(ctx, |path| {
         let meta = checkpoint::restore(path, &mut online.vs, &mut opt)?;
@@ -323,12 +312,9 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainBoxConfig) -> anyhow::Result<
         initial,
         device: ctx.device,
     };
-    if run_loop(ctx, &cfg.optim, &mut opt, &mut job, start_step)? == JobOutcome::Stopped {
-        return Ok(JobOutcome::Stopped);
-    }
-    if crate::dist::rank() != 0 {
-        // rank 0 alone evaluates and stores what the run produced
-        return Ok(JobOutcome::Succeeded);
+    let outcome = run_loop(ctx, &cfg.optim, &mut opt, &mut job, start_step)?;
+    if !stores_results(outcome) {
+        return Ok(outcome);
     }
     drop(job);
 

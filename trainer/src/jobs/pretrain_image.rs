@@ -22,7 +22,7 @@ use crate::data::moco_aug::{MocoAugConfig, MocoBatch, MocoLoaderConfig, moco_loa
 use crate::models::build::body_kind;
 use crate::pretrain::moco::Moco;
 use crate::train::checkpoint::{read_metadata, write_tensors};
-use crate::train::engine::{StepLosses, TrainStep, resume, run_loop};
+use crate::train::engine::{StepLosses, TrainStep, resume, run_loop, stores_results};
 use crate::train::init::{BODY_PREFIX, initialise};
 use crate::train::optim::{Optimizer, trainable_params};
 use aligndet_common::artifacts;
@@ -192,11 +192,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
         cfg.queue_size,
         cfg.optim.batch_size
     );
-    let location = ctx
-        .spec
-        .dataset
-        .clone()
-        .context("the job spec names no dataset")?;
+    let location = ctx.dataset()?;
     let split = Arc::new(load_split(&location, Some(&cfg.split))?);
     anyhow::ensure!(
         !split.samples.is_empty(),
@@ -236,17 +232,8 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
 
     // MoCo decays every parameter
     let params = trainable_params(&moco.query_vs, false);
-    let numel: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
-    ctx.log(format!(
-        "{} trainable tensors ({numel} parameters) in the query encoder",
-        params.len()
-    ));
-    let mut opt = Optimizer::new(
-        cfg.optim.optimizer,
-        params,
-        cfg.optim.momentum,
-        cfg.optim.weight_decay,
-    );
+    let mut opt = Optimizer::for_config(&cfg.optim, params);
+    ctx.log(format!("{} in the query encoder", opt.describe_params()));
 
     let start_step = resume(ctx, |path| restore_checkpoint(path, &mut moco, &mut opt))?;
 
@@ -272,8 +259,9 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
         keys: None,
         device: ctx.device,
     };
-    if run_loop(ctx, &cfg.optim, &mut opt, &mut job, start_step)? == JobOutcome::Stopped {
-        return Ok(JobOutcome::Stopped);
+    let outcome = run_loop(ctx, &cfg.optim, &mut opt, &mut job, start_step)?;
+    if !stores_results(outcome) {
+        return Ok(outcome);
     }
     drop(job);
 

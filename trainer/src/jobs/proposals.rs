@@ -29,11 +29,7 @@ use std::time::Instant;
 
 pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<JobOutcome> {
     cfg.validate()?;
-    let location = ctx
-        .spec
-        .dataset
-        .clone()
-        .context("the job spec names no dataset")?;
+    let location = ctx.dataset()?;
     let text = std::fs::read(&location.annotations_path)
         .with_context(|| format!("reading {}", location.annotations_path))?;
     let dataset: CocoDataset = serde_json::from_slice(&text)
@@ -141,9 +137,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<Jo
                 .collect(),
         );
     }
-    let path = ctx.work_dir.join(artifacts::RECALL);
-    std::fs::write(&path, serde_json::to_vec_pretty(&report.json)?)?;
-    ctx.sink.artifact(artifacts::RECALL, &path)?;
+    ctx.store_report(artifacts::RECALL, &report.json)?;
     let pseudo = PseudoBoxes {
         strategy: cfg.strategy.as_str().to_string(),
         images: ordered
@@ -160,9 +154,7 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &ProposalsConfig) -> anyhow::Result<Jo
             })
             .collect(),
     };
-    let path = ctx.work_dir.join(artifacts::PSEUDO_BOXES);
-    std::fs::write(&path, serde_json::to_vec(&pseudo)?)?;
-    ctx.sink.artifact(artifacts::PSEUDO_BOXES, &path)?;
+    ctx.store_data(artifacts::PSEUDO_BOXES, &pseudo)?;
     let kept: usize = ordered
         .iter()
         .map(|p| {

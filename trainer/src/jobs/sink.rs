@@ -1,10 +1,32 @@
 //! The one interface jobs report through, and the shared stop flag.
 
-use aligndet_common::api::{ImageProposals, MetricPoint};
+use aligndet_common::api::{ImageProposals, LogLine, MetricPoint};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Numbers one attempt's log lines from 0 (the server keeps `(run, attempt, seq)` once, so a
+/// re-sent line is not stored twice), echoing each to stderr for whoever watches the process.
+#[derive(Debug, Default)]
+pub struct LogNumbering {
+    next_seq: i64,
+}
+
+impl LogNumbering {
+    pub fn line(&mut self, level: &str, code: Option<&str>, text: String) -> LogLine {
+        eprintln!("[{level}] {text}");
+        let line = LogLine {
+            seq: self.next_seq,
+            wall_time: now_seconds(),
+            level: level.to_string(),
+            text,
+            code: code.map(str::to_string),
+        };
+        self.next_seq += 1;
+        line
+    }
+}
 
 /// Where a job's events go. Implementations must not block the job for long: they buffer.
 pub trait EventSink: Send {

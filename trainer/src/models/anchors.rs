@@ -39,6 +39,32 @@ pub fn level_anchors(
     (shifts.view([-1, 1, 4]) + base.view([1, -1, 4])).reshape([-1, 4])
 }
 
+/// Anchors of every pyramid level for a padded batch `[N, C, H, W]`, one tensor a level: level
+/// `l` takes `sizes[l]` combined with every ratio, and its stride is the padded size divided by
+/// its grid size (integer division, as torchvision).
+pub fn pyramid_anchors<'a>(
+    padded: &Tensor,
+    features: &[Tensor],
+    sizes: impl IntoIterator<Item = &'a [f64]>,
+    aspect_ratios: &[f64],
+) -> Vec<Tensor> {
+    let (ih, iw) = (padded.size()[2], padded.size()[3]);
+    features
+        .iter()
+        .zip(sizes)
+        .map(|(f, sizes)| {
+            let (fh, fw) = (f.size()[2], f.size()[3]);
+            level_anchors(
+                (fh, fw),
+                (ih / fh, iw / fw),
+                sizes,
+                aspect_ratios,
+                f.device(),
+            )
+        })
+        .collect()
+}
+
 fn round_half_even(x: f32) -> f32 {
     let r = x.round();
     if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {

@@ -20,3 +20,22 @@ pub trait Body: std::fmt::Debug + Send {
         None
     }
 }
+
+/// Checks every body must pass.
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::Body;
+    use tch::{Device, Kind, Tensor};
+
+    /// C2–C5 of a 101 × 77 image: each of the five stride-2 layers rounds its size up, and each
+    /// level has the channels the body announces.
+    pub fn assert_levels_on_odd_input(body: &dyn Body) {
+        let x = Tensor::randn([1, 3, 101, 77], (Kind::Float, Device::Cpu));
+        let outs = tch::no_grad(|| body.forward_t(&x, false));
+        let expect = [[26, 20], [13, 10], [7, 5], [4, 3]];
+        assert_eq!(outs.len(), 4);
+        for (o, (hw, c)) in outs.iter().zip(expect.iter().zip(body.out_channels())) {
+            assert_eq!(o.size(), vec![1, c, hw[0], hw[1]]);
+        }
+    }
+}

@@ -31,17 +31,13 @@ impl FasterRcnn {
         let bb = vs / "backbone";
         let body = build_body(&(&bb / "body"), body, norm);
         let chans = body.out_channels();
-        let (mean, std) = body.pixel_norm();
+        let transform = DetectionTransform::for_body(body.as_ref());
         FasterRcnn {
             fpn: Fpn::new(&(&bb / "fpn"), &chans, 256, ExtraLevels::MaxPool),
             rpn: Rpn::new(&(vs / "rpn"), 256),
             roi_heads: RoiHeads::new(&(vs / "roi_heads"), 256, num_classes),
             body,
-            transform: DetectionTransform {
-                mean,
-                std,
-                ..DetectionTransform::default()
-            },
+            transform,
         }
     }
 
@@ -117,16 +113,8 @@ mod tests {
         ];
         // the second image has no objects (a background-only image)
         let targets = [
-            Targets {
-                boxes: Tensor::from_slice(&[10.0f32, 20.0, 60.0, 80.0]).view([1, 4]),
-                labels: Tensor::from_slice(&[2i64]),
-                masks: None,
-            },
-            Targets {
-                boxes: Tensor::zeros([0, 4], (Kind::Float, Device::Cpu)),
-                labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
-                masks: None,
-            },
+            Targets::one_box([10.0, 20.0, 60.0, 80.0], 2),
+            Targets::background_only(),
         ];
         let (batch, targets) = m.transform.batch_with_targets(&images, &targets);
         let losses = m.losses(&batch, &targets, true);

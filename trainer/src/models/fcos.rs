@@ -1,18 +1,18 @@
 //! FCOS (torchvision design and parameter names): ResNet-FPN P3–P7, a classification head and a
 //! regression head (4 × conv-GN-ReLU towers), box-linear coding, score = √(cls·centerness).
 
-use super::anchors::level_anchors;
+use super::anchors::pyramid_anchors;
 use super::backbone::{Body, BodyKind, build_body};
 use super::box_coder::BoxLinearCoder;
-use super::box_ops::{batched_nms, clip_boxes};
+use super::dense::{DenseInference, detect_each};
 use super::detector::{Detections, Detector, Losses, Targets};
 pub use super::fcos_loss::FcosOutputs;
 use super::fpn::{ExtraLevels, Fpn};
 use super::head::{flatten_level, head_conv3x3};
 use super::norm::NormKind;
 use super::transform::{DetectionTransform, ImageBatch};
+use tch::Tensor;
 use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
 
 /// A 4-layer conv-GroupNorm-ReLU tower; torchvision indexes its Sequential as 0,1,2 / 3,4,5 / …
 #[derive(Debug)]
@@ -95,33 +95,13 @@ impl FcosHead {
     }
 }
 
-/// Inference settings (torchvision defaults).
-#[derive(Debug, Clone)]
-pub struct FcosInference {
-    pub score_thresh: f64,
-    pub nms_thresh: f64,
-    pub detections_per_img: i64,
-    pub topk_candidates: i64,
-}
-
-impl Default for FcosInference {
-    fn default() -> Self {
-        FcosInference {
-            score_thresh: 0.2,
-            nms_thresh: 0.6,
-            detections_per_img: 100,
-            topk_candidates: 1000,
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Fcos {
     pub body: Box<dyn Body>,
     pub fpn: Fpn,
     pub head: FcosHead,
     pub transform: DetectionTransform,
-    pub inference: FcosInference,
+    pub inference: DenseInference,
     /// Anchor size per level (torchvision: 8, 16, 32, 64, 128).
     pub anchor_sizes: Vec<f64>,
 }
@@ -133,17 +113,13 @@ impl Fcos {
         let bb = vs / "backbone";
         let body = build_body(&(&bb / "body"), body, norm);
         let chans = body.out_channels();
-        let (mean, std) = body.pixel_norm();
+        let transform = DetectionTransform::for_body(body.as_ref());
         Fcos {
             fpn: Fpn::new(&(&bb / "fpn"), &chans[1..], 256, ExtraLevels::P6P7),
             head: FcosHead::new(&(vs / "head"), 256, num_classes),
             body,
-            transform: DetectionTransform {
-                mean,
-                std,
-                ..DetectionTransform::default()
-            },
-            inference: FcosInference::default(),
+            transform,
+            inference: DenseInference::fcos(),
             anchor_sizes: vec![8.0, 16.0, 32.0, 64.0, 128.0],
         }
     }
@@ -155,18 +131,12 @@ impl Fcos {
 
     /// Anchors of every level for a padded batch, concatenated `[ΣHW, 4]`.
     pub fn anchors(&self, batch: &ImageBatch, features: &[Tensor]) -> Tensor {
-        let (ih, iw) = (batch.tensor.size()[2], batch.tensor.size()[3]);
-        let per_level: Vec<Tensor> = features
-            .iter()
-            .zip(&self.anchor_sizes)
-            .map(|(f, &size)| {
-                let (fh, fw) = (f.size()[2], f.size()[3]);
-                level_anchors((fh, fw), (ih / fh, iw / fw), &[size], &[1.0], f.device())
-            })
-            .collect();
-        Tensor::cat(&per_level, 0)
+        let sizes = self.anchor_sizes.iter().map(std::slice::from_ref);
+        Tensor::cat(&pyramid_anchors(&batch.tensor, features, sizes, &[1.0]), 0)
     }
 
+    /// One image's detections in resized-image pixels; a location's score is
+    /// √(class probability × centerness).
     fn postprocess(
         &self,
         out: &FcosOutputs,
@@ -177,45 +147,22 @@ impl Fcos {
         let coder = BoxLinearCoder {
             normalize_by_size: true,
         };
-        let nc = self.head.num_classes;
-        let (mut boxes, mut scores, mut labels) = (vec![], vec![], vec![]);
-        let mut start = 0;
-        for &n in &out.level_sizes {
-            let logits = out.cls_logits.get(image).narrow(0, start, n);
-            let ctr = out.bbox_ctrness.get(image).narrow(0, start, n);
-            let reg = out.bbox_regression.get(image).narrow(0, start, n);
-            let anc = anchors.narrow(0, start, n);
-            start += n;
-            let s = (logits.sigmoid() * ctr.sigmoid()).sqrt().flatten(0, -1);
-            let keep = s.gt(self.inference.score_thresh).nonzero().squeeze_dim(1);
-            let s = s.index_select(0, &keep);
-            let k = keep.size()[0].min(self.inference.topk_candidates);
-            let (s, idx) = s.topk(k, 0, true, true);
-            let flat = keep.index_select(0, &idx);
-            let anchor_idx = flat.divide_scalar_mode(nc, "floor");
-            let label = flat.remainder(nc);
-            let b = coder.decode(
-                &reg.index_select(0, &anchor_idx),
-                &anc.index_select(0, &anchor_idx),
-            );
-            let b = clip_boxes(&b, size);
-            boxes.push(b);
-            scores.push(s);
-            labels.push(label);
-        }
-        let (boxes, scores, labels) = (
-            Tensor::cat(&boxes, 0),
-            Tensor::cat(&scores, 0),
-            Tensor::cat(&labels, 0),
-        );
-        let keep = batched_nms(&boxes, &scores, &labels, self.inference.nms_thresh);
-        let keep = keep.narrow(0, 0, keep.size()[0].min(self.inference.detections_per_img));
-        Detections {
-            boxes: boxes.index_select(0, &keep),
-            scores: scores.index_select(0, &keep),
-            labels: labels.index_select(0, &keep).to_kind(Kind::Int64),
-            masks: None,
-        }
+        let (logits, ctr) = (out.cls_logits.get(image), out.bbox_ctrness.get(image));
+        let reg = out.bbox_regression.get(image);
+        self.inference.select(
+            &out.level_sizes,
+            size,
+            |start, n| {
+                let cls = logits.narrow(0, start, n).sigmoid();
+                (cls * ctr.narrow(0, start, n).sigmoid()).sqrt()
+            },
+            |start, n, idx| {
+                coder.decode(
+                    &reg.narrow(0, start, n).index_select(0, idx),
+                    &anchors.narrow(0, start, n).index_select(0, idx),
+                )
+            },
+        )
     }
 }
 
@@ -236,14 +183,7 @@ impl Detector for Fcos {
         let features = self.features(&batch.tensor, false);
         let out = self.head.forward(&features);
         let anchors = self.anchors(batch, &features);
-        (0..batch.image_sizes.len())
-            .map(|i| {
-                batch.to_original(
-                    i,
-                    self.postprocess(&out, &anchors, i as i64, batch.image_sizes[i]),
-                )
-            })
-            .collect()
+        detect_each(batch, |i, size| self.postprocess(&out, &anchors, i, size))
     }
 
     fn losses(&self, batch: &ImageBatch, targets: &[Targets], train: bool) -> Losses {

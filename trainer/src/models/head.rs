@@ -3,16 +3,16 @@
 use tch::Tensor;
 use tch::nn;
 
-/// 3×3 conv with weights N(0, 0.01) and a constant bias: how torchvision initialises the FCOS and
-/// RetinaNet heads.
-pub fn head_conv3x3(vs: nn::Path, cin: i64, cout: i64, bias: f64) -> nn::Conv2D {
+/// A conv of a detection head as torchvision initialises them: weights N(0, 0.01), a constant
+/// `bias`, padding that keeps the size (`kernel / 2`).
+pub fn head_conv(vs: nn::Path, cin: i64, cout: i64, kernel: i64, bias: f64) -> nn::Conv2D {
     nn::conv2d(
         vs,
         cin,
         cout,
-        3,
+        kernel,
         nn::ConvConfig {
-            padding: 1,
+            padding: kernel / 2,
             ws_init: nn::Init::Randn {
                 mean: 0.0,
                 stdev: 0.01,
@@ -21,6 +21,11 @@ pub fn head_conv3x3(vs: nn::Path, cin: i64, cout: i64, bias: f64) -> nn::Conv2D 
             ..Default::default()
         },
     )
+}
+
+/// A 3×3 [`head_conv`] (the towers and predictors of FCOS and RetinaNet).
+pub fn head_conv3x3(vs: nn::Path, cin: i64, cout: i64, bias: f64) -> nn::Conv2D {
+    head_conv(vs, cin, cout, 3, bias)
 }
 
 /// `[N, A·K, H, W]` → `[N, H·W·A, K]` (torchvision's `permute_and_flatten`): rows in

@@ -126,14 +126,12 @@ mod tests {
         let _ = mask.narrow(1, 25, 50).narrow(2, 15, 40).fill_(1);
         let targets = [
             Targets {
-                boxes: Tensor::from_slice(&[10.0f32, 20.0, 60.0, 80.0]).view([1, 4]),
-                labels: Tensor::from_slice(&[2i64]),
                 masks: Some(mask),
+                ..Targets::one_box([10.0, 20.0, 60.0, 80.0], 2)
             },
             Targets {
-                boxes: Tensor::zeros([0, 4], (Kind::Float, Device::Cpu)),
-                labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
                 masks: Some(Tensor::zeros([0, 100, 80], (Kind::Uint8, Device::Cpu))),
+                ..Targets::background_only()
             },
         ];
         let (batch, targets) = m.transform().batch_with_targets(&images, &targets);

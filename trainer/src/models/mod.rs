@@ -7,7 +7,8 @@
 //! - [`mobilenet`]: the MobileNetV2 body (torchvision's names and taps, ImageNet weights).
 //! - [`fpn`]: feature pyramid (P2–P6 with max-pool, or P3–P7 with P6/P7 convs).
 //! - [`anchors`], [`box_coder`], [`box_ops`] (IoU, clipping, NMS), [`transform`]: the shared detection pieces.
-//! - [`fcos`]: the FCOS detector.
+//! - [`fcos`], [`retinanet`]: the one-stage detectors, sharing [`dense`]'s inference.
+//! - [`faster_rcnn`]: the two-stage detector ([`rpn`], [`roi_heads`], [`roi_align`]).
 //! - [`mask_rcnn`]: Faster R-CNN plus the mask branch ([`mask_head`], [`mask_targets`],
 //!   [`paste_masks`]).
 //! - [`linear`]: fully connected layers with PyTorch's default initialisation.
@@ -19,6 +20,7 @@ pub mod body;
 pub mod box_coder;
 pub mod box_ops;
 pub mod build;
+pub mod dense;
 pub mod detector;
 pub mod efficientnet;
 pub mod faster_rcnn;

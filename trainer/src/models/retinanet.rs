@@ -3,11 +3,11 @@
 //! head (4 × conv-ReLU towers, no norm), `BoxCoder` with unit weights; focal loss over the anchors
 //! that are not ignored and L1 loss over the foreground, each divided by the image's foreground count.
 
-use super::anchors::level_anchors;
+use super::anchors::pyramid_anchors;
 use super::backbone::{Body, BodyKind, build_body};
 use super::box_coder::BoxCoder;
-use super::box_ops::clip_boxes;
-use super::box_ops::{batched_nms, box_iou};
+use super::box_ops::box_iou;
+use super::dense::{DenseInference, detect_each};
 use super::detector::{Detections, Detector, Losses, Targets};
 use super::fpn::{ExtraLevels, Fpn};
 use super::head::{flatten_level, head_conv3x3};
@@ -112,33 +112,13 @@ impl RetinaNetHead {
     }
 }
 
-/// Inference settings (torchvision defaults).
-#[derive(Debug, Clone)]
-pub struct RetinaNetInference {
-    pub score_thresh: f64,
-    pub nms_thresh: f64,
-    pub detections_per_img: i64,
-    pub topk_candidates: i64,
-}
-
-impl Default for RetinaNetInference {
-    fn default() -> Self {
-        RetinaNetInference {
-            score_thresh: 0.05,
-            nms_thresh: 0.5,
-            detections_per_img: 300,
-            topk_candidates: 1000,
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct RetinaNet {
     pub body: Box<dyn Body>,
     pub fpn: Fpn,
     pub head: RetinaNetHead,
     pub transform: DetectionTransform,
-    pub inference: RetinaNetInference,
+    pub inference: DenseInference,
     /// Foreground at IoU ≥ 0.5, background below 0.4, ignored between; every box keeps its best
     /// anchors.
     pub matcher: Matcher,
@@ -155,19 +135,15 @@ impl RetinaNet {
         let bb = vs / "backbone";
         let body = build_body(&(&bb / "body"), body, norm);
         let chans = body.out_channels();
-        let (mean, std) = body.pixel_norm();
+        let transform = DetectionTransform::for_body(body.as_ref());
         let anchor_sizes = default_anchor_sizes();
         let num_anchors = (anchor_sizes[0].len() * ASPECT_RATIOS.len()) as i64;
         RetinaNet {
             fpn: Fpn::new(&(&bb / "fpn"), &chans[1..], 256, ExtraLevels::P6P7),
             head: RetinaNetHead::new(&(vs / "head"), 256, num_anchors, num_classes),
             body,
-            transform: DetectionTransform {
-                mean,
-                std,
-                ..DetectionTransform::default()
-            },
-            inference: RetinaNetInference::default(),
+            transform,
+            inference: DenseInference::retinanet(),
             matcher: Matcher {
                 high_threshold: 0.5,
                 low_threshold: 0.4,
@@ -183,30 +159,16 @@ impl RetinaNet {
         self.fpn.forward(&c[1..])
     }
 
-    /// Anchors of every level for a padded batch, concatenated `[ΣHWA, 4]`; the stride of a
-    /// level is the padded size divided by its grid size (integer division, as torchvision).
+    /// Anchors of every level for a padded batch, concatenated `[ΣHWA, 4]`.
     pub fn anchors(&self, batch: &ImageBatch, features: &[Tensor]) -> Tensor {
-        let (ih, iw) = (batch.tensor.size()[2], batch.tensor.size()[3]);
-        let per_level: Vec<Tensor> = features
-            .iter()
-            .zip(&self.anchor_sizes)
-            .map(|(f, sizes)| {
-                let (fh, fw) = (f.size()[2], f.size()[3]);
-                level_anchors(
-                    (fh, fw),
-                    (ih / fh, iw / fw),
-                    sizes,
-                    &ASPECT_RATIOS,
-                    f.device(),
-                )
-            })
-            .collect();
-        Tensor::cat(&per_level, 0)
+        let sizes = self.anchor_sizes.iter().map(|s| s.as_slice());
+        Tensor::cat(
+            &pyramid_anchors(&batch.tensor, features, sizes, &ASPECT_RATIOS),
+            0,
+        )
     }
 
-    /// torchvision's `postprocess_detections` for one image, in resized-image pixels: per level
-    /// the scores above the threshold, at most `topk_candidates` of them, decoded and clipped;
-    /// then class-wise NMS over all levels.
+    /// One image's detections in resized-image pixels (see [`DenseInference::select`]).
     fn postprocess(
         &self,
         out: &RetinaNetOutputs,
@@ -214,42 +176,18 @@ impl RetinaNet {
         image: i64,
         size: (i64, i64),
     ) -> Detections {
-        let nc = self.head.num_classes;
-        let (mut boxes, mut scores, mut labels) = (vec![], vec![], vec![]);
-        let mut start = 0;
-        for &n in &out.level_sizes {
-            let logits = out.cls_logits.get(image).narrow(0, start, n);
-            let reg = out.bbox_regression.get(image).narrow(0, start, n);
-            let anc = anchors.narrow(0, start, n);
-            start += n;
-            let s = logits.sigmoid().flatten(0, -1);
-            let keep = s.gt(self.inference.score_thresh).nonzero().squeeze_dim(1);
-            let s = s.index_select(0, &keep);
-            let k = keep.size()[0].min(self.inference.topk_candidates);
-            let (s, idx) = s.topk(k, 0, true, true);
-            let flat = keep.index_select(0, &idx);
-            let anchor_idx = flat.divide_scalar_mode(nc, "floor");
-            let b = self.box_coder.decode(
-                &reg.index_select(0, &anchor_idx),
-                &anc.index_select(0, &anchor_idx),
-            );
-            boxes.push(clip_boxes(&b, size));
-            scores.push(s);
-            labels.push(flat.remainder(nc));
-        }
-        let (boxes, scores, labels) = (
-            Tensor::cat(&boxes, 0),
-            Tensor::cat(&scores, 0),
-            Tensor::cat(&labels, 0),
-        );
-        let keep = batched_nms(&boxes, &scores, &labels, self.inference.nms_thresh);
-        let keep = keep.narrow(0, 0, keep.size()[0].min(self.inference.detections_per_img));
-        Detections {
-            boxes: boxes.index_select(0, &keep),
-            scores: scores.index_select(0, &keep),
-            labels: labels.index_select(0, &keep).to_kind(Kind::Int64),
-            masks: None,
-        }
+        let (logits, reg) = (out.cls_logits.get(image), out.bbox_regression.get(image));
+        self.inference.select(
+            &out.level_sizes,
+            size,
+            |start, n| logits.narrow(0, start, n).sigmoid(),
+            |start, n, idx| {
+                self.box_coder.decode(
+                    &reg.narrow(0, start, n).index_select(0, idx),
+                    &anchors.narrow(0, start, n).index_select(0, idx),
+                )
+            },
+        )
     }
 
     /// For every anchor the index of its ground-truth box, −1 (background) or −2 (ignored).
@@ -332,14 +270,7 @@ impl Detector for RetinaNet {
         let features = self.features(&batch.tensor, false);
         let out = self.head.forward(&features);
         let anchors = self.anchors(batch, &features);
-        (0..batch.image_sizes.len())
-            .map(|i| {
-                batch.to_original(
-                    i,
-                    self.postprocess(&out, &anchors, i as i64, batch.image_sizes[i]),
-                )
-            })
-            .collect()
+        detect_each(batch, |i, size| self.postprocess(&out, &anchors, i, size))
     }
 
     fn losses(&self, batch: &ImageBatch, targets: &[Targets], train: bool) -> Losses {
@@ -420,16 +351,8 @@ mod tests {
             Tensor::rand([3, 64, 64], (Kind::Float, Device::Cpu)),
         ];
         let targets = [
-            Targets {
-                boxes: Tensor::from_slice(&[4.0f32, 6.0, 40.0, 50.0]).view([1, 4]),
-                labels: Tensor::from_slice(&[2i64]),
-                masks: None,
-            },
-            Targets {
-                boxes: Tensor::zeros([0, 4], (Kind::Float, Device::Cpu)),
-                labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
-                masks: None,
-            },
+            Targets::one_box([4.0, 6.0, 40.0, 50.0], 2),
+            Targets::background_only(),
         ];
         let (batch, targets) = model.transform.batch_with_targets(&images, &targets);
         let losses = model.losses(&batch, &targets, true);

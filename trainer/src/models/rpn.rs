@@ -4,36 +4,18 @@
 //! losses (anchor matching 0.7 / 0.3 with low-quality matches, balanced sampling, BCE and
 //! smooth-L1).
 
-use super::anchors::level_anchors;
+use super::anchors::pyramid_anchors;
 use super::box_coder::BoxCoder;
 use super::box_ops::clip_boxes;
 use super::box_ops::{box_iou, nms};
 use super::detector::{Losses, Targets};
-use super::head::flatten_level;
+use super::head::{flatten_level, head_conv};
 use super::losses::smooth_l1_sum;
 use super::matcher::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher, clamp_matches};
 use super::sampler::BalancedSampler;
 use super::transform::ImageBatch;
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
-
-fn head_conv(vs: nn::Path, cin: i64, cout: i64, k: i64) -> nn::Conv2D {
-    nn::conv2d(
-        vs,
-        cin,
-        cout,
-        k,
-        nn::ConvConfig {
-            padding: k / 2,
-            ws_init: nn::Init::Randn {
-                mean: 0.0,
-                stdev: 0.01,
-            },
-            bs_init: nn::Init::Const(0.0),
-            ..Default::default()
-        },
-    )
-}
 
 /// `RPNHead` with torchvision's names: `conv.0.0` (the conv of a conv-ReLU block),
 /// `cls_logits`, `bbox_pred`.
@@ -48,9 +30,9 @@ impl RpnHead {
     /// `vs` is the `rpn.head` path.
     pub fn new(vs: &nn::Path, channels: i64, num_anchors: i64) -> RpnHead {
         RpnHead {
-            conv: head_conv(vs / "conv" / 0 / 0, channels, channels, 3),
-            cls_logits: head_conv(vs / "cls_logits", channels, num_anchors, 1),
-            bbox_pred: head_conv(vs / "bbox_pred", channels, num_anchors * 4, 1),
+            conv: head_conv(vs / "conv" / 0 / 0, channels, channels, 3, 0.0),
+            cls_logits: head_conv(vs / "cls_logits", channels, num_anchors, 1, 0.0),
+            bbox_pred: head_conv(vs / "bbox_pred", channels, num_anchors * 4, 1, 0.0),
         }
     }
 
@@ -136,21 +118,9 @@ impl Rpn {
 
     fn outputs(&self, batch: &ImageBatch, features: &[Tensor]) -> RpnOutputs {
         let (logits, deltas) = self.head.forward(features);
-        let (ih, iw) = (batch.tensor.size()[2], batch.tensor.size()[3]);
-        let mut anchors = vec![];
-        let mut level_sizes = vec![];
-        for (f, &size) in features.iter().zip(&self.anchor_sizes) {
-            let (fh, fw) = (f.size()[2], f.size()[3]);
-            let a = level_anchors(
-                (fh, fw),
-                (ih / fh, iw / fw),
-                &[size],
-                &self.aspect_ratios,
-                f.device(),
-            );
-            level_sizes.push(a.size()[0]);
-            anchors.push(a);
-        }
+        let sizes = self.anchor_sizes.iter().map(std::slice::from_ref);
+        let anchors = pyramid_anchors(&batch.tensor, features, sizes, &self.aspect_ratios);
+        let level_sizes = anchors.iter().map(|a| a.size()[0]).collect();
         let objectness: Vec<Tensor> = logits.iter().map(|t| flatten_level(t, 1)).collect();
         let deltas: Vec<Tensor> = deltas.iter().map(|t| flatten_level(t, 4)).collect();
         RpnOutputs {

@@ -28,6 +28,29 @@ impl Targets {
     }
 }
 
+/// Targets of the detectors' unit tests.
+#[cfg(test)]
+impl Targets {
+    /// One object: the box `[x1, y1, x2, y2]` of class `label`, no mask.
+    pub(crate) fn one_box(xyxy: [f32; 4], label: i64) -> Targets {
+        Targets {
+            boxes: Tensor::from_slice(&xyxy).view([1, 4]),
+            labels: Tensor::from_slice(&[label]),
+            masks: None,
+        }
+    }
+
+    /// No object: a background-only image, no mask.
+    pub(crate) fn background_only() -> Targets {
+        let cpu = tch::Device::Cpu;
+        Targets {
+            boxes: Tensor::zeros([0, 4], (tch::Kind::Float, cpu)),
+            labels: Tensor::zeros([0], (tch::Kind::Int64, cpu)),
+            masks: None,
+        }
+    }
+}
+
 /// One image's detections: xyxy boxes in original pixels, scores, labels.
 #[derive(Debug)]
 pub struct Detections {

@@ -1,6 +1,7 @@
 //! torchvision's `GeneralizedRCNNTransform` for inference: normalise, keep-ratio resize
 //! (shorter side to `min_size`, longer side at most `max_size`), pad the batch to a multiple of 32.
 
+use super::body::Body;
 use super::structures::{Detections, Targets};
 use tch::{Kind, Tensor};
 
@@ -47,20 +48,24 @@ impl ImageBatch {
 }
 
 impl DetectionTransform {
+    /// torchvision's defaults with the pixel normalisation `body`'s weights were trained with.
+    pub fn for_body(body: &dyn Body) -> DetectionTransform {
+        let (mean, std) = body.pixel_norm();
+        DetectionTransform {
+            mean,
+            std,
+            ..DetectionTransform::default()
+        }
+    }
+
     /// `images`: `[3, H, W]` float in 0..1, any sizes.
     pub fn batch(&self, images: &[Tensor]) -> ImageBatch {
-        let mean = Tensor::from_slice(&self.mean)
-            .to_kind(Kind::Float)
-            .view([3, 1, 1]);
-        let std = Tensor::from_slice(&self.std)
-            .to_kind(Kind::Float)
-            .view([3, 1, 1]);
         let mut resized = Vec::with_capacity(images.len());
         let mut original_sizes = Vec::new();
         for img in images {
             let (h, w) = (img.size()[1], img.size()[2]);
             original_sizes.push((h, w));
-            let normed = (img - mean.to_device(img.device())) / std.to_device(img.device());
+            let normed = self.normalize(img);
             // Scale as torchvision computes it (float32), output size floor(side · scale); like
             // `recompute_scale_factor=True`, the interpolation then uses the size ratio.
             let (min_side, max_side) = (h.min(w) as f32, h.max(w) as f32);
@@ -83,17 +88,19 @@ impl DetectionTransform {
     /// Normalise and pad images that already have their training size (e.g. the two views of
     /// pre-training, resized by the multi-view pipeline); sizes are kept as they are.
     pub fn pad_batch(&self, images: &[Tensor]) -> ImageBatch {
-        let mean = Tensor::from_slice(&self.mean)
-            .to_kind(Kind::Float)
-            .view([3, 1, 1]);
-        let std = Tensor::from_slice(&self.std)
-            .to_kind(Kind::Float)
-            .view([3, 1, 1]);
-        let normed: Vec<Tensor> = images
-            .iter()
-            .map(|img| (img - mean.to_device(img.device())) / std.to_device(img.device()))
-            .collect();
+        let normed: Vec<Tensor> = images.iter().map(|img| self.normalize(img)).collect();
         self.pad(&normed)
+    }
+
+    /// `(image − mean) / std` per channel, on the image's device.
+    fn normalize(&self, image: &Tensor) -> Tensor {
+        let per_channel = |v: &[f64; 3]| {
+            Tensor::from_slice(v)
+                .to_kind(Kind::Float)
+                .view([3, 1, 1])
+                .to_device(image.device())
+        };
+        (image - per_channel(&self.mean)) / per_channel(&self.std)
     }
 
     /// Zero-pad to the largest height and width, rounded up to `size_divisible`.

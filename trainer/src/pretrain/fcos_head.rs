@@ -22,12 +22,12 @@ use super::detector::{
     BACKGROUND, BoxPretrainer, ViewOutput, count_instances, frozen_features, instance_offsets,
     to_instances,
 };
-use crate::models::anchors::level_anchors;
+use crate::models::anchors::pyramid_anchors;
 use crate::models::backbone::{Body, BodyKind, build_body};
 use crate::models::fcos::Tower;
 use crate::models::fcos_loss::match_locations_with;
 use crate::models::fpn::{ExtraLevels, Fpn};
-use crate::models::head::{flatten_level, head_conv3x3};
+use crate::models::head::{flatten_level, head_conv, head_conv3x3};
 use crate::models::losses::log_iou_loss;
 use crate::models::norm::NormKind;
 use crate::models::sampler::BalancedSampler;
@@ -37,24 +37,6 @@ use tch::{Kind, Reduction, Tensor};
 
 /// Location size per level (P3–P7): the level's stride, as our FCOS's anchors.
 const LEVEL_SIZES: [f64; 5] = [8.0, 16.0, 32.0, 64.0, 128.0];
-
-/// 1×1 conv initialised as the reference's heads: N(0, 0.01), zero bias.
-pub(crate) fn head_conv1x1(vs: nn::Path, cin: i64, cout: i64) -> nn::Conv2D {
-    nn::conv2d(
-        vs,
-        cin,
-        cout,
-        1,
-        nn::ConvConfig {
-            ws_init: nn::Init::Randn {
-                mean: 0.0,
-                stdev: 0.01,
-            },
-            bs_init: nn::Init::Const(0.0),
-            ..Default::default()
-        },
-    )
-}
 
 #[derive(Debug)]
 pub struct FcosPretrainer {
@@ -83,7 +65,7 @@ impl FcosPretrainer {
         let bb = vs / "backbone";
         let body = build_body(&(&bb / "body"), body, norm);
         let chans = body.out_channels();
-        let (mean, std) = body.pixel_norm();
+        let transform = DetectionTransform::for_body(body.as_ref());
         let cls = vs / "head" / "classification_head";
         let reg = vs / "head" / "regression_head";
         let c = 256;
@@ -93,16 +75,12 @@ impl FcosPretrainer {
             reg_tower: Tower::new(&(&reg / "conv"), c, 4),
             projector: (
                 head_conv3x3(&cls / "projector" / 0, c, c, 0.0),
-                head_conv1x1(&cls / "projector" / 2, c, embedding_dim),
+                head_conv(&cls / "projector" / 2, c, embedding_dim, 1, 0.0),
             ),
             centerness: head_conv3x3(&reg / "bbox_ctrness", c, 1, 0.0),
             regression: head_conv3x3(&reg / "bbox_reg", c, 4, 0.0),
             body,
-            transform: DetectionTransform {
-                mean,
-                std,
-                ..DetectionTransform::default()
-            },
+            transform,
             embedding_dim,
             sampler: BalancedSampler::new(samples, 1.0),
         }
@@ -111,16 +89,8 @@ impl FcosPretrainer {
     /// Locations of every level as boxes of the level's size centred on the point (our FCOS's
     /// anchors), `[ΣHW, 4]`; a level's stride is the padded size over its grid size.
     fn locations(&self, batch: &ImageBatch, features: &[Tensor]) -> Tensor {
-        let (ih, iw) = (batch.tensor.size()[2], batch.tensor.size()[3]);
-        let per_level: Vec<Tensor> = features
-            .iter()
-            .zip(LEVEL_SIZES)
-            .map(|(f, size)| {
-                let (fh, fw) = (f.size()[2], f.size()[3]);
-                level_anchors((fh, fw), (ih / fh, iw / fw), &[size], &[1.0], f.device())
-            })
-            .collect();
-        Tensor::cat(&per_level, 0)
+        let sizes = LEVEL_SIZES.iter().map(std::slice::from_ref);
+        Tensor::cat(&pyramid_anchors(&batch.tensor, features, sizes, &[1.0]), 0)
     }
 }
 

@@ -83,7 +83,7 @@ impl RcnnPretrainer {
         let bb = vs / "backbone";
         let body = build_body(&(&bb / "body"), body, norm);
         let chans = body.out_channels();
-        let (mean, std) = body.pixel_norm();
+        let transform = DetectionTransform::for_body(body.as_ref());
         let mut rpn = Rpn::new(&(vs / "rpn"), 256);
         rpn.sampler = BalancedSampler::new(samples_per_image, 1.0);
         rpn.settings.post_nms_top_n_train = 1000;
@@ -101,11 +101,7 @@ impl RcnnPretrainer {
             ),
             regression: linear(&roi / "pretrain_reg", REPRESENTATION, 4, 0.001),
             body,
-            transform: DetectionTransform {
-                mean,
-                std,
-                ..DetectionTransform::default()
-            },
+            transform,
             roi_matcher: Matcher {
                 high_threshold: 0.5,
                 low_threshold: 0.5,

@@ -13,13 +13,12 @@
 use super::detector::{
     BoxPretrainer, ViewOutput, count_instances, frozen_features, instance_offsets, to_instances,
 };
-use super::fcos_head::head_conv1x1;
-use crate::models::anchors::level_anchors;
+use crate::models::anchors::pyramid_anchors;
 use crate::models::backbone::{Body, BodyKind, build_body};
 use crate::models::box_coder::BoxCoder;
 use crate::models::box_ops::box_iou;
 use crate::models::fpn::{ExtraLevels, Fpn};
-use crate::models::head::{flatten_level, head_conv3x3};
+use crate::models::head::{flatten_level, head_conv, head_conv3x3};
 use crate::models::losses::l1_sum;
 use crate::models::matcher::{BETWEEN_THRESHOLDS, Matcher};
 use crate::models::norm::NormKind;
@@ -56,7 +55,7 @@ impl RetinanetPretrainer {
         let bb = vs / "backbone";
         let body = build_body(&(&bb / "body"), body, norm);
         let chans = body.out_channels();
-        let (mean, std) = body.pixel_norm();
+        let transform = DetectionTransform::for_body(body.as_ref());
         let anchor_sizes = default_anchor_sizes();
         let num_anchors = (anchor_sizes[0].len() * ASPECT_RATIOS.len()) as i64;
         let cls = vs / "head" / "classification_head";
@@ -67,17 +66,19 @@ impl RetinanetPretrainer {
             cls_conv: tower(&(&cls / "conv"), c),
             reg_conv: tower(&(&reg / "conv"), c),
             projector: (
-                head_conv1x1(&cls / "projector" / 0, c, c),
-                head_conv1x1(&cls / "projector" / 2, c, num_anchors * embedding_dim),
+                head_conv(&cls / "projector" / 0, c, c, 1, 0.0),
+                head_conv(
+                    &cls / "projector" / 2,
+                    c,
+                    num_anchors * embedding_dim,
+                    1,
+                    0.0,
+                ),
             ),
             // torchvision's `bbox_reg` (same deltas, same unit-weight coder): it transfers
             regression: head_conv3x3(&reg / "bbox_reg", c, num_anchors * 4, 0.0),
             body,
-            transform: DetectionTransform {
-                mean,
-                std,
-                ..DetectionTransform::default()
-            },
+            transform,
             anchor_sizes,
             embedding_dim,
             matcher: Matcher {
@@ -91,22 +92,11 @@ impl RetinanetPretrainer {
     }
 
     fn anchors(&self, batch: &ImageBatch, features: &[Tensor]) -> Tensor {
-        let (ih, iw) = (batch.tensor.size()[2], batch.tensor.size()[3]);
-        let per_level: Vec<Tensor> = features
-            .iter()
-            .zip(&self.anchor_sizes)
-            .map(|(f, sizes)| {
-                let (fh, fw) = (f.size()[2], f.size()[3]);
-                level_anchors(
-                    (fh, fw),
-                    (ih / fh, iw / fw),
-                    sizes,
-                    &ASPECT_RATIOS,
-                    f.device(),
-                )
-            })
-            .collect();
-        Tensor::cat(&per_level, 0)
+        let sizes = self.anchor_sizes.iter().map(|s| s.as_slice());
+        Tensor::cat(
+            &pyramid_anchors(&batch.tensor, features, sizes, &ASPECT_RATIOS),
+            0,
+        )
     }
 }
 

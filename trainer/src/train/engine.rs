@@ -77,6 +77,12 @@ pub fn checkpoint_step(meta: &std::collections::HashMap<String, String>) -> u32 
     meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
+/// After [`run_loop`]: whether this process goes on to store what the run produced. Only when
+/// the loop ran every step, and only on rank 0 (the other ranks hold the same weights).
+pub fn stores_results(outcome: JobOutcome) -> bool {
+    outcome == JobOutcome::Succeeded && dist::rank() == 0
+}
+
 /// Train from `start_step` to `optim.steps`. `Stopped` when the run was asked to stop.
 pub fn run_loop<S: TrainStep>(
     ctx: &mut JobContext<'_>,
@@ -389,18 +395,8 @@ mod tests {
     }
 
     fn train(toy: &mut Toy, steps: u32, stop: bool) -> (anyhow::Result<JobOutcome>, Recorded) {
-        let spec = JobSpec {
-            run_id: 1,
-            attempt: 1,
-            name: "toy".into(),
-            config: JobConfig::Benchmark(serde_json::from_str::<BenchmarkConfig>("{}").unwrap()),
-            dataset: None,
-            dataset_content: None,
-            inputs: Vec::new(),
-            lease_seconds: 0.0,
-            image_limits: Default::default(),
-            artifact_limit_bytes: None,
-        };
+        let config = serde_json::from_str::<BenchmarkConfig>("{}").unwrap();
+        let spec = JobSpec::standalone(1, "toy", JobConfig::Benchmark(config));
         let mut sink = Recorded::default();
         let flag = StopFlag::default();
         if stop {

@@ -2,7 +2,7 @@
 //! state can be saved in our checkpoints and a resumed run continues exactly (libtorch's C++
 //! optimizers do not expose their state through tch).
 
-use aligndet_common::optim_config::OptimizerKind;
+use aligndet_common::optim_config::{OptimConfig, OptimizerKind};
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
@@ -68,6 +68,20 @@ impl Optimizer {
             step: 0,
             state: BTreeMap::new(),
         }
+    }
+
+    /// The optimizer a training config asks for (kind, momentum, weight decay) over `params`.
+    pub fn for_config(optim: &OptimConfig, params: Vec<Param>) -> Optimizer {
+        Optimizer::new(optim.optimizer, params, optim.momentum, optim.weight_decay)
+    }
+
+    /// "N trainable tensors (M parameters)", as the jobs log it.
+    pub fn describe_params(&self) -> String {
+        let numel: i64 = self.params.iter().map(|p| p.tensor.numel() as i64).sum();
+        format!(
+            "{} trainable tensors ({numel} parameters)",
+            self.params.len()
+        )
     }
 
     pub fn zero_grad(&mut self) {

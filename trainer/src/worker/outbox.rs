@@ -9,7 +9,7 @@
 //! of `succeeded` without the result.
 
 use super::client::{ApiCallError, ApiClient};
-use crate::jobs::sink::now_seconds;
+use crate::jobs::sink::LogNumbering;
 use crate::jobs::{EventSink, StopFlag};
 use aligndet_common::api::{
     ImageProposals, LogBatch, LogLine, MetricPoint, MetricsBatch, ProposalsBatch,
@@ -288,7 +288,7 @@ pub fn retry_transient_value<T>(
 /// The sink jobs see in worker mode: pushes into the outbox and returns at once.
 pub struct HttpSink {
     outbox: Arc<Outbox>,
-    next_log_seq: i64,
+    log_numbering: LogNumbering,
     next_artifact_seq: u64,
     staging_dir: PathBuf,
     /// The server's artifact limit (from the job spec), checked before staging.
@@ -299,7 +299,7 @@ impl HttpSink {
     pub fn new(outbox: Arc<Outbox>, staging_dir: PathBuf) -> HttpSink {
         HttpSink {
             outbox,
-            next_log_seq: 0,
+            log_numbering: LogNumbering::default(),
             next_artifact_seq: 0,
             staging_dir,
             artifact_limit_bytes: None,
@@ -318,15 +318,7 @@ impl EventSink for HttpSink {
     }
 
     fn log_line(&mut self, level: &str, code: Option<&str>, text: String) {
-        eprintln!("[{level}] {text}");
-        let line = LogLine {
-            seq: self.next_log_seq,
-            wall_time: now_seconds(),
-            level: level.to_string(),
-            text,
-            code: code.map(str::to_string),
-        };
-        self.next_log_seq += 1;
+        let line = self.log_numbering.line(level, code, text);
         self.outbox.push(Pending::Logs(vec![line]));
     }
 

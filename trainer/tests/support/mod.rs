@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod detections;
+pub mod parity;
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
