@@ -24,18 +24,7 @@ fn start(tag: &str) -> (Server, TestDb, TempDir) {
 
 /// Wait (up to 20 s) for the browser to arrive at `path` (a click's navigation is asynchronous).
 async fn wait_path(c: &fantoccini::Client, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let here = c.current_url().await.unwrap();
-        if here.path() == path {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stayed at {here}, expected {path}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_url(c, |u| u.path() == path).await;
 }
 
 #[test]
@@ -65,12 +54,7 @@ fn browser_sign_in_viewer_refused_and_logout_ends_the_session() {
             .send_keys(VIEWER_PASSWORD)
             .await
             .unwrap();
-        c.find(Locator::Id("login-submit"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Id("login-submit")).await;
         wait_path(&c, &format!("/runs/{run}")).await;
         let who = c
             .find(Locator::Id("nav-user"))
@@ -127,12 +111,7 @@ fn browser_sign_in_viewer_refused_and_logout_ends_the_session() {
         // Logout ends the stored session, not only the browser's cookie.
         let session = c.get_named_cookie("aligndet_session").await.unwrap();
         let old = session.value().to_string();
-        c.find(Locator::Id("logout"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Id("logout")).await;
         wait_path(&c, "/login").await;
         old
     });

@@ -68,12 +68,7 @@ async fn drive_browser(
     .send_keys(&images.display().to_string())
     .await
     .unwrap();
-    c.find(Locator::Css("form[action='/datasets/import'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("form[action='/datasets/import'] button")).await;
 
     // The dataset page: one SVG overlay per image with its boxes; class toggles hide them.
     wait_for("the dataset page", Duration::from_secs(30), || async {
@@ -102,12 +97,7 @@ async fn drive_browser(
         .await
         .unwrap();
     assert!(table.contains("<b>bold</b> & co"), "{table}");
-    c.find(Locator::Css(".class-toggle[data-cat='1']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css(".class-toggle[data-cat='1']")).await;
     let hidden = c.find_all(Locator::Css("rect.box.hide-box")).await.unwrap();
     assert_eq!(hidden.len(), 3, "class 1 boxes hidden");
 
@@ -125,12 +115,7 @@ async fn drive_browser(
         .unwrap();
     res.clear().await.unwrap();
     res.send_keys("64").await.unwrap();
-    c.find(Locator::Id("start-benchmark"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("start-benchmark")).await;
     wait_for("the run page", Duration::from_secs(30), || async {
         c.current_url()
             .await

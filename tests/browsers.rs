@@ -204,26 +204,10 @@ fn the_predictions_browser_marks_outcomes_with_labels_apart_in_chromium() {
         );
 
         // Sorted by errors through the form: FP + FN never rise down the pages.
-        c.find(Locator::Css("#sort-images option[value='errors']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.find(Locator::Id("apply-view"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(c, Locator::Css("#sort-images option[value='errors']")).await;
+        click(c, Locator::Id("apply-view")).await;
         let mut seen = Vec::new();
-        for _ in 0..100 {
-            let u = c.current_url().await.unwrap();
-            if u.query().is_some_and(|q| q.contains("sort=errors")) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        wait_for_query(c, "sort=errors").await;
         let q = c.current_url().await.unwrap();
         assert!(q.query().unwrap().contains("iou=0.5"), "{q}");
         for page in 0..2 {
@@ -351,12 +335,7 @@ fn the_pseudo_box_browser_draws_thousands_on_a_canvas_and_streams_its_export() {
         assert_eq!(s[1].as_u64(), Some(kept as u64 - 200), "the rest on the canvas");
         assert!(s[2].as_u64().unwrap() > 1000, "the canvas has ink: {s}");
         assert_eq!(s[3], 200);
-        c.find(Locator::Id("show-removed"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(c, Locator::Id("show-removed")).await;
         assert_eq!(state().await[1].as_u64(), Some(big as u64 - 200));
     });
 }

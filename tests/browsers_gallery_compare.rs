@@ -43,25 +43,9 @@ fn the_dataset_gallery_filters_by_class_and_enlarges_on_click() {
         };
         assert_eq!(figures().await.as_array().unwrap().len(), IMAGES as usize);
         // Filter through the form: only the images holding a boat.
-        c.find(Locator::Css("#class-filter-select option[value='3']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.find(Locator::Id("apply-class-filter"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        for _ in 0..100 {
-            let u = c.current_url().await.unwrap();
-            if u.query().is_some_and(|q| q.contains("class=3")) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        click(c, Locator::Css("#class-filter-select option[value='3']")).await;
+        click(c, Locator::Id("apply-class-filter")).await;
+        wait_for_query(c, "class=3").await;
         let shown = figures().await;
         let ids: Vec<i64> = shown
             .as_array()
@@ -84,12 +68,7 @@ fn the_dataset_gallery_filters_by_class_and_enlarges_on_click() {
             )
             .await
             .unwrap();
-        c.find(Locator::Css("#image-grid figure[data-image='5'] .frame"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(c, Locator::Css("#image-grid figure[data-image='5'] .frame")).await;
         let big = c
             .execute(
                 "const d = document.getElementById('lightbox'); \
@@ -105,12 +84,7 @@ fn the_dataset_gallery_filters_by_class_and_enlarges_on_click() {
         assert_eq!(big[1], "5");
         assert!(num(&big[2]) > 1.5 * num(&thumb_width), "{big} vs {thumb_width}");
         assert_eq!(big[3], big[4], "the boxes come along");
-        c.find(Locator::Id("lightbox-close"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(c, Locator::Id("lightbox-close")).await;
         let open = c
             .execute("return document.getElementById('lightbox').open;", vec![])
             .await
@@ -151,12 +125,7 @@ fn the_comparison_keeps_log_scale_smoothing_and_x_axis_in_the_url() {
             .unwrap()
         };
         assert_eq!(faint().await, 0, "no smoothing at first");
-        c.find(Locator::Id("compare-logy"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(c, Locator::Id("compare-logy")).await;
         c.execute(
             "document.getElementById('compare-smooth').value = '0.6'; \
              document.querySelector(\"#compare-x option[value='wall']\").selected = true;",
@@ -164,21 +133,9 @@ fn the_comparison_keeps_log_scale_smoothing_and_x_axis_in_the_url() {
         )
         .await
         .unwrap();
-        c.find(Locator::Css("#compare-controls button[type='submit']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let mut query = String::new();
-        for _ in 0..100 {
-            let u = c.current_url().await.unwrap();
-            query = u.query().unwrap_or("").to_string();
-            if query.contains("smooth=") {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        click(c, Locator::Css("#compare-controls button[type='submit']")).await;
+        let u = wait_for_query(c, "smooth=").await;
+        let query = u.query().unwrap_or("");
         for part in ["logy=1", "smooth=0.6", "x=wall", "runs="] {
             assert!(query.contains(part), "{part} in {query}");
         }

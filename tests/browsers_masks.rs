@@ -58,15 +58,6 @@ fn shown(page: &Value, keep: impl Fn(&Value) -> bool) -> usize {
         .count()
 }
 
-async fn click(c: &fantoccini::Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
 #[test]
 fn masks_are_drawn_under_the_boxes_and_the_toggles_hide_them_in_chromium() {
     let f = fixture_with_masks("browsers-masks");
@@ -129,19 +120,19 @@ fn masks_are_drawn_under_the_boxes_and_the_toggles_hide_them_in_chromium() {
         assert_ne!(fill_of("1"), fill_of("2"), "class colours differ");
 
         // The masks toggle hides every mask and leaves the boxes.
-        click(c, "#show-masks").await;
+        click(c, Locator::Css("#show-masks")).await;
         let p = masks(c).await;
         assert_eq!(shown(&p, |_| true), 0);
         assert!(p["predBoxes"].as_u64().unwrap() > 0, "boxes stay");
-        click(c, "#show-masks").await;
+        click(c, Locator::Css("#show-masks")).await;
         // A class toggle hides that class's masks, predicted and true.
-        click(c, ".class-toggle[data-cat='1']").await;
+        click(c, Locator::Css(".class-toggle[data-cat='1']")).await;
         let p = masks(c).await;
         assert_eq!(shown(&p, |m| m["cat"] == "1"), 0);
         assert!(shown(&p, |m| m["cat"] == "2") > 0);
-        click(c, ".class-toggle[data-cat='1']").await;
+        click(c, Locator::Css(".class-toggle[data-cat='1']")).await;
         // The ground-truth toggle hides the true masks only.
-        click(c, "#show-gt").await;
+        click(c, Locator::Css("#show-gt")).await;
         let p = masks(c).await;
         assert_eq!(shown(&p, |m| m["gt"] == true), 0);
         assert_eq!(shown(&p, |m| m["pred"] == true), preds);
@@ -164,12 +155,12 @@ fn masks_are_drawn_under_the_boxes_and_the_toggles_hide_them_in_chromium() {
             }
         }
         assert_eq!(shown(&p, |_| true), all.len());
-        click(c, "#show-masks").await;
+        click(c, Locator::Css("#show-masks")).await;
         let p = masks(c).await;
         assert_eq!(shown(&p, |_| true), 0);
         assert!(list(&p["boxes"]).iter().all(|b| b["shown"] == true));
-        click(c, "#show-masks").await;
-        click(c, ".class-toggle[data-cat='2']").await;
+        click(c, Locator::Css("#show-masks")).await;
+        click(c, Locator::Css(".class-toggle[data-cat='2']")).await;
         let p = masks(c).await;
         assert_eq!(shown(&p, |m| m["cat"] == "2"), 0);
         assert!(shown(&p, |m| m["cat"] == "1") > 0);

@@ -259,25 +259,12 @@ fn charts_show_single_points_units_and_views_in_chromium() {
         )
         .await
         .unwrap();
-        c.find(Locator::Id("chart-apply"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let u = c.current_url().await.unwrap();
-            if u.query().is_some_and(|q| q.contains("x=time")) {
-                // The view chosen before the click is still in the URL.
-                let q = u.query().unwrap();
-                assert!(q.contains("logy=1") && q.contains("smooth=0.6"), "{q}");
-                assert!(!q.contains("logx=1"), "{q}");
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "the form did not navigate: {u}");
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
+        click(&c, Locator::Id("chart-apply")).await;
+        let u = wait_for_query(&c, "x=time").await;
+        // The view chosen before the click is still in the URL.
+        let q = u.query().unwrap();
+        assert!(q.contains("logy=1") && q.contains("smooth=0.6"), "{q}");
+        assert!(!q.contains("logx=1"), "{q}");
         let charts = measure(&c).await;
         let texts = chart(&charts, "loss")["texts"].clone();
         assert!(

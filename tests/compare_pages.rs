@@ -100,16 +100,7 @@ fn fixture(tag: &str) -> Fixture {
     let db = TestDb::create();
     let data = TempDir::new(&format!("{tag}-data"));
     let server = Server::start(&ServerOptions::new(&db, data.path()));
-    // 4 images per labeled draw → 1 epoch = 2 steps of batch 2.
-    let splits = json!({"train": (1..=20).collect::<Vec<_>>(), "val": [21, 22],
-                        "labeled": {"5pct_seed1": [1, 2, 3, 4], "5pct_seed2": [5, 6, 7, 8],
-                                    "5pct_seed3": [9, 10, 11, 12]}});
-    db.query(&format!(
-        "INSERT INTO datasets (name, format, source, image_root, annotations_path, num_images, \
-         num_annotations, splits) VALUES ('small', 'coco', 'test', '/nonexistent', \
-         '/nonexistent/a.json', 22, 0, $j${splits}$j$::jsonb)"
-    ));
-    let dataset: i64 = db.query("SELECT id FROM datasets").parse().unwrap();
+    let dataset = insert_small_dataset(&db);
     let mut b = Vec::new();
     for seed in 1..=3u64 {
         let name = if seed == 1 {
@@ -552,21 +543,15 @@ fn ticking_runs_and_pressing_compare_opens_the_comparison_in_a_browser() {
             "nothing ticked yet"
         );
         for id in [f.b[0], f.b[1], f.a[0], f.a[1]] {
-            c.find(Locator::Css(&format!("input.compare-pick[value='{id}']")))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
+            click(
+                &c,
+                Locator::Css(&format!("input.compare-pick[value='{id}']")),
+            )
+            .await;
         }
         let count = c.find(Locator::Id("compare-count")).await.unwrap();
         assert_eq!(count.text().await.unwrap(), "4 selected");
-        c.find(Locator::Id("compare-selected"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Id("compare-selected")).await;
         c.wait()
             .for_element(Locator::Id("stats-table"))
             .await

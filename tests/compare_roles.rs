@@ -61,15 +61,7 @@ fn fixture(tag: &str) -> Fixture {
     let db = TestDb::create();
     let data = TempDir::new(&format!("{tag}-data"));
     let server = Server::start(&ServerOptions::new(&db, data.path()));
-    let splits = json!({"train": (1..=20).collect::<Vec<_>>(), "val": [21, 22],
-                        "labeled": {"5pct_seed1": [1, 2, 3, 4], "5pct_seed2": [5, 6, 7, 8],
-                                    "5pct_seed3": [9, 10, 11, 12]}});
-    db.query(&format!(
-        "INSERT INTO datasets (name, format, source, image_root, annotations_path, num_images, \
-         num_annotations, splits) VALUES ('small', 'coco', 'test', '/nonexistent', \
-         '/nonexistent/a.json', 22, 0, $j${splits}$j$::jsonb)"
-    ));
-    let dataset: i64 = db.query("SELECT id FROM datasets").parse().unwrap();
+    let dataset = insert_small_dataset(&db);
     let aligndet = (1..=3u64)
         .map(|s| {
             let cfg = config(dataset, s, Some("pretrained.safetensors"));

@@ -25,16 +25,8 @@ fn embedded_postgres_demo_datasets_worker_and_restart() {
     let data = TempDir::new("embedded");
     // No TestDb: the server must bring its own cluster.
     let opts = ServerOptions {
-        database_url: None,
-        data_dir: data.path().to_path_buf(),
-        lease_seconds: 30.0,
-        heartbeat_seconds: 1.0,
-        max_attempts: 3,
-        upload_limit_mib: 64,
-        import_roots: vec![],
         demo_cache: Some(cache),
-        token: "embedded-token-123456".into(),
-        bind: "127.0.0.1:0".into(),
+        ..ServerOptions::embedded(data.path())
     };
     let server = Server::start(&opts);
     assert!(

@@ -25,22 +25,6 @@ fn step_points(db: &TestDb, run: i64) -> String {
     ))
 }
 
-/// Options for a server with its own embedded cluster in `data`.
-fn embedded_options(data: &Path) -> ServerOptions {
-    ServerOptions {
-        database_url: None,
-        data_dir: data.to_path_buf(),
-        lease_seconds: 30.0,
-        heartbeat_seconds: 1.0,
-        max_attempts: 3,
-        upload_limit_mib: 64,
-        import_roots: vec![],
-        demo_cache: None,
-        token: "faults-token-0123456789".into(),
-        bind: "127.0.0.1:0".into(),
-    }
-}
-
 /// The newest PostgreSQL server binaries, as the server finds them.
 fn pg_bin(program: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("ALIGNDET_PG_BIN") {
@@ -311,7 +295,7 @@ fn kill_9_both_and_restart(server: Server, opts: &ServerOptions) -> (Server, f64
 #[test]
 fn kill_9_of_server_and_postmaster_then_an_immediate_restart_comes_up() {
     let data = TempDir::new("kill9");
-    let opts = embedded_options(data.path());
+    let opts = ServerOptions::embedded(data.path());
     let server = Server::start(&opts);
     let kept = server.create_run("kept", bench(1));
 
@@ -347,7 +331,7 @@ fn kill_9_of_server_and_postmaster_then_an_immediate_restart_comes_up() {
 fn the_embedded_socket_is_closed_to_other_local_users() {
     assert_root();
     let data = TempDir::new("socket");
-    let server = Server::start(&embedded_options(data.path()));
+    let server = Server::start(&ServerOptions::embedded(data.path()));
     let socket = data.path().join("postgres-socket");
     let meta = std::fs::metadata(&socket).expect("socket dir");
     assert_eq!(meta.permissions().mode() & 0o777, 0o700, "socket dir mode");
@@ -451,7 +435,7 @@ fn a_trusting_cluster_from_an_older_version_is_locked_at_start() {
         "the old layout lets anyone in (what this test guards against): {err}"
     );
 
-    let server = Server::start(&embedded_options(data.path()));
+    let server = Server::start(&ServerOptions::embedded(data.path()));
     let (ok, _) = psql_as(Some("nobody"), &socket, None);
     assert!(
         !ok,
@@ -477,7 +461,7 @@ fn a_trusting_cluster_from_an_older_version_is_locked_at_start() {
     // The server works on the converted cluster, and it survives a restart.
     let run = server.create_run("on the converted cluster", bench(1));
     server.stop();
-    let server = Server::start(&embedded_options(data.path()));
+    let server = Server::start(&ServerOptions::embedded(data.path()));
     assert_eq!(status(&server.run(run)), "queued");
     server.stop();
 }

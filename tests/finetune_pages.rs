@@ -491,19 +491,8 @@ fn the_threshold_field_and_class_toggles_filter_boxes_in_a_browser() {
         )
         .await
         .unwrap();
-        c.find(Locator::Id("apply-view"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        for _ in 0..100 {
-            let u = c.current_url().await.unwrap();
-            if u.query().is_some_and(|q| q.contains("threshold=0.6")) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        click(&c, Locator::Id("apply-view")).await;
+        wait_for_query(&c, "threshold=0.6").await;
         assert_eq!(
             count("#pred-image-5 g.pred").await,
             1,
@@ -514,12 +503,7 @@ fn the_threshold_field_and_class_toggles_filter_boxes_in_a_browser() {
         // The hostile class, shown as text, and its toggle hides its boxes, GT included.
         let toggles = c.find(Locator::Id("class-counts")).await.unwrap();
         assert!(toggles.text().await.unwrap().contains("<b>bold</b> & co"));
-        c.find(Locator::Css(".class-toggle[data-cat='2']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Css(".class-toggle[data-cat='2']")).await;
         assert_eq!(
             count("#pred-image-6 g.gt.hide-box").await,
             1,

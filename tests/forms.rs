@@ -207,22 +207,12 @@ fn in_a_browser_the_placeholders_follow_steps_and_the_bad_field_is_focused() {
             let placeholder = field(name).await.attr("placeholder").await.unwrap();
             assert_eq!(placeholder.as_deref(), Some(expected), "{name}");
         }
-        c.find(Locator::Id("start-finetune"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let mut id = None;
-        for _ in 0..40 {
-            let u = c.current_url().await.unwrap();
-            if let Some(n) = u.path().strip_prefix("/runs/").and_then(|s| s.parse::<i64>().ok()) {
-                id = Some(n);
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        }
-        let id = id.expect("redirected to the run");
+        click(&c, Locator::Id("start-finetune")).await;
+        let run_id = |u: &reqwest::Url| {
+            let id = u.path().strip_prefix("/runs/")?;
+            id.parse::<i64>().ok()
+        };
+        let id = run_id(&wait_for_url(&c, |u| run_id(u).is_some()).await).unwrap();
 
         // A bad lr: the page comes back focused on it, with the steps still 20.
         c.goto(&format!("{url}/runs/new")).await.unwrap();
@@ -232,12 +222,7 @@ fn in_a_browser_the_placeholders_follow_steps_and_the_bad_field_is_focused() {
         let lr = field("lr").await;
         lr.clear().await.unwrap();
         lr.send_keys("-1").await.unwrap();
-        c.find(Locator::Id("start-finetune"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Id("start-finetune")).await;
         let mut focused = Value::Null;
         for _ in 0..40 {
             focused = c

@@ -141,12 +141,7 @@ fn runs_that_ended_offer_no_cancel_and_say_why_they_have_no_artifacts() {
 
         // A queued run: the confirmation can be declined (nothing happens) …
         c.goto(&url(&format!("/runs/{queued}"))).await.unwrap();
-        c.find(Locator::Id("cancel-run"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Id("cancel-run")).await;
         let question = c.get_alert_text().await.unwrap();
         assert!(
             question.contains(&format!("Cancel run #{queued}?")),
@@ -158,12 +153,7 @@ fn runs_that_ended_offer_no_cancel_and_say_why_they_have_no_artifacts() {
         };
         assert_eq!(status(), "queued", "declined");
         // … or accepted: the run is cancelled, the button gone, the artifacts line says why.
-        c.find(Locator::Id("cancel-run"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Id("cancel-run")).await;
         c.accept_alert().await.unwrap();
         c.wait()
             .for_element(Locator::Css("#run-status"))

@@ -40,25 +40,6 @@ fn write_rect_dataset(dir: &Path, n: u32, size: u32) -> (std::path::PathBuf, std
     (ann, images)
 }
 
-fn import(server: &Server, name: &str, ann: &Path, images: &Path) -> i64 {
-    let ui = server.browser_session();
-    let r = ui.post_form(
-        "/datasets/import",
-        &[
-            ("name", name),
-            ("format", "coco"),
-            ("annotations", ann.to_str().unwrap()),
-            ("images", images.to_str().unwrap()),
-        ],
-    );
-    let url = r.url().clone();
-    let body = r.text().unwrap();
-    url.path()
-        .strip_prefix("/datasets/")
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("import failed: {body}"))
-}
-
 #[test]
 fn a_proposals_run_stores_boxes_recall_and_is_browsable() {
     let db = TestDb::create();
@@ -68,7 +49,7 @@ fn a_proposals_run_stores_boxes_recall_and_is_browsable() {
     let mut opts = ServerOptions::new(&db, data.path());
     opts.import_roots = vec![imports.path().to_path_buf()];
     let server = Server::start(&opts);
-    let dataset = import(&server, "rects", &ann, &images);
+    let dataset = import_dataset(&server, "rects", &ann, &images);
     let run = server.create_run(
         "pseudo",
         json!({"kind": "proposals", "dataset_id": dataset, "strategy": "fast"}),
@@ -140,7 +121,7 @@ fn a_reclaimed_proposals_job_skips_finished_images() {
     opts.lease_seconds = 3.0;
     opts.heartbeat_seconds = 0.5;
     let server = Server::start(&opts);
-    let dataset = import(&server, "rects", &ann, &images);
+    let dataset = import_dataset(&server, "rects", &ann, &images);
     let run = server.create_run(
         "resumable",
         json!({"kind": "proposals", "dataset_id": dataset, "strategy": "quality", "chunk_size": 2}),

@@ -74,22 +74,13 @@ async fn exists(c: &Client, css: &str) -> bool {
         .is_empty()
 }
 
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
-}
-
 /// Type `text` into the search box and search; the run ids listed.
 async fn search(c: &Client, url: &str, text: &str) -> Vec<i64> {
     c.goto(&format!("{url}/runs")).await.expect("runs page");
     let q = c.find(Locator::Css("#runs-q")).await.expect("search box");
     q.clear().await.expect("clear");
     q.send_keys(text).await.expect("type");
-    click(c, "#runs-apply").await;
+    click(c, Locator::Css("#runs-apply")).await;
     // The search is in the URL once the results page is there (a GET form).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -118,7 +109,7 @@ async fn search(c: &Client, url: &str, text: &str) -> Vec<i64> {
 }
 
 async fn logout(c: &Client) {
-    click(c, "#logout").await;
+    click(c, Locator::Css("#logout")).await;
     wait_path(c, |p| p == "/login" || p == "/", "signed out").await;
 }
 
@@ -206,7 +197,7 @@ fn run_management_in_chromium() {
         // An editor clones alpha with one field changed.
         browser_sign_in(&c, &url, "eddie", VIEWER_PASSWORD).await;
         c.goto(&format!("{url}/runs/{alpha}")).await.expect("run page");
-        click(&c, "#clone-run").await;
+        click(&c, Locator::Css("#clone-run")).await;
         wait_path(&c, |p| p.ends_with("/clone"), "the clone page").await;
         assert!(text_of(&c, "#clone-notice").await.contains(&format!("run #{alpha}")));
         let lr = c
@@ -216,7 +207,7 @@ fn run_management_in_chromium() {
         assert_eq!(lr.prop("value").await.unwrap().as_deref(), Some("0.01"));
         lr.clear().await.expect("clear");
         lr.send_keys("0.02").await.expect("type");
-        click(&c, "#finetune-form button[type=submit]").await;
+        click(&c, Locator::Css("#finetune-form button[type=submit]")).await;
         let path = wait_path(
             &c,
             |p| p.starts_with("/runs/") && p[6..].parse::<i64>().is_ok(),
@@ -227,7 +218,7 @@ fn run_management_in_chromium() {
 
         // The editor tags alpha.
         c.goto(&format!("{url}/runs/{alpha}")).await.expect("run page");
-        click(&c, "#tags-editor summary").await;
+        click(&c, Locator::Css("#tags-editor summary")).await;
         let tags = c.find(Locator::Css("#tags-input")).await.expect("tags");
         tags.send_keys("sweep keep").await.expect("type");
         c.find(Locator::Css("#note-input"))
@@ -236,7 +227,7 @@ fn run_management_in_chromium() {
             .send_keys("the \"good\" one, with a comma")
             .await
             .expect("type");
-        click(&c, "#tags-save").await;
+        click(&c, Locator::Css("#tags-save")).await;
         // The post redirects back to the same page: wait for the tags to be on it.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -385,7 +376,7 @@ fn run_management_in_chromium() {
         c.goto(&format!("{url}/runs/{alpha}"))
             .await
             .expect("run page");
-        click(&c, "#delete-run").await;
+        click(&c, Locator::Css("#delete-run")).await;
         wait_path(&c, |p| p.ends_with("/delete"), "the confirmation").await;
         let blocked = text_of(&c, "#delete-blocked").await;
         assert!(blocked.contains(&format!("#{dependent}")), "{blocked}");
@@ -402,7 +393,7 @@ fn run_management_in_chromium() {
                 .await
                 .contains("8 metric points")
         );
-        click(&c, "#delete-confirm").await;
+        click(&c, Locator::Css("#delete-confirm")).await;
         wait_path(&c, |p| p == "/runs", "the runs page").await;
         c.close().await.expect("close");
     });

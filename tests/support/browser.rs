@@ -103,3 +103,34 @@ impl Drop for ChromeDriver {
         let _ = self.child.wait();
     }
 }
+
+/// Click the element `at`, which must be on the page.
+pub async fn click(c: &fantoccini::Client, at: fantoccini::Locator<'_>) {
+    let element = c
+        .find(at)
+        .await
+        .unwrap_or_else(|e| panic!("{at:?} is not on the page: {e}"));
+    element.click().await.unwrap();
+}
+
+/// Wait up to 20 s until the page's URL passes `arrived` (a form's navigation, a redirect);
+/// returns that URL, or fails naming the URL the page stayed at.
+pub async fn wait_for_url(
+    c: &fantoccini::Client,
+    arrived: impl Fn(&reqwest::Url) -> bool,
+) -> reqwest::Url {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let here = c.current_url().await.unwrap();
+        if arrived(&here) {
+            return here;
+        }
+        assert!(Instant::now() < deadline, "the page stayed at {here}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// [`wait_for_url`] until the query string holds `part` (e.g. `"threshold=0.6"`).
+pub async fn wait_for_query(c: &fantoccini::Client, part: &str) -> reqwest::Url {
+    wait_for_url(c, |u| u.query().is_some_and(|q| q.contains(part))).await
+}

@@ -3,8 +3,30 @@
 //! of training anything.
 
 use crate::TestDb;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::Path;
+
+/// A dataset row named `small` without files: 22 images (train 1–20, val 21–22) and three 5 %
+/// labeled draws of 4 images (1 epoch = 2 steps of batch 2), for runs that never read it;
+/// returns its id.
+pub fn insert_small_dataset(db: &TestDb) -> i64 {
+    let splits = json!({"train": (1..=20).collect::<Vec<_>>(), "val": [21, 22],
+                        "labeled": {"5pct_seed1": [1, 2, 3, 4], "5pct_seed2": [5, 6, 7, 8],
+                                    "5pct_seed3": [9, 10, 11, 12]}});
+    inserted_id(db.query(&format!(
+        "INSERT INTO datasets (name, format, source, image_root, annotations_path, num_images, \
+         num_annotations, splits) VALUES ('small', 'coco', 'test', '/nonexistent', \
+         '/nonexistent/a.json', 22, 0, $j${splits}$j$::jsonb) RETURNING id"
+    )))
+}
+
+/// The id an `INSERT … RETURNING id` printed (psql's first line).
+fn inserted_id(out: String) -> i64 {
+    out.lines()
+        .next()
+        .and_then(|id| id.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no id from the insert: {out:?}"))
+}
 
 /// A run of `kind` in `status` with `config` (its `dataset_id`, if any, becomes the run's
 /// dataset); returns its id. `name` may hold any text: it is dollar-quoted.
@@ -12,14 +34,10 @@ pub fn insert_run(db: &TestDb, kind: &str, name: &str, config: &Value, status: &
     let dataset = config["dataset_id"]
         .as_i64()
         .map_or("NULL".to_string(), |d| d.to_string());
-    let out = db.query(&format!(
+    inserted_id(db.query(&format!(
         "INSERT INTO runs (kind, name, config, status, dataset_id) \
          VALUES ('{kind}', $q${name}$q$, $q${config}$q$::jsonb, '{status}', {dataset}) RETURNING id"
-    ));
-    out.lines()
-        .next()
-        .and_then(|id| id.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no run id from the insert: {out:?}"))
+    )))
 }
 
 /// Metric points `(key, step, value)` of a run's first attempt, two seconds apart per step.

@@ -24,9 +24,18 @@ pub struct ServerOptions {
 }
 
 impl ServerOptions {
+    /// A server on the test database `db`.
     pub fn new(db: &TestDb, data_dir: &Path) -> ServerOptions {
         ServerOptions {
             database_url: Some(db.url.clone()),
+            ..ServerOptions::embedded(data_dir)
+        }
+    }
+
+    /// A server without a database URL: it brings its own Postgres cluster in `data_dir`.
+    pub fn embedded(data_dir: &Path) -> ServerOptions {
+        ServerOptions {
+            database_url: None,
             data_dir: data_dir.to_path_buf(),
             lease_seconds: 30.0,
             heartbeat_seconds: 1.0,
