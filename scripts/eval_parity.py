@@ -13,20 +13,13 @@ problem. Exits non-zero on any failure; the last line reads "N passed, M failed"
 """
 
 import argparse
-import contextlib
-import copy
-import io
 import json
-import math
 import os
 import random
-import subprocess
-import sys
 import tempfile
 
-import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+import coco_parity
+
 
 TOLERANCE = 1e-9
 
@@ -146,38 +139,11 @@ def make_case(seed):
 
 
 def pycocotools_eval(gt, dets):
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(copy.deepcopy(dets))
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    precision = ev.eval["precision"]  # [T, R, K, A, M]
-    recall = ev.eval["recall"]  # [T, K, A, M]
-
-    def mean_valid(a):
-        a = a[a > -1]
-        return -1.0 if a.size == 0 else float(np.mean(a))
-
-    per_class = {}
-    for k, cat in enumerate(ev.params.catIds):
-        per_class[cat] = [
-            mean_valid(precision[:, :, k, 0, -1]),
-            mean_valid(precision[0, :, k, 0, -1]),
-            mean_valid(precision[5, :, k, 0, -1]),
-            mean_valid(recall[:, k, 0, -1]),
-        ]
-    return [float(s) for s in ev.stats], per_class
+    return coco_parity.pycocotools_eval(gt, dets, "bbox")
 
 
 def run_trainer(trainer, gt_path, dt_path, threads=None):
-    cmd = [trainer, "eval", "--gt", gt_path, "--dt", dt_path]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    return subprocess.run(cmd, capture_output=True, text=True)
+    return coco_parity.run_trainer_eval(trainer, gt_path, dt_path, "bbox", threads)
 
 
 def close(a, b):
@@ -283,31 +249,11 @@ def main():
     parser.add_argument("--seed", type=int, default=20240601)
     args = parser.parse_args()
 
-    passed = failed = 0
-    worst = 0.0
+    tally = coco_parity.Tally()
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.cases):
-            seed = args.seed + i
-            try:
-                problem, diff = check_case(args.trainer, tmp, seed)
-            except Exception as e:  # a crash in one case is a failure, not the end of the run
-                problem, diff = f"{type(e).__name__}: {e}", 0.0
-            worst = max(worst, diff)
-            if problem:
-                failed += 1
-                print(f"case seed={seed}: FAIL {problem}")
-            else:
-                passed += 1
-        for name, problem in check_malformed(args.trainer, tmp):
-            if problem:
-                failed += 1
-                print(f"malformed input '{name}': FAIL {problem}")
-            else:
-                passed += 1
-    print(f"largest |stat difference| over random cases: {worst:.3g}")
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
-
+        tally.random_cases(check_case, args.trainer, tmp, args.seed, args.cases)
+        tally.malformed(check_malformed(args.trainer, tmp))
+    tally.finish("largest |stat difference| over random cases: {worst:.3g}")
 
 if __name__ == "__main__":
     main()
