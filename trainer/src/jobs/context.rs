@@ -6,6 +6,7 @@ use super::inputs::ArtifactSource;
 use super::sink::{EventSink, StopFlag};
 use aligndet_common::api::{DatasetLocation, JobSpec};
 use aligndet_common::artifacts;
+use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -62,7 +63,10 @@ impl JobContext<'_> {
 
     /// Where the dataset the job reads lies; an error for a spec without one.
     pub fn dataset(&self) -> anyhow::Result<DatasetLocation> {
-        (self.spec.dataset.clone()).ok_or_else(|| anyhow::anyhow!("the job spec names no dataset"))
+        self.spec
+            .dataset
+            .clone()
+            .context("the job spec names no dataset")
     }
 }
 

@@ -95,6 +95,9 @@ impl FcosHead {
     }
 }
 
+/// torchvision's anchor size per level (P3–P7): the level's stride, one square anchor a location.
+pub const LEVEL_SIZES: [f64; 5] = [8.0, 16.0, 32.0, 64.0, 128.0];
+
 #[derive(Debug)]
 pub struct Fcos {
     pub body: Box<dyn Body>,
@@ -102,7 +105,7 @@ pub struct Fcos {
     pub head: FcosHead,
     pub transform: DetectionTransform,
     pub inference: DenseInference,
-    /// Anchor size per level (torchvision: 8, 16, 32, 64, 128).
+    /// Anchor size per level ([`LEVEL_SIZES`] by default).
     pub anchor_sizes: Vec<f64>,
 }
 
@@ -120,7 +123,7 @@ impl Fcos {
             body,
             transform,
             inference: DenseInference::fcos(),
-            anchor_sizes: vec![8.0, 16.0, 32.0, 64.0, 128.0],
+            anchor_sizes: LEVEL_SIZES.to_vec(),
         }
     }
 

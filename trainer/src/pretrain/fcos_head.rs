@@ -24,7 +24,7 @@ use super::detector::{
 };
 use crate::models::anchors::pyramid_anchors;
 use crate::models::backbone::{Body, BodyKind, build_body};
-use crate::models::fcos::Tower;
+use crate::models::fcos::{LEVEL_SIZES, Tower};
 use crate::models::fcos_loss::match_locations_with;
 use crate::models::fpn::{ExtraLevels, Fpn};
 use crate::models::head::{flatten_level, head_conv, head_conv3x3};
@@ -34,9 +34,6 @@ use crate::models::sampler::BalancedSampler;
 use crate::models::transform::{DetectionTransform, ImageBatch};
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
-
-/// Location size per level (P3–P7): the level's stride, as our FCOS's anchors.
-const LEVEL_SIZES: [f64; 5] = [8.0, 16.0, 32.0, 64.0, 128.0];
 
 #[derive(Debug)]
 pub struct FcosPretrainer {
