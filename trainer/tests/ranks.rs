@@ -1,14 +1,15 @@
 //! Data-parallel ranks over real c10d Gloo process groups, through the `trainer` binary (rank 0
 //! spawns `trainer rank` processes): two ranks with half the batch each give, step by step, the
 //! losses of one process with the whole batch, for a FCOS fine-tune and for box-domain
-//! pre-training; and what cannot run is refused by name.
+//! pre-training; MoCo trains over two ranks with its keys shuffled across them and resumes from
+//! its checkpoint; and what cannot run is refused by name.
 
 mod support;
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{local_spec, synthetic_dataset, write_pseudo_boxes};
+use support::{assert_repeats, local_spec, metric_series, synthetic_dataset, write_pseudo_boxes};
 
 const PROPOSALS_RUN_ID: i64 = 4;
 
@@ -118,6 +119,10 @@ fn assert_same_losses(one: &[Value], two: &[Value], what: &str) {
         logs(two).contains("2 data-parallel ranks"),
         "{what}: ran as two ranks"
     );
+    assert!(
+        logs(two).contains(&format!("step {STEPS}: the 2 ranks hold the same weights")),
+        "{what}: the ranks' weights were compared at the end"
+    );
 }
 
 /// A FCOS fine-tune from the ImageNet EfficientNet-Lite0 (frozen BN: batch statistics per rank
@@ -195,6 +200,63 @@ fn two_gloo_ranks_pretrain_box_as_one_process_with_the_whole_batch() {
     );
     assert!(ok2, "{}", error(&two));
     assert_same_losses(&one, &two, "pretrain_box");
+}
+
+/// MoCo over two ranks (shuffle-BN: the keys' batch statistics come from sub-batches mixed across
+/// the ranks, so no exact one-process counterpart exists). The queue takes the keys of the whole
+/// global batch each step, so its pointer in the checkpoint counts both ranks' images; a
+/// re-claimed attempt resumes from that checkpoint and repeats the steps after it.
+#[test]
+fn two_gloo_ranks_pretrain_image_with_keys_shuffled_across_ranks() {
+    const RUN_ID: i64 = 3;
+    let dir = temp("pretrain-image");
+    let (data, splits) = synthetic_dataset(&dir, 8, 2, 64, 6);
+    let inputs = dir.join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let spec = local_spec(
+        RUN_ID,
+        &data,
+        &splits,
+        json!({
+            "kind": "pretrain_image", "dataset_id": 1, "split": "train",
+            "backbone": "efficientnet_lite0", "init": {"from": "scratch"},
+            "crop_size": 64, "queue_size": 16, "embedding_dim": 32, "hidden_dim": 64,
+            "optim": {
+                "batch_size": 4, "steps": 6, "lr": 0.03, "checkpoint_every": 3,
+                "loader_threads": 1, "world_size": 2,
+            },
+        }),
+    );
+    let (ok, first) = trainer_run(&dir, "first", &spec, &inputs);
+    assert!(ok, "{}", error(&first));
+    // the key encoder and the queue, besides the query encoder, are the same on both ranks
+    for step in [3, 6] {
+        let agreed = format!("step {step}: the 2 ranks hold the same weights");
+        assert!(logs(&first).contains(&agreed), "{}", logs(&first));
+    }
+    let losses = metric_series(&dir.join("first"), "loss/contrastive");
+    assert_eq!(
+        losses.keys().copied().collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>()
+    );
+    assert!(losses.values().all(|l| l.is_finite()), "{losses:?}");
+
+    // after 3 steps of 2 × 2 keys the pointer is at 12 (6 had each rank kept its own)
+    let checkpoint = dir.join("first/artifacts/checkpoint.safetensors");
+    let meta = aligndet_trainer::train::checkpoint::read_metadata(&checkpoint).unwrap();
+    assert_eq!(
+        (meta["step"].as_str(), meta["queue_ptr"].as_str()),
+        ("3", "12")
+    );
+
+    let own = inputs.join(RUN_ID.to_string());
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::copy(&checkpoint, own.join("checkpoint.safetensors")).unwrap();
+    let (ok, resumed) = trainer_run(&dir, "resumed", &spec, &inputs);
+    assert!(ok, "{}", error(&resumed));
+    assert!(logs(&resumed).contains("resumed from the checkpoint at step 3"));
+    let again = metric_series(&dir.join("resumed"), "loss/contrastive");
+    assert_repeats(&losses, &again, 4..=6, 1e-4, "loss/contrastive");
 }
 
 #[test]

@@ -218,6 +218,46 @@ impl ProcessGroup {
         Ok(outputs)
     }
 
+    /// `Some(world size)` when every rank holds the same `named` tensors as rank 0 (given in
+    /// the same order on every rank); an error naming the first that differs otherwise. Each
+    /// tensor is fingerprinted by its sum and sum of squares in f64, compared bit for bit:
+    /// ranks that apply the same averaged update to the same weights stay identical, so any
+    /// difference means they drifted (an update one rank made alone, a non-deterministic
+    /// kernel) and would go on training different models under one run.
+    pub fn check_same(&self, named: &[(String, Tensor)]) -> anyhow::Result<Option<usize>> {
+        if named.is_empty() {
+            return Ok(Some(self.world_size));
+        }
+        let prints = tch::no_grad(|| {
+            let sums: Vec<Tensor> = named
+                .iter()
+                .flat_map(|(_, t)| {
+                    let t = t.detach().to_kind(Kind::Double);
+                    [t.sum(Kind::Double), t.square().sum(Kind::Double)]
+                })
+                .collect();
+            Tensor::stack(&sums, 0).to_device(tch::Device::Cpu)
+        });
+        let all = self.all_gather(&prints)?;
+        let reference = Vec::<f64>::try_from(&all[0])?;
+        for (rank, theirs) in all.iter().enumerate().skip(1) {
+            let theirs = Vec::<f64>::try_from(theirs)?;
+            let differs =
+                (0..reference.len()).find(|&i| reference[i].to_bits() != theirs[i].to_bits());
+            if let Some(i) = differs {
+                anyhow::bail!(
+                    "the data-parallel ranks have drifted apart: rank {rank} holds a different {} than rank 0 (sum {:e} against {:e}, sum of squares {:e} against {:e})",
+                    named[i / 2].0,
+                    theirs[i - i % 2],
+                    reference[i - i % 2],
+                    theirs[i - i % 2 + 1],
+                    reference[i - i % 2 + 1]
+                );
+            }
+        }
+        Ok(Some(self.world_size))
+    }
+
     fn record(&self, e: anyhow::Error) {
         let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
         slot.get_or_insert_with(|| format!("{e:#}"));
@@ -357,6 +397,15 @@ pub fn average_gradients(params: &[Tensor]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With several ranks: that they all hold the same `named` tensors (see
+/// [`ProcessGroup::check_same`]), and how many they are. `None` on one process.
+pub fn check_replicas_agree(named: &[(String, Tensor)]) -> anyhow::Result<Option<usize>> {
+    match current() {
+        Some(g) => g.check_same(named),
+        None => Ok(None),
+    }
+}
+
 /// Overwrite every rank's `tensors` with rank 0's (the initial parameters, so that ranks start
 /// identical whatever their own initialisation drew).
 pub fn broadcast_from_rank0(tensors: &[Tensor]) -> anyhow::Result<()> {
@@ -421,6 +470,44 @@ mod tests {
         assert_eq!(gathered1, vec![10, 11]);
     }
 
+    /// Same tensors pass; one element one ulp apart on rank 1 is named on both ranks.
+    #[test]
+    fn ranks_that_drifted_apart_are_caught_and_the_tensor_named() {
+        let store = Store::serve("127.0.0.1", 2, SHORT).unwrap();
+        let port = store.port();
+        let tensors = |nudge: bool| {
+            let w = Tensor::from_slice(&[0.25f32, -1.5, 3.0]);
+            if nudge {
+                let _ = w
+                    .get(1)
+                    .fill_(f32::from_bits((-1.5f32).to_bits() + 1) as f64);
+            }
+            vec![
+                ("head.bias".to_string(), Tensor::from_slice(&[1.0f32])),
+                ("head.weight".to_string(), w),
+            ]
+        };
+        let check = move |g: &ProcessGroup| {
+            let rank = g.rank;
+            let same = g.check_same(&tensors(false)).map_err(|e| e.to_string());
+            let drifted = g.check_same(&tensors(rank == 1)).map_err(|e| e.to_string());
+            (same, drifted)
+        };
+        let other = std::thread::spawn(move || {
+            let store = Store::connect("127.0.0.1", port, 2, SHORT).unwrap();
+            check(&ProcessGroup::join(store, "127.0.0.1", 1, 2, SHORT, SHORT).unwrap())
+        });
+        let zero = check(&ProcessGroup::join(store, "127.0.0.1", 0, 2, SHORT, SHORT).unwrap());
+        for (same, drifted) in [zero, other.join().unwrap()] {
+            assert_eq!(same, Ok(Some(2)));
+            let e = drifted.unwrap_err();
+            assert!(
+                e.contains("rank 1 holds a different head.weight than rank 0"),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn a_store_nobody_serves_is_named_in_the_error() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -448,5 +535,6 @@ mod tests {
         assert_eq!(normalizer(5.0), 5.0);
         assert_eq!(mean_over_ranks(&[1.5, 2.5]).unwrap(), vec![1.5, 2.5]);
         assert!(any_rank(true).unwrap() && !any_rank(false).unwrap());
+        assert_eq!(check_replicas_agree(&[]).unwrap(), None);
     }
 }

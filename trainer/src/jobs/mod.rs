@@ -32,10 +32,6 @@ pub fn run_job(ctx: &mut JobContext<'_>) -> anyhow::Result<JobOutcome> {
         crate::train::precision::check_supported(optim.precision, ctx.device)?;
     }
     if world_size > 1 && crate::dist::current().is_none() {
-        anyhow::ensure!(
-            !matches!(ctx.spec.config, JobConfig::PretrainImage(_)),
-            "optim.world_size > 1 is not available for pretrain_image yet: MoCo needs its key batch shuffled across ranks (shuffle-BN) and its queue filled from all of them"
-        );
         return ranks::run_as_rank_zero(ctx, world_size, dispatch);
     }
     dispatch(ctx)

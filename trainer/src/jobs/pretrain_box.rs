@@ -27,7 +27,7 @@ use crate::pretrain::build::build_pretrainer;
 use crate::pretrain::contrastive::{box_contrastive_loss, normalize};
 use crate::pretrain::data::{PairBatch, PretrainSet, pair_loader, pretrain_set};
 use crate::pretrain::detector::{BACKGROUND, BoxPretrainer, is_pretraining_only};
-use crate::pretrain::ema::{copy_all, ema_update, momentum_at};
+use crate::pretrain::ema::{averaged_variables, copy_all, ema_update, momentum_at};
 use crate::train::checkpoint;
 use crate::train::device::to_device;
 use crate::train::engine::{
@@ -229,6 +229,10 @@ impl TrainStep for BoxStep<'_> {
                 self.initial.relative_change(),
             ),
         ])
+    }
+
+    fn replicated(&self) -> Vec<(String, Tensor)> {
+        averaged_variables(&self.target.vs, MOMENTUM_PREFIX)
     }
 
     fn save_checkpoint(&self, path: &Path, opt: &Optimizer, done: u32) -> anyhow::Result<()> {

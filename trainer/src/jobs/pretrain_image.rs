@@ -4,23 +4,28 @@
 //!
 //! Metrics (step = optimizer steps done): `loss/contrastive`, `train/accuracy` (instance
 //! discrimination top-1 against the queue), and what the training loop reports for every run
-//! (`train/lr`, `train/grad_norm`, `train/images_per_s`, `train/data_wait_ms`, `time/*`). Artifacts: `load_report.json`; `checkpoint.safetensors` every
-//! `checkpoint_every` steps (query encoder under its own names, key encoder under
-//! `key_encoder.*`, the queue `moco.queue` and its pointer, optimizer state); at the end
-//! `backbone.safetensors`: only the query encoder's body under `backbone.body.*` (batch-norm
-//! running statistics included), metadata format `aligndet-backbone`, which a `finetune` run
-//! loads with init `{"from": "checkpoint", "artifact": {"run_id": …, "name":
-//! "backbone.safetensors"}}`.
+//! (`train/lr`, `train/grad_norm`, `train/images_per_s`, `train/data_wait_ms`, `time/*`).
+//! Artifacts: `load_report.json`; `checkpoint.safetensors` every `checkpoint_every` steps
+//! (query encoder under its own names, key encoder under `key_encoder.*`, the queue
+//! `moco.queue` and its pointer, optimizer state); at the end `backbone.safetensors`: only the
+//! query encoder's body under `backbone.body.*` (batch-norm running statistics included),
+//! metadata format `aligndet-backbone`, which a `finetune` run loads with init
+//! `{"from": "checkpoint", "artifact": {"run_id": …, "name": "backbone.safetensors"}}`.
 //!
 //! A re-claimed job restores its own checkpoint (both encoders, queue, optimizer) and continues
 //! from that step; batches are a function of (seed, step), so it sees the same views.
+//!
+//! With `optim.world_size > 1` each rank takes its share of the global batch, its keys are
+//! computed across the ranks (shuffle-BN, [`KeyShuffle`]) and every rank enqueues the whole
+//! global batch's keys.
 
 use super::{JobContext, JobOutcome};
 use crate::data::detection::load_split;
 use crate::data::loader::Loader;
 use crate::data::moco_aug::{MocoAugConfig, MocoBatch, MocoLoaderConfig, moco_loader};
+use crate::dist;
 use crate::models::build::body_kind;
-use crate::pretrain::moco::Moco;
+use crate::pretrain::moco::{KEY_PREFIX, KeyShuffle, Moco, QUEUE};
 use crate::train::checkpoint::{read_metadata, write_tensors};
 use crate::train::engine::{StepLosses, TrainStep, resume, run_loop, stores_results};
 use crate::train::init::{BODY_PREFIX, initialise};
@@ -34,9 +39,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tch::Tensor;
 
-const KEY_PREFIX: &str = "key_encoder.";
 const OPTIM_PREFIX: &str = "optim.";
-const QUEUE: &str = "moco.queue";
 
 fn backbone_name(cfg: &PretrainImageConfig) -> String {
     serde_json::to_value(cfg.backbone)
@@ -141,7 +144,11 @@ impl TrainStep for MocoStep<'_> {
     fn losses(&mut self, batch: MocoBatch, _step: u32) -> anyhow::Result<StepLosses> {
         let view_q = batch.view_q.to_device(self.device);
         let view_k = batch.view_k.to_device(self.device);
-        let out = self.moco.forward(&view_q, &view_k);
+        let shuffle = dist::current().map(|group| {
+            let optim = &self.cfg.optim;
+            KeyShuffle::new(group, optim.batch_size as usize, optim.seed, batch.step)
+        });
+        let out = self.moco.forward(&view_q, &view_k, shuffle.as_ref())?;
         self.keys = Some(out.keys);
         Ok(StepLosses {
             terms: vec![("contrastive".to_string(), out.loss)],
@@ -154,6 +161,10 @@ impl TrainStep for MocoStep<'_> {
             self.moco.queue.enqueue(&keys);
         }
         Ok(Vec::new())
+    }
+
+    fn replicated(&self) -> Vec<(String, Tensor)> {
+        self.moco.replicated()
     }
 
     fn save_checkpoint(&self, path: &Path, opt: &Optimizer, done: u32) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! The momentum (target) detector: an exponential moving average of the online detector's
 //! parameters, with BYOL's cosine momentum schedule from m₀ to 1.
 
+use tch::Tensor;
 use tch::nn::VarStore;
 
 /// m_k = 1 − (1 − m₀)·(cos(π·k/K) + 1)/2 for the 0-based iteration k of K.
@@ -30,6 +31,19 @@ pub fn ema_update(target: &VarStore, online: &VarStore, momentum: f64) {
             }
         }
     });
+}
+
+/// The variables an EMA update moves (every one but the batch-norm buffers), as
+/// `{prefix}{name}`, sorted by name: what every data-parallel rank holds the same.
+pub fn averaged_variables(vs: &VarStore, prefix: &str) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| !is_buffer(name))
+        .map(|(name, t)| (format!("{prefix}{name}"), t))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
 }
 
 /// Make the target an exact copy of the online detector (at construction).

@@ -10,25 +10,39 @@
 //!   `key_momentum` m. Its batch-norm statistics are not averaged: it runs in training mode, so
 //!   its BN layers normalise with the key batch's own statistics and update their running
 //!   buffers from its own forward passes, as in MoCo.
-//! - Shuffle-BN: MoCo shuffles the key batch across GPUs so that per-device BN statistics cannot
-//!   leak which sample is the positive. On one device the whole key batch shares one BN
-//!   computation anyway, and the query and key batches pass through different networks, so there
-//!   is no intra-device leak to hide; the shuffle is therefore not done (it would be needed if
-//!   the keys were computed per sub-batch on several devices).
+//! - Shuffle-BN (with several data-parallel ranks, [`KeyShuffle`]): each rank computes its
+//!   keys' batch-norm statistics over its own sub-batch, so a query and its positive key would
+//!   share a sub-batch, and the statistics could tell the model which key is the positive. As
+//!   MoCo, the ranks gather the global key batch, each encodes its slice of one permutation of it,
+//!   and the keys are gathered back and put in the original order. The permutation is a pure
+//!   function of (seed, step), so every rank and a resumed attempt draw the same one. On one
+//!   process the whole key batch shares one BN computation and there is nothing to shuffle.
 //! - Queue: a FIFO ring of `queue_size` L2-normalised keys, the negatives; the keys of each step
-//!   are enqueued after the step, overwriting the oldest.
+//!   (the whole global batch's, so every rank's queue stays the same) are enqueued after the
+//!   step, overwriting the oldest.
 //! - Loss: InfoNCE, logits `[q·k⁺, q·queue] / τ`, cross-entropy with the positive at index 0.
 //!   Instance-discrimination accuracy is how often the positive has the largest logit.
 
+use crate::data::loader::rng_for;
+use crate::dist::ProcessGroup;
 use crate::models::backbone::{Body, BodyKind, build_body};
 use crate::models::linear::torch_linear;
 use crate::models::norm::NormKind;
+use crate::pretrain::ema::averaged_variables;
 use crate::train::init::BODY_PREFIX;
+use rand::seq::SliceRandom;
+use std::sync::Arc;
 use tch::nn::{self, Module, VarStore};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
+
+/// Keeps the key permutations' random stream apart from the loader's (same seed, same steps).
+const SHUFFLE_STREAM: u64 = 0x5348_5546_464c_4542;
 
 /// Where the projector lives in both encoders' stores.
 pub const PROJECTOR_PREFIX: &str = "projector";
+/// Checkpoint names: the key encoder's variables under this prefix, and the queue.
+pub const KEY_PREFIX: &str = "key_encoder.";
+pub const QUEUE: &str = "moco.queue";
 
 /// Body + pooling + MLP projector.
 #[derive(Debug)]
@@ -149,6 +163,65 @@ pub fn momentum_update(key: &VarStore, query: &VarStore, momentum: f64) {
     super::ema::ema_update(key, query, momentum);
 }
 
+/// Shuffle-BN across data-parallel ranks (see the module doc): this rank's place in the group
+/// and the step's permutation of the global key batch.
+pub struct KeyShuffle {
+    group: Arc<ProcessGroup>,
+    /// `perm[j]`: the global-batch position of the view encoded at shuffled position `j`.
+    perm: Vec<i64>,
+}
+
+impl KeyShuffle {
+    /// The shuffle of step `step` of a run seeded `seed`, whose global batch is `batch_size`
+    /// views.
+    pub fn new(group: Arc<ProcessGroup>, batch_size: usize, seed: u64, step: u64) -> KeyShuffle {
+        KeyShuffle {
+            group,
+            perm: permutation(batch_size, seed, step),
+        }
+    }
+
+    /// `encode` this rank's share of the shuffled global batch; returns this rank's own views'
+    /// keys (`[B, D]`) and the global batch's (`[N·B, D]`, in global order), identical on every
+    /// rank. `views` is this rank's `[B, …]`; the exchanges go through the CPU (Gloo's tensors).
+    pub fn keys(
+        &self,
+        views: &Tensor,
+        encode: impl FnOnce(&Tensor) -> Tensor,
+    ) -> anyhow::Result<(Tensor, Tensor)> {
+        let device = views.device();
+        let b = views.size()[0];
+        let all = Tensor::cat(&self.group.all_gather(&views.to_device(Device::Cpu))?, 0);
+        anyhow::ensure!(
+            all.size()[0] == self.perm.len() as i64,
+            "the ranks' key views make a batch of {}, the shuffle expects {}",
+            all.size()[0],
+            self.perm.len()
+        );
+        let perm = Tensor::from_slice(&self.perm);
+        let first = self.group.rank as i64 * b;
+        let mine = all.index_select(0, &perm.narrow(0, first, b));
+        // fp32 whatever the autocast: the queue holds fp32 keys
+        let keys = encode(&mine.to_device(device))
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float);
+        let shuffled = Tensor::cat(&self.group.all_gather(&keys)?, 0);
+        // shuffled row j is the key of global position perm[j]
+        let global = shuffled.zeros_like().index_copy(0, &perm, &shuffled);
+        Ok((
+            global.narrow(0, first, b).to_device(device),
+            global.to_device(device),
+        ))
+    }
+}
+
+/// A permutation of `0..n`, a pure function of (seed, step).
+pub fn permutation(n: usize, seed: u64, step: u64) -> Vec<i64> {
+    let mut perm: Vec<i64> = (0..n as i64).collect();
+    perm.shuffle(&mut rng_for(seed ^ SHUFFLE_STREAM, step, 0));
+    perm
+}
+
 /// Query and key encoders with the queue.
 pub struct Moco {
     pub query_vs: VarStore,
@@ -164,7 +237,7 @@ pub struct Moco {
 pub struct MocoOutput {
     pub loss: Tensor,
     pub accuracy: f64,
-    /// The keys to enqueue once the step is done.
+    /// The keys to enqueue once the step is done: the global batch's, in global order.
     pub keys: Tensor,
 }
 
@@ -205,20 +278,41 @@ impl Moco {
     }
 
     /// One MoCo forward: queries with gradient, momentum update of the key encoder, keys in
-    /// training mode without gradient, InfoNCE against the queue. The caller back-propagates,
-    /// steps the optimizer, then calls [`KeyQueue::enqueue`] with `keys`.
-    pub fn forward(&self, view_q: &Tensor, view_k: &Tensor) -> MocoOutput {
+    /// training mode without gradient (with `shuffle`, computed across the ranks), InfoNCE
+    /// against the queue. The caller back-propagates, steps the optimizer, then calls
+    /// [`KeyQueue::enqueue`] with `keys`.
+    pub fn forward(
+        &self,
+        view_q: &Tensor,
+        view_k: &Tensor,
+        shuffle: Option<&KeyShuffle>,
+    ) -> anyhow::Result<MocoOutput> {
         let q = self.query.forward_t(view_q, true);
-        let k = tch::no_grad(|| {
+        let (k, keys) = tch::no_grad(|| {
             momentum_update(&self.key_vs, &self.query_vs, self.key_momentum);
-            self.key.forward_t(view_k, true)
-        });
+            let encode = |x: &Tensor| self.key.forward_t(x, true);
+            match shuffle {
+                Some(s) => s.keys(view_k, encode),
+                None => {
+                    let k = encode(view_k);
+                    Ok((k.shallow_clone(), k))
+                }
+            }
+        })?;
         let (loss, accuracy) = info_nce(&q, &k, &self.queue.keys, self.temperature);
-        MocoOutput {
+        Ok(MocoOutput {
             loss,
             accuracy,
-            keys: k,
-        }
+            keys,
+        })
+    }
+
+    /// What every rank must hold the same besides the query encoder (which the optimizer
+    /// keeps): the key encoder's parameters and the queue, under their checkpoint names.
+    pub fn replicated(&self) -> Vec<(String, Tensor)> {
+        let mut named = averaged_variables(&self.key_vs, KEY_PREFIX);
+        named.push((QUEUE.to_string(), self.queue.keys.shallow_clone()));
+        named
     }
 }
 
@@ -328,10 +422,91 @@ mod tests {
         assert!(m.key_vs.variables().values().all(|t| !t.requires_grad()));
         // a forward pass gives a finite loss and unit keys, and the key BN buffers move
         let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, tch::Device::Cpu));
-        let out = m.forward(&x, &x.flip([3]));
+        let out = m.forward(&x, &x.flip([3]), None).unwrap();
         assert!(out.loss.double_value(&[]).is_finite());
         let norms = out.keys.norm_scalaropt_dim(2, [1i64].as_slice(), false);
         assert!((norms - 1.0).abs().max().double_value(&[]) < 1e-5);
         assert!(m.key_vs.variables()[bn].abs().max().double_value(&[]) > 0.0);
+    }
+
+    #[test]
+    fn the_key_permutation_is_a_pure_function_of_seed_and_step() {
+        let p = permutation(8, 3, 5);
+        let mut sorted = p.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..8).collect::<Vec<i64>>());
+        assert_eq!(p, permutation(8, 3, 5));
+        assert_ne!(p, permutation(8, 3, 6));
+        assert_ne!(p, permutation(8, 4, 5));
+    }
+
+    /// Two ranks in two threads over a real Gloo group; each key is `encode` of its own view
+    /// whoever encoded it, and each rank encoded a slice of the shuffled global batch.
+    #[test]
+    fn shuffled_keys_are_each_views_own_and_come_back_in_global_order() {
+        use crate::dist::{ProcessGroup, Store};
+        use std::time::Duration;
+        const B: i64 = 3;
+        let timeout = Duration::from_secs(20);
+        // global position g: a view of constant value g
+        let views = |rank: i64| {
+            Tensor::arange_start(rank * B, (rank + 1) * B, (Kind::Float, Device::Cpu))
+                .view([B, 1, 1, 1])
+                .repeat([1, 2, 2, 2])
+        };
+        // per-sample: the key of view g is [g, 2g] (no statistics across the batch)
+        let encode = |x: &Tensor| {
+            let v = x.mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
+            Tensor::stack(&[v.shallow_clone(), &v * 2.0], 1)
+        };
+        let rank_run = move |rank: usize, store: Store| {
+            let group = ProcessGroup::join(store, "127.0.0.1", rank, 2, timeout, timeout).unwrap();
+            let shuffle = KeyShuffle::new(Arc::new(group), 2 * B as usize, 9, 4);
+            let mut encoded = Vec::new();
+            let (mine, global) = shuffle
+                .keys(&views(rank as i64), |x| {
+                    encoded = Vec::<f32>::try_from(x.mean_dim(
+                        [1i64, 2, 3].as_slice(),
+                        false,
+                        Kind::Float,
+                    ))
+                    .unwrap();
+                    encode(x)
+                })
+                .unwrap();
+            (
+                Vec::<f32>::try_from(mine.select(1, 0)).unwrap(),
+                Vec::<f32>::try_from(global.reshape([-1])).unwrap(),
+                encoded,
+            )
+        };
+        let store = Store::serve("127.0.0.1", 2, timeout).unwrap();
+        let port = store.port();
+        let other = std::thread::spawn(move || {
+            rank_run(1, Store::connect("127.0.0.1", port, 2, timeout).unwrap())
+        });
+        let zero = rank_run(0, store);
+        let one = other.join().unwrap();
+
+        let perm = permutation(2 * B as usize, 9, 4);
+        let global: Vec<f32> = (0..2 * B)
+            .flat_map(|g| [g as f32, 2.0 * g as f32])
+            .collect();
+        for (rank, (mine, all, encoded)) in [zero, one].into_iter().enumerate() {
+            let first = rank as i64 * B;
+            let own: Vec<f32> = (first..first + B).map(|g| g as f32).collect();
+            assert_eq!(mine, own, "rank {rank}: its own views' keys");
+            assert_eq!(all, global, "rank {rank}: the global batch in order");
+            let slice: Vec<f32> = perm[first as usize..(first + B) as usize]
+                .iter()
+                .map(|&g| g as f32)
+                .collect();
+            assert_eq!(
+                encoded, slice,
+                "rank {rank} encoded its slice of the permutation"
+            );
+        }
+        // the permutation moved views across ranks, so the sub-batches' statistics mix them
+        assert!(perm[..B as usize].iter().any(|&g| g >= B), "{perm:?}");
     }
 }

@@ -48,6 +48,14 @@ pub trait TrainStep {
         Ok(Vec::new())
     }
 
+    /// What every rank must hold the same besides the optimizer's parameters (a momentum
+    /// copy's parameters, MoCo's queue), named, in the same order on every rank. Rank 0's is
+    /// broadcast at the start; the ranks' copies are compared at each checkpoint. Not batch-norm
+    /// buffers: with batch statistics, each rank's running statistics are its own.
+    fn replicated(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
     /// Write a resumable checkpoint to `path` after `done` steps: the job's weights, whatever
     /// else it needs to continue, and `opt`'s state.
     fn save_checkpoint(&self, path: &Path, opt: &Optimizer, done: u32) -> anyhow::Result<()>;
@@ -93,13 +101,20 @@ pub fn run_loop<S: TrainStep>(
 ) -> anyhow::Result<JobOutcome> {
     check_supported(optim.precision, ctx.device)?;
     device::prepare(ctx.device);
-    let params: Vec<Tensor> = opt
+    let named: Vec<(String, Tensor)> = opt
         .params
         .iter()
-        .map(|p| p.tensor.shallow_clone())
+        .map(|p| (p.name.clone(), p.tensor.shallow_clone()))
         .collect();
+    let params: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+    // What the ranks hold the same: the parameters and what the job keeps besides.
+    let replicas = |job: &S| -> Vec<(String, Tensor)> {
+        let ours = named.iter().map(|(n, t)| (n.clone(), t.shallow_clone()));
+        ours.chain(job.replicated()).collect()
+    };
     // Ranks start from rank 0's weights whatever their own initialisation drew.
-    dist::broadcast_from_rank0(&params)?;
+    let replicated: Vec<Tensor> = replicas(job).into_iter().map(|(_, t)| t).collect();
+    dist::broadcast_from_rank0(&replicated)?;
     let primary = dist::rank() == 0;
     let mut scaler = LossScaler::for_precision(optim.precision);
     let progress_every = (optim.steps / 20).max(1);
@@ -246,6 +261,12 @@ pub fn run_loop<S: TrainStep>(
                 "step {done}/{}: loss {total_value:.4}, lr {lr:.5}, {seconds:.2} s/step",
                 optim.steps
             ));
+        }
+        if done % optim.checkpoint_every == 0 || done == optim.steps {
+            // every rank takes part; a rank that drifted is an error, not a retry
+            if let Some(n) = dist::check_replicas_agree(&replicas(job))? {
+                ctx.log(format!("step {done}: the {n} ranks hold the same weights"));
+            }
         }
         if done < optim.steps && primary {
             if done % optim.checkpoint_every == 0 {
