@@ -8,7 +8,7 @@
 # Rows: `trainer doctor`; a fine-tune and a box-domain pre-training through `trainer run` on
 # cuda:0 (synthetic data made there by `trainer synth`); our training step against torchvision's
 # (FCOS, RetinaNet, Faster R-CNN, ResNet-50-FPN, fp32 and bf16) with scripts/bench_train.py; the
-# GPU's busy share during a fine-tune (nvidia-smi); data-parallel ranks at world size 1.
+# GPU's busy share during a fine-tune (nvidia-smi); NCCL at world size 1 (from `trainer doctor`).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUNDLE="$ROOT/.device"
@@ -103,7 +103,13 @@ for det in fcos retinanet faster_rcnn; do
   done
 done
 
-# 6. ranks: world size 1 runs without a process group; the c10d shim has Gloo only (no NCCL)
-row "NCCL at world size 1" "not built" "the shim links ProcessGroupGloo only; CUDA ranks all-reduce through Gloo"
+# 6. NCCL at world size 1: `trainer doctor` joins a 1-rank group on cuda:0 (NCCL for CUDA tensors
+#    when the trainer was built with it) and all-reduces and broadcasts a tensor there
+c10d="$(echo "${doctor:-}" | grep -E '^c10d (backends|check)' | sed 's/  */ /g' | tr '\n' ' ')"
+if echo "$c10d" | grep -q "over NCCL.*: ok"; then
+  row "NCCL at world size 1" ok "$c10d"
+else
+  row "NCCL at world size 1" FAILED "${c10d:-no c10d lines from trainer doctor}"
+fi
 echo
 echo "table: $TABLE"

@@ -15,7 +15,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${ALIGNDET_CACHE:-$HOME/.cache/aligndet-studio}"
 VENV="$CACHE/venv"
-PY_REQS=(torch==2.11.0 torchvision==0.26.0 safetensors setuptools numpy pillow pycocotools==2.0.11 faster-coco-eval==1.8.0 opencv-contrib-python-headless)
+# nvidia-cuda-crt and nvidia-cuda-cccl: header-only, the CUDA 13.0 headers the wheel's runtime
+# package lacks and ProcessGroupNCCL's header needs (the trainer's shim then builds with NCCL).
+PY_REQS=(torch==2.11.0 torchvision==0.26.0 safetensors setuptools numpy pillow pycocotools==2.0.11 faster-coco-eval==1.8.0 opencv-contrib-python-headless nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85)
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 

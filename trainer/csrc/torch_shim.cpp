@@ -3,12 +3,22 @@
 // libtorch exception becomes an error message, never an abort.
 //
 // Tensors cross as tch's handles (`torch::Tensor*`). Collectives are synchronous: each call
-// waits for its `Work` before returning.
+// waits for its `Work` before returning (for NCCL: the current CUDA stream waits for it, so what
+// runs after on that stream, a copy to the host included, sees the result).
+//
+// A group has a Gloo backend for CPU tensors and, for ranks on CUDA devices when the shim was
+// built with NCCL (USE_C10D_NCCL, see build.rs), an NCCL backend for CUDA tensors: each
+// collective goes to the backend of its tensor's device, as PyTorch's "cpu:gloo,cuda:nccl".
 
 #include <ATen/autocast_mode.h>
 #include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <chrono>
 #include <cstring>
@@ -29,9 +39,15 @@ at::DeviceType device_type(int device) {
 
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<c10d::Backend> gloo;
+  // Set for ranks on a CUDA device when NCCL is built in.
+  c10::intrusive_ptr<c10d::Backend> nccl;
   // Each collective's own limit (the group's is the rendezvous').
   std::chrono::milliseconds collective_timeout;
+
+  c10d::Backend& backend_for(const at::Tensor& t) {
+    return (nccl && t.is_cuda()) ? *nccl : *gloo;
+  }
 };
 
 }  // namespace
@@ -80,20 +96,46 @@ int adt_store_port(void* store) {
 
 void adt_store_free(void* store) { delete static_cast<c10::intrusive_ptr<c10d::TCPStore>*>(store); }
 
-// A Gloo group of `world_size` ranks meeting through `store`; blocks until all have joined or
+// Whether NCCL is built in (1) or CUDA tensors go through Gloo (0).
+int adt_has_nccl() {
+#ifdef USE_C10D_NCCL
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// A group of `world_size` ranks meeting through `store`; blocks until all have joined Gloo or
 // `join_timeout_ms` passed. Each collective then waits at most `collective_timeout_ms`.
-// `interface_host` is the address this rank's Gloo device binds.
+// `interface_host` is the address this rank's Gloo device binds. `cuda_device` >= 0: this rank's
+// GPU, whose tensors go through NCCL when it is built in (its communicator is made at the first
+// collective, which every rank calls).
 void* adt_group_new(void* store, const char* interface_host, int rank, int world_size,
-                    int64_t join_timeout_ms, int64_t collective_timeout_ms, char* err,
-                    size_t errlen) {
+                    int64_t join_timeout_ms, int64_t collective_timeout_ms, int cuda_device,
+                    char* err, size_t errlen) {
   try {
     auto timeout = std::chrono::milliseconds(join_timeout_ms);
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
     opts->devices.push_back(
         c10d::ProcessGroupGloo::createDeviceForHostname(std::string(interface_host)));
     c10::intrusive_ptr<c10d::Store> base = *static_cast<c10::intrusive_ptr<c10d::TCPStore>*>(store);
-    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(base, rank, world_size, opts);
-    return new Group{base, pg, std::chrono::milliseconds(collective_timeout_ms)};
+    // Each backend keeps its keys apart in the one store.
+    auto gloo_store = c10::make_intrusive<c10d::PrefixStore>("gloo", base);
+    c10::intrusive_ptr<c10d::Backend> gloo =
+        c10::make_intrusive<c10d::ProcessGroupGloo>(gloo_store, rank, world_size, opts);
+    c10::intrusive_ptr<c10d::Backend> nccl;
+#ifdef USE_C10D_NCCL
+    if (cuda_device >= 0) {
+      c10::cuda::set_device(static_cast<c10::DeviceIndex>(cuda_device));
+      auto nccl_opts = c10d::ProcessGroupNCCL::Options::create();
+      nccl_opts->timeout = std::chrono::milliseconds(collective_timeout_ms);
+      auto nccl_store = c10::make_intrusive<c10d::PrefixStore>("nccl", base);
+      nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(nccl_store, rank, world_size, nccl_opts);
+    }
+#else
+    (void)cuda_device;
+#endif
+    return new Group{base, gloo, nccl, std::chrono::milliseconds(collective_timeout_ms)};
   } catch (const std::exception& e) {
     write_error(e, err, errlen);
     return nullptr;
@@ -109,7 +151,7 @@ int adt_allreduce_sum(void* group, at::Tensor* tensor, char* err, size_t errlen)
     std::vector<at::Tensor> ts{*tensor};
     c10d::AllreduceOptions opts;
     opts.timeout = g->collective_timeout;
-    g->pg->allreduce(ts, opts)->wait();
+    g->backend_for(*tensor).allreduce(ts, opts)->wait();
     return 0;
   } catch (const std::exception& e) {
     write_error(e, err, errlen);
@@ -125,7 +167,7 @@ int adt_broadcast(void* group, at::Tensor* tensor, int root, char* err, size_t e
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
     opts.timeout = g->collective_timeout;
-    g->pg->broadcast(ts, opts)->wait();
+    g->backend_for(*tensor).broadcast(ts, opts)->wait();
     return 0;
   } catch (const std::exception& e) {
     write_error(e, err, errlen);
@@ -143,7 +185,7 @@ int adt_allgather(void* group, at::Tensor* input, at::Tensor** outputs, int worl
     std::vector<at::Tensor> ins{*input};
     c10d::AllgatherOptions opts;
     opts.timeout = g->collective_timeout;
-    g->pg->allgather(outs, ins, opts)->wait();
+    g->backend_for(*input).allgather(outs, ins, opts)->wait();
     return 0;
   } catch (const std::exception& e) {
     write_error(e, err, errlen);

@@ -159,5 +159,20 @@ pub fn print_report() -> anyhow::Result<()> {
     println!("cuDNN available  : {}", r.cudnn_available);
     println!("CUDA devices     : {}", r.cuda_device_count);
     println!("threads          : {}", r.threads);
+    let nccl = if crate::dist::nccl_built() {
+        "Gloo for CPU tensors, NCCL for CUDA tensors"
+    } else {
+        "Gloo only (built without NCCL)"
+    };
+    println!("c10d backends    : {nccl}");
+    let device = if r.cuda_available {
+        tch::Device::Cuda(0)
+    } else {
+        tch::Device::Cpu
+    };
+    match crate::dist::one_rank_check(device) {
+        Ok(done) => println!("c10d check       : {done}"),
+        Err(e) => println!("c10d check       : FAILED: {e:#}"),
+    }
     Ok(())
 }

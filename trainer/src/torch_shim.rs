@@ -27,10 +27,12 @@ unsafe extern "C" {
         world_size: c_int,
         join_timeout_ms: i64,
         collective_timeout_ms: i64,
+        cuda_device: c_int,
         err: *mut c_char,
         errlen: usize,
     ) -> *mut c_void;
     pub fn adt_group_free(group: *mut c_void);
+    pub fn adt_has_nccl() -> c_int;
     pub fn adt_allreduce_sum(
         group: *mut c_void,
         tensor: *mut C_tensor,

@@ -1,5 +1,6 @@
 //! Data-parallel ranks over c10d (PyTorch's own process groups, through `csrc/torch_shim.cpp`):
-//! a TCPStore rendezvous and a Gloo group for CPU tensors.
+//! a TCPStore rendezvous and a Gloo group for CPU tensors, with NCCL for CUDA tensors where the
+//! shim is built with it.
 //!
 //! One process is one rank, and runs one job at a time, so the job's group is process-wide
 //! ([`join`] sets it, dropping the [`Membership`] clears it). Code deep in a model reaches it
@@ -9,6 +10,10 @@
 //! A collective that fails (a rank died, the store is gone) inside loss code cannot return an
 //! error there: it is recorded and [`take_error`] hands it to the training loop, which ends the
 //! attempt.
+
+mod store;
+
+pub use store::Store;
 
 use crate::torch_shim;
 use anyhow::Context;
@@ -37,73 +42,7 @@ pub fn is_rank_lost(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<RankLost>())
 }
 
-/// The TCPStore the ranks meet through.
-pub struct Store {
-    ptr: *mut c_void,
-}
-
-// The store is a socket client (or server) that libtorch guards itself.
-unsafe impl Send for Store {}
-unsafe impl Sync for Store {}
-
-impl Store {
-    /// Rank 0's store, listening on `host` at a free port ([`Store::port`]).
-    pub fn serve(host: &str, world_size: usize, timeout: Duration) -> anyhow::Result<Store> {
-        Store::open(host, 0, true, world_size, timeout)
-            .with_context(|| format!("starting the rendezvous store on {host}"))
-    }
-
-    /// Another rank's connection to the store at `host:port`.
-    pub fn connect(
-        host: &str,
-        port: u16,
-        world_size: usize,
-        timeout: Duration,
-    ) -> anyhow::Result<Store> {
-        Store::open(host, port, false, world_size, timeout).with_context(|| {
-            format!(
-                "cannot reach the rendezvous store at {host}:{port} within {} s",
-                timeout.as_secs()
-            )
-        })
-    }
-
-    fn open(
-        host: &str,
-        port: u16,
-        server: bool,
-        world_size: usize,
-        timeout: Duration,
-    ) -> anyhow::Result<Store> {
-        let host = c_string(host)?;
-        let mut err = [0 as c_char; torch_shim::ERR_LEN];
-        let ptr = unsafe {
-            torch_shim::adt_store_new(
-                host.as_ptr(),
-                port,
-                server as i32,
-                world_size as i32,
-                timeout.as_millis() as i64,
-                err.as_mut_ptr(),
-                err.len(),
-            )
-        };
-        anyhow::ensure!(!ptr.is_null(), "{}", torch_shim::message(&err));
-        Ok(Store { ptr })
-    }
-
-    pub fn port(&self) -> u16 {
-        unsafe { torch_shim::adt_store_port(self.ptr) as u16 }
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        unsafe { torch_shim::adt_store_free(self.ptr) }
-    }
-}
-
-/// A Gloo process group: this process is rank `rank` of `world_size`.
+/// A process group (Gloo, and NCCL for CUDA tensors): this process is rank `rank` of `world_size`.
 pub struct ProcessGroup {
     ptr: *mut c_void,
     pub rank: usize,
@@ -120,16 +59,22 @@ unsafe impl Sync for ProcessGroup {}
 impl ProcessGroup {
     /// Join the group (blocks until all `world_size` ranks have, or `join_timeout`); each
     /// collective then waits at most `collective_timeout`. `interface_host` is the address this
-    /// rank's Gloo transport binds.
+    /// rank's Gloo transport binds. A rank on a CUDA `device` also gets an NCCL backend for its
+    /// CUDA tensors when NCCL is built in ([`backends`]).
     pub fn join(
         store: Store,
         interface_host: &str,
         rank: usize,
         world_size: usize,
+        device: tch::Device,
         join_timeout: Duration,
         collective_timeout: Duration,
     ) -> anyhow::Result<ProcessGroup> {
         let host = c_string(interface_host)?;
+        let cuda_device = match device {
+            tch::Device::Cuda(i) => i as i32,
+            _ => -1,
+        };
         let mut err = [0 as c_char; torch_shim::ERR_LEN];
         let ptr = unsafe {
             torch_shim::adt_group_new(
@@ -139,13 +84,15 @@ impl ProcessGroup {
                 world_size as i32,
                 join_timeout.as_millis() as i64,
                 collective_timeout.as_millis() as i64,
+                cuda_device,
                 err.as_mut_ptr(),
                 err.len(),
             )
         };
         anyhow::ensure!(
             !ptr.is_null(),
-            "rank {rank} of {world_size} could not join the process group: {}",
+            "rank {rank} of {world_size} could not join the process group ({}): {}",
+            backends(device),
             torch_shim::message(&err)
         );
         Ok(ProcessGroup {
@@ -268,6 +215,52 @@ impl Drop for ProcessGroup {
     fn drop(&mut self) {
         unsafe { torch_shim::adt_group_free(self.ptr) }
     }
+}
+
+/// `cpu` or `cuda:N`, as the command line names devices.
+pub fn device_name(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    }
+}
+
+/// Whether the shim was built with NCCL (see `build.rs`).
+pub fn nccl_built() -> bool {
+    unsafe { torch_shim::adt_has_nccl() == 1 }
+}
+
+/// The backends a rank on `device` communicates through, for logs and errors.
+pub fn backends(device: tch::Device) -> &'static str {
+    match (device, nccl_built()) {
+        (tch::Device::Cuda(_), true) => "NCCL for CUDA tensors, Gloo for CPU tensors",
+        (tch::Device::Cuda(_), false) => "Gloo (this trainer was built without NCCL)",
+        _ => "Gloo",
+    }
+}
+
+/// A group of one rank on `device`: join, all-reduce and broadcast a tensor on the device, check
+/// what came back (`trainer doctor`: whether this machine's c10d backends work at all, NCCL on a
+/// GPU machine included). Returns what ran.
+pub fn one_rank_check(device: tch::Device) -> anyhow::Result<String> {
+    let started = std::time::Instant::now();
+    let timeout = Duration::from_secs(60);
+    let store = Store::serve("127.0.0.1", 1, timeout)?;
+    let group = ProcessGroup::join(store, "127.0.0.1", 0, 1, device, timeout, timeout)?;
+    let mut t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).to_device(device);
+    group.all_reduce_sum(&mut t)?;
+    group.broadcast(&mut t, 0)?;
+    let back = Vec::<f32>::try_from(t.to_device(tch::Device::Cpu))?;
+    anyhow::ensure!(
+        back == [1.0, 2.0, 3.0],
+        "a 1-rank all-reduce gave {back:?}, not [1, 2, 3]"
+    );
+    Ok(format!(
+        "1-rank all-reduce and broadcast on {} over {}: ok ({:.0} ms)",
+        device_name(device),
+        backends(device),
+        started.elapsed().as_secs_f64() * 1e3
+    ))
 }
 
 static CURRENT: RwLock<Option<Arc<ProcessGroup>>> = RwLock::new(None);
@@ -427,6 +420,7 @@ mod tests {
     use super::*;
 
     const SHORT: Duration = Duration::from_secs(20);
+    const CPU: tch::Device = tch::Device::Cpu;
 
     /// Two ranks in two threads of this process, over a real Gloo group.
     #[test]
@@ -435,7 +429,7 @@ mod tests {
         let port = store.port();
         let other = std::thread::spawn(move || {
             let store = Store::connect("127.0.0.1", port, 2, SHORT).unwrap();
-            let g = ProcessGroup::join(store, "127.0.0.1", 1, 2, SHORT, SHORT).unwrap();
+            let g = ProcessGroup::join(store, "127.0.0.1", 1, 2, CPU, SHORT, SHORT).unwrap();
             let mut t = Tensor::from_slice(&[2.0f32, 20.0]);
             g.all_reduce_sum(&mut t).unwrap();
             let mut b = Tensor::from_slice(&[0.0f32]);
@@ -450,7 +444,7 @@ mod tests {
                     .collect::<Vec<_>>(),
             )
         });
-        let g = ProcessGroup::join(store, "127.0.0.1", 0, 2, SHORT, SHORT).unwrap();
+        let g = ProcessGroup::join(store, "127.0.0.1", 0, 2, CPU, SHORT, SHORT).unwrap();
         let mut t = Tensor::from_slice(&[1.0f32, 10.0]);
         g.all_reduce_sum(&mut t).unwrap();
         let mut b = Tensor::from_slice(&[7.0f32]);
@@ -495,14 +489,29 @@ mod tests {
         };
         let other = std::thread::spawn(move || {
             let store = Store::connect("127.0.0.1", port, 2, SHORT).unwrap();
-            check(&ProcessGroup::join(store, "127.0.0.1", 1, 2, SHORT, SHORT).unwrap())
+            check(&ProcessGroup::join(store, "127.0.0.1", 1, 2, CPU, SHORT, SHORT).unwrap())
         });
-        let zero = check(&ProcessGroup::join(store, "127.0.0.1", 0, 2, SHORT, SHORT).unwrap());
+        let zero = check(&ProcessGroup::join(store, "127.0.0.1", 0, 2, CPU, SHORT, SHORT).unwrap());
         for (same, drifted) in [zero, other.join().unwrap()] {
             assert_eq!(same, Ok(Some(2)));
             let e = drifted.unwrap_err();
             assert!(
                 e.contains("rank 1 holds a different head.weight than rank 0"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_rank_checks_its_backend_and_a_missing_gpu_is_named() {
+        let ok = one_rank_check(CPU).unwrap();
+        assert!(ok.contains("on cpu over Gloo: ok"), "{ok}");
+        if !tch::Cuda::is_available() {
+            let e = format!("{:#}", one_rank_check(tch::Device::Cuda(0)).unwrap_err());
+            eprintln!("{e}");
+            let backend = if nccl_built() { "NCCL" } else { "Gloo" };
+            assert!(
+                e.contains("could not join the process group") && e.contains(backend),
                 "{e}"
             );
         }

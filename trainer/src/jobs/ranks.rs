@@ -66,10 +66,7 @@ fn rank_devices(
         );
         return Ok(given[..world_size]
             .iter()
-            .map(|d| match d {
-                tch::Device::Cuda(i) => format!("cuda:{i}"),
-                _ => "cpu".to_string(),
-            })
+            .map(|&d| dist::device_name(d))
             .collect());
     }
     match device {
@@ -136,11 +133,20 @@ pub fn run_as_rank_zero(
         }
     }
     ctx.log(format!(
-        "{world_size} data-parallel ranks on {} (store {LOCAL_HOST}:{}, {threads} threads each)",
+        "{world_size} data-parallel ranks on {} over {} (store {LOCAL_HOST}:{}, {threads} threads each)",
         devices.join(", "),
+        dist::backends(ctx.device),
         store.port()
     ));
-    let joined = ProcessGroup::join(store, LOCAL_HOST, 0, world_size, JOIN_TIMEOUT, RANK_TIMEOUT);
+    let joined = ProcessGroup::join(
+        store,
+        LOCAL_HOST,
+        0,
+        world_size,
+        ctx.device,
+        JOIN_TIMEOUT,
+        RANK_TIMEOUT,
+    );
     let group = match joined {
         Ok(g) => g,
         Err(e) => {
@@ -344,6 +350,7 @@ pub fn run_rank(args: RankArgs) -> anyhow::Result<()> {
         LOCAL_HOST,
         launch.rank,
         launch.world_size,
+        device,
         JOIN_TIMEOUT,
         RANK_TIMEOUT,
     )?;

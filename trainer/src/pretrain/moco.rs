@@ -460,7 +460,9 @@ mod tests {
             Tensor::stack(&[v.shallow_clone(), &v * 2.0], 1)
         };
         let rank_run = move |rank: usize, store: Store| {
-            let group = ProcessGroup::join(store, "127.0.0.1", rank, 2, timeout, timeout).unwrap();
+            let group =
+                ProcessGroup::join(store, "127.0.0.1", rank, 2, Device::Cpu, timeout, timeout)
+                    .unwrap();
             let shuffle = KeyShuffle::new(Arc::new(group), 2 * B as usize, 9, 4);
             let mut encoded = Vec::new();
             let (mine, global) = shuffle
