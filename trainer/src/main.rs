@@ -69,8 +69,25 @@ fn keep_freed_memory_in_the_heap() {
     }
 }
 
+/// NCCL's errors come back as errors: a collective that fails or times out throws from its wait
+/// (blocking wait), instead of NCCL's watchdog tearing the whole process down (its default,
+/// `TORCH_NCCL_ASYNC_ERROR_HANDLING=3`). A worker then reports the lost rank as retryable and
+/// stays up. Values the user set are kept.
+fn make_nccl_errors_return() {
+    for (key, value) in [
+        ("TORCH_NCCL_BLOCKING_WAIT", "1"),
+        ("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0"),
+    ] {
+        if std::env::var_os(key).is_none() {
+            // SAFETY: at the start of main, before any other thread exists.
+            unsafe { std::env::set_var(key, value) };
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     keep_freed_memory_in_the_heap();
+    make_nccl_errors_return();
     let cli = Cli::parse();
     match cli.command {
         Command::Doctor => doctor::print_report(),
