@@ -159,12 +159,11 @@ pub fn print_report() -> anyhow::Result<()> {
     println!("cuDNN available  : {}", r.cudnn_available);
     println!("CUDA devices     : {}", r.cuda_device_count);
     println!("threads          : {}", r.threads);
-    let nccl = if crate::dist::nccl_built() {
-        "Gloo for CPU tensors, NCCL for CUDA tensors"
-    } else {
-        "Gloo only (built without NCCL)"
-    };
-    println!("c10d backends    : {nccl}");
+    // what a rank on a GPU would use, whether or not this machine has one
+    println!(
+        "c10d backends    : {}",
+        crate::dist::backends(tch::Device::Cuda(0))
+    );
     let device = if r.cuda_available {
         tch::Device::Cuda(0)
     } else {

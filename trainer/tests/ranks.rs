@@ -9,7 +9,10 @@ mod support;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{assert_repeats, local_spec, metric_series, synthetic_dataset, write_pseudo_boxes};
+use support::{
+    assert_repeats, hand_over_checkpoint, local_spec, metric_series, synthetic_dataset,
+    write_pseudo_boxes,
+};
 
 const PROPOSALS_RUN_ID: i64 = 4;
 
@@ -249,9 +252,7 @@ fn two_gloo_ranks_pretrain_image_with_keys_shuffled_across_ranks() {
         ("3", "12")
     );
 
-    let own = inputs.join(RUN_ID.to_string());
-    std::fs::create_dir_all(&own).unwrap();
-    std::fs::copy(&checkpoint, own.join("checkpoint.safetensors")).unwrap();
+    hand_over_checkpoint(&dir.join("first"), &inputs, RUN_ID);
     let (ok, resumed) = trainer_run(&dir, "resumed", &spec, &inputs);
     assert!(ok, "{}", error(&resumed));
     assert!(logs(&resumed).contains("resumed from the checkpoint at step 3"));

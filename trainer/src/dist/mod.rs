@@ -165,15 +165,15 @@ impl ProcessGroup {
         Ok(outputs)
     }
 
-    /// `Some(world size)` when every rank holds the same `named` tensors as rank 0 (given in
-    /// the same order on every rank); an error naming the first that differs otherwise. Each
-    /// tensor is fingerprinted by its sum and sum of squares in f64, compared bit for bit:
-    /// ranks that apply the same averaged update to the same weights stay identical, so any
-    /// difference means they drifted (an update one rank made alone, a non-deterministic
-    /// kernel) and would go on training different models under one run.
-    pub fn check_same(&self, named: &[(String, Tensor)]) -> anyhow::Result<Option<usize>> {
+    /// That every rank holds the same `named` tensors as rank 0 (given in the same order on
+    /// every rank); an error naming the first that differs otherwise. Each tensor is
+    /// fingerprinted by its sum and sum of squares in f64, compared bit for bit: ranks that
+    /// apply the same averaged update to the same weights stay identical, so any difference
+    /// means they drifted (an update one rank made alone, a non-deterministic kernel) and would
+    /// go on training different models under one run.
+    pub fn check_same(&self, named: &[(String, Tensor)]) -> anyhow::Result<()> {
         if named.is_empty() {
-            return Ok(Some(self.world_size));
+            return Ok(());
         }
         let prints = tch::no_grad(|| {
             let sums: Vec<Tensor> = named
@@ -189,20 +189,23 @@ impl ProcessGroup {
         let reference = Vec::<f64>::try_from(&all[0])?;
         for (rank, theirs) in all.iter().enumerate().skip(1) {
             let theirs = Vec::<f64>::try_from(theirs)?;
-            let differs =
-                (0..reference.len()).find(|&i| reference[i].to_bits() != theirs[i].to_bits());
-            if let Some(i) = differs {
+            // one (sum, sum of squares) pair per tensor
+            let pairs = reference.chunks(2).zip(theirs.chunks(2));
+            let same = |(a, b): &(&[f64], &[f64])| {
+                a.iter().zip(*b).all(|(x, y)| x.to_bits() == y.to_bits())
+            };
+            if let Some((i, (ours, other))) = pairs.enumerate().find(|(_, p)| !same(p)) {
                 anyhow::bail!(
                     "the data-parallel ranks have drifted apart: rank {rank} holds a different {} than rank 0 (sum {:e} against {:e}, sum of squares {:e} against {:e})",
-                    named[i / 2].0,
-                    theirs[i - i % 2],
-                    reference[i - i % 2],
-                    theirs[i - i % 2 + 1],
-                    reference[i - i % 2 + 1]
+                    named[i].0,
+                    other[0],
+                    ours[0],
+                    other[1],
+                    ours[1]
                 );
             }
         }
-        Ok(Some(self.world_size))
+        Ok(())
     }
 
     fn record(&self, e: anyhow::Error) {
@@ -393,10 +396,11 @@ pub fn average_gradients(params: &[Tensor]) -> anyhow::Result<()> {
 /// With several ranks: that they all hold the same `named` tensors (see
 /// [`ProcessGroup::check_same`]), and how many they are. `None` on one process.
 pub fn check_replicas_agree(named: &[(String, Tensor)]) -> anyhow::Result<Option<usize>> {
-    match current() {
-        Some(g) => g.check_same(named),
-        None => Ok(None),
-    }
+    let Some(g) = current() else {
+        return Ok(None);
+    };
+    g.check_same(named)?;
+    Ok(Some(g.world_size))
 }
 
 /// Overwrite every rank's `tensors` with rank 0's (the initial parameters, so that ranks start
@@ -493,7 +497,7 @@ mod tests {
         });
         let zero = check(&ProcessGroup::join(store, "127.0.0.1", 0, 2, CPU, SHORT, SHORT).unwrap());
         for (same, drifted) in [zero, other.join().unwrap()] {
-            assert_eq!(same, Ok(Some(2)));
+            assert_eq!(same, Ok(()));
             let e = drifted.unwrap_err();
             assert!(
                 e.contains("rank 1 holds a different head.weight than rank 0"),

@@ -131,7 +131,6 @@ struct MocoStep<'a> {
     loader: Loader<MocoBatch>,
     /// This step's keys, enqueued once the optimizer has stepped.
     keys: Option<Tensor>,
-    device: tch::Device,
 }
 
 impl TrainStep for MocoStep<'_> {
@@ -142,13 +141,13 @@ impl TrainStep for MocoStep<'_> {
     }
 
     fn losses(&mut self, batch: MocoBatch, _step: u32) -> anyhow::Result<StepLosses> {
-        let view_q = batch.view_q.to_device(self.device);
-        let view_k = batch.view_k.to_device(self.device);
         let shuffle = dist::current().map(|group| {
             let optim = &self.cfg.optim;
             KeyShuffle::new(group, optim.batch_size as usize, optim.seed, batch.step)
         });
-        let out = self.moco.forward(&view_q, &view_k, shuffle.as_ref())?;
+        let out = self
+            .moco
+            .forward(&batch.view_q, &batch.view_k, shuffle.as_ref())?;
         self.keys = Some(out.keys);
         Ok(StepLosses {
             terms: vec![("contrastive".to_string(), out.loss)],
@@ -268,7 +267,6 @@ pub fn run(ctx: &mut JobContext<'_>, cfg: &PretrainImageConfig) -> anyhow::Resul
         moco: &mut moco,
         loader,
         keys: None,
-        device: ctx.device,
     };
     let outcome = run_loop(ctx, &cfg.optim, &mut opt, &mut job, start_step)?;
     if !stores_results(outcome) {

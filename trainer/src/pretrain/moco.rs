@@ -181,15 +181,17 @@ impl KeyShuffle {
         }
     }
 
-    /// `encode` this rank's share of the shuffled global batch; returns this rank's own views'
-    /// keys (`[B, D]`) and the global batch's (`[N·B, D]`, in global order), identical on every
-    /// rank. `views` is this rank's `[B, …]`; the exchanges go through the CPU (Gloo's tensors).
+    /// `encode` this rank's share of the shuffled global batch on `device`; returns this rank's
+    /// own views' keys (`[B, D]`) and the global batch's (`[N·B, D]`, in global order), identical
+    /// on every rank, both on `device`. `views` is this rank's `[B, …]` as the loader made them,
+    /// on the CPU: the exchanges go through it (Gloo's tensors), and only the share this rank
+    /// encodes goes to the device.
     pub fn keys(
         &self,
         views: &Tensor,
+        device: Device,
         encode: impl FnOnce(&Tensor) -> Tensor,
     ) -> anyhow::Result<(Tensor, Tensor)> {
-        let device = views.device();
         let b = views.size()[0];
         let all = Tensor::cat(&self.group.all_gather(&views.to_device(Device::Cpu))?, 0);
         anyhow::ensure!(
@@ -279,7 +281,8 @@ impl Moco {
 
     /// One MoCo forward: queries with gradient, momentum update of the key encoder, keys in
     /// training mode without gradient (with `shuffle`, computed across the ranks), InfoNCE
-    /// against the queue. The caller back-propagates, steps the optimizer, then calls
+    /// against the queue. The views may be on the CPU; each goes to the encoders' device where it
+    /// is encoded. The caller back-propagates, steps the optimizer, then calls
     /// [`KeyQueue::enqueue`] with `keys`.
     pub fn forward(
         &self,
@@ -287,14 +290,15 @@ impl Moco {
         view_k: &Tensor,
         shuffle: Option<&KeyShuffle>,
     ) -> anyhow::Result<MocoOutput> {
-        let q = self.query.forward_t(view_q, true);
+        let device = self.query_vs.device();
+        let q = self.query.forward_t(&view_q.to_device(device), true);
         let (k, keys) = tch::no_grad(|| {
             momentum_update(&self.key_vs, &self.query_vs, self.key_momentum);
             let encode = |x: &Tensor| self.key.forward_t(x, true);
             match shuffle {
-                Some(s) => s.keys(view_k, encode),
+                Some(s) => s.keys(view_k, device, encode),
                 None => {
-                    let k = encode(view_k);
+                    let k = encode(&view_k.to_device(device));
                     Ok((k.shallow_clone(), k))
                 }
             }
@@ -466,7 +470,7 @@ mod tests {
             let shuffle = KeyShuffle::new(Arc::new(group), 2 * B as usize, 9, 4);
             let mut encoded = Vec::new();
             let (mine, global) = shuffle
-                .keys(&views(rank as i64), |x| {
+                .keys(&views(rank as i64), Device::Cpu, |x| {
                     encoded = Vec::<f32>::try_from(x.mean_dim(
                         [1i64, 2, 3].as_slice(),
                         false,

@@ -119,16 +119,9 @@ pub fn metric_series(out: &std::path::Path, key: &str) -> std::collections::BTre
     map
 }
 
-/// A re-claimed attempt: the first attempt's `checkpoint.safetensors` (in `first_out`'s
-/// artifacts) becomes the run's own input under `inputs`, and the spec runs again into
-/// `resumed_out`.
-pub fn rerun_from_checkpoint(
-    spec: &std::path::Path,
-    run_id: i64,
-    first_out: &std::path::Path,
-    inputs: &std::path::Path,
-    resumed_out: PathBuf,
-) {
+/// The first attempt's `checkpoint.safetensors` (in `first_out`'s artifacts) becomes run
+/// `run_id`'s own input under `inputs`, where a re-claimed attempt finds it.
+pub fn hand_over_checkpoint(first_out: &std::path::Path, inputs: &std::path::Path, run_id: i64) {
     let own = inputs.join(run_id.to_string());
     std::fs::create_dir_all(&own).unwrap();
     std::fs::copy(
@@ -136,6 +129,17 @@ pub fn rerun_from_checkpoint(
         own.join("checkpoint.safetensors"),
     )
     .unwrap();
+}
+
+/// A re-claimed attempt: [`hand_over_checkpoint`], then the spec runs again into `resumed_out`.
+pub fn rerun_from_checkpoint(
+    spec: &std::path::Path,
+    run_id: i64,
+    first_out: &std::path::Path,
+    inputs: &std::path::Path,
+    resumed_out: PathBuf,
+) {
+    hand_over_checkpoint(first_out, inputs, run_id);
     run_local_job(spec, resumed_out, Some(inputs.to_path_buf()));
 }
 
